@@ -1,0 +1,83 @@
+import SqliteDatabase from 'better-sqlite3'
+import {
+  Kysely,
+  Migrator,
+  PostgresDialect,
+  SqliteDialect,
+  type Migration,
+  type MigrationProvider,
+} from 'kysely'
+import pg from 'pg'
+
+export type DbDialect = 'sqlite' | 'postgres'
+
+/** A kysely instance plus the dialect it speaks, so callers can branch on SQL differences. */
+export interface Database<Schema> {
+  db: Kysely<Schema>
+  dialect: DbDialect
+  close(): Promise<void>
+}
+
+export interface SqliteOptions {
+  /** milliseconds a writer waits for the lock before SQLITE_BUSY */
+  busyTimeoutMs?: number
+  readonly?: boolean
+}
+
+/** Opens (creating if needed) a SQLite file in WAL mode. Use ':memory:' for a throwaway database. */
+export function openSqlite<Schema>(path: string, opts: SqliteOptions = {}): Database<Schema> {
+  const sqlite = new SqliteDatabase(path, { readonly: opts.readonly ?? false })
+  if (path !== ':memory:' && !opts.readonly) sqlite.pragma('journal_mode = WAL')
+  sqlite.pragma(`busy_timeout = ${opts.busyTimeoutMs ?? 5000}`)
+  sqlite.pragma('synchronous = NORMAL')
+  sqlite.pragma('foreign_keys = ON')
+  const db = new Kysely<Schema>({ dialect: new SqliteDialect({ database: sqlite }) })
+  return { db, dialect: 'sqlite', close: () => db.destroy() }
+}
+
+export interface PostgresOptions {
+  /** search_path schema; created if missing. Lets tests isolate themselves in one database. */
+  schema?: string
+  poolSize?: number
+}
+
+/** Connects to PostgreSQL with a pool. */
+export async function openPostgres<Schema>(url: string, opts: PostgresOptions = {}): Promise<Database<Schema>> {
+  const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10 })
+  if (opts.schema) {
+    if (!/^[a-z_][a-z0-9_]*$/.test(opts.schema)) throw new Error(`invalid PostgreSQL schema name: ${opts.schema}`)
+    await pool.query(`CREATE SCHEMA IF NOT EXISTS "${opts.schema}"`)
+    pool.on('connect', (client) => {
+      client.query(`SET search_path TO "${opts.schema}"`).catch(() => undefined)
+    })
+  }
+  const db = new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) })
+  return { db, dialect: 'postgres', close: () => db.destroy() }
+}
+
+/** Opens SQLite for a path, or PostgreSQL for a postgres:// or postgresql:// URL. */
+export async function openDatabase<Schema>(location: string, opts: PostgresOptions & SqliteOptions = {}): Promise<Database<Schema>> {
+  if (/^postgres(ql)?:\/\//.test(location)) return openPostgres<Schema>(location, opts)
+  return openSqlite<Schema>(location, opts)
+}
+
+/** Migrations keyed by name; names sort in the order they run (use a numeric prefix: '001-init'). */
+export type Migrations = Record<string, Migration>
+
+class StaticMigrationProvider implements MigrationProvider {
+  constructor(private readonly migrations: Migrations) {}
+  async getMigrations(): Promise<Record<string, Migration>> {
+    return this.migrations
+  }
+}
+
+/** Runs every pending migration, throwing with the failing migration's name on error. */
+export async function migrateToLatest(db: Kysely<any>, migrations: Migrations): Promise<void> {
+  const migrator = new Migrator({ db, provider: new StaticMigrationProvider(migrations) })
+  const { error, results } = await migrator.migrateToLatest()
+  if (error) {
+    const failed = results?.find((r) => r.status === 'Error')
+    const reason = error instanceof Error ? error.message : String(error)
+    throw new Error(`migration ${failed?.migrationName ?? '(unknown)'} failed: ${reason}`)
+  }
+}

@@ -1,0 +1,53 @@
+import { sql } from 'kysely'
+import { describe, expect, it } from 'vitest'
+import { migrateToLatest, openDatabase, openSqlite, type Migrations } from '@stratos/core/db'
+
+interface Schema {
+  item: { id: number; name: string }
+}
+
+const migrations: Migrations = {
+  '001-init': {
+    up: async (db) => {
+      await db.schema.createTable('item').addColumn('id', 'integer', (c) => c.primaryKey()).addColumn('name', 'text', (c) => c.notNull()).execute()
+    },
+  },
+  '002-index': {
+    up: async (db) => {
+      await db.schema.createIndex('item_name_idx').on('item').column('name').execute()
+    },
+  },
+}
+
+describe('db', () => {
+  it('runs migrations once and stores rows in SQLite', async () => {
+    const { db, close } = openSqlite<Schema>(':memory:')
+    await migrateToLatest(db, migrations)
+    await migrateToLatest(db, migrations) // idempotent
+    await db.insertInto('item').values({ id: 1, name: 'a' }).execute()
+    expect(await db.selectFrom('item').selectAll().execute()).toEqual([{ id: 1, name: 'a' }])
+    await close()
+  })
+
+  it('reports the failing migration by name', async () => {
+    const { db, close } = openSqlite<Schema>(':memory:')
+    const bad: Migrations = { ...migrations, '003-bad': { up: async (d) => { await sql`NOT SQL`.execute(d) } } }
+    await expect(migrateToLatest(db, bad)).rejects.toThrow(/003-bad/)
+    await close()
+  })
+
+  const pgUrl = process.env.STRATOS_TEST_PG_URL
+  it.runIf(pgUrl)('runs the same migrations on PostgreSQL in an isolated schema', async () => {
+    const schema = `dbtest_${process.pid}_${Date.now()}`
+    const { db, close } = await openDatabase<Schema>(pgUrl!, { schema })
+    try {
+      await migrateToLatest(db, migrations)
+      await db.insertInto('item').values({ id: 7, name: 'pg' }).execute()
+      expect(await db.selectFrom('item').selectAll().execute()).toEqual([{ id: 7, name: 'pg' }])
+    } finally {
+      await sql.raw(`DROP SCHEMA "${schema}" CASCADE`).execute(db)
+      await close()
+    }
+  })
+  if (!pgUrl) console.log('db.test: PostgreSQL tests SKIPPED (STRATOS_TEST_PG_URL not set)')
+})
