@@ -1,0 +1,2 @@
+export * from './service-jwt.js'
+export * from './replay-cache.js'

@@ -1,0 +1,6 @@
+export * from './safe-fetch.js'
+export * from './did-doc.js'
+export * from './did-resolver.js'
+export * from './handle-resolver.js'
+export * from './cache.js'
+export * from './resolver.js'
