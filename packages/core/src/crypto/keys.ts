@@ -1,0 +1,165 @@
+/**
+ * Public-key encodings used by atproto: multikey (multicodec-prefixed compressed point, base58btc,
+ * `z` multibase prefix), did:key (= `did:key:` + multikey) and the legacy DID-document form
+ * (`Ecdsa*VerificationKey2019`: multibase base58btc of the bare point, compressed or uncompressed).
+ */
+import { ECDH } from 'node:crypto'
+import { base58btc } from 'multiformats/bases/base58'
+
+export type Curve = 'k256' | 'p256'
+export type JwtAlg = 'ES256K' | 'ES256'
+
+export interface ParsedPublicKey {
+  curve: Curve
+  jwtAlg: JwtAlg
+  /** 33-byte compressed SEC1 point. */
+  publicKey: Uint8Array
+}
+
+export const DID_KEY_PREFIX = 'did:key:'
+
+/** Varint-encoded multicodec prefixes: secp256k1-pub 0xe7, p256-pub 0x1200. */
+const MULTICODEC_PREFIX: Record<Curve, Uint8Array> = {
+  k256: Uint8Array.of(0xe7, 0x01),
+  p256: Uint8Array.of(0x80, 0x24),
+}
+
+const OPENSSL_CURVE: Record<Curve, string> = { k256: 'secp256k1', p256: 'prime256v1' }
+
+export const LEGACY_SUITES: Record<string, Curve> = {
+  EcdsaSecp256k1VerificationKey2019: 'k256',
+  EcdsaSecp256r1VerificationKey2019: 'p256',
+}
+
+export class InvalidKeyError extends Error {
+  override name = 'InvalidKeyError'
+}
+
+export function curveToJwtAlg(curve: Curve): JwtAlg {
+  return curve === 'k256' ? 'ES256K' : 'ES256'
+}
+
+export function jwtAlgToCurve(alg: string): Curve {
+  if (alg === 'ES256K') return 'k256'
+  if (alg === 'ES256') return 'p256'
+  throw new InvalidKeyError(`unsupported JWT alg: ${alg}`)
+}
+
+/** Accepts a `Curve` or a JWT alg name. */
+function toCurve(curveOrAlg: string): Curve {
+  if (curveOrAlg === 'k256' || curveOrAlg === 'p256') return curveOrAlg
+  return jwtAlgToCurve(curveOrAlg)
+}
+
+/**
+ * Checks that `point` (33-byte compressed or 65-byte uncompressed SEC1) lies on the curve and returns
+ * the 33-byte compressed form. Throws InvalidKeyError otherwise.
+ */
+export function compressPublicKey(curve: Curve, point: Uint8Array): Uint8Array {
+  const okShape =
+    (point.length === 33 && (point[0] === 0x02 || point[0] === 0x03)) ||
+    (point.length === 65 && point[0] === 0x04)
+  if (!okShape) {
+    throw new InvalidKeyError(`${curve} public key must be a 33-byte compressed or 65-byte uncompressed point`)
+  }
+  try {
+    // OpenSSL checks that the point is on the curve while converting.
+    const out = ECDH.convertKey(point, OPENSSL_CURVE[curve], undefined, undefined, 'compressed') as Buffer
+    return new Uint8Array(out.buffer, out.byteOffset, out.byteLength).slice()
+  } catch {
+    throw new InvalidKeyError(`${curve} public key is not a point on the curve`)
+  }
+}
+
+/** 65-byte uncompressed form of a valid public key. */
+export function decompressPublicKey(curve: Curve, point: Uint8Array): Uint8Array {
+  try {
+    const out = ECDH.convertKey(point, OPENSSL_CURVE[curve], undefined, undefined, 'uncompressed') as Buffer
+    return new Uint8Array(out.buffer, out.byteOffset, out.byteLength).slice()
+  } catch {
+    throw new InvalidKeyError(`${curve} public key is not a point on the curve`)
+  }
+}
+
+function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
+  if (bytes.length < prefix.length) return false
+  for (let i = 0; i < prefix.length; i++) if (bytes[i] !== prefix[i]) return false
+  return true
+}
+
+function decodeBase58Multibase(multibase: string, what: string): Uint8Array {
+  if (typeof multibase !== 'string' || !multibase.startsWith('z')) {
+    throw new InvalidKeyError(`${what} must be base58btc multibase (start with "z")`)
+  }
+  try {
+    return base58btc.decode(multibase)
+  } catch {
+    throw new InvalidKeyError(`${what} is not valid base58btc`)
+  }
+}
+
+/** Parses a multikey string (`zQ3s…` for k256, `zDna…` for p256). Throws InvalidKeyError. */
+export function parseMultikey(multikey: string): ParsedPublicKey {
+  const bytes = decodeBase58Multibase(multikey, 'multikey')
+  for (const curve of ['k256', 'p256'] as const) {
+    const prefix = MULTICODEC_PREFIX[curve]
+    if (startsWith(bytes, prefix)) {
+      const point = bytes.subarray(prefix.length)
+      return { curve, jwtAlg: curveToJwtAlg(curve), publicKey: compressPublicKey(curve, point) }
+    }
+  }
+  throw new InvalidKeyError('multikey has an unsupported multicodec (expected secp256k1-pub or p256-pub)')
+}
+
+/** Multikey string for a public key (compressed or uncompressed input; output always compressed). */
+export function formatMultikey(curveOrAlg: Curve | JwtAlg, publicKey: Uint8Array): string {
+  const curve = toCurve(curveOrAlg)
+  const compressed = compressPublicKey(curve, publicKey)
+  const prefix = MULTICODEC_PREFIX[curve]
+  const bytes = new Uint8Array(prefix.length + compressed.length)
+  bytes.set(prefix, 0)
+  bytes.set(compressed, prefix.length)
+  return base58btc.encode(bytes)
+}
+
+/** Parses a `did:key:z…` string. Throws InvalidKeyError if it is not a supported did:key. */
+export function parseDidKey(didKey: string): ParsedPublicKey {
+  if (typeof didKey !== 'string' || !didKey.startsWith(DID_KEY_PREFIX)) {
+    throw new InvalidKeyError(`not a did:key: ${String(didKey).slice(0, 80)}`)
+  }
+  return parseMultikey(didKey.slice(DID_KEY_PREFIX.length))
+}
+
+export function formatDidKey(curveOrAlg: Curve | JwtAlg, publicKey: Uint8Array): string {
+  return DID_KEY_PREFIX + formatMultikey(curveOrAlg, publicKey)
+}
+
+/**
+ * Legacy DID-document key form: multibase base58btc of the bare SEC1 point (no multicodec), compressed
+ * or uncompressed. The curve comes from the verification method type.
+ */
+export function parseLegacyMultibase(curveOrAlg: Curve | JwtAlg, multibase: string): ParsedPublicKey {
+  const curve = toCurve(curveOrAlg)
+  const point = decodeBase58Multibase(multibase, 'publicKeyMultibase')
+  return { curve, jwtAlg: curveToJwtAlg(curve), publicKey: compressPublicKey(curve, point) }
+}
+
+/**
+ * did:key for a DID-document verification method: `Multikey`, or the legacy
+ * `EcdsaSecp256k1VerificationKey2019` / `EcdsaSecp256r1VerificationKey2019` suites.
+ * Throws InvalidKeyError for unsupported types or bad keys.
+ */
+export function didKeyFromVerificationMethod(method: { type?: unknown; publicKeyMultibase?: unknown }): string {
+  const { type, publicKeyMultibase } = method
+  if (typeof publicKeyMultibase !== 'string') {
+    throw new InvalidKeyError('verification method has no publicKeyMultibase')
+  }
+  if (type === 'Multikey') {
+    const parsed = parseMultikey(publicKeyMultibase)
+    return formatDidKey(parsed.curve, parsed.publicKey)
+  }
+  const curve = typeof type === 'string' ? LEGACY_SUITES[type] : undefined
+  if (!curve) throw new InvalidKeyError(`unsupported verification method type: ${String(type)}`)
+  const parsed = parseLegacyMultibase(curve, publicKeyMultibase)
+  return formatDidKey(parsed.curve, parsed.publicKey)
+}

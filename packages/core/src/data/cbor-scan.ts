@@ -1,0 +1,115 @@
+/**
+ * A strict structural scan of CBOR bytes, run before @ipld/dag-cbor decodes them. It enforces the atproto
+ * (DRISL) restrictions that the decoder alone does not: no floats, no simple values other than
+ * false/true/null, no tags other than 42 (and 42 must wrap a byte string), no indefinite lengths,
+ * string map keys only, integers within signed 64-bit, and a nesting-depth limit. It also finds where
+ * each top-level item ends, for concatenated objects (event-stream frames).
+ */
+import { DataModelError } from './errors.js'
+
+export interface CborLimits {
+  /** Maximum nesting depth of arrays/maps/tags (default 256). */
+  maxDepth?: number
+}
+
+export const DEFAULT_MAX_DEPTH = 256
+
+const TWO_POW_63 = 2n ** 63n
+
+class Scanner {
+  pos: number
+  constructor(
+    readonly bytes: Uint8Array,
+    start: number,
+    readonly maxDepth: number,
+  ) {
+    this.pos = start
+  }
+
+  fail(msg: string): never {
+    throw new DataModelError(`invalid CBOR at byte ${this.pos}: ${msg}`)
+  }
+
+  /** Reads an item head; returns [major, additional info, argument]. */
+  head(): [number, number, number | bigint] {
+    const b = this.bytes
+    if (this.pos >= b.length) this.fail('unexpected end of data')
+    const ib = b[this.pos++]!
+    const major = ib >> 5
+    const ai = ib & 0x1f
+    if (ai < 24) return [major, ai, ai]
+    if (major === 7 && ai >= 25 && ai <= 27) this.fail('floats are not allowed')
+    if (ai === 31) this.fail('indefinite-length items are not allowed')
+    if (ai > 27) this.fail(`reserved additional info ${ai}`)
+    const size = 1 << (ai - 24) // 1, 2, 4, 8
+    if (this.pos + size > b.length) this.fail('unexpected end of data')
+    let value: number | bigint
+    if (size === 8) {
+      const hi = ((b[this.pos]! << 24) | (b[this.pos + 1]! << 16) | (b[this.pos + 2]! << 8) | b[this.pos + 3]!) >>> 0
+      const lo =
+        ((b[this.pos + 4]! << 24) | (b[this.pos + 5]! << 16) | (b[this.pos + 6]! << 8) | b[this.pos + 7]!) >>> 0
+      value = hi < 0x200000 ? hi * 0x100000000 + lo : (BigInt(hi) << 32n) | BigInt(lo)
+    } else {
+      let v = 0
+      for (let i = 0; i < size; i++) v = v * 256 + b[this.pos + i]!
+      value = v
+    }
+    this.pos += size
+    return [major, ai, value]
+  }
+
+  /** Length argument of a string/array/map, bounded by the bytes left (each element needs >= 1 byte). */
+  length(arg: number | bigint, perItem: number): number {
+    const left = this.bytes.length - this.pos
+    if (typeof arg === 'bigint' || arg * perItem > left) this.fail('length exceeds the data')
+    return arg
+  }
+
+  item(depth: number): void {
+    if (depth > this.maxDepth) this.fail(`nesting deeper than ${this.maxDepth}`)
+    const [major, ai, arg] = this.head()
+    switch (major) {
+      case 0:
+      case 1:
+        if (typeof arg === 'bigint' && arg >= TWO_POW_63) this.fail('integer outside the signed 64-bit range')
+        return
+      case 2:
+      case 3:
+        this.pos += this.length(arg, 1)
+        return
+      case 4: {
+        const n = this.length(arg, 1)
+        for (let i = 0; i < n; i++) this.item(depth + 1)
+        return
+      }
+      case 5: {
+        const n = this.length(arg, 2)
+        for (let i = 0; i < n; i++) {
+          const b = this.bytes[this.pos]
+          if (b === undefined || b >> 5 !== 3) this.fail('map keys must be strings')
+          this.item(depth + 1)
+          this.item(depth + 1)
+        }
+        return
+      }
+      case 6: {
+        if (arg !== 42) this.fail(`tag ${String(arg)} is not allowed (only 42, CID links)`)
+        const b = this.bytes[this.pos]
+        if (b === undefined || b >> 5 !== 2) this.fail('tag 42 must wrap a byte string')
+        this.item(depth + 1)
+        return
+      }
+      default: // 7
+        if (ai === 20 || ai === 21 || ai === 22) return // false, true, null
+        if (ai === 23) this.fail('undefined is not allowed')
+        this.fail(`simple value ${String(arg)} is not allowed`)
+    }
+  }
+}
+
+/** Checks one CBOR item starting at `start`; returns the offset just past it. Throws DataModelError. */
+export function scanCborItem(bytes: Uint8Array, start = 0, limits: CborLimits = {}): number {
+  const s = new Scanner(bytes, start, limits.maxDepth ?? DEFAULT_MAX_DEPTH)
+  s.item(0)
+  return s.pos
+}

@@ -1,0 +1,4 @@
+/** Thrown by the ensureValid* functions; the message says which identifier and what is wrong. */
+export class InvalidSyntaxError extends Error {
+  override name = 'InvalidSyntaxError'
+}
