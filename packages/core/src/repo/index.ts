@@ -1,0 +1,71 @@
+export { SqliteRepoStorage, type RepoRoot, type SqliteRepoStorageOptions } from './storage.js'
+export {
+  CarError,
+  DEFAULT_CAR_LIMITS,
+  DAG_CBOR_CODEC,
+  carStream,
+  concatChunks,
+  encodeCarBlock,
+  encodeCarHeader,
+  encodeVarint,
+  readCar,
+  readCarSync,
+  readCarWithRoot,
+  readVarint,
+  varintLength,
+  writeCar,
+  writeVarint,
+  type CarBlockInput,
+  type CarContents,
+  type CarErrorCode,
+  type CarLimits,
+} from './car.js'
+export {
+  CommitDecodeError,
+  checkCommitSignature,
+  decodeCommit,
+  isTid,
+  tidTimestampMs,
+  type SignedCommit,
+} from './commit.js'
+export {
+  MstWalkError,
+  commonPrefixLength,
+  mstKeyLayer,
+  walkMst,
+  type BlockGetter,
+  type MstWalkItem,
+} from './mst-walk.js'
+export {
+  DEFAULT_COMMIT_LIMITS,
+  RepoVerifyError,
+  invertCommitOps,
+  verifyCommitEvent,
+  verifyRepoCar,
+  verifySyncEvent,
+  type CommitCheckContext,
+  type CommitCheckFailure,
+  type CommitCheckLimits,
+  type CommitCheckOk,
+  type CommitCheckReason,
+  type CommitCheckResult,
+  type CommitEvent,
+  type CommitEventOp,
+  type InversionResult,
+  type RepoState,
+  type SyncCheckOk,
+  type SyncCheckResult,
+  type SyncEvent,
+  type VerifiedRecord,
+  type VerifiedRepoCar,
+} from './verify.js'
+export {
+  buildProofBlocks,
+  commitOpsFromDiff,
+  commitSliceBlocks,
+  commitSliceCar,
+  repoBlocks,
+  repoCarStream,
+} from './slice.js'
+// the @atproto/repo building blocks the rest of Stratos uses together with these
+export { BlockMap, MST, Repo, MemoryBlockstore, WriteOpAction, type CommitData, type RepoStorage } from '@atproto/repo'
