@@ -1,0 +1,6 @@
+export { PlcServer, HttpError, MAX_EXPORT_COUNT, type PlcServerOptions } from './server.js'
+export { readConfig, ConfigError, packageVersion, DEFAULT_PORT, DEFAULT_HOST, type PlcConfig, type LogLevel } from './config.js'
+export { PlcStore, KeyedMutex, HeadMismatchError, type StoredEntry, type SequencedOp, type LegacyExportedOp } from './store.js'
+export { formatDidDocument } from './document.js'
+export * from './validate.js'
+export type * from './types.js'
