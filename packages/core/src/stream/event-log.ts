@@ -1,0 +1,302 @@
+/**
+ * Event logs: where a subscription server replays from. Frames are stored pre-encoded, with their seq,
+ * so a replay is a sequence of reads and sends with no re-encoding.
+ */
+import SqliteDatabase from 'better-sqlite3'
+
+export interface LoggedEvent {
+  seq: number
+  frame: Uint8Array
+}
+
+/** What {@link SubscriptionServer} needs to replay a cursor. Implementations must return events in seq order. */
+export interface EventLog {
+  /** highest seq stored, or null when the log is empty */
+  latestSeq(): Promise<number | null>
+  /** lowest seq still stored (the start of the backfill window), or null when empty */
+  earliestSeq(): Promise<number | null>
+  /** up to `limit` events with seq > `seq`, ascending */
+  readAfter(seq: number, limit: number): Promise<LoggedEvent[]>
+  /**
+   * Optional: highest seq ever assigned, even if retention has since deleted it. Lets the server tell an
+   * old cursor (OutdatedCursor) from a future one (FutureCursor) when the whole log has been pruned.
+   */
+  headSeq?(): Promise<number | null>
+}
+
+export interface PruneOptions {
+  /** drop events older than this */
+  maxAgeMs?: number
+  /** keep at most this many frame bytes (newest first) */
+  maxBytes?: number
+  /** clock for tests */
+  now?: number
+}
+
+export interface PruneResult {
+  deleted: number
+  earliestSeq: number | null
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+interface MemoryEntry extends LoggedEvent {
+  time: number
+}
+
+/** In-memory log (tests, throwaway dev servers). Single process, not durable. */
+export class MemoryEventLog implements EventLog {
+  private entries: MemoryEntry[] = []
+  private last = 0
+
+  /** Assigns the next seq, builds the frame for it and stores it. */
+  append(makeFrame: (seq: number) => Uint8Array, time = Date.now()): LoggedEvent {
+    const seq = this.last + 1
+    const frame = makeFrame(seq)
+    this.last = seq
+    this.entries.push({ seq, frame, time })
+    return { seq, frame }
+  }
+
+  /** Stores an event under a caller-chosen seq (must be above every stored seq). */
+  insert(seq: number, frame: Uint8Array, time = Date.now()): void {
+    if (!Number.isSafeInteger(seq) || seq <= this.last) throw new RangeError(`seq ${seq} is not above ${this.last}`)
+    this.last = seq
+    this.entries.push({ seq, frame, time })
+  }
+
+  /** Deletes every event with seq <= `seq`. */
+  deleteThrough(seq: number): number {
+    const idx = this.indexAfter(seq)
+    this.entries.splice(0, idx)
+    return idx
+  }
+
+  prune(opts: PruneOptions): PruneResult {
+    const now = opts.now ?? Date.now()
+    let cut = 0
+    if (opts.maxAgeMs !== undefined) {
+      const limit = now - opts.maxAgeMs
+      for (let i = 0; i < this.entries.length; i++) if (this.entries[i]!.time < limit) cut = i + 1
+    }
+    if (opts.maxBytes !== undefined) {
+      let total = 0
+      for (let i = this.entries.length - 1; i >= cut; i--) {
+        total += this.entries[i]!.frame.byteLength
+        if (total > opts.maxBytes) {
+          cut = i + 1
+          break
+        }
+      }
+    }
+    this.entries.splice(0, cut)
+    return { deleted: cut, earliestSeq: this.entries[0]?.seq ?? null }
+  }
+
+  get size(): number {
+    return this.entries.length
+  }
+
+  private indexAfter(seq: number): number {
+    let lo = 0
+    let hi = this.entries.length
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1
+      if (this.entries[mid]!.seq <= seq) lo = mid + 1
+      else hi = mid
+    }
+    return lo
+  }
+
+  async latestSeq(): Promise<number | null> {
+    return this.entries.length ? this.entries[this.entries.length - 1]!.seq : null
+  }
+
+  async earliestSeq(): Promise<number | null> {
+    return this.entries[0]?.seq ?? null
+  }
+
+  async headSeq(): Promise<number | null> {
+    return this.last || null
+  }
+
+  async readAfter(seq: number, limit: number): Promise<LoggedEvent[]> {
+    const start = this.indexAfter(seq)
+    return this.entries.slice(start, start + limit).map(({ seq, frame }) => ({ seq, frame }))
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+export interface SqliteEventLogOptions {
+  /** table name (default `stream_event`); lets one database hold several endpoints' logs */
+  table?: string
+  /**
+   * 'full' (default for files this class opens): every append is fsynced before it returns, so a seq
+   * handed out is never reused after a crash. 'normal': WAL default, durable across process crashes only.
+   */
+  synchronous?: 'full' | 'normal'
+}
+
+export interface SqliteEventRow {
+  seq: number
+  type: string
+  did: string | null
+  time: number
+  frame: Uint8Array
+}
+
+export interface AppendItem {
+  type: string
+  did?: string | null
+  /** builds the frame once the seq is known */
+  frame: (seq: number) => Uint8Array
+  time?: number
+}
+
+/**
+ * Durable event log on better-sqlite3: table `(seq INTEGER PRIMARY KEY, type, did, time, size, frame BLOB)`.
+ * Seqs are assigned as last+1 inside an IMMEDIATE transaction, and the last seq is kept in a side table
+ * so pruning everything never makes seq go back. One writer per file.
+ */
+export class SqliteEventLog implements EventLog {
+  readonly db: SqliteDatabase.Database
+  private readonly ownsDb: boolean
+  private readonly table: string
+  private readonly stmts: {
+    last: SqliteDatabase.Statement<[], { last_seq: number }>
+    setLast: SqliteDatabase.Statement<[number]>
+    insert: SqliteDatabase.Statement<[number, string, string | null, number, number, Uint8Array]>
+    latest: SqliteDatabase.Statement<[], { seq: number | null }>
+    earliest: SqliteDatabase.Statement<[], { seq: number | null }>
+    readAfter: SqliteDatabase.Statement<[number, number], { seq: number; frame: Buffer }>
+    readRows: SqliteDatabase.Statement<[number, number], SqliteEventRow>
+    deleteThrough: SqliteDatabase.Statement<[number]>
+    ageCut: SqliteDatabase.Statement<[number], { seq: number | null }>
+    bytesCut: SqliteDatabase.Statement<[number], { seq: number } | undefined>
+    totals: SqliteDatabase.Statement<[], { count: number; bytes: number | null }>
+  }
+  private readonly appendTx: (items: AppendItem[]) => LoggedEvent[]
+
+  constructor(pathOrDb: string | SqliteDatabase.Database, opts: SqliteEventLogOptions = {}) {
+    const table = opts.table ?? 'stream_event'
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(table)) throw new Error(`invalid table name: ${table}`)
+    this.table = table
+    if (typeof pathOrDb === 'string') {
+      this.db = new SqliteDatabase(pathOrDb)
+      this.ownsDb = true
+      if (pathOrDb !== ':memory:') this.db.pragma('journal_mode = WAL')
+      this.db.pragma(`synchronous = ${opts.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`)
+      this.db.pragma('busy_timeout = 5000')
+    } else {
+      this.db = pathOrDb
+      this.ownsDb = false
+    }
+    const meta = `${table}_meta`
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS ${table} (
+        seq INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        did TEXT,
+        time INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        frame BLOB NOT NULL
+      );
+      CREATE INDEX IF NOT EXISTS ${table}_time_idx ON ${table}(time);
+      CREATE TABLE IF NOT EXISTS ${meta} (id INTEGER PRIMARY KEY CHECK (id = 1), last_seq INTEGER NOT NULL);
+      INSERT OR IGNORE INTO ${meta} (id, last_seq) VALUES (1, COALESCE((SELECT MAX(seq) FROM ${table}), 0));
+    `)
+    this.stmts = {
+      last: this.db.prepare(`SELECT last_seq FROM ${meta} WHERE id = 1`),
+      setLast: this.db.prepare(`UPDATE ${meta} SET last_seq = ? WHERE id = 1`),
+      insert: this.db.prepare(`INSERT INTO ${table} (seq, type, did, time, size, frame) VALUES (?, ?, ?, ?, ?, ?)`),
+      latest: this.db.prepare(`SELECT MAX(seq) AS seq FROM ${table}`),
+      earliest: this.db.prepare(`SELECT MIN(seq) AS seq FROM ${table}`),
+      readAfter: this.db.prepare(`SELECT seq, frame FROM ${table} WHERE seq > ? ORDER BY seq LIMIT ?`),
+      readRows: this.db.prepare(`SELECT seq, type, did, time, frame FROM ${table} WHERE seq > ? ORDER BY seq LIMIT ?`),
+      deleteThrough: this.db.prepare(`DELETE FROM ${table} WHERE seq <= ?`),
+      ageCut: this.db.prepare(`SELECT MAX(seq) AS seq FROM ${table} WHERE time < ?`),
+      bytesCut: this.db.prepare(
+        `SELECT seq FROM (SELECT seq, SUM(size) OVER (ORDER BY seq DESC) AS total FROM ${table})
+         WHERE total > ? ORDER BY seq DESC LIMIT 1`,
+      ),
+      totals: this.db.prepare(`SELECT COUNT(*) AS count, SUM(size) AS bytes FROM ${table}`),
+    }
+    this.appendTx = this.db.transaction((items: AppendItem[]) => {
+      let seq = this.stmts.last.get()!.last_seq
+      const out: LoggedEvent[] = []
+      for (const item of items) {
+        seq += 1
+        const frame = item.frame(seq)
+        this.stmts.insert.run(seq, item.type, item.did ?? null, item.time ?? Date.now(), frame.byteLength, frame)
+        out.push({ seq, frame })
+      }
+      this.stmts.setLast.run(seq)
+      return out
+    }).immediate as (items: AppendItem[]) => LoggedEvent[]
+  }
+
+  /** Assigns seq = last + 1, builds the frame with it and stores it durably. */
+  append(type: string, did: string | null | undefined, frame: (seq: number) => Uint8Array, time?: number): LoggedEvent {
+    return this.appendTx([{ type, did, frame, time }])[0]!
+  }
+
+  /** Appends several events in one transaction (consecutive seqs). */
+  appendMany(items: AppendItem[]): LoggedEvent[] {
+    if (items.length === 0) return []
+    return this.appendTx(items)
+  }
+
+  /** last seq ever assigned (survives pruning), 0 for a new log */
+  lastAssignedSeq(): number {
+    return this.stmts.last.get()!.last_seq
+  }
+
+  async latestSeq(): Promise<number | null> {
+    return this.stmts.latest.get()?.seq ?? null
+  }
+
+  async earliestSeq(): Promise<number | null> {
+    return this.stmts.earliest.get()?.seq ?? null
+  }
+
+  async headSeq(): Promise<number | null> {
+    return this.lastAssignedSeq() || null
+  }
+
+  async readAfter(seq: number, limit: number): Promise<LoggedEvent[]> {
+    return this.stmts.readAfter.all(seq, limit)
+  }
+
+  /** Rows with their metadata (type, did, time), for admin views and tests. */
+  readRowsAfter(seq: number, limit: number): SqliteEventRow[] {
+    return this.stmts.readRows.all(seq, limit)
+  }
+
+  stats(): { count: number; bytes: number } {
+    const t = this.stmts.totals.get()!
+    return { count: t.count, bytes: t.bytes ?? 0 }
+  }
+
+  /**
+   * Retention: deletes the oldest events so that none is older than `maxAgeMs` and the frames left add up
+   * to at most `maxBytes`. Always deletes a prefix (seq order), so the window stays contiguous.
+   */
+  prune(opts: PruneOptions): PruneResult {
+    const now = opts.now ?? Date.now()
+    let cut = 0
+    if (opts.maxAgeMs !== undefined) cut = Math.max(cut, this.stmts.ageCut.get(now - opts.maxAgeMs)?.seq ?? 0)
+    if (opts.maxBytes !== undefined) cut = Math.max(cut, this.stmts.bytesCut.get(opts.maxBytes)?.seq ?? 0)
+    const deleted = cut > 0 ? this.stmts.deleteThrough.run(cut).changes : 0
+    return { deleted, earliestSeq: this.stmts.earliest.get()?.seq ?? null }
+  }
+
+  /** Deletes every event with seq <= `seq`. */
+  deleteThrough(seq: number): number {
+    return this.stmts.deleteThrough.run(seq).changes
+  }
+
+  close(): void {
+    if (this.ownsDb && this.db.open) this.db.close()
+  }
+}
