@@ -1,0 +1,548 @@
+import { readFileSync } from 'node:fs'
+import type { AddressInfo } from 'node:net'
+import { Readable } from 'node:stream'
+import cors, { type FastifyCorsOptions } from '@fastify/cors'
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifyServerOptions,
+} from 'fastify'
+import type { LoggerOptions } from 'pino'
+import { isValidNsid } from '@atproto/syntax'
+import {
+  LexiconValidationError,
+  encodingMatches,
+  getMethodDef,
+  isJsonEncoding,
+  lexToJson,
+  lexicons as defaultLexicons,
+  validateInput,
+  validateOutput,
+  validateParams,
+  type Lexicons,
+  type MethodDef,
+} from '../lexicon/index.js'
+import type { AuthResult, AuthVerifier } from './auth.js'
+import { limitStream, readBody } from './body.js'
+import {
+  InternalServerError,
+  InvalidRequestError,
+  MethodNotImplementedError,
+  PayloadTooLargeError,
+  XRPCError,
+  toXrpcError,
+} from './errors.js'
+import { createHttpMetrics, type HttpMetrics, type MetricsOptions } from './metrics.js'
+import {
+  MemoryRateLimitStore,
+  consumeAll,
+  rateLimitError,
+  rateLimitHeaders,
+  tightest,
+  type MethodRateLimit,
+  type RateLimitContext,
+  type RateLimitRule,
+  type RateLimitStore,
+} from './rate-limit.js'
+
+export type Params = Record<string, unknown>
+
+export interface HandlerInput {
+  /** The request Content-Type. */
+  encoding: string
+  /**
+   * JSON encodings: the validated body in lex form (CIDs, BlobRefs, Uint8Arrays). `text/*`: a string.
+   * Anything else (blobs, CAR files): a Buffer, or a Readable when the method has `rawInput: 'stream'`.
+   */
+  body: unknown
+}
+
+export interface HandlerContext<A = unknown, P extends Params = Params> extends RateLimitContext {
+  nsid: string
+  params: P
+  input: HandlerInput | undefined
+  /** The verifier's result; `{ credentials: null }` when the method has no `auth`. */
+  auth: AuthResult<A>
+  req: FastifyRequest
+  reply: FastifyReply
+  /** Refills this request's route buckets (e.g. after a successful login). */
+  resetRouteRateLimits(): Promise<void>
+}
+
+export interface HandlerOutput {
+  /** `application/json` (or the alias `json`) bodies are lex values, sent as JSON. */
+  encoding: string
+  body: unknown
+  headers?: Record<string, string>
+}
+
+export type MethodHandler<A = unknown, P extends Params = Params> = (
+  ctx: HandlerContext<A, P>,
+) => Promise<HandlerOutput | void> | HandlerOutput | void
+
+export interface MethodConfig<A = unknown, P extends Params = Params> {
+  auth?: AuthVerifier<A>
+  rateLimit?: MethodRateLimit<HandlerContext<A, P>> | MethodRateLimit<HandlerContext<A, P>>[]
+  /** Body size limit in bytes for this method (overrides the server's json / text / raw limit). */
+  bodyLimit?: number
+  /** How non-JSON, non-text bodies reach the handler (default 'buffer'). */
+  rawInput?: 'buffer' | 'stream'
+  /** Overrides the server's `validateOutput` for this method. */
+  validateOutput?: boolean
+  handler: MethodHandler<A, P>
+}
+
+export interface CatchallContext {
+  nsid: string
+  /** The lexicon def, when the NSID is known. */
+  def: MethodDef | undefined
+  req: FastifyRequest
+  reply: FastifyReply
+  /** The unread request body, when there is one (to forward as is). */
+  rawBody: Readable | undefined
+}
+
+/**
+ * Called for queries and procedures that have no handler, known to the registry or not (after the HTTP
+ * verb check), e.g. a PDS proxying app.bsky.* to an AppView. It may send the reply itself, return an
+ * output, or throw; returning nothing without replying declines (→ 501 MethodNotImplemented).
+ */
+export type CatchallHandler = (ctx: CatchallContext) => Promise<HandlerOutput | void> | HandlerOutput | void
+
+export interface RateLimitsOptions {
+  /** Master switch (default true). */
+  enabled?: boolean
+  /** Limits on every XRPC request, before auth (default key: client IP). */
+  global?: RateLimitRule[]
+  /** Named limits that methods share by naming them (e.g. repo writes per account per hour). */
+  shared?: (RateLimitRule<HandlerContext> & { name: string })[]
+  /** Requests for which no limit applies (e.g. carrying a bypass secret). */
+  bypass?: (req: FastifyRequest) => boolean
+  store?: RateLimitStore
+}
+
+export interface BodyLimits {
+  /** application/json bodies (default 1 MiB). */
+  json?: number
+  /** text/* bodies (default 1 MiB). */
+  text?: number
+  /** Anything else: blobs, CAR files (default 5 MiB). */
+  raw?: number
+}
+
+export interface XrpcServerOptions {
+  lexicons?: Lexicons
+  /** Validate handler output against the lexicon; an invalid output is a 500 naming the problem. */
+  validateOutput?: boolean
+  /** Put the message of unexpected errors in 500 responses (default false: "Internal Server Error"). */
+  exposeInternalErrors?: boolean
+  /** Version reported by `GET /xrpc/_health` (default: $STRATOS_VERSION or the core package version). */
+  version?: string
+  /** Extra health check: throw to answer 503; a returned object is merged into the response. */
+  healthCheck?: () => unknown
+  /**
+   * pino logging through fastify: false (off), true / pino options, or a logger instance. Default: off
+   * under test runners, else `{ level: $LOG_LEVEL || 'info' }`.
+   */
+  logger?: boolean | LoggerOptions | FastifyBaseLogger
+  bodyLimits?: BodyLimits
+  rateLimits?: RateLimitsOptions
+  /** CORS (default on: every origin, atproto headers exposed). */
+  cors?: boolean | FastifyCorsOptions
+  /** Prometheus metrics (default on at /metrics). */
+  metrics?: boolean | MetricsOptions
+  trustProxy?: FastifyServerOptions['trustProxy']
+  catchall?: CatchallHandler
+  /** Further fastify options. */
+  fastify?: Omit<FastifyServerOptions, 'logger' | 'loggerInstance'>
+}
+
+/** Response headers a browser client may read. */
+export const EXPOSED_HEADERS = [
+  'atproto-repo-rev',
+  'atproto-content-labelers',
+  'atproto-proxy',
+  'dpop-nonce',
+  'www-authenticate',
+  'retry-after',
+  'ratelimit-limit',
+  'ratelimit-remaining',
+  'ratelimit-reset',
+  'ratelimit-policy',
+]
+
+const DEFAULT_LIMITS: Required<BodyLimits> = { json: 1024 * 1024, text: 1024 * 1024, raw: 5 * 1024 * 1024 }
+const XRPC_VERBS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH'] as const
+
+interface RegisteredMethod {
+  def: MethodDef
+  config: MethodConfig<any, any>
+  rules: { id: string; rule: RateLimitRule<HandlerContext> }[]
+}
+
+function coreVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string }
+    return pkg.version ?? '0.0.0'
+  } catch {
+    return '0.0.0'
+  }
+}
+
+function isLoggerInstance(v: unknown): v is FastifyBaseLogger {
+  return typeof v === 'object' && v !== null && typeof (v as { child?: unknown }).child === 'function' && typeof (v as { info?: unknown }).info === 'function'
+}
+
+function underTest(): boolean {
+  return Boolean(process.env.VITEST) || process.env.NODE_ENV === 'test'
+}
+
+function header(req: FastifyRequest, name: string): string | undefined {
+  const v = req.headers[name]
+  return Array.isArray(v) ? v[0] : v
+}
+
+/**
+ * An XRPC server on fastify: `/xrpc/<nsid>` for the methods registered with {@link XrpcServer.method},
+ * checked against the lexicon registry; `GET /xrpc/_health`; `GET /metrics`. `app` is the fastify
+ * instance, for other routes and for WebSocket subscriptions.
+ */
+export class XrpcServer {
+  readonly app: FastifyInstance
+  readonly lexicons: Lexicons
+  readonly metrics: HttpMetrics | undefined
+  readonly rateLimitStore: RateLimitStore
+  readonly version: string
+
+  private readonly opts: XrpcServerOptions
+  private readonly methods = new Map<string, RegisteredMethod>()
+  private readonly limits: Required<BodyLimits>
+  private readonly rateLimitsEnabled: boolean
+  private readonly globalRules: { id: string; rule: RateLimitRule }[]
+  private readonly sharedRules = new Map<string, RateLimitRule<HandlerContext>>()
+  private readonly metricLabels = new WeakMap<FastifyRequest, string>()
+
+  constructor(opts: XrpcServerOptions = {}) {
+    this.opts = opts
+    this.lexicons = opts.lexicons ?? defaultLexicons
+    this.version = opts.version ?? process.env.STRATOS_VERSION ?? coreVersion()
+    this.limits = { ...DEFAULT_LIMITS, ...(opts.bodyLimits ?? {}) }
+    this.rateLimitStore = opts.rateLimits?.store ?? new MemoryRateLimitStore()
+    this.rateLimitsEnabled = opts.rateLimits?.enabled !== false
+    this.globalRules = (opts.rateLimits?.global ?? []).map((rule, i) => ({ id: `global:${rule.name ?? i}`, rule }))
+    for (const rule of opts.rateLimits?.shared ?? []) {
+      if (this.sharedRules.has(rule.name)) throw new Error(`shared rate limit ${rule.name} is defined twice`)
+      this.sharedRules.set(rule.name, rule)
+    }
+
+    const logger = opts.logger ?? (underTest() ? false : { level: process.env.LOG_LEVEL || 'info' })
+    const fastifyOpts: FastifyServerOptions = {
+      trustProxy: opts.trustProxy ?? false,
+      ...(opts.fastify ?? {}),
+    }
+    this.app = isLoggerInstance(logger)
+      ? Fastify({ ...fastifyOpts, loggerInstance: logger })
+      : Fastify({ ...fastifyOpts, logger: logger as boolean | LoggerOptions })
+
+    this.metrics = opts.metrics === false ? undefined : createHttpMetrics(opts.metrics === true ? {} : opts.metrics)
+
+    this.app.setErrorHandler((err, req, reply) => this.sendError(req, reply, err))
+    this.app.setNotFoundHandler((req, reply) => {
+      const path = req.url.split('?')[0]
+      this.sendError(req, reply, new XRPCError(404, 'NotFound', `Not found: ${req.method} ${path}`))
+    })
+
+    if (this.metrics) {
+      const metrics = this.metrics
+      this.app.addHook('onResponse', async (req, reply) => {
+        const label = this.metricLabels.get(req) ?? req.routeOptions?.url ?? '_unmatched'
+        const status = String(reply.statusCode)
+        metrics.requests.inc({ nsid: label, method: req.method, status })
+        metrics.duration.observe({ nsid: label, status }, reply.elapsedTime / 1000)
+      })
+      this.app.get(metrics.path, async (_req, reply) => {
+        reply.header('content-type', metrics.registry.contentType)
+        return metrics.registry.metrics()
+      })
+    }
+
+    if (opts.cors !== false) {
+      const corsOpts: FastifyCorsOptions = opts.cors === true || opts.cors === undefined ? {} : opts.cors
+      this.app.register(cors, { origin: '*', exposedHeaders: EXPOSED_HEADERS, maxAge: 86400, ...corsOpts })
+    }
+
+    this.app.get('/xrpc/_health', async (req, reply) => {
+      this.metricLabels.set(req, '_health')
+      let extra: unknown
+      try {
+        extra = await opts.healthCheck?.()
+      } catch (err) {
+        req.log.warn({ err }, 'health check failed')
+        reply.code(503)
+        return { version: this.version, error: 'Service Unavailable' }
+      }
+      return { version: this.version, ...(typeof extra === 'object' && extra !== null ? extra : {}) }
+    })
+
+    // The XRPC routes live in their own context, where every body arrives unparsed (as the request
+    // stream): parsing, limits and validation depend on the method and happen in the handler.
+    this.app.register(async (scope) => {
+      scope.removeAllContentTypeParsers()
+      scope.addContentTypeParser('*', (_req, payload, done) => done(null, payload))
+      scope.route({
+        method: [...XRPC_VERBS],
+        url: '/xrpc/:nsid',
+        handler: (req, reply) => this.handle(req, reply),
+      })
+    })
+  }
+
+  /** Registers the handler of a query or procedure defined in the registry. */
+  method<A = unknown, P extends Params = Params>(nsid: string, configOrHandler: MethodConfig<A, P> | MethodHandler<A, P>): this {
+    const config: MethodConfig<A, P> = typeof configOrHandler === 'function' ? { handler: configOrHandler } : configOrHandler
+    const def = getMethodDef(nsid, this.lexicons)
+    if (!def || def.type === 'subscription') {
+      throw new Error(`${nsid} is not a query or procedure in the lexicon registry`)
+    }
+    if (this.methods.has(nsid)) throw new Error(`${nsid} already has a handler`)
+    const limits = config.rateLimit === undefined ? [] : Array.isArray(config.rateLimit) ? config.rateLimit : [config.rateLimit]
+    const rules = limits.map((limit, i) => {
+      if ('points' in limit && 'durationMs' in limit) {
+        return { id: limit.name ? `shared:${limit.name}` : `${nsid}:${i}`, rule: limit as unknown as RateLimitRule<HandlerContext> }
+      }
+      const shared = this.sharedRules.get(limit.name)
+      if (!shared) throw new Error(`${nsid}: unknown shared rate limit ${limit.name}`)
+      const rule: RateLimitRule<HandlerContext> = {
+        ...shared,
+        calcKey: (limit.calcKey ?? shared.calcKey) as RateLimitRule<HandlerContext>['calcKey'],
+        calcPoints: (limit.calcPoints ?? shared.calcPoints) as RateLimitRule<HandlerContext>['calcPoints'],
+      }
+      return { id: `shared:${limit.name}`, rule }
+    })
+    this.methods.set(nsid, { def, config, rules })
+    return this
+  }
+
+  hasMethod(nsid: string): boolean {
+    return this.methods.has(nsid)
+  }
+
+  /** Starts listening (default 127.0.0.1, an ephemeral port); resolves to the base URL. */
+  async listen(opts: { port?: number; host?: string } = {}): Promise<string> {
+    const host = opts.host ?? '127.0.0.1'
+    await this.app.listen({ port: opts.port ?? 0, host })
+    return this.url
+  }
+
+  /** `http://host:port` of the listening server. */
+  get url(): string {
+    const addr = this.app.server.address() as AddressInfo | null
+    if (!addr || typeof addr === 'string') throw new Error('server is not listening')
+    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
+    return `http://${host}:${addr.port}`
+  }
+
+  async close(): Promise<void> {
+    await this.app.close()
+  }
+
+  // request handling
+  // =
+
+  private async handle(req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+    const nsid = (req.params as { nsid: string }).nsid
+    if (!isValidNsid(nsid)) {
+      this.metricLabels.set(req, '_unknown')
+      throw new InvalidRequestError(`Invalid XRPC path: ${JSON.stringify(nsid)} is not an NSID`)
+    }
+    const def = getMethodDef(nsid, this.lexicons)
+    const registered = this.methods.get(nsid)
+    this.metricLabels.set(req, def || registered ? nsid : '_unknown')
+
+    const rateLimited = this.rateLimitsEnabled && !(this.opts.rateLimits?.bypass?.(req) ?? false)
+    if (rateLimited && this.globalRules.length > 0) {
+      await this.applyLimits(reply, this.globalRules, { req, nsid })
+    }
+
+    if (def) {
+      const verb = req.method === 'HEAD' ? 'GET' : req.method
+      const expected = def.type === 'procedure' ? 'POST' : 'GET'
+      if (verb !== expected) {
+        throw new InvalidRequestError(`Incorrect HTTP method (${req.method}) expected ${expected}`)
+      }
+    }
+
+    if (!registered || def?.type === 'subscription') {
+      if (this.opts.catchall && def?.type !== 'subscription') {
+        const rawBody = req.body instanceof Readable ? req.body : undefined
+        const output = await this.opts.catchall({ nsid, def, req, reply, rawBody })
+        if (reply.sent) return reply
+        if (output) {
+          this.sendOutput(reply, nsid, output, false)
+          return reply
+        }
+      }
+      throw new MethodNotImplementedError(def ? `Method not implemented: ${nsid}` : `Unknown method: ${nsid}`)
+    }
+
+    const { config } = registered
+    let params: Params
+    try {
+      params = validateParams(nsid, new URLSearchParams(req.url.split('?')[1] ?? ''), this.lexicons)
+    } catch (err) {
+      throw new InvalidRequestError((err as Error).message, undefined, { cause: err })
+    }
+
+    const auth: AuthResult = config.auth ? await config.auth({ req, nsid, params }) : { credentials: null }
+
+    const input = await this.readInput(req, reply, nsid, registered)
+
+    let checkedKeys: string[] = []
+    const ctx: HandlerContext = {
+      nsid,
+      params,
+      input,
+      auth,
+      req,
+      reply,
+      resetRouteRateLimits: async () => {
+        for (const key of checkedKeys) await this.rateLimitStore.reset(key)
+      },
+    }
+    if (rateLimited && registered.rules.length > 0) {
+      checkedKeys = await this.applyLimits(reply, registered.rules, ctx)
+    }
+
+    const output = await config.handler(ctx)
+    if (reply.sent) return reply
+    const validate = config.validateOutput ?? this.opts.validateOutput ?? false
+    this.sendOutput(reply, nsid, output ?? undefined, validate)
+    return reply
+  }
+
+  private async applyLimits<C extends RateLimitContext>(
+    reply: FastifyReply,
+    rules: { id: string; rule: RateLimitRule<C> }[],
+    ctx: C,
+  ): Promise<string[]> {
+    const checked = await consumeAll(this.rateLimitStore, rules, ctx)
+    const status = tightest(checked)
+    if (status) {
+      if (!status.allowed) throw rateLimitError(status)
+      reply.headers(rateLimitHeaders(status))
+    }
+    return checked.map((c) => c.key)
+  }
+
+  private async readInput(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    nsid: string,
+    { def, config }: RegisteredMethod,
+  ): Promise<HandlerInput | undefined> {
+    const stream = req.body instanceof Readable ? req.body : undefined
+    const contentLength = header(req, 'content-length')
+    const chunked = header(req, 'transfer-encoding') !== undefined
+    const hasBody = stream !== undefined && (chunked || (contentLength !== undefined && contentLength !== '0'))
+    const contentType = header(req, 'content-type')
+    const inputDef = def.type === 'procedure' ? def.input : undefined
+
+    if (!hasBody) {
+      if (inputDef) throw new InvalidRequestError('A request body is expected but none was provided')
+      return undefined
+    }
+    if (!inputDef) throw new InvalidRequestError('A request body was provided when none was expected')
+    if (!contentType) throw new InvalidRequestError('Request encoding (Content-Type) required but not provided')
+    if (!encodingMatches(inputDef.encoding, contentType)) {
+      throw new InvalidRequestError(`Wrong request encoding (Content-Type): ${contentType}, expected ${inputDef.encoding}`)
+    }
+
+    const json = isJsonEncoding(inputDef.encoding)
+    const text = !json && inputDef.encoding.toLowerCase().startsWith('text/')
+    const limit = config.bodyLimit ?? (json ? this.limits.json : text ? this.limits.text : this.limits.raw)
+    if (contentLength !== undefined && Number(contentLength) > limit) {
+      reply.header('connection', 'close')
+      throw new PayloadTooLargeError(`Request body is larger than the limit of ${limit} bytes`)
+    }
+
+    if (!json && !text && config.rawInput === 'stream') {
+      return { encoding: contentType, body: limitStream(stream, limit) }
+    }
+
+    let bytes: Buffer
+    try {
+      bytes = await readBody(stream, limit)
+    } catch (err) {
+      if (err instanceof PayloadTooLargeError) reply.header('connection', 'close')
+      throw err
+    }
+    if (bytes.length === 0) {
+      // a chunked request that turned out empty
+      throw new InvalidRequestError('A request body is expected but none was provided')
+    }
+    if (!json) return { encoding: contentType, body: text ? bytes.toString('utf8') : bytes }
+
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(bytes.toString('utf8'))
+    } catch (err) {
+      throw new InvalidRequestError(`Invalid JSON body: ${(err as Error).message}`, undefined, { cause: err })
+    }
+    try {
+      return { encoding: contentType, body: validateInput(nsid, contentType, parsed, this.lexicons) }
+    } catch (err) {
+      if (err instanceof LexiconValidationError) throw new InvalidRequestError(err.message, undefined, { cause: err })
+      // jsonToLex refuses bad $link / $bytes / blob objects
+      throw new InvalidRequestError(`Invalid request body: ${(err as Error).message}`, undefined, { cause: err })
+    }
+  }
+
+  private sendOutput(reply: FastifyReply, nsid: string, output: HandlerOutput | undefined, validate: boolean): void {
+    const encoding = output ? (output.encoding === 'json' ? 'application/json' : output.encoding) : undefined
+    if (validate && !(output?.body instanceof Readable)) {
+      try {
+        validateOutput(nsid, encoding, output?.body, this.lexicons)
+      } catch (err) {
+        throw new InternalServerError(`Invalid output for ${nsid}: ${(err as Error).message}`, undefined, { cause: err })
+      }
+    }
+    reply.code(200)
+    if (output?.headers) reply.headers(output.headers)
+    if (!output || output.body === undefined) {
+      reply.send()
+      return
+    }
+    const body = output.body
+    if (encoding && isJsonEncoding(encoding) && !(body instanceof Readable) && !(body instanceof Uint8Array) && typeof body !== 'string') {
+      reply.header('content-type', 'application/json; charset=utf-8')
+      reply.send(JSON.stringify(lexToJson(body as never)))
+      return
+    }
+    reply.header('content-type', encoding ?? 'application/octet-stream')
+    if (body instanceof Uint8Array && !Buffer.isBuffer(body)) {
+      reply.send(Buffer.from(body.buffer, body.byteOffset, body.byteLength))
+    } else {
+      reply.send(body)
+    }
+  }
+
+  private sendError(req: FastifyRequest, reply: FastifyReply, err: unknown): void {
+    const xerr = toXrpcError(err, this.opts.exposeInternalErrors ?? false)
+    if (xerr.status >= 500 && xerr.status !== 501) req.log.error({ err }, 'xrpc request failed')
+    else req.log.debug({ err: { error: xerr.error, message: xerr.message } }, 'xrpc request refused')
+    if (reply.sent) return
+    reply.code(xerr.status)
+    reply.headers(xerr.headers)
+    if (xerr.status === 401 && !reply.getHeader('www-authenticate')) reply.header('WWW-Authenticate', 'Bearer')
+    if (xerr.status === 413 && !req.raw.complete) reply.header('connection', 'close')
+    reply.header('content-type', 'application/json; charset=utf-8')
+    reply.send(JSON.stringify(xerr.toJSON()))
+  }
+}
+
+/** Creates an {@link XrpcServer} (not yet listening). */
+export function createXrpcServer(opts: XrpcServerOptions = {}): XrpcServer {
+  return new XrpcServer(opts)
+}
