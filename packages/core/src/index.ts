@@ -1,1 +1,11 @@
-export {}
+// @stratos/core: each area is also importable on its own as `@stratos/core/<area>`.
+export * as auth from './auth/index.js'
+export * as crypto from './crypto/index.js'
+export * as data from './data/index.js'
+export * as db from './db/index.js'
+export * as identity from './identity/index.js'
+export * as lexicon from './lexicon/index.js'
+export * as repo from './repo/index.js'
+export * as stream from './stream/index.js'
+export * as syntax from './syntax/index.js'
+export * as xrpc from './xrpc/index.js'
