@@ -51,3 +51,19 @@ describe('db', () => {
   })
   if (!pgUrl) console.log('db.test: PostgreSQL tests SKIPPED (STRATOS_TEST_PG_URL not set)')
 })
+
+describe.runIf(process.env.STRATOS_TEST_PG_URL)('db on PostgreSQL: schema isolation', () => {
+  it('creates tables only inside the requested schema, from the first query on', async () => {
+    const url = process.env.STRATOS_TEST_PG_URL!
+    const schema = `dbiso_${process.pid}_${Date.now()}`
+    const { db, close } = await openDatabase<Schema>(url, { schema })
+    try {
+      await migrateToLatest(db, migrations)
+      const rows = await sql<{ table_schema: string }>`SELECT table_schema FROM information_schema.tables WHERE table_name = 'item'`.execute(db)
+      expect(rows.rows.map((r) => r.table_schema)).toEqual([schema])
+    } finally {
+      await sql.raw(`DROP SCHEMA "${schema}" CASCADE`).execute(db)
+      await close()
+    }
+  })
+})

@@ -43,14 +43,24 @@ export interface PostgresOptions {
 
 /** Connects to PostgreSQL with a pool. */
 export async function openPostgres<Schema>(url: string, opts: PostgresOptions = {}): Promise<Database<Schema>> {
-  const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10 })
-  if (opts.schema) {
-    if (!/^[a-z_][a-z0-9_]*$/.test(opts.schema)) throw new Error(`invalid PostgreSQL schema name: ${opts.schema}`)
-    await pool.query(`CREATE SCHEMA IF NOT EXISTS "${opts.schema}"`)
-    pool.on('connect', (client) => {
-      client.query(`SET search_path TO "${opts.schema}"`).catch(() => undefined)
-    })
+  if (opts.schema !== undefined && !/^[a-z_][a-z0-9_]*$/.test(opts.schema)) {
+    throw new Error(`invalid PostgreSQL schema name: ${opts.schema}`)
   }
+  if (opts.schema) {
+    const setup = new pg.Client({ connectionString: url })
+    await setup.connect()
+    try {
+      await setup.query(`CREATE SCHEMA IF NOT EXISTS "${opts.schema}"`)
+    } finally {
+      await setup.end()
+    }
+  }
+  // search_path as a startup parameter: it is in force before the first query on every pooled connection
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: opts.poolSize ?? 10,
+    ...(opts.schema ? { options: `-c search_path=${opts.schema}` } : {}),
+  })
   const db = new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) })
   return { db, dialect: 'postgres', close: () => db.destroy() }
 }
