@@ -1,0 +1,117 @@
+/**
+ * The `stratos` command table and dispatcher. Every command module is loaded on demand, so `stratos
+ * resolve` does not pay for loading the PDS client or a service.
+ *
+ * Adding a command is one line: `name: lazy('summary', () => import('...').then((m) => m.someCommand))`.
+ * Services plug in the same way, e.g. (once the lead wires them):
+ *   pds: lazy('Start a PDS from PDS_* environment variables', () => import('@stratos/pds/cli').then((m) => m.pdsCommand)),
+ * where the module exports a Runnable (see util/command.ts: `command({...})` builds one, with --help).
+ */
+import { readFileSync } from 'node:fs'
+import { EXIT_OK, EXIT_USAGE, group, reportError, type Runnable } from './util/command.js'
+import type { Io } from './util/io.js'
+
+export interface CommandEntry {
+  summary: string
+  load(): Promise<Runnable>
+}
+
+/** A command whose module is imported only when it runs. */
+export function lazy(summary: string, load: () => Promise<Runnable>): CommandEntry {
+  return { summary, load }
+}
+
+/** A group (`stratos repo <sub>`) whose subcommands load together. */
+function lazyGroup(name: string, summary: string, load: () => Promise<Record<string, Runnable>>): CommandEntry {
+  return lazy(summary, async () => group(name, summary, await load()))
+}
+
+export const commands: Record<string, CommandEntry> = {
+  resolve: lazy('Resolve a handle, DID or at:// URI step by step: handle → DID → DID document → PDS → record', () =>
+    import('./commands/resolve.js').then((m) => m.resolveCommand),
+  ),
+  firehose: lazy('Print a subscribeRepos stream as JSON lines (records decoded, optional verification)', () =>
+    import('./commands/firehose.js').then((m) => m.firehoseCommand),
+  ),
+  repo: lazyGroup('repo', 'Export and inspect repositories (CAR files)', async () => ({
+    export: (await import('./commands/repo-export.js')).repoExportCommand,
+    inspect: (await import('./commands/repo-inspect.js')).repoInspectCommand,
+  })),
+  account: lazyGroup('account', "Manage a PDS's accounts through its admin API", async () => {
+    const m = await import('./commands/account.js')
+    return { create: m.accountCreateCommand, list: m.accountListCommand, takedown: m.accountTakedownCommand, delete: m.accountDeleteCommand }
+  }),
+  invite: lazyGroup('invite', 'Create invite codes on a PDS', async () => ({
+    create: (await import('./commands/account.js')).inviteCreateCommand,
+  })),
+  relay: lazyGroup('relay', "Manage a relay's hosts through its admin API", async () => {
+    const m = await import('./commands/relay.js')
+    return { hosts: m.relayHostsCommand, ban: m.relayBanCommand, unban: m.relayUnbanCommand }
+  }),
+}
+
+export function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string }
+    return pkg.version ?? '0.0.0'
+  } catch {
+    return '0.0.0'
+  }
+}
+
+export function mainHelp(table: Record<string, CommandEntry> = commands): string {
+  const width = Math.max(...Object.keys(table).map((k) => k.length))
+  return `Usage: stratos <command> [options]
+
+Stratos: AT Protocol network services (PDS, Relay, AppView, PLC) and tools to inspect and run them.
+
+Commands:
+${Object.entries(table)
+  .map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`)
+  .join('\n')}
+
+Run 'stratos <command> --help' for a command's options.
+
+Environment (flags override it):
+  STRATOS_PLC_URL          did:plc directory (default https://plc.directory)
+  STRATOS_PDS_URL          PDS for account/invite commands (default http://127.0.0.1:2583)
+  STRATOS_RELAY_URL        relay for relay commands (default http://127.0.0.1:2584)
+  STRATOS_ADMIN_PASSWORD   admin password for account/invite/relay commands
+  STRATOS_DEV=1            development network: loopback and private addresses allowed
+  STRATOS_DEBUG=1          print stack traces of unexpected errors
+
+Exit status: 0 success, 1 failure, 2 usage error.
+`
+}
+
+/** Runs `stratos <argv>`; returns the exit code. */
+export async function main(argv: string[], io: Io, table: Record<string, CommandEntry> = commands): Promise<number> {
+  const [name, ...rest] = argv
+  if (name === undefined) {
+    io.stderr.write(mainHelp(table))
+    return EXIT_USAGE
+  }
+  if (name === '--help' || name === '-h' || name === 'help') {
+    if (name === 'help' && rest[0] !== undefined && Object.hasOwn(table, rest[0])) {
+      return main([rest[0], '--help'], io, table)
+    }
+    io.stdout.write(mainHelp(table))
+    return EXIT_OK
+  }
+  if (name === '--version' || name === '-v') {
+    io.stdout.write(`stratos ${version()}\n`)
+    return EXIT_OK
+  }
+  const entry = Object.hasOwn(table, name) ? table[name] : undefined
+  if (!entry) {
+    io.stderr.write(`stratos: unknown command '${name}'\nRun 'stratos --help' for the list of commands.\n`)
+    return EXIT_USAGE
+  }
+  let cmd: Runnable
+  try {
+    cmd = await entry.load()
+  } catch (err) {
+    return reportError(err, io, name)
+  }
+  return cmd.run(rest, io, [name])
+}

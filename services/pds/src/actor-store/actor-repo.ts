@@ -1,0 +1,343 @@
+import { Repo, WriteOpAction, getRecords, type CommitData, type RecordWriteOp } from '@atproto/repo'
+import { CID } from 'multiformats/cid'
+import type { SigningKeypair } from '@stratos/core/crypto'
+import { cborDecode } from '@stratos/core/data'
+import { SqliteRepoStorage, repoCarStream, writeCar } from '@stratos/core/repo'
+import type { DiskBlobStore } from '../blobstore.js'
+import { InvalidRequestError } from '../errors.js'
+import { AsyncLock } from '../util/lock.js'
+import type { ActorSqlite } from './db.js'
+import { atUri, type PreparedWrite } from './prepare.js'
+
+export interface RecordRow {
+  uri: string
+  cid: string
+  collection: string
+  rkey: string
+  repoRev: string
+  indexedAt: string
+  takedownRef: string | null
+}
+
+export interface BlobRow {
+  cid: string
+  mimeType: string
+  size: number
+  tempKey: string | null
+  createdAt: string
+  takedownRef: string | null
+}
+
+/** One op of a #commit, as the firehose carries it. */
+export interface CommitOp {
+  action: 'create' | 'update' | 'delete'
+  path: string
+  cid: CID | null
+  prev?: CID
+}
+
+export interface CommitOutcome {
+  did: string
+  commit: CommitData
+  /** the data (MST root) CID of the commit before this one */
+  prevData: CID | null
+  ops: CommitOp[]
+}
+
+const MAX_WRITES = 200
+
+/**
+ * One account's repository and its indexes, on the account's own SQLite file. Writes are serialised by
+ * a per-account lock; the blocks of a commit and the index rows that follow from it go into one SQLite
+ * transaction, so a crash never leaves records pointing at blocks that are not there (or the reverse).
+ */
+export class ActorRepo {
+  readonly storage: SqliteRepoStorage
+  private readonly s
+
+  constructor(
+    readonly did: string,
+    readonly db: ActorSqlite,
+    private readonly blobstore: DiskBlobStore,
+    /** shared by every handle on this account's file, so writes stay serialised across handles */
+    readonly lock: AsyncLock = new AsyncLock(),
+  ) {
+    this.storage = new SqliteRepoStorage(db)
+    this.s = {
+      record: db.prepare<[string], RecordRow>('SELECT * FROM record WHERE uri = ?'),
+      upsertRecord: db.prepare<[string, string, string, string, string, string]>(
+        `INSERT INTO record (uri, cid, collection, rkey, repoRev, indexedAt) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (uri) DO UPDATE SET cid = excluded.cid, repoRev = excluded.repoRev, indexedAt = excluded.indexedAt`,
+      ),
+      deleteRecord: db.prepare<[string]>('DELETE FROM record WHERE uri = ?'),
+      listDesc: db.prepare<[string, string, number], RecordRow>(
+        'SELECT * FROM record WHERE collection = ? AND rkey < ? AND takedownRef IS NULL ORDER BY rkey DESC LIMIT ?',
+      ),
+      listAsc: db.prepare<[string, string, number], RecordRow>(
+        'SELECT * FROM record WHERE collection = ? AND rkey > ? AND takedownRef IS NULL ORDER BY rkey ASC LIMIT ?',
+      ),
+      collections: db.prepare<[], { collection: string }>('SELECT DISTINCT collection FROM record ORDER BY collection'),
+      recordCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM record'),
+      blob: db.prepare<[string], BlobRow>('SELECT * FROM blob WHERE cid = ?'),
+      insertBlob: db.prepare<[string, string, number, string, string]>(
+        `INSERT INTO blob (cid, mimeType, size, tempKey, createdAt) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (cid) DO UPDATE SET tempKey = CASE WHEN blob.tempKey IS NULL THEN NULL ELSE excluded.tempKey END`,
+      ),
+      blobMakePermanent: db.prepare<[string]>('UPDATE blob SET tempKey = NULL WHERE cid = ?'),
+      deleteBlob: db.prepare<[string]>('DELETE FROM blob WHERE cid = ?'),
+      blobRefsOf: db.prepare<[string], { blobCid: string }>('SELECT blobCid FROM record_blob WHERE recordUri = ?'),
+      blobRefCount: db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM record_blob WHERE blobCid = ?'),
+      insertRecordBlob: db.prepare<[string, string]>(
+        'INSERT INTO record_blob (blobCid, recordUri) VALUES (?, ?) ON CONFLICT DO NOTHING',
+      ),
+      deleteRecordBlobs: db.prepare<[string]>('DELETE FROM record_blob WHERE recordUri = ?'),
+      insertBacklink: db.prepare<[string, string, string]>(
+        'INSERT INTO backlink (uri, path, linkTo) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
+      ),
+      deleteBacklinks: db.prepare<[string]>('DELETE FROM backlink WHERE uri = ?'),
+      backlinkConflicts: db.prepare<[string, string, string], { uri: string }>(
+        `SELECT backlink.uri FROM backlink JOIN record ON record.uri = backlink.uri
+         WHERE backlink.path = ? AND backlink.linkTo = ? AND record.collection = ?`,
+      ),
+      listBlobs: db.prepare<[string, string, number], { blobCid: string }>(
+        `SELECT DISTINCT record_blob.blobCid FROM record_blob JOIN record ON record.uri = record_blob.recordUri
+         WHERE record.repoRev > ? AND record_blob.blobCid > ? ORDER BY record_blob.blobCid LIMIT ?`,
+      ),
+      staleTempBlobs: db.prepare<[string], { cid: string; tempKey: string }>(
+        'SELECT cid, tempKey FROM blob WHERE tempKey IS NOT NULL AND createdAt < ?',
+      ),
+    }
+  }
+
+  // reading
+  // -------
+
+  /** Current head: commit CID, rev and MST root. Null only before the first commit. */
+  getHead(): { cid: CID; rev: string; data: CID } | null {
+    const root = this.storage.getRootSync()
+    if (!root) return null
+    const bytes = this.storage.getBytesSync(root.cid)
+    if (!bytes) throw new Error(`repo of ${this.did} is missing its commit block ${root.cid}`)
+    const commit = cborDecode<{ data: CID }>(bytes)
+    return { cid: root.cid, rev: root.rev, data: commit.data }
+  }
+
+  getRecordRow(collection: string, rkey: string): RecordRow | null {
+    return this.s.record.get(atUri(this.did, collection, rkey)) ?? null
+  }
+
+  /** A record's value (IPLD form). Taken-down records are hidden unless asked for. */
+  getRecord(
+    collection: string,
+    rkey: string,
+    opts: { cid?: string; includeTakendown?: boolean } = {},
+  ): { uri: string; cid: string; value: Record<string, unknown>; takedownRef: string | null } | null {
+    const row = this.getRecordRow(collection, rkey)
+    if (!row) return null
+    if (row.takedownRef && !opts.includeTakendown) return null
+    if (opts.cid && row.cid !== opts.cid) return null
+    const bytes = this.storage.getBytesSync(CID.parse(row.cid))
+    if (!bytes) return null
+    return { uri: row.uri, cid: row.cid, value: cborDecode(bytes), takedownRef: row.takedownRef }
+  }
+
+  listRecords(opts: { collection: string; limit: number; cursor?: string; reverse?: boolean }) {
+    const rows = opts.reverse
+      ? this.s.listAsc.all(opts.collection, opts.cursor ?? '', opts.limit)
+      : this.s.listDesc.all(opts.collection, opts.cursor ?? '\u{10FFFF}', opts.limit)
+    return rows.map((row) => {
+      const bytes = this.storage.getBytesSync(CID.parse(row.cid))
+      return { uri: row.uri, cid: row.cid, rkey: row.rkey, value: bytes ? cborDecode<Record<string, unknown>>(bytes) : null }
+    })
+  }
+
+  listCollections(): string[] {
+    return this.s.collections.all().map((r) => r.collection)
+  }
+
+  recordCount(): number {
+    return this.s.recordCount.get()!.n
+  }
+
+  /** Distinct blobs records reference (checkAccountStatus). */
+  expectedBlobCount(): number {
+    return (this.db.prepare('SELECT count(DISTINCT blobCid) AS n FROM record_blob').get() as { n: number }).n
+  }
+
+  /** Referenced blobs actually held (checkAccountStatus; differs after an import). */
+  importedBlobCount(): number {
+    return (
+      this.db
+        .prepare('SELECT count(DISTINCT record_blob.blobCid) AS n FROM record_blob JOIN blob ON blob.cid = record_blob.blobCid')
+        .get() as { n: number }
+    ).n
+  }
+
+  getBlob(cid: string): BlobRow | null {
+    return this.s.blob.get(cid) ?? null
+  }
+
+  /** CIDs of blobs referenced by records written after `since` (all when absent), ascending. */
+  listBlobs(opts: { since?: string; cursor?: string; limit: number }): string[] {
+    return this.s.listBlobs.all(opts.since ?? '', opts.cursor ?? '', opts.limit).map((r) => r.blobCid)
+  }
+
+  /** Full repo export as CAR bytes (commit, then MST nodes and records in walk order). */
+  exportRepo(): AsyncIterable<Uint8Array> {
+    const head = this.getHead()
+    if (!head) throw new Error(`repo of ${this.did} has no commit`)
+    return repoCarStream((cid) => this.storage.getBytesSync(cid), head.cid)
+  }
+
+  /** CAR of the blocks written by commits after `since` (getRepo?since=), rooted at the current commit. */
+  exportSince(since: string): Uint8Array {
+    const head = this.getHead()
+    if (!head) throw new Error(`repo of ${this.did} has no commit`)
+    return writeCar(head.cid, this.storage.blocksSinceRev(since))
+  }
+
+  /** CAR with the commit and the MST path (proof) to one record, present or absent. */
+  recordProof(collection: string, rkey: string): AsyncIterable<Uint8Array> {
+    const head = this.getHead()
+    if (!head) throw new Error(`repo of ${this.did} has no commit`)
+    return getRecords(this.storage, head.cid, [{ collection, rkey }])
+  }
+
+  // writing
+  // -------
+
+  /** The first commit of a new account: an empty repo. */
+  async createEmptyRepo(signingKey: SigningKeypair): Promise<CommitData> {
+    return this.lock.run(async () => {
+      if (this.storage.getRootSync()) throw new Error(`repo of ${this.did} already exists`)
+      const commit = await Repo.formatInitCommit(this.storage, this.did, signingKey as never)
+      this.storage.applyCommitSync(commit)
+      return commit
+    })
+  }
+
+  /** Stores an upload as a temporary blob until a record references it. */
+  async trackUploadedBlob(key: string, cid: CID, size: number, mimeType: string): Promise<void> {
+    this.s.insertBlob.run(cid.toString(), mimeType, size, key, new Date().toISOString())
+    const row = this.s.blob.get(cid.toString())
+    if (row && row.tempKey !== key) await this.blobstore.deleteTemp(key) // already stored permanently
+  }
+
+  /** Temp blobs uploaded before `before` (ISO) and never referenced: forgotten, their files removed. */
+  async removeStaleTempBlobs(before: string): Promise<number> {
+    const stale = this.s.staleTempBlobs.all(before)
+    for (const b of stale) {
+      this.s.deleteBlob.run(b.cid)
+      await this.blobstore.deleteTemp(b.tempKey)
+    }
+    return stale.length
+  }
+
+  /**
+   * Applies a batch of prepared writes as one signed commit. Swaps are checked against the state inside
+   * the lock: `swapCommit` against the current commit, each write's `swapCid` against the current record.
+   */
+  async applyWrites(writes: PreparedWrite[], signingKey: SigningKeypair, swapCommit?: CID): Promise<CommitOutcome> {
+    return this.lock.run(() => this.applyWritesLocked(writes, signingKey, swapCommit))
+  }
+
+  /** {@link applyWrites} for a caller that already holds {@link lock} (and sequences the commit under it). */
+  async applyWritesLocked(writes: PreparedWrite[], signingKey: SigningKeypair, swapCommit?: CID): Promise<CommitOutcome> {
+    if (writes.length > MAX_WRITES) throw new InvalidRequestError(`Too many writes. Max: ${MAX_WRITES}`)
+    const repo = await Repo.load(this.storage)
+    if (swapCommit && !CID.asCID(repo.cid)!.equals(swapCommit)) {
+      throw new InvalidRequestError(`Commit was at ${repo.cid.toString()}`, 'InvalidSwap')
+    }
+    const seen = new Set<string>()
+    const ops: RecordWriteOp[] = []
+    const commitOps: CommitOp[] = []
+    const newlyReferenced = new Map<string, BlobRow>()
+    for (const w of writes) {
+      const path = `${w.collection}/${w.rkey}`
+      if (seen.has(path)) throw new InvalidRequestError(`Duplicate write to ${path} in one commit`)
+      seen.add(path)
+      const current = this.s.record.get(w.uri)
+      const currentCid = current ? CID.parse(current.cid) : null
+      if (w.swapCid !== undefined) {
+        const ok = w.swapCid === null ? currentCid === null : currentCid !== null && currentCid.equals(w.swapCid)
+        if (!ok) throw new InvalidRequestError(`Record was at ${currentCid?.toString() ?? 'null'}`, 'InvalidSwap')
+      }
+      if (w.action === 'create') {
+        if (currentCid) throw new InvalidRequestError(`Record already exists at ${w.uri}`)
+        ops.push({ action: WriteOpAction.Create, collection: w.collection as never, rkey: w.rkey as never, record: w.record as never })
+        commitOps.push({ action: 'create', path, cid: w.cid })
+      } else if (w.action === 'update') {
+        if (!currentCid) throw new InvalidRequestError(`Could not find record to update: ${w.uri}`)
+        ops.push({ action: WriteOpAction.Update, collection: w.collection as never, rkey: w.rkey as never, record: w.record as never })
+        commitOps.push({ action: 'update', path, cid: w.cid, prev: currentCid })
+      } else {
+        if (!currentCid) throw new InvalidRequestError(`Could not find record to delete: ${w.uri}`)
+        ops.push({ action: WriteOpAction.Delete, collection: w.collection as never, rkey: w.rkey as never })
+        commitOps.push({ action: 'delete', path, cid: null, prev: currentCid })
+      }
+      if (w.action !== 'delete') {
+        for (const ref of w.blobs) {
+          const blob = this.s.blob.get(ref.cid.toString())
+          if (!blob) throw new InvalidRequestError(`Could not find blob: ${ref.cid.toString()}`, 'BlobNotFound')
+          if (blob.mimeType !== ref.mimeType) {
+            throw new InvalidRequestError(`Referenced mimeType does not match stored blob: ${ref.cid.toString()}`)
+          }
+          if (blob.size !== ref.size) {
+            throw new InvalidRequestError(`Referenced size does not match stored blob: ${ref.cid.toString()}`)
+          }
+          if (blob.tempKey) newlyReferenced.set(blob.cid, blob)
+        }
+      }
+    }
+
+    const prevData = CID.asCID(repo.commit.data)
+    const commit = await repo.formatCommit(ops, signingKey as never)
+
+    // blob files move before the index says they are permanent (makePermanent is idempotent)
+    for (const blob of newlyReferenced.values()) {
+      await this.blobstore.makePermanent(this.did, blob.tempKey!, blob.cid)
+    }
+
+    const now = new Date().toISOString()
+    const dereferenced: string[] = []
+    this.db.transaction(() => {
+      this.storage.applyCommitSync(commit)
+      const previousBlobs = new Set<string>()
+      for (const w of writes) {
+        for (const r of this.s.blobRefsOf.all(w.uri)) previousBlobs.add(r.blobCid)
+        this.s.deleteRecordBlobs.run(w.uri)
+        this.s.deleteBacklinks.run(w.uri)
+        if (w.action === 'delete') {
+          this.s.deleteRecord.run(w.uri)
+        } else {
+          this.s.upsertRecord.run(w.uri, w.cid.toString(), w.collection, w.rkey, commit.rev, now)
+          for (const ref of w.blobs) this.s.insertRecordBlob.run(ref.cid.toString(), w.uri)
+          for (const link of w.backlinks) this.s.insertBacklink.run(w.uri, link.path, link.linkTo)
+        }
+      }
+      for (const cid of previousBlobs) {
+        if (this.s.blobRefCount.get(cid)!.n === 0) {
+          this.s.deleteBlob.run(cid)
+          dereferenced.push(cid)
+        }
+      }
+      for (const cid of newlyReferenced.keys()) this.s.blobMakePermanent.run(cid)
+    })()
+    for (const cid of dereferenced) await this.blobstore.deletePermanent(this.did, cid)
+
+    return { did: this.did, commit, prevData, ops: commitOps }
+  }
+
+  /** Existing records in `collection` linking to the same subject (a second like/follow replaces the first). */
+  backlinkConflicts(collection: string, backlinks: { path: string; linkTo: string }[]): string[] {
+    const out = new Set<string>()
+    for (const link of backlinks) {
+      for (const row of this.s.backlinkConflicts.all(link.path, link.linkTo, collection)) out.add(row.uri)
+    }
+    return [...out]
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close()
+  }
+}

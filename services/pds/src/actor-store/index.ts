@@ -1,0 +1,111 @@
+import { createHash } from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import type { DiskBlobStore } from '../blobstore.js'
+import { AsyncLock } from '../util/lock.js'
+import { ActorRepo } from './actor-repo.js'
+import { openActorDb } from './db.js'
+
+export { ActorRepo } from './actor-repo.js'
+export type { CommitOp, CommitOutcome, RecordRow, BlobRow } from './actor-repo.js'
+export * from './prepare.js'
+
+const EVICTED_CLOSE_DELAY_MS = 60_000
+
+/**
+ * The per-account stores: `<directory>/<2 hex of sha256(did)>/<did>/store.sqlite`. Open handles are kept
+ * in an LRU; an idle handle past the cache size is closed (never one with a write in flight).
+ */
+export class ActorStore {
+  private readonly open = new Map<string, ActorRepo>()
+  private readonly locks = new Map<string, AsyncLock>()
+
+  constructor(
+    readonly directory: string,
+    readonly blobstore: DiskBlobStore,
+    private readonly cacheSize = 100,
+  ) {}
+
+  dirFor(did: string): string {
+    const shard = createHash('sha256').update(did).digest('hex').slice(0, 2)
+    return path.join(this.directory, shard, encodeURIComponent(did))
+  }
+
+  private fileFor(did: string): string {
+    return path.join(this.dirFor(did), 'store.sqlite')
+  }
+
+  exists(did: string): boolean {
+    return fs.existsSync(this.fileFor(did))
+  }
+
+  /** Creates the store of a new account (refuses an existing one). */
+  create(did: string): ActorRepo {
+    if (this.exists(did)) throw new Error(`actor store for ${did} already exists`)
+    fs.mkdirSync(this.dirFor(did), { recursive: true })
+    return this.remember(did, new ActorRepo(did, openActorDb(this.fileFor(did)), this.blobstore, this.lockFor(did)))
+  }
+
+  /** The store of an existing account, or null. */
+  get(did: string): ActorRepo | null {
+    const cached = this.open.get(did)
+    if (cached) {
+      this.open.delete(did)
+      this.open.set(did, cached)
+      return cached
+    }
+    if (!this.exists(did)) return null
+    return this.remember(did, new ActorRepo(did, openActorDb(this.fileFor(did)), this.blobstore, this.lockFor(did)))
+  }
+
+  private lockFor(did: string): AsyncLock {
+    let lock = this.locks.get(did)
+    if (!lock) {
+      lock = new AsyncLock()
+      this.locks.set(did, lock)
+    }
+    return lock
+  }
+
+  private remember(did: string, repo: ActorRepo): ActorRepo {
+    this.open.set(did, repo)
+    if (this.open.size > this.cacheSize) {
+      for (const [d, r] of this.open) {
+        if (this.open.size <= this.cacheSize) break
+        if (d === did || r.lock.busy) continue
+        this.open.delete(d)
+        // a request may still hold this handle for a moment: close it a little later
+        setTimeout(() => r.close(), EVICTED_CLOSE_DELAY_MS).unref()
+      }
+    }
+    return repo
+  }
+
+  /** Removes an account's store and blobs. */
+  async destroy(did: string): Promise<void> {
+    const repo = this.open.get(did)
+    if (repo) {
+      await repo.lock.run(async () => undefined)
+      repo.close()
+      this.open.delete(did)
+    }
+    this.locks.delete(did)
+    await fs.promises.rm(this.dirFor(did), { recursive: true, force: true })
+    await this.blobstore.deleteAllForDid(did)
+  }
+
+  /** Every DID with a store (for background jobs). */
+  *listDids(): Generator<string> {
+    if (!fs.existsSync(this.directory)) return
+    for (const shard of fs.readdirSync(this.directory)) {
+      const shardDir = path.join(this.directory, shard)
+      if (!fs.statSync(shardDir).isDirectory()) continue
+      for (const name of fs.readdirSync(shardDir)) yield decodeURIComponent(name)
+    }
+  }
+
+  close(): void {
+    for (const repo of this.open.values()) repo.close()
+    this.open.clear()
+  }
+}

@@ -1,0 +1,86 @@
+import type { XrpcServer } from '@stratos/core/xrpc'
+import { prepareCreateOrUpdate, prepareDelete, type PreparedWrite } from '../../../../actor-store/index.js'
+import { ACCESS_STANDARD } from '../../../../auth.js'
+import type { AppContext } from '../../../../context.js'
+import { repoWriteLimits, WRITE_POINTS } from '../../../../rate-limits.js'
+import { InvalidRequestError } from '../../../../errors.js'
+import { ownRepo, parseCid } from '../../../../repo/access.js'
+
+const MAX_WRITES = 200
+const NS = 'com.atproto.repo.applyWrites'
+
+interface WriteInput {
+  $type: string
+  collection: string
+  rkey?: string
+  value?: unknown
+}
+
+interface Input {
+  repo: string
+  validate?: boolean
+  writes: WriteInput[]
+  swapCommit?: string
+}
+
+export default function (server: XrpcServer, ctx: AppContext) {
+  server.method(NS, {
+    auth: ctx.auth.access(ACCESS_STANDARD, { checkTakedown: true, checkDeactivated: true }),
+    rateLimit: repoWriteLimits(({ input }) =>
+      ((input?.body as Input | undefined)?.writes ?? []).reduce((sum, w) => {
+        if (w.$type === `${NS}#create`) return sum + WRITE_POINTS.create
+        if (w.$type === `${NS}#update`) return sum + WRITE_POINTS.update
+        return sum + WRITE_POINTS.delete
+      }, 0),
+    ),
+    handler: async ({ auth, input }) => {
+      const body = input!.body as Input
+      if (body.writes.length > MAX_WRITES) throw new InvalidRequestError(`Too many writes. Max: ${MAX_WRITES}`)
+      const { account } = await ownRepo(ctx, body.repo, auth.credentials.did)
+      const swapCommit = parseCid(body.swapCommit, 'swapCommit')
+      const writes: PreparedWrite[] = body.writes.map((w) => {
+        switch (w.$type) {
+          case `${NS}#create`:
+            return prepareCreateOrUpdate({
+              action: 'create',
+              did: account.did,
+              collection: w.collection,
+              rkey: w.rkey,
+              record: w.value,
+              validate: body.validate,
+            })
+          case `${NS}#update`:
+            if (!w.rkey) throw new InvalidRequestError('An update needs an rkey')
+            return prepareCreateOrUpdate({
+              action: 'update',
+              did: account.did,
+              collection: w.collection,
+              rkey: w.rkey,
+              record: w.value,
+              validate: body.validate,
+            })
+          case `${NS}#delete`:
+            if (!w.rkey) throw new InvalidRequestError('A delete needs an rkey')
+            return prepareDelete({ did: account.did, collection: w.collection, rkey: w.rkey })
+          default:
+            throw new InvalidRequestError(`Action not supported: ${w.$type}`)
+        }
+      })
+      const { outcome } = await ctx.repoWriter.write(account.did, writes, swapCommit)
+      const results = writes.map((w) =>
+        w.action === 'delete'
+          ? { $type: `${NS}#deleteResult` }
+          : {
+              $type: w.action === 'create' ? `${NS}#createResult` : `${NS}#updateResult`,
+              uri: w.uri,
+              cid: w.cid.toString(),
+              validationStatus: w.validationStatus,
+            },
+      )
+      return {
+        encoding: 'application/json',
+        body: { commit: { cid: outcome.commit.cid.toString(), rev: outcome.commit.rev }, results },
+      }
+    },
+  })
+}

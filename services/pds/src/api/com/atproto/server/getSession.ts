@@ -1,0 +1,21 @@
+import type { XrpcServer } from '@stratos/core/xrpc'
+import { sessionOutput } from '../../../../account/views.js'
+import { ACCESS_STANDARD, isFullAccess } from '../../../../auth.js'
+import type { AppContext } from '../../../../context.js'
+import { InvalidRequestError } from '../../../../errors.js'
+
+export default function (server: XrpcServer, ctx: AppContext) {
+  server.method('com.atproto.server.getSession', {
+    auth: ctx.auth.access(ACCESS_STANDARD, { checkTakedown: true }),
+    handler: async ({ auth }) => {
+      const { did, scope } = auth.credentials
+      const account = await ctx.accounts.getAccount(did, { includeDeactivated: true })
+      if (!account) throw new InvalidRequestError(`Could not find user info for account: ${did}`)
+      const didDoc = await ctx.idResolver.resolveDid(did).catch(() => null)
+      return {
+        encoding: 'application/json',
+        body: sessionOutput(account, { includeEmail: isFullAccess(scope), didDoc: didDoc ?? undefined }),
+      }
+    },
+  })
+}

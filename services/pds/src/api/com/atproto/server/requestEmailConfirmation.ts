@@ -1,0 +1,16 @@
+import type { XrpcServer } from '@stratos/core/xrpc'
+import { sendEmailToken } from '../../../../account/lifecycle.js'
+import { ACCESS_FULL } from '../../../../auth.js'
+import type { AppContext } from '../../../../context.js'
+import { InvalidRequestError } from '../../../../errors.js'
+
+export default function (server: XrpcServer, ctx: AppContext) {
+  server.method('com.atproto.server.requestEmailConfirmation', {
+    auth: ctx.auth.access(ACCESS_FULL, { checkTakedown: true }),
+    handler: async ({ auth }) => {
+      const account = await ctx.accounts.getAccount(auth.credentials.did, { includeDeactivated: true })
+      if (!account) throw new InvalidRequestError('Account not found')
+      await sendEmailToken(ctx, account, 'confirm_email')
+    },
+  })
+}

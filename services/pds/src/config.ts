@@ -1,0 +1,251 @@
+import path from 'node:path'
+
+/**
+ * PDS configuration, read once from the environment. Variable names follow the reference PDS wherever
+ * the meaning is the same, so an operator can move over without relearning them.
+ */
+export interface PdsConfig {
+  service: {
+    hostname: string
+    port: number
+    /** interface to bind; defaults to all interfaces (127.0.0.1 for loopback hostnames) */
+    bindHost: string
+    /** origin clients and the DID document use, e.g. https://pds.example.com */
+    publicUrl: string
+    did: string
+    version: string
+    devMode: boolean
+    blobUploadLimit: number
+    serviceName: string
+    privacyPolicyUrl?: string
+    termsOfServiceUrl?: string
+    contactEmailAddress?: string
+  }
+  db: {
+    directory: string
+    accountDbPath: string
+    sequencerDbPath: string
+    didCacheDbPath: string
+    actorStoreDirectory: string
+  }
+  blobstore: { location: string; tempLocation: string }
+  identity: {
+    plcUrl: string
+    serviceHandleDomains: string[]
+    /** did:key placed above the PDS rotation key in every new did:plc (PDS_RECOVERY_DID_KEY) */
+    recoveryDidKey: string | null
+    /** private addresses may be resolved (dev mode) */
+    allowPrivateAddresses: boolean
+  }
+  invites: { required: boolean }
+  secrets: { jwtSecret: string; adminPassword: string; plcRotationKeyHex: string }
+  bskyAppView: { url: string; did: string } | null
+  crawlers: string[]
+  email: { smtpUrl: string; fromAddress: string } | null
+  rateLimits: { enabled: boolean; bypassKey?: string }
+  subscription: { backfillLimitMs: number; maxBuffer: number }
+  auth: {
+    accessTokenTtlSec: number
+    refreshTokenTtlSec: number
+    /** how long a rotated refresh token may still be presented (a client retry), in ms */
+    refreshGraceMs: number
+  }
+  logLevel: string
+}
+
+export class ConfigError extends Error {
+  constructor(public readonly problems: string[]) {
+    super(`invalid PDS configuration:\n  - ${problems.join('\n  - ')}`)
+    this.name = 'ConfigError'
+  }
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
+export const isLoopbackHost = (host: string): boolean =>
+  host === 'localhost' || host === '127.0.0.1' || host === '::1' || host === '[::1]' || host.endsWith('.localhost')
+
+/**
+ * Reads and validates the configuration. Every problem found is collected, and all are reported together
+ * in one ConfigError, so a self-hoster fixes them in a single pass.
+ */
+export function readConfigFromEnv(env: Record<string, string | undefined> = process.env): PdsConfig {
+  const problems: string[] = []
+  const str = (name: string): string | undefined => {
+    const v = env[name]?.trim()
+    return v ? v : undefined
+  }
+  const int = (name: string, def: number, min = 0, max = Number.MAX_SAFE_INTEGER): number => {
+    const v = str(name)
+    if (v === undefined) return def
+    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) {
+      problems.push(`${name} must be an integer between ${min} and ${max} (got "${v}")`)
+      return def
+    }
+    return Number(v)
+  }
+  const bool = (name: string, def: boolean): boolean => {
+    const v = str(name)?.toLowerCase()
+    if (v === undefined) return def
+    if (['true', '1', 'yes', 'on'].includes(v)) return true
+    if (['false', '0', 'no', 'off'].includes(v)) return false
+    problems.push(`${name} must be true or false (got "${env[name]}")`)
+    return def
+  }
+  const list = (name: string): string[] | undefined => {
+    const v = str(name)
+    if (v === undefined) return undefined
+    return v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)
+  }
+  const url = (name: string, value: string, devMode: boolean): string => {
+    let u: URL
+    try {
+      u = new URL(value)
+    } catch {
+      problems.push(`${name} is not a URL: "${value}"`)
+      return value
+    }
+    if (u.protocol !== 'https:' && !(u.protocol === 'http:' && devMode)) {
+      problems.push(`${name} must be an https:// URL${devMode ? ' or http://' : ' (http:// needs PDS_DEV_MODE=true)'}: "${value}"`)
+    }
+    return value.replace(/\/+$/, '')
+  }
+
+  const devMode = bool('PDS_DEV_MODE', false)
+  const hostname = str('PDS_HOSTNAME')?.toLowerCase()
+  if (!hostname) problems.push('PDS_HOSTNAME is required (the public host name of this PDS, e.g. pds.example.com)')
+  else if (!/^[a-z0-9.-]+$/.test(hostname) && !isLoopbackHost(hostname)) {
+    problems.push(`PDS_HOSTNAME must be a bare host name without scheme, port or path (got "${hostname}")`)
+  }
+  // without a hostname the checks derived from it would only add noise
+  const host = hostname ?? 'pds.invalid'
+  const loopback = isLoopbackHost(host)
+  if (loopback && !devMode) {
+    problems.push(`PDS_HOSTNAME=${host} is a loopback address; set PDS_DEV_MODE=true to run a local development PDS`)
+  }
+  const port = int('PDS_PORT', 2583, 0, 65535)
+  const publicUrl = loopback || (devMode && host.endsWith('.test')) ? `http://${host}:${port}` : `https://${host}`
+
+  const did = str('PDS_SERVICE_DID') ?? `did:web:${host}`
+  if (!/^did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]$/.test(did)) problems.push(`PDS_SERVICE_DID is not a valid DID: "${did}"`)
+
+  const dataDir = str('PDS_DATA_DIRECTORY')
+  if (!dataDir) problems.push('PDS_DATA_DIRECTORY is required (where the PDS keeps its databases)')
+  const dir = path.resolve(dataDir ?? '.')
+  const blobDir = str('PDS_BLOBSTORE_DISK_LOCATION')
+  if (!blobDir) problems.push('PDS_BLOBSTORE_DISK_LOCATION is required (where blobs are stored on disk)')
+  const blobLocation = path.resolve(blobDir ?? path.join(dir, 'blobs'))
+
+  let serviceHandleDomains = list('PDS_SERVICE_HANDLE_DOMAINS') ?? (loopback ? ['.test'] : [`.${host}`])
+  serviceHandleDomains = serviceHandleDomains.map((d) => d.toLowerCase())
+  for (const d of serviceHandleDomains) {
+    if (!d.startsWith('.') || d.length < 2) {
+      problems.push(`PDS_SERVICE_HANDLE_DOMAINS entries must start with a dot, like ".${host}" (got "${d}")`)
+    } else if (!devMode && (d.endsWith('.test') || d.endsWith('.local') || d.endsWith('.localhost'))) {
+      problems.push(`handle domain "${d}" is reserved for testing; set PDS_DEV_MODE=true to use it`)
+    }
+  }
+
+  const plcUrl = url('PDS_DID_PLC_URL', str('PDS_DID_PLC_URL') ?? 'https://plc.directory', devMode)
+
+  const recoveryDidKey = str('PDS_RECOVERY_DID_KEY') ?? null
+  if (recoveryDidKey && !recoveryDidKey.startsWith('did:key:z')) {
+    problems.push(`PDS_RECOVERY_DID_KEY must be a did:key (got "${recoveryDidKey}")`)
+  }
+
+  const jwtSecret = str('PDS_JWT_SECRET')
+  if (!jwtSecret) problems.push('PDS_JWT_SECRET is required (a long random string; `openssl rand --hex 16`)')
+  const adminPassword = str('PDS_ADMIN_PASSWORD')
+  if (!adminPassword) problems.push('PDS_ADMIN_PASSWORD is required')
+  const rotationKey = str('PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX')
+  if (!rotationKey) {
+    problems.push('PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX is required (32-byte secp256k1 private key, hex)')
+  } else if (!/^[0-9a-fA-F]{64}$/.test(rotationKey)) {
+    problems.push('PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX must be 64 hex characters (a 32-byte secp256k1 key)')
+  }
+
+  let bskyAppView: PdsConfig['bskyAppView'] = null
+  const appViewUrl = str('PDS_BSKY_APP_VIEW_URL')
+  const appViewDid = str('PDS_BSKY_APP_VIEW_DID')
+  if (appViewUrl || appViewDid) {
+    if (!appViewUrl || !appViewDid) {
+      problems.push('PDS_BSKY_APP_VIEW_URL and PDS_BSKY_APP_VIEW_DID must be set together')
+    } else {
+      if (!appViewDid.startsWith('did:')) problems.push(`PDS_BSKY_APP_VIEW_DID is not a DID: "${appViewDid}"`)
+      bskyAppView = { url: url('PDS_BSKY_APP_VIEW_URL', appViewUrl, devMode), did: appViewDid }
+    }
+  }
+
+  const crawlers = (list('PDS_CRAWLERS') ?? []).map((c) => url('PDS_CRAWLERS', c, devMode))
+
+  let email: PdsConfig['email'] = null
+  const smtpUrl = str('PDS_EMAIL_SMTP_URL')
+  const fromAddress = str('PDS_EMAIL_FROM_ADDRESS')
+  if (smtpUrl || fromAddress) {
+    if (!smtpUrl || !fromAddress) {
+      problems.push('PDS_EMAIL_SMTP_URL and PDS_EMAIL_FROM_ADDRESS must be set together')
+    } else if (!/^smtps?:\/\//.test(smtpUrl)) {
+      problems.push(`PDS_EMAIL_SMTP_URL must be an smtp:// or smtps:// URL`)
+    } else {
+      email = { smtpUrl, fromAddress }
+    }
+  }
+
+  const logLevel = (str('LOG_LEVEL') ?? 'info').toLowerCase()
+  if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')} (got "${logLevel}")`)
+
+  const config: PdsConfig = {
+    service: {
+      hostname: host,
+      port,
+      bindHost: str('PDS_BIND_HOST') ?? (loopback ? '127.0.0.1' : '0.0.0.0'),
+      publicUrl,
+      did,
+      version: str('PDS_VERSION') ?? '0.1.0',
+      devMode,
+      blobUploadLimit: int('PDS_BLOB_UPLOAD_LIMIT', 5 * 1024 * 1024, 1),
+      serviceName: str('PDS_SERVICE_NAME') ?? `${host} PDS`,
+      privacyPolicyUrl: str('PDS_PRIVACY_POLICY_URL'),
+      termsOfServiceUrl: str('PDS_TERMS_OF_SERVICE_URL'),
+      contactEmailAddress: str('PDS_CONTACT_EMAIL_ADDRESS'),
+    },
+    db: {
+      directory: dir,
+      accountDbPath: path.resolve(str('PDS_ACCOUNT_DB_LOCATION') ?? path.join(dir, 'account.sqlite')),
+      sequencerDbPath: path.resolve(str('PDS_SEQUENCER_DB_LOCATION') ?? path.join(dir, 'sequencer.sqlite')),
+      didCacheDbPath: path.resolve(str('PDS_DID_CACHE_DB_LOCATION') ?? path.join(dir, 'did_cache.sqlite')),
+      actorStoreDirectory: path.resolve(str('PDS_ACTOR_STORE_DIRECTORY') ?? path.join(dir, 'actors')),
+    },
+    blobstore: {
+      location: blobLocation,
+      tempLocation: path.resolve(str('PDS_BLOBSTORE_DISK_TMP_LOCATION') ?? path.join(blobLocation, 'temp')),
+    },
+    identity: {
+      plcUrl,
+      serviceHandleDomains,
+      recoveryDidKey,
+      allowPrivateAddresses: devMode,
+    },
+    invites: { required: bool('PDS_INVITE_REQUIRED', true) },
+    secrets: { jwtSecret: jwtSecret ?? '', adminPassword: adminPassword ?? '', plcRotationKeyHex: rotationKey ?? '' },
+    bskyAppView,
+    crawlers,
+    email,
+    rateLimits: { enabled: bool('PDS_RATE_LIMITS_ENABLED', false), bypassKey: str('PDS_RATE_LIMIT_BYPASS_KEY') },
+    subscription: {
+      backfillLimitMs: int('PDS_REPO_BACKFILL_LIMIT_MS', 24 * 60 * 60 * 1000),
+      maxBuffer: int('PDS_MAX_SUBSCRIPTION_BUFFER', 500, 1),
+    },
+    auth: {
+      accessTokenTtlSec: int('PDS_ACCESS_TOKEN_TTL_SECONDS', 2 * 60 * 60, 1),
+      refreshTokenTtlSec: int('PDS_REFRESH_TOKEN_TTL_SECONDS', 90 * 24 * 60 * 60, 1),
+      refreshGraceMs: int('PDS_REFRESH_GRACE_MS', 2 * 60 * 1000),
+    },
+    logLevel,
+  }
+  if (problems.length > 0) throw new ConfigError(problems)
+  return config
+}

@@ -1,0 +1,88 @@
+import fs from 'node:fs'
+import { pino, type Logger } from 'pino'
+import { importKeypair, type SigningKeypair } from '@stratos/core/crypto'
+import type { Database } from '@stratos/core/db'
+import { IdentityResolver } from '@stratos/core/identity'
+import { openAccountDb, type AccountDbSchema } from './account/db.js'
+import { AccountManager } from './account/manager.js'
+import { PlcClient } from './account/plc.js'
+import { AccountSettings } from './account/settings.js'
+import { SessionTokens } from './account/tokens.js'
+import { ActorStore } from './actor-store/index.js'
+import { PdsAuth } from './auth.js'
+import { DiskBlobStore } from './blobstore.js'
+import type { PdsConfig } from './config.js'
+import { createMailer, type Mailer } from './mailer.js'
+import { RepoWriter } from './repo/writer.js'
+import { Sequencer } from './sequencer/index.js'
+
+/** Everything the handlers need, built once at start-up. */
+export interface AppContext {
+  cfg: PdsConfig
+  logger: Logger
+  accountDb: Database<AccountDbSchema>
+  tokens: SessionTokens
+  accounts: AccountManager
+  auth: PdsAuth
+  blobstore: DiskBlobStore
+  actorStore: ActorStore
+  sequencer: Sequencer
+  repoWriter: RepoWriter
+  plc: PlcClient
+  /** the PDS's did:plc rotation key (PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX) */
+  plcRotationKey: SigningKeypair
+  idResolver: IdentityResolver
+  /** account settings and life cycle on the service database (email tokens, handle, takedown, deletion) */
+  settings: AccountSettings
+  /** SMTP when PDS_EMAIL_SMTP_URL is set, else the log */
+  mailer: Mailer
+}
+
+export async function createContext(cfg: PdsConfig, opts: { logger?: Logger } = {}): Promise<AppContext> {
+  const logger = opts.logger ?? pino({ level: cfg.logLevel, base: { service: 'pds' } })
+  fs.mkdirSync(cfg.db.directory, { recursive: true })
+  fs.mkdirSync(cfg.db.actorStoreDirectory, { recursive: true })
+
+  const blobstore = new DiskBlobStore(cfg.blobstore.location, cfg.blobstore.tempLocation)
+  await blobstore.init()
+
+  const accountDb = await openAccountDb(cfg.db.accountDbPath)
+  const tokens = new SessionTokens(cfg.secrets.jwtSecret, cfg.service.did, cfg.auth.accessTokenTtlSec, cfg.auth.refreshTokenTtlSec)
+  const accounts = new AccountManager(accountDb.db, tokens, {
+    refreshGraceMs: cfg.auth.refreshGraceMs,
+    hostname: cfg.service.hostname,
+  })
+  const actorStore = new ActorStore(cfg.db.actorStoreDirectory, blobstore)
+  const sequencer = new Sequencer(cfg.db.sequencerDbPath)
+  const plcRotationKey = await importKeypair(cfg.secrets.plcRotationKeyHex, 'k256')
+  const idResolver = new IdentityResolver({
+    plcUrl: cfg.identity.plcUrl,
+    allowPrivateAddresses: cfg.identity.allowPrivateAddresses,
+    onBackgroundError: (err, did) => logger.warn({ err, did }, 'background DID refresh failed'),
+  })
+
+  return {
+    cfg,
+    logger,
+    accountDb,
+    tokens,
+    accounts,
+    auth: new PdsAuth(tokens, accounts, cfg.secrets.adminPassword),
+    blobstore,
+    actorStore,
+    sequencer,
+    repoWriter: new RepoWriter(accounts, actorStore, sequencer),
+    plc: new PlcClient(cfg.identity.plcUrl),
+    plcRotationKey,
+    idResolver,
+    settings: new AccountSettings(accountDb.db),
+    mailer: createMailer(cfg, logger),
+  }
+}
+
+export async function closeContext(ctx: AppContext): Promise<void> {
+  ctx.mailer.close()
+  ctx.actorStore.close()
+  ctx.sequencer.close()
+  await ctx.accountDb.close()
+}

@@ -1,0 +1,53 @@
+import type { CID } from 'multiformats/cid'
+import type { SigningKeypair } from '@stratos/core/crypto'
+import type { AccountManager } from '../account/manager.js'
+import type { ActorStore, CommitOutcome, PreparedWrite } from '../actor-store/index.js'
+import { InvalidRequestError } from '../errors.js'
+import type { Sequencer, SequencedEvent } from '../sequencer/index.js'
+
+/**
+ * The write path shared by createRecord, putRecord, deleteRecord and applyWrites: sign and store the
+ * commit in the account's store, move the repo head in the service database, then sequence the #commit.
+ */
+export class RepoWriter {
+  private readonly keys = new Map<string, SigningKeypair>()
+
+  constructor(
+    private readonly accounts: AccountManager,
+    private readonly actorStore: ActorStore,
+    private readonly sequencer: Sequencer,
+  ) {}
+
+  async signingKey(did: string): Promise<SigningKeypair> {
+    let key = this.keys.get(did)
+    if (!key) {
+      const found = await this.accounts.getSigningKey(did)
+      if (!found) throw new InvalidRequestError(`No signing key for ${did}`, 'RepoNotFound')
+      key = found
+      if (this.keys.size > 1000) this.keys.clear()
+      this.keys.set(did, key)
+    }
+    return key
+  }
+
+  forget(did: string): void {
+    this.keys.delete(did)
+  }
+
+  async write(
+    did: string,
+    writes: PreparedWrite[],
+    swapCommit?: CID,
+  ): Promise<{ outcome: CommitOutcome; event: SequencedEvent }> {
+    const repo = this.actorStore.get(did)
+    if (!repo) throw new InvalidRequestError(`Could not find repo: ${did}`, 'RepoNotFound')
+    const key = await this.signingKey(did)
+    // sequenced under the account's lock: commits of one repo reach the firehose in commit order
+    return repo.lock.run(async () => {
+      const outcome = await repo.applyWritesLocked(writes, key, swapCommit)
+      const event = this.sequencer.sequenceCommit(outcome)
+      await this.accounts.updateRepoRoot(did, outcome.commit.cid.toString(), outcome.commit.rev)
+      return { outcome, event }
+    })
+  }
+}

@@ -1,0 +1,103 @@
+import fs from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { PlcServer } from '@stratos/plc'
+import { PdsServer } from '../src/server.js'
+import { readConfigFromEnv, type PdsConfig } from '../src/config.js'
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer()
+    srv.on('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+export interface TestNetwork {
+  plc: PlcServer
+  pds: PdsServer
+  cfg: PdsConfig
+  env: Record<string, string>
+  dir: string
+  url: string
+  /** closes the PDS and starts a new one on the same data and port */
+  restartPds(): Promise<PdsServer>
+  close(): Promise<void>
+}
+
+/** A PLC directory (in memory) and a PDS on loopback, with its data in a temp directory. */
+export async function startNetwork(extraEnv: Record<string, string> = {}): Promise<TestNetwork> {
+  const plc = await PlcServer.create({ port: 0, host: '127.0.0.1', dbPath: ':memory:', version: 'test', logLevel: 'silent' })
+  await plc.start()
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pds-it-'))
+  const port = await freePort()
+  const env: Record<string, string> = {
+    PDS_HOSTNAME: '127.0.0.1',
+    PDS_PORT: String(port),
+    PDS_DEV_MODE: 'true',
+    PDS_DATA_DIRECTORY: dir,
+    PDS_BLOBSTORE_DISK_LOCATION: path.join(dir, 'blobs'),
+    PDS_DID_PLC_URL: plc.url,
+    PDS_JWT_SECRET: randomBytes(16).toString('hex'),
+    PDS_ADMIN_PASSWORD: 'admin-pass',
+    PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX: randomBytes(32).toString('hex'),
+    PDS_INVITE_REQUIRED: 'false',
+    LOG_LEVEL: 'silent',
+    ...extraEnv,
+  }
+  const cfg = readConfigFromEnv(env)
+  let pds = await PdsServer.create(cfg)
+  const url = await pds.start()
+  const network: TestNetwork = {
+    plc,
+    pds,
+    cfg,
+    env,
+    dir,
+    url,
+    async restartPds() {
+      await pds.close()
+      pds = await PdsServer.create(cfg)
+      await pds.start()
+      network.pds = pds
+      return pds
+    },
+    async close() {
+      await pds.close()
+      await plc.close()
+      fs.rmSync(dir, { recursive: true, force: true })
+    },
+  }
+  return network
+}
+
+/** Calls an XRPC method with fetch, returning status and parsed JSON (for checking exact errors). */
+export async function xrpc(
+  base: string,
+  nsid: string,
+  opts: { method?: 'GET' | 'POST'; token?: string; body?: unknown; params?: Record<string, string>; headers?: Record<string, string> } = {},
+): Promise<{ status: number; body: any; headers: Headers }> {
+  const url = new URL(`/xrpc/${nsid}`, base)
+  for (const [k, v] of Object.entries(opts.params ?? {})) url.searchParams.set(k, v)
+  const headers: Record<string, string> = { ...(opts.headers ?? {}) }
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`
+  let body: string | undefined
+  if (opts.body !== undefined) {
+    headers['content-type'] = 'application/json'
+    body = JSON.stringify(opts.body)
+  }
+  const res = await fetch(url, { method: opts.method ?? (opts.body !== undefined ? 'POST' : 'GET'), headers, body })
+  const text = await res.text()
+  let parsed: unknown = text
+  try {
+    parsed = JSON.parse(text)
+  } catch {
+    // not JSON
+  }
+  return { status: res.status, body: parsed, headers: res.headers }
+}

@@ -1,0 +1,96 @@
+import { describe, expect, it } from 'vitest'
+import { ConfigError, readConfigFromEnv } from '../src/config.js'
+
+const base = {
+  PDS_HOSTNAME: 'pds.example.com',
+  PDS_DATA_DIRECTORY: '/var/pds',
+  PDS_BLOBSTORE_DISK_LOCATION: '/var/pds/blocks',
+  PDS_JWT_SECRET: 'secret',
+  PDS_ADMIN_PASSWORD: 'admin',
+  PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX: 'a'.repeat(64),
+}
+
+const problemsOf = (env: Record<string, string>): string[] => {
+  try {
+    readConfigFromEnv(env)
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems
+    throw err
+  }
+  return []
+}
+
+describe('config', () => {
+  it('reads the reference PDS variables with their defaults', () => {
+    const cfg = readConfigFromEnv(base)
+    expect(cfg.service.port).toBe(2583)
+    expect(cfg.service.publicUrl).toBe('https://pds.example.com')
+    expect(cfg.service.did).toBe('did:web:pds.example.com')
+    expect(cfg.identity.serviceHandleDomains).toEqual(['.pds.example.com'])
+    expect(cfg.identity.plcUrl).toBe('https://plc.directory')
+    expect(cfg.invites.required).toBe(true)
+    expect(cfg.service.blobUploadLimit).toBe(5 * 1024 * 1024)
+    expect(cfg.db.accountDbPath).toBe('/var/pds/account.sqlite')
+    expect(cfg.blobstore.location).toBe('/var/pds/blocks')
+    expect(cfg.rateLimits.enabled).toBe(false)
+    expect(cfg.bskyAppView).toBeNull()
+    expect(cfg.crawlers).toEqual([])
+  })
+
+  it('parses lists, booleans and numbers', () => {
+    const cfg = readConfigFromEnv({
+      ...base,
+      PDS_PORT: '3000',
+      PDS_SERVICE_HANDLE_DOMAINS: '.a.example.com, .b.example.com',
+      PDS_INVITE_REQUIRED: 'false',
+      PDS_CRAWLERS: 'https://bsky.network,https://relay.example.com/',
+      PDS_BSKY_APP_VIEW_URL: 'https://api.bsky.app',
+      PDS_BSKY_APP_VIEW_DID: 'did:web:api.bsky.app',
+      PDS_RATE_LIMITS_ENABLED: 'true',
+      PDS_BLOB_UPLOAD_LIMIT: '1000',
+    })
+    expect(cfg.service.port).toBe(3000)
+    expect(cfg.identity.serviceHandleDomains).toEqual(['.a.example.com', '.b.example.com'])
+    expect(cfg.invites.required).toBe(false)
+    expect(cfg.crawlers).toEqual(['https://bsky.network', 'https://relay.example.com'])
+    expect(cfg.bskyAppView).toEqual({ url: 'https://api.bsky.app', did: 'did:web:api.bsky.app' })
+    expect(cfg.rateLimits.enabled).toBe(true)
+    expect(cfg.service.blobUploadLimit).toBe(1000)
+  })
+
+  it('reports every problem at once, naming the variable', () => {
+    const problems = problemsOf({ PDS_PORT: 'abc', PDS_INVITE_REQUIRED: 'maybe', LOG_LEVEL: 'loud' })
+    const text = problems.join('\n')
+    for (const name of [
+      'PDS_HOSTNAME',
+      'PDS_DATA_DIRECTORY',
+      'PDS_BLOBSTORE_DISK_LOCATION',
+      'PDS_JWT_SECRET',
+      'PDS_ADMIN_PASSWORD',
+      'PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX',
+      'PDS_PORT',
+      'PDS_INVITE_REQUIRED',
+      'LOG_LEVEL',
+    ]) {
+      expect(text).toContain(name)
+    }
+  })
+
+  it('allows http, loopback and .test only in dev mode', () => {
+    expect(problemsOf({ ...base, PDS_DID_PLC_URL: 'http://127.0.0.1:2582' }).join()).toMatch(/PDS_DID_PLC_URL.*PDS_DEV_MODE/)
+    expect(problemsOf({ ...base, PDS_HOSTNAME: 'localhost' }).join()).toMatch(/loopback.*PDS_DEV_MODE/)
+    expect(problemsOf({ ...base, PDS_SERVICE_HANDLE_DOMAINS: '.test' }).join()).toMatch(/reserved for testing/)
+    const dev = readConfigFromEnv({ ...base, PDS_HOSTNAME: 'localhost', PDS_DEV_MODE: 'true', PDS_DID_PLC_URL: 'http://127.0.0.1:2582' })
+    expect(dev.service.publicUrl).toBe('http://localhost:2583')
+    expect(dev.identity.serviceHandleDomains).toEqual(['.test'])
+    expect(dev.service.bindHost).toBe('127.0.0.1')
+  })
+
+  it('refuses malformed values', () => {
+    expect(problemsOf({ ...base, PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX: 'xyz' }).join()).toMatch(/64 hex/)
+    expect(problemsOf({ ...base, PDS_SERVICE_HANDLE_DOMAINS: 'example.com' }).join()).toMatch(/start with a dot/)
+    expect(problemsOf({ ...base, PDS_BSKY_APP_VIEW_URL: 'https://api.bsky.app' }).join()).toMatch(/set together/)
+    expect(problemsOf({ ...base, PDS_HOSTNAME: 'https://pds.example.com' }).join()).toMatch(/bare host name/)
+    expect(problemsOf({ ...base, PDS_EMAIL_SMTP_URL: 'smtp://mail.example.com' }).join()).toMatch(/set together/)
+  })
+})
