@@ -1,0 +1,147 @@
+/**
+ * Builds the relay's dependencies once, from its configuration.
+ */
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { IdentityResolver, SqliteIdentityCache } from '@stratos/core/identity'
+import { createXrpcServer, type XrpcServer } from '@stratos/core/xrpc'
+import { AccountStore } from './accounts/account-store.js'
+import type { RelayConfig } from './config.js'
+import { openRelayDb, type Db } from './db.js'
+import { HostManager } from './hosts/host-manager.js'
+import { HOST_STATUSES, HostStore } from './hosts/host-store.js'
+import { HostRateLimiter } from './hosts/limits.js'
+import { Slurper } from './hosts/slurper.js'
+import { Identities, LayeredIdentityCache } from './ingest/identities.js'
+import { Ingester } from './ingest/ingester.js'
+import type { Logger } from './logger.js'
+import { RelayMetrics } from './metrics.js'
+import { Outbox } from './outbox/outbox.js'
+
+export interface RelayContextOptions {
+  /** replaces the requestCrawl liveness probe (tests) */
+  probe?: (baseUrl: string) => Promise<void>
+  /** clock for verification (tests) */
+  now?: () => number
+  /** outbound ping interval for subscribers (default 30 s) */
+  consumerPingIntervalMs?: number
+  /** minimum time between two resyncs of one account (default 60 s) */
+  resyncMinIntervalMs?: number
+  /** minimum age of a cached DID document before an event can force a refetch (default 5 s) */
+  identityMinRefreshMs?: number
+}
+
+export class RelayContext {
+  readonly metrics: RelayMetrics
+  readonly hosts: HostStore
+  readonly accounts: AccountStore
+  readonly identities: Identities
+  readonly outbox: Outbox
+  readonly ingester: Ingester
+  readonly limiter = new HostRateLimiter()
+  readonly slurper: Slurper
+  readonly hostManager: HostManager
+  readonly log: Logger
+
+  private constructor(
+    readonly config: RelayConfig,
+    readonly db: Db,
+    readonly xrpc: XrpcServer,
+    private readonly identityCache: SqliteIdentityCache,
+    opts: RelayContextOptions,
+  ) {
+    this.log = xrpc.app.log as unknown as Logger
+    this.hosts = new HostStore(db)
+    this.accounts = new AccountStore(db)
+    const resolver = new IdentityResolver({
+      plcUrl: config.plcUrl,
+      allowPrivateAddresses: config.devMode,
+      cache: new LayeredIdentityCache(identityCache),
+      minForceRefreshIntervalMs: opts.identityMinRefreshMs ?? 5_000,
+      onBackgroundError: (err, did) => this.log.debug({ did, err: (err as Error)?.message }, 'background DID refresh failed'),
+    })
+    this.identities = new Identities(resolver)
+
+    let outbox: Outbox | undefined
+    let slurper: Slurper | undefined
+    this.metrics = new RelayMetrics(xrpc.metrics!.registry, {
+      hostsByStatus: () => {
+        const counts = new Map<string, number>(HOST_STATUSES.map((s) => [s, 0]))
+        for (const h of this.hosts.all()) {
+          const status = slurper?.statusOf(h.id) ?? h.status
+          counts.set(status, (counts.get(status) ?? 0) + 1)
+        }
+        return counts
+      },
+      consumers: () => outbox?.server.consumers().length ?? 0,
+      eventLog: () => outbox?.stats() ?? { count: 0, bytes: 0, lastSeq: 0 },
+    })
+    outbox = new Outbox(db, {
+      replayWindowMs: config.replayWindowMs,
+      replayMaxBytes: config.replayMaxBytes,
+      maxQueuedBytes: config.consumerMaxQueuedBytes,
+      maxQueuedFrames: config.consumerMaxQueuedFrames,
+      pingIntervalMs: opts.consumerPingIntervalMs,
+      onConsumerClose: (_c, reason) => this.metrics.consumerDisconnects.inc({ reason }),
+      onError: (err) => this.log.debug({ err: (err as Error)?.message }, 'subscriber socket error'),
+    })
+    this.outbox = outbox
+
+    let manager: HostManager | undefined
+    this.ingester = new Ingester({
+      accounts: this.accounts,
+      identities: this.identities,
+      outbox,
+      metrics: this.metrics,
+      log: this.log,
+      accountLimit: (hostId) => {
+        const host = this.hosts.getById(hostId)
+        return host && manager ? manager.limitsFor(host).accounts : null
+      },
+      allowPrivateAddresses: config.devMode,
+      resyncMaxBytes: config.resyncMaxBytes,
+      resyncMinIntervalMs: opts.resyncMinIntervalMs,
+      now: opts.now,
+    })
+    slurper = new Slurper({
+      hosts: this.hosts,
+      ingester: this.ingester,
+      limiter: this.limiter,
+      limitsFor: (host) => manager!.limitsFor(host),
+      metrics: this.metrics,
+      log: this.log,
+      reconnectMinMs: config.reconnectMinMs,
+      reconnectMaxMs: config.reconnectMaxMs,
+      maxFailures: config.hostMaxFailures,
+    })
+    this.slurper = slurper
+    manager = new HostManager({
+      store: this.hosts,
+      slurper,
+      limiter: this.limiter,
+      config,
+      log: this.log,
+      probe: opts.probe,
+    })
+    this.hostManager = manager
+  }
+
+  static async create(config: RelayConfig, opts: RelayContextOptions = {}): Promise<RelayContext> {
+    mkdirSync(config.dataDirectory, { recursive: true })
+    const db = openRelayDb(join(config.dataDirectory, 'relay.sqlite'))
+    const identityCache = await SqliteIdentityCache.open(join(config.dataDirectory, 'identity.sqlite'))
+    const xrpc = createXrpcServer({
+      version: config.version,
+      logger: config.logLevel === 'silent' ? false : { level: config.logLevel },
+      // frames of up to 5 MB are relayed; HTTP bodies stay small
+      bodyLimits: { json: 64 * 1024 },
+    })
+    return new RelayContext(config, db, xrpc, identityCache, opts)
+  }
+
+  /** Closes what the context opened (after the server and subscriptions are stopped). */
+  async closeStores(): Promise<void> {
+    await this.identityCache.close()
+    if (this.db.open) this.db.close()
+  }
+}

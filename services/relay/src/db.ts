@@ -1,0 +1,60 @@
+/**
+ * The relay's SQLite file (`relay.sqlite`): hosts, accounts and the outbound event log live in one file so
+ * that an account's new state and the event that carries it are written in one transaction.
+ * One writer (this process). Migrations are numbered and tracked with `PRAGMA user_version`.
+ */
+import SqliteDatabase from 'better-sqlite3'
+
+export type Db = SqliteDatabase.Database
+
+const MIGRATIONS: string[] = [
+  // 1: hosts and accounts
+  `
+  CREATE TABLE host (
+    id INTEGER PRIMARY KEY,
+    hostname TEXT NOT NULL UNIQUE,
+    ssl INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    trusted INTEGER NOT NULL DEFAULT 0,
+    limits TEXT,
+    cursor INTEGER NOT NULL DEFAULT 0,
+    added_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    last_event_at INTEGER
+  );
+  CREATE INDEX host_created_idx ON host(created_at);
+  CREATE TABLE account (
+    did TEXT PRIMARY KEY,
+    host_id INTEGER REFERENCES host(id),
+    upstream_active INTEGER NOT NULL DEFAULT 1,
+    upstream_status TEXT,
+    takedown INTEGER NOT NULL DEFAULT 0,
+    sync_status TEXT NOT NULL DEFAULT 'synchronized',
+    rev TEXT,
+    commit_cid TEXT,
+    data_cid TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  );
+  CREATE INDEX account_host_idx ON account(host_id);
+  `,
+]
+
+/** Opens (creating) the relay database and brings its schema up to date. */
+export function openRelayDb(path: string): Db {
+  const db = new SqliteDatabase(path)
+  if (path !== ':memory:') db.pragma('journal_mode = WAL')
+  // every transaction (an event and the account state it changes) is on disk before its seq is published
+  db.pragma('synchronous = FULL')
+  db.pragma('busy_timeout = 5000')
+  db.pragma('foreign_keys = ON')
+  const current = db.pragma('user_version', { simple: true }) as number
+  for (let v = current; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]!)
+      db.pragma(`user_version = ${v + 1}`)
+    })()
+  }
+  return db
+}

@@ -1,0 +1,432 @@
+/**
+ * Ingest: what the relay does with each upstream event, one function per message type. Events of one
+ * account are processed one at a time, in the order they arrived (a queue per DID, shared by all hosts, so
+ * an account that moves is still processed in order); different accounts run concurrently.
+ *
+ * Every #commit and #sync is verified (core's pure sync-1.1 checks) against the account's stored state and
+ * its current identity before anything is stored or forwarded. An event that fails is dropped, counted
+ * under its reason in `relay_events_dropped_total{reason}`, and never reaches a consumer.
+ */
+import { CID } from '@stratos/core/data'
+import {
+  verifyCommitEvent,
+  verifySyncEvent,
+  type CommitCheckResult,
+  type CommitEvent,
+  type RepoState,
+  type SyncEvent,
+} from '@stratos/core/repo'
+import { isValidDid, isValidHandle } from '@stratos/core/syntax'
+import { accountStatus, type Account, type AccountStore } from '../accounts/account-store.js'
+import type { Logger } from '../logger.js'
+import type { RelayMetrics } from '../metrics.js'
+import type { Outbox } from '../outbox/outbox.js'
+import { KeyedQueue } from './did-queue.js'
+import { IdentityLookupError, type Identities, type ResolvedIdentity } from './identities.js'
+import { ResyncError, fetchVerifiedRepo } from './resync.js'
+
+/** The host an event arrived from. */
+export interface IngestHost {
+  id: number
+  hostname: string
+}
+
+export interface UpstreamEvent {
+  /** frame type, e.g. `#commit` */
+  t: string
+  body: Record<string, unknown>
+}
+
+export interface IngesterOptions {
+  accounts: AccountStore
+  identities: Identities
+  outbox: Outbox
+  metrics: RelayMetrics
+  log: Logger
+  /** the most accounts the relay takes from a host (null = no limit) */
+  accountLimit: (hostId: number) => number | null
+  /** outbound fetches (resync) may reach private addresses (development) */
+  allowPrivateAddresses: boolean
+  resyncMaxBytes: number
+  /** a desynchronized account is not re-fetched more often than this (default 60 s) */
+  resyncMinIntervalMs?: number
+  now?: () => number
+}
+
+class Dropped {
+  constructor(
+    readonly reason: string,
+    readonly message: string,
+  ) {}
+}
+
+const drop = (reason: string, message: string) => new Dropped(reason, message)
+
+function str(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined
+}
+
+function eventTime(body: Record<string, unknown>): string {
+  const t = str(body.time)
+  return t && !Number.isNaN(Date.parse(t)) ? t : new Date().toISOString()
+}
+
+/** The DID an upstream event is about (`repo` on #commit, `did` on the others). */
+export function eventDid(evt: UpstreamEvent): string | undefined {
+  const did = evt.t === '#commit' ? evt.body.repo : evt.body.did
+  return typeof did === 'string' && isValidDid(did) ? did : undefined
+}
+
+export class Ingester {
+  readonly queue = new KeyedQueue()
+  private readonly accountCounts: Map<number, number>
+  private readonly lastResync = new Map<string, number>()
+  private readonly now: () => number
+
+  constructor(private readonly o: IngesterOptions) {
+    this.accountCounts = o.accounts.countByHost()
+    this.now = o.now ?? Date.now
+  }
+
+  /** Accounts the relay holds for a host. */
+  accountCount(hostId: number): number {
+    return this.accountCounts.get(hostId) ?? 0
+  }
+
+  /**
+   * Queues an event behind the account's earlier events. Resolves once it is processed (stored and
+   * forwarded, or dropped); never rejects.
+   */
+  submit(host: IngestHost, evt: UpstreamEvent): Promise<void> {
+    const type = evt.t
+    this.o.metrics.received.inc({ type: typeLabel(type) })
+    if (!KNOWN_TYPES.has(type)) return Promise.resolve() // unknown message types are ignored
+    const did = eventDid(evt)
+    if (!did) {
+      this.dropped(host, type, undefined, drop('malformed', `${type} without a valid DID`))
+      return Promise.resolve()
+    }
+    return this.queue.run(did, () => this.process(host, evt, did))
+  }
+
+  /** Runs an operator action in the account's queue (so it is ordered with the account's events). */
+  runForAccount(did: string, task: () => Promise<void>): Promise<void> {
+    return this.queue.run(did, task)
+  }
+
+  private async process(host: IngestHost, evt: UpstreamEvent, did: string): Promise<void> {
+    const end = this.o.metrics.verifyDuration.startTimer({ type: evt.t })
+    try {
+      let outcome: Dropped | void = undefined
+      switch (evt.t) {
+        case '#commit':
+          outcome = await this.handleCommit(host, did, evt.body)
+          break
+        case '#sync':
+          outcome = await this.handleSync(host, did, evt.body)
+          break
+        case '#identity':
+          outcome = await this.handleIdentity(host, did, evt.body)
+          break
+        case '#account':
+          outcome = await this.handleAccount(host, did, evt.body)
+          break
+      }
+      if (outcome instanceof Dropped) this.dropped(host, evt.t, did, outcome)
+    } catch (err) {
+      if (err instanceof IdentityLookupError) {
+        this.dropped(host, evt.t, did, drop(err.reason, err.message))
+      } else {
+        this.o.log.error({ err, did, host: host.hostname, type: evt.t }, 'processing an upstream event failed')
+        this.dropped(host, evt.t, did, drop('internal-error', (err as Error)?.message ?? String(err)))
+      }
+    } finally {
+      end()
+    }
+  }
+
+  private dropped(host: IngestHost, type: string, did: string | undefined, d: Dropped): void {
+    this.o.metrics.dropped.inc({ reason: d.reason })
+    this.o.log.debug({ host: host.hostname, type, did, reason: d.reason, detail: d.message }, 'dropped upstream event')
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // shared checks
+
+  /**
+   * The account and its identity, if the event may come from this host: the DID document's #atproto_pds
+   * must be this host (a stale cached document is fetched again once). A new account is created (within
+   * the host's account limit); an account that moved here is moved.
+   */
+  private async accountOnHost(
+    host: IngestHost,
+    did: string,
+  ): Promise<{ account: Account; ident: ResolvedIdentity } | Dropped> {
+    let ident = await this.o.identities.resolve(did)
+    if (ident.pdsHost !== host.hostname) {
+      ident = await this.o.identities.resolve(did, true)
+      if (ident.pdsHost !== host.hostname) {
+        return drop('wrong-host', `${did} is hosted at ${ident.pdsHost ?? '(no PDS)'}, not ${host.hostname}`)
+      }
+    }
+    return this.attachAccount(host, did, ident)
+  }
+
+  private attachAccount(host: IngestHost, did: string, ident: ResolvedIdentity): { account: Account; ident: ResolvedIdentity } | Dropped {
+    let account = this.o.accounts.get(did)
+    if (!account || account.hostId !== host.id) {
+      const limit = this.o.accountLimit(host.id)
+      if (limit !== null && this.accountCount(host.id) >= limit) {
+        return drop('host-account-limit', `${host.hostname} is at its limit of ${limit} accounts`)
+      }
+      if (!account) {
+        account = this.o.accounts.create(did, host.id)
+      } else {
+        if (account.hostId !== null) this.accountCounts.set(account.hostId, Math.max(0, this.accountCount(account.hostId) - 1))
+        this.o.accounts.setHost(did, host.id)
+        this.o.log.info({ did, from: account.hostId, to: host.id, host: host.hostname }, 'account moved to another host')
+        account = { ...account, hostId: host.id }
+      }
+      this.accountCounts.set(host.id, this.accountCount(host.id) + 1)
+    }
+    return { account, ident }
+  }
+
+  private static repoState(account: Account): RepoState | null {
+    if (!account.rev || !account.dataCid) return null
+    return { rev: account.rev, data: CID.parse(account.dataCid) }
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // #commit
+
+  private async handleCommit(host: IngestHost, did: string, body: Record<string, unknown>): Promise<Dropped | void> {
+    const existing = this.o.accounts.get(did)
+    if (existing?.takedown) return drop('account-takendown', `${did} is taken down by the relay operator`)
+    const found = await this.accountOnHost(host, did)
+    if (found instanceof Dropped) return found
+    const { account } = found
+    let { ident } = found
+    if (!account.upstreamActive) {
+      return drop('account-inactive', `${did} is not active (${account.upstreamStatus ?? 'inactive'})`)
+    }
+    if (!ident.signingKey) {
+      ident = await this.o.identities.resolve(did, true)
+      if (!ident.signingKey) return drop('no-signing-key', `${did} has no #atproto signing key`)
+    }
+
+    const evt = body as unknown as CommitEvent
+    const ctx = { signingKey: ident.signingKey, prev: Ingester.repoState(account), now: this.now() }
+    let res: CommitCheckResult = await verifyCommitEvent(evt, ctx)
+    if (!res.ok && res.reason === 'bad-signature') {
+      // the key may have been rotated: look again (once)
+      const fresh = await this.o.identities.resolve(did, true)
+      if (fresh.pdsHost !== host.hostname) return drop('wrong-host', `${did} is now hosted at ${fresh.pdsHost ?? '(no PDS)'}`)
+      if (fresh.signingKey && fresh.signingKey !== ctx.signingKey) {
+        ident = fresh
+        res = await verifyCommitEvent(evt, { ...ctx, signingKey: fresh.signingKey })
+      }
+    }
+    if (!res.ok) {
+      if (res.reason === 'chain-break') {
+        await this.chainBreak(host, account, ident, res.message)
+      }
+      return drop(res.reason, res.message)
+    }
+
+    const out: Record<string, unknown> = {
+      rebase: false,
+      tooBig: false,
+      repo: did,
+      commit: res.commitCid,
+      rev: res.commit.rev,
+      since: typeof evt.since === 'string' ? evt.since : null,
+      blocks: evt.blocks,
+      ops: evt.ops.map((op) => {
+        const o: Record<string, unknown> = { action: op.action, path: op.path, cid: op.cid ?? null }
+        if (op.prev) o.prev = op.prev
+        return o
+      }),
+      blobs: [],
+      time: eventTime(body),
+    }
+    if (evt.prevData) out.prevData = evt.prevData
+    this.o.outbox.emit('#commit', did, out, () => {
+      this.o.accounts.setRepoState(did, {
+        rev: res.commit.rev,
+        commitCid: res.commitCid.toString(),
+        dataCid: res.newData.toString(),
+        syncStatus: 'synchronized',
+      })
+    })
+    this.o.metrics.emitted.inc({ type: '#commit' })
+  }
+
+  /**
+   * The commit does not chain to the state the relay holds (spec: mark the account desynchronized and
+   * resync). The repo is fetched from the account's PDS and verified; its commit becomes the account's
+   * state and is announced downstream with #sync.
+   */
+  private async chainBreak(host: IngestHost, account: Account, ident: ResolvedIdentity, why: string): Promise<void> {
+    const did = account.did
+    if (account.syncStatus !== 'desynchronized') {
+      this.o.accounts.setSyncStatus(did, 'desynchronized')
+      this.o.log.warn({ did, host: host.hostname, why }, 'commit chain broken: account desynchronized')
+    }
+    const last = this.lastResync.get(did)
+    const now = this.now()
+    if (last !== undefined && now - last < (this.o.resyncMinIntervalMs ?? 60_000)) return
+    this.lastResync.set(did, now)
+    if (!ident.pdsEndpoint || !ident.signingKey) return
+    try {
+      const repo = await fetchVerifiedRepo(ident.pdsEndpoint, did, ident.signingKey, {
+        allowPrivateAddresses: this.o.allowPrivateAddresses,
+        maxBytes: this.o.resyncMaxBytes,
+      })
+      if (account.rev && repo.rev <= account.rev) {
+        throw new ResyncError(`the repo served for ${did} (rev ${repo.rev}) is not newer than rev ${account.rev}`)
+      }
+      this.o.outbox.emit('#sync', did, { did, blocks: repo.commitCar, rev: repo.rev, time: new Date(now).toISOString() }, () => {
+        this.o.accounts.setRepoState(did, {
+          rev: repo.rev,
+          commitCid: repo.commitCid.toString(),
+          dataCid: repo.data.toString(),
+          syncStatus: 'synchronized',
+        })
+      })
+      this.lastResync.delete(did)
+      this.o.metrics.emitted.inc({ type: '#sync' })
+      this.o.metrics.resyncs.inc({ result: 'ok' })
+      this.o.log.info({ did, rev: repo.rev }, 'account resynchronized')
+    } catch (err) {
+      this.o.metrics.resyncs.inc({ result: 'failed' })
+      this.o.log.warn({ did, err: (err as Error).message }, 'account resync failed; it stays desynchronized')
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // #sync
+
+  private async handleSync(host: IngestHost, did: string, body: Record<string, unknown>): Promise<Dropped | void> {
+    const existing = this.o.accounts.get(did)
+    if (existing?.takedown) return drop('account-takendown', `${did} is taken down by the relay operator`)
+    const found = await this.accountOnHost(host, did)
+    if (found instanceof Dropped) return found
+    const { account } = found
+    let { ident } = found
+    if (!account.upstreamActive) {
+      return drop('account-inactive', `${did} is not active (${account.upstreamStatus ?? 'inactive'})`)
+    }
+    if (!ident.signingKey) {
+      ident = await this.o.identities.resolve(did, true)
+      if (!ident.signingKey) return drop('no-signing-key', `${did} has no #atproto signing key`)
+    }
+    const evt = body as unknown as SyncEvent
+    const ctx = { signingKey: ident.signingKey, prev: Ingester.repoState(account), now: this.now() }
+    let res = await verifySyncEvent(evt, ctx)
+    if (!res.ok && res.reason === 'bad-signature') {
+      const fresh = await this.o.identities.resolve(did, true)
+      if (fresh.signingKey && fresh.signingKey !== ctx.signingKey && fresh.pdsHost === host.hostname) {
+        res = await verifySyncEvent(evt, { ...ctx, signingKey: fresh.signingKey })
+      }
+    }
+    if (!res.ok) return drop(res.reason, res.message)
+    if (!res.changed) return // the state the relay already holds: nothing to announce
+    const ok = res
+    this.o.outbox.emit('#sync', did, { did, blocks: evt.blocks, rev: ok.commit.rev, time: eventTime(body) }, () => {
+      this.o.accounts.setRepoState(did, {
+        rev: ok.commit.rev,
+        commitCid: ok.commitCid.toString(),
+        dataCid: ok.newData.toString(),
+        syncStatus: 'synchronized',
+      })
+    })
+    this.o.metrics.emitted.inc({ type: '#sync' })
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // #identity
+
+  private async handleIdentity(host: IngestHost, did: string, body: Record<string, unknown>): Promise<Dropped | void> {
+    let ident: ResolvedIdentity | null
+    try {
+      ident = await this.o.identities.refresh(did)
+    } catch (err) {
+      if (!(err instanceof IdentityLookupError) || err.reason !== 'identity-not-found') throw err
+      ident = null
+    }
+    const handle = str(body.handle)
+    const out: Record<string, unknown> = { did, time: eventTime(body) }
+    if (handle !== undefined && (handle === 'handle.invalid' || isValidHandle(handle))) out.handle = handle
+
+    if (ident === null) {
+      // tombstoned / deleted DID: pass the hint on if the account was on this host
+      const account = this.o.accounts.get(did)
+      if (!account || account.hostId !== host.id) return drop('identity-not-found', `DID not found: ${did}`)
+      if (account.takedown) return drop('account-takendown', `${did} is taken down by the relay operator`)
+      delete out.handle
+    } else {
+      if (ident.pdsHost !== host.hostname) {
+        return drop('wrong-host', `${did} is hosted at ${ident.pdsHost ?? '(no PDS)'}, not ${host.hostname}`)
+      }
+      const attached = this.attachAccount(host, did, ident)
+      if (attached instanceof Dropped) return attached
+      if (attached.account.takedown) return drop('account-takendown', `${did} is taken down by the relay operator`)
+    }
+    this.o.outbox.emit('#identity', did, out)
+    this.o.metrics.emitted.inc({ type: '#identity' })
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // #account
+
+  private async handleAccount(host: IngestHost, did: string, body: Record<string, unknown>): Promise<Dropped | void> {
+    if (typeof body.active !== 'boolean') return drop('malformed', '#account without a boolean `active`')
+    const active = body.active
+    const status = active ? null : (str(body.status) ?? null)
+    let found: { account: Account } | Dropped
+    try {
+      found = await this.accountOnHost(host, did)
+    } catch (err) {
+      // a deleted account's DID may be tombstoned already: accept the news from the host that had it
+      if (!(err instanceof IdentityLookupError) || err.reason !== 'identity-not-found') throw err
+      const account = this.o.accounts.get(did)
+      if (!account || account.hostId !== host.id) throw err
+      found = { account }
+    }
+    if (found instanceof Dropped) return found
+    const { account } = found
+    this.o.accounts.setUpstreamStatus(did, active, status)
+    if (account.takedown) return // the operator's takedown stands; consumers were told already
+    const next = accountStatus({ takedown: false, upstreamActive: active, upstreamStatus: status })
+    this.o.outbox.emit('#account', did, { did, time: eventTime(body), ...next })
+    this.o.metrics.emitted.inc({ type: '#account' })
+  }
+
+  // -------------------------------------------------------------------------------------------------
+  // operator actions
+
+  /** Takes an account down (or restores it) and tells consumers with #account. Creates unknown accounts. */
+  async setTakedown(did: string, takedown: boolean): Promise<Account> {
+    let result: Account | undefined
+    await this.runForAccount(did, async () => {
+      const account = this.o.accounts.get(did) ?? this.o.accounts.create(did, null)
+      if (account.takedown !== takedown) {
+        const next = accountStatus({ ...account, takedown })
+        this.o.outbox.emit('#account', did, { did, time: new Date(this.now()).toISOString(), ...next }, () => {
+          this.o.accounts.setTakedown(did, takedown)
+        })
+        this.o.metrics.emitted.inc({ type: '#account' })
+      }
+      result = this.o.accounts.get(did)
+    })
+    return result!
+  }
+}
+
+const KNOWN_TYPES = new Set(['#commit', '#sync', '#identity', '#account'])
+
+/** The metric label for an upstream message type (unknown types share one label, so hosts cannot grow the label set). */
+export function typeLabel(t: string): string {
+  return KNOWN_TYPES.has(t) ? t : 'other'
+}
