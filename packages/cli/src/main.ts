@@ -27,6 +27,24 @@ function lazyGroup(name: string, summary: string, load: () => Promise<Record<str
 }
 
 export const commands: Record<string, CommandEntry> = {
+  dev: lazy('Start the local network: PLC, PDS, Relay and AppView on ports N..N+3', () =>
+    import('./commands/serve.js').then((m) => m.devCommand),
+  ),
+  plc: lazy('Start a did:plc directory from PLC_* environment variables', () => import('./commands/serve.js').then((m) => m.plcCommand)),
+  pds: lazy('Start a PDS from PDS_* environment variables', () => import('./commands/serve.js').then((m) => m.pdsCommand)),
+  relay: lazy("Start a relay (no subcommand), or manage a relay's hosts: relay hosts|ban|unban", async () => {
+    const [admin, serve] = await Promise.all([import('./commands/relay.js'), import('./commands/serve.js')])
+    const hosts = group('relay', "Start a relay from RELAY_* environment variables (no subcommand), or manage a relay's hosts through its admin API", {
+      hosts: admin.relayHostsCommand,
+      ban: admin.relayBanCommand,
+      unban: admin.relayUnbanCommand,
+    })
+    return {
+      summary: hosts.summary,
+      run: (argv, io, path) => (argv.length === 0 || argv[0]!.startsWith('-') && argv[0] !== '--help' && argv[0] !== '-h' ? serve.relayCommand.run(argv, io, path) : hosts.run(argv, io, path)),
+    }
+  }),
+  appview: lazy('Start an AppView from APPVIEW_* environment variables', () => import('./commands/serve.js').then((m) => m.appviewCommand)),
   resolve: lazy('Resolve a handle, DID or at:// URI step by step: handle → DID → DID document → PDS → record', () =>
     import('./commands/resolve.js').then((m) => m.resolveCommand),
   ),
@@ -44,10 +62,6 @@ export const commands: Record<string, CommandEntry> = {
   invite: lazyGroup('invite', 'Create invite codes on a PDS', async () => ({
     create: (await import('./commands/account.js')).inviteCreateCommand,
   })),
-  relay: lazyGroup('relay', "Manage a relay's hosts through its admin API", async () => {
-    const m = await import('./commands/relay.js')
-    return { hosts: m.relayHostsCommand, ban: m.relayBanCommand, unban: m.relayUnbanCommand }
-  }),
 }
 
 export function version(): string {

@@ -1,0 +1,190 @@
+/**
+ * The whole network in one process: PLC on port N, PDS on N+1, Relay on N+2, AppView on N+3 (127.0.0.1).
+ * Each service is configured through the same environment variables it reads when started alone (or in its
+ * Docker image), so the dev network exercises the operators' configuration path.
+ */
+import { randomBytes } from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import { AppViewServer, readConfig as readAppViewConfig } from '@stratos/appview'
+import { PdsServer, readConfigFromEnv as readPdsConfig } from '@stratos/pds'
+import { PlcServer, readConfig as readPlcConfig } from '@stratos/plc'
+import { RelayServer, readConfig as readRelayConfig } from '@stratos/relay'
+
+export const DEFAULT_PORT_BASE = 2582
+
+export interface DevNetworkOptions {
+  /** where every service keeps its data (default ./data); secrets are generated once and kept there */
+  dataDir?: string
+  /** PLC on N, PDS on N+1, Relay on N+2, AppView on N+3 (default 2582) */
+  portBase?: number
+  /** log level for every service (default 'warn'; 'silent' in tests) */
+  logLevel?: string
+  /** extra environment per service, applied over the defaults */
+  env?: { plc?: Env; pds?: Env; relay?: Env; appview?: Env }
+}
+
+type Env = Record<string, string>
+
+export interface DevSecrets {
+  pdsJwtSecret: string
+  pdsAdminPassword: string
+  pdsPlcRotationKeyHex: string
+  relayAdminPassword: string
+  appviewSigningKeyHex: string
+  appviewAdminPassword: string
+}
+
+export interface DevNetworkUrls {
+  plc: string
+  pds: string
+  relay: string
+  appview: string
+}
+
+export interface DevNetwork {
+  urls: DevNetworkUrls
+  secrets: DevSecrets
+  /** the environment each service was started with */
+  env: { plc: Env; pds: Env; relay: Env; appview: Env }
+  plc: PlcServer
+  pds: PdsServer
+  relay: RelayServer
+  appview: AppViewServer
+  close(): Promise<void>
+}
+
+/** Reads the dev secrets from `<dataDir>/dev-secrets.json`, creating them on first start. */
+export function loadOrCreateSecrets(dataDir: string): DevSecrets {
+  const file = path.join(dataDir, 'dev-secrets.json')
+  if (fs.existsSync(file)) return JSON.parse(fs.readFileSync(file, 'utf8')) as DevSecrets
+  const hex = (n: number) => randomBytes(n).toString('hex')
+  const secrets: DevSecrets = {
+    pdsJwtSecret: hex(16),
+    pdsAdminPassword: hex(8),
+    pdsPlcRotationKeyHex: hex(32),
+    relayAdminPassword: hex(8),
+    appviewSigningKeyHex: hex(32),
+    appviewAdminPassword: hex(8),
+  }
+  fs.mkdirSync(dataDir, { recursive: true })
+  fs.writeFileSync(file, JSON.stringify(secrets, null, 2) + '\n', { mode: 0o600 })
+  return secrets
+}
+
+/** The environment of each service for a dev network on the given ports and data directory. */
+export function devNetworkEnv(dataDir: string, portBase: number, secrets: DevSecrets, logLevel: string) {
+  const port = { plc: portBase, pds: portBase + 1, relay: portBase + 2, appview: portBase + 3 }
+  const url = (p: number) => `http://127.0.0.1:${p}`
+  const appviewPublicUrl = `http://localhost:${port.appview}`
+  const appviewDid = `did:web:localhost%3A${port.appview}`
+  const plc: Env = {
+    PLC_PORT: String(port.plc),
+    PLC_HOST: '127.0.0.1',
+    PLC_DATA_DIRECTORY: path.join(dataDir, 'plc'),
+    PLC_LOG_LEVEL: logLevel,
+  }
+  const pds: Env = {
+    PDS_HOSTNAME: '127.0.0.1',
+    PDS_PORT: String(port.pds),
+    PDS_DEV_MODE: 'true',
+    PDS_DATA_DIRECTORY: path.join(dataDir, 'pds'),
+    PDS_BLOBSTORE_DISK_LOCATION: path.join(dataDir, 'pds', 'blobs'),
+    PDS_DID_PLC_URL: url(port.plc),
+    PDS_SERVICE_HANDLE_DOMAINS: '.test',
+    PDS_INVITE_REQUIRED: 'false',
+    PDS_JWT_SECRET: secrets.pdsJwtSecret,
+    PDS_ADMIN_PASSWORD: secrets.pdsAdminPassword,
+    PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX: secrets.pdsPlcRotationKeyHex,
+    PDS_BSKY_APP_VIEW_URL: url(port.appview),
+    PDS_BSKY_APP_VIEW_DID: appviewDid,
+    PDS_CRAWLERS: url(port.relay),
+    LOG_LEVEL: logLevel,
+  }
+  const relay: Env = {
+    RELAY_PORT: String(port.relay),
+    RELAY_HOST: '127.0.0.1',
+    RELAY_DATA_DIRECTORY: path.join(dataDir, 'relay'),
+    RELAY_PLC_URL: url(port.plc),
+    RELAY_ADMIN_PASSWORD: secrets.relayAdminPassword,
+    RELAY_DEV_MODE: 'true',
+    RELAY_CRAWL_HOSTS: url(port.pds),
+    LOG_LEVEL: logLevel,
+  }
+  const appview: Env = {
+    APPVIEW_PORT: String(port.appview),
+    APPVIEW_HOST: '127.0.0.1',
+    APPVIEW_DATA_DIRECTORY: path.join(dataDir, 'appview'),
+    APPVIEW_PLC_URL: url(port.plc),
+    APPVIEW_RELAY_URL: url(port.relay),
+    APPVIEW_PUBLIC_URL: appviewPublicUrl,
+    APPVIEW_DID: appviewDid,
+    APPVIEW_SIGNING_KEY_K256_PRIVATE_KEY_HEX: secrets.appviewSigningKeyHex,
+    APPVIEW_ADMIN_PASSWORD: secrets.appviewAdminPassword,
+    APPVIEW_DEV_MODE: 'true',
+    // *.test handles are answered by the PDS's /.well-known/atproto-did (chosen by Host header)
+    APPVIEW_HANDLE_RESOLVER_URL: url(port.pds),
+    LOG_LEVEL: logLevel,
+  }
+  return { plc, pds, relay, appview }
+}
+
+/** Starts PLC, PDS, Relay and AppView, in that order; closes what started if a later one fails. */
+export async function startDevNetwork(opts: DevNetworkOptions = {}): Promise<DevNetwork> {
+  const dataDir = path.resolve(opts.dataDir ?? './data')
+  const portBase = opts.portBase ?? DEFAULT_PORT_BASE
+  const secrets = loadOrCreateSecrets(dataDir)
+  const base = devNetworkEnv(dataDir, portBase, secrets, opts.logLevel ?? 'warn')
+  const env = {
+    plc: { ...base.plc, ...opts.env?.plc },
+    pds: { ...base.pds, ...opts.env?.pds },
+    relay: { ...base.relay, ...opts.env?.relay },
+    appview: { ...base.appview, ...opts.env?.appview },
+  }
+  const started: { close(): Promise<void> }[] = []
+  const closeAll = async () => {
+    for (const s of started.reverse()) await s.close().catch(() => undefined)
+  }
+  try {
+    const plc = await PlcServer.create(readPlcConfig(env.plc))
+    await plc.start()
+    started.push(plc)
+    const pds = await PdsServer.create(readPdsConfig(env.pds))
+    await pds.start()
+    started.push(pds)
+    const relay = await RelayServer.create(readRelayConfig(env.relay))
+    await relay.start()
+    started.push(relay)
+    const appview = await AppViewServer.create(readAppViewConfig(env.appview))
+    await appview.start()
+    started.push(appview)
+    return {
+      urls: { plc: plc.url, pds: pds.url, relay: relay.url, appview: appview.url },
+      secrets,
+      env,
+      plc,
+      pds,
+      relay,
+      appview,
+      close: closeAll,
+    }
+  } catch (err) {
+    await closeAll()
+    throw err
+  }
+}
+
+/** Waits until every service answers GET /xrpc/_health with 200. */
+export async function waitForHealth(urls: DevNetworkUrls, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (const [name, base] of Object.entries(urls)) {
+    for (;;) {
+      const ok = await fetch(new URL('/xrpc/_health', base), { signal: AbortSignal.timeout(2000) })
+        .then((r) => r.ok)
+        .catch(() => false)
+      if (ok) break
+      if (Date.now() > deadline) throw new Error(`${name} at ${base} did not answer /xrpc/_health within ${timeoutMs} ms`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  }
+}

@@ -1,0 +1,3 @@
+import { followList } from './getFollowers.js'
+
+export default followList('follows')

@@ -1,0 +1,3 @@
+import { listMute } from './muteActorList.js'
+
+export default listMute(false)

@@ -1,0 +1,86 @@
+/** Registers every app.bsky method this AppView implements (one file per method). */
+import type { XrpcServer } from '@stratos/core/xrpc'
+import type { AppContext } from '../context.js'
+import actorGetProfile from './app/bsky/actor/getProfile.js'
+import actorGetProfiles from './app/bsky/actor/getProfiles.js'
+import actorGetSuggestions from './app/bsky/actor/getSuggestions.js'
+import actorSearchActors from './app/bsky/actor/searchActors.js'
+import actorSearchActorsTypeahead from './app/bsky/actor/searchActorsTypeahead.js'
+import feedGetActorFeeds from './app/bsky/feed/getActorFeeds.js'
+import feedGetActorLikes from './app/bsky/feed/getActorLikes.js'
+import feedGetAuthorFeed from './app/bsky/feed/getAuthorFeed.js'
+import feedGetFeed from './app/bsky/feed/getFeed.js'
+import feedGetFeedGenerator from './app/bsky/feed/getFeedGenerator.js'
+import feedGetFeedGenerators from './app/bsky/feed/getFeedGenerators.js'
+import feedGetLikes from './app/bsky/feed/getLikes.js'
+import feedGetListFeed from './app/bsky/feed/getListFeed.js'
+import feedGetPostThread from './app/bsky/feed/getPostThread.js'
+import feedGetPosts from './app/bsky/feed/getPosts.js'
+import feedGetQuotes from './app/bsky/feed/getQuotes.js'
+import feedGetRepostedBy from './app/bsky/feed/getRepostedBy.js'
+import feedGetTimeline from './app/bsky/feed/getTimeline.js'
+import feedSearchPosts from './app/bsky/feed/searchPosts.js'
+import graphGetActorStarterPacks from './app/bsky/graph/getActorStarterPacks.js'
+import graphGetBlocks from './app/bsky/graph/getBlocks.js'
+import graphGetFollowers from './app/bsky/graph/getFollowers.js'
+import graphGetFollows from './app/bsky/graph/getFollows.js'
+import graphGetList from './app/bsky/graph/getList.js'
+import graphGetListBlocks from './app/bsky/graph/getListBlocks.js'
+import graphGetListMutes from './app/bsky/graph/getListMutes.js'
+import graphGetLists from './app/bsky/graph/getLists.js'
+import graphGetMutes from './app/bsky/graph/getMutes.js'
+import graphGetRelationships from './app/bsky/graph/getRelationships.js'
+import graphGetStarterPack from './app/bsky/graph/getStarterPack.js'
+import graphGetStarterPacks from './app/bsky/graph/getStarterPacks.js'
+import graphMuteActor from './app/bsky/graph/muteActor.js'
+import graphMuteActorList from './app/bsky/graph/muteActorList.js'
+import graphUnmuteActor from './app/bsky/graph/unmuteActor.js'
+import graphUnmuteActorList from './app/bsky/graph/unmuteActorList.js'
+import notificationGetUnreadCount from './app/bsky/notification/getUnreadCount.js'
+import notificationListNotifications from './app/bsky/notification/listNotifications.js'
+import notificationUpdateSeen from './app/bsky/notification/updateSeen.js'
+
+const methods = [
+  actorGetProfile,
+  actorGetProfiles,
+  actorGetSuggestions,
+  actorSearchActors,
+  actorSearchActorsTypeahead,
+  feedGetActorFeeds,
+  feedGetActorLikes,
+  feedGetAuthorFeed,
+  feedGetFeed,
+  feedGetFeedGenerator,
+  feedGetFeedGenerators,
+  feedGetLikes,
+  feedGetListFeed,
+  feedGetPostThread,
+  feedGetPosts,
+  feedGetQuotes,
+  feedGetRepostedBy,
+  feedGetTimeline,
+  feedSearchPosts,
+  graphGetActorStarterPacks,
+  graphGetBlocks,
+  graphGetFollowers,
+  graphGetFollows,
+  graphGetList,
+  graphGetListBlocks,
+  graphGetListMutes,
+  graphGetLists,
+  graphGetMutes,
+  graphGetRelationships,
+  graphGetStarterPack,
+  graphGetStarterPacks,
+  graphMuteActor,
+  graphMuteActorList,
+  graphUnmuteActor,
+  graphUnmuteActorList,
+  notificationGetUnreadCount,
+  notificationListNotifications,
+  notificationUpdateSeen,
+]
+
+export function registerMethods(server: XrpcServer, ctx: AppContext): void {
+  for (const register of methods) register(server, ctx)
+}

@@ -1,0 +1,184 @@
+import { readFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export type LogLevel = (typeof LOG_LEVELS)[number]
+
+export interface AppViewConfig {
+  /** TCP port (0 = any free port) */
+  port: number
+  host: string
+  /** data directory (SQLite database, image cache, generated signing key); null = nothing on disk */
+  dataDirectory: string | null
+  /** a postgres:// URL, a SQLite file path, or ':memory:' */
+  dbUrl: string
+  /** PostgreSQL schema (search_path); default public */
+  dbSchema?: string
+  plcUrl: string
+  /** relay to follow (its com.atproto.sync.subscribeRepos) */
+  relayUrl?: string
+  /** PDSes to follow directly */
+  pdsUrls: string[]
+  /** the AppView's did:web; default did:web:<host of publicUrl> */
+  did?: string
+  /** hex k256 private key for the #atproto key of the DID document */
+  signingKeyHex?: string
+  /** base URL clients reach this AppView at (image URLs, DID document); default http://<host>:<port> */
+  publicUrl?: string
+  adminPassword?: string
+  /** development: private addresses, http did:web on localhost */
+  devMode: boolean
+  /** development: where handle well-known lookups go (see core HandleResolver httpBase) */
+  handleResolverUrl?: string
+  logLevel: LogLevel
+  version: string
+  /** validate every XRPC output against the lexicons (tests; costs CPU) */
+  validateOutput: boolean
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'ConfigError'
+  }
+}
+
+export const DEFAULT_PORT = 2585
+export const DEFAULT_HOST = '127.0.0.1'
+export const DEFAULT_DATA_DIRECTORY = './data/appview'
+export const DB_FILE_NAME = 'appview.sqlite'
+export const DEFAULT_PLC_URL = 'https://plc.directory'
+
+export function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown }
+    return typeof pkg.version === 'string' ? pkg.version : '0.0.0'
+  } catch {
+    return '0.0.0'
+  }
+}
+
+function nonEmpty(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const v = env[name]
+  if (v === undefined) return undefined
+  const trimmed = v.trim()
+  return trimmed === '' ? undefined : trimmed
+}
+
+function parseBool(raw: string | undefined, name: string, errors: string[]): boolean {
+  if (raw === undefined) return false
+  const v = raw.toLowerCase()
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true
+  if (['0', 'false', 'no', 'off'].includes(v)) return false
+  errors.push(`${name} must be true or false, got "${raw}"`)
+  return false
+}
+
+function httpUrl(raw: string, name: string, errors: string[], protocols = ['http:', 'https:']): string | undefined {
+  try {
+    const u = new URL(raw)
+    if (!protocols.includes(u.protocol)) {
+      errors.push(`${name} must be an ${protocols.join(' or ')} URL, got "${raw}"`)
+      return undefined
+    }
+    return raw.replace(/\/+$/, '')
+  } catch {
+    errors.push(`${name} must be a URL, got "${raw}"`)
+    return undefined
+  }
+}
+
+/**
+ * Reads the configuration from the environment once, failing with a message naming every bad variable.
+ * See README.md for the variables.
+ */
+export function readConfig(env: NodeJS.ProcessEnv = process.env): AppViewConfig {
+  const errors: string[] = []
+
+  let port = DEFAULT_PORT
+  const portRaw = nonEmpty(env, 'APPVIEW_PORT')
+  if (portRaw !== undefined) {
+    const n = Number(portRaw)
+    if (!/^\d+$/.test(portRaw) || n > 65535) errors.push(`APPVIEW_PORT must be an integer between 0 and 65535, got "${portRaw}"`)
+    else port = n
+  }
+  const host = nonEmpty(env, 'APPVIEW_HOST') ?? DEFAULT_HOST
+  if (/\s|\//.test(host)) errors.push(`APPVIEW_HOST must be a host name or IP address, got "${host}"`)
+
+  const dataDirectory = resolve(nonEmpty(env, 'APPVIEW_DATA_DIRECTORY') ?? DEFAULT_DATA_DIRECTORY)
+  const dbRaw = nonEmpty(env, 'APPVIEW_DB_URL')
+  let dbUrl: string
+  if (dbRaw === undefined) dbUrl = join(dataDirectory, DB_FILE_NAME)
+  else if (/^postgres(ql)?:\/\//.test(dbRaw) || dbRaw === ':memory:') dbUrl = dbRaw
+  else if (/^[a-z]+:\/\//i.test(dbRaw)) {
+    errors.push(`APPVIEW_DB_URL must be a postgres:// URL or a SQLite file path, got "${dbRaw}"`)
+    dbUrl = dbRaw
+  } else dbUrl = resolve(dataDirectory, dbRaw)
+  const dbSchema = nonEmpty(env, 'APPVIEW_DB_SCHEMA')
+  if (dbSchema !== undefined && !/^[a-z_][a-z0-9_]*$/.test(dbSchema)) {
+    errors.push(`APPVIEW_DB_SCHEMA must be a lowercase SQL identifier, got "${dbSchema}"`)
+  }
+
+  const plcRaw = nonEmpty(env, 'APPVIEW_PLC_URL') ?? nonEmpty(env, 'STRATOS_PLC_URL') ?? DEFAULT_PLC_URL
+  const plcUrl = httpUrl(plcRaw, 'APPVIEW_PLC_URL', errors) ?? DEFAULT_PLC_URL
+
+  const relayRaw = nonEmpty(env, 'APPVIEW_RELAY_URL')
+  const relayUrl = relayRaw ? httpUrl(relayRaw, 'APPVIEW_RELAY_URL', errors, ['http:', 'https:', 'ws:', 'wss:']) : undefined
+  const pdsUrls: string[] = []
+  for (const part of (nonEmpty(env, 'APPVIEW_PDS_URLS') ?? '').split(',')) {
+    const p = part.trim()
+    if (!p) continue
+    const u = httpUrl(p, 'APPVIEW_PDS_URLS', errors, ['http:', 'https:', 'ws:', 'wss:'])
+    if (u) pdsUrls.push(u)
+  }
+
+  const publicRaw = nonEmpty(env, 'APPVIEW_PUBLIC_URL')
+  const publicUrl = publicRaw ? httpUrl(publicRaw, 'APPVIEW_PUBLIC_URL', errors) : undefined
+  const did = nonEmpty(env, 'APPVIEW_DID')
+  if (did !== undefined && !/^did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]$/.test(did)) {
+    errors.push(`APPVIEW_DID must be a DID (normally did:web:<host>), got "${did}"`)
+  }
+  const signingKeyHex = nonEmpty(env, 'APPVIEW_SIGNING_KEY_K256_PRIVATE_KEY_HEX')
+  if (signingKeyHex !== undefined && !/^[0-9a-fA-F]{64}$/.test(signingKeyHex)) {
+    errors.push('APPVIEW_SIGNING_KEY_K256_PRIVATE_KEY_HEX must be 32 bytes of hex (64 characters)')
+  }
+  const adminPassword = nonEmpty(env, 'APPVIEW_ADMIN_PASSWORD')
+  const devMode = parseBool(nonEmpty(env, 'APPVIEW_DEV_MODE'), 'APPVIEW_DEV_MODE', errors)
+  const handleRaw = nonEmpty(env, 'APPVIEW_HANDLE_RESOLVER_URL')
+  const handleResolverUrl = handleRaw ? (handleRaw.includes('{handle}') ? handleRaw : httpUrl(handleRaw, 'APPVIEW_HANDLE_RESOLVER_URL', errors)) : undefined
+
+  const logLevelRaw = (nonEmpty(env, 'LOG_LEVEL') ?? 'info').toLowerCase()
+  let logLevel: LogLevel = 'info'
+  if ((LOG_LEVELS as readonly string[]).includes(logLevelRaw)) logLevel = logLevelRaw as LogLevel
+  else errors.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${logLevelRaw}"`)
+  const validateOutput = parseBool(nonEmpty(env, 'APPVIEW_VALIDATE_OUTPUT'), 'APPVIEW_VALIDATE_OUTPUT', errors)
+
+  if (errors.length > 0) throw new ConfigError(`invalid AppView configuration:\n  ${errors.join('\n  ')}`)
+
+  const config: AppViewConfig = {
+    port,
+    host,
+    dataDirectory,
+    dbUrl,
+    plcUrl,
+    pdsUrls,
+    devMode,
+    logLevel,
+    version: nonEmpty(env, 'APPVIEW_VERSION') ?? packageVersion(),
+    validateOutput,
+  }
+  if (dbSchema) config.dbSchema = dbSchema
+  if (relayUrl) config.relayUrl = relayUrl
+  if (did) config.did = did
+  if (signingKeyHex) config.signingKeyHex = signingKeyHex.toLowerCase()
+  if (publicUrl) config.publicUrl = publicUrl
+  if (adminPassword) config.adminPassword = adminPassword
+  if (handleResolverUrl) config.handleResolverUrl = handleResolverUrl
+  return config
+}
+
+/** did:web for a public URL: did:web:<host>, the port percent-encoded (did:web:localhost%3A2585). */
+export function didWebFor(publicUrl: string): string {
+  const u = new URL(publicUrl)
+  return `did:web:${u.port ? `${u.hostname}%3A${u.port}` : u.hostname}`
+}

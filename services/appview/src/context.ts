@@ -1,0 +1,170 @@
+/**
+ * Builds the AppView's dependencies once: database (migrated), indexer, hydrator, views, identity
+ * resolver, ingester, blob cache, signing key and auth verifiers.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { pino, type Logger } from 'pino'
+import { JtiReplayCache } from '@stratos/core/auth'
+import { generateKeypair, importKeypair, type SigningKeypair } from '@stratos/core/crypto'
+import { migrateToLatest, openPostgres, openSqlite, type Database } from '@stratos/core/db'
+import { IdentityResolver, type IdentityResolverOptions } from '@stratos/core/identity'
+import {
+  AuthRequiredError,
+  adminBasicAuth,
+  optional,
+  serviceJwtAuth,
+  type AdminCredentials,
+  type AuthVerifier,
+  type ServiceCredentials,
+} from '@stratos/core/xrpc'
+import type { AppViewConfig } from './config.js'
+import { didWebFor } from './config.js'
+import { Hydrator } from './hydration/hydrator.js'
+import { BlobCache } from './image/blob-cache.js'
+import { Indexer } from './indexer/indexer.js'
+import { appviewMigrations } from './indexer/migrations.js'
+import type { DatabaseSchema } from './indexer/schema.js'
+import { DbIdentityCache } from './ingest/identity-cache.js'
+import { Ingester, type IngestSource } from './ingest/ingester.js'
+import { Views } from './views/views.js'
+
+export interface AppContextOptions {
+  /** replaces the identity resolver built from the config (tests) */
+  idResolver?: IdentityResolver
+  /** extra IdentityResolver options (tests: resolveTxt, lookup...) */
+  identityOptions?: Partial<IdentityResolverOptions>
+  logger?: Logger
+  /** indexer clock (tests) */
+  now?: () => string
+  /** reconnect backoff for the upstream streams */
+  minBackoffMs?: number
+  maxBackoffMs?: number
+}
+
+export interface AuthVerifiers {
+  /** service JWT if present (a bad one is still a 401), else anonymous */
+  optional: AuthVerifier<ServiceCredentials | null>
+  required: AuthVerifier<ServiceCredentials>
+  admin: AuthVerifier<AdminCredentials>
+}
+
+export class AppContext {
+  /** set by AppViewServer once the public URL is known */
+  publicUrl: string
+  did: string
+
+  private constructor(
+    readonly config: AppViewConfig,
+    readonly database: Database<DatabaseSchema>,
+    readonly indexer: Indexer,
+    readonly hydrator: Hydrator,
+    readonly views: Views,
+    readonly idResolver: IdentityResolver,
+    readonly ingester: Ingester,
+    readonly blobs: BlobCache,
+    readonly signingKey: SigningKeypair,
+    readonly log: Logger,
+    readonly auth: AuthVerifiers,
+  ) {
+    this.publicUrl = views.publicUrl
+    this.did = config.did ?? didWebFor(this.publicUrl)
+  }
+
+  get db() {
+    return this.database.db
+  }
+
+  /** Audiences a service JWT may name: our DID, bare or with the #bsky_appview service id. */
+  get audiences(): string[] {
+    return [this.did, `${this.did}#bsky_appview`]
+  }
+
+  setPublicUrl(url: string): void {
+    this.publicUrl = url.replace(/\/+$/, '')
+    this.views.publicUrl = this.publicUrl
+    if (!this.config.did) this.did = didWebFor(this.publicUrl)
+  }
+
+  static async create(config: AppViewConfig, opts: AppContextOptions = {}): Promise<AppContext> {
+    const log = opts.logger ?? pino({ level: config.logLevel, base: { service: 'appview' } })
+    if (config.dataDirectory) mkdirSync(config.dataDirectory, { recursive: true })
+
+    const isPg = /^postgres(ql)?:\/\//.test(config.dbUrl)
+    const database = isPg
+      ? await openPostgres<DatabaseSchema>(config.dbUrl, config.dbSchema ? { schema: config.dbSchema } : {})
+      : openSqlite<DatabaseSchema>(config.dbUrl)
+    try {
+      await migrateToLatest(database.db, appviewMigrations(database.dialect))
+    } catch (err) {
+      await database.close()
+      throw err
+    }
+
+    const indexer = new Indexer(database, opts.now ? { now: opts.now } : {})
+    const hydrator = new Hydrator(database.db)
+    const publicUrl = config.publicUrl ?? `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${config.port}`
+    const views = new Views({ publicUrl })
+    const idResolver =
+      opts.idResolver ??
+      new IdentityResolver({
+        plcUrl: config.plcUrl,
+        cache: new DbIdentityCache(database.db),
+        allowPrivateAddresses: config.devMode,
+        handleResolverHttpBase: config.handleResolverUrl,
+        onBackgroundError: (err, did) => log.debug({ did, err: String(err) }, 'background DID refresh failed'),
+        ...opts.identityOptions,
+      })
+    const sources: IngestSource[] = []
+    if (config.relayUrl) sources.push({ kind: 'relay', url: config.relayUrl })
+    for (const url of config.pdsUrls) sources.push({ kind: 'pds', url })
+    const ingester = new Ingester({
+      indexer,
+      idResolver,
+      log: log.child({ component: 'ingest' }),
+      sources,
+      allowPrivateAddresses: config.devMode,
+      minBackoffMs: opts.minBackoffMs,
+      maxBackoffMs: opts.maxBackoffMs,
+    })
+    const blobs = new BlobCache({
+      dir: config.dataDirectory && config.dbUrl !== ':memory:' ? join(config.dataDirectory, 'blob-cache') : null,
+      idResolver,
+      allowPrivateAddresses: config.devMode,
+    })
+    const signingKey = await loadSigningKey(config, log)
+
+    const replayCache = new JtiReplayCache()
+    // the audience is read per request: the DID may only be known once the server listens
+    const self: { ctx?: AppContext } = {}
+    const serviceAuth: AuthVerifier<ServiceCredentials> = (authCtx) =>
+      serviceJwtAuth({
+        audience: self.ctx!.audiences,
+        getSigningKey: (iss, forceRefresh) => idResolver.getSigningKey(iss, forceRefresh),
+        replayCache,
+      })(authCtx)
+    const adminPassword = config.adminPassword
+    const admin: AuthVerifier<AdminCredentials> = adminPassword
+      ? adminBasicAuth(adminPassword)
+      : async () => {
+          throw new AuthRequiredError('Admin endpoints are disabled (APPVIEW_ADMIN_PASSWORD is not set)')
+        }
+    const auth: AuthVerifiers = { optional: optional(serviceAuth), required: serviceAuth, admin }
+    self.ctx = new AppContext(config, database, indexer, hydrator, views, idResolver, ingester, blobs, signingKey, log, auth)
+    return self.ctx
+  }
+}
+
+/** The #atproto key of the DID document: from the config, else generated and kept in the data dir. */
+async function loadSigningKey(config: AppViewConfig, log: Logger): Promise<SigningKeypair> {
+  if (config.signingKeyHex) return importKeypair(config.signingKeyHex, 'k256')
+  const persist = config.dataDirectory && config.dbUrl !== ':memory:'
+  const file = persist ? join(config.dataDirectory!, 'signing-key.k256.hex') : null
+  if (file && existsSync(file)) return importKeypair(readFileSync(file, 'utf8').trim(), 'k256')
+  const key = await generateKeypair('k256')
+  if (file) {
+    writeFileSync(file, Buffer.from(key.export()).toString('hex'), { mode: 0o600 })
+    log.warn({ file }, 'APPVIEW_SIGNING_KEY_K256_PRIVATE_KEY_HEX is not set; generated a signing key')
+  }
+  return key
+}

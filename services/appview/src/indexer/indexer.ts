@@ -1,0 +1,267 @@
+/**
+ * The indexer: applies record creates, updates and deletes to the tables (in the caller's
+ * transaction), keeps counters up incrementally and writes notifications at index time.
+ */
+import { sql, type Kysely, type Transaction } from 'kysely'
+import type { Database, DbDialect } from '@stratos/core/db'
+import { validateRecord } from '@stratos/core/lexicon'
+import { parseAtUri } from '@stratos/core/syntax'
+import { INDEXED_COLLECTIONS, didFromUri, mentionedDids, planRecord, type AggTarget, type IndexPlan, type RecordInput } from './records.js'
+import type { DatabaseSchema } from './schema.js'
+import { Search } from './search.js'
+
+export type Db = Kysely<DatabaseSchema>
+type AnyDb = Kysely<any>
+
+export type IndexResult = 'indexed' | 'unchanged' | 'skipped' | 'invalid'
+
+export interface IndexerOptions {
+  /** ISO timestamp of "now" (tests move it) */
+  now?: () => string
+  /** lexicon-validate records before indexing (default true) */
+  validate?: boolean
+}
+
+/** Hosting statuses that hide an account's content (#account with active=false). */
+export const HIDDEN_STATUSES = new Set(['deactivated', 'takendown', 'suspended', 'deleted'])
+
+export class Indexer {
+  readonly search: Search
+  private readonly now: () => string
+  private readonly validate: boolean
+
+  constructor(
+    readonly database: Database<DatabaseSchema>,
+    opts: IndexerOptions = {},
+  ) {
+    this.search = new Search(database.dialect)
+    this.now = opts.now ?? (() => new Date().toISOString())
+    this.validate = opts.validate ?? true
+  }
+
+  get db(): Db {
+    return this.database.db
+  }
+
+  get dialect(): DbDialect {
+    return this.database.dialect
+  }
+
+  transact<T>(fn: (tx: Transaction<DatabaseSchema>) => Promise<T>): Promise<T> {
+    return this.db.transaction().execute(fn)
+  }
+
+  // actors
+  // =
+
+  /** Creates the actor row if missing; true when it was created. */
+  async ensureActor(did: string, db: Db = this.db): Promise<boolean> {
+    const res = await db
+      .insertInto('actor')
+      .values({ did, handle: null, indexedAt: this.now(), upstreamStatus: null })
+      .onConflict((oc) => oc.column('did').doNothing())
+      .returning('did')
+      .executeTakeFirst()
+    return res !== undefined
+  }
+
+  /** Sets the verified handle (null = invalid) and refreshes the actor's search entry. */
+  async setHandle(did: string, handle: string | null, db: Db = this.db): Promise<void> {
+    await this.ensureActor(did, db)
+    // a handle belongs to one account at a time
+    if (handle) await db.updateTable('actor').set({ handle: null }).where('handle', '=', handle).where('did', '!=', did).execute()
+    await db.updateTable('actor').set({ handle }).where('did', '=', did).execute()
+    const profile = await db.selectFrom('profile').select('displayName').where('creator', '=', did).executeTakeFirst()
+    await this.search.setActor(db, did, handle, profile?.displayName ?? null)
+  }
+
+  /** #account: null = active again; otherwise the status that hides the account's content. */
+  async setUpstreamStatus(did: string, status: string | null, db: Db = this.db): Promise<void> {
+    await this.ensureActor(did, db)
+    await db.updateTable('actor').set({ upstreamStatus: status }).where('did', '=', did).execute()
+  }
+
+  // records
+  // =
+
+  /**
+   * Indexes a create or update of `uri` with `record` (JSON form). Collections the AppView does not
+   * index are skipped; records failing lexicon validation are not indexed ('invalid').
+   */
+  async indexRecord(db: Db, uri: string, cid: string, record: Record<string, unknown>, opts: { notify?: boolean } = {}): Promise<IndexResult> {
+    let parsed
+    try {
+      parsed = parseAtUri(uri)
+    } catch {
+      return 'invalid'
+    }
+    const { collection, rkey } = parsed
+    if (!collection || !rkey || !INDEXED_COLLECTIONS.has(collection)) return 'skipped'
+    if (!parsed.authority.startsWith('did:')) return 'invalid'
+    const parts = { host: parsed.authority, collection, rkey }
+    if (record.$type !== parts.collection) return 'invalid'
+    if (this.validate) {
+      const v = validateRecord(parts.collection, record)
+      if (v.valid !== true) return 'invalid'
+    }
+    const existing = await db.selectFrom('record').select(['cid']).where('uri', '=', uri).executeTakeFirst()
+    if (existing?.cid === cid) return 'unchanged'
+    const isUpdate = existing !== undefined
+    if (isUpdate) await this.deleteRecord(db, uri, { keepNotifications: true })
+
+    const indexedAt = this.now()
+    await db.insertInto('record').values({ uri, cid, did: parts.host, collection: parts.collection, rkey: parts.rkey, json: JSON.stringify(record), indexedAt }).execute()
+    await this.ensureActor(parts.host, db)
+
+    const input: RecordInput = { uri, cid, did: parts.host, collection: parts.collection, rkey: parts.rkey, record, indexedAt }
+    const plan = planRecord(input)
+    if (!plan) return 'indexed'
+
+    if (plan.main.table === 'post') await this.checkGates(db, plan.main.row)
+
+    const inserted = await (db as AnyDb)
+      .insertInto(plan.main.table)
+      .values(plan.main.row)
+      .onConflict((oc: any) => oc.doNothing())
+      .returning('uri')
+      .executeTakeFirst()
+    // a duplicate (a second like of the same post...) is kept in the record table only
+    if (!inserted) return 'indexed'
+
+    if (plan.feedItem) await db.insertInto('feed_item').values(plan.feedItem).onConflict((oc) => oc.doNothing()).execute()
+    for (const agg of plan.aggs) await this.bump(db, agg, 1)
+    if (!isUpdate && opts.notify !== false && plan.notifications.length > 0) {
+      const notifs = plan.main.table === 'post' && plan.main.row.violatesThreadGate ? plan.notifications.filter((n) => n.reason !== 'reply') : plan.notifications
+      for (const n of notifs) {
+        await db.insertInto('notification').values(n).onConflict((oc) => oc.doNothing()).execute()
+      }
+    }
+    if (plan.postText !== undefined) await this.search.setPost(db, uri, plan.postText)
+    if (plan.main.table === 'profile') {
+      const actor = await db.selectFrom('actor').select('handle').where('did', '=', parts.host).executeTakeFirst()
+      await this.search.setActor(db, parts.host, actor?.handle ?? null, plan.main.row.displayName)
+    }
+    return 'indexed'
+  }
+
+  /** Deletes `uri`: its rows, its counters, its notifications, its search entry. */
+  async deleteRecord(db: Db, uri: string, opts: { keepNotifications?: boolean } = {}): Promise<boolean> {
+    const stored = await db.selectFrom('record').selectAll().where('uri', '=', uri).executeTakeFirst()
+    if (!stored) return false
+    await db.deleteFrom('record').where('uri', '=', uri).execute()
+    let plan: IndexPlan | null = null
+    try {
+      plan = planRecord({
+        uri,
+        cid: stored.cid,
+        did: stored.did,
+        collection: stored.collection,
+        rkey: stored.rkey,
+        record: JSON.parse(stored.json) as Record<string, unknown>,
+        indexedAt: stored.indexedAt,
+      })
+    } catch {
+      plan = null
+    }
+    if (!plan) return true
+    const res = await (db as AnyDb).deleteFrom(plan.main.table).where('uri', '=', uri).where('cid', '=', stored.cid).executeTakeFirst()
+    if (Number(res.numDeletedRows ?? 0) === 0) return true
+    if (plan.feedItem) await db.deleteFrom('feed_item').where('uri', '=', uri).execute()
+    for (const agg of plan.aggs) await this.bump(db, agg, -1)
+    if (!opts.keepNotifications) await db.deleteFrom('notification').where('recordUri', '=', uri).execute()
+    if (plan.postText !== undefined) await this.search.deletePost(db, uri)
+    if (plan.main.table === 'profile') {
+      const actor = await db.selectFrom('actor').select('handle').where('did', '=', stored.did).executeTakeFirst()
+      await this.search.setActor(db, stored.did, actor?.handle ?? null, null)
+    }
+    return true
+  }
+
+  /** Convenience for tests and admin tools: index one record in its own transaction. */
+  async indexOne(uri: string, cid: string, record: Record<string, unknown>): Promise<IndexResult> {
+    return this.transact((tx) => this.indexRecord(tx, uri, cid, record))
+  }
+
+  async deleteOne(uri: string): Promise<boolean> {
+    return this.transact((tx) => this.deleteRecord(tx, uri))
+  }
+
+  private async bump(db: Db, agg: AggTarget, delta: number): Promise<void> {
+    const keyCol = agg.table === 'profile_agg' ? 'did' : 'uri'
+    const col = sql.ref(`${agg.table}.${agg.column}`)
+    await (db as AnyDb)
+      .insertInto(agg.table)
+      .values({ [keyCol]: agg.key, [agg.column]: Math.max(delta, 0) })
+      .onConflict((oc: any) => oc.column(keyCol).doUpdateSet({ [agg.column]: sql`${col} + ${delta}` }))
+      .execute()
+  }
+
+  /**
+   * Reply gating and quote gating, decided when the post is indexed: a reply that the root's
+   * threadgate does not allow, a quote that the quoted post's postgate forbids.
+   */
+  private async checkGates(db: Db, row: DatabaseSchema['post']): Promise<void> {
+    if (row.replyRoot) {
+      const rootAuthor = didFromUri(row.replyRoot)
+      if (rootAuthor && rootAuthor !== row.creator) {
+        const allowed = await this.replyAllowed(db, row.replyRoot, rootAuthor, row.creator)
+        if (!allowed) row.violatesThreadGate = 1
+      }
+    }
+    if (row.quoteUri) {
+      const quotedAuthor = didFromUri(row.quoteUri)
+      if (quotedAuthor && quotedAuthor !== row.creator) {
+        const gate = await db
+          .selectFrom('postgate')
+          .innerJoin('record', 'record.uri', 'postgate.uri')
+          .select('record.json')
+          .where('postgate.postUri', '=', row.quoteUri)
+          .executeTakeFirst()
+        if (gate) {
+          const g = JSON.parse(gate.json) as { embeddingRules?: { $type?: string }[] }
+          if (g.embeddingRules?.some((r) => r.$type === 'app.bsky.feed.postgate#disableRule')) row.violatesEmbeddingRules = 1
+        }
+      }
+    }
+  }
+
+  /** Whether `replier` may reply in the thread of `rootUri` under its threadgate (if any). */
+  async replyAllowed(db: Db, rootUri: string, rootAuthor: string, replier: string): Promise<boolean> {
+    const gate = await db
+      .selectFrom('threadgate')
+      .innerJoin('record', 'record.uri', 'threadgate.uri')
+      .select('record.json')
+      .where('threadgate.postUri', '=', rootUri)
+      .executeTakeFirst()
+    if (!gate) return true
+    const g = JSON.parse(gate.json) as { allow?: { $type?: string; list?: string }[] }
+    if (!Array.isArray(g.allow)) return true
+    for (const rule of g.allow) {
+      switch (rule.$type) {
+        case 'app.bsky.feed.threadgate#mentionRule': {
+          const root = await db.selectFrom('record').select('json').where('uri', '=', rootUri).executeTakeFirst()
+          if (root && mentionedDids(JSON.parse(root.json) as Record<string, unknown>).includes(replier)) return true
+          break
+        }
+        case 'app.bsky.feed.threadgate#followerRule': {
+          const f = await db.selectFrom('follow').select('uri').where('creator', '=', replier).where('subjectDid', '=', rootAuthor).executeTakeFirst()
+          if (f) return true
+          break
+        }
+        case 'app.bsky.feed.threadgate#followingRule': {
+          const f = await db.selectFrom('follow').select('uri').where('creator', '=', rootAuthor).where('subjectDid', '=', replier).executeTakeFirst()
+          if (f) return true
+          break
+        }
+        case 'app.bsky.feed.threadgate#listRule': {
+          if (!rule.list) break
+          const item = await db.selectFrom('list_item').select('uri').where('listUri', '=', rule.list).where('subjectDid', '=', replier).executeTakeFirst()
+          if (item) return true
+          break
+        }
+      }
+    }
+    return false
+  }
+}
+

@@ -1,0 +1,288 @@
+/**
+ * Migrations of the AppView database. The same migrations run on SQLite and PostgreSQL: everything is
+ * built with kysely's schema builder in portable types (text, integer, bigint); only full-text search
+ * differs (FTS5 virtual tables on SQLite, tsvector + GIN on PostgreSQL).
+ */
+import { sql, type Kysely, type Migration } from 'kysely'
+import type { DbDialect, Migrations } from '@stratos/core/db'
+
+type AnyDb = Kysely<any>
+
+/** A table keyed by `uri` with the columns every record table has. */
+function recordTable(db: AnyDb, name: string) {
+  return db.schema
+    .createTable(name)
+    .addColumn('uri', 'text', (c) => c.primaryKey())
+    .addColumn('cid', 'text', (c) => c.notNull())
+    .addColumn('creator', 'text', (c) => c.notNull())
+}
+
+async function init(db: AnyDb): Promise<void> {
+  await db.schema
+    .createTable('actor')
+    .addColumn('did', 'text', (c) => c.primaryKey())
+    .addColumn('handle', 'text')
+    .addColumn('indexedAt', 'text', (c) => c.notNull())
+    .addColumn('upstreamStatus', 'text')
+    .execute()
+  await db.schema.createIndex('actor_handle_idx').on('actor').column('handle').execute()
+
+  await db.schema
+    .createTable('record')
+    .addColumn('uri', 'text', (c) => c.primaryKey())
+    .addColumn('cid', 'text', (c) => c.notNull())
+    .addColumn('did', 'text', (c) => c.notNull())
+    .addColumn('collection', 'text', (c) => c.notNull())
+    .addColumn('rkey', 'text', (c) => c.notNull())
+    .addColumn('json', 'text', (c) => c.notNull())
+    .addColumn('indexedAt', 'text', (c) => c.notNull())
+    .execute()
+  await db.schema.createIndex('record_did_collection_idx').on('record').columns(['did', 'collection']).execute()
+
+  await recordTable(db, 'profile')
+    .addColumn('displayName', 'text')
+    .addColumn('description', 'text')
+    .addColumn('avatarCid', 'text')
+    .addColumn('bannerCid', 'text')
+    .addColumn('pinnedPostUri', 'text')
+    .addColumn('pinnedPostCid', 'text')
+    .addColumn('joinedViaStarterPackUri', 'text')
+    .addColumn('createdAt', 'text')
+    .addColumn('indexedAt', 'text', (c) => c.notNull())
+    .execute()
+  await db.schema.createIndex('profile_creator_idx').on('profile').column('creator').execute()
+
+  await recordTable(db, 'post')
+    .addColumn('text', 'text', (c) => c.notNull())
+    .addColumn('replyRoot', 'text')
+    .addColumn('replyRootCid', 'text')
+    .addColumn('replyParent', 'text')
+    .addColumn('replyParentCid', 'text')
+    .addColumn('quoteUri', 'text')
+    .addColumn('quoteCid', 'text')
+    .addColumn('embedType', 'text')
+    .addColumn('hasMedia', 'integer', (c) => c.notNull().defaultTo(0))
+    .addColumn('hasVideo', 'integer', (c) => c.notNull().defaultTo(0))
+    .addColumn('langs', 'text')
+    .addColumn('violatesThreadGate', 'integer', (c) => c.notNull().defaultTo(0))
+    .addColumn('violatesEmbeddingRules', 'integer', (c) => c.notNull().defaultTo(0))
+    .addColumn('createdAt', 'text', (c) => c.notNull())
+    .addColumn('indexedAt', 'text', (c) => c.notNull())
+    .addColumn('sortAt', 'text', (c) => c.notNull())
+    .execute()
+  await db.schema.createIndex('post_creator_sort_idx').on('post').columns(['creator', 'sortAt']).execute()
+  await db.schema.createIndex('post_reply_parent_idx').on('post').column('replyParent').execute()
+  await db.schema.createIndex('post_reply_root_idx').on('post').column('replyRoot').execute()
+  await db.schema.createIndex('post_quote_idx').on('post').columns(['quoteUri', 'sortAt']).execute()
+  await db.schema.createIndex('post_sort_idx').on('post').column('sortAt').execute()
+
+  await db.schema
+    .createTable('feed_item')
+    .addColumn('uri', 'text', (c) => c.primaryKey())
+    .addColumn('cid', 'text', (c) => c.notNull())
+    .addColumn('type', 'text', (c) => c.notNull())
+    .addColumn('postUri', 'text', (c) => c.notNull())
+    .addColumn('originatorDid', 'text', (c) => c.notNull())
+    .addColumn('sortAt', 'text', (c) => c.notNull())
+    .execute()
+  await db.schema.createIndex('feed_item_originator_idx').on('feed_item').columns(['originatorDid', 'sortAt']).execute()
+  await db.schema.createIndex('feed_item_post_idx').on('feed_item').column('postUri').execute()
+
+  for (const name of ['like', 'repost']) {
+    await recordTable(db, name)
+      .addColumn('subject', 'text', (c) => c.notNull())
+      .addColumn('subjectCid', 'text', (c) => c.notNull())
+      .addColumn('createdAt', 'text', (c) => c.notNull())
+      .addColumn('indexedAt', 'text', (c) => c.notNull())
+      .addColumn('sortAt', 'text', (c) => c.notNull())
+      .addUniqueConstraint(`${name}_unique_subject`, ['creator', 'subject'])
+      .execute()
+    await db.schema.createIndex(`${name}_subject_idx`).on(name).columns(['subject', 'sortAt']).execute()
+    await db.schema.createIndex(`${name}_creator_idx`).on(name).columns(['creator', 'sortAt']).execute()
+  }
+
+  for (const name of ['follow', 'block']) {
+    await recordTable(db, name)
+      .addColumn('subjectDid', 'text', (c) => c.notNull())
+      .addColumn('createdAt', 'text', (c) => c.notNull())
+      .addColumn('indexedAt', 'text', (c) => c.notNull())
+      .addColumn('sortAt', 'text', (c) => c.notNull())
+      .addUniqueConstraint(`${name}_unique_subject`, ['creator', 'subjectDid'])
+      .execute()
+    await db.schema.createIndex(`${name}_subject_idx`).on(name).columns(['subjectDid', 'sortAt']).execute()
+    await db.schema.createIndex(`${name}_creator_idx`).on(name).columns(['creator', 'sortAt']).execute()
+  }
+
+  await recordTable(db, 'list')
+    .addColumn('name', 'text', (c) => c.notNull())
+    .addColumn('purpose', 'text', (c) => c.notNull())
+    .addColumn('description', 'text')
+    .addColumn('avatarCid', 'text')
+    .addColumn('createdAt', 'text', (c) => c.notNull())
+    .addColumn('indexedAt', 'text', (c) => c.notNull())
+    .addColumn('sortAt', 'text', (c) => c.notNull())
+    .execute()
+  await db.schema.createIndex('list_creator_idx').on('list').columns(['creator', 'sortAt']).execute()
+
+  await recordTable(db, 'list_item')
+    .addColumn('listUri', 'text', (c) => c.notNull())
+    .addColumn('subjectDid', 'text', (c) => c.notNull())
+    .addColumn('createdAt', 'text', (c) => c.notNull())
+    .addColumn('indexedAt', 'text', (c) => c.notNull())
+    .addColumn('sortAt', 'text', (c) => c.notNull())
+    .execute()
+  await db.schema.createIndex('list_item_list_idx').on('list_item').columns(['listUri', 'sortAt']).execute()
+  await db.schema.createIndex('list_item_subject_idx').on('list_item').columns(['subjectDid', 'listUri']).execute()
+
+  await recordTable(db, 'list_block')
+    .addColumn('subjectUri', 'text', (c) => c.notNull())
+    .addColumn('createdAt', 'text', (c) => c.notNull())
+    .addColumn('indexedAt', 'text', (c) => c.notNull())
+    .addColumn('sortAt', 'text', (c) => c.notNull())
+    .execute()
+  await db.schema.createIndex('list_block_creator_idx').on('list_block').columns(['creator', 'sortAt']).execute()
+  await db.schema.createIndex('list_block_subject_idx').on('list_block').column('subjectUri').execute()
+
+  await recordTable(db, 'feed_generator')
+    .addColumn('feedDid', 'text', (c) => c.notNull())
+    .addColumn('displayName', 'text', (c) => c.notNull())
+    .addColumn('description', 'text')
+    .addColumn('avatarCid', 'text')
+    .addColumn('createdAt', 'text', (c) => c.notNull())
+    .addColumn('indexedAt', 'text', (c) => c.notNull())
+    .addColumn('sortAt', 'text', (c) => c.notNull())
+    .execute()
+  await db.schema.createIndex('feed_generator_creator_idx').on('feed_generator').columns(['creator', 'sortAt']).execute()
+
+  for (const name of ['threadgate', 'postgate']) {
+    await recordTable(db, name)
+      .addColumn('postUri', 'text', (c) => c.notNull())
+      .addColumn('createdAt', 'text', (c) => c.notNull())
+      .addColumn('indexedAt', 'text', (c) => c.notNull())
+      .execute()
+    await db.schema.createIndex(`${name}_post_idx`).on(name).column('postUri').execute()
+  }
+
+  await recordTable(db, 'starter_pack')
+    .addColumn('name', 'text', (c) => c.notNull())
+    .addColumn('listUri', 'text', (c) => c.notNull())
+    .addColumn('createdAt', 'text', (c) => c.notNull())
+    .addColumn('indexedAt', 'text', (c) => c.notNull())
+    .addColumn('sortAt', 'text', (c) => c.notNull())
+    .execute()
+  await db.schema.createIndex('starter_pack_creator_idx').on('starter_pack').columns(['creator', 'sortAt']).execute()
+
+  await db.schema
+    .createTable('record_agg')
+    .addColumn('uri', 'text', (c) => c.primaryKey())
+    .addColumn('likeCount', 'integer', (c) => c.notNull().defaultTo(0))
+    .addColumn('repostCount', 'integer', (c) => c.notNull().defaultTo(0))
+    .addColumn('replyCount', 'integer', (c) => c.notNull().defaultTo(0))
+    .addColumn('quoteCount', 'integer', (c) => c.notNull().defaultTo(0))
+    .execute()
+  await db.schema
+    .createTable('profile_agg')
+    .addColumn('did', 'text', (c) => c.primaryKey())
+    .addColumn('followersCount', 'integer', (c) => c.notNull().defaultTo(0))
+    .addColumn('followsCount', 'integer', (c) => c.notNull().defaultTo(0))
+    .addColumn('postsCount', 'integer', (c) => c.notNull().defaultTo(0))
+    .addColumn('listsCount', 'integer', (c) => c.notNull().defaultTo(0))
+    .addColumn('feedgensCount', 'integer', (c) => c.notNull().defaultTo(0))
+    .addColumn('starterPacksCount', 'integer', (c) => c.notNull().defaultTo(0))
+    .execute()
+  await db.schema
+    .createTable('list_agg')
+    .addColumn('uri', 'text', (c) => c.primaryKey())
+    .addColumn('itemCount', 'integer', (c) => c.notNull().defaultTo(0))
+    .execute()
+
+  await db.schema
+    .createTable('notification')
+    .addColumn('did', 'text', (c) => c.notNull())
+    .addColumn('author', 'text', (c) => c.notNull())
+    .addColumn('recordUri', 'text', (c) => c.notNull())
+    .addColumn('recordCid', 'text', (c) => c.notNull())
+    .addColumn('reason', 'text', (c) => c.notNull())
+    .addColumn('reasonSubject', 'text')
+    .addColumn('sortAt', 'text', (c) => c.notNull())
+    .addColumn('indexedAt', 'text', (c) => c.notNull())
+    .addPrimaryKeyConstraint('notification_pkey', ['did', 'recordUri', 'reason'])
+    .execute()
+  await db.schema.createIndex('notification_did_sort_idx').on('notification').columns(['did', 'sortAt']).execute()
+  await db.schema.createIndex('notification_record_idx').on('notification').column('recordUri').execute()
+
+  await db.schema
+    .createTable('actor_state')
+    .addColumn('did', 'text', (c) => c.primaryKey())
+    .addColumn('lastSeenNotifs', 'text')
+    .execute()
+  await db.schema
+    .createTable('mute')
+    .addColumn('mutedByDid', 'text', (c) => c.notNull())
+    .addColumn('subjectDid', 'text', (c) => c.notNull())
+    .addColumn('createdAt', 'text', (c) => c.notNull())
+    .addPrimaryKeyConstraint('mute_pkey', ['mutedByDid', 'subjectDid'])
+    .execute()
+  await db.schema
+    .createTable('list_mute')
+    .addColumn('mutedByDid', 'text', (c) => c.notNull())
+    .addColumn('listUri', 'text', (c) => c.notNull())
+    .addColumn('createdAt', 'text', (c) => c.notNull())
+    .addPrimaryKeyConstraint('list_mute_pkey', ['mutedByDid', 'listUri'])
+    .execute()
+
+  await db.schema
+    .createTable('repo_state')
+    .addColumn('did', 'text', (c) => c.primaryKey())
+    .addColumn('rev', 'text', (c) => c.notNull())
+    .addColumn('data', 'text', (c) => c.notNull())
+    .addColumn('commitCid', 'text', (c) => c.notNull())
+    .addColumn('syncStatus', 'text', (c) => c.notNull())
+    .addColumn('updatedAt', 'text', (c) => c.notNull())
+    .execute()
+  await db.schema
+    .createTable('ingest_cursor')
+    .addColumn('source', 'text', (c) => c.primaryKey())
+    .addColumn('seq', 'bigint', (c) => c.notNull())
+    .addColumn('updatedAt', 'text', (c) => c.notNull())
+    .execute()
+  await db.schema
+    .createTable('did_cache')
+    .addColumn('did', 'text', (c) => c.primaryKey())
+    .addColumn('doc', 'text', (c) => c.notNull())
+    .addColumn('updatedAt', 'bigint', (c) => c.notNull())
+    .execute()
+}
+
+async function ftsSqlite(db: AnyDb): Promise<void> {
+  await sql`CREATE VIRTUAL TABLE post_fts USING fts5(uri UNINDEXED, text, tokenize = 'unicode61 remove_diacritics 2')`.execute(db)
+  await sql`CREATE VIRTUAL TABLE actor_fts USING fts5(did UNINDEXED, handle, "displayName", tokenize = 'unicode61 remove_diacritics 2')`.execute(
+    db,
+  )
+}
+
+async function ftsPostgres(db: AnyDb): Promise<void> {
+  await db.schema
+    .createTable('post_fts')
+    .addColumn('uri', 'text', (c) => c.primaryKey())
+    .addColumn('tsv', sql`tsvector`, (c) => c.notNull())
+    .execute()
+  await sql`CREATE INDEX post_fts_tsv_idx ON post_fts USING gin (tsv)`.execute(db)
+  await db.schema
+    .createTable('actor_fts')
+    .addColumn('did', 'text', (c) => c.primaryKey())
+    .addColumn('handle', 'text', (c) => c.notNull())
+    .addColumn('displayName', 'text', (c) => c.notNull())
+    .addColumn('tsv', sql`tsvector`, (c) => c.notNull())
+    .execute()
+  await sql`CREATE INDEX actor_fts_tsv_idx ON actor_fts USING gin (tsv)`.execute(db)
+}
+
+/** The migrations for one dialect (the same tables; full-text search built the dialect's way). */
+export function appviewMigrations(dialect: DbDialect): Migrations {
+  const migrations: Record<string, Migration> = {
+    '001-init': { up: init },
+    '002-search': { up: dialect === 'postgres' ? ftsPostgres : ftsSqlite },
+  }
+  return migrations
+}

@@ -1,0 +1,443 @@
+/**
+ * Ingest: follows a relay and/or PDSes (com.atproto.sync.subscribeRepos) with a persisted cursor per
+ * stream. One function per message type; every #commit is checked with core's sync-1.1 verifier
+ * against the repo's last verified state, and repos seen for the first time, broken chains and
+ * #sync events are (re)synchronized from com.atproto.sync.getRepo.
+ */
+import type { Logger } from 'pino'
+import { CID } from 'multiformats/cid'
+import { cborDecode, lexToJson } from '@stratos/core/data'
+import { safeFetch, type AtprotoIdentity, type IdentityResolver } from '@stratos/core/identity'
+import {
+  RepoVerifyError,
+  verifyCommitEvent,
+  verifyRepoCar,
+  verifySyncEvent,
+  type CommitCheckResult,
+  type CommitEvent,
+  type RepoState,
+  type SyncEvent,
+} from '@stratos/core/repo'
+import { SubscriptionClient, type StreamEvent } from '@stratos/core/stream'
+import { HIDDEN_STATUSES, type Db, type Indexer } from '../indexer/indexer.js'
+import { INDEXED_COLLECTIONS } from '../indexer/records.js'
+
+export const SUBSCRIBE_REPOS = 'com.atproto.sync.subscribeRepos'
+
+export interface IngestSource {
+  kind: 'relay' | 'pds'
+  /** base URL (http(s) or ws(s)) */
+  url: string
+}
+
+export interface IngesterOptions {
+  indexer: Indexer
+  idResolver: IdentityResolver
+  log: Logger
+  sources: IngestSource[]
+  /** development: fetch repos from private addresses */
+  allowPrivateAddresses?: boolean
+  /** getRepo response limit (default 512 MiB) */
+  maxRepoBytes?: number
+  /** how often the cursor is saved (default 1 s) */
+  cursorFlushMs?: number
+  /** reconnect backoff (tests make it short) */
+  minBackoffMs?: number
+  maxBackoffMs?: number
+}
+
+export type IngestOutcome = 'indexed' | 'ignored' | 'resynced' | 'dropped'
+
+/** Runs tasks for one key one at a time. */
+class KeyedQueue {
+  private readonly tails = new Map<string, Promise<unknown>>()
+  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(key) ?? Promise.resolve()
+    const next = prev.then(fn, fn)
+    const tail = next.catch(() => undefined)
+    this.tails.set(key, tail)
+    void tail.then(() => {
+      if (this.tails.get(key) === tail) this.tails.delete(key)
+    })
+    return next
+  }
+}
+
+function originOf(url: string): string {
+  const u = new URL(url)
+  const proto = u.protocol === 'wss:' ? 'https:' : u.protocol === 'ws:' ? 'http:' : u.protocol
+  return `${proto}//${u.host}`
+}
+
+export class Ingester {
+  readonly stats = { commits: 0, indexedOps: 0, resyncs: 0, dropped: 0, identity: 0, account: 0, sync: 0 }
+  private readonly clients: SubscriptionClient[] = []
+  private readonly pendingCursor = new Map<string, number>()
+  private readonly queue = new KeyedQueue()
+  private flushTimer: NodeJS.Timeout | null = null
+  private readonly indexer: Indexer
+  private readonly idResolver: IdentityResolver
+  private readonly log: Logger
+
+  constructor(private readonly opts: IngesterOptions) {
+    this.indexer = opts.indexer
+    this.idResolver = opts.idResolver
+    this.log = opts.log
+  }
+
+  private get db(): Db {
+    return this.indexer.db
+  }
+
+  start(): void {
+    for (const source of this.opts.sources) {
+      const key = source.url
+      const client = new SubscriptionClient({
+        url: `${source.url.replace(/\/+$/, '')}/xrpc/${SUBSCRIBE_REPOS}`,
+        getCursor: () => this.getCursor(key),
+        onEvent: async (evt) => {
+          await this.handleEvent(source, evt)
+          if (evt.seq !== undefined) this.pendingCursor.set(key, evt.seq)
+        },
+        onInfo: (info) => this.log.info({ source: key, info }, 'stream info'),
+        onError: (err) => this.log.warn({ source: key, err: err.message }, 'stream error'),
+        onOpen: () => this.log.info({ source: key }, 'subscribed'),
+        minBackoffMs: this.opts.minBackoffMs,
+        maxBackoffMs: this.opts.maxBackoffMs,
+      })
+      client.start()
+      this.clients.push(client)
+    }
+    if (this.clients.length > 0) {
+      this.flushTimer = setInterval(() => void this.flushCursors().catch(() => undefined), this.opts.cursorFlushMs ?? 1000)
+      this.flushTimer.unref()
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.flushTimer) clearInterval(this.flushTimer)
+    this.flushTimer = null
+    await Promise.all(this.clients.map((c) => c.stop()))
+    this.clients.length = 0
+    await this.flushCursors()
+  }
+
+  get connected(): boolean {
+    return this.clients.length > 0 && this.clients.every((c) => c.connected)
+  }
+
+  async getCursor(source: string): Promise<number | undefined> {
+    const pending = this.pendingCursor.get(source)
+    if (pending !== undefined) return pending
+    const row = await this.db.selectFrom('ingest_cursor').select('seq').where('source', '=', source).executeTakeFirst()
+    return row ? Number(row.seq) : undefined
+  }
+
+  async flushCursors(): Promise<void> {
+    const entries = [...this.pendingCursor.entries()]
+    for (const [source, seq] of entries) {
+      const updatedAt = new Date().toISOString()
+      await this.db
+        .insertInto('ingest_cursor')
+        .values({ source, seq, updatedAt })
+        .onConflict((oc) => oc.column('source').doUpdateSet({ seq, updatedAt }))
+        .execute()
+      if (this.pendingCursor.get(source) === seq) this.pendingCursor.delete(source)
+    }
+  }
+
+  /** Routes one stream message to its handler (unknown types are ignored). */
+  async handleEvent(source: IngestSource | null, evt: Pick<StreamEvent, 't' | 'body'>): Promise<IngestOutcome> {
+    const body = evt.body
+    switch (evt.t) {
+      case '#commit': {
+        const did = typeof body.repo === 'string' ? body.repo : ''
+        return this.queue.run(did, () => this.handleCommit(source, body as unknown as CommitEvent))
+      }
+      case '#sync': {
+        const did = typeof body.did === 'string' ? body.did : ''
+        return this.queue.run(did, () => this.handleSync(source, body as unknown as SyncEvent))
+      }
+      case '#identity': {
+        const did = typeof body.did === 'string' ? body.did : ''
+        return this.queue.run(did, () => this.handleIdentity(did))
+      }
+      case '#account': {
+        const did = typeof body.did === 'string' ? body.did : ''
+        return this.queue.run(did, () => this.handleAccount(did, body.active === true, typeof body.status === 'string' ? body.status : undefined))
+      }
+      default:
+        return 'ignored'
+    }
+  }
+
+  // #identity / #account
+  // =
+
+  async handleIdentity(did: string): Promise<IngestOutcome> {
+    if (!did.startsWith('did:')) return 'dropped'
+    this.stats.identity++
+    try {
+      await this.idResolver.resolveDid(did, { forceRefresh: true })
+    } catch (err) {
+      this.log.warn({ did, err: (err as Error).message }, 'identity refresh failed')
+    }
+    await this.refreshHandle(did)
+    return 'indexed'
+  }
+
+  async handleAccount(did: string, active: boolean, status: string | undefined): Promise<IngestOutcome> {
+    if (!did.startsWith('did:')) return 'dropped'
+    this.stats.account++
+    if (active) {
+      await this.indexer.setUpstreamStatus(did, null)
+    } else {
+      const s = status ?? 'deactivated'
+      // desynchronized / throttled do not hide content
+      await this.indexer.setUpstreamStatus(did, HIDDEN_STATUSES.has(s) ? s : s === 'desynchronized' || s === 'throttled' ? null : s)
+    }
+    return 'indexed'
+  }
+
+  private async refreshHandle(did: string): Promise<void> {
+    let handle: string | null = null
+    try {
+      const h = await this.idResolver.verifyHandle(did)
+      handle = h === 'handle.invalid' ? null : h
+    } catch {
+      handle = null
+    }
+    await this.indexer.setHandle(did, handle)
+  }
+
+  /** Creates the actor on first sight, with its verified handle. */
+  private async ensureActor(did: string): Promise<void> {
+    const created = await this.indexer.ensureActor(did)
+    if (created) await this.refreshHandle(did)
+  }
+
+  // #commit
+  // =
+
+  private async identityFor(source: IngestSource | null, did: string): Promise<AtprotoIdentity | null> {
+    let id: AtprotoIdentity
+    try {
+      id = await this.idResolver.resolveAtprotoData(did)
+    } catch (err) {
+      this.log.warn({ did, err: (err as Error).message }, 'cannot resolve identity; event dropped')
+      return null
+    }
+    if (!id.signingKey || !id.pdsEndpoint) return null
+    if (source?.kind === 'pds') {
+      try {
+        if (originOf(id.pdsEndpoint) !== originOf(source.url)) {
+          this.log.warn({ did, pds: id.pdsEndpoint, source: source.url }, 'event not from the account\'s PDS; dropped')
+          return null
+        }
+      } catch {
+        return null
+      }
+    }
+    return id
+  }
+
+  private async repoState(did: string): Promise<RepoState | null> {
+    const row = await this.db.selectFrom('repo_state').select(['rev', 'data']).where('did', '=', did).executeTakeFirst()
+    return row ? { rev: row.rev, data: CID.parse(row.data) } : null
+  }
+
+  async handleCommit(source: IngestSource | null, evt: CommitEvent): Promise<IngestOutcome> {
+    const did = evt.repo
+    if (typeof did !== 'string' || !did.startsWith('did:')) return this.drop('malformed #commit')
+    this.stats.commits++
+    const actor = await this.db.selectFrom('actor').select('upstreamStatus').where('did', '=', did).executeTakeFirst()
+    if (actor?.upstreamStatus && HIDDEN_STATUSES.has(actor.upstreamStatus)) return this.drop('account inactive', did)
+    const identity = await this.identityFor(source, did)
+    if (!identity) return this.drop('no usable identity', did)
+    await this.ensureActor(did)
+
+    let prev = await this.repoState(did)
+    if (!prev && evt.since !== null && evt.since !== undefined) {
+      // first sight of an existing repo: fetch it whole, then apply this commit on top if newer
+      const ok = await this.resync(did, identity)
+      if (!ok) return 'dropped'
+      prev = await this.repoState(did)
+      if (prev && prev.rev >= evt.rev) return 'resynced'
+    }
+
+    let res = await verifyCommitEvent(evt, { signingKey: identity.signingKey!, prev })
+    if (!res.ok && res.reason === 'bad-signature') {
+      const fresh = await this.idResolver.resolveAtprotoData(did, { forceRefresh: true }).catch(() => null)
+      if (fresh?.signingKey && fresh.signingKey !== identity.signingKey) {
+        res = await verifyCommitEvent(evt, { signingKey: fresh.signingKey, prev })
+      }
+    }
+    if (!res.ok) {
+      if (res.reason === 'rev-not-newer') return 'ignored'
+      if (res.reason === 'chain-break') {
+        this.log.info({ did, message: res.message }, 'commit chain broken; resyncing')
+        await this.markDesynchronized(did)
+        return (await this.resync(did, identity)) ? 'resynced' : 'dropped'
+      }
+      return this.drop(`commit rejected (${res.reason}): ${res.message}`, did)
+    }
+    await this.applyCommit(did, evt, res)
+    return 'indexed'
+  }
+
+  private async applyCommit(did: string, evt: CommitEvent, res: Extract<CommitCheckResult, { ok: true }>): Promise<void> {
+    await this.indexer.transact(async (tx) => {
+      for (const op of evt.ops) {
+        const slash = op.path.indexOf('/')
+        const collection = op.path.slice(0, slash)
+        if (!INDEXED_COLLECTIONS.has(collection)) continue
+        const uri = `at://${did}/${op.path}`
+        if (op.action === 'delete') {
+          await this.indexer.deleteRecord(tx, uri)
+        } else if (op.action === 'create' || op.action === 'update') {
+          const bytes = res.records.get(op.path)
+          if (!bytes || !op.cid) continue
+          let json: Record<string, unknown>
+          try {
+            json = lexToJson(cborDecode(bytes)) as Record<string, unknown>
+          } catch {
+            continue
+          }
+          const r = await this.indexer.indexRecord(tx, uri, op.cid.toString(), json)
+          if (r === 'indexed') this.stats.indexedOps++
+        }
+      }
+      await this.saveRepoState(tx, did, res.commit.rev, res.newData.toString(), res.commitCid.toString())
+    })
+  }
+
+  private async saveRepoState(db: Db, did: string, rev: string, data: string, commitCid: string): Promise<void> {
+    const updatedAt = new Date().toISOString()
+    await db
+      .insertInto('repo_state')
+      .values({ did, rev, data, commitCid, syncStatus: 'synchronized', updatedAt })
+      .onConflict((oc) => oc.column('did').doUpdateSet({ rev, data, commitCid, syncStatus: 'synchronized', updatedAt }))
+      .execute()
+  }
+
+  private async markDesynchronized(did: string): Promise<void> {
+    await this.db.updateTable('repo_state').set({ syncStatus: 'desynchronized' }).where('did', '=', did).execute()
+  }
+
+  private drop(reason: string, did?: string): IngestOutcome {
+    this.stats.dropped++
+    this.log.debug({ did, reason }, 'event dropped')
+    return 'dropped'
+  }
+
+  // #sync
+  // =
+
+  async handleSync(source: IngestSource | null, evt: SyncEvent): Promise<IngestOutcome> {
+    const did = evt.did
+    if (typeof did !== 'string' || !did.startsWith('did:')) return this.drop('malformed #sync')
+    this.stats.sync++
+    const identity = await this.identityFor(source, did)
+    if (!identity) return this.drop('no usable identity', did)
+    await this.ensureActor(did)
+    const prev = await this.repoState(did)
+    let res = await verifySyncEvent(evt, { signingKey: identity.signingKey!, prev })
+    if (!res.ok && res.reason === 'bad-signature') {
+      const fresh = await this.idResolver.resolveAtprotoData(did, { forceRefresh: true }).catch(() => null)
+      if (fresh?.signingKey) res = await verifySyncEvent(evt, { signingKey: fresh.signingKey, prev })
+    }
+    if (!res.ok) {
+      if (res.reason === 'rev-not-newer') return 'ignored'
+      return this.drop(`#sync rejected (${res.reason}): ${res.message}`, did)
+    }
+    if (!res.changed) return 'ignored'
+    await this.markDesynchronized(did)
+    return (await this.resync(did, identity)) ? 'resynced' : 'dropped'
+  }
+
+  // backfill / resync
+  // =
+
+  /**
+   * Fetches the whole repo from the account's PDS (com.atproto.sync.getRepo), verifies it, and brings
+   * the indexed records in line with it: new and changed records indexed, missing ones deleted.
+   */
+  async resync(did: string, known?: AtprotoIdentity): Promise<boolean> {
+    this.stats.resyncs++
+    let identity = known
+    if (!identity) {
+      try {
+        identity = await this.idResolver.resolveAtprotoData(did)
+      } catch (err) {
+        this.log.warn({ did, err: (err as Error).message }, 'resync: identity not resolved')
+        return false
+      }
+    }
+    if (!identity.pdsEndpoint || !identity.signingKey) return false
+    let car: Uint8Array
+    try {
+      const url = `${identity.pdsEndpoint.replace(/\/+$/, '')}/xrpc/com.atproto.sync.getRepo?did=${encodeURIComponent(did)}`
+      const res = await safeFetch(url, {
+        timeoutMs: 120_000,
+        maxBytes: this.opts.maxRepoBytes ?? 512 * 1024 * 1024,
+        allowPrivateAddresses: this.opts.allowPrivateAddresses ?? false,
+        headers: { accept: 'application/vnd.ipld.car' },
+      })
+      if (!res.ok) {
+        this.log.warn({ did, status: res.status, body: res.text().slice(0, 200) }, 'resync: getRepo failed')
+        return false
+      }
+      car = res.body
+    } catch (err) {
+      this.log.warn({ did, err: (err as Error).message }, 'resync: getRepo failed')
+      return false
+    }
+    let verified
+    try {
+      verified = await verifyRepoCar(car, did, identity.signingKey)
+    } catch (err) {
+      if (err instanceof RepoVerifyError && err.reason === 'bad-signature') {
+        const fresh = await this.idResolver.resolveAtprotoData(did, { forceRefresh: true }).catch(() => null)
+        if (!fresh?.signingKey) return false
+        try {
+          verified = await verifyRepoCar(car, did, fresh.signingKey)
+        } catch (err2) {
+          this.log.warn({ did, err: (err2 as Error).message }, 'resync: repo did not verify')
+          return false
+        }
+      } else {
+        this.log.warn({ did, err: (err as Error).message }, 'resync: repo did not verify')
+        return false
+      }
+    }
+    const prev = await this.repoState(did)
+    if (prev && prev.rev > verified.commit.rev) {
+      this.log.warn({ did, have: prev.rev, got: verified.commit.rev }, 'resync: fetched repo is older than the indexed state')
+      return false
+    }
+    await this.indexer.transact(async (tx) => {
+      const existing = new Map<string, string>()
+      const rows = await tx.selectFrom('record').select(['uri', 'cid']).where('did', '=', did).execute()
+      for (const r of rows) existing.set(r.uri, r.cid)
+      for (const rec of verified.records) {
+        if (!INDEXED_COLLECTIONS.has(rec.collection)) continue
+        const uri = `at://${did}/${rec.collection}/${rec.rkey}`
+        const cid = rec.cid.toString()
+        const had = existing.get(uri)
+        existing.delete(uri)
+        if (had === cid) continue
+        let json: Record<string, unknown>
+        try {
+          json = lexToJson(rec.value) as Record<string, unknown>
+        } catch {
+          continue
+        }
+        // a first backfill is history and does not notify; a resync notifies what it finds new
+        await this.indexer.indexRecord(tx, uri, cid, json, { notify: prev !== null })
+      }
+      for (const uri of existing.keys()) await this.indexer.deleteRecord(tx, uri)
+      await this.saveRepoState(tx, did, verified.commit.rev, verified.commit.data.toString(), verified.commitCid.toString())
+    })
+    return true
+  }
+}

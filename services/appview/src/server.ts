@@ -1,0 +1,160 @@
+/**
+ * AppViewServer: the XRPC server (app.bsky.*), the did:web document, image and video URLs, the admin
+ * backfill route, and the ingester following the relay / PDSes.
+ */
+import { formatMultikey, parseDidKey } from '@stratos/core/crypto'
+import { XRPCError, createXrpcServer, type XrpcServer } from '@stratos/core/xrpc'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Logger } from 'pino'
+import { registerMethods } from './api/index.js'
+import type { AppViewConfig } from './config.js'
+import { AppContext, type AppContextOptions } from './context.js'
+import { BlobNotFoundError } from './image/blob-cache.js'
+
+export type AppViewServerOptions = AppContextOptions
+
+const IMAGE_PRESETS = new Set(['avatar', 'banner', 'feed_thumbnail', 'feed_fullsize', 'avatar_thumbnail'])
+
+function sendError(reply: FastifyReply, status: number, error: string, message: string): FastifyReply {
+  return reply.code(status).header('content-type', 'application/json; charset=utf-8').send(JSON.stringify({ error, message }))
+}
+
+export class AppViewServer {
+  private started = false
+
+  private constructor(
+    readonly ctx: AppContext,
+    readonly xrpc: XrpcServer,
+  ) {}
+
+  get app() {
+    return this.xrpc.app
+  }
+
+  get log(): Logger {
+    return this.ctx.log
+  }
+
+  /** Opens and migrates the database, builds the app; call start() to listen and to follow upstream. */
+  static async create(config: AppViewConfig, opts: AppViewServerOptions = {}): Promise<AppViewServer> {
+    const ctx = await AppContext.create(config, opts)
+    const xrpc = createXrpcServer({
+      validateOutput: config.validateOutput,
+      version: config.version,
+      logger: config.logLevel === 'silent' ? false : (ctx.log as never),
+      healthCheck: async () => {
+        // a cheap query proves the database answers
+        await ctx.db.selectFrom('ingest_cursor').select('source').limit(1).execute()
+        return {}
+      },
+    })
+    const server = new AppViewServer(ctx, xrpc)
+    registerMethods(xrpc, ctx)
+    server.registerRoutes()
+    return server
+  }
+
+  get url(): string {
+    return this.xrpc.url
+  }
+
+  get did(): string {
+    return this.ctx.did
+  }
+
+  /** Listens, fixes the public URL (and did:web) if they were not configured, starts ingesting. */
+  async start(): Promise<string> {
+    const url = await this.xrpc.listen({ port: this.ctx.config.port, host: this.ctx.config.host })
+    if (!this.ctx.config.publicUrl) this.ctx.setPublicUrl(url)
+    this.ctx.ingester.start()
+    this.started = true
+    return url
+  }
+
+  async close(): Promise<void> {
+    if (this.started) await this.ctx.ingester.stop()
+    this.started = false
+    await this.xrpc.close()
+    await this.ctx.database.close()
+  }
+
+  /** The did:web document: #atproto key and #bsky_appview (and #bsky_notif) service. */
+  didDocument(): Record<string, unknown> {
+    const did = this.ctx.did
+    const { curve, publicKey } = parseDidKey(this.ctx.signingKey.did())
+    return {
+      '@context': ['https://www.w3.org/ns/did/v1', 'https://w3id.org/security/multikey/v1'],
+      id: did,
+      verificationMethod: [{ id: `${did}#atproto`, type: 'Multikey', controller: did, publicKeyMultibase: formatMultikey(curve, publicKey) }],
+      service: [
+        { id: '#bsky_appview', type: 'BskyAppView', serviceEndpoint: this.ctx.publicUrl },
+        { id: '#bsky_notif', type: 'BskyNotificationService', serviceEndpoint: this.ctx.publicUrl },
+      ],
+    }
+  }
+
+  private registerRoutes(): void {
+    const app = this.xrpc.app
+    const ctx = this.ctx
+
+    app.get('/', async (_req, reply) => {
+      reply.header('content-type', 'text/plain; charset=utf-8')
+      return `Stratos AppView ${ctx.config.version}\n\nXRPC: /xrpc/app.bsky.*   DID: ${ctx.did}\n`
+    })
+
+    app.get('/.well-known/did.json', async (_req, reply) => {
+      if (!ctx.did.startsWith('did:web:')) return sendError(reply, 404, 'NotFound', 'this AppView does not use a did:web')
+      return this.didDocument()
+    })
+
+    const serveBlob = async (reply: FastifyReply, did: string, cid: string, kind: 'image' | 'video') => {
+      const actor = await ctx.db.selectFrom('actor').select('upstreamStatus').where('did', '=', did).executeTakeFirst()
+      if (!actor || actor.upstreamStatus) return sendError(reply, 404, 'NotFound', 'blob not found')
+      try {
+        const blob = await ctx.blobs.get(did, cid)
+        const type = blob.mimeType.startsWith(`${kind}/`) ? blob.mimeType : 'application/octet-stream'
+        return reply
+          .header('content-type', type)
+          .header('cache-control', 'public, max-age=31536000, immutable')
+          .header('x-content-type-options', 'nosniff')
+          .header('content-security-policy', "default-src 'none'; sandbox")
+          .send(Buffer.from(blob.bytes.buffer, blob.bytes.byteOffset, blob.bytes.byteLength))
+      } catch (err) {
+        if (err instanceof BlobNotFoundError) return sendError(reply, 404, 'NotFound', err.message)
+        throw err
+      }
+    }
+
+    app.get('/img/:preset/plain/:did/:file', async (req: FastifyRequest<{ Params: { preset: string; did: string; file: string } }>, reply) => {
+      const { preset, did, file } = req.params
+      if (!IMAGE_PRESETS.has(preset)) return sendError(reply, 400, 'InvalidRequest', `unknown image preset ${preset}`)
+      return serveBlob(reply, did, file.replace(/@[a-z]+$/, ''), 'image')
+    })
+
+    app.get('/vid/:did/:cid/playlist.m3u8', async (req: FastifyRequest<{ Params: { did: string; cid: string } }>, reply) => {
+      const { did, cid } = req.params
+      reply.header('content-type', 'application/vnd.apple.mpegurl')
+      // no transcoding: one segment, the uploaded file as is
+      return ['#EXTM3U', '#EXT-X-VERSION:7', '#EXT-X-TARGETDURATION:3600', '#EXT-X-PLAYLIST-TYPE:VOD', '#EXTINF:3600.0,', `/vid/${did}/${cid}/video`, '#EXT-X-ENDLIST', ''].join('\n')
+    })
+
+    app.get('/vid/:did/:cid/video', async (req: FastifyRequest<{ Params: { did: string; cid: string } }>, reply) => {
+      return serveBlob(reply, req.params.did, req.params.cid, 'video')
+    })
+
+    // admin: index (or re-index) an account now
+    app.post('/admin/backfill', async (req: FastifyRequest<{ Querystring: { did?: string } }>, reply) => {
+      try {
+        await ctx.auth.admin({ req })
+      } catch (err) {
+        if (err instanceof XRPCError) return sendError(reply, err.status, err.error ?? 'AuthRequired', err.message)
+        throw err
+      }
+      const did = req.query.did
+      if (!did || !did.startsWith('did:')) return sendError(reply, 400, 'InvalidRequest', 'did query parameter required')
+      const ok = await ctx.ingester.resync(did)
+      if (!ok) return sendError(reply, 502, 'UpstreamFailure', `could not fetch and verify the repo of ${did}`)
+      return { did, ok: true }
+    })
+  }
+}
