@@ -129,7 +129,7 @@ export function devNetworkEnv(dataDir: string, portBase: number, secrets: DevSec
   return { plc, pds, relay, appview }
 }
 
-/** Starts PLC, PDS, Relay and AppView, in that order; closes what started if a later one fails. */
+/** Starts PLC, Relay, AppView and PDS, in that order; closes what started if a later one fails. */
 export async function startDevNetwork(opts: DevNetworkOptions = {}): Promise<DevNetwork> {
   const dataDir = path.resolve(opts.dataDir ?? './data')
   const portBase = opts.portBase ?? DEFAULT_PORT_BASE
@@ -149,15 +149,16 @@ export async function startDevNetwork(opts: DevNetworkOptions = {}): Promise<Dev
     const plc = await PlcServer.create(readPlcConfig(env.plc))
     await plc.start()
     started.push(plc)
-    const pds = await PdsServer.create(readPdsConfig(env.pds))
-    await pds.start()
-    started.push(pds)
+    // the relay and the AppView first, so that the PDS's requestCrawl at start-up finds the relay listening
     const relay = await RelayServer.create(readRelayConfig(env.relay))
     await relay.start()
     started.push(relay)
     const appview = await AppViewServer.create(readAppViewConfig(env.appview))
     await appview.start()
     started.push(appview)
+    const pds = await PdsServer.create(readPdsConfig(env.pds))
+    await pds.start()
+    started.push(pds)
     return {
       urls: { plc: plc.url, pds: pds.url, relay: relay.url, appview: appview.url },
       secrets,
