@@ -31,7 +31,7 @@ function lexDoc(id: string, defs: Record<string, unknown>) {
 }
 
 describe('registry', () => {
-  it('holds the com.atproto, app.bsky, chat.bsky and tools.ozone schemas from @atproto/api, nothing else', () => {
+  it("holds the com.atproto, app.bsky, chat.bsky and tools.ozone schemas from @atproto/api, plus this repository's com.stratos ones", () => {
     const ids = [...lexicons].map((d) => d.id)
     for (const id of [
       'com.atproto.repo.createRecord',
@@ -42,7 +42,7 @@ describe('registry', () => {
     ]) {
       expect(ids, id).toContain(id)
     }
-    const foreign = ids.filter((id) => !/^(com\.atproto|app\.bsky|chat\.bsky|tools\.ozone)\./.test(id))
+    const foreign = ids.filter((id) => !/^(com\.atproto|app\.bsky|chat\.bsky|tools\.ozone|com\.stratos)\./.test(id))
     expect(foreign).toEqual([])
     expect(ids.length).toBeGreaterThan(350)
   })
