@@ -34,6 +34,7 @@ compose_cmd() {
 COMPOSE="$(compose_cmd || true)"
 if [ -z "$COMPOSE" ] && apt_install docker-compose; then COMPOSE="$(compose_cmd || true)"; fi
 if [ -z "$COMPOSE" ]; then
+  if [ "${CI:-}" = "true" ]; then say "no Compose tool found (docker compose / docker-compose) and none could be installed"; exit 1; fi
   say "no Compose tool found (docker compose / docker-compose): skipping its validation"
 else
   say "validating $FILE with $COMPOSE"
