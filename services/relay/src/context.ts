@@ -29,6 +29,12 @@ export interface RelayContextOptions {
   resyncMinIntervalMs?: number
   /** minimum age of a cached DID document before an event can force a refetch (default 5 s) */
   identityMinRefreshMs?: number
+  /**
+   * Group commit of the outbound event log (see outbox.ts): `delayMs` 0 (default) batches the events of one
+   * event-loop turn, > 0 waits that long after the first; `maxSize` caps a batch (default 1000; 1 = one
+   * transaction per event).
+   */
+  eventLogBatch?: { delayMs?: number; maxSize?: number }
 }
 
 export class RelayContext {
@@ -84,6 +90,8 @@ export class RelayContext {
       pingIntervalMs: opts.consumerPingIntervalMs,
       onConsumerClose: (_c, reason) => this.metrics.consumerDisconnects.inc({ reason }),
       onError: (err) => this.log.debug({ err: (err as Error)?.message }, 'subscriber socket error'),
+      batchDelayMs: opts.eventLogBatch?.delayMs,
+      maxBatchSize: opts.eventLogBatch?.maxSize,
     })
     this.outbox = outbox
 

@@ -251,7 +251,7 @@ export class Ingester {
       time: eventTime(body),
     }
     if (evt.prevData) out.prevData = evt.prevData
-    this.o.outbox.emit('#commit', did, out, () => {
+    await this.o.outbox.emit('#commit', did, out, () => {
       this.o.accounts.setRepoState(did, {
         rev: res.commit.rev,
         commitCid: res.commitCid.toString(),
@@ -286,7 +286,7 @@ export class Ingester {
       if (account.rev && repo.rev <= account.rev) {
         throw new ResyncError(`the repo served for ${did} (rev ${repo.rev}) is not newer than rev ${account.rev}`)
       }
-      this.o.outbox.emit('#sync', did, { did, blocks: repo.commitCar, rev: repo.rev, time: new Date(now).toISOString() }, () => {
+      await this.o.outbox.emit('#sync', did, { did, blocks: repo.commitCar, rev: repo.rev, time: new Date(now).toISOString() }, () => {
         this.o.accounts.setRepoState(did, {
           rev: repo.rev,
           commitCid: repo.commitCid.toString(),
@@ -333,7 +333,7 @@ export class Ingester {
     if (!res.ok) return drop(res.reason, res.message)
     if (!res.changed) return // the state the relay already holds: nothing to announce
     const ok = res
-    this.o.outbox.emit('#sync', did, { did, blocks: evt.blocks, rev: ok.commit.rev, time: eventTime(body) }, () => {
+    await this.o.outbox.emit('#sync', did, { did, blocks: evt.blocks, rev: ok.commit.rev, time: eventTime(body) }, () => {
       this.o.accounts.setRepoState(did, {
         rev: ok.commit.rev,
         commitCid: ok.commitCid.toString(),
@@ -373,7 +373,7 @@ export class Ingester {
       if (attached instanceof Dropped) return attached
       if (attached.account.takedown) return drop('account-takendown', `${did} is taken down by the relay operator`)
     }
-    this.o.outbox.emit('#identity', did, out)
+    await this.o.outbox.emit('#identity', did, out)
     this.o.metrics.emitted.inc({ type: '#identity' })
   }
 
@@ -399,7 +399,7 @@ export class Ingester {
     this.o.accounts.setUpstreamStatus(did, active, status)
     if (account.takedown) return // the operator's takedown stands; consumers were told already
     const next = accountStatus({ takedown: false, upstreamActive: active, upstreamStatus: status })
-    this.o.outbox.emit('#account', did, { did, time: eventTime(body), ...next })
+    await this.o.outbox.emit('#account', did, { did, time: eventTime(body), ...next })
     this.o.metrics.emitted.inc({ type: '#account' })
   }
 
@@ -413,7 +413,7 @@ export class Ingester {
       const account = this.o.accounts.get(did) ?? this.o.accounts.create(did, null)
       if (account.takedown !== takedown) {
         const next = accountStatus({ ...account, takedown })
-        this.o.outbox.emit('#account', did, { did, time: new Date(this.now()).toISOString(), ...next }, () => {
+        await this.o.outbox.emit('#account', did, { did, time: new Date(this.now()).toISOString(), ...next }, () => {
           this.o.accounts.setTakedown(did, takedown)
         })
         this.o.metrics.emitted.inc({ type: '#account' })

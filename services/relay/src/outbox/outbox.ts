@@ -3,6 +3,18 @@
  * `relay_event` in relay.sqlite) with retention by age and bytes, and one SubscriptionServer that sends
  * each event's bytes, encoded once, to every consumer (replay, OutdatedCursor, FutureCursor and
  * ConsumerTooSlow are the core SubscriptionServer's).
+ *
+ * Group commit: events emitted close together (by default, during one turn of the event loop; see
+ * `batchDelayMs`) are appended in ONE transaction (one fsync) together with the account-state changes they
+ * carry, then published in seq order. The guarantees are those of one transaction per event:
+ *   - durable before published: nothing is handed to a consumer before its transaction has committed;
+ *   - no gap, no duplicate: seqs are assigned consecutively inside the transaction and published in order,
+ *     right after the commit, in the same synchronous step (a consumer attaching in between cannot exist);
+ *   - one event's failure is its own: each event (its state change and its append) runs in a savepoint, so an
+ *     event whose update or encoding throws is rolled back alone and its `emit` rejects; the others commit.
+ *     If the commit itself fails, every event of the batch rejects and none is published.
+ * `emit` resolves once the event is durable and published, so a caller that awaits it (the ingester does,
+ * per account) sees the account's new state before it handles the account's next event.
  */
 import { SqliteEventLog, SubscriptionServer, encodeMessageFrame, type ConsumerInfo, type LoggedEvent } from '@stratos/core/stream'
 import type { Db } from '../db.js'
@@ -17,12 +29,46 @@ export interface OutboxOptions {
   pingIntervalMs?: number
   onConsumerClose?: (consumer: ConsumerInfo, reason: string) => void
   onError?: (err: unknown) => void
+  /**
+   * Group commit window: 0 (default) flushes at the end of the current event-loop turn (setImmediate), so
+   * every event emitted while the loop was busy shares one transaction without adding latency; > 0 waits
+   * that many milliseconds after the first pending event.
+   */
+  batchDelayMs?: number
+  /** most events in one transaction (default 1000); a full batch is written at once */
+  maxBatchSize?: number
+}
+
+interface PendingEvent {
+  type: OutboundType
+  did: string
+  body: Record<string, unknown>
+  update: (() => void) | undefined
+  resolve: (evt: LoggedEvent) => void
+  reject: (err: unknown) => void
+}
+
+/** Counters of the event-log writes (for metrics and benchmarks). */
+export interface OutboxWriteStats {
+  /** transactions committed */
+  batches: number
+  /** events appended */
+  events: number
+  /** events rejected (their update or encoding failed, or the commit failed) */
+  failed: number
+  /** milliseconds spent in the write transactions, commit (fsync) included */
+  txMs: number
 }
 
 export class Outbox {
   readonly log: SqliteEventLog
   readonly server: SubscriptionServer
   private retentionTimer: NodeJS.Timeout | null = null
+  private pending: PendingEvent[] = []
+  private flushScheduled: NodeJS.Immediate | NodeJS.Timeout | null = null
+  private closed = false
+  private readonly writeBatch: (items: PendingEvent[]) => { evt?: LoggedEvent; err?: unknown }[]
+  private readonly stats_: OutboxWriteStats = { batches: 0, events: 0, failed: 0, txMs: 0 }
 
   constructor(
     private readonly db: Db,
@@ -44,20 +90,91 @@ export class Outbox {
       onConsumerClose: opts.onConsumerClose,
       onError: (err) => opts.onError?.(err),
     })
+    // one event: its state change and its append, in a savepoint of the batch transaction
+    const one = db.transaction((item: PendingEvent): LoggedEvent => {
+      item.update?.()
+      return log.append(item.type, item.did, (seq) => encodeMessageFrame(item.type, { seq, ...item.body }))
+    })
+    this.writeBatch = db.transaction((items: PendingEvent[]) =>
+      items.map((item) => {
+        try {
+          return { evt: one(item) }
+        } catch (err) {
+          // SQLite aborted the whole transaction (disk full, I/O error...): fail the batch, not just this event
+          if (!db.inTransaction) throw err
+          return { err }
+        }
+      }),
+    ).immediate as (items: PendingEvent[]) => { evt?: LoggedEvent; err?: unknown }[]
   }
 
   /**
-   * Appends one event with the next seq, running `update` (account state changes) in the same transaction,
-   * then publishes it. The body is encoded once, with its seq, and those bytes are what every consumer and
-   * every later replay gets.
+   * Appends an event with the next seq, running `update` (account state changes) in the same transaction,
+   * then publishes it; resolves with the logged event once it is durable and published (rejects if its
+   * update or the write failed: then nothing of it is stored or sent). The body is encoded once, with its
+   * seq, and those bytes are what every consumer and every later replay gets. Events emitted close together
+   * share one transaction (group commit, see the module comment).
    */
-  emit(type: OutboundType, did: string, body: Record<string, unknown>, update?: () => void): LoggedEvent {
-    const evt = this.db.transaction(() => {
-      update?.()
-      return this.log.append(type, did, (seq) => encodeMessageFrame(type, { seq, ...body }))
-    })()
-    this.server.publish(evt.seq, evt.frame)
-    return evt
+  emit(type: OutboundType, did: string, body: Record<string, unknown>, update?: () => void): Promise<LoggedEvent> {
+    if (this.closed) return Promise.reject(new Error('the outbox is closed'))
+    return new Promise<LoggedEvent>((resolve, reject) => {
+      this.pending.push({ type, did, body, update, resolve, reject })
+      if (this.pending.length >= (this.opts.maxBatchSize ?? 1000)) this.flush()
+      else this.scheduleFlush()
+    })
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return
+    const delay = this.opts.batchDelayMs ?? 0
+    this.flushScheduled = delay > 0 ? setTimeout(() => this.flush(), delay) : setImmediate(() => this.flush())
+  }
+
+  /** Writes the pending events now (one transaction), then publishes them in seq order. */
+  flush(): void {
+    if (this.flushScheduled) {
+      clearTimeout(this.flushScheduled as NodeJS.Timeout)
+      clearImmediate(this.flushScheduled as NodeJS.Immediate)
+      this.flushScheduled = null
+    }
+    const items = this.pending
+    if (items.length === 0) return
+    this.pending = []
+    let results: { evt?: LoggedEvent; err?: unknown }[]
+    const start = performance.now()
+    try {
+      results = this.writeBatch(items)
+    } catch (err) {
+      // the transaction did not commit: nothing of the batch is stored
+      this.stats_.failed += items.length
+      for (const item of items) item.reject(err)
+      return
+    }
+    this.stats_.txMs += performance.now() - start
+    this.stats_.batches++
+    // committed: publish in seq order (results are in append order), then tell the callers
+    for (const r of results) {
+      if (!r.evt) continue
+      try {
+        this.server.publish(r.evt.seq, r.evt.frame)
+      } catch (err) {
+        this.opts.onError?.(err) // stored: consumers that missed it get it on replay
+      }
+    }
+    results.forEach((r, i) => {
+      if (r.evt) {
+        this.stats_.events++
+        items[i]!.resolve(r.evt)
+      } else {
+        this.stats_.failed++
+        items[i]!.reject(r.err)
+      }
+    })
+  }
+
+  /** Counters of the event-log writes so far. */
+  writeStats(): OutboxWriteStats {
+    return { ...this.stats_ }
   }
 
   /** Applies retention now: drops events older than the window and beyond the byte budget. */
@@ -81,7 +198,10 @@ export class Outbox {
     return { ...this.log.stats(), lastSeq: this.log.lastAssignedSeq() }
   }
 
+  /** Writes what is pending, then closes the subscribers. Later `emit`s reject. */
   async close(): Promise<void> {
+    this.flush()
+    this.closed = true
     if (this.retentionTimer) clearInterval(this.retentionTimer)
     this.retentionTimer = null
     await this.server.close()

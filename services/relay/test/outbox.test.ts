@@ -1,0 +1,133 @@
+/**
+ * The outbound event log's group commit: events emitted together share one transaction, get consecutive
+ * seqs, are durable (visible to another connection) before they are published, are published in seq order,
+ * and one event's failure rolls back only that event.
+ */
+import { join } from 'node:path'
+import SqliteDatabase from 'better-sqlite3'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { AccountStore } from '../src/accounts/account-store.js'
+import { openRelayDb, type Db } from '../src/db.js'
+import { Outbox, type OutboxOptions } from '../src/outbox/outbox.js'
+import { tmpDir } from './helpers.js'
+
+let dir: ReturnType<typeof tmpDir>
+let db: Db
+let reader: SqliteDatabase.Database
+const outboxes: Outbox[] = []
+
+const DIDS = Array.from({ length: 8 }, (_, i) => `did:plc:outboxtest${String(i).padStart(14, 'a')}`)
+
+function outbox(opts: Partial<OutboxOptions> = {}): Outbox {
+  const o = new Outbox(db, { replayWindowMs: 3600_000, replayMaxBytes: undefined, maxQueuedBytes: 1 << 20, maxQueuedFrames: 1000, pingIntervalMs: 0, ...opts })
+  outboxes.push(o)
+  return o
+}
+
+/** seqs of the rows another connection can read (i.e. committed) */
+function committedSeqs(): number[] {
+  return reader.prepare('SELECT seq FROM relay_event ORDER BY seq').all().map((r) => (r as { seq: number }).seq)
+}
+
+beforeEach(() => {
+  dir = tmpDir()
+  db = openRelayDb(join(dir.path, 'relay.sqlite'))
+  reader = new SqliteDatabase(join(dir.path, 'relay.sqlite'), { readonly: true })
+})
+
+afterEach(async () => {
+  for (const o of outboxes.splice(0)) await o.close()
+  reader.close()
+  db.close()
+  dir.remove()
+})
+
+describe('outbox group commit', () => {
+  it('appends the events of one turn in one transaction, durable before each is published, in seq order', async () => {
+    const o = outbox()
+    const accounts = new AccountStore(db)
+    for (const did of DIDS) accounts.create(did, null)
+    const published: number[] = []
+    const visibleAtPublish: boolean[] = []
+    const publish = o.server.publish.bind(o.server)
+    vi.spyOn(o.server, 'publish').mockImplementation((seq, frame) => {
+      published.push(seq)
+      visibleAtPublish.push(committedSeqs().includes(seq))
+      publish(seq, frame)
+    })
+    const results = await Promise.all(
+      DIDS.map((did, i) =>
+        o.emit('#commit', did, { repo: did, rev: `rev${i}` }, () => accounts.setUpstreamStatus(did, false, `s${i}`)),
+      ),
+    )
+    expect(results.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
+    expect(published).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
+    expect(visibleAtPublish.every(Boolean)).toBe(true)
+    expect(o.writeStats()).toMatchObject({ batches: 1, events: 8, failed: 0 })
+    // the state changes were committed with their events
+    expect(DIDS.map((did) => accounts.get(did)!.upstreamStatus)).toEqual(DIDS.map((_, i) => `s${i}`))
+    // the stored frame carries the seq
+    expect(o.log.readRowsAfter(0, 10).map((r) => r.did)).toEqual(DIDS)
+  })
+
+  it('rolls back only the event whose update throws; the others keep consecutive seqs', async () => {
+    const o = outbox()
+    const accounts = new AccountStore(db)
+    for (const did of DIDS) accounts.create(did, null)
+    const settled = await Promise.allSettled(
+      DIDS.map((did, i) =>
+        o.emit('#account', did, { did, active: false }, () => {
+          accounts.setUpstreamStatus(did, false, 'deactivated')
+          if (i === 3) throw new Error('update failed')
+        }),
+      ),
+    )
+    expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled'])
+    expect(settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value.seq] : []))).toEqual([1, 2, 3, 4, 5, 6, 7])
+    expect(committedSeqs()).toEqual([1, 2, 3, 4, 5, 6, 7])
+    expect(accounts.get(DIDS[3]!)!.upstreamStatus).toBeNull() // rolled back with its event
+    expect(accounts.get(DIDS[4]!)!.upstreamStatus).toBe('deactivated')
+    expect(o.writeStats()).toMatchObject({ batches: 1, events: 7, failed: 1 })
+    // the next event continues the sequence
+    expect((await o.emit('#identity', DIDS[0]!, { did: DIDS[0] })).seq).toBe(8)
+  })
+
+  it('an event whose body cannot be encoded is refused alone', async () => {
+    const o = outbox()
+    const settled = await Promise.allSettled([
+      o.emit('#identity', DIDS[0]!, { did: DIDS[0] }),
+      o.emit('#identity', DIDS[1]!, { did: DIDS[1], bad: 1.5 }), // floats are not in the data model
+      o.emit('#identity', DIDS[2]!, { did: DIDS[2] }),
+    ])
+    expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'fulfilled'])
+    expect(committedSeqs()).toEqual([1, 2])
+  })
+
+  it('with maxBatchSize 1 every event is its own transaction; a full batch is written without waiting', async () => {
+    const o = outbox({ maxBatchSize: 1 })
+    const p = DIDS.map((did) => o.emit('#identity', did, { did }))
+    // written synchronously inside emit
+    expect(committedSeqs()).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
+    await Promise.all(p)
+    expect(o.writeStats()).toMatchObject({ batches: 8, events: 8 })
+  })
+
+  it('batchDelayMs gathers events emitted within the window', async () => {
+    const o = outbox({ batchDelayMs: 30 })
+    const first = o.emit('#identity', DIDS[0]!, { did: DIDS[0] })
+    await new Promise((r) => setTimeout(r, 5))
+    expect(committedSeqs()).toEqual([]) // not yet written, not yet published
+    const second = o.emit('#identity', DIDS[1]!, { did: DIDS[1] })
+    expect([(await first).seq, (await second).seq]).toEqual([1, 2])
+    expect(o.writeStats()).toMatchObject({ batches: 1, events: 2 })
+  })
+
+  it('close() writes what is pending; later emits are refused', async () => {
+    const o = outbox({ batchDelayMs: 10_000 })
+    const pending = o.emit('#identity', DIDS[0]!, { did: DIDS[0] })
+    await o.close()
+    expect((await pending).seq).toBe(1)
+    expect(committedSeqs()).toEqual([1])
+    await expect(o.emit('#identity', DIDS[1]!, { did: DIDS[1] })).rejects.toThrow(/closed/)
+  })
+})
