@@ -125,6 +125,15 @@ function apiSuite(dialect: 'sqlite' | 'postgres') {
     await expectXrpcError(agentFor(server).app.bsky.actor.getProfile({ actor: 'nobody.test' }), 'InvalidRequest', 400)
   })
 
+  it('authenticated answers carry Atproto-Repo-Rev, the indexed rev of the viewer\'s repo (for read-after-write)', async () => {
+    const asBob = await agentFor(server, bob).app.bsky.feed.getTimeline({})
+    expect(asBob.headers['atproto-repo-rev']).toBe(bob.repo.commit.rev)
+    const asCarol = await agentFor(server, carol).app.bsky.actor.getProfile({ actor: alice.did })
+    expect(asCarol.headers['atproto-repo-rev']).toBe(carol.repo.commit.rev)
+    const anon = await agentFor(server).app.bsky.actor.getProfile({ actor: alice.did })
+    expect(anon.headers['atproto-repo-rev']).toBeUndefined()
+  })
+
   it('images are fetched from the PDS once and served from the cache', async () => {
     const { data } = await agentFor(server).app.bsky.actor.getProfile({ actor: alice.did })
     const before = net.requests.filter((r) => r === 'getBlob').length

@@ -1,5 +1,5 @@
 /** Registers every app.bsky method this AppView implements (one file per method). */
-import type { XrpcServer } from '@stratos/core/xrpc'
+import type { AuthResult, HandlerOutput, MethodConfig, MethodHandler, XrpcServer } from '@stratos/core/xrpc'
 import type { AppContext } from '../context.js'
 import actorGetProfile from './app/bsky/actor/getProfile.js'
 import actorGetProfiles from './app/bsky/actor/getProfiles.js'
@@ -82,5 +82,38 @@ const methods = [
 ]
 
 export function registerMethods(server: XrpcServer, ctx: AppContext): void {
-  for (const register of methods) register(server, ctx)
+  const withRev = withRepoRev(server, ctx)
+  for (const register of methods) register(withRev, ctx)
+}
+
+/**
+ * The server, with every method's authenticated answers carrying `Atproto-Repo-Rev`: the rev of the
+ * viewer's own repo this AppView has indexed. A PDS proxying the call merges in what the viewer wrote
+ * after that rev (read-after-write), so users see their own new posts and profile edits at once.
+ */
+function withRepoRev(server: XrpcServer, ctx: AppContext): XrpcServer {
+  return new Proxy(server, {
+    get(target, prop, receiver) {
+      if (prop !== 'method') {
+        const value: unknown = Reflect.get(target, prop, target)
+        return typeof value === 'function' ? value.bind(target) : value
+      }
+      return (nsid: string, configOrHandler: MethodConfig<any, any> | MethodHandler<any, any>) => {
+        const config = typeof configOrHandler === 'function' ? { handler: configOrHandler } : configOrHandler
+        target.method(nsid, {
+          ...config,
+          handler: async (call) => addRepoRev(ctx, call.auth, await config.handler(call)),
+        })
+        return receiver
+      }
+    },
+  })
+}
+
+async function addRepoRev(ctx: AppContext, auth: AuthResult<unknown>, out: HandlerOutput | void): Promise<HandlerOutput | void> {
+  const viewer = (auth.credentials as { iss?: unknown } | null | undefined)?.iss
+  if (!out || typeof viewer !== 'string') return out
+  const row = await ctx.db.selectFrom('repo_state').select('rev').where('did', '=', viewer).executeTakeFirst()
+  if (!row) return out
+  return { ...out, headers: { ...out.headers, 'atproto-repo-rev': row.rev } }
 }
