@@ -76,13 +76,15 @@ async function build(): Promise<{ single: Sample[]; five: Sample[]; sliceBytes: 
 }
 
 // every event is checked against the state it chains to, as a relay holding the repo would
-const stratos = async (s: Sample) => {
+const stratosWith = (mstInversion: 'fast' | 'oracle') => async (s: Sample) => {
   const res = await verifyCommitEvent(s.evt, {
     signingKey: s.key,
     prev: { rev: s.evt.since!, data: s.evt.prevData! },
+    mstInversion,
   })
   return res.ok
 }
+const stratos = stratosWith('fast')
 
 // the identity lookup is an in-memory map, so only the verification is measured
 function referenceResolver(set: Sample[]) {
@@ -117,6 +119,10 @@ async function main() {
     const add = (impl: string, perSec: number) => rows.push({ kind, impl, perSec, ratio: perSec / ref })
     add('@atproto/sync parseCommitAuthenticated (reference)', ref)
     clearVerifyCache()
+    add(
+      'stratos verifyCommitEvent, inversion with @atproto/repo MST (former path, key cache warm)',
+      await measure(set, stratosWith('oracle')),
+    )
     add('stratos verifyCommitEvent (key cache warm)', await measure(set, stratos))
     add(
       'stratos verifyCommitEvent (key cache cold)',
@@ -150,7 +156,9 @@ async function main() {
       '',
       '- stratos: core `verifyCommitEvent` — shape and limits, CAR, commit, signature (libsecp256k1), record blocks, ' +
         'MST inversion of every op against `prevData`, chain (`since`/`prevData` against the stored state). ' +
-        '"cold" clears the parsed-key cache before each event (a relay seeing each account rarely).',
+        'The MST inversion is core\'s `invertMstOps` (on the decoded slice nodes, re-encoding only changed nodes); ' +
+        'the "former path" row runs the same check with the inversion through @atproto/repo\'s MST ' +
+        '(`mstInversion: \'oracle\'`). "cold" clears the parsed-key cache before each event (a relay seeing each account rarely).',
       '- reference: @atproto/sync `parseCommitAuthenticated`, the check its `Firehose` runs per `#commit` ' +
         '(@atproto/repo `verifyProofs`: CAR, signature with @atproto/crypto, an MST inclusion/exclusion proof per op; ' +
         'then the records are decoded), with the signing key from an in-memory map. It does no inversion against ' +

@@ -28,9 +28,12 @@ export {
   tidTimestampMs,
   type SignedCommit,
 } from './commit.js'
+export { invertMstOps, type FastInversionResult, type InversionOp } from './mst-invert.js'
 export {
   MstWalkError,
   commonPrefixLength,
+  decodeMstNode,
+  type DecodedMstEntry,
   mstKeyLayer,
   walkMst,
   type BlockGetter,
@@ -52,6 +55,7 @@ export {
   type CommitEvent,
   type CommitEventOp,
   type InversionResult,
+  type MstInversionImpl,
   type RepoState,
   type SyncCheckOk,
   type SyncCheckResult,

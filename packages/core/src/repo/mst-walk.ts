@@ -56,7 +56,7 @@ export type BlockGetter = (cid: CID) => Uint8Array | undefined | null
 const utf8 = new TextEncoder()
 const utf8Strict = new TextDecoder('utf-8', { fatal: true })
 
-interface DecodedEntry {
+export interface DecodedMstEntry {
   key: Uint8Array
   keyStr: string
   value: CID
@@ -70,7 +70,11 @@ function asNullableCid(v: unknown, what: string, at: CID): CID | null {
   return cid
 }
 
-function decodeNode(cid: CID, bytes: Uint8Array): { left: CID | null; entries: DecodedEntry[] } {
+/**
+ * Decodes and checks one MST node block: the node shape, exact prefix compression, valid UTF-8 record
+ * paths. (Order across nodes and layers are checked by the callers.) Throws MstWalkError('malformed').
+ */
+export function decodeMstNode(cid: CID, bytes: Uint8Array): { left: CID | null; entries: DecodedMstEntry[] } {
   let obj: unknown
   try {
     obj = cborDecode(bytes)
@@ -83,7 +87,7 @@ function decodeNode(cid: CID, bytes: Uint8Array): { left: CID | null; entries: D
   const node = obj as Record<string, unknown>
   if (!Array.isArray(node.e)) throw new MstWalkError('malformed', `MST node ${cid} has no entry array`, cid)
   const left = asNullableCid(node.l, 'l', cid)
-  const entries: DecodedEntry[] = []
+  const entries: DecodedMstEntry[] = []
   let prev: Uint8Array = new Uint8Array(0)
   for (const [i, raw] of node.e.entries()) {
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
@@ -137,7 +141,7 @@ export function* walkMst(get: BlockGetter, root: CID): Generator<MstWalkItem, vo
     if (depth > maxDepth) throw new MstWalkError('malformed', 'MST too deep', cid)
     const bytes = get(cid)
     if (!bytes) throw new MstWalkError('missing-block', `missing MST node ${cid}`, cid)
-    const { left, entries } = decodeNode(cid, bytes)
+    const { left, entries } = decodeMstNode(cid, bytes)
     let layer: number
     if (entries.length > 0) {
       layer = mstKeyLayer(entries[0]!.key)

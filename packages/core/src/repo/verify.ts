@@ -32,6 +32,7 @@ import { CID } from 'multiformats/cid'
 import { cborDecode } from '../data/index.js'
 import { CarError, readCarSync, type CarLimits } from './car.js'
 import { CommitDecodeError, checkCommitSignature, decodeCommit, isTid, tidTimestampMs, type SignedCommit } from './commit.js'
+import { invertMstOps } from './mst-invert.js'
 import { MstWalkError, walkMst } from './mst-walk.js'
 
 export type CommitCheckReason =
@@ -112,7 +113,15 @@ export interface CommitCheckContext {
   allowMissingRecords?: boolean
   /** reject a non-first commit without prevData (default true) */
   requirePrevData?: boolean
+  /** MST inversion implementation (default 'fast'; 'oracle' = @atproto/repo's MST, for tests) */
+  mstInversion?: MstInversionImpl
 }
+
+/**
+ * 'fast': `invertMstOps` (mst-invert.ts), synchronous, on the decoded slice nodes;
+ * 'oracle': @atproto/repo's MST (load, delete/update/add, getPointer).
+ */
+export type MstInversionImpl = 'fast' | 'oracle'
 
 export interface CommitCheckOk {
   ok: true
@@ -222,9 +231,21 @@ export type InversionResult =
  * Inverts `ops` on the partial MST rooted at `data` (built only from `blocks`) and returns the
  * resulting root: create → the key must hold `cid`, remove it; update → the key must hold `cid`, set
  * it back to `prev`; delete → the key must be absent, insert `prev`. Any node that is needed but not
- * in `blocks` gives 'missing-block'.
+ * in `blocks` gives 'missing-block'. `impl` picks the implementation (default 'fast', see
+ * MstInversionImpl).
  */
 export async function invertCommitOps(
+  blocks: BlockMap,
+  data: CID,
+  ops: { action: string; path: string; cid: CID | null; prev?: CID | null }[],
+  opts: { impl?: MstInversionImpl } = {},
+): Promise<InversionResult> {
+  if ((opts.impl ?? 'fast') === 'fast') return invertMstOps((cid) => blocks.get(cid), data, ops)
+  return invertWithAtprotoMst(blocks, data, ops)
+}
+
+/** The reference inversion, through @atproto/repo's MST (kept as the oracle of the tests). */
+async function invertWithAtprotoMst(
   blocks: BlockMap,
   data: CID,
   ops: { action: string; path: string; cid: CID | null; prev?: CID | null }[],
@@ -374,7 +395,7 @@ export async function verifyCommitEvent(evt: CommitEvent, ctx: CommitCheckContex
     for (const op of shape.ops) {
       if (op.action !== 'create' && !op.prev) return fail('malformed', `${op.action} ${op.path} has no prev CID`)
     }
-    const inv = await invertCommitOps(blocks, commit.data, shape.ops)
+    const inv = await invertCommitOps(blocks, commit.data, shape.ops, { impl: ctx.mstInversion ?? 'fast' })
     if (!inv.ok) return fail(inv.reason, inv.message)
     if (!inv.root.equals(shape.prevData)) {
       return fail('inversion-mismatch', `inverting the ops gives ${inv.root}, but prevData is ${shape.prevData}`)

@@ -73,12 +73,24 @@ export class LayeredIdentityCache implements IdentityCache {
 }
 
 export class Identities {
-  constructor(readonly resolver: IdentityResolver) {}
+  /**
+   * The parsed identity per DID, next to the document it was parsed from. Parsing a document (its
+   * Multikey → did:key conversion in particular) is the costly part of a lookup, and the resolver hands
+   * back the same document object while it is cached, so a hit is a map lookup and an identity check.
+   * A different document object (refetched, reloaded from SQLite) is parsed again; `refresh` (on
+   * `#identity`) drops the entry.
+   */
+  private readonly parsed = new Map<string, { doc: DidDocument; ident: ResolvedIdentity }>()
+
+  constructor(
+    readonly resolver: IdentityResolver,
+    private readonly maxParsed = 50_000,
+  ) {}
 
   /**
    * The account's identity (cached). `force` fetches the document again, unless it was fetched very
    * recently (the resolver's minimum refresh interval bounds what bad events can make the relay fetch).
-   * Throws IdentityLookupError.
+   * Throws IdentityLookupError. The returned object is shared and frozen.
    */
   async resolve(did: string, force = false): Promise<ResolvedIdentity> {
     let doc: DidDocument | null
@@ -87,13 +99,33 @@ export class Identities {
     } catch (err) {
       throw lookupError(did, err)
     }
-    return toIdentity(did, doc)
+    if (!doc) {
+      this.parsed.delete(did)
+      throw new IdentityLookupError('identity-not-found', `DID not found (or tombstoned): ${did}`)
+    }
+    const hit = this.parsed.get(did)
+    if (hit && hit.doc === doc) return hit.ident
+    const ident = toIdentity(did, doc)
+    this.parsed.delete(did)
+    this.parsed.set(did, { doc, ident })
+    while (this.parsed.size > this.maxParsed) {
+      const oldest = this.parsed.keys().next().value
+      if (oldest === undefined) break
+      this.parsed.delete(oldest)
+    }
+    return ident
   }
 
-  /** Drops the cached document and fetches it now (on `#identity`). */
+  /** Drops the cached document (and its parsed identity) and fetches it now (on `#identity`). */
   async refresh(did: string): Promise<ResolvedIdentity> {
+    this.parsed.delete(did)
     await this.resolver.invalidate(did)
     return this.resolve(did)
+  }
+
+  /** Number of parsed identities held (for tests and metrics). */
+  get parsedCount(): number {
+    return this.parsed.size
   }
 }
 
@@ -112,8 +144,7 @@ function lookupError(did: string, err: unknown): IdentityLookupError {
   })
 }
 
-function toIdentity(did: string, doc: DidDocument | null): ResolvedIdentity {
-  if (!doc) throw new IdentityLookupError('identity-not-found', `DID not found (or tombstoned): ${did}`)
+function toIdentity(did: string, doc: DidDocument): ResolvedIdentity {
   let parsed
   try {
     parsed = parseDidDocument(doc, did)
@@ -128,5 +159,5 @@ function toIdentity(did: string, doc: DidDocument | null): ResolvedIdentity {
     const host = endpointHostname(parsed.pdsEndpoint)
     if (host) out.pdsHost = host
   }
-  return out
+  return Object.freeze(out)
 }
