@@ -80,7 +80,7 @@ describe('outbound cursors', () => {
     expect(consumer.texts()).toEqual([...before, ...during, ...after])
     // every seq once, no gap: #identity, #account, the first #commit, then one #commit per post
     const total = 3 + before.length + during.length + after.length
-    await waitFor(() => seen.length === total, 5_000, 'every frame')
+    await waitFor(() => seen.length === total, 15_000, 'every frame')
     expect(seen.map((e) => e.seq)).toEqual(Array.from({ length: total }, (_, i) => i + 1))
     expect(seen.slice(0, 3).map((e) => e.t)).toEqual(['#identity', '#account', '#commit'])
     expect(raw.stats.duplicates).toBe(0)
@@ -96,23 +96,23 @@ describe('outbound cursors', () => {
 
     const all = new RawConsumer(relay.url, 0)
     cleanups.push(() => all.close())
-    await waitFor(() => all.seqs().length === 7, 5_000, 'replay from 0')
+    await waitFor(() => all.seqs().length === 7, 15_000, 'replay from 0')
     expect(all.seqs()).toEqual([1, 2, 3, 4, 5, 6, 7])
 
     const tail = new RawConsumer(relay.url, 5)
     cleanups.push(() => tail.close())
-    await waitFor(() => tail.seqs().length === 2, 5_000, 'replay from 5')
+    await waitFor(() => tail.seqs().length === 2, 15_000, 'replay from 5')
     await alice.emitPost('live')
-    await waitFor(() => tail.seqs().length === 3, 5_000, 'live after replay')
+    await waitFor(() => tail.seqs().length === 3, 15_000, 'live after replay')
     expect(tail.seqs()).toEqual([6, 7, 8])
     expect(tail.frames.every((f) => f.op === 1 && f.t !== '#info')).toBe(true)
 
     const live = new RawConsumer(relay.url)
     cleanups.push(() => live.close())
     await live.opened
-    await waitFor(() => relay.ctx.outbox.server.consumers().length === 3, 5_000, 'three consumers')
+    await waitFor(() => relay.ctx.outbox.server.consumers().length === 3, 15_000, 'three consumers')
     await alice.emitPost('live-2')
-    await waitFor(() => live.seqs().length === 1, 5_000, 'live only')
+    await waitFor(() => live.seqs().length === 1, 15_000, 'live only')
     expect(live.seqs()).toEqual([9])
   })
 
@@ -128,7 +128,7 @@ describe('outbound cursors', () => {
 
     const c = new RawConsumer(relay.url, 2)
     cleanups.push(() => c.close())
-    await waitFor(() => c.seqs().at(-1) === 13, 5_000, 'replay to 13')
+    await waitFor(() => c.seqs().at(-1) === 13, 15_000, 'replay to 13')
     const first = c.frames[0]!
     expect(first).toMatchObject({ op: 1, t: '#info', body: { name: 'OutdatedCursor' } })
     expect(c.seqs()).toEqual(Array.from({ length: 13 - earliest! + 1 }, (_, i) => earliest! + i))
@@ -151,7 +151,7 @@ describe('outbound cursors', () => {
     const slow = new RawConsumer(relay.url)
     cleanups.push(() => slow.close())
     await slow.opened
-    await waitFor(() => relay.ctx.outbox.server.consumers().length === 2, 5_000, 'two consumers')
+    await waitFor(() => relay.ctx.outbox.server.consumers().length === 2, 15_000, 'two consumers')
     slow.ws.pause()
 
     const pad = 'z'.repeat(600_000)

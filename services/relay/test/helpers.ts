@@ -21,7 +21,7 @@ import { readConfig, RelayServer, type RelayConfig, type RelayContextOptions } f
 export const COLL = 'app.bsky.feed.post'
 export const ADMIN_PASSWORD = 'relay-admin-secret'
 
-export async function waitFor(pred: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+export async function waitFor(pred: () => boolean | Promise<boolean>, timeoutMs = 15_000, what = 'condition'): Promise<void> {
   const start = Date.now()
   for (;;) {
     if (await pred()) return

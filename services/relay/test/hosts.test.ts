@@ -160,7 +160,7 @@ describe('host status and admin', () => {
 
     const ban = await xrpcPost(relay.url, 'com.stratos.relay.admin.banHost', { hostname: pds.hostname }, adminHeaders())
     expect(ban.body.status).toBe('banned')
-    await waitFor(() => pds.sockets.size === 0, 5_000, 'disconnect')
+    await waitFor(() => pds.sockets.size === 0, 15_000, 'disconnect')
     await alice.emitPost('while-banned')
     const crawl = await xrpcPost(relay.url, 'com.atproto.sync.requestCrawl', { hostname: pds.hostname })
     expect(crawl.body.error).toBe('HostBanned')
@@ -171,7 +171,7 @@ describe('host status and admin', () => {
 
     const unban = await xrpcPost(relay.url, 'com.stratos.relay.admin.unbanHost', { hostname: pds.hostname }, adminHeaders())
     expect(unban.body.status).toBe('active')
-    await waitFor(() => seen.length === 4, 5_000, 'resumed')
+    await waitFor(() => seen.length === 4, 15_000, 'resumed')
     expect(seen[3]).toMatchObject({ t: '#commit', body: { repo: alice.did } })
 
     const consumers = await xrpcGet(relay.url, 'com.stratos.relay.admin.listConsumers', {}, adminHeaders())
@@ -213,7 +213,7 @@ describe('host status and admin', () => {
     await pds.start(port)
     const crawl = await xrpcPost(relay.url, 'com.atproto.sync.requestCrawl', { hostname: `127.0.0.1:${port}` })
     expect(crawl.status).toBe(200)
-    await waitFor(() => pds.sockets.size === 1, 5_000, 'revived')
+    await waitFor(() => pds.sockets.size === 1, 15_000, 'revived')
     expect((await xrpcGet(relay.url, 'com.atproto.sync.getHostStatus', { hostname: pds.hostname })).body.status).toBe('active')
   })
 })
@@ -235,8 +235,8 @@ describe('limits', () => {
     await pds.announce(alice)
     for (let i = 0; i < 4; i++) await alice.emitPost(`p${i}`)
     await waitFor(async () => (await xrpcGet(relay.url, 'com.atproto.sync.getHostStatus', { hostname: pds.hostname })).body.status === 'throttled')
-    await waitFor(() => pds.sockets.size === 0, 5_000, 'disconnect')
-    await waitFor(() => seen.length === 5, 5_000, 'the first five')
+    await waitFor(() => pds.sockets.size === 0, 15_000, 'disconnect')
+    await waitFor(() => seen.length === 5, 15_000, 'the first five')
     await sleep(300)
     expect(seen.length).toBe(5)
     const view = await xrpcGet(relay.url, 'com.stratos.relay.admin.listHosts', {}, adminHeaders())
@@ -272,7 +272,7 @@ describe('limits', () => {
     // trusted hosts have no account limit by default
     await xrpcPost(relay.url, 'com.stratos.relay.admin.updateHostLimits', { hostname: pds.hostname, trusted: true }, adminHeaders())
     await b.emitPost('b-post')
-    await waitFor(() => seen.some((e) => e.body.repo === b.did), 5_000, 'b accepted')
+    await waitFor(() => seen.some((e) => e.body.repo === b.did), 15_000, 'b accepted')
   })
 })
 
@@ -299,11 +299,11 @@ describe('accounts and sync endpoints', () => {
     pds2.emit('#identity', { did: alice.did, time: now() })
     pds2.emit('#account', { did: alice.did, active: true, time: now() })
     pds2.emit('#commit', evt as never)
-    await waitFor(() => seen.length === 7, 5_000, 'events from pds2')
+    await waitFor(() => seen.length === 7, 15_000, 'events from pds2')
     expect(seen.slice(4).map((e) => e.t)).toEqual(['#identity', '#account', '#commit'])
 
     await alice.emitPost('stale-pds1') // emitted by pds1
-    await waitFor(async () => (await droppedCounts(relay.url))['wrong-host'] === 1, 5_000, 'wrong-host')
+    await waitFor(async () => (await droppedCounts(relay.url))['wrong-host'] === 1, 15_000, 'wrong-host')
     const redirect2 = await xrpcGet(relay.url, 'com.atproto.sync.getRepo', { did: alice.did, since: evt.rev })
     expect(redirect2.headers.get('location')).toBe(
       `${pds2.url}/xrpc/com.atproto.sync.getRepo?did=${encodeURIComponent(alice.did)}&since=${evt.rev}`,
