@@ -10,8 +10,10 @@ const onSignal = (signal: NodeJS.Signals) => {
   interrupts++
   if (interrupts > 1) process.exit(130)
   controller.abort(new Error(`interrupted (${signal})`))
-  // commands that follow the signal stop on their own; anything else gets a moment, then ends
-  setTimeout(() => process.exit(130), 3_000).unref()
+  // commands that follow the signal stop on their own (a service closes its connections and databases,
+  // which can take a few seconds on a busy machine); anything else gets a moment, then ends. A second
+  // Ctrl-C ends the process at once.
+  setTimeout(() => process.exit(130), 10_000).unref()
 }
 process.on('SIGINT', onSignal)
 process.on('SIGTERM', onSignal)

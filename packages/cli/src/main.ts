@@ -2,10 +2,9 @@
  * The `stratos` command table and dispatcher. Every command module is loaded on demand, so `stratos
  * resolve` does not pay for loading the PDS client or a service.
  *
- * Adding a command is one line: `name: lazy('summary', () => import('...').then((m) => m.someCommand))`.
- * Services plug in the same way, e.g. (once the lead wires them):
- *   pds: lazy('Start a PDS from PDS_* environment variables', () => import('@stratos/pds/cli').then((m) => m.pdsCommand)),
+ * Adding a command is one line: `name: lazy('summary', () => import('...').then((m) => m.someCommand))`,
  * where the module exports a Runnable (see util/command.ts: `command({...})` builds one, with --help).
+ * The services (`dev`, `plc`, `pds`, `relay`, `appview`) are in commands/serve.ts.
  */
 import { readFileSync } from 'node:fs'
 import { EXIT_OK, EXIT_USAGE, group, reportError, type Runnable } from './util/command.js'
@@ -92,7 +91,11 @@ Environment (flags override it):
   STRATOS_RELAY_URL        relay for relay commands (default http://127.0.0.1:2584)
   STRATOS_ADMIN_PASSWORD   admin password for account/invite/relay commands
   STRATOS_DEV=1            development network: loopback and private addresses allowed
+  STRATOS_DATA_DIR         data directory of 'stratos dev' (default ./data)
+  STRATOS_PORT_BASE        first port of 'stratos dev' (default 2582)
   STRATOS_DEBUG=1          print stack traces of unexpected errors
+
+The services (plc, pds, relay, appview) read their own variables: PLC_*, PDS_*, RELAY_*, APPVIEW_*, LOG_LEVEL.
 
 Exit status: 0 success, 1 failure, 2 usage error.
 `

@@ -7,7 +7,7 @@ import { AtpAgent } from '@atproto/api'
 import { isValidDid, isValidHandle } from '@stratos/core/syntax'
 import { CliError, EXIT_OK, UsageError, command, intOption, urlOption, type OptionSpecs } from '../util/command.js'
 import { note, println, table, write } from '../util/io.js'
-import { basicAuth, fromAgentError } from '../util/xrpc.js'
+import { XrpcCallError, basicAuth, fromAgentError } from '../util/xrpc.js'
 
 export const DEFAULT_PDS_URL = 'http://127.0.0.1:2583'
 
@@ -84,8 +84,34 @@ export class PdsAdmin {
     }
     const handle = actor.replace(/^@/, '').toLowerCase()
     if (!isValidHandle(handle)) throw new UsageError(`not a valid handle or DID: '${actor}'`)
-    const res = await this.call('com.atproto.identity.resolveHandle', () => this.public.com.atproto.identity.resolveHandle({ handle }))
-    return res.did
+    try {
+      const res = await this.call('com.atproto.identity.resolveHandle', () => this.public.com.atproto.identity.resolveHandle({ handle }))
+      return res.did
+    } catch (err) {
+      // resolveHandle does not answer for taken-down or deactivated accounts (as the reference PDS does);
+      // an admin still has to name them by handle, e.g. to lift a takedown: look the handle up in the
+      // admin's account list instead
+      if (!(err instanceof XrpcCallError) || err.status !== 400 || !this.hasPassword) throw err
+      const did = await this.findDidByHandle(handle).catch(() => undefined)
+      if (!did) throw err
+      return did
+    }
+  }
+
+  /** The DID of the account with this handle, among every repo the PDS lists (admin getAccountInfos). */
+  async findDidByHandle(handle: string): Promise<string | undefined> {
+    let cursor: string | undefined
+    do {
+      const page = await this.call('com.atproto.sync.listRepos', () => this.public.com.atproto.sync.listRepos({ limit: 500, cursor }))
+      for (let i = 0; i < page.repos.length; i += 100) {
+        const dids = page.repos.slice(i, i + 100).map((r) => r.did)
+        const infos = await this.call('com.atproto.admin.getAccountInfos', () => this.admin.com.atproto.admin.getAccountInfos({ dids }))
+        const found = infos.infos.find((info) => info.handle?.toLowerCase() === handle)
+        if (found) return found.did
+      }
+      cursor = page.repos.length > 0 ? page.cursor : undefined
+    } while (cursor)
+    return undefined
   }
 }
 

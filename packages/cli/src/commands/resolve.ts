@@ -37,7 +37,8 @@ export interface ResolveResult {
 }
 
 function kv(label: string, value: string, indent = 0): string {
-  return `${' '.repeat(indent)}${label.padEnd(10 - indent)}${value}`
+  // at least one space between a label and its value, even for labels as wide as the column
+  return `${' '.repeat(indent)}${label.padEnd(Math.max(10 - indent, label.length + 1))}${value}`
 }
 
 export const resolveCommand = command({

@@ -25,17 +25,20 @@ async function runUntilStopped(io: Io, name: string, server: Closable): Promise<
   return 0
 }
 
-/** A config reader's error (each service throws a ConfigError naming the bad variables) becomes a clean exit 1. */
-function readConfigOrFail<T>(read: () => T, service: string): T {
+/**
+ * A config reader's error (each service throws a ConfigError naming the bad variables, e.g. "invalid PDS
+ * configuration: PDS_PORT must be ...") becomes a clean exit 1 with that message after `stratos <service>:`.
+ */
+function readConfigOrFail<T>(read: () => T): T {
   try {
     return read()
   } catch (err) {
-    if (err instanceof Error && err.name === 'ConfigError') throw new CliError(`${service}: ${err.message}`)
+    if (err instanceof Error && err.name === 'ConfigError') throw new CliError(err.message)
     throw err
   }
 }
 
-function exampleText(urls: { pds: string; appview: string }): string {
+function exampleText(urls: { plc: string; pds: string; relay: string; appview: string }): string {
   return `
 Try it (creates an account and a post on the local PDS):
 
@@ -50,6 +53,11 @@ Try it (creates an account and a post on the local PDS):
     console.log(await agent.post({ text: 'hello from stratos', createdAt: new Date().toISOString() }))
     console.log((await agent.getTimeline()).data.feed.length, 'posts in the timeline (via the AppView)')
   "
+
+A whole app (sign-up, a post with an image, a follow, the timeline, the relay's firehose), from the
+repository root:
+
+  STRATOS_PDS_URL=${urls.pds} STRATOS_PLC_URL=${urls.plc} STRATOS_RELAY_URL=${urls.relay} node examples/quickstart.mjs
 `
 }
 
@@ -125,28 +133,28 @@ start-up with a message naming the variable. Logs JSON lines; SIGINT/SIGTERM shu
 
 export const plcCommand = serviceCommand('plc', 'Start a did:plc directory from PLC_* environment variables', 'PLC_', async (env) => {
   const { PlcServer, readConfig } = await import('@stratos/plc')
-  const server = await PlcServer.create(readConfigOrFail(() => readConfig(env), 'plc'))
+  const server = await PlcServer.create(readConfigOrFail(() => readConfig(env)))
   await server.start()
   return server
 })
 
 export const pdsCommand = serviceCommand('pds', 'Start a PDS from PDS_* environment variables', 'PDS_', async (env) => {
   const { PdsServer, readConfigFromEnv } = await import('@stratos/pds')
-  const server = await PdsServer.create(readConfigOrFail(() => readConfigFromEnv(env), 'pds'))
+  const server = await PdsServer.create(readConfigOrFail(() => readConfigFromEnv(env)))
   await server.start()
   return server
 })
 
 export const relayCommand = serviceCommand('relay', 'Start a relay from RELAY_* environment variables', 'RELAY_', async (env) => {
   const { RelayServer, readConfig } = await import('@stratos/relay')
-  const server = await RelayServer.create(readConfigOrFail(() => readConfig(env), 'relay'))
+  const server = await RelayServer.create(readConfigOrFail(() => readConfig(env)))
   await server.start()
   return server
 })
 
 export const appviewCommand = serviceCommand('appview', 'Start an AppView from APPVIEW_* environment variables', 'APPVIEW_', async (env) => {
   const { AppViewServer, readConfig } = await import('@stratos/appview')
-  const server = await AppViewServer.create(readConfigOrFail(() => readConfig(env), 'appview'))
+  const server = await AppViewServer.create(readConfigOrFail(() => readConfig(env)))
   await server.start()
   return server
 })
