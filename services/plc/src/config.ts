@@ -46,7 +46,7 @@ function nonEmpty(env: NodeJS.ProcessEnv, name: string): string | undefined {
 /**
  * Reads the configuration from environment variables, failing with a message that names the variable:
  * PLC_PORT (default 2582), PLC_HOST (default 127.0.0.1), PLC_DATA_DIRECTORY (default ./data/plc; the database
- * is <dir>/plc.sqlite) or PLC_DB_PATH (a SQLite file, or :memory:), PLC_VERSION, PLC_LOG_LEVEL (default info).
+ * is <dir>/plc.sqlite) or PLC_DB_PATH (a SQLite file, or :memory:), PLC_VERSION, PLC_LOG_LEVEL or LOG_LEVEL (default info).
  */
 export function readConfig(env: NodeJS.ProcessEnv = process.env): PlcConfig {
   const errors: string[] = []
@@ -77,7 +77,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): PlcConfig {
     dbPath = join(resolve(dataDir ?? DEFAULT_DATA_DIRECTORY), DB_FILE_NAME)
   }
 
-  const logLevelRaw = nonEmpty(env, 'PLC_LOG_LEVEL') ?? 'info'
+  const logLevelRaw = nonEmpty(env, 'PLC_LOG_LEVEL') ?? nonEmpty(env, 'LOG_LEVEL') ?? 'info'
   if (!(LOG_LEVELS as readonly string[]).includes(logLevelRaw)) {
     errors.push(`PLC_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${logLevelRaw}"`)
   }

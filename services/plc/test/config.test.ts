@@ -40,3 +40,10 @@ describe('readConfig', () => {
     expect(() => readConfig({ PLC_PORT: '70000' })).toThrow(/PLC_PORT/)
   })
 })
+
+describe('log level', () => {
+  it('takes PLC_LOG_LEVEL, then the LOG_LEVEL every service reads', () => {
+    expect(readConfig({ PLC_DB_PATH: ':memory:', LOG_LEVEL: 'debug' }).logLevel).toBe('debug')
+    expect(readConfig({ PLC_DB_PATH: ':memory:', LOG_LEVEL: 'debug', PLC_LOG_LEVEL: 'warn' }).logLevel).toBe('warn')
+  })
+})
