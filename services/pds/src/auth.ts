@@ -87,6 +87,24 @@ export class PdsAuth {
     }
   }
 
+  /**
+   * For public endpoints that show more to the account itself or to an admin (a deactivated account's
+   * own repo, e.g. to export it when moving away): the caller's session or admin credentials when they
+   * verify, else null. Never refuses: a bad or expired token just counts as nobody.
+   */
+  viewer(): AuthVerifier<ViewerCredentials> {
+    const access = this.access(ACCESS_STANDARD)
+    return async (ctx) => {
+      const header = ctx.req.headers.authorization
+      if (!header) return { credentials: null }
+      try {
+        return /^basic /i.test(String(header)) ? await this.admin(ctx) : await access(ctx)
+      } catch {
+        return { credentials: null }
+      }
+    }
+  }
+
   /** Refresh tokens (refreshSession, deleteSession); expired ones may be accepted for deleteSession. */
   refresh(opts: { allowExpired?: boolean } = {}): AuthVerifier<RefreshCredentials> {
     return async (ctx) => {
@@ -104,5 +122,8 @@ export class PdsAuth {
     }
   }
 }
+
+/** Who is looking at a public endpoint: the account itself (a session), an admin, or nobody known. */
+export type ViewerCredentials = AccessCredentials | AdminCredentials | null
 
 export const isFullAccess = (scope: AuthScope) => scope === AuthScope.Access

@@ -16,6 +16,10 @@ export interface PdsConfig {
     version: string
     devMode: boolean
     blobUploadLimit: number
+    /** com.atproto.repo.importRepo is served (PDS_ACCEPTING_REPO_IMPORTS) */
+    acceptingImports: boolean
+    /** largest repo CAR importRepo takes, bytes (PDS_MAX_REPO_IMPORT_SIZE) */
+    maxImportSize: number
     serviceName: string
     privacyPolicyUrl?: string
     termsOfServiceUrl?: string
@@ -207,6 +211,8 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
       version: str('PDS_VERSION') ?? '0.1.0',
       devMode,
       blobUploadLimit: int('PDS_BLOB_UPLOAD_LIMIT', 5 * 1024 * 1024, 1),
+      acceptingImports: bool('PDS_ACCEPTING_REPO_IMPORTS', true),
+      maxImportSize: int('PDS_MAX_REPO_IMPORT_SIZE', 100 * 1024 * 1024, 1),
       serviceName: str('PDS_SERVICE_NAME') ?? `${host} PDS`,
       privacyPolicyUrl: str('PDS_PRIVACY_POLICY_URL'),
       termsOfServiceUrl: str('PDS_TERMS_OF_SERVICE_URL'),

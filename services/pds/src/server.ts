@@ -12,6 +12,8 @@ import { createProxyCatchall } from './proxy/index.js'
 import { registerBasicRoutes } from './well-known.js'
 
 const HOUR = 60 * 60 * 1000
+/** How long close() lets in-flight requests finish before it cuts the remaining connections. */
+const SHUTDOWN_GRACE_MS = 3000
 /** Uploaded blobs never referenced by a record are removed after this long. */
 const TEMP_BLOB_MAX_AGE_MS = 6 * HOUR
 
@@ -69,9 +71,10 @@ export class PdsServer {
         const repo = actorStore.get(acct.did)
         const head = repo?.getHead()
         if (!repo || !head || head.cid.toString() === acct.head) continue
-        logger.warn({ did: acct.did, stored: head.rev, recorded: acct.rev }, 'repo head ahead of the service db; emitting #sync')
-        const bytes = repo.storage.getBytesSync(head.cid)!
-        sequencer.sequenceSync(acct.did, head.cid, bytes, head.rev)
+        // an inactive account announces nothing (activation sends a #sync with whatever it holds then)
+        const active = !acct.deactivatedAt && !acct.takedownRef
+        logger.warn({ did: acct.did, stored: head.rev, recorded: acct.rev, active }, 'repo head ahead of the service db')
+        if (active) sequencer.sequenceSync(acct.did, head.cid, repo.storage.getBytesSync(head.cid)!, head.rev)
         await accounts.updateRepoRoot(acct.did, head.cid.toString(), head.rev)
       }
       if (page.length < 500) break
@@ -120,7 +123,17 @@ export class PdsServer {
     for (const t of this.timers) clearInterval(t)
     this.timers = []
     await this.subscriptions.close()
-    await this.xrpc.close()
+    // in-flight requests get a grace period; a connection still open after it (a client that keeps a
+    // socket busy without a request under way) is cut, so a shutdown never hangs
+    const force = setTimeout(() => {
+      this.ctx.logger.warn('connections still open after the shutdown grace period; closing them')
+      this.xrpc.app.server.closeAllConnections()
+    }, SHUTDOWN_GRACE_MS)
+    try {
+      await this.xrpc.close()
+    } finally {
+      clearTimeout(force)
+    }
     await this.crawlers.settled()
     await this.ctx.idResolver.settled()
     await closeContext(this.ctx)

@@ -76,6 +76,61 @@ export async function startNetwork(extraEnv: Record<string, string> = {}): Promi
   return network
 }
 
+export interface TestPds {
+  pds: PdsServer
+  cfg: PdsConfig
+  dir: string
+  url: string
+  /** stops the PDS, keeping its data (a PDS that went away) */
+  stop(): Promise<void>
+  close(): Promise<void>
+}
+
+/**
+ * One more PDS on loopback, with its own data directory, secrets, rotation key and service DID
+ * (`did:web:127.0.0.1%3A<port>`, so two test PDSes have different audiences), using an existing PLC.
+ */
+export async function startPds(plcUrl: string, extraEnv: Record<string, string> = {}): Promise<TestPds> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pds-it-'))
+  const port = await freePort()
+  const env: Record<string, string> = {
+    PDS_HOSTNAME: '127.0.0.1',
+    PDS_PORT: String(port),
+    PDS_SERVICE_DID: `did:web:127.0.0.1%3A${port}`,
+    PDS_DEV_MODE: 'true',
+    PDS_DATA_DIRECTORY: dir,
+    PDS_BLOBSTORE_DISK_LOCATION: path.join(dir, 'blobs'),
+    PDS_DID_PLC_URL: plcUrl,
+    PDS_JWT_SECRET: randomBytes(16).toString('hex'),
+    PDS_ADMIN_PASSWORD: 'admin-pass',
+    PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX: randomBytes(32).toString('hex'),
+    PDS_INVITE_REQUIRED: 'false',
+    LOG_LEVEL: 'silent',
+    ...extraEnv,
+  }
+  const cfg = readConfigFromEnv(env)
+  const pds = await PdsServer.create(cfg)
+  const url = await pds.start()
+  let closed = false
+  const stop = async () => {
+    if (!closed) {
+      closed = true
+      await pds.close()
+    }
+  }
+  return {
+    pds,
+    cfg,
+    dir,
+    url,
+    stop,
+    async close() {
+      await stop()
+      fs.rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
 /** Calls an XRPC method with fetch, returning status and parsed JSON (for checking exact errors). */
 export async function xrpc(
   base: string,

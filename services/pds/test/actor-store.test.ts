@@ -158,3 +158,124 @@ describe('actor store + sequencer', () => {
     reopened.close()
   })
 })
+
+describe('actor store: importing a repo (com.atproto.repo.importRepo)', () => {
+  const DID2 = 'did:plc:importtarget000000000000'
+  let dir: string
+  let source: ActorStore
+  let target: ActorStore
+  let oldKey: SigningKeypair
+  let newKey: SigningKeypair
+
+  const upload = async (s: ActorStore, repo: ActorRepo, text: string) => {
+    const up = await s.blobstore.putTemp(Readable.from([Buffer.from(text)]), 1_000_000)
+    await repo.trackUploadedBlob(up.key, up.cid, up.size, 'image/png')
+    return { up, ref: { $type: 'blob', ref: { $link: up.cid.toString() }, mimeType: 'image/png', size: up.size } }
+  }
+  const withImage = (text: string, ref: unknown) =>
+    post(text, { embed: { $type: 'app.bsky.embed.images', images: [{ image: ref, alt: 'x' }] } })
+  const create = (collection: string, rkey: string, record: Record<string, unknown>) =>
+    prepareCreateOrUpdate({ action: 'create', did: DID2, collection, rkey, record })
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pds-import-'))
+    const open = async (name: string) => {
+      const blobs = new DiskBlobStore(path.join(dir, name, 'blobs'), path.join(dir, name, 'blobs', 'temp'))
+      await blobs.init()
+      return new ActorStore(path.join(dir, name, 'actors'), blobs)
+    }
+    source = await open('old-pds')
+    target = await open('new-pds')
+    oldKey = await generateKeypair()
+    newKey = await generateKeypair()
+  })
+  afterAll(() => {
+    source.close()
+    target.close()
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('replaces the repo with the imported records, re-signed, indexing blobs and backlinks', async () => {
+    // the account's repo on its old PDS: two posts with images (x, z), a like, a follow
+    const src = source.create(DID2)
+    await src.createEmptyRepo(oldKey)
+    const x = await upload(source, src, 'blob x')
+    const z = await upload(source, src, 'blob z')
+    const p1 = create('app.bsky.feed.post', '3aaaaaaaaaa22', withImage('one', x.ref))
+    const p2 = create('app.bsky.feed.post', '3aaaaaaaaab22', withImage('two', z.ref))
+    await src.applyWrites([p1, p2], oldKey)
+    const like = create('app.bsky.feed.like', '3aaaaaaaaac22', {
+      $type: 'app.bsky.feed.like',
+      subject: { uri: p1.uri, cid: p1.cid.toString() },
+      createdAt: new Date().toISOString(),
+    })
+    await src.applyWrites([like, create('app.bsky.graph.follow', '3aaaaaaaaad22', { $type: 'app.bsky.graph.follow', subject: 'did:plc:zzzzzzzzzzzzzzzzzzzzzzzz', createdAt: new Date().toISOString() })], oldKey)
+    const car = await concatChunks(src.exportRepo())
+    const verified = await verifyRepoCar(car, DID2, oldKey.did())
+
+    // the new PDS already holds something for the account: a record the import drops (with blob y),
+    // a different record at p2's key, and blob x uploaded ahead of the import
+    const dst = target.create(DID2)
+    await dst.createEmptyRepo(newKey)
+    const y = await upload(target, dst, 'blob y')
+    await dst.applyWrites([create('app.bsky.feed.post', '3aaaaaaaaaz22', withImage('old', y.ref)), create('app.bsky.feed.post', '3aaaaaaaaab22', post('not two'))], newKey)
+    const xEarly = await upload(target, dst, 'blob x')
+    expect(dst.getBlob(x.up.cid.toString())?.tempKey).toBe(xEarly.up.key)
+    const headBefore = dst.getHead()!
+
+    const outcome = await dst.importRepo(verified, newKey)
+    expect(outcome).toMatchObject({ records: 4, created: 3, updated: 1, deleted: 1, missingBlobs: 1 })
+
+    // same tree and records, a new commit signed with the new key, later than both old heads
+    const head = dst.getHead()!
+    expect(head.data.equals(verified.commit.data)).toBe(true)
+    expect(head.cid.equals(verified.commitCid)).toBe(false)
+    expect(head.rev > verified.commit.rev && head.rev > headBefore.rev).toBe(true)
+    const exported = await verifyRepoCar(await concatChunks(dst.exportRepo()), DID2, newKey.did())
+    expect(exported.records.map((r) => [r.collection, r.rkey, r.cid.toString()])).toEqual(
+      verified.records.map((r) => [r.collection, r.rkey, r.cid.toString()]),
+    )
+    await expect(verifyRepoCar(await concatChunks(dst.exportRepo()), DID2, oldKey.did())).rejects.toMatchObject({ reason: 'bad-signature' })
+    const posts = dst.listRecords({ collection: 'app.bsky.feed.post', limit: 10 })
+    expect(posts.map((r) => [r.rkey, (r.value as { text: string }).text])).toEqual([
+      ['3aaaaaaaaab22', 'two'],
+      ['3aaaaaaaaaa22', 'one'],
+    ])
+    expect(dst.getRecordRow('app.bsky.feed.post', '3aaaaaaaaaz22')).toBeNull()
+    expect(dst.storage.stats().blocks).toBe(exported.blocks.size)
+
+    // blobs: x (uploaded early) is now permanent, y (only the dropped record used it) is gone, z is missing
+    expect(dst.getBlob(x.up.cid.toString())?.tempKey).toBeNull()
+    expect(Buffer.from((await target.blobstore.getBytes(DID2, x.up.cid))!).toString()).toBe('blob x')
+    expect(dst.getBlob(y.up.cid.toString())).toBeNull()
+    expect(await target.blobstore.getBytes(DID2, y.up.cid)).toBeNull()
+    expect(dst.listMissingBlobs({ limit: 10 })).toEqual([{ cid: z.up.cid.toString(), recordUri: p2.uri }])
+    expect([dst.expectedBlobCount(), dst.importedBlobCount()]).toEqual([2, 1])
+    // uploading z satisfies it at once (a record already uses it)
+    await upload(target, dst, 'blob z')
+    expect(dst.listMissingBlobs({ limit: 10 })).toEqual([])
+    expect(dst.getBlob(z.up.cid.toString())?.tempKey).toBeNull()
+    expect([dst.expectedBlobCount(), dst.importedBlobCount()]).toEqual([2, 2])
+
+    // backlinks: a second like of p1 replaces the imported one
+    expect(dst.backlinkConflicts('app.bsky.feed.like', [{ path: 'subject.uri', linkTo: p1.uri }])).toEqual([like.uri])
+
+    // the next write follows the imported state: its #commit verifies against it (sync 1.1)
+    const seq = new Sequencer(path.join(dir, 'seq.sqlite'))
+    try {
+      const out = await dst.applyWrites([create('app.bsky.feed.post', '3aaaaaaaaae22', post('after the move'))], newKey)
+      const [, body] = cborDecodeMulti(seq.sequenceCommit(out).frame) as [unknown, CommitEvent]
+      const check = await verifyCommitEvent(body, { signingKey: newKey.did(), prev: { rev: head.rev, data: head.data } })
+      expect(check.ok).toBe(true)
+    } finally {
+      seq.close()
+    }
+  })
+
+  it('refuses a repo of another DID', async () => {
+    const other = source.create('did:plc:someoneelse0000000000000')
+    await other.createEmptyRepo(oldKey)
+    const verified = await verifyRepoCar(await concatChunks(other.exportRepo()), 'did:plc:someoneelse0000000000000', oldKey.did())
+    await expect(target.get(DID2)!.importRepo(verified, newKey)).rejects.toThrow(/belongs to did:plc:someoneelse/)
+  })
+})

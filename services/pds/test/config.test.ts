@@ -30,6 +30,8 @@ describe('config', () => {
     expect(cfg.identity.plcUrl).toBe('https://plc.directory')
     expect(cfg.invites.required).toBe(true)
     expect(cfg.service.blobUploadLimit).toBe(5 * 1024 * 1024)
+    expect(cfg.service.acceptingImports).toBe(true)
+    expect(cfg.service.maxImportSize).toBe(100 * 1024 * 1024)
     expect(cfg.db.accountDbPath).toBe('/var/pds/account.sqlite')
     expect(cfg.blobstore.location).toBe('/var/pds/blocks')
     expect(cfg.rateLimits.enabled).toBe(false)
@@ -48,6 +50,8 @@ describe('config', () => {
       PDS_BSKY_APP_VIEW_DID: 'did:web:api.bsky.app',
       PDS_RATE_LIMITS_ENABLED: 'true',
       PDS_BLOB_UPLOAD_LIMIT: '1000',
+      PDS_ACCEPTING_REPO_IMPORTS: 'false',
+      PDS_MAX_REPO_IMPORT_SIZE: '2000',
     })
     expect(cfg.service.port).toBe(3000)
     expect(cfg.identity.serviceHandleDomains).toEqual(['.a.example.com', '.b.example.com'])
@@ -56,6 +60,8 @@ describe('config', () => {
     expect(cfg.bskyAppView).toEqual({ url: 'https://api.bsky.app', did: 'did:web:api.bsky.app' })
     expect(cfg.rateLimits.enabled).toBe(true)
     expect(cfg.service.blobUploadLimit).toBe(1000)
+    expect(cfg.service.acceptingImports).toBe(false)
+    expect(cfg.service.maxImportSize).toBe(2000)
   })
 
   it('reports every problem at once, naming the variable', () => {

@@ -1,5 +1,5 @@
 import { base32 } from 'multiformats/bases/base32'
-import { sha256, type SigningKeypair } from '@stratos/core/crypto'
+import { sha256, verifySignature, type SigningKeypair } from '@stratos/core/crypto'
 import { cborEncode } from '@stratos/core/data'
 
 /** An unsigned did:plc operation (spec v0.3.0). */
@@ -18,6 +18,26 @@ export async function signPlcOperation(op: UnsignedPlcOperation, key: SigningKey
   const { sig: _ignored, ...unsigned } = op as SignedPlcOperation
   const signature = await key.sign(cborEncode(unsigned))
   return { ...unsigned, sig: Buffer.from(signature).toString('base64url') }
+}
+
+/** True when one of `keys` (did:keys) signed the op (its `sig` over the DAG-CBOR of the op without `sig`). */
+export function plcOpSignedByOneOf(op: SignedPlcOperation, keys: string[]): boolean {
+  if (typeof op.sig !== 'string' || !/^[A-Za-z0-9_-]+$/.test(op.sig)) return false
+  const { sig, ...unsigned } = op
+  let bytes: Uint8Array
+  try {
+    bytes = cborEncode(unsigned)
+  } catch {
+    return false
+  }
+  const sigBytes = Buffer.from(sig, 'base64url')
+  return keys.some((key) => {
+    try {
+      return verifySignature(key, bytes, sigBytes)
+    } catch {
+      return false
+    }
+  })
 }
 
 /** did:plc identifier: first 24 chars of base32(sha256(dag-cbor(signed genesis op))). */
@@ -80,6 +100,16 @@ export class PlcClient {
       const text = await res.text().catch(() => '')
       throw new PlcClientError(res.status, `PLC directory refused the operation (${res.status}): ${text.slice(0, 300)}`)
     }
+  }
+
+  /** The DID's operations in order, nullified ones left out (`/:did/log`); null when the DID is unknown. */
+  async getLog(did: string): Promise<Array<SignedPlcOperation | { type: string; signingKey?: string }> | null> {
+    const res = await fetch(`${this.url}/${encodeURIComponent(did)}/log`, {
+      signal: AbortSignal.timeout(this.timeoutMs),
+    })
+    if (res.status === 404) return null
+    if (!res.ok) throw new PlcClientError(res.status, `PLC directory error ${res.status}`)
+    return (await res.json()) as Array<SignedPlcOperation | { type: string; signingKey?: string }>
   }
 
   async getLastOp(did: string): Promise<SignedPlcOperation | null> {

@@ -252,6 +252,17 @@ export class AccountSettings {
     return key
   }
 
+  /** The key reserved for a DID, if any (left in the reserve; see {@link clearReservedSigningKey}). */
+  async getReservedSigningKey(did: string): Promise<SigningKeypair | null> {
+    const row = await this.db.selectFrom('reserved_signing_key').selectAll().where('did', '=', did).executeTakeFirst()
+    return row ? importKeypair(row.privateKey, row.curve as Curve) : null
+  }
+
+  /** Removes a reserved key once an account uses it. */
+  async clearReservedSigningKey(keyDid: string): Promise<void> {
+    await this.db.deleteFrom('reserved_signing_key').where('keyDid', '=', keyDid).execute()
+  }
+
   /** A reserved key by its did:key (or the one reserved for a DID), removed from the reserve. */
   async takeReservedSigningKey(opts: { keyDid?: string; did?: string }): Promise<SigningKeypair | null> {
     let q = this.db.selectFrom('reserved_signing_key').selectAll()

@@ -1,4 +1,5 @@
-import type { DidDocument } from '@stratos/core/identity'
+import { getPdsEndpoint, type DidDocument } from '@stratos/core/identity'
+import type { AppContext } from '../context.js'
 import { accountStatus, type Account } from './manager.js'
 import type { SignedPlcOperation } from './plc.js'
 
@@ -30,4 +31,17 @@ export function sessionOutput(account: Account, opts: { includeEmail: boolean; d
   out.active = status.active
   if (status.status) out.status = status.status
   return out
+}
+
+/**
+ * The DID document to hand back with a session, or undefined. Only a document that names this PDS as
+ * the account's atproto_pds: clients (AtpAgent) send every later call to the endpoint they find in it,
+ * so an account still moving here (its document points at the old PDS) or one that moved away must not
+ * get one.
+ */
+export async function didDocForSession(ctx: AppContext, did: string): Promise<DidDocument | undefined> {
+  const doc = await ctx.idResolver.resolveDid(did).catch(() => null)
+  if (!doc) return undefined
+  const endpoint = getPdsEndpoint(doc)?.replace(/\/+$/, '')
+  return endpoint === ctx.cfg.service.publicUrl ? doc : undefined
 }

@@ -1,13 +1,15 @@
-import { Repo, WriteOpAction, getRecords, type CommitData, type RecordWriteOp } from '@atproto/repo'
+import { BlockMap, CidSet, Repo, WriteOpAction, getRecords, type CommitData, type RecordWriteOp } from '@atproto/repo'
 import { CID } from 'multiformats/cid'
 import type { SigningKeypair } from '@stratos/core/crypto'
 import { cborDecode } from '@stratos/core/data'
-import { SqliteRepoStorage, repoCarStream, writeCar } from '@stratos/core/repo'
+import { SqliteRepoStorage, repoCarStream, walkMst, writeCar, type VerifiedRepoCar } from '@stratos/core/repo'
+import { isValidNsid, isValidRecordKey, nextTid } from '@stratos/core/syntax'
 import type { DiskBlobStore } from '../blobstore.js'
 import { InvalidRequestError } from '../errors.js'
+import { cborEncode, cidForBlock, findBlobRefs } from '../util/ipld.js'
 import { AsyncLock } from '../util/lock.js'
 import type { ActorSqlite } from './db.js'
-import { atUri, type PreparedWrite } from './prepare.js'
+import { atUri, backlinksFor, type Backlink, type PreparedWrite } from './prepare.js'
 
 export interface RecordRow {
   uri: string
@@ -45,6 +47,21 @@ export interface CommitOutcome {
 }
 
 const MAX_WRITES = 200
+
+/** What an import changed (com.atproto.repo.importRepo). */
+export interface ImportOutcome {
+  did: string
+  /** the new commit: the imported tree, signed with this PDS's key for the account */
+  commit: CommitData
+  /** the signed commit block (for a #sync) */
+  commitBytes: Uint8Array
+  records: number
+  created: number
+  updated: number
+  deleted: number
+  /** distinct blobs the records reference that this PDS does not hold yet */
+  missingBlobs: number
+}
 
 /**
  * One account's repository and its indexes, on the account's own SQLite file. Writes are serialised by
@@ -168,9 +185,39 @@ export class ActorRepo {
   importedBlobCount(): number {
     return (
       this.db
-        .prepare('SELECT count(DISTINCT record_blob.blobCid) AS n FROM record_blob JOIN blob ON blob.cid = record_blob.blobCid')
+        .prepare(
+          `SELECT count(DISTINCT record_blob.blobCid) AS n FROM record_blob
+           JOIN blob ON blob.cid = record_blob.blobCid WHERE blob.tempKey IS NULL`,
+        )
         .get() as { n: number }
     ).n
+  }
+
+  /**
+   * Blobs records reference that this PDS does not hold (after an import, until they are uploaded), by
+   * CID ascending after `cursor`, each with one record that uses it (com.atproto.repo.listMissingBlobs).
+   */
+  listMissingBlobs(opts: { limit: number; cursor?: string }): { cid: string; recordUri: string }[] {
+    return this.db
+      .prepare(
+        `SELECT record_blob.blobCid AS cid, min(record_blob.recordUri) AS recordUri FROM record_blob
+         LEFT JOIN blob ON blob.cid = record_blob.blobCid
+         WHERE (blob.cid IS NULL OR blob.tempKey IS NOT NULL) AND record_blob.blobCid > ?
+         GROUP BY record_blob.blobCid ORDER BY record_blob.blobCid ASC LIMIT ?`,
+      )
+      .all(opts.cursor ?? '', opts.limit) as { cid: string; recordUri: string }[]
+  }
+
+  /** Blocks of this repo by CID (com.atproto.sync.getBlocks): the found ones, and the CIDs not held. */
+  getBlocks(cids: CID[]): { blocks: { cid: CID; bytes: Uint8Array }[]; missing: CID[] } {
+    const blocks: { cid: CID; bytes: Uint8Array }[] = []
+    const missing: CID[] = []
+    for (const cid of cids) {
+      const bytes = this.storage.getBytesSync(cid)
+      if (bytes) blocks.push({ cid, bytes })
+      else missing.push(cid)
+    }
+    return { blocks, missing }
   }
 
   getBlob(cid: string): BlobRow | null {
@@ -216,11 +263,140 @@ export class ActorRepo {
     })
   }
 
-  /** Stores an upload as a temporary blob until a record references it. */
+  /**
+   * Stores an upload as a temporary blob until a record references it. When a record already references
+   * it (an imported repo whose blobs arrive afterwards), it becomes permanent at once.
+   */
   async trackUploadedBlob(key: string, cid: CID, size: number, mimeType: string): Promise<void> {
     this.s.insertBlob.run(cid.toString(), mimeType, size, key, new Date().toISOString())
     const row = this.s.blob.get(cid.toString())
-    if (row && row.tempKey !== key) await this.blobstore.deleteTemp(key) // already stored permanently
+    if (row && row.tempKey !== key) {
+      await this.blobstore.deleteTemp(key) // already stored (permanently, or as another pending upload)
+      if (row.tempKey === null) return
+    }
+    if (this.s.blobRefCount.get(cid.toString())!.n === 0) return
+    await this.lock.run(async () => {
+      const current = this.s.blob.get(cid.toString())
+      if (!current?.tempKey) return
+      await this.blobstore.makePermanent(this.did, current.tempKey, current.cid)
+      this.s.blobMakePermanent.run(current.cid)
+    })
+  }
+
+  /**
+   * Replaces the repository with an imported one (com.atproto.repo.importRepo; `car` verified by the
+   * caller). The records and the tree are kept as they are; the commit is new: the same tree (data CID),
+   * a fresh rev later than both the current one and the imported one, `prev` null, signed with
+   * `signingKey` (the key this PDS holds for the account; the imported commit was signed with the
+   * account's key on its previous host). Records, blob references (blobs not held here count as
+   * missing until uploaded) and backlinks are indexed in the same SQLite transaction as the blocks.
+   */
+  async importRepo(car: VerifiedRepoCar, signingKey: SigningKeypair): Promise<ImportOutcome> {
+    return this.lock.run(() => this.importRepoLocked(car, signingKey))
+  }
+
+  /** {@link importRepo} for a caller that already holds {@link lock} (and sequences under it). */
+  async importRepoLocked(car: VerifiedRepoCar, signingKey: SigningKeypair): Promise<ImportOutcome> {
+    if (car.commit.did !== this.did) throw new InvalidRequestError(`The repo belongs to ${car.commit.did}, not ${this.did}`)
+    const head = this.getHead()
+
+    // the new repo's blocks: every MST node and record reachable from the imported tree
+    const newBlocks = new BlockMap()
+    for (const item of walkMst((cid) => car.blocks.get(cid), car.commit.data)) {
+      if (item.type === 'node') newBlocks.set(item.cid, item.bytes)
+    }
+    const incoming = new Map<string, { collection: string; rkey: string; cid: CID; blobs: ReturnType<typeof findBlobRefs>; backlinks: Backlink[] }>()
+    for (const rec of car.records) {
+      const path = `${rec.collection}/${rec.rkey}`
+      if (!isValidNsid(rec.collection) || !isValidRecordKey(rec.rkey)) {
+        throw new InvalidRequestError(`Invalid record path in the repo: ${path}`)
+      }
+      const value = rec.value
+      if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array || CID.asCID(value)) {
+        throw new InvalidRequestError(`Could not parse record at '${path}'`)
+      }
+      newBlocks.set(rec.cid, rec.bytes)
+      incoming.set(atUri(this.did, rec.collection, rec.rkey), {
+        collection: rec.collection,
+        rkey: rec.rkey,
+        cid: rec.cid,
+        blobs: findBlobRefs(value),
+        backlinks: backlinksFor(rec.collection, value as Record<string, unknown>),
+      })
+    }
+
+    // the commit, re-signed by this PDS: a rev after what we had and after what the old host published
+    let rev = nextTid(head?.rev)
+    if (rev <= car.commit.rev) rev = nextTid(car.commit.rev)
+    const unsigned = { did: this.did, version: 3, data: car.commit.data, rev, prev: null }
+    const sig = await signingKey.sign(cborEncode(unsigned))
+    const commitBytes = cborEncode({ ...unsigned, sig })
+    const commitCid = cidForBlock(commitBytes, 0x71)
+    newBlocks.set(commitCid, commitBytes)
+
+    const removedCids = new CidSet()
+    for (const { cid } of this.storage.allBlocks()) if (!newBlocks.has(cid)) removedCids.add(cid)
+    const commit: CommitData = {
+      cid: commitCid,
+      rev,
+      since: head?.rev ?? null,
+      prev: head?.cid ?? null,
+      newBlocks,
+      relevantBlocks: newBlocks,
+      removedCids,
+    } as CommitData
+
+    // blobs referenced by the imported records that were uploaded before the import: made permanent
+    const referenced = new Set<string>()
+    for (const r of incoming.values()) for (const b of r.blobs) referenced.add(b.cid.toString())
+    const pending = [...referenced].map((cid) => this.s.blob.get(cid)).filter((b): b is BlobRow => !!b && !!b.tempKey)
+    for (const blob of pending) await this.blobstore.makePermanent(this.did, blob.tempKey!, blob.cid)
+
+    const now = new Date().toISOString()
+    const existing = this.db.prepare('SELECT uri, cid FROM record').all() as { uri: string; cid: string }[]
+    let created = 0
+    let updated = 0
+    let deleted = 0
+    const dereferenced: string[] = []
+    this.db.transaction(() => {
+      this.storage.applyCommitSync(commit)
+      const previousBlobs = new Set<string>()
+      const existingCids = new Map(existing.map((r) => [r.uri, r.cid]))
+      for (const [uri] of existingCids) {
+        if (incoming.has(uri)) continue
+        for (const r of this.s.blobRefsOf.all(uri)) previousBlobs.add(r.blobCid)
+        this.s.deleteRecordBlobs.run(uri)
+        this.s.deleteBacklinks.run(uri)
+        this.s.deleteRecord.run(uri)
+        deleted++
+      }
+      for (const [uri, r] of incoming) {
+        const before = existingCids.get(uri)
+        if (before === r.cid.toString()) continue
+        if (before === undefined) created++
+        else updated++
+        for (const b of this.s.blobRefsOf.all(uri)) previousBlobs.add(b.blobCid)
+        this.s.deleteRecordBlobs.run(uri)
+        this.s.deleteBacklinks.run(uri)
+        this.s.upsertRecord.run(uri, r.cid.toString(), r.collection, r.rkey, rev, now)
+        for (const b of r.blobs) this.s.insertRecordBlob.run(b.cid.toString(), uri)
+        for (const link of r.backlinks) this.s.insertBacklink.run(uri, link.path, link.linkTo)
+      }
+      for (const cid of previousBlobs) {
+        if (this.s.blobRefCount.get(cid)!.n === 0) {
+          this.s.deleteBlob.run(cid)
+          dereferenced.push(cid)
+        }
+      }
+      for (const blob of pending) this.s.blobMakePermanent.run(blob.cid)
+    })()
+    for (const cid of dereferenced) await this.blobstore.deletePermanent(this.did, cid)
+
+    const missingBlobs = [...referenced].filter((cid) => {
+      const b = this.s.blob.get(cid)
+      return !b || b.tempKey !== null
+    }).length
+    return { did: this.did, commit, commitBytes, records: incoming.size, created, updated, deleted, missingBlobs }
   }
 
   /** Temp blobs uploaded before `before` (ISO) and never referenced: forgotten, their files removed. */

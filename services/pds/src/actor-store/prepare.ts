@@ -70,7 +70,7 @@ function validate(collection: string, rkey: string, record: unknown, mode: boole
 }
 
 /** Backlinks the PDS indexes, so a second like/repost/follow/block of the same subject replaces the first. */
-function backlinksFor(collection: string, record: Record<string, unknown>): Backlink[] {
+export function backlinksFor(collection: string, record: Record<string, unknown>): Backlink[] {
   const subject = record.subject
   if (collection === 'app.bsky.graph.follow' || collection === 'app.bsky.graph.block') {
     return typeof subject === 'string' && subject.startsWith('did:') ? [{ path: 'subject', linkTo: subject }] : []

@@ -7,6 +7,8 @@ import repoCreateRecord from './com/atproto/repo/createRecord.js'
 import repoDeleteRecord from './com/atproto/repo/deleteRecord.js'
 import repoDescribeRepo from './com/atproto/repo/describeRepo.js'
 import repoGetRecord from './com/atproto/repo/getRecord.js'
+import repoImportRepo from './com/atproto/repo/importRepo.js'
+import repoListMissingBlobs from './com/atproto/repo/listMissingBlobs.js'
 import repoListRecords from './com/atproto/repo/listRecords.js'
 import repoPutRecord from './com/atproto/repo/putRecord.js'
 import repoUploadBlob from './com/atproto/repo/uploadBlob.js'
@@ -26,6 +28,7 @@ import serverListAppPasswords from './com/atproto/server/listAppPasswords.js'
 import serverRefreshSession from './com/atproto/server/refreshSession.js'
 import serverRevokeAppPassword from './com/atproto/server/revokeAppPassword.js'
 import syncGetBlob from './com/atproto/sync/getBlob.js'
+import syncGetBlocks from './com/atproto/sync/getBlocks.js'
 import syncGetLatestCommit from './com/atproto/sync/getLatestCommit.js'
 import syncGetRecord from './com/atproto/sync/getRecord.js'
 import syncGetRepo from './com/atproto/sync/getRepo.js'
@@ -72,6 +75,8 @@ const methods = [
   repoDeleteRecord,
   repoDescribeRepo,
   repoGetRecord,
+  repoImportRepo,
+  repoListMissingBlobs,
   repoListRecords,
   repoPutRecord,
   repoUploadBlob,
@@ -91,6 +96,7 @@ const methods = [
   serverRefreshSession,
   serverRevokeAppPassword,
   syncGetBlob,
+  syncGetBlocks,
   syncGetLatestCommit,
   syncGetRecord,
   syncGetRepo,

@@ -1,6 +1,7 @@
 import { CID } from 'multiformats/cid'
 import type { Account } from '../account/manager.js'
 import type { ActorRepo } from '../actor-store/index.js'
+import type { ViewerCredentials } from '../auth.js'
 import type { AppContext } from '../context.js'
 import { ForbiddenError, InvalidRequestError } from '../errors.js'
 
@@ -8,11 +9,16 @@ import { ForbiddenError, InvalidRequestError } from '../errors.js'
  * Resolves the `repo` of a write (handle or DID) to a local account and checks it is the caller's own.
  * Another account's repo → 403 Forbidden (the caller is authenticated, just not allowed).
  */
-export async function ownRepo(ctx: AppContext, repoParam: string, callerDid: string): Promise<{ account: Account; repo: ActorRepo }> {
+export async function ownRepo(
+  ctx: AppContext,
+  repoParam: string,
+  callerDid: string,
+  opts: { allowDeactivated?: boolean } = {},
+): Promise<{ account: Account; repo: ActorRepo }> {
   const account = await ctx.accounts.getAccount(repoParam, { includeDeactivated: true, includeTakenDown: true })
   if (!account) throw new InvalidRequestError(`Could not find repo: ${repoParam}`, 'RepoNotFound')
   if (account.did !== callerDid) throw new ForbiddenError('Cannot modify another account\'s repository')
-  if (account.deactivatedAt) throw new InvalidRequestError('Account is deactivated', 'AccountDeactivated')
+  if (account.deactivatedAt && !opts.allowDeactivated) throw new InvalidRequestError('Account is deactivated', 'AccountDeactivated')
   if (account.takedownRef) throw new InvalidRequestError('Account has been taken down', 'AccountTakedown')
   const repo = ctx.actorStore.get(account.did)
   if (!repo) throw new InvalidRequestError(`Could not find repo: ${repoParam}`, 'RepoNotFound')
@@ -31,12 +37,19 @@ export async function readableRepo(ctx: AppContext, repoParam: string): Promise<
  * For com.atproto.sync.*: the repo of a DID hosted here, with the spec's errors for accounts that are
  * not active (RepoNotFound, RepoTakendown, RepoDeactivated).
  */
-export async function syncRepo(ctx: AppContext, did: string): Promise<{ account: Account; repo: ActorRepo }> {
+export async function syncRepo(
+  ctx: AppContext,
+  did: string,
+  viewer: ViewerCredentials = null,
+): Promise<{ account: Account; repo: ActorRepo }> {
   const account = await ctx.accounts.getAccount(did, { includeDeactivated: true, includeTakenDown: true })
   const repo = account ? ctx.actorStore.get(account.did) : null
   if (!account || !repo) throw new InvalidRequestError(`Could not find repo for DID: ${did}`, 'RepoNotFound')
-  if (account.takedownRef) throw new InvalidRequestError(`Repo has been takendown: ${did}`, 'RepoTakendown')
-  if (account.deactivatedAt) throw new InvalidRequestError(`Repo has been deactivated: ${did}`, 'RepoDeactivated')
+  const admin = viewer?.type === 'admin'
+  // the account itself (e.g. exporting its data to move away) and admins still see a deactivated repo
+  const self = viewer?.type === 'access' && viewer.did === account.did
+  if (account.takedownRef && !admin) throw new InvalidRequestError(`Repo has been takendown: ${did}`, 'RepoTakendown')
+  if (account.deactivatedAt && !admin && !self) throw new InvalidRequestError(`Repo has been deactivated: ${did}`, 'RepoDeactivated')
   return { account, repo }
 }
 

@@ -10,11 +10,12 @@ const MIME_RE = /^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/i
 
 export default function (server: XrpcServer, ctx: AppContext) {
   server.method('com.atproto.repo.uploadBlob', {
-    auth: ctx.auth.access(ACCESS_STANDARD, { checkTakedown: true, checkDeactivated: true }),
+    // a deactivated account may upload: an account moving here brings its blobs before it is activated
+    auth: ctx.auth.access(ACCESS_STANDARD, { checkTakedown: true }),
     rawInput: 'stream',
     bodyLimit: ctx.cfg.service.blobUploadLimit,
     handler: async ({ auth, input }) => {
-      const { repo } = await ownRepo(ctx, auth.credentials.did, auth.credentials.did)
+      const { repo } = await ownRepo(ctx, auth.credentials.did, auth.credentials.did, { allowDeactivated: true })
       const mimeType = (input!.encoding.split(';')[0] ?? '').trim().toLowerCase()
       if (!MIME_RE.test(mimeType) || mimeType === '*/*') {
         throw new InvalidRequestError('Content-Type must name the blob\'s MIME type')

@@ -1,9 +1,14 @@
 import type { XrpcServer } from '@stratos/core/xrpc'
-import { getVerificationKey } from '@stratos/core/identity'
+import { checkDidDocForService } from '../../../../account/migration.js'
 import { ACCESS_STANDARD } from '../../../../auth.js'
 import type { AppContext } from '../../../../context.js'
 import { InvalidRequestError } from '../../../../errors.js'
 
+/**
+ * The state of the caller's account here, for a migration's progress: the repo head, blocks, indexed
+ * records, blobs the records use against those held, and whether the DID document points here
+ * (validDid: atproto_pds, #atproto = the account's key, this PDS's rotation key for did:plc).
+ */
 export default function (server: XrpcServer, ctx: AppContext) {
   server.method('com.atproto.server.checkAccountStatus', {
     auth: ctx.auth.access(ACCESS_STANDARD),
@@ -13,14 +18,13 @@ export default function (server: XrpcServer, ctx: AppContext) {
       const repo = ctx.actorStore.get(did)
       const head = repo?.getHead()
       if (!account || !repo || !head) throw new InvalidRequestError(`Could not find repo: ${did}`, 'RepoNotFound')
-      const didDoc = await ctx.idResolver.resolveDid(did, { forceRefresh: true }).catch(() => null)
       const key = await ctx.repoWriter.signingKey(did)
-      const docKey = didDoc ? getVerificationKey(didDoc) : undefined
+      const validDid = (await checkDidDocForService(ctx, did, key.did()).catch(() => ({ ok: false }))).ok
       return {
         encoding: 'application/json',
         body: {
           activated: !account.deactivatedAt,
-          validDid: !!didDoc && docKey === key.did(),
+          validDid,
           repoCommit: head.cid.toString(),
           repoRev: head.rev,
           repoBlocks: repo.storage.stats().blocks,

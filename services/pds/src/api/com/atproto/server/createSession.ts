@@ -1,5 +1,5 @@
 import type { XrpcServer } from '@stratos/core/xrpc'
-import { sessionOutput } from '../../../../account/views.js'
+import { sessionOutput, didDocForSession } from '../../../../account/views.js'
 import type { AppContext } from '../../../../context.js'
 import { createSessionLimits } from '../../../../rate-limits.js'
 import { AuthRequiredError } from '../../../../errors.js'
@@ -18,10 +18,10 @@ export default function (server: XrpcServer, ctx: AppContext) {
       const { account, appPassword } = await ctx.accounts.login(identifier, password)
       if (account.takedownRef) throw new AuthRequiredError('Account has been taken down', 'AccountTakedown')
       const session = await ctx.accounts.createSession(account.did, appPassword)
-      const didDoc = await ctx.idResolver.resolveDid(account.did).catch(() => null)
+      const didDoc = await didDocForSession(ctx, account.did)
       return {
         encoding: 'application/json',
-        body: { ...session, ...sessionOutput(account, { includeEmail: !appPassword, didDoc: didDoc ?? undefined }) },
+        body: { ...session, ...sessionOutput(account, { includeEmail: !appPassword, didDoc }) },
       }
     },
   })

@@ -1,5 +1,5 @@
 import type { XrpcServer } from '@stratos/core/xrpc'
-import { sessionOutput } from '../../../../account/views.js'
+import { sessionOutput, didDocForSession } from '../../../../account/views.js'
 import { ACCESS_STANDARD, isFullAccess } from '../../../../auth.js'
 import type { AppContext } from '../../../../context.js'
 import { InvalidRequestError } from '../../../../errors.js'
@@ -11,10 +11,10 @@ export default function (server: XrpcServer, ctx: AppContext) {
       const { did, scope } = auth.credentials
       const account = await ctx.accounts.getAccount(did, { includeDeactivated: true })
       if (!account) throw new InvalidRequestError(`Could not find user info for account: ${did}`)
-      const didDoc = await ctx.idResolver.resolveDid(did).catch(() => null)
+      const didDoc = await didDocForSession(ctx, did)
       return {
         encoding: 'application/json',
-        body: sessionOutput(account, { includeEmail: isFullAccess(scope), didDoc: didDoc ?? undefined }),
+        body: sessionOutput(account, { includeEmail: isFullAccess(scope), didDoc }),
       }
     },
   })

@@ -1,5 +1,5 @@
 import type { XrpcServer } from '@stratos/core/xrpc'
-import { sessionOutput } from '../../../../account/views.js'
+import { sessionOutput, didDocForSession } from '../../../../account/views.js'
 import type { AppContext } from '../../../../context.js'
 import { AuthRequiredError, InvalidRequestError } from '../../../../errors.js'
 
@@ -13,13 +13,13 @@ export default function (server: XrpcServer, ctx: AppContext) {
       if (account.takedownRef) throw new AuthRequiredError('Account has been taken down', 'AccountTakedown')
       const rotated = await ctx.accounts.rotateRefreshToken(tokenId)
       if (rotated.did !== did) throw new InvalidRequestError('Token could not be verified', 'InvalidToken')
-      const didDoc = await ctx.idResolver.resolveDid(did).catch(() => null)
+      const didDoc = await didDocForSession(ctx, did)
       return {
         encoding: 'application/json',
         body: {
           accessJwt: rotated.accessJwt,
           refreshJwt: rotated.refreshJwt,
-          ...sessionOutput(account, { includeEmail: false, didDoc: didDoc ?? undefined }),
+          ...sessionOutput(account, { includeEmail: false, didDoc }),
         },
       }
     },

@@ -5,9 +5,10 @@ import { syncRepo } from '../../../../repo/access.js'
 
 export default function (server: XrpcServer, ctx: AppContext) {
   server.method('com.atproto.sync.getBlob', {
-    handler: async ({ params }) => {
+    auth: ctx.auth.viewer(),
+    handler: async ({ params, auth }) => {
       const { did, cid } = params as { did: string; cid: string }
-      const { repo } = await syncRepo(ctx, did)
+      const { repo } = await syncRepo(ctx, did, auth.credentials)
       const blob = repo.getBlob(cid)
       // temporary (never referenced) and taken-down blobs are not served
       const stream = blob && !blob.tempKey && !blob.takedownRef ? await ctx.blobstore.getStream(did, cid) : null

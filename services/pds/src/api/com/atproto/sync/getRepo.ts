@@ -5,9 +5,10 @@ import { syncRepo } from '../../../../repo/access.js'
 
 export default function (server: XrpcServer, ctx: AppContext) {
   server.method('com.atproto.sync.getRepo', {
-    handler: async ({ params }) => {
+    auth: ctx.auth.viewer(),
+    handler: async ({ params, auth }) => {
       const { did, since } = params as { did: string; since?: string }
-      const { repo } = await syncRepo(ctx, did)
+      const { repo } = await syncRepo(ctx, did, auth.credentials)
       const head = repo.getHead()!
       const headers = { 'atproto-repo-rev': head.rev }
       if (since) return { encoding: 'application/vnd.ipld.car', body: repo.exportSince(since), headers }
