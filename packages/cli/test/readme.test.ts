@@ -13,8 +13,6 @@ function section(text: string, heading: string): string {
   return text.slice(start, end === -1 ? undefined : end)
 }
 
-// read by services/pds/src/config.ts but not used by the PDS yet
-const UNUSED = new Set(['PDS_DID_CACHE_DB_LOCATION', 'PDS_MAX_SUBSCRIPTION_BUFFER'])
 
 describe('README.md', () => {
   it("keeps its first lines: the title, then the two commands", () => {
@@ -28,7 +26,6 @@ describe('README.md', () => {
       const names = new Set([...src.matchAll(/['"`]((?:PLC|PDS|RELAY|APPVIEW)_[A-Z0-9_]+|LOG_LEVEL)['"`]/g)].map((m) => m[1]!))
       expect(names.size, service).toBeGreaterThan(4)
       for (const name of names) {
-        if (UNUSED.has(name)) continue
         expect(config, `${name} (services/${service}/src/config.ts)`).toMatch(new RegExp(`^\\|[^\\n]*\`${name}\``, 'm'))
       }
     }

@@ -41,7 +41,11 @@ export interface PdsConfig {
     /** private addresses may be resolved (dev mode) */
     allowPrivateAddresses: boolean
   }
-  invites: { required: boolean }
+  invites: {
+    required: boolean
+    /** an account earns one invite code per this many ms since it signed up (PDS_INVITE_INTERVAL); null: none */
+    interval: number | null
+  }
   secrets: { jwtSecret: string; adminPassword: string; plcRotationKeyHex: string }
   bskyAppView: { url: string; did: string } | null
   crawlers: string[]
@@ -235,7 +239,10 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
       recoveryDidKey,
       allowPrivateAddresses: devMode,
     },
-    invites: { required: bool('PDS_INVITE_REQUIRED', true) },
+    invites: {
+      required: bool('PDS_INVITE_REQUIRED', true),
+      interval: str('PDS_INVITE_INTERVAL') === undefined ? null : int('PDS_INVITE_INTERVAL', 0, 1),
+    },
     secrets: { jwtSecret: jwtSecret ?? '', adminPassword: adminPassword ?? '', plcRotationKeyHex: rotationKey ?? '' },
     bskyAppView,
     crawlers,

@@ -1,8 +1,9 @@
 import fs from 'node:fs'
+import path from 'node:path'
 import { pino, type Logger } from 'pino'
 import { importKeypair, type SigningKeypair } from '@stratos/core/crypto'
 import type { Database } from '@stratos/core/db'
-import { IdentityResolver } from '@stratos/core/identity'
+import { IdentityResolver, SqliteIdentityCache } from '@stratos/core/identity'
 import { openAccountDb, type AccountDbSchema } from './account/db.js'
 import { AccountManager } from './account/manager.js'
 import { PlcClient } from './account/plc.js'
@@ -32,6 +33,8 @@ export interface AppContext {
   /** the PDS's did:plc rotation key (PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX) */
   plcRotationKey: SigningKeypair
   idResolver: IdentityResolver
+  /** DID documents the resolver fetched, kept across restarts (PDS_DID_CACHE_DB_LOCATION) */
+  didCache: SqliteIdentityCache
   /** account settings and life cycle on the service database (email tokens, handle, takedown, deletion) */
   settings: AccountSettings
   /** SMTP when PDS_EMAIL_SMTP_URL is set, else the log */
@@ -55,8 +58,11 @@ export async function createContext(cfg: PdsConfig, opts: { logger?: Logger } = 
   const actorStore = new ActorStore(cfg.db.actorStoreDirectory, blobstore)
   const sequencer = new Sequencer(cfg.db.sequencerDbPath)
   const plcRotationKey = await importKeypair(cfg.secrets.plcRotationKeyHex, 'k256')
+  fs.mkdirSync(path.dirname(cfg.db.didCacheDbPath), { recursive: true })
+  const didCache = await SqliteIdentityCache.open(cfg.db.didCacheDbPath)
   const idResolver = new IdentityResolver({
     plcUrl: cfg.identity.plcUrl,
+    cache: didCache,
     allowPrivateAddresses: cfg.identity.allowPrivateAddresses,
     onBackgroundError: (err, did) => logger.warn({ err, did }, 'background DID refresh failed'),
   })
@@ -75,6 +81,7 @@ export async function createContext(cfg: PdsConfig, opts: { logger?: Logger } = 
     plc: new PlcClient(cfg.identity.plcUrl),
     plcRotationKey,
     idResolver,
+    didCache,
     settings: new AccountSettings(accountDb.db),
     mailer: createMailer(cfg, logger),
   }
@@ -85,4 +92,5 @@ export async function closeContext(ctx: AppContext): Promise<void> {
   ctx.actorStore.close()
   ctx.sequencer.close()
   await ctx.accountDb.close()
+  await ctx.didCache.close()
 }

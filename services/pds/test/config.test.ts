@@ -29,6 +29,9 @@ describe('config', () => {
     expect(cfg.identity.serviceHandleDomains).toEqual(['.pds.example.com'])
     expect(cfg.identity.plcUrl).toBe('https://plc.directory')
     expect(cfg.invites.required).toBe(true)
+    expect(cfg.invites.interval).toBeNull()
+    expect(cfg.db.didCacheDbPath).toBe('/var/pds/did_cache.sqlite')
+    expect(cfg.subscription.maxBuffer).toBe(500)
     expect(cfg.service.blobUploadLimit).toBe(5 * 1024 * 1024)
     expect(cfg.service.acceptingImports).toBe(true)
     expect(cfg.service.maxImportSize).toBe(100 * 1024 * 1024)
@@ -52,7 +55,14 @@ describe('config', () => {
       PDS_BLOB_UPLOAD_LIMIT: '1000',
       PDS_ACCEPTING_REPO_IMPORTS: 'false',
       PDS_MAX_REPO_IMPORT_SIZE: '2000',
+      PDS_INVITE_INTERVAL: '604800000',
+      PDS_DID_CACHE_DB_LOCATION: '/srv/did-cache.sqlite',
+      PDS_MAX_SUBSCRIPTION_BUFFER: '50',
     })
+    expect(cfg.invites.interval).toBe(604800000)
+    expect(cfg.db.didCacheDbPath).toBe('/srv/did-cache.sqlite')
+    expect(cfg.subscription.maxBuffer).toBe(50)
+    expect(problemsOf({ ...base, PDS_INVITE_INTERVAL: '0' })[0]).toMatch(/PDS_INVITE_INTERVAL/)
     expect(cfg.service.port).toBe(3000)
     expect(cfg.identity.serviceHandleDomains).toEqual(['.a.example.com', '.b.example.com'])
     expect(cfg.invites.required).toBe(false)

@@ -434,6 +434,34 @@ export class AccountManager {
     return out
   }
 
+  /**
+   * Invite codes an account earned but has not been given yet: one per `intervalMs` since it signed up,
+   * minus those already created for it by itself (codes an admin gave it do not count). An account with
+   * invites disabled earns none. Returns how many were created.
+   */
+  async createEarnedInviteCodes(did: string, intervalMs: number, now = Date.now()): Promise<number> {
+    return this.db.transaction().execute(async (tx) => {
+      const account = await tx.selectFrom('account').select(['createdAt', 'invitesDisabled']).where('did', '=', did).executeTakeFirst()
+      if (!account || account.invitesDisabled) return 0
+      const earned = Math.floor(Math.max(0, now - Date.parse(account.createdAt)) / intervalMs)
+      const had = await tx
+        .selectFrom('invite_code')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('forAccount', '=', did)
+        .where('createdBy', '=', did)
+        .executeTakeFirstOrThrow()
+      const toCreate = earned - Number(had.n)
+      const createdAt = new Date(now).toISOString()
+      for (let i = 0; i < toCreate; i++) {
+        await tx
+          .insertInto('invite_code')
+          .values({ code: this.newInviteCode(), availableUses: 1, disabled: 0, forAccount: did, createdBy: did, createdAt })
+          .execute()
+      }
+      return Math.max(0, toCreate)
+    })
+  }
+
   async ensureInviteAvailable(code: string): Promise<void> {
     await ensureInviteAvailable(this.db, code)
   }
@@ -448,11 +476,12 @@ async function ensureInviteAvailable(db: Kysely<AccountDbSchema>, code: string):
   const invite = await db
     .selectFrom('invite_code')
     .leftJoin('account', 'account.did', 'invite_code.forAccount')
-    .select(['invite_code.availableUses', 'invite_code.disabled', 'account.takedownRef', 'invite_code.forAccount'])
+    .select(['invite_code.availableUses', 'invite_code.disabled', 'account.takedownRef', 'account.invitesDisabled', 'invite_code.forAccount'])
     .where('invite_code.code', '=', code)
     .executeTakeFirst()
   const unavailable = () => new InvalidRequestError('Provided invite code not available', 'InvalidInviteCode')
-  if (!invite || invite.disabled || invite.takedownRef) throw unavailable()
+  // an account whose invites an admin disabled cannot bring anyone in with its codes
+  if (!invite || invite.disabled || invite.takedownRef || invite.invitesDisabled) throw unavailable()
   const uses = await db
     .selectFrom('invite_code_use')
     .select((eb) => eb.fn.countAll<number>().as('count'))

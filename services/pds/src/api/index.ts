@@ -22,6 +22,7 @@ import serverCreateSession from './com/atproto/server/createSession.js'
 import serverDeactivateAccount from './com/atproto/server/deactivateAccount.js'
 import serverDeleteSession from './com/atproto/server/deleteSession.js'
 import serverDescribeServer from './com/atproto/server/describeServer.js'
+import serverGetAccountInviteCodes from './com/atproto/server/getAccountInviteCodes.js'
 import serverGetServiceAuth from './com/atproto/server/getServiceAuth.js'
 import serverGetSession from './com/atproto/server/getSession.js'
 import serverListAppPasswords from './com/atproto/server/listAppPasswords.js'
@@ -90,6 +91,7 @@ const methods = [
   serverDeactivateAccount,
   serverDeleteSession,
   serverDescribeServer,
+  serverGetAccountInviteCodes,
   serverGetServiceAuth,
   serverGetSession,
   serverListAppPasswords,

@@ -9,6 +9,8 @@ import type { AppContext } from '../../../../context.js'
 export default function (server: XrpcServer, ctx: AppContext): SubscriptionServer {
   const subs = new SubscriptionServer({
     log: ctx.sequencer.log,
+    // a consumer this many frames behind is cut with ConsumerTooSlow (PDS_MAX_SUBSCRIPTION_BUFFER)
+    maxQueuedFrames: ctx.cfg.subscription.maxBuffer,
     onError: (err) => ctx.logger.warn({ err }, 'subscribeRepos consumer error'),
   })
   ctx.sequencer.on('event', (evt) => subs.publish(evt.seq, evt.frame))
