@@ -5,7 +5,7 @@
  * string map keys only, integers within signed 64-bit, and a nesting-depth limit. It also finds where
  * each top-level item ends, for concatenated objects (event-stream frames).
  */
-import { DataModelError } from './errors.js'
+import { CborTruncatedError, DataModelError } from './errors.js'
 
 export interface CborLimits {
   /** Maximum nesting depth of arrays/maps/tags (default 256). */
@@ -30,10 +30,14 @@ class Scanner {
     throw new DataModelError(`invalid CBOR at byte ${this.pos}: ${msg}`)
   }
 
+  truncated(): never {
+    throw new CborTruncatedError(`invalid CBOR at byte ${this.pos}: unexpected end of data`)
+  }
+
   /** Reads an item head; returns [major, additional info, argument]. */
   head(): [number, number, number | bigint] {
     const b = this.bytes
-    if (this.pos >= b.length) this.fail('unexpected end of data')
+    if (this.pos >= b.length) this.truncated()
     const ib = b[this.pos++]!
     const major = ib >> 5
     const ai = ib & 0x1f
@@ -42,7 +46,7 @@ class Scanner {
     if (ai === 31) this.fail('indefinite-length items are not allowed')
     if (ai > 27) this.fail(`reserved additional info ${ai}`)
     const size = 1 << (ai - 24) // 1, 2, 4, 8
-    if (this.pos + size > b.length) this.fail('unexpected end of data')
+    if (this.pos + size > b.length) this.truncated()
     let value: number | bigint
     if (size === 8) {
       const hi = ((b[this.pos]! << 24) | (b[this.pos + 1]! << 16) | (b[this.pos + 2]! << 8) | b[this.pos + 3]!) >>> 0
@@ -61,7 +65,8 @@ class Scanner {
   /** Length argument of a string/array/map, bounded by the bytes left (each element needs >= 1 byte). */
   length(arg: number | bigint, perItem: number): number {
     const left = this.bytes.length - this.pos
-    if (typeof arg === 'bigint' || arg * perItem > left) this.fail('length exceeds the data')
+    if (typeof arg === 'bigint') this.fail('length exceeds the data')
+    if (arg * perItem > left) this.truncated()
     return arg
   }
 

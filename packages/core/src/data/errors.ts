@@ -2,3 +2,8 @@
 export class DataModelError extends Error {
   override name = 'DataModelError'
 }
+
+/** The bytes end inside a CBOR item: the input was cut short (a truncated frame or block). */
+export class CborTruncatedError extends DataModelError {
+  override name = 'CborTruncatedError'
+}

@@ -1,5 +1,5 @@
 export { CID } from 'multiformats/cid'
-export { DataModelError } from './errors.js'
+export { CborTruncatedError, DataModelError } from './errors.js'
 export {
   DAG_CBOR_CODEC,
   DEFAULT_MAX_DEPTH,

@@ -6,15 +6,19 @@
  */
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
+import { CborTruncatedError, cborDecode, scanCborItem } from '../data/index.js'
 
 export const OP_MESSAGE = 1
 export const OP_ERROR = -1
 
 /** Thrown by {@link decodeFrame} for anything a consumer must treat as a broken stream (drop the connection). */
 export class FrameError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** the frame was cut short (it ends inside a CBOR item, or has no body), as opposed to malformed */
+  readonly truncated: boolean
+  constructor(message: string, options?: { cause?: unknown; truncated?: boolean }) {
     super(message, options)
     this.name = 'FrameError'
+    this.truncated = options?.truncated ?? false
   }
 }
 
@@ -160,73 +164,6 @@ export function encodeInfoFrame(name: string, message?: string): Uint8Array {
 // ---------------------------------------------------------------------------------------------------
 // decoding
 
-/**
- * Returns the offset just past the single CBOR data item starting at `start`. Walks heads only (no
- * values are built), iteratively, so hostile nesting cannot blow the stack. Refuses indefinite lengths,
- * reserved encodings and floats (not part of the DRISL data model).
- */
-export function cborItemEnd(bytes: Bytes, start: number): number {
-  const len = bytes.length
-  let pos = start
-  let remaining = 1
-  while (remaining > 0) {
-    if (pos >= len) throw new FrameError('truncated CBOR')
-    const ib = bytes[pos++]!
-    const major = ib >> 5
-    const ai = ib & 0x1f
-    let arg: number
-    if (ai < 24) {
-      arg = ai
-    } else if (ai === 24) {
-      if (pos + 1 > len) throw new FrameError('truncated CBOR')
-      arg = bytes[pos]!
-      pos += 1
-    } else if (ai === 25) {
-      if (pos + 2 > len) throw new FrameError('truncated CBOR')
-      arg = (bytes[pos]! << 8) | bytes[pos + 1]!
-      pos += 2
-    } else if (ai === 26) {
-      if (pos + 4 > len) throw new FrameError('truncated CBOR')
-      arg = bytes[pos]! * 0x1000000 + ((bytes[pos + 1]! << 16) | (bytes[pos + 2]! << 8) | bytes[pos + 3]!)
-      pos += 4
-    } else if (ai === 27) {
-      if (pos + 8 > len) throw new FrameError('truncated CBOR')
-      const hi = bytes[pos]! * 0x1000000 + ((bytes[pos + 1]! << 16) | (bytes[pos + 2]! << 8) | bytes[pos + 3]!)
-      const lo = bytes[pos + 4]! * 0x1000000 + ((bytes[pos + 5]! << 16) | (bytes[pos + 6]! << 8) | bytes[pos + 7]!)
-      arg = hi * 0x100000000 + lo
-      pos += 8
-    } else if (ai === 31) {
-      throw new FrameError('indefinite-length CBOR is not allowed')
-    } else {
-      throw new FrameError('malformed CBOR (reserved additional information)')
-    }
-    remaining--
-    switch (major) {
-      case 0:
-      case 1:
-        break
-      case 2:
-      case 3:
-        if (arg > len - pos) throw new FrameError('truncated CBOR')
-        pos += arg
-        break
-      case 4:
-        remaining += arg
-        break
-      case 5:
-        remaining += arg * 2
-        break
-      case 6:
-        remaining += 1
-        break
-      default: // 7: simple values and floats
-        if (ai >= 25 && ai <= 27) throw new FrameError('floats are not allowed in frames')
-        break
-    }
-  }
-  return pos
-}
-
 function toBytes(data: Uint8Array | ArrayBuffer | readonly Uint8Array[]): Bytes {
   if (data instanceof Uint8Array) return data
   if (data instanceof ArrayBuffer) return new Uint8Array(data)
@@ -234,11 +171,21 @@ function toBytes(data: Uint8Array | ArrayBuffer | readonly Uint8Array[]): Bytes 
   throw new FrameError('frame is not binary data')
 }
 
+/** The data model's strict scan and decode (no floats, only tag 42, no indefinite lengths, depth-limited), as FrameError. */
+function itemEnd(bytes: Bytes, start: number, what: string): number {
+  try {
+    return scanCborItem(bytes, start)
+  } catch (err) {
+    const truncated = err instanceof CborTruncatedError
+    throw new FrameError(`${truncated ? 'truncated' : 'invalid'} CBOR in frame ${what}: ${(err as Error).message}`, { cause: err, truncated })
+  }
+}
+
 function decodeItem(bytes: Bytes, what: string): unknown {
   try {
-    return dagCbor.decode(bytes)
+    return cborDecode(bytes)
   } catch (err) {
-    throw new FrameError(`invalid CBOR in frame ${what}: ${(err as Error)?.message ?? err}`, { cause: err })
+    throw new FrameError(`invalid CBOR in frame ${what}: ${(err as Error).message}`, { cause: err })
   }
 }
 
@@ -251,16 +198,16 @@ function decodeItem(bytes: Bytes, what: string): unknown {
 export function decodeFrame(data: Uint8Array | ArrayBuffer | readonly Uint8Array[]): DecodedFrame {
   const bytes = toBytes(data)
   if (bytes.length === 0) throw new FrameError('empty frame')
-  const headerEnd = cborItemEnd(bytes, 0)
-  if (headerEnd >= bytes.length) throw new FrameError('frame has no body')
-  const bodyEnd = cborItemEnd(bytes, headerEnd)
+  const headerEnd = itemEnd(bytes, 0, 'header')
+  if (headerEnd >= bytes.length) throw new FrameError('frame has no body', { truncated: true })
+  const bodyEnd = itemEnd(bytes, headerEnd, 'body')
   if (bodyEnd !== bytes.length) throw new FrameError(`frame has ${bytes.length - bodyEnd} trailing bytes`)
 
   const header = decodeItem(bytes.subarray(0, headerEnd), 'header')
   if (!isPlainMap(header)) throw new FrameError('frame header is not a map')
   const op = header.op
   if (typeof op !== 'number' || !Number.isInteger(op)) throw new FrameError('frame header op is not an integer')
-  const body = decodeItem(bytes.subarray(headerEnd), 'body')
+  const body = decodeItem(bytes.subarray(headerEnd, bodyEnd), 'body')
 
   if (op === OP_MESSAGE) {
     const t = header.t

@@ -18,7 +18,6 @@ export {
   encodeErrorFrame,
   encodeInfoFrame,
   decodeFrame,
-  cborItemEnd,
   type MessageFrame,
   type ErrorFrame,
   type UnknownFrame,

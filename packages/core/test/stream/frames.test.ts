@@ -198,3 +198,27 @@ describe('interop with the reference frame codec (@atproto/xrpc-server)', () => 
     expect(decodeFrame(theirErr)).toEqual({ op: -1, error: 'ConsumerTooSlow', message: 'slow' })
   })
 })
+
+describe('truncated vs malformed', () => {
+  it('marks a frame cut short as truncated and garbage as not', async () => {
+    const { encodeMessageFrame, decodeFrame, FrameError } = await import('@stratos/core/stream')
+    const good = encodeMessageFrame('#commit', { seq: 1, blocks: new Uint8Array(64), repo: 'did:plc:abc' })
+    for (const n of [1, good.length - 1, good.length - 40]) {
+      try {
+        decodeFrame(good.subarray(0, n))
+        throw new Error('decoded a truncated frame')
+      } catch (err) {
+        expect(err).toBeInstanceOf(FrameError)
+        expect((err as InstanceType<typeof FrameError>).truncated, `prefix of ${n} bytes`).toBe(true)
+      }
+    }
+    let malformed: unknown
+    try {
+      decodeFrame(new Uint8Array([0xa1, 0x62, 0x6f, 0x70, 0xfb, 0, 0, 0, 0, 0, 0, 0, 0, 0xa0])) // float in header
+    } catch (err) {
+      malformed = err
+    }
+    expect(malformed).toBeInstanceOf(FrameError)
+    expect((malformed as InstanceType<typeof FrameError>).truncated).toBe(false)
+  })
+})

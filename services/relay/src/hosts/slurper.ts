@@ -229,7 +229,7 @@ export class Slurper {
 
   private onError(conn: Connection, err: Error): void {
     if (err instanceof FrameError) {
-      const reason = /truncated|no body/i.test(err.message) ? 'truncated-frame' : 'malformed-frame'
+      const reason = err.truncated ? 'truncated-frame' : 'malformed-frame'
       this.o.metrics.received.inc({ type: 'invalid-frame' })
       this.o.metrics.dropped.inc({ reason })
       this.o.log.warn({ host: conn.host.hostname, err: err.message }, 'malformed frame from host: reconnecting')
