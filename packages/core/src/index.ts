@@ -1,5 +1,6 @@
 // @stratos/core: each area is also importable on its own as `@stratos/core/<area>`.
 export * as auth from './auth/index.js'
+export * as config from './config/index.js'
 export * as crypto from './crypto/index.js'
 export * as data from './data/index.js'
 export * as db from './db/index.js'

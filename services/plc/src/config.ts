@@ -1,8 +1,6 @@
-import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
-export type LogLevel = (typeof LOG_LEVELS)[number]
+import { ConfigError, LOG_LEVELS, readPackageVersion, type LogLevel } from '@stratos/core/config'
+export { ConfigError, LOG_LEVELS, type LogLevel }
 
 export interface PlcConfig {
   /** TCP port (0 = any free port) */
@@ -15,12 +13,6 @@ export interface PlcConfig {
   logLevel: LogLevel
 }
 
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message)
-    this.name = 'ConfigError'
-  }
-}
 
 export const DEFAULT_PORT = 2582
 export const DEFAULT_HOST = '127.0.0.1'
@@ -28,12 +20,7 @@ export const DEFAULT_DATA_DIRECTORY = './data/plc'
 export const DB_FILE_NAME = 'plc.sqlite'
 
 export function packageVersion(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown }
-    return typeof pkg.version === 'string' ? pkg.version : '0.0.0'
-  } catch {
-    return '0.0.0'
-  }
+  return readPackageVersion(new URL('../package.json', import.meta.url))
 }
 
 function nonEmpty(env: NodeJS.ProcessEnv, name: string): string | undefined {

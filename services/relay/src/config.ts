@@ -2,11 +2,9 @@
  * The relay's configuration, read once from environment variables and validated: a bad value stops the
  * process at start-up with a message naming the variable.
  */
-import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
-
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
-export type LogLevel = (typeof LOG_LEVELS)[number]
+import { ConfigError, LOG_LEVELS, readPackageVersion, type LogLevel } from '@stratos/core/config'
+export { ConfigError, LOG_LEVELS, type LogLevel }
 
 /** Per-host limits. `null` = unlimited. */
 export interface HostLimits {
@@ -66,12 +64,6 @@ export interface RelayConfig {
   version: string
 }
 
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message)
-    this.name = 'ConfigError'
-  }
-}
 
 export const DEFAULT_PORT = 2584
 export const DEFAULT_HOST = '127.0.0.1'
@@ -82,12 +74,7 @@ export const DEFAULT_HOST_LIMITS: HostLimits = { perSecond: 50, perHour: 10_000,
 export const DEFAULT_TRUSTED_HOST_LIMITS: HostLimits = { perSecond: 5_000, perHour: null, perDay: null, accounts: null }
 
 export function packageVersion(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown }
-    return typeof pkg.version === 'string' ? pkg.version : '0.0.0'
-  } catch {
-    return '0.0.0'
-  }
+  return readPackageVersion(new URL('../package.json', import.meta.url))
 }
 
 type Env = Record<string, string | undefined>
