@@ -8,7 +8,7 @@ export default defineConfig({
     alias: [
       { find: /^@stratos\/core\/(.*)$/, replacement: `${root}packages/core/src/$1/index.ts` },
       { find: /^@stratos\/core$/, replacement: `${root}packages/core/src/index.ts` },
-      { find: /^@stratos\/(plc|pds|relay|appview)$/, replacement: `${root}services/$1/src/index.ts` },
+      { find: /^@stratos\/(plc|pds|relay|appview|labeler)$/, replacement: `${root}services/$1/src/index.ts` },
       { find: /^@stratos\/(dev-network|cli)$/, replacement: `${root}packages/$1/src/index.ts` },
     ],
   },

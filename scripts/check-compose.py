@@ -10,8 +10,10 @@ import sys
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVICES = {"plc": 2582, "pds": 2583, "relay": 2584, "appview": 2585}
-ENV_PREFIX = {"plc": "PLC_", "pds": "PDS_", "relay": "RELAY_", "appview": "APPVIEW_"}
+SERVICES = {"plc": 2582, "pds": 2583, "relay": 2584, "appview": 2585, "labeler": 2586}
+ENV_PREFIX = {"plc": "PLC_", "pds": "PDS_", "relay": "RELAY_", "appview": "APPVIEW_", "labeler": "LABELER_"}
+# services that only run with their own profile (the labeler needs its account's DID first)
+PROFILED = {"labeler": "labeler"}
 
 problems = []
 
@@ -59,7 +61,10 @@ def check_compose(path):
         if not isinstance(svc, dict):
             problem(f"{path}: service '{name}' is missing")
             continue
-        if svc.get("profiles"):
+        if name in PROFILED:
+            if PROFILED[name] not in (svc.get("profiles") or []):
+                problem(f"{path}: service '{name}' must be in the '{PROFILED[name]}' profile")
+        elif svc.get("profiles"):
             problem(f"{path}: service '{name}' must run by default (no profiles), has {svc['profiles']}")
         build = svc.get("build") or {}
         dockerfile = build.get("dockerfile") if isinstance(build, dict) else None
@@ -88,7 +93,7 @@ def check_compose(path):
         for dep in (svc.get("depends_on") or {}):
             if dep not in services:
                 problem(f"{path}: service '{name}' depends on unknown service '{dep}'")
-            elif services[dep].get("profiles"):
+            elif services[dep].get("profiles") and name not in PROFILED:
                 problem(f"{path}: service '{name}' depends on '{dep}', which only runs with a profile")
 
     pg = services.get("postgres")

@@ -2,8 +2,8 @@
 # Checks docker-compose.yml and the services' Dockerfiles without a Docker daemon:
 #  1. the Compose tool's own validation (`docker compose config` or Debian's `docker-compose config`), for the
 #     default services and with the `postgres` profile;
-#  2. a structural check (scripts/check-compose.py): the four services, their ports, volumes, Dockerfiles,
-#     the postgres profile, and that every PLC_/PDS_/RELAY_/APPVIEW_ variable set in the compose file is one
+#  2. a structural check (scripts/check-compose.py): the five services (the labeler in its profile), their ports, volumes, Dockerfiles,
+#     the postgres profile, and that every PLC_/PDS_/RELAY_/APPVIEW_/LABELER_ variable set in the compose file is one
 #     the service's src/config.ts reads.
 # Tools come from Debian's packages: when none is found and we are root, `apt-get install docker-compose`
 # (which brings python3-yaml). Set CHECK_COMPOSE_NO_INSTALL=1 to never install. Exit 0 = all good.

@@ -4,7 +4,7 @@ import { pathToFileURL } from 'node:url'
 import { fileURLToPath } from 'node:url'
 
 const root = fileURLToPath(new URL('../../../', import.meta.url))
-const SERVICES = new Set(['plc', 'pds', 'relay', 'appview'])
+const SERVICES = new Set(['plc', 'pds', 'relay', 'appview', 'labeler'])
 
 function target(specifier) {
   const m = /^@stratos\/([a-z0-9-]+)(?:\/(.+))?$/.exec(specifier)

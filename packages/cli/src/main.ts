@@ -44,6 +44,7 @@ export const commands: Record<string, CommandEntry> = {
     }
   }),
   appview: lazy('Start an AppView from APPVIEW_* environment variables', () => import('./commands/serve.js').then((m) => m.appviewCommand)),
+  labeler: lazy('Start a labeler from LABELER_* environment variables', () => import('./commands/serve.js').then((m) => m.labelerCommand)),
   resolve: lazy('Resolve a handle, DID or at:// URI step by step: handle → DID → DID document → PDS → record', () =>
     import('./commands/resolve.js').then((m) => m.resolveCommand),
   ),
@@ -95,7 +96,7 @@ Environment (flags override it):
   STRATOS_PORT_BASE        first port of 'stratos dev' (default 2582)
   STRATOS_DEBUG=1          print stack traces of unexpected errors
 
-The services (plc, pds, relay, appview) read their own variables: PLC_*, PDS_*, RELAY_*, APPVIEW_*, LOG_LEVEL.
+The services (plc, pds, relay, appview, labeler) read their own variables: PLC_*, PDS_*, RELAY_*, APPVIEW_*,\nLABELER_*, LOG_LEVEL.
 
 Exit status: 0 success, 1 failure, 2 usage error.
 `

@@ -21,9 +21,9 @@ describe('README.md', () => {
 
   it('has a configuration table row for every variable each service reads', () => {
     const config = section(readme(), 'Configuration')
-    for (const service of ['plc', 'pds', 'relay', 'appview']) {
+    for (const service of ['plc', 'pds', 'relay', 'appview', 'labeler']) {
       const src = fs.readFileSync(path.join(ROOT, 'services', service, 'src', 'config.ts'), 'utf8')
-      const names = new Set([...src.matchAll(/['"`]((?:PLC|PDS|RELAY|APPVIEW)_[A-Z0-9_]+|LOG_LEVEL)['"`]/g)].map((m) => m[1]!))
+      const names = new Set([...src.matchAll(/['"`]((?:PLC|PDS|RELAY|APPVIEW|LABELER)_[A-Z0-9_]+|LOG_LEVEL)['"`]/g)].map((m) => m[1]!))
       expect(names.size, service).toBeGreaterThan(4)
       for (const name of names) {
         expect(config, `${name} (services/${service}/src/config.ts)`).toMatch(new RegExp(`^\\|[^\\n]*\`${name}\``, 'm'))

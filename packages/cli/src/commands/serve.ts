@@ -113,7 +113,7 @@ Press Ctrl-C to stop.`,
   },
 })
 
-function serviceCommand(name: 'plc' | 'pds' | 'relay' | 'appview', summary: string, envPrefix: string, start: (env: Record<string, string | undefined>) => Promise<Closable & { url: string }>) {
+function serviceCommand(name: 'plc' | 'pds' | 'relay' | 'appview' | 'labeler', summary: string, envPrefix: string, start: (env: Record<string, string | undefined>) => Promise<Closable & { url: string }>) {
   return command({
     name,
     summary,
@@ -155,6 +155,13 @@ export const relayCommand = serviceCommand('relay', 'Start a relay from RELAY_* 
 export const appviewCommand = serviceCommand('appview', 'Start an AppView from APPVIEW_* environment variables', 'APPVIEW_', async (env) => {
   const { AppViewServer, readConfig } = await import('@stratos/appview')
   const server = await AppViewServer.create(readConfigOrFail(() => readConfig(env)))
+  await server.start()
+  return server
+})
+
+export const labelerCommand = serviceCommand('labeler', 'Start a labeler from LABELER_* environment variables', 'LABELER_', async (env) => {
+  const { LabelerServer, readConfig } = await import('@stratos/labeler')
+  const server = await LabelerServer.create(readConfigOrFail(() => readConfig(env)))
   await server.start()
   return server
 })

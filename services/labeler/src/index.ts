@@ -1,0 +1,5 @@
+export { LabelerServer } from './server.js'
+export { LabelerContext, type LabelerContextOptions } from './context.js'
+export { readConfig, ConfigError, packageVersion, DEFAULT_PORT, DEFAULT_HOST, type LabelerConfig, type LogLevel } from './config.js'
+export { labelFromRow, labelSigningBytes, signLabel, verifyLabel, type Label, type UnsignedLabel } from './labels.js'
+export { LabelStore, labelsFrame, type NewLabel, type StoredLabel } from './label-store.js'
