@@ -32,6 +32,21 @@ export interface AppViewConfig {
   version: string
   /** validate every XRPC output against the lexicons (tests; costs CPU) */
   validateOutput: boolean
+  /** getRepo limits (resyncs and backfill); unset fields take the RepoFetcher defaults */
+  repoFetch?: RepoFetchConfig
+  /** backfill every upstream repo on first start (and resume an unfinished one); default true */
+  backfillOnStart?: boolean
+  /** repos fetched and indexed at once by the network backfill (default 8) */
+  backfillConcurrency?: number
+}
+
+export interface RepoFetchConfig {
+  concurrency?: number
+  hostConcurrency?: number
+  hostQueueLimit?: number
+  minBytesPerSec?: number
+  rateWindowMs?: number
+  timeoutMs?: number
 }
 
 
@@ -140,6 +155,30 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): AppViewConfig 
   else errors.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${logLevelRaw}"`)
   const validateOutput = parseBool(nonEmpty(env, 'APPVIEW_VALIDATE_OUTPUT'), 'APPVIEW_VALIDATE_OUTPUT', errors)
 
+  const int = (name: string, min: number, max: number): number | undefined => {
+    const raw = nonEmpty(env, name)
+    if (raw === undefined) return undefined
+    const n = Number(raw)
+    if (!/^\d+$/.test(raw) || n < min || n > max) {
+      errors.push(`${name} must be an integer between ${min} and ${max}, got "${raw}"`)
+      return undefined
+    }
+    return n
+  }
+  const repoFetch: RepoFetchConfig = {}
+  const setFetch = <K extends keyof RepoFetchConfig>(key: K, v: number | undefined) => {
+    if (v !== undefined) repoFetch[key] = v
+  }
+  setFetch('concurrency', int('APPVIEW_REPO_FETCH_CONCURRENCY', 1, 1024))
+  setFetch('hostConcurrency', int('APPVIEW_REPO_FETCH_HOST_CONCURRENCY', 1, 1024))
+  setFetch('hostQueueLimit', int('APPVIEW_REPO_FETCH_HOST_QUEUE', 0, 1_000_000))
+  setFetch('minBytesPerSec', int('APPVIEW_REPO_FETCH_MIN_BYTES_PER_SEC', 0, 1_000_000_000))
+  setFetch('rateWindowMs', int('APPVIEW_REPO_FETCH_RATE_WINDOW_MS', 100, 3_600_000))
+  setFetch('timeoutMs', int('APPVIEW_REPO_FETCH_TIMEOUT_MS', 1000, 86_400_000))
+  const backfillRaw = nonEmpty(env, 'APPVIEW_BACKFILL')
+  const backfillOnStart = backfillRaw === undefined ? true : parseBool(backfillRaw, 'APPVIEW_BACKFILL', errors)
+  const backfillConcurrency = int('APPVIEW_BACKFILL_CONCURRENCY', 1, 1024)
+
   if (errors.length > 0) throw new ConfigError(`invalid AppView configuration:\n  ${errors.join('\n  ')}`)
 
   const config: AppViewConfig = {
@@ -153,7 +192,10 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): AppViewConfig 
     logLevel,
     version: nonEmpty(env, 'APPVIEW_VERSION') ?? packageVersion(),
     validateOutput,
+    backfillOnStart,
   }
+  if (Object.keys(repoFetch).length > 0) config.repoFetch = repoFetch
+  if (backfillConcurrency !== undefined) config.backfillConcurrency = backfillConcurrency
   if (dbSchema) config.dbSchema = dbSchema
   if (relayUrl) config.relayUrl = relayUrl
   if (did) config.did = did

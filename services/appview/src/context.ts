@@ -27,6 +27,7 @@ import { appviewMigrations } from './indexer/migrations.js'
 import type { DatabaseSchema } from './indexer/schema.js'
 import { DbIdentityCache } from './ingest/identity-cache.js'
 import { Ingester, type IngestSource } from './ingest/ingester.js'
+import { RepoFetcher } from './ingest/repo-fetcher.js'
 import { Views } from './views/views.js'
 
 export interface AppContextOptions {
@@ -118,12 +119,13 @@ export class AppContext {
     const sources: IngestSource[] = []
     if (config.relayUrl) sources.push({ kind: 'relay', url: config.relayUrl })
     for (const url of config.pdsUrls) sources.push({ kind: 'pds', url })
+    const fetcher = new RepoFetcher({ ...config.repoFetch, allowPrivateAddresses: config.devMode })
     const ingester = new Ingester({
       indexer,
       idResolver,
       log: log.child({ component: 'ingest' }),
       sources,
-      allowPrivateAddresses: config.devMode,
+      fetcher,
       minBackoffMs: opts.minBackoffMs,
       maxBackoffMs: opts.maxBackoffMs,
     })

@@ -55,6 +55,8 @@ export interface SafeFetchOptions {
   signal?: AbortSignal
   /** replaces dns.lookup (tests) */
   lookup?: LookupAllFn
+  /** called with the body bytes received so far, after every chunk (rate floors, progress) */
+  onData?: (bytesSoFar: number) => void
 }
 
 export interface SafeFetchResponse {
@@ -267,6 +269,7 @@ function requestHop(
   maxBytes: number,
   allowPrivate: boolean,
   lookupAll: LookupAllFn,
+  onData?: (bytesSoFar: number) => void,
 ): Promise<HopResult> {
   return new Promise<HopResult>((resolve, reject) => {
     let forbidden: SafeFetchError | null = null
@@ -313,6 +316,7 @@ function requestHop(
           return
         }
         chunks.push(chunk)
+        onData?.(total)
       })
       res.on('end', () => {
         if (settled) return
@@ -373,7 +377,7 @@ export async function safeFetch(input: string | URL, opts: SafeFetchOptions = {}
 
     let result: HopResult
     try {
-      result = await requestHop(url, method, headers, body, signal, maxBytes, allowPrivate, lookupAll)
+      result = await requestHop(url, method, headers, body, signal, maxBytes, allowPrivate, lookupAll, opts.onData)
     } catch (err) {
       if (err instanceof SafeFetchError) throw err
       if (timeoutSignal.aborted) {

@@ -47,8 +47,20 @@ export class Indexer {
     return this.database.dialect
   }
 
-  transact<T>(fn: (tx: Transaction<DatabaseSchema>) => Promise<T>): Promise<T> {
-    return this.db.transaction().execute(fn)
+  /**
+   * Runs `fn` in a transaction. Accounts are indexed concurrently, so two transactions may bump the same
+   * counters in different orders: on PostgreSQL a deadlock or serialization failure is retried.
+   */
+  async transact<T>(fn: (tx: Transaction<DatabaseSchema>) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.db.transaction().execute(fn)
+      } catch (err) {
+        const code = (err as { code?: string }).code
+        if (attempt >= 8 || (code !== '40P01' && code !== '40001')) throw err
+        await new Promise((r) => setTimeout(r, 5 + Math.random() * 20 * (attempt + 1)))
+      }
+    }
   }
 
   // actors

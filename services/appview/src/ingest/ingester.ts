@@ -3,11 +3,17 @@
  * stream. One function per message type; every #commit is checked with core's sync-1.1 verifier
  * against the repo's last verified state, and repos seen for the first time, broken chains and
  * #sync events are (re)synchronized from com.atproto.sync.getRepo.
+ *
+ * Events are handled in stream order, except that slow work never holds the stream: a resync (getRepo
+ * behind a possibly slow PDS), a first-sight identity resolution or an #identity refresh is detached,
+ * and that account's later events wait behind it (they are applied after the fetched repo when their
+ * rev is newer) while the stream goes on with the other accounts. The saved cursor is the highest seq
+ * below which every event has been handled, so a restart replays whatever was still in flight.
  */
 import type { Logger } from 'pino'
 import { CID } from 'multiformats/cid'
 import { cborDecode, lexToJson } from '@stratos/core/data'
-import { safeFetch, type AtprotoIdentity, type IdentityResolver } from '@stratos/core/identity'
+import type { AtprotoIdentity, IdentityResolver } from '@stratos/core/identity'
 import {
   RepoVerifyError,
   verifyCommitEvent,
@@ -21,6 +27,7 @@ import {
 import { SubscriptionClient, type StreamEvent } from '@stratos/core/stream'
 import { HIDDEN_STATUSES, type Db, type Indexer } from '../indexer/indexer.js'
 import { INDEXED_COLLECTIONS } from '../indexer/records.js'
+import { RepoFetcher, RepoFetchError } from './repo-fetcher.js'
 
 export const SUBSCRIBE_REPOS = 'com.atproto.sync.subscribeRepos'
 
@@ -35,10 +42,14 @@ export interface IngesterOptions {
   idResolver: IdentityResolver
   log: Logger
   sources: IngestSource[]
-  /** development: fetch repos from private addresses */
+  /** development: fetch repos from private addresses (used when no fetcher is given) */
   allowPrivateAddresses?: boolean
-  /** getRepo response limit (default 512 MiB) */
-  maxRepoBytes?: number
+  /** every getRepo goes through it (limits per host, byte-rate floor); default one with default limits */
+  fetcher?: RepoFetcher
+  /** events being handled at once over all accounts; the stream waits above this (default 5000) */
+  maxInFlight?: number
+  /** events waiting for one account; more are dropped and the account is resynced (default 100) */
+  maxPerAccount?: number
   /** how often the cursor is saved (default 1 s) */
   cursorFlushMs?: number
   /** reconnect backoff (tests make it short) */
@@ -48,19 +59,58 @@ export interface IngesterOptions {
 
 export type IngestOutcome = 'indexed' | 'ignored' | 'resynced' | 'dropped'
 
-/** Runs tasks for one key one at a time. */
-class KeyedQueue {
-  private readonly tails = new Map<string, Promise<unknown>>()
+/** Runs tasks for one key one at a time (different keys run concurrently). */
+export class KeyedQueue {
+  private readonly tails = new Map<string, { tail: Promise<unknown>; size: number }>()
+  /** tasks queued or running for `key` */
+  size(key: string): number {
+    return this.tails.get(key)?.size ?? 0
+  }
+  get keys(): number {
+    return this.tails.size
+  }
   run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve()
-    const next = prev.then(fn, fn)
+    const entry = this.tails.get(key) ?? { tail: Promise.resolve(), size: 0 }
+    const next = entry.tail.then(fn, fn)
     const tail = next.catch(() => undefined)
-    this.tails.set(key, tail)
+    entry.tail = tail
+    entry.size++
+    this.tails.set(key, entry)
     void tail.then(() => {
-      if (this.tails.get(key) === tail) this.tails.delete(key)
+      entry.size--
+      if (entry.size === 0 && this.tails.get(key) === entry) this.tails.delete(key)
     })
     return next
   }
+}
+
+/** Seqs of one stream in arrival order, to know the highest seq below which everything is handled. */
+class SeqTracker {
+  private items: { seq: number; done: boolean }[] = []
+  private head = 0
+  add(seq: number): { seq: number; done: boolean } {
+    const item = { seq, done: false }
+    this.items.push(item)
+    return item
+  }
+  /** Drops the handled prefix; the last seq of it, if any. */
+  advance(): number | undefined {
+    let last: number | undefined
+    while (this.head < this.items.length && this.items[this.head]!.done) last = this.items[this.head++]!.seq
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+    return last
+  }
+  get pending(): number {
+    return this.items.length - this.head
+  }
+}
+
+function eventDid(evt: Pick<StreamEvent, 't' | 'body'>): string | undefined {
+  const v = evt.t === '#commit' ? evt.body.repo : evt.body.did
+  return typeof v === 'string' ? v : undefined
 }
 
 function originOf(url: string): string {
@@ -70,10 +120,18 @@ function originOf(url: string): string {
 }
 
 export class Ingester {
-  readonly stats = { commits: 0, indexedOps: 0, resyncs: 0, dropped: 0, identity: 0, account: 0, sync: 0 }
+  readonly stats = { commits: 0, indexedOps: 0, resyncs: 0, resyncFailures: 0, resyncedRecords: 0, dropped: 0, overflowed: 0, identity: 0, account: 0, sync: 0 }
+  readonly fetcher: RepoFetcher
   private readonly clients: SubscriptionClient[] = []
   private readonly pendingCursor = new Map<string, number>()
-  private readonly queue = new KeyedQueue()
+  private readonly savedCursor = new Map<string, number>()
+  private readonly trackers = new Map<string, SeqTracker>()
+  readonly queue = new KeyedQueue()
+  private inFlight = 0
+  private readonly slotWaiters: (() => void)[] = []
+  private readonly idleWaiters: (() => void)[] = []
+  /** accounts whose buffered events overflowed: resynced before their next commit */
+  private readonly needsResync = new Set<string>()
   private flushTimer: NodeJS.Timeout | null = null
   private readonly indexer: Indexer
   private readonly idResolver: IdentityResolver
@@ -83,6 +141,7 @@ export class Ingester {
     this.indexer = opts.indexer
     this.idResolver = opts.idResolver
     this.log = opts.log
+    this.fetcher = opts.fetcher ?? new RepoFetcher({ allowPrivateAddresses: opts.allowPrivateAddresses ?? false })
   }
 
   private get db(): Db {
@@ -95,10 +154,7 @@ export class Ingester {
       const client = new SubscriptionClient({
         url: `${source.url.replace(/\/+$/, '')}/xrpc/${SUBSCRIBE_REPOS}`,
         getCursor: () => this.getCursor(key),
-        onEvent: async (evt) => {
-          await this.handleEvent(source, evt)
-          if (evt.seq !== undefined) this.pendingCursor.set(key, evt.seq)
-        },
+        onEvent: (evt) => this.dispatch(source, key, evt),
         onInfo: (info) => this.log.info({ source: key, info }, 'stream info'),
         onError: (err) => this.log.warn({ source: key, err: err.message }, 'stream error'),
         onOpen: () => this.log.info({ source: key }, 'subscribed'),
@@ -119,7 +175,73 @@ export class Ingester {
     this.flushTimer = null
     await Promise.all(this.clients.map((c) => c.stop()))
     this.clients.length = 0
+    // fetches in flight are abandoned (their events are replayed after a restart: the cursor stayed below them)
+    this.fetcher.abortAll()
+    await this.idle(10_000)
     await this.flushCursors()
+  }
+
+  /** Events being handled (or waiting for their account). */
+  get eventsInFlight(): number {
+    return this.inFlight
+  }
+
+  /** Resolves when no event is being handled (or after `timeoutMs`). */
+  idle(timeoutMs = 30_000): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve()
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, timeoutMs)
+      timer.unref()
+      function done() {
+        clearTimeout(timer)
+        resolve()
+      }
+      this.idleWaiters.push(done)
+    })
+  }
+
+  /**
+   * Hands an event to its account's queue without waiting for it; waits only when too many events are
+   * in flight. Accounts with too many waiting events lose them and are resynced instead.
+   */
+  private async dispatch(source: IngestSource, key: string, evt: StreamEvent): Promise<void> {
+    while (this.inFlight >= (this.opts.maxInFlight ?? 5000)) {
+      await new Promise<void>((resolve) => this.slotWaiters.push(resolve))
+    }
+    let tracker = this.trackers.get(key)
+    if (!tracker) {
+      tracker = new SeqTracker()
+      this.trackers.set(key, tracker)
+    }
+    const item = evt.seq !== undefined ? tracker.add(evt.seq) : null
+    const did = eventDid(evt)
+    this.inFlight++
+    const finish = () => {
+      this.inFlight--
+      if (item) {
+        item.done = true
+        const seq = tracker.advance()
+        if (seq !== undefined) this.pendingCursor.set(key, Math.max(seq, this.pendingCursor.get(key) ?? this.savedCursor.get(key) ?? 0))
+      }
+      this.slotWaiters.shift()?.()
+      if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w()
+    }
+    if (did && this.queue.size(did) >= (this.opts.maxPerAccount ?? 100)) {
+      // the account is stuck (a slow resync): its events go, it is resynced when it moves again
+      this.stats.overflowed++
+      this.needsResync.add(did)
+      this.drop('too many events waiting for the account', did)
+      finish()
+      return
+    }
+    let detach: () => void = () => undefined
+    const detached = new Promise<void>((resolve) => (detach = resolve))
+    const task = this.handleEvent(source, evt, detach)
+      .catch((err) => this.log.warn({ did, seq: evt.seq, err: (err as Error).message }, 'event handling failed'))
+      .finally(finish)
+    // behind earlier work of its account (a resync): the event waits there, the stream does not
+    if (did && this.queue.size(did) > 1) return
+    await Promise.race([task, detached])
   }
 
   get connected(): boolean {
@@ -127,7 +249,7 @@ export class Ingester {
   }
 
   async getCursor(source: string): Promise<number | undefined> {
-    const pending = this.pendingCursor.get(source)
+    const pending = this.pendingCursor.get(source) ?? this.savedCursor.get(source)
     if (pending !== undefined) return pending
     const row = await this.db.selectFrom('ingest_cursor').select('seq').where('source', '=', source).executeTakeFirst()
     return row ? Number(row.seq) : undefined
@@ -142,25 +264,32 @@ export class Ingester {
         .values({ source, seq, updatedAt })
         .onConflict((oc) => oc.column('source').doUpdateSet({ seq, updatedAt }))
         .execute()
+      this.savedCursor.set(source, seq)
       if (this.pendingCursor.get(source) === seq) this.pendingCursor.delete(source)
     }
   }
 
-  /** Routes one stream message to its handler (unknown types are ignored). */
-  async handleEvent(source: IngestSource | null, evt: Pick<StreamEvent, 't' | 'body'>): Promise<IngestOutcome> {
+  /**
+   * Routes one stream message to its handler (unknown types are ignored), in its account's queue.
+   * `detach` is called before slow work (network fetches): the caller stops waiting for this event then.
+   */
+  async handleEvent(source: IngestSource | null, evt: Pick<StreamEvent, 't' | 'body'>, detach: () => void = () => undefined): Promise<IngestOutcome> {
     const body = evt.body
     switch (evt.t) {
       case '#commit': {
         const did = typeof body.repo === 'string' ? body.repo : ''
-        return this.queue.run(did, () => this.handleCommit(source, body as unknown as CommitEvent))
+        return this.queue.run(did, () => this.handleCommit(source, body as unknown as CommitEvent, detach))
       }
       case '#sync': {
         const did = typeof body.did === 'string' ? body.did : ''
-        return this.queue.run(did, () => this.handleSync(source, body as unknown as SyncEvent))
+        return this.queue.run(did, () => this.handleSync(source, body as unknown as SyncEvent, detach))
       }
       case '#identity': {
         const did = typeof body.did === 'string' ? body.did : ''
-        return this.queue.run(did, () => this.handleIdentity(did))
+        return this.queue.run(did, () => {
+          detach()
+          return this.handleIdentity(did)
+        })
       }
       case '#account': {
         const did = typeof body.did === 'string' ? body.did : ''
@@ -246,20 +375,25 @@ export class Ingester {
     return row ? { rev: row.rev, data: CID.parse(row.data) } : null
   }
 
-  async handleCommit(source: IngestSource | null, evt: CommitEvent): Promise<IngestOutcome> {
+  async handleCommit(source: IngestSource | null, evt: CommitEvent, detach: () => void = () => undefined): Promise<IngestOutcome> {
     const did = evt.repo
     if (typeof did !== 'string' || !did.startsWith('did:')) return this.drop('malformed #commit')
     this.stats.commits++
     const actor = await this.db.selectFrom('actor').select('upstreamStatus').where('did', '=', did).executeTakeFirst()
     if (actor?.upstreamStatus && HIDDEN_STATUSES.has(actor.upstreamStatus)) return this.drop('account inactive', did)
+    // a DID never seen: resolving it (and maybe fetching its repo) goes over the network
+    if (!actor) detach()
     const identity = await this.identityFor(source, did)
     if (!identity) return this.drop('no usable identity', did)
     await this.ensureActor(did)
 
     let prev = await this.repoState(did)
-    if (!prev && evt.since !== null && evt.since !== undefined) {
-      // first sight of an existing repo: fetch it whole, then apply this commit on top if newer
-      const ok = await this.resync(did, identity)
+    const overflowed = this.needsResync.delete(did)
+    if (overflowed || (!prev && evt.since !== null && evt.since !== undefined)) {
+      // first sight of an existing repo (or events lost while it was stuck): fetch it whole, then apply
+      // this commit on top if newer. Only this account waits: later events of it queue behind.
+      detach()
+      const ok = await this.resyncNow(did, identity)
       if (!ok) return 'dropped'
       prev = await this.repoState(did)
       if (prev && prev.rev >= evt.rev) return 'resynced'
@@ -276,8 +410,9 @@ export class Ingester {
       if (res.reason === 'rev-not-newer') return 'ignored'
       if (res.reason === 'chain-break') {
         this.log.info({ did, message: res.message }, 'commit chain broken; resyncing')
+        detach()
         await this.markDesynchronized(did)
-        return (await this.resync(did, identity)) ? 'resynced' : 'dropped'
+        return (await this.resyncNow(did, identity)) ? 'resynced' : 'dropped'
       }
       return this.drop(`commit rejected (${res.reason}): ${res.message}`, did)
     }
@@ -333,7 +468,7 @@ export class Ingester {
   // #sync
   // =
 
-  async handleSync(source: IngestSource | null, evt: SyncEvent): Promise<IngestOutcome> {
+  async handleSync(source: IngestSource | null, evt: SyncEvent, detach: () => void = () => undefined): Promise<IngestOutcome> {
     const did = evt.did
     if (typeof did !== 'string' || !did.startsWith('did:')) return this.drop('malformed #sync')
     this.stats.sync++
@@ -351,19 +486,38 @@ export class Ingester {
       return this.drop(`#sync rejected (${res.reason}): ${res.message}`, did)
     }
     if (!res.changed) return 'ignored'
+    detach()
     await this.markDesynchronized(did)
-    return (await this.resync(did, identity)) ? 'resynced' : 'dropped'
+    return (await this.resyncNow(did, identity)) ? 'resynced' : 'dropped'
   }
 
   // backfill / resync
   // =
 
   /**
-   * Fetches the whole repo from the account's PDS (com.atproto.sync.getRepo), verifies it, and brings
-   * the indexed records in line with it: new and changed records indexed, missing ones deleted.
+   * Resynchronizes one account now, in its turn: after the events of it already queued, before the
+   * ones that come next (admin backfill, network backfill).
    */
-  async resync(did: string, known?: AtprotoIdentity): Promise<boolean> {
+  resync(did: string, opts: { retries?: number } = {}): Promise<boolean> {
+    return this.queue.run(did, () => this.resyncNow(did, undefined, opts))
+  }
+
+  /**
+   * Fetches the whole repo from the account's PDS (com.atproto.sync.getRepo, through the fetcher's
+   * limits), verifies it, and brings the indexed records in line with it: new and changed records
+   * indexed, missing ones deleted. Runs inside the account's queue.
+   */
+  private async resyncNow(did: string, known?: AtprotoIdentity, opts: { retries?: number } = {}): Promise<boolean> {
     this.stats.resyncs++
+    const ok = await this.fetchAndApply(did, known, opts.retries ?? 0)
+    if (!ok) {
+      this.stats.resyncFailures++
+      await this.markDesynchronized(did)
+    }
+    return ok
+  }
+
+  private async fetchAndApply(did: string, known: AtprotoIdentity | undefined, retries: number): Promise<boolean> {
     let identity = known
     if (!identity) {
       try {
@@ -374,33 +528,27 @@ export class Ingester {
       }
     }
     if (!identity.pdsEndpoint || !identity.signingKey) return false
-    let car: Uint8Array
-    try {
-      const url = `${identity.pdsEndpoint.replace(/\/+$/, '')}/xrpc/com.atproto.sync.getRepo?did=${encodeURIComponent(did)}`
-      const res = await safeFetch(url, {
-        timeoutMs: 120_000,
-        maxBytes: this.opts.maxRepoBytes ?? 512 * 1024 * 1024,
-        allowPrivateAddresses: this.opts.allowPrivateAddresses ?? false,
-        headers: { accept: 'application/vnd.ipld.car' },
-      })
-      if (!res.ok) {
-        this.log.warn({ did, status: res.status, body: res.text().slice(0, 200) }, 'resync: getRepo failed')
-        return false
+    let car: Uint8Array | undefined
+    for (let attempt = 0; ; attempt++) {
+      try {
+        car = await this.fetcher.getRepo(identity.pdsEndpoint, did)
+        break
+      } catch (err) {
+        const retry = err instanceof RepoFetchError && err.retryable && attempt < retries
+        this.log.warn({ did, err: (err as Error).message, attempt, retry }, 'resync: getRepo failed')
+        if (!retry) return false
+        await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 10_000)))
       }
-      car = res.body
-    } catch (err) {
-      this.log.warn({ did, err: (err as Error).message }, 'resync: getRepo failed')
-      return false
     }
     let verified
     try {
-      verified = await verifyRepoCar(car, did, identity.signingKey)
+      verified = await verifyRepoCar(car!, did, identity.signingKey)
     } catch (err) {
       if (err instanceof RepoVerifyError && err.reason === 'bad-signature') {
         const fresh = await this.idResolver.resolveAtprotoData(did, { forceRefresh: true }).catch(() => null)
         if (!fresh?.signingKey) return false
         try {
-          verified = await verifyRepoCar(car, did, fresh.signingKey)
+          verified = await verifyRepoCar(car!, did, fresh.signingKey)
         } catch (err2) {
           this.log.warn({ did, err: (err2 as Error).message }, 'resync: repo did not verify')
           return false
@@ -412,8 +560,9 @@ export class Ingester {
     }
     const prev = await this.repoState(did)
     if (prev && prev.rev > verified.commit.rev) {
-      this.log.warn({ did, have: prev.rev, got: verified.commit.rev }, 'resync: fetched repo is older than the indexed state')
-      return false
+      // the index already holds a later state (live commits got there first)
+      this.log.debug({ did, have: prev.rev, got: verified.commit.rev }, 'resync: fetched repo is older than the indexed state')
+      return true
     }
     await this.indexer.transact(async (tx) => {
       const existing = new Map<string, string>()
@@ -433,7 +582,8 @@ export class Ingester {
           continue
         }
         // a first backfill is history and does not notify; a resync notifies what it finds new
-        await this.indexer.indexRecord(tx, uri, cid, json, { notify: prev !== null })
+        const r = await this.indexer.indexRecord(tx, uri, cid, json, { notify: prev !== null })
+        if (r === 'indexed') this.stats.resyncedRecords++
       }
       for (const uri of existing.keys()) await this.indexer.deleteRecord(tx, uri)
       await this.saveRepoState(tx, did, verified.commit.rev, verified.commit.data.toString(), verified.commitCid.toString())
