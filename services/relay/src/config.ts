@@ -2,6 +2,7 @@
  * The relay's configuration, read once from environment variables and validated: a bad value stops the
  * process at start-up with a message naming the variable.
  */
+import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { ConfigError, LOG_LEVELS, readPackageVersion, type LogLevel } from '@stratos/core/config'
 export { ConfigError, LOG_LEVELS, type LogLevel }
@@ -60,6 +61,10 @@ export interface RelayConfig {
   retentionIntervalMs: number
   /** largest repo CAR fetched when resynchronizing a desynchronized account */
   resyncMaxBytes: number
+  /** serve Jetstream's JSON stream at GET /subscribe on the relay's port */
+  jetstreamEnabled: boolean
+  /** zstd dictionary for compress=true (e.g. Jetstream's published one); undefined = plain zstd frames */
+  jetstreamZstdDictionary: string | undefined
   logLevel: LogLevel
   version: string
 }
@@ -216,8 +221,13 @@ export function readConfig(env: Env = process.env): RelayConfig {
     hostMaxFailures: r.int('RELAY_HOST_MAX_FAILURES', 30, 0),
     retentionIntervalMs: r.int('RELAY_RETENTION_INTERVAL_MS', 60_000, 100),
     resyncMaxBytes: r.int('RELAY_RESYNC_MAX_BYTES', 256 * 1024 * 1024, 1024),
+    jetstreamEnabled: r.bool('RELAY_JETSTREAM_ENABLED', true),
+    jetstreamZstdDictionary: r.str('RELAY_JETSTREAM_ZSTD_DICTIONARY'),
     logLevel: logLevel as LogLevel,
     version: r.str('RELAY_VERSION') ?? packageVersion(),
+  }
+  if (config.jetstreamZstdDictionary !== undefined && !existsSync(config.jetstreamZstdDictionary)) {
+    r.errors.push(`RELAY_JETSTREAM_ZSTD_DICTIONARY: no file at ${config.jetstreamZstdDictionary}`)
   }
   if (config.reconnectMaxMs < config.reconnectMinMs) {
     r.errors.push('RELAY_RECONNECT_MAX_MS must be >= RELAY_RECONNECT_MIN_MS')

@@ -16,6 +16,7 @@ import { Identities, LayeredIdentityCache } from './ingest/identities.js'
 import { Ingester } from './ingest/ingester.js'
 import type { Logger } from './logger.js'
 import { RelayMetrics } from './metrics.js'
+import { JetstreamHub } from './jetstream/hub.js'
 import { Outbox } from './outbox/outbox.js'
 
 export interface RelayContextOptions {
@@ -48,6 +49,8 @@ export class RelayContext {
   readonly slurper: Slurper
   readonly hostManager: HostManager
   readonly log: Logger
+  /** GET /subscribe (null when RELAY_JETSTREAM_ENABLED=false) */
+  jetstream: JetstreamHub | null = null
 
   private constructor(
     readonly config: RelayConfig,
@@ -144,7 +147,18 @@ export class RelayContext {
       // frames of up to 5 MB are relayed; HTTP bodies stay small
       bodyLimits: { json: 64 * 1024 },
     })
-    return new RelayContext(config, db, xrpc, identityCache, opts)
+    const ctx = new RelayContext(config, db, xrpc, identityCache, opts)
+    if (config.jetstreamEnabled) {
+      ctx.jetstream = await JetstreamHub.create({
+        db,
+        outbox: ctx.outbox,
+        maxQueuedBytes: config.consumerMaxQueuedBytes,
+        zstdDictionary: config.jetstreamZstdDictionary ? JetstreamHub.readDictionary(config.jetstreamZstdDictionary) : undefined,
+        pingIntervalMs: opts.consumerPingIntervalMs,
+        onError: (err) => ctx.log.debug({ err: (err as Error)?.message }, 'jetstream subscriber error'),
+      })
+    }
+    return ctx
   }
 
   /** Closes what the context opened (after the server and subscriptions are stopped). */

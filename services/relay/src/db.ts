@@ -39,6 +39,14 @@ const MIGRATIONS: string[] = [
   );
   CREATE INDEX account_host_idx ON account(host_id);
   `,
+  // 2: the Jetstream clock of each outbound event (time_us of its first Jetstream event; one µs per op)
+  `
+  CREATE TABLE relay_event_time (
+    seq INTEGER PRIMARY KEY,
+    time_us INTEGER NOT NULL
+  );
+  CREATE INDEX relay_event_time_us_idx ON relay_event_time(time_us);
+  `,
 ]
 
 /** Opens (creating) the relay database and brings its schema up to date. */

@@ -19,6 +19,7 @@ export class RelayServer {
     mountSubscription(ctx.xrpc.app, 'com.atproto.sync.subscribeRepos', (ws, req, params) => {
       ctx.outbox.server.attach(ws, { cursor: params.cursor, remoteAddress: req.socket.remoteAddress })
     })
+    ctx.jetstream?.mount(ctx.xrpc.app)
     return new RelayServer(ctx)
   }
 
@@ -49,6 +50,7 @@ export class RelayServer {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.ctx.slurper.close()
+      this.ctx.jetstream?.close()
       await this.ctx.outbox.close()
       await this.ctx.xrpc.close()
       await this.ctx.closeStores()

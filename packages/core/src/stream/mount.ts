@@ -37,6 +37,8 @@ export interface MountOptions {
   authorize?: (req: IncomingMessage) => void | Promise<void>
   /** largest message accepted from a client (servers ignore client frames; default 64 KiB) */
   maxPayload?: number
+  /** serve at this path instead of `/xrpc/<nsid>` (e.g. a non-XRPC WebSocket API such as Jetstream's `/subscribe`) */
+  path?: string
 }
 
 export interface MountedSubscription {
@@ -121,7 +123,7 @@ export function mountSubscription(
   onConnection: OnConnection,
   opts: MountOptions = {},
 ): MountedSubscription {
-  const path = `/xrpc/${nsid}`
+  const path = opts.path ?? `/xrpc/${nsid}`
   const server = app.server as Server
   const table = routerFor(server)
   if (table.has(path)) throw new Error(`a subscription is already mounted at ${path}`)

@@ -17,6 +17,7 @@
  * per account) sees the account's new state before it handles the account's next event.
  */
 import { SqliteEventLog, SubscriptionServer, encodeMessageFrame, type ConsumerInfo, type LoggedEvent } from '@stratos/core/stream'
+import type SqliteDatabase from 'better-sqlite3'
 import type { Db } from '../db.js'
 
 export type OutboundType = '#commit' | '#sync' | '#identity' | '#account'
@@ -39,11 +40,27 @@ export interface OutboxOptions {
   maxBatchSize?: number
 }
 
+/** An event as published (after its commit): what derived streams (Jetstream) are built from. */
+export interface PublishedEvent {
+  seq: number
+  /** the Jetstream clock of the event: its first Jetstream event has this time_us, the next ones +1, +2... */
+  timeUs: number
+  type: OutboundType
+  did: string
+  body: Record<string, unknown>
+}
+
+/** Jetstream events an outbound event becomes: one per op of a #commit, one otherwise. */
+export function jetstreamSpan(type: string, body: Record<string, unknown>): number {
+  return type === '#commit' && Array.isArray(body.ops) ? Math.max(1, body.ops.length) : 1
+}
+
 interface PendingEvent {
   type: OutboundType
   did: string
   body: Record<string, unknown>
   update: (() => void) | undefined
+  timeUs?: number
   resolve: (evt: LoggedEvent) => void
   reject: (err: unknown) => void
 }
@@ -69,6 +86,14 @@ export class Outbox {
   private closed = false
   private readonly writeBatch: (items: PendingEvent[]) => { evt?: LoggedEvent; err?: unknown }[]
   private readonly stats_: OutboxWriteStats = { batches: 0, events: 0, failed: 0, txMs: 0 }
+  /** next free Jetstream µs (strictly increasing across restarts) */
+  private nextTimeUs: number
+  private readonly listeners: ((evt: PublishedEvent) => void)[] = []
+  private readonly timeStmts: {
+    insert: SqliteDatabase.Statement<[number, number]>
+    pruneBelow: SqliteDatabase.Statement<[number]>
+    pruneAll: SqliteDatabase.Statement<[]>
+  }
 
   constructor(
     private readonly db: Db,
@@ -90,10 +115,27 @@ export class Outbox {
       onConsumerClose: opts.onConsumerClose,
       onError: (err) => opts.onError?.(err),
     })
+    const last = db.prepare('SELECT MAX(time_us) AS t FROM relay_event_time').get() as { t: number | null }
+    this.nextTimeUs = (last.t ?? 0) + 1
+    this.timeStmts = {
+      insert: db.prepare('INSERT OR REPLACE INTO relay_event_time (seq, time_us) VALUES (?, ?)'),
+      pruneBelow: db.prepare('DELETE FROM relay_event_time WHERE seq < ?'),
+      pruneAll: db.prepare('DELETE FROM relay_event_time'),
+    }
     // one event: its state change and its append, in a savepoint of the batch transaction
     const one = db.transaction((item: PendingEvent): LoggedEvent => {
       item.update?.()
-      return log.append(item.type, item.did, (seq) => encodeMessageFrame(item.type, { seq, ...item.body }))
+      const timeUs = Math.max(Date.now() * 1000, this.nextTimeUs)
+      this.nextTimeUs = timeUs + jetstreamSpan(item.type, item.body)
+      const evt = log.append(
+        item.type,
+        item.did,
+        (seq) => encodeMessageFrame(item.type, { seq, ...item.body }),
+        Math.floor(timeUs / 1000),
+      )
+      this.timeStmts.insert.run(evt.seq, timeUs)
+      item.timeUs = timeUs
+      return evt
     })
     this.writeBatch = db.transaction((items: PendingEvent[]) =>
       items.map((item) => {
@@ -153,14 +195,24 @@ export class Outbox {
     this.stats_.txMs += performance.now() - start
     this.stats_.batches++
     // committed: publish in seq order (results are in append order), then tell the callers
-    for (const r of results) {
-      if (!r.evt) continue
+    results.forEach((r, i) => {
+      if (!r.evt) return
       try {
         this.server.publish(r.evt.seq, r.evt.frame)
       } catch (err) {
         this.opts.onError?.(err) // stored: consumers that missed it get it on replay
       }
-    }
+      if (this.listeners.length === 0) return
+      const item = items[i]!
+      const published: PublishedEvent = { seq: r.evt.seq, timeUs: item.timeUs!, type: item.type, did: item.did, body: item.body }
+      for (const l of this.listeners) {
+        try {
+          l(published)
+        } catch (err) {
+          this.opts.onError?.(err)
+        }
+      }
+    })
     results.forEach((r, i) => {
       if (r.evt) {
         this.stats_.events++
@@ -172,6 +224,14 @@ export class Outbox {
     })
   }
 
+  /**
+   * Calls `fn` with every event right after it is committed and handed to the firehose, in seq order and in
+   * the same synchronous step (so a reader of the log that switches to live in one step misses nothing).
+   */
+  onPublish(fn: (evt: PublishedEvent) => void): void {
+    this.listeners.push(fn)
+  }
+
   /** Counters of the event-log writes so far. */
   writeStats(): OutboxWriteStats {
     return { ...this.stats_ }
@@ -179,7 +239,10 @@ export class Outbox {
 
   /** Applies retention now: drops events older than the window and beyond the byte budget. */
   prune(now = Date.now()): { deleted: number; earliestSeq: number | null } {
-    return this.log.prune({ maxAgeMs: this.opts.replayWindowMs, maxBytes: this.opts.replayMaxBytes, now })
+    const res = this.log.prune({ maxAgeMs: this.opts.replayWindowMs, maxBytes: this.opts.replayMaxBytes, now })
+    if (res.earliestSeq === null) this.timeStmts.pruneAll.run()
+    else this.timeStmts.pruneBelow.run(res.earliestSeq)
+    return res
   }
 
   startRetention(intervalMs: number, onError: (err: unknown) => void): void {

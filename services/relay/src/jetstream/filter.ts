@@ -1,0 +1,178 @@
+/**
+ * Jetstream subscription options: query parameters (v1 `wantedCollections`, `wantedDids`, `cursor`,
+ * `compress`, `requireHello`, `maxMessageSizeBytes`; v2 `kinds`, `dids`, `collections` and a sequence
+ * cursor) and the subscriber-sourced `options_update` message. Matching looks only at the kind, DID and
+ * collection carried next to each encoded event.
+ */
+import { isValidDid, isValidNsid } from '@stratos/core/syntax'
+import type { JetstreamItem, JetstreamKind } from './events.js'
+
+export const MAX_WANTED_COLLECTIONS = 100
+export const MAX_WANTED_DIDS = 10_000
+/** cursors below this are relay sequence numbers (v2), at or above it unix microseconds (v1) */
+export const SEQ_CURSOR_LIMIT = 1e13
+
+export class OptionsError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'OptionsError'
+  }
+}
+
+const KINDS: readonly JetstreamKind[] = ['commit', 'identity', 'account']
+const PREFIX_RE = /^[a-zA-Z][a-zA-Z0-9-]*(\.[a-zA-Z0-9-]+)*\.\*$/
+
+export class Filter {
+  readonly collections = new Set<string>()
+  /** `app.bsky.*` is kept as `app.bsky.` */
+  readonly prefixes: string[] = []
+  readonly dids = new Set<string>()
+  kinds: Set<JetstreamKind> | null = null
+  maxMessageSizeBytes = 0
+
+  static build(opts: {
+    collections?: readonly string[]
+    dids?: readonly string[]
+    kinds?: readonly string[]
+    maxMessageSizeBytes?: number
+  }): Filter {
+    const f = new Filter()
+    const collections = opts.collections ?? []
+    if (collections.length > MAX_WANTED_COLLECTIONS) {
+      throw new OptionsError(`at most ${MAX_WANTED_COLLECTIONS} wanted collections, got ${collections.length}`)
+    }
+    for (const c of collections) {
+      if (typeof c !== 'string') throw new OptionsError('wanted collections must be strings')
+      if (c.endsWith('.*')) {
+        if (!PREFIX_RE.test(c) || c.length > 317) throw new OptionsError(`invalid collection prefix: ${c}`)
+        f.prefixes.push(c.slice(0, -1))
+      } else {
+        if (!isValidNsid(c)) throw new OptionsError(`invalid collection NSID: ${c}`)
+        f.collections.add(c)
+      }
+    }
+    const dids = opts.dids ?? []
+    if (dids.length > MAX_WANTED_DIDS) throw new OptionsError(`at most ${MAX_WANTED_DIDS} wanted DIDs, got ${dids.length}`)
+    for (const d of dids) {
+      if (typeof d !== 'string' || !isValidDid(d)) throw new OptionsError(`invalid DID: ${String(d)}`)
+      f.dids.add(d)
+    }
+    if (opts.kinds && opts.kinds.length > 0) {
+      f.kinds = new Set()
+      for (const k of opts.kinds) {
+        if (!(KINDS as readonly string[]).includes(k)) throw new OptionsError(`unknown kind: ${k} (commit, identity, account)`)
+        f.kinds.add(k as JetstreamKind)
+      }
+    }
+    const max = opts.maxMessageSizeBytes ?? 0
+    if (!Number.isSafeInteger(max) || max < 0) throw new OptionsError('maxMessageSizeBytes must be an integer >= 0')
+    f.maxMessageSizeBytes = max
+    return f
+  }
+
+  /** Jetstream's rule: DIDs filter every kind, collections filter commit events only. */
+  matches(item: JetstreamItem): boolean {
+    if (this.kinds && !this.kinds.has(item.kind)) return false
+    if (this.dids.size > 0 && !this.dids.has(item.did)) return false
+    if (item.kind === 'commit' && (this.collections.size > 0 || this.prefixes.length > 0)) {
+      const c = item.collection!
+      if (this.collections.has(c)) return true
+      for (const p of this.prefixes) if (c.startsWith(p)) return true
+      return false
+    }
+    return true
+  }
+}
+
+export interface SubscribeParams {
+  version: 1 | 2
+  filter: Filter
+  /** v1: unix µs; the first event sent is the first with time_us > cursor */
+  cursorUs?: number
+  /** v2: relay seq; the first event sent is the first of seq > cursor */
+  cursorSeq?: number
+  compress: boolean
+  requireHello: boolean
+}
+
+function list(query: URLSearchParams, name: string): string[] | undefined {
+  if (!query.has(name)) return undefined
+  return query
+    .getAll(name)
+    .flatMap((v) => v.split(','))
+    .map((v) => v.trim())
+    .filter((v) => v.length > 0)
+}
+
+function bool(query: URLSearchParams, name: string): boolean {
+  const v = query.get(name)
+  if (v === null) return false
+  if (/^(true|1)$/i.test(v)) return true
+  if (/^(false|0)$/i.test(v)) return false
+  throw new OptionsError(`${name} must be true or false`)
+}
+
+function int(query: URLSearchParams, name: string): number | undefined {
+  const v = query.get(name)
+  if (v === null || v === '') return undefined
+  if (!/^[0-9]+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new OptionsError(`${name} must be an integer >= 0`)
+  return Number(v)
+}
+
+/** Parses the query of GET /subscribe (throws OptionsError). `zstdHeader`: `Socket-Encoding: zstd` was sent. */
+export function parseSubscribeQuery(query: URLSearchParams, zstdHeader = false): SubscribeParams {
+  const v2 = query.has('kinds') || query.has('dids') || query.has('collections')
+  const collections = [...(list(query, 'wantedCollections') ?? []), ...(list(query, 'collections') ?? [])]
+  const dids = [...(list(query, 'wantedDids') ?? []), ...(list(query, 'dids') ?? [])]
+  const filter = Filter.build({
+    collections,
+    dids,
+    kinds: list(query, 'kinds'),
+    maxMessageSizeBytes: int(query, 'maxMessageSizeBytes'),
+  })
+  const cursor = int(query, 'cursor')
+  const params: SubscribeParams = {
+    version: v2 ? 2 : 1,
+    filter,
+    compress: bool(query, 'compress') || zstdHeader,
+    requireHello: bool(query, 'requireHello'),
+  }
+  if (cursor !== undefined) {
+    if (v2 && cursor < SEQ_CURSOR_LIMIT) {
+      params.cursorSeq = cursor
+    } else {
+      params.cursorUs = cursor
+    }
+  }
+  return params
+}
+
+/** Parses a subscriber-sourced message; returns the new filter for an `options_update`. */
+export function parseSubscriberMessage(raw: string, current: Filter): Filter {
+  let msg: unknown
+  try {
+    msg = JSON.parse(raw)
+  } catch {
+    throw new OptionsError('subscriber messages must be JSON')
+  }
+  if (!msg || typeof msg !== 'object') throw new OptionsError('subscriber messages must be JSON objects')
+  const { type, payload } = msg as { type?: unknown; payload?: unknown }
+  if (type !== 'options_update') throw new OptionsError(`unknown message type: ${String(type)}`)
+  if (!payload || typeof payload !== 'object') throw new OptionsError('options_update needs a payload object')
+  const p = payload as Record<string, unknown>
+  const arr = (v: unknown, name: string): string[] | undefined => {
+    if (v === undefined || v === null) return undefined
+    if (!Array.isArray(v)) throw new OptionsError(`${name} must be an array`)
+    return v as string[]
+  }
+  const max = p.maxMessageSizeBytes
+  if (max !== undefined && (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 0)) {
+    throw new OptionsError('maxMessageSizeBytes must be an integer >= 0')
+  }
+  return Filter.build({
+    collections: arr(p.wantedCollections, 'wantedCollections') ?? arr(p.collections, 'collections'),
+    dids: arr(p.wantedDids, 'wantedDids') ?? arr(p.dids, 'dids'),
+    kinds: arr(p.kinds, 'kinds') ?? (current.kinds ? [...current.kinds] : undefined),
+    maxMessageSizeBytes: (max as number | undefined) ?? current.maxMessageSizeBytes,
+  })
+}

@@ -1,0 +1,318 @@
+/**
+ * GET /subscribe (Jetstream) on a relay fed by a real Stratos PDS, read with Jetstream clients no one here
+ * wrote (@skyware/jetstream, @atcute/jetstream) and, for what they do not cover (zstd, v2), with `ws`.
+ */
+import { decompress } from '@bokuweb/zstd-wasm'
+import { JetstreamSubscription, type JetstreamEvent } from '@atcute/jetstream'
+import { Jetstream } from '@skyware/jetstream'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import WebSocket from 'ws'
+import { lexToJson } from '@stratos/core/data'
+import { ConfigError } from '../src/index.js'
+import { FirehoseConsumer, relayConfig, startRelay, tmpDir, waitFor, sleep } from './helpers.js'
+import { TestNetwork, type TestAccount } from './network.js'
+
+let net: TestNetwork
+let alice: TestAccount
+let bob: TestAccount
+const POST = 'app.bsky.feed.post'
+const LIKE = 'app.bsky.feed.like'
+const PROFILE = 'app.bsky.actor.profile'
+
+/** An @atcute/jetstream subscription to the relay (Node 20 has no global WebSocket: `ws` is given). */
+function atcute(opts: Omit<ConstructorParameters<typeof JetstreamSubscription>[0], 'url'>): JetstreamSubscription {
+  return new JetstreamSubscription({ url: net.relay.url.replace(/^http/, 'ws'), ws: { WebSocket: WebSocket as any }, onError: (e) => console.error(e), ...opts })
+}
+
+/** Collects the events of an @atcute/jetstream subscription until stopped. */
+function collect(sub: JetstreamSubscription): { events: JetstreamEvent[]; stop: () => Promise<void> } {
+  const events: JetstreamEvent[] = []
+  const it = sub[Symbol.asyncIterator]()
+  let stopped = false
+  const loop = (async () => {
+    while (!stopped) {
+      const r = await it.next()
+      if (r.done) return
+      events.push(r.value)
+    }
+  })()
+  return {
+    events,
+    stop: async () => {
+      stopped = true
+      await it.return?.()
+      await Promise.race([loop, sleep(200)])
+    },
+  }
+}
+
+/** A raw subscriber: messages as parsed JSON (decompressing binary frames with zstd). */
+function raw(url: string): { ws: WebSocket; messages: any[]; binary: number; opened: Promise<void> } {
+  const ws = new WebSocket(url)
+  const out = { ws, messages: [] as any[], binary: 0, opened: new Promise<void>((r) => ws.once('open', () => r())) }
+  ws.on('message', (data, isBinary) => {
+    const buf = data as Buffer
+    if (isBinary) {
+      out.binary++
+      out.messages.push(JSON.parse(Buffer.from(decompress(buf)).toString('utf8')))
+    } else {
+      out.messages.push(JSON.parse(buf.toString('utf8')))
+    }
+  })
+  return out
+}
+
+/** Status and XRPC error of a refused upgrade. */
+function refused(url: string): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url)
+    ws.on('open', () => {
+      ws.close()
+      reject(new Error('the upgrade was accepted'))
+    })
+    ws.on('unexpected-response', (_req, res) => {
+      let text = ''
+      res.on('data', (c: Buffer) => (text += c.toString()))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }))
+    })
+    ws.on('error', () => undefined)
+  })
+}
+
+const commits = (events: any[], did?: string) =>
+  events.filter((e) => e.kind === 'commit' && (did === undefined || e.did === did))
+
+beforeAll(async () => {
+  net = await TestNetwork.start()
+  alice = await net.createAccount('alice')
+  bob = await net.createAccount('bob')
+  await net.synced(bob)
+}, 60_000)
+
+afterAll(async () => {
+  await net?.close()
+})
+
+describe('GET /subscribe with Jetstream clients', () => {
+  it('delivers posts, likes, deletes, profile updates, handle changes and deactivation with the right kinds and fields', async () => {
+    const start = Date.now() * 1000
+    const all = collect(atcute({ cursor: start }))
+    const skyware = new Jetstream({ ws: WebSocket, endpoint: net.jetstreamUrl, wantedCollections: ['app.bsky.feed.*'], cursor: start })
+    const sky: any[] = []
+    skyware.on('commit', (e) => sky.push(e))
+    skyware.on('identity', (e) => sky.push(e))
+    skyware.on('account', (e) => sky.push(e))
+    skyware.start()
+
+    const post = await net.create(alice, POST, { text: 'hello jetstream', createdAt: new Date().toISOString() })
+    const like = await net.create(bob, LIKE, { subject: { uri: post.uri, cid: post.cid }, createdAt: new Date().toISOString() })
+    const prof = await net.create(alice, PROFILE, { displayName: 'Alice' }, 'self')
+    const prof2 = await net.put(alice, PROFILE, 'self', { displayName: 'Alice A.' })
+    const gone = await net.create(alice, POST, { text: 'to delete', createdAt: new Date().toISOString() })
+    await net.del(alice, POST, gone.rkey)
+    await net.call('com.atproto.identity.updateHandle', { handle: 'bobby.test' }, bob.accessJwt)
+    await net.call('com.atproto.server.deactivateAccount', {}, bob.accessJwt)
+
+    await waitFor(() => all.events.some((e) => e.kind === 'account' && e.did === bob.did), 20_000, 'the account event').catch((e) => { console.log(JSON.stringify(all.events, null, 1)); throw e })
+    await waitFor(() => sky.some((e) => e.kind === 'account'), 10_000, 'skyware account event')
+    await all.stop()
+    skyware.close()
+
+    const a = commits(all.events, alice.did).map((e) => e.commit)
+    expect(a).toEqual([
+      { rev: expect.any(String), operation: 'create', collection: POST, rkey: post.rkey, cid: post.cid, record: { $type: POST, text: 'hello jetstream', createdAt: expect.any(String) } },
+      { rev: expect.any(String), operation: 'create', collection: PROFILE, rkey: 'self', cid: prof.cid, record: { $type: PROFILE, displayName: 'Alice' } },
+      { rev: expect.any(String), operation: 'update', collection: PROFILE, rkey: 'self', cid: prof2.cid, record: { $type: PROFILE, displayName: 'Alice A.' } },
+      { rev: expect.any(String), operation: 'create', collection: POST, rkey: gone.rkey, cid: gone.cid, record: expect.objectContaining({ text: 'to delete' }) },
+      { rev: expect.any(String), operation: 'delete', collection: POST, rkey: gone.rkey },
+    ])
+    const b = commits(all.events, bob.did).map((e) => e.commit)
+    expect(b).toEqual([
+      {
+        rev: expect.any(String),
+        operation: 'create',
+        collection: LIKE,
+        rkey: like.rkey,
+        cid: like.cid,
+        record: { $type: LIKE, subject: { uri: post.uri, cid: post.cid }, createdAt: expect.any(String) },
+      },
+    ])
+    const identity = all.events.find((e) => e.kind === 'identity' && e.did === bob.did) as any
+    expect(identity.identity).toMatchObject({ did: bob.did, handle: 'bobby.test', seq: expect.any(Number), time: expect.any(String) })
+    const account = all.events.find((e) => e.kind === 'account' && e.did === bob.did) as any
+    expect(account.account).toMatchObject({ did: bob.did, active: false, status: 'deactivated', seq: expect.any(Number) })
+    // time_us strictly increasing on the connection
+    const times = all.events.map((e) => e.time_us)
+    expect(times).toEqual([...times].sort((x, y) => x - y))
+    expect(new Set(times).size).toBe(times.length)
+
+    // skyware with app.bsky.feed.*: the feed commits (no profile), plus identity and account events
+    expect(commits(sky).map((e) => `${e.commit.operation} ${e.commit.collection}`)).toEqual([
+      `create ${POST}`,
+      `create ${LIKE}`,
+      `create ${POST}`,
+      `delete ${POST}`,
+    ])
+    expect(sky.some((e) => e.kind === 'identity' && e.identity.handle === 'bobby.test')).toBe(true)
+
+    await net.call('com.atproto.server.activateAccount', undefined, bob.accessJwt)
+  }, 60_000)
+
+  it('filters by wantedDids and changes filters mid-stream with options_update', async () => {
+    const sub = atcute({ wantedDids: [alice.did as `did:${string}:${string}`], wantedCollections: [POST] })
+    const got = collect(sub)
+    await sleep(300)
+    await net.create(alice, POST, { text: 'a1', createdAt: new Date().toISOString() })
+    await net.create(bob, POST, { text: 'b1', createdAt: new Date().toISOString() })
+    await net.create(alice, LIKE, { subject: { uri: `at://${alice.did}/${POST}/x`, cid: 'bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm' }, createdAt: new Date().toISOString() })
+    await waitFor(() => commits(got.events).length >= 1, 10_000, 'a1')
+    await net.synced(alice)
+    await net.synced(bob)
+    await sleep(200)
+    expect(commits(got.events).map((e) => (e.commit as any).record.text)).toEqual(['a1'])
+
+    sub.updateOptions({ wantedDids: [bob.did as `did:${string}:${string}`], wantedCollections: ['app.bsky.*'] })
+    await sleep(300)
+    await net.create(alice, POST, { text: 'a2', createdAt: new Date().toISOString() })
+    await net.create(bob, POST, { text: 'b2', createdAt: new Date().toISOString() })
+    await net.create(bob, LIKE, { subject: { uri: `at://${alice.did}/${POST}/x`, cid: 'bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm' }, createdAt: new Date().toISOString() })
+    await waitFor(() => commits(got.events).length >= 3, 10_000, 'b2 and the like')
+    await net.synced(alice)
+    await sleep(200)
+    await got.stop()
+    expect(commits(got.events).map((e) => `${e.did === bob.did ? 'bob' : 'alice'} ${(e.commit as any).collection}`)).toEqual([
+      'alice app.bsky.feed.post',
+      'bob app.bsky.feed.post',
+      'bob app.bsky.feed.like',
+    ])
+  }, 40_000)
+
+  it('replays from a cursor after a disconnect, losing nothing and repeating nothing', async () => {
+    const sub = atcute({ wantedDids: [alice.did as `did:${string}:${string}`] })
+    const first = collect(sub)
+    await sleep(300)
+    for (let i = 0; i < 3; i++) await net.create(alice, POST, { text: `before ${i}`, createdAt: new Date().toISOString() })
+    await waitFor(() => commits(first.events).length === 3, 10_000, 'first three')
+    await first.stop()
+    const cursor = first.events.at(-1)!.time_us
+    // written while disconnected, one commit with several ops among them
+    for (let i = 0; i < 3; i++) await net.create(alice, POST, { text: `during ${i}`, createdAt: new Date().toISOString() })
+    await net.call(
+      'com.atproto.repo.applyWrites',
+      {
+        repo: alice.did,
+        writes: [0, 1, 2].map((i) => ({ $type: 'com.atproto.repo.applyWrites#create', collection: POST, value: { $type: POST, text: `batch ${i}`, createdAt: new Date().toISOString() } })),
+      },
+      alice.accessJwt,
+    )
+    await net.synced(alice)
+
+    // resume in the middle of the multi-op commit too
+    const second = collect(atcute({ cursor, wantedDids: [alice.did as `did:${string}:${string}`] }))
+    await waitFor(() => commits(second.events).length === 6, 10_000, 'the missed six')
+    await net.create(alice, POST, { text: 'after', createdAt: new Date().toISOString() })
+    await waitFor(() => commits(second.events).length === 7, 10_000, 'live after replay')
+    await second.stop()
+    expect(commits(second.events).map((e) => (e.commit as any).record.text)).toEqual([
+      'during 0', 'during 1', 'during 2', 'batch 0', 'batch 1', 'batch 2', 'after',
+    ])
+    const batch = commits(second.events).filter((e) => (e.commit as any).record.text.startsWith('batch'))
+    expect(new Set(batch.map((e) => (e.commit as any).rev)).size).toBe(1)
+
+    const mid = batch[0]!.time_us
+    const third = collect(atcute({ cursor: mid, wantedDids: [alice.did as `did:${string}:${string}`] }))
+    await waitFor(() => commits(third.events).length === 3, 10_000, 'from mid-commit')
+    await sleep(200)
+    await third.stop()
+    expect(commits(third.events).map((e) => (e.commit as any).record.text)).toEqual(['batch 1', 'batch 2', 'after'])
+
+    // a cursor older than the log starts at its oldest event
+    const old = raw(`${net.jetstreamUrl}?cursor=1000000000000000&wantedDids=${alice.did}`)
+    await waitFor(() => old.messages.length > 0, 10_000, 'oldest event')
+    old.ws.close()
+    expect(old.messages[0]).toMatchObject({ did: alice.did })
+  }, 60_000)
+
+  it('compress=true sends zstd frames that decode to the same events', async () => {
+    const plain = raw(`${net.jetstreamUrl}?wantedCollections=${POST}&wantedDids=${alice.did}`)
+    const zstd = raw(`${net.jetstreamUrl}?wantedCollections=${POST}&wantedDids=${alice.did}&compress=true`)
+    await Promise.all([plain.opened, zstd.opened])
+    await net.create(alice, POST, { text: 'compressed '.repeat(20), createdAt: new Date().toISOString() })
+    await waitFor(() => plain.messages.length === 1 && zstd.messages.length === 1, 10_000, 'both')
+    plain.ws.close()
+    zstd.ws.close()
+    expect(zstd.binary).toBe(1)
+    expect(zstd.messages).toEqual(plain.messages)
+  })
+
+  it('every Jetstream commit matches what @atproto/sync Firehose yields for it', async () => {
+    const firehose = new FirehoseConsumer(net.relay.url, net.plc.url, { cursor: 0 })
+    const js = raw(`${net.jetstreamUrl}?cursor=1`)
+    try {
+      await waitFor(() => firehose.events.some((e) => e.event === 'create' && (e.record as any)?.text === 'after'), 20_000, 'firehose catch-up')
+      await waitFor(() => commits(js.messages).some((e) => e.commit.record?.text === 'after'), 20_000, 'jetstream catch-up')
+      const fromFirehose = firehose.events
+        .filter((e) => e.event === 'create' || e.event === 'update' || e.event === 'delete')
+        .map((e: any) => ({
+          did: e.did,
+          operation: e.event,
+          collection: e.collection,
+          rkey: e.rkey,
+          rev: e.rev,
+          ...(e.event === 'delete' ? {} : { cid: e.cid.toString(), record: lexToJson(e.record) }),
+        }))
+      const fromJetstream = commits(js.messages).map((e) => ({ did: e.did, ...e.commit }))
+      const upTo = (xs: any[]) => xs.slice(0, xs.findIndex((x) => x.record?.text === 'after') + 1)
+      const canon = (x: unknown): unknown =>
+        Array.isArray(x)
+          ? x.map(canon)
+          : x && typeof x === 'object'
+            ? Object.fromEntries(Object.keys(x).sort().map((k) => [k, canon((x as Record<string, unknown>)[k])]))
+            : x
+      expect(upTo(fromJetstream).length).toBeGreaterThan(15)
+      expect(upTo(fromJetstream).map(canon)).toEqual(upTo(fromFirehose).map(canon))
+    } finally {
+      js.ws.close()
+      await firehose.close()
+    }
+  }, 40_000)
+
+  it('v2: kinds, collections and a sequence cursor; CursorTooOld; bad parameters are refused', async () => {
+    const v2 = raw(`${net.jetstreamUrl}?kinds=commit&collections=${PROFILE}&cursor=0`)
+    await waitFor(() => v2.messages.length === 2, 10_000, 'the two profile commits')
+    v2.ws.close()
+    expect(v2.messages.map((m) => [m.kind, m.commit.operation])).toEqual([['commit', 'create'], ['commit', 'update']])
+    expect(v2.messages[0].seq).toBeLessThan(v2.messages[1].seq)
+    const after = raw(`${net.jetstreamUrl}?kinds=commit&collections=${PROFILE}&cursor=${v2.messages[0].seq}`)
+    await waitFor(() => after.messages.length === 1, 10_000, 'after the first')
+    await sleep(100)
+    after.ws.close()
+    expect(after.messages[0].commit.operation).toBe('update')
+
+    expect(await refused(`${net.jetstreamUrl}?wantedCollections=not-an-nsid`)).toMatchObject({ status: 400, body: { error: 'InvalidRequest' } })
+    expect(await refused(`${net.jetstreamUrl}?wantedDids=alice`)).toMatchObject({ status: 400, body: { error: 'InvalidRequest' } })
+    expect(await refused(`${net.jetstreamUrl}?kinds=post`)).toMatchObject({ status: 400, body: { error: 'InvalidRequest' } })
+    const tooMany = Array.from({ length: 101 }, (_, i) => `wantedCollections=app.test.c${i}`).join('&')
+    expect(await refused(`${net.jetstreamUrl}?${tooMany}`)).toMatchObject({ status: 400 })
+
+    // retention empties the log: an old sequence cursor is too old
+    net.relay.ctx.outbox.prune(Date.now() + 365 * 24 * 3600_000)
+    expect(await refused(`${net.jetstreamUrl}?kinds=commit&cursor=1`)).toMatchObject({ status: 400, body: { error: 'CursorTooOld' } })
+  }, 30_000)
+})
+
+describe('configuration', () => {
+  it('RELAY_JETSTREAM_ENABLED=false: no /subscribe; a missing dictionary file stops start-up', async () => {
+    const dir = tmpDir()
+    const relay = await startRelay(relayConfig(dir.path, net.plc.url, { RELAY_JETSTREAM_ENABLED: 'false' }))
+    try {
+      expect(relay.ctx.jetstream).toBeNull()
+      expect(await refused(`${relay.url.replace(/^http/, 'ws')}/subscribe`)).toMatchObject({ status: 404 })
+    } finally {
+      await relay.close()
+      dir.remove()
+    }
+    expect(() => relayConfig(dir.path, net.plc.url, { RELAY_JETSTREAM_ZSTD_DICTIONARY: '/nonexistent/dict' })).toThrow(ConfigError)
+    expect(() => relayConfig(dir.path, net.plc.url, { RELAY_JETSTREAM_ENABLED: 'maybe' })).toThrow(/RELAY_JETSTREAM_ENABLED/)
+  })
+})
