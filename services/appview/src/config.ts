@@ -38,6 +38,12 @@ export interface AppViewConfig {
   backfillOnStart?: boolean
   /** repos fetched and indexed at once by the network backfill (default 8) */
   backfillConcurrency?: number
+  /** labelers followed whatever records say, and applied when a request names none (atproto-accept-labelers) */
+  labelers: string[]
+  /** the AppView's own moderation service: its !takedown / !suspend labels remove content; always applied */
+  modServiceDid?: string
+  /** how often the labelers declared by indexed app.bsky.labeler.service records are looked up (ms) */
+  labelerRefreshMs: number
 }
 
 export interface RepoFetchConfig {
@@ -178,6 +184,26 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): AppViewConfig 
   const backfillRaw = nonEmpty(env, 'APPVIEW_BACKFILL')
   const backfillOnStart = backfillRaw === undefined ? true : parseBool(backfillRaw, 'APPVIEW_BACKFILL', errors)
   const backfillConcurrency = int('APPVIEW_BACKFILL_CONCURRENCY', 1, 1024)
+  const labelers: string[] = []
+  for (const part of (nonEmpty(env, 'APPVIEW_LABELERS') ?? '').split(',')) {
+    const d = part.trim()
+    if (!d) continue
+    if (!/^did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]$/.test(d)) errors.push(`APPVIEW_LABELERS must be a comma-separated list of DIDs, got "${d}"`)
+    else if (!labelers.includes(d)) labelers.push(d)
+  }
+  const modServiceDid = nonEmpty(env, 'APPVIEW_MOD_SERVICE_DID')
+  if (modServiceDid && !/^did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]$/.test(modServiceDid)) {
+    errors.push(`APPVIEW_MOD_SERVICE_DID must be a DID, got "${modServiceDid}"`)
+  }
+  const refreshRaw = nonEmpty(env, 'APPVIEW_LABELER_REFRESH_MS')
+  let labelerRefreshMs = 30_000
+  if (refreshRaw !== undefined) {
+    labelerRefreshMs = Number(refreshRaw)
+    if (!/^\d+$/.test(refreshRaw) || labelerRefreshMs < 100) {
+      errors.push(`APPVIEW_LABELER_REFRESH_MS must be an integer >= 100, got "${refreshRaw}"`)
+      labelerRefreshMs = 30_000
+    }
+  }
 
   if (errors.length > 0) throw new ConfigError(`invalid AppView configuration:\n  ${errors.join('\n  ')}`)
 
@@ -193,9 +219,12 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): AppViewConfig 
     version: nonEmpty(env, 'APPVIEW_VERSION') ?? packageVersion(),
     validateOutput,
     backfillOnStart,
+    labelers,
+    labelerRefreshMs,
   }
   if (Object.keys(repoFetch).length > 0) config.repoFetch = repoFetch
   if (backfillConcurrency !== undefined) config.backfillConcurrency = backfillConcurrency
+  if (modServiceDid) config.modServiceDid = modServiceDid
   if (dbSchema) config.dbSchema = dbSchema
   if (relayUrl) config.relayUrl = relayUrl
   if (did) config.did = did

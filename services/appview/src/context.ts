@@ -28,6 +28,8 @@ import type { DatabaseSchema } from './indexer/schema.js'
 import { DbIdentityCache } from './ingest/identity-cache.js'
 import { Ingester, type IngestSource } from './ingest/ingester.js'
 import { RepoFetcher } from './ingest/repo-fetcher.js'
+import { parseAcceptLabelers, type AcceptedLabeler } from './labels/labels.js'
+import type { LabelSubscriptions } from './labels/subscriber.js'
 import { Views } from './views/views.js'
 
 export interface AppContextOptions {
@@ -54,6 +56,10 @@ export class AppContext {
   /** set by AppViewServer once the public URL is known */
   publicUrl: string
   did: string
+  /** the labelers applied when a request names none: APPVIEW_LABELERS and the moderation service */
+  readonly defaultLabelers: AcceptedLabeler[]
+  /** set by AppViewServer: the subscriptions to the labelers' streams */
+  labelSubscriptions: LabelSubscriptions | null = null
 
   private constructor(
     readonly config: AppViewConfig,
@@ -70,6 +76,18 @@ export class AppContext {
   ) {
     this.publicUrl = views.publicUrl
     this.did = config.did ?? didWebFor(this.publicUrl)
+    const dids = [...config.labelers]
+    if (config.modServiceDid && !dids.includes(config.modServiceDid)) dids.push(config.modServiceDid)
+    this.defaultLabelers = dids.map((did) => ({ did, redact: did === config.modServiceDid }))
+  }
+
+  /** The labelers a request accepts: its `atproto-accept-labelers` header, else the defaults. */
+  acceptedLabelers(header: string | string[] | undefined): AcceptedLabeler[] {
+    const parsed = parseAcceptLabelers(header)
+    if (!parsed) return this.defaultLabelers
+    const mod = this.config.modServiceDid
+    if (mod && !parsed.some((l) => l.did === mod)) parsed.push({ did: mod, redact: true })
+    return parsed
   }
 
   get db() {
@@ -103,7 +121,7 @@ export class AppContext {
     }
 
     const indexer = new Indexer(database, opts.now ? { now: opts.now } : {})
-    const hydrator = new Hydrator(database.db)
+    const hydrator = new Hydrator(database.db, config.modServiceDid ? { modServiceDid: config.modServiceDid } : {})
     const publicUrl = config.publicUrl ?? `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${config.port}`
     const views = new Views({ publicUrl })
     const idResolver =

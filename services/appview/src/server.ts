@@ -10,6 +10,7 @@ import { registerMethods } from './api/index.js'
 import type { AppViewConfig } from './config.js'
 import { AppContext, type AppContextOptions } from './context.js'
 import { BlobNotFoundError } from './image/blob-cache.js'
+import { LabelSubscriptions } from './labels/subscriber.js'
 
 export type AppViewServerOptions = AppContextOptions
 
@@ -48,6 +49,16 @@ export class AppViewServer {
         return {}
       },
     })
+    ctx.labelSubscriptions = new LabelSubscriptions({
+      db: ctx.db,
+      idResolver: ctx.idResolver,
+      log: ctx.log.child({ component: 'labels' }),
+      configured: ctx.defaultLabelers.map((l) => l.did),
+      refreshMs: config.labelerRefreshMs,
+      registry: xrpc.metrics?.registry,
+      minBackoffMs: opts.minBackoffMs,
+      maxBackoffMs: opts.maxBackoffMs,
+    })
     const server = new AppViewServer(ctx, xrpc)
     registerMethods(xrpc, ctx)
     server.registerRoutes()
@@ -67,12 +78,16 @@ export class AppViewServer {
     const url = await this.xrpc.listen({ port: this.ctx.config.port, host: this.ctx.config.host })
     if (!this.ctx.config.publicUrl) this.ctx.setPublicUrl(url)
     this.ctx.ingester.start()
+    this.ctx.labelSubscriptions?.start()
     this.started = true
     return url
   }
 
   async close(): Promise<void> {
-    if (this.started) await this.ctx.ingester.stop()
+    if (this.started) {
+      await this.ctx.labelSubscriptions?.stop()
+      await this.ctx.ingester.stop()
+    }
     this.started = false
     await this.xrpc.close()
     await this.ctx.database.close()

@@ -401,6 +401,8 @@ export function appviewConfig(net: FakeNetwork, db: TestDb, extra: Partial<AppVi
     version: 'test',
     validateOutput: true,
     adminPassword: 'admin-secret',
+    labelers: [],
+    labelerRefreshMs: 30_000,
     ...extra,
   }
   if (db.dbSchema) config.dbSchema = db.dbSchema

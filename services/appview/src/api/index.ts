@@ -39,6 +39,9 @@ import graphUnmuteActorList from './app/bsky/graph/unmuteActorList.js'
 import notificationGetUnreadCount from './app/bsky/notification/getUnreadCount.js'
 import notificationListNotifications from './app/bsky/notification/listNotifications.js'
 import notificationUpdateSeen from './app/bsky/notification/updateSeen.js'
+import labelerGetServices from './app/bsky/labeler/getServices.js'
+import { formatContentLabelers } from '../labels/labels.js'
+import { runWithLabelers } from '../labels/request.js'
 
 const methods = [
   actorGetProfile,
@@ -79,6 +82,7 @@ const methods = [
   notificationGetUnreadCount,
   notificationListNotifications,
   notificationUpdateSeen,
+  labelerGetServices,
 ]
 
 export function registerMethods(server: XrpcServer, ctx: AppContext): void {
@@ -90,6 +94,8 @@ export function registerMethods(server: XrpcServer, ctx: AppContext): void {
  * The server, with every method's authenticated answers carrying `Atproto-Repo-Rev`: the rev of the
  * viewer's own repo this AppView has indexed. A PDS proxying the call merges in what the viewer wrote
  * after that rev (read-after-write), so users see their own new posts and profile edits at once.
+ * Every handler also runs with the labelers the request accepts (`atproto-accept-labelers`, else the
+ * AppView's defaults), whose labels the views carry, and answers which ones in `atproto-content-labelers`.
  */
 function withRepoRev(server: XrpcServer, ctx: AppContext): XrpcServer {
   return new Proxy(server, {
@@ -102,7 +108,12 @@ function withRepoRev(server: XrpcServer, ctx: AppContext): XrpcServer {
         const config = typeof configOrHandler === 'function' ? { handler: configOrHandler } : configOrHandler
         target.method(nsid, {
           ...config,
-          handler: async (call) => addRepoRev(ctx, call.auth, await config.handler(call)),
+          handler: async (call) => {
+            const labelers = ctx.acceptedLabelers(call.req.headers['atproto-accept-labelers'])
+            const out = await addRepoRev(ctx, call.auth, await runWithLabelers(labelers, () => config.handler(call)))
+            if (!out) return out
+            return { ...out, headers: { ...out.headers, 'atproto-content-labelers': formatContentLabelers(labelers) } }
+          },
         })
         return receiver
       }

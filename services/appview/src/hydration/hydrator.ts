@@ -6,6 +6,8 @@
 import type { Kysely } from 'kysely'
 import type { DatabaseSchema } from '../indexer/schema.js'
 import { COLLECTIONS, collectionFromUri, didFromUri } from '../indexer/records.js'
+import { LABELER_COLLECTION, labelsFor, type AcceptedLabeler, type ViewLabel } from '../labels/labels.js'
+import { currentLabelers } from '../labels/request.js'
 
 type Db = Kysely<DatabaseSchema>
 type Json = Record<string, unknown>
@@ -149,9 +151,23 @@ export class HydrationState {
   readonly blockEdges = new Set<string>()
   /** actors whose third-party block edges have been loaded */
   readonly blockChecked = new Set<string>()
+  /** subject URI (DID or at-uri) → labels from the accepted labelers */
+  readonly labels = new Map<string, ViewLabel[]>()
+  /** actors that publish an app.bsky.labeler.service record */
+  readonly labelerActors = new Set<string>()
 
-  constructor(readonly viewer: string | null) {}
+  /**
+   * `labelers`: the labelers whose labels the views carry (default: those of the request being served,
+   * see labels/request.ts; none outside a request).
+   */
+  constructor(
+    readonly viewer: string | null,
+    readonly labelers: AcceptedLabeler[] = currentLabelers() ?? [],
+  ) {}
 }
+
+/** Labels that take content down when the AppView's own moderation service sets them. */
+export const TAKEDOWN_LABELS: ReadonlySet<string> = new Set(['!takedown', '!suspend'])
 
 const CHUNK = 500
 
@@ -186,8 +202,44 @@ export function embeddedUri(record: Json): string | undefined {
   return undefined
 }
 
+export interface HydratorOptions {
+  /** the AppView's own moderation service: its labels always apply, and !takedown / !suspend remove content */
+  modServiceDid?: string
+}
+
 export class Hydrator {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly opts: HydratorOptions = {},
+  ) {}
+
+  // labels
+  // =
+
+  /** Labels and the viewer's likes of labeler service records (app.bsky.labeler.getServices). */
+  async labelerRecords(state: HydrationState, uris: string[]): Promise<void> {
+    if (uris.length === 0) return
+    await this.loadLabels(state, uris)
+    await this.viewerInteractions(state, uris)
+  }
+
+  /**
+   * Loads the labels on `uris` from the request's labelers (and the moderation service) into the state.
+   * Returns the URIs the moderation service took down.
+   */
+  private async loadLabels(state: HydrationState, uris: string[]): Promise<Map<string, string>> {
+    const takedowns = new Map<string, string>()
+    const mod = this.opts.modServiceDid
+    const srcs = state.labelers.map((l) => l.did)
+    if (mod && !srcs.includes(mod)) srcs.push(mod)
+    const found = await labelsFor(this.db, uris, srcs)
+    for (const [uri, labels] of found) {
+      state.labels.set(uri, labels)
+      const down = labels.find((l) => l.src === mod && TAKEDOWN_LABELS.has(l.val))
+      if (down) takedowns.set(uri, down.val)
+    }
+    return takedowns
+  }
 
   // actors
   // =
@@ -259,6 +311,22 @@ export class Hydrator {
         })
       }
       for (const did of batch) if (!state.actors.has(did)) state.actors.set(did, null)
+      const found = rows.map((r) => r.did)
+      if (found.length === 0) continue
+      const profileUris = found.map((d) => `at://${d}/${COLLECTIONS.profile}/self`)
+      const takedowns = await this.loadLabels(state, [...found, ...profileUris])
+      for (const [did, val] of takedowns) {
+        const a = state.actors.get(did)
+        if (a && !a.upstreamStatus) a.upstreamStatus = val === '!suspend' ? 'suspended' : 'takendown'
+      }
+      const labelers = await this.db
+        .selectFrom('record')
+        .select('did')
+        .where('collection', '=', LABELER_COLLECTION)
+        .where('rkey', '=', 'self')
+        .where('did', 'in', found)
+        .execute()
+      for (const l of labelers) state.labelerActors.add(l.did)
     }
     if (opts.viewer !== false) await this.actorViewers(state, todo)
   }
@@ -458,6 +526,11 @@ export class Hydrator {
       for (const u of batch) if (!state.posts.has(u)) state.posts.set(u, null)
       const found = rows.map((r) => r.uri)
       if (found.length === 0) continue
+      for (const uri of (await this.loadLabels(state, found)).keys()) {
+        state.posts.set(uri, null)
+        const i = out.findIndex((p) => p.uri === uri)
+        if (i >= 0) out.splice(i, 1)
+      }
       // gates live at the post's rkey; the root's threadgate matters for every reply
       const roots = [...new Set([...found, ...rows.map((r) => r.replyRoot).filter((u): u is string => !!u)])]
       const [tgs, pgs] = await Promise.all([
@@ -533,6 +606,7 @@ export class Hydrator {
         creators.add(r.creator)
       }
       for (const u of batch) if (!state.lists.has(u)) state.lists.set(u, null)
+      if (rows.length > 0) for (const uri of (await this.loadLabels(state, rows.map((r) => r.uri))).keys()) state.lists.set(uri, null)
       if (state.viewer && rows.length > 0) {
         const found = rows.map((r) => r.uri)
         const [mutes, blocks] = await Promise.all([
@@ -585,6 +659,7 @@ export class Hydrator {
         creators.add(r.creator)
       }
       for (const u of batch) if (!state.feedgens.has(u)) state.feedgens.set(u, null)
+      if (rows.length > 0) for (const uri of (await this.loadLabels(state, rows.map((r) => r.uri))).keys()) state.feedgens.set(uri, null)
       await this.viewerInteractions(state, rows.map((r) => r.uri))
     }
     await this.actors(state, creators)
@@ -607,6 +682,7 @@ export class Hydrator {
         lists.add(r.listUri)
       }
       for (const u of batch) if (!state.starterPacks.has(u)) state.starterPacks.set(u, null)
+      if (rows.length > 0) for (const uri of (await this.loadLabels(state, rows.map((r) => r.uri))).keys()) state.starterPacks.set(uri, null)
     }
     await this.lists(state, lists, { creators: false })
     await this.actors(state, creators)

@@ -278,11 +278,33 @@ async function ftsPostgres(db: AnyDb): Promise<void> {
   await sql`CREATE INDEX actor_fts_tsv_idx ON actor_fts USING gin (tsv)`.execute(db)
 }
 
+async function labels(db: AnyDb): Promise<void> {
+  await db.schema
+    .createTable('label')
+    .addColumn('src', 'text', (c) => c.notNull())
+    .addColumn('uri', 'text', (c) => c.notNull())
+    .addColumn('cid', 'text')
+    .addColumn('val', 'text', (c) => c.notNull())
+    .addColumn('cts', 'text', (c) => c.notNull())
+    .addColumn('exp', 'text')
+    .addColumn('sig', 'text')
+    .addPrimaryKeyConstraint('label_pkey', ['src', 'uri', 'val'])
+    .execute()
+  await db.schema.createIndex('label_uri_idx').on('label').column('uri').execute()
+  await db.schema
+    .createTable('labeler_cursor')
+    .addColumn('did', 'text', (c) => c.primaryKey())
+    .addColumn('seq', 'bigint', (c) => c.notNull())
+    .addColumn('updatedAt', 'text', (c) => c.notNull())
+    .execute()
+}
+
 /** The migrations for one dialect (the same tables; full-text search built the dialect's way). */
 export function appviewMigrations(dialect: DbDialect): Migrations {
   const migrations: Record<string, Migration> = {
     '001-init': { up: init },
     '002-search': { up: dialect === 'postgres' ? ftsPostgres : ftsSqlite },
+    '003-labels': { up: labels },
   }
   return migrations
 }

@@ -32,6 +32,8 @@ export const COLLECTIONS = {
   threadgate: 'app.bsky.feed.threadgate',
   postgate: 'app.bsky.feed.postgate',
   starterpack: 'app.bsky.graph.starterpack',
+  /** kept in the record table only: the labelers to follow, and app.bsky.labeler.getServices */
+  labeler: 'app.bsky.labeler.service',
 } as const
 
 export const INDEXED_COLLECTIONS: ReadonlySet<string> = new Set(Object.values(COLLECTIONS))

@@ -245,6 +245,25 @@ export interface DidCacheTable {
   updatedAt: number
 }
 
+/** The current label per (src, uri, val) from a followed labeler (negations delete; expiry checked on read). */
+export interface LabelTable {
+  src: string
+  uri: string
+  cid: string | null
+  val: string
+  cts: string
+  exp: string | null
+  /** base64 of the signature (kept to re-serve or re-check; views leave it out) */
+  sig: string | null
+}
+
+/** Where each followed labeler's subscribeLabels stream was left. */
+export interface LabelerCursorTable {
+  did: string
+  seq: number
+  updatedAt: string
+}
+
 export interface DatabaseSchema {
   actor: ActorTable
   record: RecordTable
@@ -272,6 +291,8 @@ export interface DatabaseSchema {
   repo_state: RepoStateTable
   ingest_cursor: IngestCursorTable
   did_cache: DidCacheTable
+  label: LabelTable
+  labeler_cursor: LabelerCursorTable
   // full-text search (dialect-specific shape, written with raw SQL; see search.ts)
   post_fts: { uri: string; text: string }
   actor_fts: { did: string; handle: string; displayName: string }

@@ -15,6 +15,7 @@ import type {
 } from '@atproto/api'
 import type { ActorInfo, HydrationState, PostInfo } from '../hydration/hydrator.js'
 import { COLLECTIONS, blobCidOf, collectionFromUri, didFromUri, mentionedDids } from '../indexer/records.js'
+import { selfLabels, type ViewLabel } from '../labels/labels.js'
 import { actorHidden, blockedPair, viewerBlocks } from './rules.js'
 
 type Json = Record<string, unknown>
@@ -83,6 +84,29 @@ export class Views {
     return `${this.publicUrl}/vid/${did}/${cid}/playlist.m3u8`
   }
 
+  // labels
+  // =
+
+  /** Labels on `uri` from the request's labelers, then the record's self-labels (if a record is given). */
+  labelsOf(
+    state: HydrationState,
+    uri: string,
+    self?: { cid: string; creator: string; record: Record<string, unknown>; cts: string },
+  ): ViewLabel[] {
+    const out = [...(state.labels.get(uri) ?? [])]
+    if (self) out.push(...selfLabels(uri, self.cid, self.creator, self.record, self.cts))
+    return out
+  }
+
+  /** An actor's labels: on the account (DID) and on its profile record, plus the profile's self-labels. */
+  actorLabels(state: HydrationState, did: string): ViewLabel[] {
+    const p = state.actors.get(did)?.profile
+    const out = this.labelsOf(state, did)
+    if (p) out.push(...this.labelsOf(state, p.uri, { cid: p.cid, creator: did, record: p.record, cts: p.createdAt ?? p.indexedAt }))
+    else out.push(...this.labelsOf(state, `at://${did}/app.bsky.actor.profile/self`))
+    return out
+  }
+
   // actors
   // =
 
@@ -115,7 +139,7 @@ export class Views {
     const a = state.actors.get(did)
     if (!a || actorHidden(state, did)) return undefined
     const p = a.profile
-    const out: AppBskyActorDefs.ProfileViewBasic = { did, handle: this.handleOf(a), labels: [] }
+    const out: AppBskyActorDefs.ProfileViewBasic = { did, handle: this.handleOf(a), labels: this.actorLabels(state, did) }
     if (p?.displayName) out.displayName = p.displayName
     if (p?.avatarCid) out.avatar = this.imageUrl('avatar', did, p.avatarCid)
     const viewer = this.actorViewer(state, did)
@@ -147,7 +171,7 @@ export class Views {
         lists: Math.max(0, agg?.lists ?? 0),
         feedgens: Math.max(0, agg?.feedgens ?? 0),
         starterPacks: Math.max(0, agg?.starterPacks ?? 0),
-        labeler: false,
+        labeler: state.labelerActors.has(did),
       },
     }
     if (a.profile?.bannerCid) out.banner = this.imageUrl('banner', did, a.profile.bannerCid)
@@ -234,7 +258,7 @@ export class Views {
       quoteCount: Math.max(0, agg?.quotes ?? 0),
       bookmarkCount: 0,
       indexedAt: p.indexedAt,
-      labels: [],
+      labels: this.labelsOf(state, uri, { cid: p.cid, creator: p.creator, record: p.record, cts: p.indexedAt }),
     }
     const embed = this.embed(state, p, depth)
     if (embed) out.embed = embed
@@ -370,7 +394,7 @@ export class Views {
         cid: quoted.cid,
         author,
         value: quoted.record,
-        labels: [],
+        labels: this.labelsOf(state, uri, { cid: quoted.cid, creator: quoted.creator, record: quoted.record, cts: quoted.indexedAt }),
         likeCount: Math.max(0, agg?.likes ?? 0),
         replyCount: Math.max(0, agg?.replies ?? 0),
         repostCount: Math.max(0, agg?.reposts ?? 0),
@@ -450,7 +474,7 @@ export class Views {
       name: l.name,
       purpose: l.purpose,
       listItemCount: Math.max(0, state.listItemCounts.get(uri) ?? 0),
-      labels: [],
+      labels: this.labelsOf(state, uri, { cid: l.cid, creator: l.creator, record: l.record, cts: l.indexedAt }),
       indexedAt: l.indexedAt,
     }
     if (l.avatarCid) out.avatar = this.imageUrl('avatar', l.creator, l.avatarCid)
@@ -481,7 +505,7 @@ export class Views {
       creator,
       displayName: g.displayName,
       likeCount: Math.max(0, state.recordAggs.get(uri)?.likes ?? 0),
-      labels: [],
+      labels: this.labelsOf(state, uri, { cid: g.cid, creator: g.creator, record: g.record, cts: g.indexedAt }),
       indexedAt: g.indexedAt,
     }
     if (g.description) out.description = g.description
@@ -508,7 +532,7 @@ export class Views {
       listItemCount: Math.max(0, state.listItemCounts.get(s.listUri) ?? 0),
       joinedWeekCount: 0,
       joinedAllTimeCount: 0,
-      labels: [],
+      labels: this.labelsOf(state, uri, { cid: s.cid, creator: s.creator, record: s.record, cts: s.indexedAt }),
       indexedAt: s.indexedAt,
     }
   }

@@ -48,15 +48,16 @@ const register: Register = (server, ctx) => {
         if (actorInvisible(state, r.author) || viewerMutes(state, r.author)) continue
         const author = ctx.views.profile(state, r.author)
         if (!author) continue
+        const record = JSON.parse(r.json) as Record<string, unknown>
         const n: AppBskyNotificationListNotifications.Notification = {
           uri: r.recordUri,
           cid: r.recordCid,
           author,
           reason: r.reason,
-          record: JSON.parse(r.json) as Record<string, unknown>,
+          record,
           isRead: seenAt !== null && r.sortAt <= seenAt,
           indexedAt: r.indexedAt,
-          labels: [],
+          labels: ctx.views.labelsOf(state, r.recordUri, { cid: r.recordCid, creator: r.author, record, cts: r.indexedAt }),
         }
         if (r.reasonSubject) n.reasonSubject = r.reasonSubject
         notifications.push(n)
