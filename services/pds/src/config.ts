@@ -58,6 +58,19 @@ export interface PdsConfig {
     /** how long a rotated refresh token may still be presented (a client retry), in ms */
     refreshGraceMs: number
   }
+  /** the OAuth authorization server (sign-in for third-party apps) */
+  oauth: {
+    /** issuer identifier (PDS_OAUTH_ISSUER); defaults to the public URL */
+    issuer: string
+    /** P-256 private key (hex) signing access tokens (PDS_OAUTH_SIGNING_KEY_P256_PRIVATE_KEY_HEX); else HS256 on PDS_JWT_SECRET */
+    signingKeyHex: string | null
+    logoUrl?: string
+    /** e.g. rgb(0, 106, 255) or #006aff (PDS_PRIMARY_COLOR) */
+    primaryColor?: string
+    supportUrl?: string
+    /** client ids shown as trusted on the consent page (PDS_OAUTH_TRUSTED_CLIENTS) */
+    trustedClients: string[]
+  }
   logLevel: string
 }
 
@@ -202,6 +215,28 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
     }
   }
 
+  const oauthIssuer = str('PDS_OAUTH_ISSUER') ? url('PDS_OAUTH_ISSUER', str('PDS_OAUTH_ISSUER')!, devMode) : publicUrl
+  const oauthKey = str('PDS_OAUTH_SIGNING_KEY_P256_PRIVATE_KEY_HEX') ?? null
+  if (oauthKey && !/^[0-9a-fA-F]{64}$/.test(oauthKey)) {
+    problems.push('PDS_OAUTH_SIGNING_KEY_P256_PRIVATE_KEY_HEX must be 64 hex characters (a 32-byte P-256 private key)')
+  }
+  const logoUrl = str('PDS_LOGO_URL')
+  if (logoUrl && !logoUrl.startsWith('data:')) url('PDS_LOGO_URL', logoUrl, devMode)
+  let primaryColor = str('PDS_PRIMARY_COLOR')
+  if (primaryColor) {
+    const hex = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(primaryColor)
+    if (hex) primaryColor = `rgb(${hex.slice(1).map((h) => parseInt(h, 16)).join(', ')})`
+    else if (!/^rgb\(\s*\d{1,3}\s*,\s*\d{1,3}\s*,\s*\d{1,3}\s*\)$/.test(primaryColor)) {
+      problems.push(`PDS_PRIMARY_COLOR must be #rrggbb or rgb(r, g, b) (got "${primaryColor}")`)
+    }
+  }
+  const supportUrl = str('PDS_SUPPORT_URL')
+  if (supportUrl) url('PDS_SUPPORT_URL', supportUrl, devMode)
+  const trustedClients = list('PDS_OAUTH_TRUSTED_CLIENTS') ?? []
+  for (const c of trustedClients) {
+    if (!c.startsWith('https://')) problems.push(`PDS_OAUTH_TRUSTED_CLIENTS entries must be https:// client ids (got "${c}")`)
+  }
+
   const logLevel = (str('LOG_LEVEL') ?? 'info').toLowerCase()
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')} (got "${logLevel}")`)
 
@@ -256,6 +291,14 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
       accessTokenTtlSec: int('PDS_ACCESS_TOKEN_TTL_SECONDS', 2 * 60 * 60, 1),
       refreshTokenTtlSec: int('PDS_REFRESH_TOKEN_TTL_SECONDS', 90 * 24 * 60 * 60, 1),
       refreshGraceMs: int('PDS_REFRESH_GRACE_MS', 2 * 60 * 1000),
+    },
+    oauth: {
+      issuer: oauthIssuer,
+      signingKeyHex: oauthKey,
+      logoUrl,
+      primaryColor,
+      supportUrl,
+      trustedClients,
     },
     logLevel,
   }

@@ -1,6 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { pino, type Logger } from 'pino'
+import type { OAuthProvider } from '@atproto/oauth-provider/provider'
 import { importKeypair, type SigningKeypair } from '@stratos/core/crypto'
 import type { Database } from '@stratos/core/db'
 import { IdentityResolver, SqliteIdentityCache } from '@stratos/core/identity'
@@ -14,6 +15,7 @@ import { PdsAuth } from './auth.js'
 import { DiskBlobStore } from './blobstore.js'
 import type { PdsConfig } from './config.js'
 import { createMailer, type Mailer } from './mailer.js'
+import { createOAuthProvider } from './oauth/provider.js'
 import { RepoWriter } from './repo/writer.js'
 import { Sequencer } from './sequencer/index.js'
 
@@ -39,6 +41,8 @@ export interface AppContext {
   settings: AccountSettings
   /** SMTP when PDS_EMAIL_SMTP_URL is set, else the log */
   mailer: Mailer
+  /** the OAuth authorization server (set right after the context is built: it needs the context) */
+  oauth: OAuthProvider
 }
 
 export async function createContext(cfg: PdsConfig, opts: { logger?: Logger } = {}): Promise<AppContext> {
@@ -67,13 +71,17 @@ export async function createContext(cfg: PdsConfig, opts: { logger?: Logger } = 
     onBackgroundError: (err, did) => logger.warn({ err, did }, 'background DID refresh failed'),
   })
 
-  return {
+  const ctx: AppContext = {
     cfg,
     logger,
     accountDb,
     tokens,
     accounts,
-    auth: new PdsAuth(tokens, accounts, cfg.secrets.adminPassword),
+    auth: new PdsAuth(tokens, accounts, cfg.secrets.adminPassword, {
+      did: cfg.service.did,
+      publicUrl: cfg.service.publicUrl,
+      oauth: () => ctx.oauth ?? null,
+    }),
     blobstore,
     actorStore,
     sequencer,
@@ -84,7 +92,10 @@ export async function createContext(cfg: PdsConfig, opts: { logger?: Logger } = 
     didCache,
     settings: new AccountSettings(accountDb.db),
     mailer: createMailer(cfg, logger),
+    oauth: null as unknown as OAuthProvider,
   }
+  ctx.oauth = await createOAuthProvider(ctx)
+  return ctx
 }
 
 export async function closeContext(ctx: AppContext): Promise<void> {

@@ -8,6 +8,7 @@ import { rateLimitOptions } from './rate-limits.js'
 import type { PdsConfig } from './config.js'
 import { closeContext, createContext, type AppContext } from './context.js'
 import { Crawlers } from './crawlers.js'
+import { registerOAuthRoutes } from './oauth/provider.js'
 import { createProxyCatchall } from './proxy/index.js'
 import { registerBasicRoutes } from './well-known.js'
 
@@ -48,6 +49,7 @@ export class PdsServer {
       // app.bsky.* / chat.bsky.* and atproto-proxy calls without a local handler go to their service
       catchall: createProxyCatchall(ctx),
     })
+    registerOAuthRoutes(xrpc.app, ctx, ctx.oauth)
     registerBasicRoutes(xrpc.app, ctx)
     const { subscriptions } = registerApi(xrpc, ctx)
     const crawlers = new Crawlers(new URL(cfg.service.publicUrl).host, cfg.crawlers, ctx.logger)

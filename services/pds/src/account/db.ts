@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Generated, type Kysely } from 'kysely'
 import { migrateToLatest, openSqlite, type Database, type Migrations } from '@stratos/core/db'
 
 /** The service database: accounts, credentials, sessions, invites, repo heads. Times are ISO strings. */
@@ -82,6 +82,91 @@ export interface AccountDbSchema {
   invite_code_use: InviteCodeUseTable
   email_token: EmailTokenTable
   reserved_signing_key: ReservedSigningKeyTable
+  oauth_device: OAuthDeviceTable
+  oauth_device_account: OAuthDeviceAccountTable
+  oauth_authorized_client: OAuthAuthorizedClientTable
+  oauth_request: OAuthRequestTable
+  oauth_token: OAuthTokenTable
+  oauth_used_refresh_token: OAuthUsedRefreshTokenTable
+  oauth_lexicon: OAuthLexiconTable
+  oauth_replay: OAuthReplayTable
+}
+
+// OAuth authorization server state (see src/oauth/store.ts). JSON columns hold the library's own
+// structures (request parameters, client auth) as it hands them over.
+
+/** A browser that visited the sign-in pages (its cookie names the id). */
+export interface OAuthDeviceTable {
+  id: string
+  sessionId: string
+  userAgent: string | null
+  ipAddress: string
+  lastSeenAt: string
+}
+
+/** An account signed in on a device ("remembered" on the sign-in page). */
+export interface OAuthDeviceAccountTable {
+  deviceId: string
+  did: string
+  createdAt: string
+  updatedAt: string
+}
+
+/** Scopes an account has granted a client (consent is not asked again for these). */
+export interface OAuthAuthorizedClientTable {
+  did: string
+  clientId: string
+  /** JSON: string[] */
+  scopes: string
+  updatedAt: string
+}
+
+/** A pushed authorization request, from PAR to the code exchange. */
+export interface OAuthRequestTable {
+  id: string
+  clientId: string
+  clientAuth: string | null
+  parameters: string
+  expiresAt: string
+  deviceId: string | null
+  did: string | null
+  code: string | null
+}
+
+/** An OAuth session: one row per grant, its id and refresh token rotate. */
+export interface OAuthTokenTable {
+  rowId: Generated<number>
+  tokenId: string
+  did: string
+  clientId: string
+  clientAuth: string
+  deviceId: string | null
+  parameters: string
+  scope: string | null
+  code: string | null
+  currentRefreshToken: string | null
+  createdAt: string
+  updatedAt: string
+  expiresAt: string
+}
+
+/** Refresh tokens already exchanged: presenting one again reveals a leak (the session is revoked). */
+export interface OAuthUsedRefreshTokenTable {
+  refreshToken: string
+  tokenRowId: number
+}
+
+export interface OAuthLexiconTable {
+  nsid: string
+  /** JSON: the library's LexiconData */
+  data: string
+}
+
+/** DPoP proof ids (jti) and client assertion ids seen recently. */
+export interface OAuthReplayTable {
+  namespace: string
+  nonce: string
+  expiresAt: number
 }
 
 /** Keys handed out by com.atproto.server.reserveSigningKey, for an account that is about to move here. */
@@ -187,6 +272,89 @@ const migrations: Migrations = {
         .execute()
       await db.schema.createIndex('reserved_signing_key_did_idx').on('reserved_signing_key').column('did').execute()
       await db.schema.createIndex('email_token_token_idx').on('email_token').columns(['purpose', 'token']).execute()
+    },
+  },
+  '003-oauth': {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('oauth_device')
+        .addColumn('id', 'varchar', (c) => c.primaryKey())
+        .addColumn('sessionId', 'varchar', (c) => c.notNull())
+        .addColumn('userAgent', 'varchar')
+        .addColumn('ipAddress', 'varchar', (c) => c.notNull())
+        .addColumn('lastSeenAt', 'varchar', (c) => c.notNull())
+        .execute()
+      await db.schema
+        .createTable('oauth_device_account')
+        .addColumn('deviceId', 'varchar', (c) => c.notNull())
+        .addColumn('did', 'varchar', (c) => c.notNull())
+        .addColumn('createdAt', 'varchar', (c) => c.notNull())
+        .addColumn('updatedAt', 'varchar', (c) => c.notNull())
+        .addPrimaryKeyConstraint('oauth_device_account_pkey', ['deviceId', 'did'])
+        .execute()
+      await db.schema.createIndex('oauth_device_account_did_idx').on('oauth_device_account').column('did').execute()
+      await db.schema
+        .createTable('oauth_authorized_client')
+        .addColumn('did', 'varchar', (c) => c.notNull())
+        .addColumn('clientId', 'varchar', (c) => c.notNull())
+        .addColumn('scopes', 'varchar', (c) => c.notNull())
+        .addColumn('updatedAt', 'varchar', (c) => c.notNull())
+        .addPrimaryKeyConstraint('oauth_authorized_client_pkey', ['did', 'clientId'])
+        .execute()
+      await db.schema
+        .createTable('oauth_request')
+        .addColumn('id', 'varchar', (c) => c.primaryKey())
+        .addColumn('clientId', 'varchar', (c) => c.notNull())
+        .addColumn('clientAuth', 'varchar')
+        .addColumn('parameters', 'varchar', (c) => c.notNull())
+        .addColumn('expiresAt', 'varchar', (c) => c.notNull())
+        .addColumn('deviceId', 'varchar')
+        .addColumn('did', 'varchar')
+        .addColumn('code', 'varchar')
+        .execute()
+      await db.schema.createIndex('oauth_request_code_idx').unique().on('oauth_request').column('code').execute()
+      await db.schema.createIndex('oauth_request_expires_idx').on('oauth_request').column('expiresAt').execute()
+      await db.schema
+        .createTable('oauth_token')
+        .addColumn('rowId', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('tokenId', 'varchar', (c) => c.notNull().unique())
+        .addColumn('did', 'varchar', (c) => c.notNull())
+        .addColumn('clientId', 'varchar', (c) => c.notNull())
+        .addColumn('clientAuth', 'varchar', (c) => c.notNull())
+        .addColumn('deviceId', 'varchar')
+        .addColumn('parameters', 'varchar', (c) => c.notNull())
+        .addColumn('scope', 'varchar')
+        .addColumn('code', 'varchar')
+        .addColumn('currentRefreshToken', 'varchar', (c) => c.unique())
+        .addColumn('createdAt', 'varchar', (c) => c.notNull())
+        .addColumn('updatedAt', 'varchar', (c) => c.notNull())
+        .addColumn('expiresAt', 'varchar', (c) => c.notNull())
+        .execute()
+      await db.schema.createIndex('oauth_token_did_idx').on('oauth_token').column('did').execute()
+      await db.schema.createIndex('oauth_token_code_idx').on('oauth_token').column('code').execute()
+      await db.schema
+        .createTable('oauth_used_refresh_token')
+        .addColumn('refreshToken', 'varchar', (c) => c.primaryKey())
+        .addColumn('tokenRowId', 'integer', (c) => c.notNull())
+        .execute()
+      await db.schema
+        .createIndex('oauth_used_refresh_token_row_idx')
+        .on('oauth_used_refresh_token')
+        .column('tokenRowId')
+        .execute()
+      await db.schema
+        .createTable('oauth_lexicon')
+        .addColumn('nsid', 'varchar', (c) => c.primaryKey())
+        .addColumn('data', 'varchar', (c) => c.notNull())
+        .execute()
+      await db.schema
+        .createTable('oauth_replay')
+        .addColumn('namespace', 'varchar', (c) => c.notNull())
+        .addColumn('nonce', 'varchar', (c) => c.notNull())
+        .addColumn('expiresAt', 'integer', (c) => c.notNull())
+        .addPrimaryKeyConstraint('oauth_replay_pkey', ['namespace', 'nonce'])
+        .execute()
+      await db.schema.createIndex('oauth_replay_expires_idx').on('oauth_replay').column('expiresAt').execute()
     },
   },
 }

@@ -1,6 +1,6 @@
 import type { XrpcServer } from '@stratos/core/xrpc'
 import { prepareCreateOrUpdate, prepareDelete, type PreparedWrite } from '../../../../actor-store/index.js'
-import { ACCESS_STANDARD } from '../../../../auth.js'
+import { ACCESS_STANDARD, assertRepoWrite } from '../../../../auth.js'
 import type { AppContext } from '../../../../context.js'
 import { repoWriteLimits, WRITE_POINTS } from '../../../../rate-limits.js'
 import { InvalidRequestError } from '../../../../errors.js'
@@ -36,6 +36,10 @@ export default function (server: XrpcServer, ctx: AppContext) {
     handler: async ({ auth, input }) => {
       const body = input!.body as Input
       if (body.writes.length > MAX_WRITES) throw new InvalidRequestError(`Too many writes. Max: ${MAX_WRITES}`)
+      for (const w of body.writes) {
+        const action = w.$type === `${NS}#create` ? 'create' : w.$type === `${NS}#update` ? 'update' : w.$type === `${NS}#delete` ? 'delete' : null
+        if (action) assertRepoWrite(auth.credentials, w.collection, action)
+      }
       const { account } = await ownRepo(ctx, body.repo, auth.credentials.did)
       const swapCommit = parseCid(body.swapCommit, 'swapCommit')
       const writes: PreparedWrite[] = body.writes.map((w) => {

@@ -1,6 +1,6 @@
 import type { XrpcServer } from '@stratos/core/xrpc'
 import { prepareCreateOrUpdate, prepareDelete, type PreparedWrite } from '../../../../actor-store/index.js'
-import { ACCESS_STANDARD } from '../../../../auth.js'
+import { ACCESS_STANDARD, assertRepoWrite } from '../../../../auth.js'
 import type { AppContext } from '../../../../context.js'
 import { repoWriteLimits, WRITE_POINTS } from '../../../../rate-limits.js'
 import { ownRepo, parseCid } from '../../../../repo/access.js'
@@ -20,6 +20,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
     rateLimit: repoWriteLimits(() => WRITE_POINTS.create),
     handler: async ({ auth, input }) => {
       const body = input!.body as Input
+      assertRepoWrite(auth.credentials, body.collection, 'create')
       const { account, repo } = await ownRepo(ctx, body.repo, auth.credentials.did)
       const swapCommit = parseCid(body.swapCommit, 'swapCommit')
       const write = prepareCreateOrUpdate({

@@ -1,6 +1,6 @@
 import type { XrpcServer } from '@stratos/core/xrpc'
 import { prepareDelete } from '../../../../actor-store/index.js'
-import { ACCESS_STANDARD } from '../../../../auth.js'
+import { ACCESS_STANDARD, assertRepoWrite } from '../../../../auth.js'
 import type { AppContext } from '../../../../context.js'
 import { repoWriteLimits, WRITE_POINTS } from '../../../../rate-limits.js'
 import { InvalidRequestError } from '../../../../errors.js'
@@ -20,6 +20,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
     rateLimit: repoWriteLimits(() => WRITE_POINTS.delete),
     handler: async ({ auth, input }) => {
       const body = input!.body as Input
+      assertRepoWrite(auth.credentials, body.collection, 'delete')
       const { account, repo } = await ownRepo(ctx, body.repo, auth.credentials.did)
       const swapCommit = parseCid(body.swapCommit, 'swapCommit')
       const swapCid = parseCid(body.swapRecord, 'swapRecord')

@@ -1,6 +1,6 @@
 import type { XrpcServer } from '@stratos/core/xrpc'
 import { prepareCreateOrUpdate } from '../../../../actor-store/index.js'
-import { ACCESS_STANDARD } from '../../../../auth.js'
+import { ACCESS_STANDARD, assertRepoWrite } from '../../../../auth.js'
 import type { AppContext } from '../../../../context.js'
 import { repoWriteLimits, WRITE_POINTS } from '../../../../rate-limits.js'
 import { ownRepo, parseCid } from '../../../../repo/access.js'
@@ -26,6 +26,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
       // swapRecord: absent → no check; null → the record must not exist yet; a CID → it must be at that CID
       const swapCid = body.swapRecord === null ? null : parseCid(body.swapRecord, 'swapRecord')
       const current = repo.getRecordRow(body.collection, body.rkey)
+      assertRepoWrite(auth.credentials, body.collection, current ? 'update' : 'create')
       const write = prepareCreateOrUpdate({
         action: current ? 'update' : 'create',
         did: account.did,

@@ -1,0 +1,229 @@
+import { createHash, createPrivateKey, generateKeyPairSync, randomUUID, sign, type KeyObject } from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { Agent, AtpAgent } from '@atproto/api'
+import type { NodeSavedSession } from '@atproto/oauth-client-node'
+import type { Browser } from 'playwright-core'
+import { startNetwork, type TestNetwork } from './_network.js'
+import { CHROMIUM_PATH, hasChromium, launchChromium, loopbackClient, signInWithBrowser, startCallbackServer } from './_oauth.js'
+
+/** Screenshots of the pages go here (git-ignored). */
+const ARTIFACTS = path.resolve(import.meta.dirname, '../../../artifacts/oauth')
+
+if (!hasChromium) {
+  console.warn(`\n*** OAuth browser tests SKIPPED: no Chromium at ${CHROMIUM_PATH} (apt-get install chromium) ***\n`)
+}
+
+const b64url = (b: Buffer | string) => Buffer.from(b).toString('base64url')
+
+/** A DPoP proof (RFC 9449) built by hand, so each of its parts can be made wrong on purpose. */
+function dpopProof(key: KeyObject, claims: { htm: string; htu: string; nonce?: string; ath?: string; jti?: string; iat?: number }): string {
+  const jwk = key.export({ format: 'jwk' })
+  const rsa = jwk.kty === 'RSA'
+  const publicJwk = rsa ? { kty: jwk.kty, n: jwk.n, e: jwk.e } : { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y }
+  const alg = rsa ? 'RS256' : ({ 'P-256': 'ES256', 'P-384': 'ES384', secp256k1: 'ES256K' } as Record<string, string>)[jwk.crv!]
+  const header = b64url(JSON.stringify({ typ: 'dpop+jwt', alg, jwk: publicJwk }))
+  const payload = b64url(
+    JSON.stringify({ jti: claims.jti ?? randomUUID(), iat: claims.iat ?? Math.floor(Date.now() / 1000), ...claims }),
+  )
+  const sig = sign('sha256', Buffer.from(`${header}.${payload}`), rsa ? key : { key, dsaEncoding: 'ieee-p1363' })
+  return `${header}.${payload}.${b64url(sig)}`
+}
+
+const ath = (token: string) => b64url(createHash('sha256').update(token).digest())
+
+describe('OAuth authorization server metadata', () => {
+  let net: TestNetwork
+  beforeAll(async () => {
+    net = await startNetwork()
+  })
+  afterAll(async () => {
+    await net?.close()
+  })
+
+  it('publishes the protected-resource and authorization-server documents', async () => {
+    const pr = await (await fetch(`${net.url}/.well-known/oauth-protected-resource`)).json()
+    expect(pr.resource).toBe(net.cfg.service.publicUrl)
+    expect(pr.authorization_servers).toEqual([net.cfg.oauth.issuer])
+    const res = await fetch(`${net.url}/.well-known/oauth-authorization-server`)
+    expect(res.status).toBe(200)
+    const as = await res.json()
+    expect(as.issuer).toBe(net.cfg.oauth.issuer)
+    expect(as.require_pushed_authorization_requests).toBe(true)
+    expect(as.code_challenge_methods_supported).toEqual(['S256'])
+    expect(as.dpop_signing_alg_values_supported).toContain('ES256')
+    expect(as.token_endpoint_auth_methods_supported).toEqual(expect.arrayContaining(['none', 'private_key_jwt']))
+    expect(as.scopes_supported).toEqual(expect.arrayContaining(['atproto', 'transition:generic']))
+    expect(as.pushed_authorization_request_endpoint).toBe(`${net.cfg.oauth.issuer}/oauth/par`)
+    // an authorization request that was not pushed first is refused
+    const direct = await fetch(`${net.url}/oauth/authorize?client_id=${encodeURIComponent('http://localhost')}&response_type=code`, {
+      redirect: 'manual',
+    })
+    expect(direct.status).toBeGreaterThanOrEqual(300)
+    expect(direct.status).not.toBe(200)
+  })
+})
+
+describe.skipIf(!hasChromium)('OAuth sign-in in Chromium with @atproto/oauth-client-node', () => {
+  let net: TestNetwork
+  let browser: Browser
+  let callback: Awaited<ReturnType<typeof startCallbackServer>>
+  let did: string
+
+  beforeAll(async () => {
+    fs.mkdirSync(ARTIFACTS, { recursive: true })
+    net = await startNetwork()
+    const agent = new AtpAgent({ service: net.url })
+    const res = await agent.createAccount({ handle: 'alice.test', email: 'alice@example.com', password: 'alice-pass' })
+    did = res.data.did
+    browser = await launchChromium()
+    callback = await startCallbackServer()
+  }, 60_000)
+
+  afterAll(async () => {
+    await browser?.close()
+    await callback?.close()
+    await net?.close()
+  })
+
+  async function authorize(scope: string, screenshot?: string) {
+    const sessions = new Map<string, NodeSavedSession>()
+    const client = loopbackClient({ redirectUri: callback.url, scope, plcUrl: net.plc.url, pdsUrl: net.url, sessions })
+    const url = await client.authorize('alice.test', { scope })
+    expect(url.origin).toBe(new URL(net.cfg.oauth.issuer).origin)
+    const params = await signInWithBrowser(browser, url, { password: 'alice-pass', callback, consentScreenshot: screenshot })
+    const { session } = await client.callback(params)
+    return { client, session, sessions }
+  }
+
+  it('a public loopback client signs in through the pages, writes with a DPoP token, refreshes, and is refused once revoked', async () => {
+    const { client, session, sessions } = await authorize('atproto transition:generic', path.join(ARTIFACTS, 'consent-loopback.png'))
+    expect(session.did).toBe(did)
+    expect(fs.statSync(path.join(ARTIFACTS, 'consent-loopback.png')).size).toBeGreaterThan(1000)
+    const info = await session.getTokenInfo(false)
+    expect(info.sub).toBe(did)
+    expect(info.iss).toBe(net.cfg.oauth.issuer)
+    expect(info.scope).toContain('transition:generic')
+
+    const agent = new Agent(session)
+    const created = await agent.com.atproto.repo.createRecord({
+      repo: did,
+      collection: 'app.bsky.feed.post',
+      record: { $type: 'app.bsky.feed.post', text: 'posted with an OAuth token', createdAt: new Date().toISOString() },
+    })
+    expect(created.data.uri).toMatch(new RegExp(`^at://${did}/app.bsky.feed.post/`))
+    const read = await new AtpAgent({ service: net.url }).com.atproto.repo.getRecord({
+      repo: did,
+      collection: 'app.bsky.feed.post',
+      rkey: created.data.uri.split('/').pop()!,
+    })
+    expect((read.data.value as { text: string }).text).toBe('posted with an OAuth token')
+
+    // the access token travels as `Authorization: DPoP`, never as a bearer token
+    const saved = sessions.get(did)!
+    expect(saved.tokenSet.token_type).toBe('DPoP')
+    const bearer = await fetch(`${net.url}/xrpc/com.atproto.server.getSession`, {
+      headers: { authorization: `Bearer ${saved.tokenSet.access_token}` },
+    })
+    expect(bearer.status).toBe(400)
+
+    // refresh: a new token set, the old refresh token is spent
+    const before = { ...saved.tokenSet }
+    await session.getTokenInfo(true)
+    const after = sessions.get(did)!.tokenSet
+    expect(after.access_token).not.toBe(before.access_token)
+    expect(after.refresh_token).not.toBe(before.refresh_token)
+    const me = await agent.com.atproto.server.getSession()
+    expect(me.data.did).toBe(did)
+
+    // revocation: the session ends on the server; its tokens no longer work
+    const kept = structuredClone(sessions.get(did)!)
+    await session.signOut()
+    sessions.set(did, kept)
+    const restored = await client.restore(did, false)
+    await expect(new Agent(restored).com.atproto.server.getSession()).rejects.toThrow()
+    await expect(client.restore(did, true)).rejects.toThrow()
+  }, 90_000)
+
+  it('a token granted repo:app.bsky.feed.like?action=create can like and cannot post', async () => {
+    const scope = 'atproto repo:app.bsky.feed.like?action=create'
+    const { session } = await authorize(scope)
+    const agent = new Agent(session)
+    const password = new AtpAgent({ service: net.url })
+    await password.login({ identifier: 'alice.test', password: 'alice-pass' })
+    const post = (
+      await password.com.atproto.repo.createRecord({
+        repo: did,
+        collection: 'app.bsky.feed.post',
+        record: { $type: 'app.bsky.feed.post', text: 'like me', createdAt: new Date().toISOString() },
+      })
+    ).data
+    const like = await agent.com.atproto.repo.createRecord({
+      repo: did,
+      collection: 'app.bsky.feed.like',
+      record: { $type: 'app.bsky.feed.like', subject: { uri: post.uri, cid: post.cid }, createdAt: new Date().toISOString() },
+    })
+    expect(like.data.uri).toContain('app.bsky.feed.like')
+    const refused = agent.com.atproto.repo.createRecord({
+      repo: did,
+      collection: 'app.bsky.feed.post',
+      record: { $type: 'app.bsky.feed.post', text: 'not allowed', createdAt: new Date().toISOString() },
+    })
+    await expect(refused).rejects.toMatchObject({ status: 403, error: 'ScopeMissingError' })
+    await expect(refused).rejects.toThrow('Missing required scope "repo:app.bsky.feed.post?action=create"')
+    // nor may it delete the like it made
+    await expect(
+      agent.com.atproto.repo.deleteRecord({ repo: did, collection: 'app.bsky.feed.like', rkey: like.data.uri.split('/').pop()! }),
+    ).rejects.toMatchObject({ status: 403, error: 'ScopeMissingError' })
+    // account settings stay with the account password
+    await expect(agent.com.atproto.server.listAppPasswords()).rejects.toMatchObject({ status: 400 })
+  }, 90_000)
+
+  it('refuses requests whose DPoP proof is missing, from another key, replayed, for another method or URL, or with a stale nonce', async () => {
+    const { sessions } = await authorize('atproto transition:generic')
+    const saved = sessions.get(did)!
+    const token = saved.tokenSet.access_token
+    const key = createPrivateKey({ key: saved.dpopJwk as any, format: 'jwk' })
+    const htu = `${net.cfg.service.publicUrl}/xrpc/com.atproto.server.getSession`
+    const call = (proof?: string, method = 'GET', url = `${net.url}/xrpc/com.atproto.server.getSession`) =>
+      fetch(url, { method, headers: { authorization: `DPoP ${token}`, ...(proof ? { dpop: proof } : {}) } })
+
+    // a stale (made-up) nonce: 401 use_dpop_nonce, with a fresh nonce to use
+    const stale = await call(dpopProof(key, { htm: 'GET', htu, ath: ath(token), nonce: 'stale-nonce' }))
+    expect(stale.status).toBe(401)
+    expect(stale.headers.get('www-authenticate')).toMatch(/use_dpop_nonce/)
+    const nonce = stale.headers.get('dpop-nonce')!
+    expect(nonce).toBeTruthy()
+
+    // the right proof works, once
+    const good = dpopProof(key, { htm: 'GET', htu, ath: ath(token), nonce })
+    const ok = await call(good)
+    expect(ok.status).toBe(200)
+    expect((await ok.json()).did).toBe(did)
+    const replay = await call(good)
+    expect(replay.status).toBe(401)
+    expect((await replay.json()).error).toBe('invalid_dpop_proof')
+
+    // no proof at all
+    const missing = await call()
+    expect(missing.status).toBe(401)
+    expect((await missing.json()).error).toMatch(/invalid_dpop_proof|invalid_token/)
+
+    // a proof from another key than the one the token is bound to
+    const other = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey
+    const wrongKey = await call(dpopProof(other, { htm: 'GET', htu, ath: ath(token), nonce }))
+    expect(wrongKey.status).toBe(401)
+    expect((await wrongKey.json()).error).toBe('invalid_token')
+
+    // a proof made for another method, or another URL
+    const wrongHtm = await call(dpopProof(key, { htm: 'POST', htu, ath: ath(token), nonce }))
+    expect(wrongHtm.status).toBe(401)
+    expect((await wrongHtm.json()).error).toBe('invalid_dpop_proof')
+    const wrongHtu = await call(
+      dpopProof(key, { htm: 'GET', htu: `${net.cfg.service.publicUrl}/xrpc/com.atproto.repo.listRecords`, ath: ath(token), nonce }),
+    )
+    expect(wrongHtu.status).toBe(401)
+    expect((await wrongHtu.json()).error).toBe('invalid_dpop_proof')
+  }, 90_000)
+})
