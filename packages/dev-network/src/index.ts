@@ -83,6 +83,7 @@ export function devNetworkEnv(dataDir: string, portBase: number, secrets: DevSec
     PLC_HOST: '127.0.0.1',
     PLC_DATA_DIRECTORY: path.join(dataDir, 'plc'),
     PLC_LOG_LEVEL: logLevel,
+    PLC_TRUSTED_PROXIES: 'loopback',
   }
   const pds: Env = {
     PDS_HOSTNAME: '127.0.0.1',
@@ -99,6 +100,7 @@ export function devNetworkEnv(dataDir: string, portBase: number, secrets: DevSec
     PDS_BSKY_APP_VIEW_URL: url(port.appview),
     PDS_BSKY_APP_VIEW_DID: appviewDid,
     PDS_CRAWLERS: url(port.relay),
+    PDS_TRUSTED_PROXIES: 'loopback',
     LOG_LEVEL: logLevel,
   }
   const relay: Env = {
@@ -109,6 +111,7 @@ export function devNetworkEnv(dataDir: string, portBase: number, secrets: DevSec
     RELAY_ADMIN_PASSWORD: secrets.relayAdminPassword,
     RELAY_DEV_MODE: 'true',
     RELAY_CRAWL_HOSTS: url(port.pds),
+    RELAY_TRUSTED_PROXIES: 'loopback',
     LOG_LEVEL: logLevel,
   }
   const appview: Env = {
@@ -124,6 +127,7 @@ export function devNetworkEnv(dataDir: string, portBase: number, secrets: DevSec
     APPVIEW_DEV_MODE: 'true',
     // *.test handles are answered by the PDS's /.well-known/atproto-did (chosen by Host header)
     APPVIEW_HANDLE_RESOLVER_URL: url(port.pds),
+    APPVIEW_TRUSTED_PROXIES: 'loopback',
     LOG_LEVEL: logLevel,
   }
   return { plc, pds, relay, appview }

@@ -1,5 +1,5 @@
 import { join, resolve } from 'node:path'
-import { ConfigError, LOG_LEVELS, readPackageVersion, type LogLevel } from '@stratos/core/config'
+import { ConfigError, LOG_LEVELS, readNetworkConfig, readPackageVersion, type LogLevel, type NetworkConfig } from '@stratos/core/config'
 export { ConfigError, LOG_LEVELS, type LogLevel }
 
 export interface AppViewConfig {
@@ -44,6 +44,10 @@ export interface AppViewConfig {
   modServiceDid?: string
   /** how often the labelers declared by indexed app.bsky.labeler.service records are looked up (ms) */
   labelerRefreshMs: number
+  /** trusted proxies, connection caps, request timeout (APPVIEW_TRUSTED_PROXIES, ...) */
+  network?: NetworkConfig
+  /** size limit of the on-disk image cache, bytes (APPVIEW_IMAGE_CACHE_MAX_BYTES; default 1 GiB) */
+  imageCacheMaxBytes?: number
 }
 
 export interface RepoFetchConfig {
@@ -204,6 +208,22 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): AppViewConfig 
       labelerRefreshMs = 30_000
     }
   }
+  const network = readNetworkConfig(
+    env,
+    {
+      trustedProxies: 'APPVIEW_TRUSTED_PROXIES',
+      maxConnections: 'APPVIEW_MAX_CONNECTIONS',
+      maxConnectionsPerIp: 'APPVIEW_MAX_CONNECTIONS_PER_IP',
+      requestTimeoutMs: 'APPVIEW_REQUEST_TIMEOUT_MS',
+    },
+    errors,
+  )
+  let imageCacheMaxBytes: number | undefined
+  const cacheRaw = nonEmpty(env, 'APPVIEW_IMAGE_CACHE_MAX_BYTES')
+  if (cacheRaw !== undefined) {
+    if (!/^\d+$/.test(cacheRaw) || !Number.isSafeInteger(Number(cacheRaw))) errors.push(`APPVIEW_IMAGE_CACHE_MAX_BYTES must be a byte count, got "${cacheRaw}"`)
+    else imageCacheMaxBytes = Number(cacheRaw)
+  }
 
   if (errors.length > 0) throw new ConfigError(`invalid AppView configuration:\n  ${errors.join('\n  ')}`)
 
@@ -221,10 +241,12 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): AppViewConfig 
     backfillOnStart,
     labelers,
     labelerRefreshMs,
+    network,
   }
   if (Object.keys(repoFetch).length > 0) config.repoFetch = repoFetch
   if (backfillConcurrency !== undefined) config.backfillConcurrency = backfillConcurrency
   if (modServiceDid) config.modServiceDid = modServiceDid
+  if (imageCacheMaxBytes !== undefined) config.imageCacheMaxBytes = imageCacheMaxBytes
   if (dbSchema) config.dbSchema = dbSchema
   if (relayUrl) config.relayUrl = relayUrl
   if (did) config.did = did

@@ -3,6 +3,7 @@
  * backfill route, and the ingester following the relay / PDSes.
  */
 import { formatMultikey, parseDidKey } from '@stratos/core/crypto'
+import { networkServerOptions } from '@stratos/core/config'
 import { XRPCError, createXrpcServer, type XrpcServer } from '@stratos/core/xrpc'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
@@ -41,6 +42,7 @@ export class AppViewServer {
     const ctx = await AppContext.create(config, opts)
     const xrpc = createXrpcServer({
       validateOutput: config.validateOutput,
+      ...networkServerOptions(config.network),
       version: config.version,
       logger: config.logLevel === 'silent' ? false : (ctx.log as never),
       healthCheck: async () => {

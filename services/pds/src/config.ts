@@ -1,4 +1,5 @@
 import path from 'node:path'
+import { readNetworkConfig, type NetworkConfig } from '@stratos/core/config'
 
 /**
  * PDS configuration, read once from the environment. Variable names follow the reference PDS wherever
@@ -71,6 +72,8 @@ export interface PdsConfig {
     /** client ids shown as trusted on the consent page (PDS_OAUTH_TRUSTED_CLIENTS) */
     trustedClients: string[]
   }
+  /** trusted proxies, connection caps, request timeout (PDS_TRUSTED_PROXIES, ...) */
+  network?: NetworkConfig
   logLevel: string
 }
 
@@ -300,6 +303,16 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
       supportUrl,
       trustedClients,
     },
+    network: readNetworkConfig(
+      env,
+      {
+        trustedProxies: 'PDS_TRUSTED_PROXIES',
+        maxConnections: 'PDS_MAX_CONNECTIONS',
+        maxConnectionsPerIp: 'PDS_MAX_CONNECTIONS_PER_IP',
+        requestTimeoutMs: 'PDS_REQUEST_TIMEOUT_MS',
+      },
+      problems,
+    ),
     logLevel,
   }
   if (problems.length > 0) throw new ConfigError(problems)

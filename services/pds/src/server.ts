@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import type { SubscriptionServer } from '@stratos/core/stream'
+import { networkServerOptions } from '@stratos/core/config'
 import { createXrpcServer, type XrpcServer } from '@stratos/core/xrpc'
 import { repoCursor } from './account/manager.js'
 import { registerApi } from './api/index.js'
@@ -45,7 +46,7 @@ export class PdsServer {
       version: cfg.service.version,
       bodyLimits: { raw: Math.max(cfg.service.blobUploadLimit, 5 * 1024 * 1024) },
       rateLimits: rateLimitOptions(cfg),
-      trustProxy: true,
+      ...networkServerOptions(cfg.network),
       // app.bsky.* / chat.bsky.* and atproto-proxy calls without a local handler go to their service
       catchall: createProxyCatchall(ctx),
     })

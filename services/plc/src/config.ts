@@ -1,5 +1,5 @@
 import { join, resolve } from 'node:path'
-import { ConfigError, LOG_LEVELS, readPackageVersion, type LogLevel } from '@stratos/core/config'
+import { ConfigError, LOG_LEVELS, readNetworkConfig, readPackageVersion, type LogLevel, type NetworkConfig } from '@stratos/core/config'
 export { ConfigError, LOG_LEVELS, type LogLevel }
 
 export interface PlcConfig {
@@ -11,6 +11,8 @@ export interface PlcConfig {
   /** reported by GET /xrpc/_health */
   version: string
   logLevel: LogLevel
+  /** trusted proxies, connection caps, request timeout (PLC_TRUSTED_PROXIES, ...) */
+  network?: NetworkConfig
 }
 
 
@@ -69,6 +71,17 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): PlcConfig {
     errors.push(`PLC_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${logLevelRaw}"`)
   }
 
+  const network = readNetworkConfig(
+    env,
+    {
+      trustedProxies: 'PLC_TRUSTED_PROXIES',
+      maxConnections: 'PLC_MAX_CONNECTIONS',
+      maxConnectionsPerIp: 'PLC_MAX_CONNECTIONS_PER_IP',
+      requestTimeoutMs: 'PLC_REQUEST_TIMEOUT_MS',
+    },
+    errors,
+  )
+
   if (errors.length > 0) throw new ConfigError(`invalid PLC configuration:\n  - ${errors.join('\n  - ')}`)
   return {
     port,
@@ -76,5 +89,6 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): PlcConfig {
     dbPath,
     version: nonEmpty(env, 'PLC_VERSION') ?? packageVersion(),
     logLevel: logLevelRaw as LogLevel,
+    network,
   }
 }

@@ -2,6 +2,8 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { networkServerOptions } from '@stratos/core/config'
+import { hardenFastify, hardenedFastifyOptions } from '@stratos/core/xrpc'
 import type { PlcConfig } from './config.js'
 import { formatDidDocument } from './document.js'
 import { PlcMetrics } from './metrics.js'
@@ -60,10 +62,14 @@ export class PlcServer {
   static async create(config: PlcConfig, opts: PlcServerOptions = {}): Promise<PlcServer> {
     if (config.dbPath !== ':memory:') mkdirSync(dirname(config.dbPath), { recursive: true })
     const store = await PlcStore.open(config.dbPath)
+    const net = networkServerOptions(config.network)
+    const hardening = { ...net.connections, trustedProxies: net.trustedProxies }
     const app = Fastify({
+      ...hardenedFastifyOptions(hardening),
       logger: config.logLevel === 'silent' ? false : { level: config.logLevel },
       bodyLimit: 256 * 1024,
     })
+    hardenFastify(app, hardening)
     const server = new PlcServer(config, store, app, opts)
     server.registerRoutes()
     return server

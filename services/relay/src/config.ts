@@ -4,7 +4,7 @@
  */
 import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
-import { ConfigError, LOG_LEVELS, readPackageVersion, type LogLevel } from '@stratos/core/config'
+import { ConfigError, LOG_LEVELS, readNetworkConfig, readPackageVersion, type LogLevel, type NetworkConfig } from '@stratos/core/config'
 export { ConfigError, LOG_LEVELS, type LogLevel }
 
 /** Per-host limits. `null` = unlimited. */
@@ -65,6 +65,8 @@ export interface RelayConfig {
   jetstreamEnabled: boolean
   /** zstd dictionary for compress=true (e.g. Jetstream's published one); undefined = plain zstd frames */
   jetstreamZstdDictionary: string | undefined
+  /** trusted proxies, connection caps, request timeout (RELAY_TRUSTED_PROXIES, ...) */
+  network?: NetworkConfig
   logLevel: LogLevel
   version: string
 }
@@ -223,6 +225,16 @@ export function readConfig(env: Env = process.env): RelayConfig {
     resyncMaxBytes: r.int('RELAY_RESYNC_MAX_BYTES', 256 * 1024 * 1024, 1024),
     jetstreamEnabled: r.bool('RELAY_JETSTREAM_ENABLED', true),
     jetstreamZstdDictionary: r.str('RELAY_JETSTREAM_ZSTD_DICTIONARY'),
+    network: readNetworkConfig(
+      env,
+      {
+        trustedProxies: 'RELAY_TRUSTED_PROXIES',
+        maxConnections: 'RELAY_MAX_CONNECTIONS',
+        maxConnectionsPerIp: 'RELAY_MAX_CONNECTIONS_PER_IP',
+        requestTimeoutMs: 'RELAY_REQUEST_TIMEOUT_MS',
+      },
+      r.errors,
+    ),
     logLevel: logLevel as LogLevel,
     version: r.str('RELAY_VERSION') ?? packageVersion(),
   }

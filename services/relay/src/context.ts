@@ -4,6 +4,7 @@
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { IdentityResolver, SqliteIdentityCache } from '@stratos/core/identity'
+import { networkServerOptions } from '@stratos/core/config'
 import { createXrpcServer, type XrpcServer } from '@stratos/core/xrpc'
 import { AccountStore } from './accounts/account-store.js'
 import type { RelayConfig } from './config.js'
@@ -146,6 +147,7 @@ export class RelayContext {
       logger: config.logLevel === 'silent' ? false : { level: config.logLevel },
       // frames of up to 5 MB are relayed; HTTP bodies stay small
       bodyLimits: { json: 64 * 1024 },
+      ...networkServerOptions(config.network),
     })
     const ctx = new RelayContext(config, db, xrpc, identityCache, opts)
     if (config.jetstreamEnabled) {

@@ -11,6 +11,7 @@ import type { Duplex } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { SubscriptionServer, type SubscriptionServerOptions } from './server.js'
+import { clientIpOf } from '../xrpc/hardening.js'
 
 /** Parsed query parameters. `cursor` is validated (integer ≥ 0); other keys are strings, or arrays when repeated. */
 export interface SubscriptionParams {
@@ -39,6 +40,8 @@ export interface MountOptions {
   maxPayload?: number
   /** serve at this path instead of `/xrpc/<nsid>` (e.g. a non-XRPC WebSocket API such as Jetstream's `/subscribe`) */
   path?: string
+  /** open subscriptions from one client address (default 32; trusted proxies' X-Forwarded-For applies) */
+  maxPerIp?: number
 }
 
 export interface MountedSubscription {
@@ -130,6 +133,8 @@ export function mountSubscription(
 
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: opts.maxPayload ?? 64 * 1024 })
   const parse = opts.parseParams ?? parseSubscriptionParams
+  const maxPerIp = opts.maxPerIp ?? 32
+  const perIp = new Map<string, number>()
   let closed = false
 
   const onUpgrade: UpgradeHandler = (req, socket, head) => {
@@ -145,10 +150,28 @@ export function mountSubscription(
     } catch (err) {
       return refuse(socket, err)
     }
+    const ip = clientIpOf(req)
+    if ((perIp.get(ip) ?? 0) >= maxPerIp) {
+      return rejectUpgrade(socket, 429, 'RateLimitExceeded', `too many open subscriptions from this address (limit ${maxPerIp})`)
+    }
     Promise.resolve(opts.authorize?.(req))
       .then(() => {
         if (socket.destroyed) return
+        if ((perIp.get(ip) ?? 0) >= maxPerIp) {
+          return rejectUpgrade(socket, 429, 'RateLimitExceeded', `too many open subscriptions from this address (limit ${maxPerIp})`)
+        }
+        perIp.set(ip, (perIp.get(ip) ?? 0) + 1)
+        let counted = true
+        const release = () => {
+          if (!counted) return
+          counted = false
+          const left = (perIp.get(ip) ?? 1) - 1
+          if (left <= 0) perIp.delete(ip)
+          else perIp.set(ip, left)
+        }
+        socket.once('close', release)
         wss.handleUpgrade(req, socket, head, (ws) => {
+          ws.once('close', release)
           Promise.resolve()
             .then(() => onConnection(ws, req, params))
             .catch((err) => {

@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { VerifyServiceJwtOptions } from '../auth/index.js'
-import { AuthRequiredError, XRPCError } from './errors.js'
+import { AuthRequiredError, RateLimitExceededError, XRPCError } from './errors.js'
 
 /** What an auth verifier needs of a request (a FastifyRequest or a raw IncomingMessage both fit). */
 export interface AuthRequest {
@@ -101,13 +101,68 @@ function digest(s: string): Buffer {
   return createHash('sha256').update(s, 'utf8').digest()
 }
 
+export interface AdminAuthLimiterOptions {
+  /** Failed attempts allowed per client address within the window (default 10). */
+  maxFailures?: number
+  /** The window, ms (default 60 s: after 10 failures, one more try per 6 s). */
+  windowMs?: number
+}
+
+/**
+ * Counts failed admin logins per client address. An address over its budget is refused (429) before its
+ * password is looked at, so guessing costs the attacker time, not the service CPU. Always on, also when
+ * a service's general rate limits are off. Budgets refill continuously.
+ */
+export class AdminAuthLimiter {
+  readonly maxFailures: number
+  readonly windowMs: number
+  private readonly failures = new Map<string, { count: number; at: number }>()
+
+  constructor(opts: AdminAuthLimiterOptions = {}) {
+    this.maxFailures = opts.maxFailures ?? 10
+    this.windowMs = opts.windowMs ?? 60_000
+  }
+
+  private current(key: string, now: number): number {
+    const f = this.failures.get(key)
+    if (!f) return 0
+    const refilled = ((now - f.at) * this.maxFailures) / this.windowMs
+    const count = Math.max(0, f.count - refilled)
+    if (count === 0) this.failures.delete(key)
+    return count
+  }
+
+  /** Throws 429 RateLimitExceeded when `key` has no attempt left. */
+  check(key: string, now = Date.now()): void {
+    const count = this.current(key, now)
+    if (count + 1 > this.maxFailures) {
+      const retryAfterS = Math.ceil(((count + 1 - this.maxFailures) * this.windowMs) / this.maxFailures / 1000)
+      throw new RateLimitExceededError('Too many failed admin authentication attempts', retryAfterS)
+    }
+  }
+
+  fail(key: string, now = Date.now()): void {
+    const count = this.current(key, now)
+    if (this.failures.size >= 100_000) this.failures.clear()
+    this.failures.set(key, { count: count + 1, at: now })
+  }
+}
+
+/** The client address of a request: fastify's `ip` (trusted proxies applied), else the socket's. */
+function clientKey(req: AuthRequest): string {
+  const r = req as AuthRequest & { ip?: string; socket?: { remoteAddress?: string } }
+  return r.ip ?? r.socket?.remoteAddress ?? 'unknown'
+}
+
 /**
  * HTTP Basic `admin:<password>` (the reference PDS's admin auth). The password is compared in constant
- * time (as SHA-256 digests, so its length does not leak either).
+ * time (as SHA-256 digests, so its length does not leak either). Failed attempts are limited per client
+ * address (`limiter`, default: 10 per minute, one limiter per verifier; pass one to share it).
  */
-export function adminBasicAuth(password: string): AuthVerifier<AdminCredentials> {
+export function adminBasicAuth(password: string, opts: { limiter?: AdminAuthLimiter } = {}): AuthVerifier<AdminCredentials> {
   if (!password) throw new Error('adminBasicAuth needs a non-empty password')
   const expected = digest(password)
+  const limiter = opts.limiter ?? new AdminAuthLimiter()
   const challenge = 'Basic realm="admin", charset="UTF-8"'
   return async (ctx) => {
     const encoded = parseAuthorization(ctx.req, 'Basic')
@@ -117,12 +172,15 @@ export function adminBasicAuth(password: string): AuthVerifier<AdminCredentials>
         missing: true,
       })
     }
+    const key = clientKey(ctx.req)
+    limiter.check(key)
     const decoded = Buffer.from(encoded, 'base64').toString('utf8')
     const colon = decoded.indexOf(':')
     const user = colon < 0 ? '' : decoded.slice(0, colon)
     const given = colon < 0 ? '' : decoded.slice(colon + 1)
     const passwordOk = timingSafeEqual(digest(given), expected)
     if (!passwordOk || user !== 'admin') {
+      limiter.fail(key)
       throw new AuthRequiredError('Invalid admin credentials', undefined, { wwwAuthenticate: challenge })
     }
     return { credentials: { type: 'admin' } }

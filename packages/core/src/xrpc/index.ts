@@ -51,6 +51,24 @@ export {
   type SharedRateLimitRef,
 } from './rate-limit.js'
 export { limitStream, readBody } from './body.js'
+export {
+  DEFAULT_HEADERS_TIMEOUT_MS,
+  DEFAULT_KEEP_ALIVE_TIMEOUT_MS,
+  DEFAULT_MAX_CONNECTIONS_PER_IP,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  defaultMaxConnections,
+  hardenFastify,
+  hardenedFastifyOptions,
+  isClientAbort,
+  limitConnections,
+  normalizeIp,
+  openFileLimit,
+  parseTrustedProxies,
+  proxyMatcher,
+  type ConnectionOptions,
+  type HardeningOptions,
+} from './hardening.js'
+export { AdminAuthLimiter, type AdminAuthLimiterOptions } from './auth.js'
 export { createHttpMetrics, type HttpMetrics, type MetricsOptions } from './metrics.js'
 export {
   EXPOSED_HEADERS,

@@ -34,6 +34,7 @@ import {
   XRPCError,
   toXrpcError,
 } from './errors.js'
+import { frameworkErrorStatus, hardenedFastifyOptions, isClientAbort, limitConnections, type ConnectionOptions } from './hardening.js'
 import { createHttpMetrics, type HttpMetrics, type MetricsOptions } from './metrics.js'
 import {
   MemoryRateLimitStore,
@@ -153,7 +154,13 @@ export interface XrpcServerOptions {
   cors?: boolean | FastifyCorsOptions
   /** Prometheus metrics (default on at /metrics). */
   metrics?: boolean | MetricsOptions
-  trustProxy?: FastifyServerOptions['trustProxy']
+  /**
+   * Peers whose X-Forwarded-For is believed when taking the client IP (rate limits, logs): IPs, CIDRs,
+   * `loopback`... (see parseTrustedProxies). Default: none, the socket address is the client.
+   */
+  trustedProxies?: readonly string[]
+  /** Timeouts and connection caps (defaults in ./hardening.ts). */
+  connections?: ConnectionOptions
   catchall?: CatchallHandler
   /** Further fastify options. */
   fastify?: Omit<FastifyServerOptions, 'logger' | 'loggerInstance'>
@@ -239,12 +246,18 @@ export class XrpcServer {
 
     const logger = opts.logger ?? (underTest() ? false : { level: process.env.LOG_LEVEL || 'info' })
     const fastifyOpts: FastifyServerOptions = {
-      trustProxy: opts.trustProxy ?? false,
+      ...hardenedFastifyOptions({ ...(opts.connections ?? {}), trustedProxies: opts.trustedProxies }),
+      frameworkErrors: (err, req, reply) => {
+        const known = frameworkErrorStatus(err as { code?: string })
+        this.sendError(req, reply, known ? new XRPCError(known.status, known.error, known.message) : err)
+      },
       ...(opts.fastify ?? {}),
     }
     this.app = isLoggerInstance(logger)
       ? Fastify({ ...fastifyOpts, loggerInstance: logger })
       : Fastify({ ...fastifyOpts, logger: logger as boolean | LoggerOptions })
+
+    limitConnections(this.app.server, { ...(opts.connections ?? {}), trustedProxies: opts.trustedProxies, log: this.app.log })
 
     this.metrics = opts.metrics === false ? undefined : createHttpMetrics(opts.metrics === true ? {} : opts.metrics)
 
@@ -529,6 +542,12 @@ export class XrpcServer {
   }
 
   private sendError(req: FastifyRequest, reply: FastifyReply, err: unknown): void {
+    if (!(err instanceof XRPCError) && isClientAbort(err, req.raw)) {
+      // the client went away mid-request: nothing to answer, and not the service's failure
+      req.log.info({ code: (err as { code?: unknown }).code }, 'request aborted by the client')
+      if (!reply.sent && !req.raw.socket.destroyed) req.raw.socket.destroy()
+      return
+    }
     const xerr = toXrpcError(err, this.opts.exposeInternalErrors ?? false)
     if (xerr.status >= 500 && xerr.status !== 501) req.log.error({ err }, 'xrpc request failed')
     else req.log.debug({ err: { error: xerr.error, message: xerr.message } }, 'xrpc request refused')
