@@ -19,8 +19,19 @@ describe('readConfig', () => {
       PLC_DATA_DIRECTORY: '/var/lib/plc',
       PLC_VERSION: '9.9.9',
       PLC_LOG_LEVEL: 'warn',
+      PLC_TRUSTED_PROXIES: '10.0.0.0/8, ::1',
+      PLC_MAX_CONNECTIONS: '2000',
+      PLC_MAX_CONNECTIONS_PER_IP: '50',
+      PLC_REQUEST_TIMEOUT_MS: '30000',
     })
-    expect(c).toEqual({ port: 0, host: '0.0.0.0', dbPath: '/var/lib/plc/plc.sqlite', version: '9.9.9', logLevel: 'warn' })
+    expect(c).toEqual({
+      port: 0,
+      host: '0.0.0.0',
+      dbPath: '/var/lib/plc/plc.sqlite',
+      version: '9.9.9',
+      logLevel: 'warn',
+      network: { trustedProxies: ['10.0.0.0/8', '::1'], maxConnections: 2000, maxConnectionsPerIp: 50, requestTimeoutMs: 30000 },
+    })
     expect(readConfig({ PLC_DB_PATH: ':memory:' }).dbPath).toBe(':memory:')
     expect(readConfig({ PLC_DB_PATH: '/tmp/x/plc.db' }).dbPath).toBe('/tmp/x/plc.db')
   })
