@@ -3,7 +3,7 @@ import { createServiceJwt } from '@stratos/core/auth'
 import { getServiceEndpoint, safeFetch, SafeFetchError, type SafeFetchResponse } from '@stratos/core/identity'
 import { readBody, type CatchallContext, type CatchallHandler } from '@stratos/core/xrpc'
 import { AuthScope } from '../account/tokens.js'
-import { ACCESS_STANDARD, type AccessCredentials } from '../auth.js'
+import { ACCESS_STANDARD, assertRpc, type AccessCredentials } from '../auth.js'
 import type { AppContext } from '../context.js'
 import { InvalidRequestError, MethodNotImplementedError, UpstreamFailureError, XRPCError } from '../errors.js'
 import { applyReadAfterWrite, READ_AFTER_WRITE_METHODS } from './read-after-write.js'
@@ -92,12 +92,14 @@ export function createProxyCatchall(ctx: AppContext): CatchallHandler {
       throw new InvalidRequestError(`${nsid} cannot be proxied`, 'InvalidToken')
     }
     const { credentials } = (await verify({ req, nsid })) as { credentials: AccessCredentials }
-    if (credentials.scope === AuthScope.AppPass && PRIVILEGED_PREFIXES.some((p) => nsid.startsWith(p))) {
+    if (!credentials.oauth && credentials.scope === AuthScope.AppPass && PRIVILEGED_PREFIXES.some((p) => nsid.startsWith(p))) {
       throw new InvalidRequestError('This app password may not be used for this method', 'InvalidToken')
     }
     const target = await resolveProxyTarget(ctx, nsid, proxyHeader)
     if (!target) return undefined
 
+    // an OAuth token reaches another service only with an rpc permission for it (rpc:<nsid>?aud=<service>)
+    assertRpc(credentials, target.aud, nsid)
     const keypair = await ctx.repoWriter.signingKey(credentials.did)
     let aud = target.aud
     let lxm = nsid

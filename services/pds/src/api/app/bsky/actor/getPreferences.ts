@@ -1,7 +1,7 @@
 import type { XrpcServer } from '@stratos/core/xrpc'
 import { AuthScope } from '../../../../account/tokens.js'
 import { getPreferences } from '../../../../actor-store/preferences.js'
-import { ACCESS_STANDARD } from '../../../../auth.js'
+import { ACCESS_STANDARD, assertRpc } from '../../../../auth.js'
 import type { AppContext } from '../../../../context.js'
 import { InvalidRequestError } from '../../../../errors.js'
 
@@ -13,6 +13,8 @@ export default function (server: XrpcServer, ctx: AppContext) {
     auth: ctx.auth.access(ACCESS_STANDARD, { checkTakedown: true }),
     handler: async ({ auth }) => {
       const { did, scope } = auth.credentials
+      // served here, but an AppView method: OAuth tokens need its rpc permission, as when proxied
+      assertRpc(auth.credentials, `${ctx.cfg.bskyAppView?.did ?? ctx.cfg.service.did}#bsky_appview`, 'app.bsky.actor.getPreferences')
       const repo = ctx.actorStore.get(did)
       if (!repo) throw new InvalidRequestError(`Could not find repo: ${did}`, 'RepoNotFound')
       let preferences = getPreferences(repo, 'app.bsky')

@@ -2,7 +2,7 @@ import { lexToJson } from '@stratos/core/data'
 import type { XrpcServer } from '@stratos/core/xrpc'
 import { AuthScope } from '../../../../account/tokens.js'
 import { getPreferences, putPreferences, type Preference } from '../../../../actor-store/preferences.js'
-import { ACCESS_STANDARD } from '../../../../auth.js'
+import { ACCESS_STANDARD, assertRpc } from '../../../../auth.js'
 import type { AppContext } from '../../../../context.js'
 import { InvalidRequestError } from '../../../../errors.js'
 import { PRIVILEGED_PREFERENCES } from './getPreferences.js'
@@ -12,6 +12,8 @@ export default function (server: XrpcServer, ctx: AppContext) {
     auth: ctx.auth.access(ACCESS_STANDARD, { checkTakedown: true }),
     handler: async ({ auth, input }) => {
       const { did, scope } = auth.credentials
+      // served here, but an AppView method: OAuth tokens need its rpc permission, as when proxied
+      assertRpc(auth.credentials, `${ctx.cfg.bskyAppView?.did ?? ctx.cfg.service.did}#bsky_appview`, 'app.bsky.actor.putPreferences')
       // the body was validated against the lexicon (known preference types in full) by the server
       const raw = (input!.body as { preferences: unknown[] }).preferences
       const prefs = raw.map((p) => lexToJson(p as never) as Preference)

@@ -1,6 +1,6 @@
 import { createServiceJwt } from '@stratos/core/auth'
 import type { XrpcServer } from '@stratos/core/xrpc'
-import { ACCESS_STANDARD } from '../../../../auth.js'
+import { ACCESS_STANDARD, assertRpc } from '../../../../auth.js'
 import { AuthScope } from '../../../../account/tokens.js'
 import type { AppContext } from '../../../../context.js'
 import { InvalidRequestError } from '../../../../errors.js'
@@ -35,6 +35,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
           throw new InvalidRequestError('cannot request a method-less token for longer than a minute', 'BadExpiration')
         }
       }
+      assertRpc(auth.credentials, aud, lxm ?? '*')
       if (scope === AuthScope.AppPass && (!lxm || PRIVILEGED_METHODS.has(lxm))) {
         throw new InvalidRequestError(lxm ? `insufficient access to request a token for ${lxm}` : 'a method-less token needs a full session')
       }

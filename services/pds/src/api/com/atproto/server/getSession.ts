@@ -14,7 +14,13 @@ export default function (server: XrpcServer, ctx: AppContext) {
       const didDoc = await didDocForSession(ctx, did)
       return {
         encoding: 'application/json',
-        body: sessionOutput(account, { includeEmail: isFullAccess(scope), didDoc }),
+        body: sessionOutput(account, {
+          // an OAuth token sees the email with account:email (or transition:email)
+          includeEmail: auth.credentials.oauth
+            ? auth.credentials.oauth.permissions.allowsAccount({ attr: 'email', action: 'read' })
+            : isFullAccess(scope),
+          didDoc,
+        }),
       }
     },
   })
