@@ -43,7 +43,17 @@ export const commands: Record<string, CommandEntry> = {
       run: (argv, io, path) => (argv.length === 0 || argv[0]!.startsWith('-') && argv[0] !== '--help' && argv[0] !== '-h' ? serve.relayCommand.run(argv, io, path) : hosts.run(argv, io, path)),
     }
   }),
-  appview: lazy('Start an AppView from APPVIEW_* environment variables', () => import('./commands/serve.js').then((m) => m.appviewCommand)),
+  appview: lazy("Start an AppView (no subcommand), or drive an AppView's backfill: appview backfill|status", async () => {
+    const [admin, serve] = await Promise.all([import('./commands/appview.js'), import('./commands/serve.js')])
+    const sub = group('appview', "Start an AppView from APPVIEW_* environment variables (no subcommand), or drive an AppView's backfill through its admin API", {
+      backfill: admin.appviewBackfillCommand,
+      status: admin.appviewStatusCommand,
+    })
+    return {
+      summary: sub.summary,
+      run: (argv, io, path) => (argv.length === 0 || argv[0]!.startsWith('-') && argv[0] !== '--help' && argv[0] !== '-h' ? serve.appviewCommand.run(argv, io, path) : sub.run(argv, io, path)),
+    }
+  }),
   labeler: lazy('Start a labeler from LABELER_* environment variables', () => import('./commands/serve.js').then((m) => m.labelerCommand)),
   resolve: lazy('Resolve a handle, DID or at:// URI step by step: handle → DID → DID document → PDS → record', () =>
     import('./commands/resolve.js').then((m) => m.resolveCommand),

@@ -389,6 +389,33 @@ describe('stratos against a running dev network (in process)', () => {
     })
   })
 
+  it('appview backfill --wait, appview backfill --did and appview status: the AppView lists the relay\'s repos again', async () => {
+    const appviewFlags = ['--appview', urls.appview, '--admin-password', network.secrets.appviewAdminPassword]
+    const noPassword = await runCli(['appview', 'status', '--appview', urls.appview])
+    expect(noPassword.code).toBe(2)
+    const wrong = await runCli(['appview', 'status', '--appview', urls.appview, '--admin-password', 'wrong'])
+    expect(wrong.code).toBe(1)
+    expect(wrong.stderr).toMatch(/401/)
+
+    const bf = await runCli(['appview', 'backfill', '--wait', '--json', ...appviewFlags])
+    expectOk(bf, 'appview backfill --wait')
+    expect(JSON.parse(bf.stdout)).toMatchObject({ state: 'done', reposTotal: 3, reposDone: 3, reposFailed: 0, etaSeconds: 0 })
+    const one = await runCli(['appview', 'backfill', '--did', alice.did, ...appviewFlags])
+    expectOk(one, 'appview backfill --did')
+    expect(one.stdout).toBe(`${alice.did}: indexed\n`)
+
+    const status = await runCli(['appview', 'status', '--json', ...appviewFlags])
+    expectOk(status, 'appview status --json')
+    const s = JSON.parse(status.stdout) as { ingest: { connected: boolean; cursors: Record<string, number> }; backfill: { reposDone: number } }
+    expect(s.ingest.connected).toBe(true)
+    expect(s.ingest.cursors[urls.relay]).toBeGreaterThan(0)
+    expect(s.backfill.reposDone).toBe(3)
+    const human = await runCli(['appview', 'status', ...appviewFlags])
+    expectOk(human, 'appview status')
+    expect(human.stdout).toMatch(/^ingest: connected, \d+ events in flight$/m)
+    expect(human.stdout).toMatch(/^backfill done: 3\/3 repos done, 0 failed/m)
+  })
+
   it('account takedown: login refused; --reverse (by handle) lets alice in again', async () => {
     const oldRefreshJwt = aliceAgent.session!.refreshJwt
     const r = await runCli(['account', 'takedown', 'alice.test', '--ref', 'TICKET-1', ...pdsFlags])

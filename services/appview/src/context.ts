@@ -30,6 +30,7 @@ import { Ingester, type IngestSource } from './ingest/ingester.js'
 import { RepoFetcher } from './ingest/repo-fetcher.js'
 import { parseAcceptLabelers, type AcceptedLabeler } from './labels/labels.js'
 import type { LabelSubscriptions } from './labels/subscriber.js'
+import { Backfiller } from './ingest/backfill.js'
 import { Views } from './views/views.js'
 
 export interface AppContextOptions {
@@ -69,6 +70,7 @@ export class AppContext {
     readonly views: Views,
     readonly idResolver: IdentityResolver,
     readonly ingester: Ingester,
+    readonly backfiller: Backfiller,
     readonly blobs: BlobCache,
     readonly signingKey: SigningKeypair,
     readonly log: Logger,
@@ -147,6 +149,13 @@ export class AppContext {
       minBackoffMs: opts.minBackoffMs,
       maxBackoffMs: opts.maxBackoffMs,
     })
+    const backfiller = new Backfiller({
+      db: database.db,
+      ingester,
+      log: log.child({ component: 'backfill' }),
+      upstreams: config.relayUrl ? [config.relayUrl] : config.pdsUrls,
+      concurrency: config.backfillConcurrency,
+    })
     const blobs = new BlobCache({
       dir: config.dataDirectory && config.dbUrl !== ':memory:' ? join(config.dataDirectory, 'blob-cache') : null,
       idResolver,
@@ -170,7 +179,7 @@ export class AppContext {
           throw new AuthRequiredError('Admin endpoints are disabled (APPVIEW_ADMIN_PASSWORD is not set)')
         }
     const auth: AuthVerifiers = { optional: optional(serviceAuth), required: serviceAuth, admin }
-    self.ctx = new AppContext(config, database, indexer, hydrator, views, idResolver, ingester, blobs, signingKey, log, auth)
+    self.ctx = new AppContext(config, database, indexer, hydrator, views, idResolver, ingester, backfiller, blobs, signingKey, log, auth)
     return self.ctx
   }
 }

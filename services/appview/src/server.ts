@@ -7,6 +7,7 @@ import { networkServerOptions } from '@stratos/core/config'
 import { XRPCError, createXrpcServer, type XrpcServer } from '@stratos/core/xrpc'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
+import { Gauge } from 'prom-client'
 import { registerMethods } from './api/index.js'
 import type { AppViewConfig } from './config.js'
 import { AppContext, type AppContextOptions } from './context.js'
@@ -62,6 +63,7 @@ export class AppViewServer {
       maxBackoffMs: opts.maxBackoffMs,
     })
     const server = new AppViewServer(ctx, xrpc)
+    if (xrpc.metrics) registerIngestMetrics(xrpc.metrics.registry, ctx)
     registerMethods(xrpc, ctx)
     server.registerRoutes()
     return server
@@ -82,14 +84,29 @@ export class AppViewServer {
     this.ctx.ingester.start()
     this.ctx.labelSubscriptions?.start()
     this.started = true
+    if (this.ctx.config.backfillOnStart) void this.startBackfill()
     return url
   }
 
+  /** First start (or an unfinished backfill): once the live stream is open, so no event falls between. */
+  private async startBackfill(): Promise<void> {
+    const deadline = Date.now() + 10_000
+    while (this.started && !this.ctx.ingester.connected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+    if (!this.started) return
+    try {
+      if (await this.ctx.backfiller.startIfNeeded()) this.log.info('backfill of the upstream repos started')
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'backfill could not start')
+    }
+  }
+
   async close(): Promise<void> {
+    const backfill = this.ctx.backfiller.stop()
     if (this.started) {
       await this.ctx.labelSubscriptions?.stop()
       await this.ctx.ingester.stop()
     }
+    await backfill
     this.started = false
     await this.xrpc.close()
     await this.ctx.database.close()
@@ -159,19 +176,76 @@ export class AppViewServer {
       return serveBlob(reply, req.params.did, req.params.cid, 'video')
     })
 
-    // admin: index (or re-index) an account now
-    app.post('/admin/backfill', async (req: FastifyRequest<{ Querystring: { did?: string } }>, reply) => {
+    const adminAuth = async (req: FastifyRequest, reply: FastifyReply): Promise<boolean> => {
       try {
         await ctx.auth.admin({ req })
+        return true
       } catch (err) {
-        if (err instanceof XRPCError) return sendError(reply, err.status, err.error ?? 'AuthRequired', err.message)
+        if (err instanceof XRPCError) {
+          await sendError(reply, err.status, err.error ?? 'AuthRequired', err.message)
+          return false
+        }
         throw err
       }
+    }
+
+    // admin: ingest and backfill state
+    app.get('/admin/status', async (req, reply) => {
+      if (!(await adminAuth(req, reply))) return reply
+      const cursors: Record<string, number | null> = {}
+      for (const source of [...(ctx.config.relayUrl ? [ctx.config.relayUrl] : []), ...ctx.config.pdsUrls]) {
+        cursors[source] = (await ctx.ingester.getCursor(source)) ?? null
+      }
+      return {
+        ingest: { connected: ctx.ingester.connected, eventsInFlight: ctx.ingester.eventsInFlight, cursors, ...ctx.ingester.stats },
+        backfill: await ctx.backfiller.status(),
+        repoFetch: { ...ctx.ingester.fetcher.stats, hosts: ctx.ingester.fetcher.hostStats() },
+      }
+    })
+
+    // admin: index (or re-index) an account now; without ?did, backfill every upstream repo again
+    app.post('/admin/backfill', async (req: FastifyRequest<{ Querystring: { did?: string } }>, reply) => {
+      if (!(await adminAuth(req, reply))) return reply
       const did = req.query.did
-      if (!did || !did.startsWith('did:')) return sendError(reply, 400, 'InvalidRequest', 'did query parameter required')
+      if (did === undefined) {
+        const already = ctx.backfiller.isRunning
+        if ((ctx.config.relayUrl ? 1 : 0) + ctx.config.pdsUrls.length === 0) {
+          return sendError(reply, 400, 'InvalidRequest', 'no upstream to backfill from (APPVIEW_RELAY_URL or APPVIEW_PDS_URLS)')
+        }
+        if (!already) void ctx.backfiller.start({ restart: true })
+        return reply.code(202).send({ started: !already, status: await ctx.backfiller.status() })
+      }
+      if (!did.startsWith('did:')) return sendError(reply, 400, 'InvalidRequest', 'did must be a DID')
       const ok = await ctx.ingester.resync(did)
       if (!ok) return sendError(reply, 502, 'UpstreamFailure', `could not fetch and verify the repo of ${did}`)
       return { did, ok: true }
     })
   }
+}
+
+/** Ingest and backfill gauges next to the HTTP metrics (/metrics). */
+function registerIngestMetrics(registry: import('prom-client').Registry, ctx: AppContext): void {
+  const registers = [registry]
+  const gauge = (name: string, help: string, read: () => number | null) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        const v = read()
+        if (v !== null) this.set(v)
+      },
+    })
+  gauge('appview_backfill_repos_total', 'Repos listed by the upstreams for the backfill', () => ctx.backfiller.metrics().total)
+  gauge('appview_backfill_repos_done', 'Repos backfilled', () => ctx.backfiller.metrics().done)
+  gauge('appview_backfill_repos_failed', 'Repos whose backfill failed', () => ctx.backfiller.metrics().failed)
+  gauge('appview_backfill_records_per_second', 'Records indexed per second by the running backfill', () => ctx.backfiller.metrics().recordsPerSec)
+  gauge('appview_backfill_eta_seconds', 'Estimated seconds until the running backfill ends', () => ctx.backfiller.metrics().etaSeconds)
+  gauge('appview_backfill_running', '1 while a backfill runs', () => (ctx.backfiller.metrics().running ? 1 : 0))
+  gauge('appview_ingest_events_in_flight', 'Stream events being handled or waiting behind their account', () => ctx.ingester.eventsInFlight)
+  gauge('appview_ingest_commits', 'Commits received since start', () => ctx.ingester.stats.commits)
+  gauge('appview_ingest_resyncs', 'Repo resyncs (getRepo) since start', () => ctx.ingester.stats.resyncs)
+  gauge('appview_ingest_resync_failures', 'Failed resyncs since start', () => ctx.ingester.stats.resyncFailures)
+  gauge('appview_repo_fetch_too_slow', 'getRepo answers aborted by the byte-rate floor', () => ctx.ingester.fetcher.stats.tooSlow)
+  gauge('appview_repo_fetch_refused', 'getRepo fetches refused by a per-host budget', () => ctx.ingester.fetcher.stats.refused)
 }

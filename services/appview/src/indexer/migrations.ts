@@ -299,12 +299,35 @@ async function labels(db: AnyDb): Promise<void> {
     .execute()
 }
 
+async function backfill(db: AnyDb): Promise<void> {
+  await db.schema
+    .createTable('backfill_source')
+    .addColumn('source', 'text', (c) => c.primaryKey())
+    .addColumn('cursor', 'text')
+    .addColumn('listed', 'integer', (c) => c.notNull().defaultTo(0))
+    .addColumn('startedAt', 'text', (c) => c.notNull())
+    .addColumn('finishedAt', 'text')
+    .execute()
+  await db.schema
+    .createTable('backfill_repo')
+    .addColumn('did', 'text', (c) => c.primaryKey())
+    .addColumn('source', 'text', (c) => c.notNull())
+    .addColumn('rev', 'text')
+    .addColumn('status', 'text', (c) => c.notNull())
+    .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+    .addColumn('error', 'text')
+    .addColumn('updatedAt', 'text', (c) => c.notNull())
+    .execute()
+  await db.schema.createIndex('backfill_repo_status_idx').on('backfill_repo').columns(['status', 'did']).execute()
+}
+
 /** The migrations for one dialect (the same tables; full-text search built the dialect's way). */
 export function appviewMigrations(dialect: DbDialect): Migrations {
   const migrations: Record<string, Migration> = {
     '001-init': { up: init },
     '002-search': { up: dialect === 'postgres' ? ftsPostgres : ftsSqlite },
     '003-labels': { up: labels },
+    '004-backfill': { up: backfill },
   }
   return migrations
 }

@@ -264,6 +264,29 @@ export interface LabelerCursorTable {
   updatedAt: string
 }
 
+/** Network backfill: one row per upstream (relay or PDS) whose repos are enumerated with listRepos. */
+export interface BackfillSourceTable {
+  source: string
+  /** listRepos cursor of the next page; null before the first page */
+  cursor: string | null
+  /** 1 once every page was listed */
+  listed: number
+  startedAt: string
+  finishedAt: string | null
+}
+
+/** Network backfill: one row per repo to index (pending → done | failed). */
+export interface BackfillRepoTable {
+  did: string
+  source: string
+  /** rev listRepos gave (a repo already indexed at this rev or later is skipped) */
+  rev: string | null
+  status: string
+  attempts: number
+  error: string | null
+  updatedAt: string
+}
+
 export interface DatabaseSchema {
   actor: ActorTable
   record: RecordTable
@@ -290,6 +313,8 @@ export interface DatabaseSchema {
   list_mute: ListMuteTable
   repo_state: RepoStateTable
   ingest_cursor: IngestCursorTable
+  backfill_source: BackfillSourceTable
+  backfill_repo: BackfillRepoTable
   did_cache: DidCacheTable
   label: LabelTable
   labeler_cursor: LabelerCursorTable

@@ -528,6 +528,8 @@ export class Ingester {
       }
     }
     if (!identity.pdsEndpoint || !identity.signingKey) return false
+    // an account first seen through a backfill gets its verified handle too
+    await this.ensureActor(did)
     let car: Uint8Array | undefined
     for (let attempt = 0; ; attempt++) {
       try {
