@@ -30,7 +30,14 @@ export const commands: Record<string, CommandEntry> = {
     import('./commands/serve.js').then((m) => m.devCommand),
   ),
   plc: lazy('Start a did:plc directory from PLC_* environment variables', () => import('./commands/serve.js').then((m) => m.plcCommand)),
-  pds: lazy('Start a PDS from PDS_* environment variables', () => import('./commands/serve.js').then((m) => m.pdsCommand)),
+  pds: lazy('Start a PDS from PDS_* environment variables (no subcommand), or set one up: pds init|backup|restore|update', async () => {
+    const [serve, ops] = await Promise.all([import('./commands/serve.js'), import('./commands/pds-ops.js')])
+    const sub = group('pds', 'Start a PDS from PDS_* variables (no subcommand, or only options), or operate one', ops.pdsSubcommands)
+    return {
+      summary: sub.summary,
+      run: (argv, io, path) => (argv.length === 0 || argv[0]!.startsWith('-') && argv[0] !== '--help' && argv[0] !== '-h' ? serve.pdsCommand.run(argv, io, path) : sub.run(argv, io, path)),
+    }
+  }),
   relay: lazy("Start a relay (no subcommand), or manage a relay's hosts: relay hosts|ban|unban", async () => {
     const [admin, serve] = await Promise.all([import('./commands/relay.js'), import('./commands/serve.js')])
     const hosts = group('relay', "Start a relay from RELAY_* environment variables (no subcommand), or manage a relay's hosts through its admin API", {

@@ -55,6 +55,29 @@ describe('stratos (subprocess)', () => {
 })
 
 describe('stratos firehose (subprocess)', () => {
+  it('one Ctrl-C under a runner that forwards it (pnpm start: SIGINT twice at once) still stops cleanly with 0', async () => {
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
+    wss.on('connection', (ws) => {
+      ws.send(encodeMessageFrame('#identity', { seq: 8, did: 'did:plc:abcdefghijklmnopqrstuvwx', time: '2024-05-01T00:00:00.000Z' }))
+    })
+    await new Promise<void>((r) => wss.on('listening', () => r()))
+    const { port } = wss.address() as AddressInfo
+    try {
+      const run = spawnBin(['firehose', `ws://127.0.0.1:${port}`])
+      const deadline = Date.now() + 30_000
+      while (!run.stdout().includes('\n') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+      run.child.kill('SIGINT')
+      await new Promise((r) => setTimeout(r, 20))
+      run.child.kill('SIGINT')
+      const r = await run.done
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stderr).toContain('1 event, last seq 8')
+    } finally {
+      for (const c of wss.clients) c.terminate()
+      await new Promise((r) => wss.close(r))
+    }
+  }, 60_000)
+
   it('follows a stream until Ctrl-C, then exits 0 with the events printed', async () => {
     const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
     wss.on('connection', (ws) => {

@@ -133,11 +133,84 @@ export function devNetworkEnv(dataDir: string, portBase: number, secrets: DevSec
   return { plc, pds, relay, appview }
 }
 
+/**
+ * Creates the data directory one level at a time (Node's recursive mkdir loops forever under /proc and
+ * similar file systems) and checks it is a writable directory; every failure names the path.
+ */
+export function prepareDataDir(dir: string): void {
+  const missing: string[] = []
+  let p = path.resolve(dir)
+  while (!fs.existsSync(p)) {
+    missing.unshift(p)
+    const parent = path.dirname(p)
+    if (parent === p) break
+    p = parent
+  }
+  if (!fs.statSync(p).isDirectory()) throw new Error(`data directory ${dir}: ${p} is not a directory`)
+  for (const m of missing) {
+    try {
+      fs.mkdirSync(m, { mode: 0o700 })
+    } catch (err) {
+      throw new Error(`cannot create the data directory ${m}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    }
+  }
+  if (!fs.statSync(dir).isDirectory()) throw new Error(`data directory ${dir} is not a directory`)
+  try {
+    fs.accessSync(dir, fs.constants.W_OK)
+  } catch {
+    throw new Error(`data directory ${dir} is not writable`)
+  }
+}
+
+/**
+ * Takes `<dataDir>/dev-network.lock` (holding this process's pid) so that two networks never share one
+ * data directory; a lock left by a process that no longer runs is taken over. Returns the release function.
+ */
+export function lockDataDir(dataDir: string): () => void {
+  const file = path.join(dataDir, 'dev-network.lock')
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 })
+      let released = false
+      return () => {
+        if (released) return
+        released = true
+        fs.rmSync(file, { force: true })
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      const pid = Number(fs.readFileSync(file, 'utf8').trim())
+      let alive = false
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid) {
+        try {
+          process.kill(pid, 0)
+          alive = true
+        } catch (e) {
+          alive = (e as NodeJS.ErrnoException).code === 'EPERM'
+        }
+      }
+      if (alive || pid === process.pid) {
+        throw new Error(`data directory ${dataDir} is in use by another dev network (pid ${pid}); stop it or use another --data-dir`)
+      }
+      fs.rmSync(file, { force: true }) // stale: its process is gone
+    }
+  }
+  throw new Error(`could not lock data directory ${dataDir}`)
+}
+
 /** Starts PLC, Relay, AppView and PDS, in that order; closes what started if a later one fails. */
 export async function startDevNetwork(opts: DevNetworkOptions = {}): Promise<DevNetwork> {
   const dataDir = path.resolve(opts.dataDir ?? './data')
   const portBase = opts.portBase ?? DEFAULT_PORT_BASE
-  const secrets = loadOrCreateSecrets(dataDir)
+  prepareDataDir(dataDir)
+  const unlock = lockDataDir(dataDir)
+  let secrets: DevSecrets
+  try {
+    secrets = loadOrCreateSecrets(dataDir)
+  } catch (err) {
+    unlock()
+    throw err
+  }
   const base = devNetworkEnv(dataDir, portBase, secrets, opts.logLevel ?? 'warn')
   const env = {
     plc: { ...base.plc, ...opts.env?.plc },
@@ -148,6 +221,8 @@ export async function startDevNetwork(opts: DevNetworkOptions = {}): Promise<Dev
   const started: { close(): Promise<void> }[] = []
   const closeAll = async () => {
     for (const s of started.reverse()) await s.close().catch(() => undefined)
+    started.length = 0
+    unlock()
   }
   try {
     const plc = await PlcServer.create(readPlcConfig(env.plc))

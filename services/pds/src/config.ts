@@ -49,6 +49,8 @@ export interface PdsConfig {
   }
   secrets: { jwtSecret: string; adminPassword: string; plcRotationKeyHex: string }
   bskyAppView: { url: string; did: string } | null
+  /** where com.atproto.moderation.createReport goes (PDS_REPORT_SERVICE_URL / _DID), e.g. Bluesky's moderation */
+  reportService: { url: string; did: string } | null
   crawlers: string[]
   email: { smtpUrl: string; fromAddress: string } | null
   rateLimits: { enabled: boolean; bypassKey?: string }
@@ -75,6 +77,8 @@ export interface PdsConfig {
   /** trusted proxies, connection caps, request timeout (PDS_TRUSTED_PROXIES, ...) */
   network?: NetworkConfig
   logLevel: string
+  /** things worth telling the operator at start-up that do not stop it (e.g. an unknown PDS_* variable) */
+  warnings: string[]
 }
 
 export class ConfigError extends Error {
@@ -86,6 +90,40 @@ export class ConfigError extends Error {
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
+/**
+ * Secret values published in this repository (docker-compose.yml's development defaults, documentation
+ * examples). A production PDS refuses them: anyone can read them. Compared case-insensitively.
+ */
+export const SAMPLE_SECRETS: readonly string[] = [
+  'insecure-dev-jwt-secret-change-me',
+  'admin',
+  'admin-pass',
+  'admin-password',
+  'password',
+  'changeme',
+  'change-me',
+  'secret',
+  '3a7b0f6e4c2d19a85f61e0b2c4d7a9e13f5b8c2d6e0a4f7b1c3d5e7f9a2b4c6d',
+]
+
+/** Minimum lengths enforced outside dev mode (`stratos pds init` generates 64 and 32 hex characters). */
+export const MIN_JWT_SECRET_LENGTH = 32
+export const MIN_ADMIN_PASSWORD_LENGTH = 16
+
+/** PDS_* variables read outside this file (PDS_ADMIN_EMAIL: by Caddy in deploy/pds), not reported as unknown. */
+const OTHER_KNOWN_VARS = ['PDS_ADMIN_EMAIL']
+
+/**
+ * Why a secret is too weak for production, or null. A secret must be long enough, not a value published
+ * in this repository, and not a repetition of a few characters ("aaaa...", "abababab...").
+ */
+export function weakSecretReason(value: string, minLength: number): string | null {
+  if (SAMPLE_SECRETS.includes(value.toLowerCase())) return 'is a sample value published in the Stratos repository'
+  if (value.length < minLength) return `is too short (${value.length} characters, at least ${minLength} needed)`
+  if (new Set(value.toLowerCase()).size < 8) return 'has too few distinct characters to be random'
+  return null
+}
+
 export const isLoopbackHost = (host: string): boolean =>
   host === 'localhost' || host === '127.0.0.1' || host === '::1' || host === '[::1]' || host.endsWith('.localhost')
 
@@ -95,7 +133,10 @@ export const isLoopbackHost = (host: string): boolean =>
  */
 export function readConfigFromEnv(env: Record<string, string | undefined> = process.env): PdsConfig {
   const problems: string[] = []
+  const warnings: string[] = []
+  const read = new Set<string>(OTHER_KNOWN_VARS)
   const str = (name: string): string | undefined => {
+    read.add(name)
     const v = env[name]?.trim()
     return v ? v : undefined
   }
@@ -191,6 +232,20 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
     problems.push('PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX must be 64 hex characters (a 32-byte secp256k1 key)')
   }
 
+  if (!devMode) {
+    // a production PDS must not run on guessable or published secrets (dev mode generates or accepts anything)
+    const weak = (name: string, value: string | undefined, min: number) => {
+      const why = value ? weakSecretReason(value, min) : null
+      if (why) problems.push(`${name} ${why}; generate one with \`stratos pds init\` or \`openssl rand --hex ${min}\``)
+    }
+    weak('PDS_JWT_SECRET', jwtSecret, MIN_JWT_SECRET_LENGTH)
+    weak('PDS_ADMIN_PASSWORD', adminPassword, MIN_ADMIN_PASSWORD_LENGTH)
+    if (rotationKey && /^[0-9a-fA-F]{64}$/.test(rotationKey)) {
+      const why = weakSecretReason(rotationKey, 64)
+      if (why) problems.push(`PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX ${why}; generate one with \`stratos pds init\``)
+    }
+  }
+
   let bskyAppView: PdsConfig['bskyAppView'] = null
   const appViewUrl = str('PDS_BSKY_APP_VIEW_URL')
   const appViewDid = str('PDS_BSKY_APP_VIEW_DID')
@@ -200,6 +255,18 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
     } else {
       if (!appViewDid.startsWith('did:')) problems.push(`PDS_BSKY_APP_VIEW_DID is not a DID: "${appViewDid}"`)
       bskyAppView = { url: url('PDS_BSKY_APP_VIEW_URL', appViewUrl, devMode), did: appViewDid }
+    }
+  }
+
+  let reportService: PdsConfig['reportService'] = null
+  const reportUrl = str('PDS_REPORT_SERVICE_URL')
+  const reportDid = str('PDS_REPORT_SERVICE_DID')
+  if (reportUrl || reportDid) {
+    if (!reportUrl || !reportDid) {
+      problems.push('PDS_REPORT_SERVICE_URL and PDS_REPORT_SERVICE_DID must be set together')
+    } else {
+      if (!reportDid.startsWith('did:')) problems.push(`PDS_REPORT_SERVICE_DID is not a DID: "${reportDid}"`)
+      reportService = { url: url('PDS_REPORT_SERVICE_URL', reportUrl, devMode), did: reportDid }
     }
   }
 
@@ -283,6 +350,7 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
     },
     secrets: { jwtSecret: jwtSecret ?? '', adminPassword: adminPassword ?? '', plcRotationKeyHex: rotationKey ?? '' },
     bskyAppView,
+    reportService,
     crawlers,
     email,
     rateLimits: { enabled: bool('PDS_RATE_LIMITS_ENABLED', false), bypassKey: str('PDS_RATE_LIMIT_BYPASS_KEY') },
@@ -314,6 +382,13 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
       problems,
     ),
     logLevel,
+    warnings,
+  }
+  // every variable is read above: a PDS_* name never read is a misspelling or a variable this PDS lacks
+  for (const name of Object.keys(env).sort()) {
+    if (name.startsWith('PDS_') && !read.has(name) && env[name] !== undefined) {
+      warnings.push(`unknown variable ${name} is ignored (misspelt? see the Configuration table in README.md)`)
+    }
   }
   if (problems.length > 0) throw new ConfigError(problems)
   return config

@@ -41,6 +41,7 @@ export class PdsServer {
 
   static async create(cfg: PdsConfig, opts: PdsServerOptions = {}): Promise<PdsServer> {
     const ctx = await createContext(cfg, opts)
+    for (const warning of cfg.warnings ?? []) ctx.logger.warn(warning)
     const xrpc = createXrpcServer({
       logger: ctx.logger,
       version: cfg.service.version,

@@ -35,6 +35,29 @@ export function registerBasicRoutes(app: FastifyInstance, ctx: AppContext): void
     return account.did
   })
 
+  // Caddy's on-demand TLS asks this before it requests a certificate for a host name: yes (200) only for
+  // this PDS's own host name and the handles of its accounts, so nobody can make it fetch certificates for
+  // arbitrary names pointed at the server.
+  app.get('/tls-check', async (req, reply) => {
+    const q = req.query as Record<string, unknown>
+    const domain = typeof q.domain === 'string' ? q.domain.trim().toLowerCase().replace(/\.$/, '') : ''
+    if (!domain) {
+      reply.code(400)
+      return { error: 'InvalidRequest', message: 'missing domain query parameter' }
+    }
+    if (domain === cfg.service.hostname) return { success: true }
+    if (!cfg.identity.serviceHandleDomains.some((d) => domain.endsWith(d) && domain.length > d.length)) {
+      reply.code(400)
+      return { error: 'InvalidRequest', message: 'handles are not provided on this domain' }
+    }
+    const account = await ctx.accounts.getAccount(domain, { includeDeactivated: true })
+    if (!account) {
+      reply.code(404)
+      return { error: 'NotFound', message: 'no account has this handle' }
+    }
+    return { success: true }
+  })
+
   app.get('/.well-known/did.json', async (_req, reply) => {
     if (cfg.service.did !== `did:web:${cfg.service.hostname}`) {
       reply.code(404)

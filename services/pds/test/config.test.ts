@@ -1,3 +1,5 @@
+import fs from 'node:fs'
+import { randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { ConfigError, readConfigFromEnv } from '../src/config.js'
 
@@ -5,9 +7,9 @@ const base = {
   PDS_HOSTNAME: 'pds.example.com',
   PDS_DATA_DIRECTORY: '/var/pds',
   PDS_BLOBSTORE_DISK_LOCATION: '/var/pds/blocks',
-  PDS_JWT_SECRET: 'secret',
-  PDS_ADMIN_PASSWORD: 'admin',
-  PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX: 'a'.repeat(64),
+  PDS_JWT_SECRET: randomBytes(32).toString('hex'),
+  PDS_ADMIN_PASSWORD: randomBytes(16).toString('hex'),
+  PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX: randomBytes(32).toString('hex'),
 }
 
 const problemsOf = (env: Record<string, string>): string[] => {
@@ -108,5 +110,39 @@ describe('config', () => {
     expect(problemsOf({ ...base, PDS_BSKY_APP_VIEW_URL: 'https://api.bsky.app' }).join()).toMatch(/set together/)
     expect(problemsOf({ ...base, PDS_HOSTNAME: 'https://pds.example.com' }).join()).toMatch(/bare host name/)
     expect(problemsOf({ ...base, PDS_EMAIL_SMTP_URL: 'smtp://mail.example.com' }).join()).toMatch(/set together/)
+  })
+
+  it('refuses missing, short, repetitive and published secrets outside dev mode', () => {
+    const secretProblems = (env: Record<string, string>) => problemsOf({ ...base, ...env }).join('\n')
+    expect(secretProblems({ PDS_JWT_SECRET: 'secret' })).toMatch(/PDS_JWT_SECRET is a sample value/)
+    expect(secretProblems({ PDS_JWT_SECRET: 'a1b2c3d4e5f6' })).toMatch(/PDS_JWT_SECRET is too short \(12 characters, at least 32/)
+    expect(secretProblems({ PDS_JWT_SECRET: 'ab'.repeat(20) })).toMatch(/PDS_JWT_SECRET has too few distinct characters/)
+    expect(secretProblems({ PDS_ADMIN_PASSWORD: 'admin' })).toMatch(/PDS_ADMIN_PASSWORD is a sample value/)
+    expect(secretProblems({ PDS_ADMIN_PASSWORD: 'hunter2hunter2' })).toMatch(/PDS_ADMIN_PASSWORD is too short/)
+    expect(secretProblems({ PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX: 'a'.repeat(64) })).toMatch(/ROTATION_KEY.*too few distinct/)
+    expect(secretProblems({ PDS_JWT_SECRET: '' })).toMatch(/PDS_JWT_SECRET is required/)
+    // dev mode keeps accepting anything (the dev network and tests generate their own)
+    expect(problemsOf({ ...base, PDS_DEV_MODE: 'true', PDS_JWT_SECRET: 'secret', PDS_ADMIN_PASSWORD: 'admin' })).toEqual([])
+  })
+
+  it("refuses every secret default published in the repository's compose file", () => {
+    const compose = fs.readFileSync(new URL('../../../docker-compose.yml', import.meta.url), 'utf8')
+    const samples = [...compose.matchAll(/(PDS_JWT_SECRET|PDS_ADMIN_PASSWORD|PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX): \$\{\w+:-([^}]+)\}/g)]
+    expect(samples.map((m) => m[1]).sort()).toEqual(['PDS_ADMIN_PASSWORD', 'PDS_JWT_SECRET', 'PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX'])
+    for (const [, name, value] of samples) {
+      expect(problemsOf({ ...base, [name!]: value! }).join('\n')).toContain(`${name} is a sample value`)
+    }
+  })
+
+  it('warns about PDS_* variables it does not know (a misspelling is not silently ignored)', () => {
+    const cfg = readConfigFromEnv({ ...base, PDS_INVITES_REQUIRED: 'false', PDS_CRAWLERS: 'https://bsky.network', OTHER_THING: 'x' })
+    expect(cfg.warnings).toEqual([expect.stringMatching(/^unknown variable PDS_INVITES_REQUIRED is ignored/)])
+    expect(readConfigFromEnv(base).warnings).toEqual([])
+  })
+
+  it('reads the report service', () => {
+    const cfg = readConfigFromEnv({ ...base, PDS_REPORT_SERVICE_URL: 'https://mod.bsky.app/', PDS_REPORT_SERVICE_DID: 'did:plc:ar7c4by46qjdydhdevvrndac' })
+    expect(cfg.reportService).toEqual({ url: 'https://mod.bsky.app', did: 'did:plc:ar7c4by46qjdydhdevvrndac' })
+    expect(problemsOf({ ...base, PDS_REPORT_SERVICE_URL: 'https://mod.bsky.app' }).join()).toMatch(/set together/)
   })
 })

@@ -3,6 +3,8 @@
  * (HTTP Basic auth as `admin`), through the @atproto/api client.
  */
 import { randomBytes } from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
 import { AtpAgent } from '@atproto/api'
 import { isValidDid, isValidHandle } from '@stratos/core/syntax'
 import { CliError, EXIT_OK, UsageError, command, intOption, urlOption, type OptionSpecs } from '../util/command.js'
@@ -39,9 +41,9 @@ export class PdsAdmin {
   private publicAgent?: AtpAgent
   private adminAgent?: AtpAgent
 
-  constructor(flags: PdsFlags) {
+  constructor(flags: PdsFlags, env: Record<string, string | undefined> = {}) {
     this.service = urlOption('pds', flags.pds)
-    this.password = flags['admin-password']
+    this.password = flags['admin-password'] ?? devAdminPassword(this.service, env)
   }
 
   get hasPassword(): boolean {
@@ -115,6 +117,22 @@ export class PdsAdmin {
   }
 }
 
+/**
+ * The admin password of a local `stratos dev` network: for a PDS on a loopback address, read from
+ * `<STRATOS_DATA_DIR or ./data>/dev-secrets.json` when that file exists.
+ */
+export function devAdminPassword(service: string, env: Record<string, string | undefined>): string | undefined {
+  const host = new URL(service).hostname
+  if (!['127.0.0.1', 'localhost', '[::1]'].includes(host)) return undefined
+  try {
+    const file = path.join(env.STRATOS_DATA_DIR?.trim() || './data', 'dev-secrets.json')
+    const secrets = JSON.parse(fs.readFileSync(file, 'utf8')) as { pdsAdminPassword?: unknown }
+    return typeof secrets.pdsAdminPassword === 'string' ? secrets.pdsAdminPassword : undefined
+  } catch {
+    return undefined
+  }
+}
+
 function generatePassword(): string {
   return randomBytes(18).toString('base64url')
 }
@@ -139,7 +157,7 @@ random password is generated and printed; without --email, <handle>@example.com 
   examples: ['stratos account create --handle alice --admin-password secret', 'stratos account create --handle bob.example.com --email bob@example.com --password hunter22'],
   async run({ values, io }) {
     if (!values.handle) throw new UsageError('--handle is required')
-    const pds = new PdsAdmin(values)
+    const pds = new PdsAdmin(values, io.env)
     let handle = values.handle.replace(/^@/, '').toLowerCase()
     const server = await pds.call('com.atproto.server.describeServer', () => pds.public.com.atproto.server.describeServer())
     if (!handle.includes('.')) {
@@ -207,7 +225,7 @@ accounts whose DID, handle or email contains TEXT.`,
   },
   positionals: { max: 0 },
   async run({ values, io }) {
-    const pds = new PdsAdmin(values)
+    const pds = new PdsAdmin(values, io.env)
     const limit = intOption('limit', values.limit, { min: 1 })
     const needle = values.search?.toLowerCase()
     const out: ListedAccount[] = []
@@ -268,7 +286,7 @@ export const accountTakedownCommand = command({
   },
   positionals: { min: 1, max: 1 },
   async run({ values, positionals, io }) {
-    const pds = new PdsAdmin(values)
+    const pds = new PdsAdmin(values, io.env)
     const did = await pds.toDid(positionals[0]!)
     const takedown = { applied: !values.reverse, ...(values.ref ? { ref: values.ref } : {}) }
     const res = await pds.call('com.atproto.admin.updateSubjectStatus', () =>
@@ -297,7 +315,7 @@ Deletes the account, its repo and blobs on the PDS. Asks for confirmation on a t
   },
   positionals: { min: 1, max: 1 },
   async run({ values, positionals, io }) {
-    const pds = new PdsAdmin(values)
+    const pds = new PdsAdmin(values, io.env)
     void pds.admin // the password is needed: fail before asking anything
     const did = await pds.toDid(positionals[0]!)
     if (!values.yes) {
@@ -325,7 +343,7 @@ export const inviteCreateCommand = command({
   },
   positionals: { max: 0 },
   async run({ values, io }) {
-    const pds = new PdsAdmin(values)
+    const pds = new PdsAdmin(values, io.env)
     const count = intOption('count', values.count, { min: 1, max: 1000 })!
     const uses = intOption('uses', values.uses, { min: 1 })!
     for (const d of values.for) if (!isValidDid(d)) throw new UsageError(`--for is not a DID: '${d}'`)

@@ -138,11 +138,30 @@ export const plcCommand = serviceCommand('plc', 'Start a did:plc directory from 
   return server
 })
 
-export const pdsCommand = serviceCommand('pds', 'Start a PDS from PDS_* environment variables', 'PDS_', async (env) => {
-  const { PdsServer, readConfigFromEnv } = await import('@stratos/pds')
-  const server = await PdsServer.create(readConfigOrFail(() => readConfigFromEnv(env)))
-  await server.start()
-  return server
+export const pdsCommand = command({
+  name: 'pds',
+  summary: 'Start a PDS from PDS_* environment variables',
+  usage: 'pds [--env-file FILE]',
+  description: `
+Configured by PDS_* environment variables (see the Configuration table in README.md), or an env file
+written by \`stratos pds init\` (variables set in the environment win over the file). A bad value stops
+start-up with a message naming the variable; outside dev mode missing, short or published sample secrets
+are refused. Logs JSON lines; SIGINT/SIGTERM shut it down cleanly.
+Subcommands: pds init | backup | restore | update (stratos pds <subcommand> --help).`,
+  options: {
+    'env-file': { type: 'string', valueName: 'FILE', description: 'read PDS_* variables from this file', env: 'STRATOS_PDS_ENV_FILE' },
+  },
+  positionals: { max: 0 },
+  async run({ values, io }) {
+    const { loadEnvFile } = await import('./pds-init.js')
+    const env = values['env-file'] ? loadEnvFile(values['env-file'], io.env) : io.env
+    const { PdsServer, readConfigFromEnv } = await import('@stratos/pds')
+    const cfg = readConfigOrFail(() => readConfigFromEnv(env))
+    const server = await PdsServer.create(cfg)
+    await server.start()
+    note(io, `pds listening on ${server.url}`)
+    return runUntilStopped(io, 'pds', server)
+  },
 })
 
 export const relayCommand = serviceCommand('relay', 'Start a relay from RELAY_* environment variables', 'RELAY_', async (env) => {

@@ -17,6 +17,8 @@ export interface Io {
   signal?: AbortSignal
   /** asks a yes/no question on the terminal; undefined when there is no terminal */
   confirm?: (question: string) => Promise<boolean>
+  /** asks for a line of text on the terminal; undefined when there is no terminal */
+  ask?: (question: string) => Promise<string>
 }
 
 /** Writes and waits for the stream to drain when its buffer is full (back-pressure for long outputs). */

@@ -104,6 +104,8 @@ export function prepareCreateOrUpdate(opts: {
   } catch (err) {
     throw new InvalidRequestError(`Invalid record: ${(err as Error).message}`)
   }
+  // a record without $type is of the collection it is written to (as the reference PDS fills it in)
+  if ((json as { $type?: unknown }).$type === undefined) json = { ...(json as object), $type: collection }
   const $type = (json as { $type?: unknown }).$type
   if ($type !== collection) {
     throw new InvalidRequestError(`Invalid $type: expected ${collection}, got ${String($type)}`)

@@ -11,6 +11,10 @@ import { applyReadAfterWrite, READ_AFTER_WRITE_METHODS } from './read-after-writ
 /** The service id of the default AppView in service-auth audiences (`<did>#bsky_appview`). */
 export const APPVIEW_SERVICE_ID = 'bsky_appview'
 
+/** The service id of a report (moderation) service in service-auth audiences. */
+export const REPORT_SERVICE_ID = 'atproto_labeler'
+const CREATE_REPORT = 'com.atproto.moderation.createReport'
+
 /** Namespaces that go to the default AppView when the request names no service. */
 const DEFAULT_PROXIED = ['app.bsky.', 'chat.bsky.']
 
@@ -68,6 +72,11 @@ export async function resolveProxyTarget(ctx: AppContext, nsid: string, proxyHea
     if (!url) throw new InvalidRequestError(`could not resolve proxy did service url: ${did} has no service #${serviceId}`)
     return { aud: `${did}#${serviceId}`, url, trusted: false }
   }
+  if (nsid === CREATE_REPORT) {
+    const report = ctx.cfg.reportService
+    if (!report) throw new MethodNotImplementedError(`No report service is configured (PDS_REPORT_SERVICE_URL, PDS_REPORT_SERVICE_DID)`)
+    return { aud: `${report.did}#${REPORT_SERVICE_ID}`, url: report.url, trusted: true }
+  }
   if (!DEFAULT_PROXIED.some((p) => nsid.startsWith(p))) return null
   if (!appView) {
     throw new MethodNotImplementedError(`No AppView is configured for ${nsid} (PDS_BSKY_APP_VIEW_URL, PDS_BSKY_APP_VIEW_DID)`)
@@ -87,7 +96,7 @@ export function createProxyCatchall(ctx: AppContext): CatchallHandler {
   return async (call) => {
     const { nsid, req, reply } = call
     const proxyHeader = header(call, 'atproto-proxy')
-    if (proxyHeader === undefined && !DEFAULT_PROXIED.some((p) => nsid.startsWith(p))) return undefined
+    if (proxyHeader === undefined && nsid !== CREATE_REPORT && !DEFAULT_PROXIED.some((p) => nsid.startsWith(p))) return undefined
     if (PROTECTED_PREFIXES.some((p) => nsid.startsWith(p))) {
       throw new InvalidRequestError(`${nsid} cannot be proxied`, 'InvalidToken')
     }
