@@ -66,4 +66,25 @@ describe.runIf(process.env.STRATOS_TEST_PG_URL)('db on PostgreSQL: schema isolat
       await close()
     }
   })
+
+  it('keeps each schema\'s migration bookkeeping apart while several schemas share the database', async () => {
+    const url = process.env.STRATOS_TEST_PG_URL!
+    const firstSchema = `dbmig_a_${process.pid}_${Date.now()}`
+    const first = await openDatabase<Schema>(url, { schema: firstSchema })
+    const secondSchema = `dbmig_b_${process.pid}_${Date.now()}`
+    const second = await openDatabase<Schema>(url, { schema: secondSchema })
+    try {
+      await migrateToLatest(first.db, migrations)
+      // the second schema migrates while the first one's kysely_migration tables exist
+      await migrateToLatest(second.db, migrations)
+      await second.db.insertInto('item').values({ id: 1, name: 'b' }).execute()
+      const tables = await sql<{ table_schema: string }>`SELECT table_schema FROM information_schema.tables WHERE table_name = 'kysely_migration'`.execute(second.db)
+      expect(tables.rows.map((r) => r.table_schema)).toContain(secondSchema)
+    } finally {
+      for (const [schema, database] of [[firstSchema, first], [secondSchema, second]] as const) {
+        await sql.raw(`DROP SCHEMA "${schema}" CASCADE`).execute(database.db)
+        await database.close()
+      }
+    }
+  })
 })

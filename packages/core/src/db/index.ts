@@ -41,6 +41,13 @@ export interface PostgresOptions {
   poolSize?: number
 }
 
+/**
+ * The schema each PostgreSQL Kysely instance opened here works in. The migrator must keep its own
+ * bookkeeping tables there: left to itself it looks for them in every schema of the database, finds
+ * another schema's `kysely_migration_lock` and then fails to use it from this search_path.
+ */
+const postgresSchemaOf = new WeakMap<Kysely<any>, string>()
+
 /** Connects to PostgreSQL with a pool. */
 export async function openPostgres<Schema>(url: string, opts: PostgresOptions = {}): Promise<Database<Schema>> {
   if (opts.schema !== undefined && !/^[a-z_][a-z0-9_]*$/.test(opts.schema)) {
@@ -62,6 +69,7 @@ export async function openPostgres<Schema>(url: string, opts: PostgresOptions = 
     ...(opts.schema ? { options: `-c search_path=${opts.schema}` } : {}),
   })
   const db = new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) })
+  postgresSchemaOf.set(db, opts.schema ?? 'public')
   return { db, dialect: 'postgres', close: () => db.destroy() }
 }
 
@@ -83,7 +91,12 @@ class StaticMigrationProvider implements MigrationProvider {
 
 /** Runs every pending migration, throwing with the failing migration's name on error. */
 export async function migrateToLatest(db: Kysely<any>, migrations: Migrations): Promise<void> {
-  const migrator = new Migrator({ db, provider: new StaticMigrationProvider(migrations) })
+  const migrationTableSchema = postgresSchemaOf.get(db)
+  const migrator = new Migrator({
+    db,
+    provider: new StaticMigrationProvider(migrations),
+    ...(migrationTableSchema ? { migrationTableSchema } : {}),
+  })
   const { error, results } = await migrator.migrateToLatest()
   if (error) {
     const failed = results?.find((r) => r.status === 'Error')
