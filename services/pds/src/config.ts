@@ -33,7 +33,20 @@ export interface PdsConfig {
     didCacheDbPath: string
     actorStoreDirectory: string
   }
-  blobstore: { location: string; tempLocation: string }
+  blobstore: {
+    location: string
+    tempLocation: string
+    /** blobs in an S3-compatible bucket instead of `location` (PDS_BLOBSTORE_S3_*); uploads still land in tempLocation */
+    s3: {
+      bucket: string
+      region: string
+      endpoint?: string
+      forcePathStyle: boolean
+      accessKeyId?: string
+      secretAccessKey?: string
+      uploadTimeoutMs: number
+    } | null
+  }
   identity: {
     plcUrl: string
     serviceHandleDomains: string[]
@@ -201,8 +214,28 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
   if (!dataDir) problems.push('PDS_DATA_DIRECTORY is required (where the PDS keeps its databases)')
   const dir = path.resolve(dataDir ?? '.')
   const blobDir = str('PDS_BLOBSTORE_DISK_LOCATION')
-  if (!blobDir) problems.push('PDS_BLOBSTORE_DISK_LOCATION is required (where blobs are stored on disk)')
+  const s3Bucket = str('PDS_BLOBSTORE_S3_BUCKET')
+  if (!blobDir && !s3Bucket) {
+    problems.push('PDS_BLOBSTORE_DISK_LOCATION (blobs on disk) or PDS_BLOBSTORE_S3_BUCKET (blobs in S3-compatible storage) is required')
+  }
+  if (blobDir && s3Bucket) problems.push('set either PDS_BLOBSTORE_DISK_LOCATION or PDS_BLOBSTORE_S3_BUCKET, not both')
   const blobLocation = path.resolve(blobDir ?? path.join(dir, 'blobs'))
+  const s3Endpoint = str('PDS_BLOBSTORE_S3_ENDPOINT')
+  if (s3Endpoint) url('PDS_BLOBSTORE_S3_ENDPOINT', s3Endpoint, devMode)
+  const s3KeyId = str('PDS_BLOBSTORE_S3_ACCESS_KEY_ID')
+  const s3Secret = str('PDS_BLOBSTORE_S3_SECRET_ACCESS_KEY')
+  if (Boolean(s3KeyId) !== Boolean(s3Secret)) {
+    problems.push('PDS_BLOBSTORE_S3_ACCESS_KEY_ID and PDS_BLOBSTORE_S3_SECRET_ACCESS_KEY must be set together')
+  }
+  const s3 = {
+    bucket: s3Bucket ?? '',
+    region: str('PDS_BLOBSTORE_S3_REGION') ?? 'us-east-1',
+    endpoint: s3Endpoint,
+    forcePathStyle: bool('PDS_BLOBSTORE_S3_FORCE_PATH_STYLE', false),
+    accessKeyId: s3KeyId,
+    secretAccessKey: s3Secret,
+    uploadTimeoutMs: int('PDS_BLOBSTORE_S3_UPLOAD_TIMEOUT_MS', 20_000, 1),
+  }
 
   let serviceHandleDomains = list('PDS_SERVICE_HANDLE_DOMAINS') ?? (loopback ? ['.test'] : [`.${host}`])
   serviceHandleDomains = serviceHandleDomains.map((d) => d.toLowerCase())
@@ -336,7 +369,8 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
     },
     blobstore: {
       location: blobLocation,
-      tempLocation: path.resolve(str('PDS_BLOBSTORE_DISK_TMP_LOCATION') ?? path.join(blobLocation, 'temp')),
+      tempLocation: path.resolve(str('PDS_BLOBSTORE_DISK_TMP_LOCATION') ?? (s3Bucket ? path.join(dir, 'blobs-temp') : path.join(blobLocation, 'temp'))),
+      s3: s3Bucket ? s3 : null,
     },
     identity: {
       plcUrl,

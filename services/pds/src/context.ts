@@ -12,7 +12,7 @@ import { AccountSettings } from './account/settings.js'
 import { SessionTokens } from './account/tokens.js'
 import { ActorStore } from './actor-store/index.js'
 import { PdsAuth } from './auth.js'
-import { DiskBlobStore } from './blobstore.js'
+import { DiskBlobStore, S3BlobStore } from './blobstore.js'
 import type { PdsConfig } from './config.js'
 import { createMailer, type Mailer } from './mailer.js'
 import { createOAuthProvider } from './oauth/provider.js'
@@ -50,7 +50,9 @@ export async function createContext(cfg: PdsConfig, opts: { logger?: Logger } = 
   fs.mkdirSync(cfg.db.directory, { recursive: true })
   fs.mkdirSync(cfg.db.actorStoreDirectory, { recursive: true })
 
-  const blobstore = new DiskBlobStore(cfg.blobstore.location, cfg.blobstore.tempLocation)
+  const blobstore = cfg.blobstore.s3
+    ? new S3BlobStore(cfg.blobstore.tempLocation, cfg.blobstore.s3)
+    : new DiskBlobStore(cfg.blobstore.location, cfg.blobstore.tempLocation)
   await blobstore.init()
 
   const accountDb = await openAccountDb(cfg.db.accountDbPath)
