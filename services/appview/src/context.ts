@@ -109,7 +109,7 @@ export class AppContext {
 
   static async create(config: AppViewConfig, opts: AppContextOptions = {}): Promise<AppContext> {
     const log = opts.logger ?? pino({ level: config.logLevel, base: { service: 'appview' } })
-    if (config.dataDirectory) mkdirSync(config.dataDirectory, { recursive: true })
+    if (config.dataDirectory) mkdirSync(config.dataDirectory, { recursive: true, mode: 0o700 })
 
     const isPg = /^postgres(ql)?:\/\//.test(config.dbUrl)
     const database = isPg

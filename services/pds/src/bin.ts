@@ -3,6 +3,8 @@ import { ConfigError, readConfigFromEnv } from './config.js'
 import { PdsServer } from './server.js'
 
 async function main() {
+  // whatever the PDS writes (databases, blobs, keys) is readable by its own user only
+  process.umask(0o077)
   let config
   try {
     config = readConfigFromEnv(process.env)

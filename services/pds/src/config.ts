@@ -67,6 +67,12 @@ export interface PdsConfig {
   crawlers: string[]
   email: { smtpUrl: string; fromAddress: string } | null
   rateLimits: { enabled: boolean; bypassKey?: string }
+  /** per-account limit on uploads not yet referenced by a record (PDS_TEMP_BLOB_MAX_COUNT / _BYTES) */
+  tempBlobQuota: { maxCount: number; maxBytes: number }
+  /** repo imports (importRepo) running at once (PDS_MAX_CONCURRENT_IMPORTS) */
+  maxConcurrentImports: number
+  /** 32-byte key (hex or base64) encrypting account signing keys at rest (PDS_SIGNING_KEY_ENCRYPTION_KEY) */
+  signingKeyEncryptionKey: Buffer | null
   subscription: { backfillLimitMs: number; maxBuffer: number }
   auth: {
     accessTokenTtlSec: number
@@ -135,6 +141,17 @@ export function weakSecretReason(value: string, minLength: number): string | nul
   if (value.length < minLength) return `is too short (${value.length} characters, at least ${minLength} needed)`
   if (new Set(value.toLowerCase()).size < 8) return 'has too few distinct characters to be random'
   return null
+}
+
+/** A 32-byte key given as 64 hex characters or base64; problems are reported by name. */
+function parseEncryptionKey(value: string | undefined, problems: string[]): Buffer | null {
+  if (value === undefined) return null
+  const key = /^[0-9a-fA-F]{64}$/.test(value) ? Buffer.from(value, 'hex') : Buffer.from(value, 'base64')
+  if (key.length !== 32) {
+    problems.push('PDS_SIGNING_KEY_ENCRYPTION_KEY must be 32 random bytes, as 64 hex characters or base64 (`openssl rand -hex 32`)')
+    return null
+  }
+  return key
 }
 
 export const isLoopbackHost = (host: string): boolean =>
@@ -340,6 +357,8 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
     if (!c.startsWith('https://')) problems.push(`PDS_OAUTH_TRUSTED_CLIENTS entries must be https:// client ids (got "${c}")`)
   }
 
+  const blobUploadLimit = int('PDS_BLOB_UPLOAD_LIMIT', 5 * 1024 * 1024, 1)
+
   const logLevel = (str('LOG_LEVEL') ?? 'info').toLowerCase()
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')} (got "${logLevel}")`)
 
@@ -352,7 +371,7 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
       did,
       version: str('PDS_VERSION') ?? '0.1.0',
       devMode,
-      blobUploadLimit: int('PDS_BLOB_UPLOAD_LIMIT', 5 * 1024 * 1024, 1),
+      blobUploadLimit,
       acceptingImports: bool('PDS_ACCEPTING_REPO_IMPORTS', true),
       maxImportSize: int('PDS_MAX_REPO_IMPORT_SIZE', 100 * 1024 * 1024, 1),
       serviceName: str('PDS_SERVICE_NAME') ?? `${host} PDS`,
@@ -387,7 +406,14 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
     reportService,
     crawlers,
     email,
-    rateLimits: { enabled: bool('PDS_RATE_LIMITS_ENABLED', false), bypassKey: str('PDS_RATE_LIMIT_BYPASS_KEY') },
+    // on by default in production: a public PDS without limits lets anyone create accounts in bulk
+    rateLimits: { enabled: bool('PDS_RATE_LIMITS_ENABLED', !devMode), bypassKey: str('PDS_RATE_LIMIT_BYPASS_KEY') },
+    tempBlobQuota: {
+      maxCount: int('PDS_TEMP_BLOB_MAX_COUNT', 64, 1),
+      maxBytes: int('PDS_TEMP_BLOB_MAX_BYTES', Math.max(256 * 1024 * 1024, 4 * blobUploadLimit), 1),
+    },
+    maxConcurrentImports: int('PDS_MAX_CONCURRENT_IMPORTS', 2, 1),
+    signingKeyEncryptionKey: parseEncryptionKey(str('PDS_SIGNING_KEY_ENCRYPTION_KEY'), problems),
     subscription: {
       backfillLimitMs: int('PDS_REPO_BACKFILL_LIMIT_MS', 24 * 60 * 60 * 1000),
       maxBuffer: int('PDS_MAX_SUBSCRIPTION_BUFFER', 500, 1),

@@ -1,4 +1,6 @@
 import fs from 'node:fs'
+import { KeyVault } from './account/key-vault.js'
+import { secureDir, secureFile } from './util/secure-fs.js'
 import path from 'node:path'
 import { pino, type Logger } from 'pino'
 import type { OAuthProvider } from '@atproto/oauth-provider/provider'
@@ -47,8 +49,16 @@ export interface AppContext {
 
 export async function createContext(cfg: PdsConfig, opts: { logger?: Logger } = {}): Promise<AppContext> {
   const logger = opts.logger ?? pino({ level: cfg.logLevel, base: { service: 'pds' } })
-  fs.mkdirSync(cfg.db.directory, { recursive: true })
-  fs.mkdirSync(cfg.db.actorStoreDirectory, { recursive: true })
+  // secrets at rest: data directories 0700, database files 0600
+  secureDir(cfg.db.directory)
+  secureDir(cfg.db.actorStoreDirectory)
+  secureDir(cfg.blobstore.location)
+  secureDir(cfg.blobstore.tempLocation)
+  for (const file of [cfg.db.accountDbPath, cfg.db.sequencerDbPath, cfg.db.didCacheDbPath]) {
+    secureDir(path.dirname(file))
+    secureFile(file)
+  }
+  const vault = new KeyVault(cfg.signingKeyEncryptionKey ?? null)
 
   const blobstore = cfg.blobstore.s3
     ? new S3BlobStore(cfg.blobstore.tempLocation, cfg.blobstore.s3)
@@ -60,11 +70,11 @@ export async function createContext(cfg: PdsConfig, opts: { logger?: Logger } = 
   const accounts = new AccountManager(accountDb.db, tokens, {
     refreshGraceMs: cfg.auth.refreshGraceMs,
     hostname: cfg.service.hostname,
+    vault,
   })
   const actorStore = new ActorStore(cfg.db.actorStoreDirectory, blobstore)
   const sequencer = new Sequencer(cfg.db.sequencerDbPath)
   const plcRotationKey = await importKeypair(cfg.secrets.plcRotationKeyHex, 'k256')
-  fs.mkdirSync(path.dirname(cfg.db.didCacheDbPath), { recursive: true })
   const didCache = await SqliteIdentityCache.open(cfg.db.didCacheDbPath)
   const idResolver = new IdentityResolver({
     plcUrl: cfg.identity.plcUrl,
@@ -92,7 +102,7 @@ export async function createContext(cfg: PdsConfig, opts: { logger?: Logger } = 
     plcRotationKey,
     idResolver,
     didCache,
-    settings: new AccountSettings(accountDb.db),
+    settings: new AccountSettings(accountDb.db, vault),
     mailer: createMailer(cfg, logger),
     oauth: null as unknown as OAuthProvider,
   }

@@ -1,4 +1,4 @@
-import type { HandlerContext, RateLimitsOptions, SharedRateLimitRef } from '@stratos/core/xrpc'
+import { rateLimitError, rateLimitHeaders, type HandlerContext, type RateLimitsOptions, type RateLimitStore, type SharedRateLimitRef } from '@stratos/core/xrpc'
 import type { PdsConfig } from './config.js'
 
 const MINUTE = 60_000
@@ -39,16 +39,38 @@ export function repoWriteLimits(points: (ctx: HandlerContext) => number): Shared
   ]
 }
 
-/** Logins: per identifier and IP, 30 per 5 minutes and 300 per day. */
-export const createSessionLimits = [
-  { points: 30, durationMs: 5 * MINUTE, calcKey: loginKey },
-  { points: 300, durationMs: DAY, calcKey: loginKey },
+/** Logins: per account (as resolved from the identifier) and IP, 30 per 5 minutes and 300 per day. */
+export const LOGIN_LIMITS = [
+  { points: 30, durationMs: 5 * MINUTE },
+  { points: 300, durationMs: DAY },
 ]
 
-function loginKey(ctx: HandlerContext): string {
-  const identifier = String((ctx.input?.body as { identifier?: unknown } | undefined)?.identifier ?? '').toLowerCase()
-  return `${identifier}|${ctx.req.ip}`
+/**
+ * Takes a login attempt from the buckets of `account` (the account's DID once the identifier is
+ * resolved, so handle, DID and email share one budget; else the normalised identifier) and the client
+ * IP. Throws 429 when either bucket is empty. Nothing happens when rate limits are off or bypassed.
+ */
+export async function consumeLoginLimit(
+  cfg: PdsConfig,
+  store: RateLimitStore,
+  ctx: Pick<HandlerContext, 'req' | 'reply'>,
+  account: string,
+): Promise<void> {
+  if (!cfg.rateLimits.enabled) return
+  const bypassKey = cfg.rateLimits.bypassKey
+  if (bypassKey && ctx.req.headers['x-ratelimit-bypass'] === bypassKey) return
+  const now = Date.now()
+  let tightest
+  for (const [i, spec] of LOGIN_LIMITS.entries()) {
+    const status = await store.consume(`login:${i}|${account}|${ctx.req.ip}`, 1, spec, now)
+    if (!status.allowed) throw rateLimitError(status)
+    if (!tightest || status.remaining / status.limit < tightest.remaining / tightest.limit) tightest = status
+  }
+  if (tightest) ctx.reply.headers(rateLimitHeaders(tightest))
 }
 
-/** Account creation: per IP, 100 per 5 minutes. */
-export const createAccountLimits = [{ points: 100, durationMs: 5 * MINUTE }]
+/** Account creation: per IP, 20 per 5 minutes and 100 per day (on by default in production). */
+export const createAccountLimits = [
+  { points: 20, durationMs: 5 * MINUTE },
+  { points: 100, durationMs: DAY },
+]

@@ -39,7 +39,9 @@ describe('config', () => {
     expect(cfg.service.maxImportSize).toBe(100 * 1024 * 1024)
     expect(cfg.db.accountDbPath).toBe('/var/pds/account.sqlite')
     expect(cfg.blobstore.location).toBe('/var/pds/blocks')
-    expect(cfg.rateLimits.enabled).toBe(false)
+    // production: rate limits on unless turned off
+    expect(cfg.rateLimits.enabled).toBe(true)
+    expect(cfg.tempBlobQuota).toEqual({ maxCount: 64, maxBytes: 256 * 1024 * 1024 })
     expect(cfg.bskyAppView).toBeNull()
     expect(cfg.crawlers).toEqual([])
   })

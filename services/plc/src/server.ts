@@ -60,7 +60,7 @@ export class PlcServer {
 
   /** Opens the database (creating its directory) and builds the HTTP app; call start() to listen. */
   static async create(config: PlcConfig, opts: PlcServerOptions = {}): Promise<PlcServer> {
-    if (config.dbPath !== ':memory:') mkdirSync(dirname(config.dbPath), { recursive: true })
+    if (config.dbPath !== ':memory:') mkdirSync(dirname(config.dbPath), { recursive: true, mode: 0o700 })
     const store = await PlcStore.open(config.dbPath)
     const net = networkServerOptions(config.network)
     const hardening = { ...net.connections, trustedProxies: net.trustedProxies }

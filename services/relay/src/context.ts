@@ -139,7 +139,7 @@ export class RelayContext {
   }
 
   static async create(config: RelayConfig, opts: RelayContextOptions = {}): Promise<RelayContext> {
-    mkdirSync(config.dataDirectory, { recursive: true })
+    mkdirSync(config.dataDirectory, { recursive: true, mode: 0o700 })
     const db = openRelayDb(join(config.dataDirectory, 'relay.sqlite'))
     const identityCache = await SqliteIdentityCache.open(join(config.dataDirectory, 'identity.sqlite'))
     const xrpc = createXrpcServer({

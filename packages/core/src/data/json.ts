@@ -78,7 +78,12 @@ function fromJson(value: unknown, path: string, depth: number): unknown {
         }
       }
       const out: Record<string, unknown> = {}
-      for (const [k, v] of Object.entries(obj)) out[k] = fromJson(v, `${path}.${k}`, depth + 1)
+      for (const [k, v] of Object.entries(obj)) {
+        // assigning "__proto__" would set the prototype instead of storing the key: the stored value would
+        // silently differ from the submitted one, so such keys are refused
+        if (k === '__proto__') fail(`${path}.${k}`, 'the key "__proto__" is not allowed')
+        out[k] = fromJson(v, `${path}.${k}`, depth + 1)
+      }
       if ('$type' in obj) {
         if (typeof obj.$type !== 'string' || obj.$type.length === 0) fail(path, '$type must be a non-empty string')
         if (obj.$type === 'blob') checkBlob(out, path)

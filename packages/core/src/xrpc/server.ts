@@ -206,6 +206,11 @@ function underTest(): boolean {
   return Boolean(process.env.VITEST) || process.env.NODE_ENV === 'test'
 }
 
+function refuseProtoKey(key: string, value: unknown): unknown {
+  if (key === '__proto__') throw new InvalidRequestError('Invalid request body: the key "__proto__" is not allowed')
+  return value
+}
+
 function header(req: FastifyRequest, name: string): string | undefined {
   const v = req.headers[name]
   return Array.isArray(v) ? v[0] : v
@@ -498,9 +503,14 @@ export class XrpcServer {
     if (!json) return { encoding: contentType, body: text ? bytes.toString('utf8') : bytes }
 
     let parsed: unknown
+    const jsonText = bytes.toString('utf8')
     try {
-      parsed = JSON.parse(bytes.toString('utf8'))
+      // a "__proto__" key would be dropped (or become a prototype) on the way to the handler, so what is
+      // stored would differ from what was acknowledged: such bodies are refused (checked only when the
+      // text could spell the key, directly or through escapes)
+      parsed = jsonText.includes('__proto__') || jsonText.includes('\\u') ? JSON.parse(jsonText, refuseProtoKey) : JSON.parse(jsonText)
     } catch (err) {
+      if (err instanceof XRPCError) throw err
       throw new InvalidRequestError(`Invalid JSON body: ${(err as Error).message}`, undefined, { cause: err })
     }
     try {

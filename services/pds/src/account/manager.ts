@@ -12,6 +12,9 @@ import {
   verifyPassword,
 } from './password.js'
 import { AuthScope, newTokenId, type SessionTokens } from './tokens.js'
+import { KeyVault } from './key-vault.js'
+
+const PLAIN_VAULT = new KeyVault(null)
 
 export type AccountStatus = 'takendown' | 'suspended' | 'deleted' | 'deactivated'
 
@@ -50,6 +53,9 @@ export const scopeFor = (appPassword: AppPasswordDescript | null): AuthScope =>
   !appPassword ? AuthScope.Access : appPassword.privileged ? AuthScope.AppPassPrivileged : AuthScope.AppPass
 
 /** How long a spent refresh token stays on record to recognise its reuse. */
+/** A scrypt hash of a random password: unknown accounts are checked against it, to take the same time. */
+const DUMMY_PASSWORD_HASH = `${randomBytes(16).toString('hex')}:${randomBytes(64).toString('hex')}`
+
 const SPENT_TOKEN_RETENTION_MS = 7 * 24 * 60 * 60 * 1000
 
 const toAccount = (row: AccountTable): Account => ({
@@ -68,8 +74,12 @@ export class AccountManager {
   constructor(
     readonly db: Kysely<AccountDbSchema>,
     private readonly tokens: SessionTokens,
-    private readonly opts: { refreshGraceMs: number; hostname: string },
+    private readonly opts: { refreshGraceMs: number; hostname: string; vault?: KeyVault },
   ) {}
+
+  private get vault(): KeyVault {
+    return this.opts.vault ?? PLAIN_VAULT
+  }
 
   // accounts
   // -------
@@ -151,7 +161,7 @@ export class AccountManager {
       }
       await tx
         .insertInto('signing_key')
-        .values({ did: opts.did, curve: opts.signingKey.curve, privateKey: opts.signingKey.export() })
+        .values({ did: opts.did, curve: opts.signingKey.curve, privateKey: this.vault.seal(opts.did, opts.signingKey.export()) })
         .execute()
       await tx
         .insertInto('repo_root')
@@ -163,7 +173,7 @@ export class AccountManager {
   async getSigningKey(did: string): Promise<SigningKeypair | null> {
     const row = await this.db.selectFrom('signing_key').selectAll().where('did', '=', did).executeTakeFirst()
     if (!row) return null
-    return importKeypair(row.privateKey, row.curve as Curve)
+    return importKeypair(this.vault.open(did, row.privateKey), row.curve as Curve)
   }
 
   async updateRepoRoot(did: string, cid: string, rev: string): Promise<void> {
@@ -217,23 +227,40 @@ export class AccountManager {
    * Checks an identifier (handle, email or DID) and a password (the account password or an app password).
    * Throws AuthenticationRequired "Invalid identifier or password" for any mismatch, without saying which.
    */
-  async login(identifier: string, password: string): Promise<{ account: Account; appPassword: AppPasswordDescript | null }> {
-    const id = identifier.trim().toLowerCase()
-    const row = await this.db
+  /** A login identifier as the lookup uses it: trimmed, lower case (a DID keeps its case). */
+  normaliseIdentifier(identifier: string): string {
+    const id = identifier.trim()
+    return id.startsWith('did:') ? id : id.toLowerCase()
+  }
+
+  /** The account a login identifier (handle, DID or email) names, if any. */
+  async findLoginAccount(identifier: string) {
+    const id = this.normaliseIdentifier(identifier)
+    return this.db
       .selectFrom('account')
       .selectAll()
       .where((eb) =>
-        id.includes('@')
-          ? eb(eb.fn('lower', ['email']), '=', id)
-          : id.startsWith('did:')
-            ? eb('did', '=', identifier.trim())
-            : eb('handle', '=', id),
+        id.includes('@') ? eb(eb.fn('lower', ['email']), '=', id) : id.startsWith('did:') ? eb('did', '=', id) : eb('handle', '=', id),
       )
       .executeTakeFirst()
+  }
+
+  async login(
+    identifier: string,
+    password: string,
+    found?: Awaited<ReturnType<AccountManager['findLoginAccount']>> | null,
+  ): Promise<{ account: Account; appPassword: AppPasswordDescript | null }> {
+    const row = found === undefined ? await this.findLoginAccount(identifier) : (found ?? undefined)
     const invalid = () => new AuthRequiredError('Invalid identifier or password')
-    if (!row || password.length > MAX_PASSWORD_LENGTH * 2) throw invalid()
+    if (password.length > MAX_PASSWORD_LENGTH * 2) throw invalid()
+    if (!row) {
+      // the same hashing work as for a real account, so the answer time does not tell whether it exists
+      await verifyPassword(password, DUMMY_PASSWORD_HASH)
+      if (APP_PASSWORD_REGEX.test(password)) await hashAppPassword('did:plc:unknown', password)
+      throw invalid()
+    }
     let appPassword: AppPasswordDescript | null = null
-    const mainOk = row.passwordScrypt ? await verifyPassword(password, row.passwordScrypt) : false
+    const mainOk = row.passwordScrypt ? await verifyPassword(password, row.passwordScrypt) : await verifyPassword(password, DUMMY_PASSWORD_HASH).then(() => false)
     if (!mainOk) {
       appPassword = APP_PASSWORD_REGEX.test(password) ? await this.verifyAppPassword(row.did, password) : null
       if (!appPassword) throw invalid()

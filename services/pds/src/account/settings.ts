@@ -1,4 +1,5 @@
 import { randomInt } from 'node:crypto'
+import { KeyVault } from './key-vault.js'
 import type { Kysely } from 'kysely'
 import { generateKeypair, importKeypair, type Curve, type SigningKeypair } from '@stratos/core/crypto'
 import { InvalidRequestError } from '../errors.js'
@@ -39,7 +40,10 @@ const isUniqueViolation = (err: unknown) =>
  * password changes, takedown, deletion, invite administration, reserved signing keys.
  */
 export class AccountSettings {
-  constructor(readonly db: Kysely<AccountDbSchema>) {}
+  constructor(
+    readonly db: Kysely<AccountDbSchema>,
+    private readonly vault: KeyVault = new KeyVault(null),
+  ) {}
 
   // emailed tokens
   // -------
@@ -242,12 +246,12 @@ export class AccountSettings {
   async reserveSigningKey(did: string | null, curve: Curve = 'k256'): Promise<SigningKeypair> {
     if (did) {
       const existing = await this.db.selectFrom('reserved_signing_key').selectAll().where('did', '=', did).executeTakeFirst()
-      if (existing) return importKeypair(existing.privateKey, existing.curve as Curve)
+      if (existing) return importKeypair(this.vault.open(existing.keyDid, existing.privateKey), existing.curve as Curve)
     }
     const key = await generateKeypair(curve)
     await this.db
       .insertInto('reserved_signing_key')
-      .values({ keyDid: key.did(), did, curve, privateKey: key.export(), createdAt: new Date().toISOString() })
+      .values({ keyDid: key.did(), did, curve, privateKey: this.vault.seal(key.did(), key.export()), createdAt: new Date().toISOString() })
       .execute()
     return key
   }
@@ -255,7 +259,7 @@ export class AccountSettings {
   /** The key reserved for a DID, if any (left in the reserve; see {@link clearReservedSigningKey}). */
   async getReservedSigningKey(did: string): Promise<SigningKeypair | null> {
     const row = await this.db.selectFrom('reserved_signing_key').selectAll().where('did', '=', did).executeTakeFirst()
-    return row ? importKeypair(row.privateKey, row.curve as Curve) : null
+    return row ? importKeypair(this.vault.open(row.keyDid, row.privateKey), row.curve as Curve) : null
   }
 
   /** Removes a reserved key once an account uses it. */
@@ -272,7 +276,7 @@ export class AccountSettings {
     const row = await q.executeTakeFirst()
     if (!row) return null
     await this.db.deleteFrom('reserved_signing_key').where('keyDid', '=', row.keyDid).execute()
-    return importKeypair(row.privateKey, row.curve as Curve)
+    return importKeypair(this.vault.open(row.keyDid, row.privateKey), row.curve as Curve)
   }
 }
 

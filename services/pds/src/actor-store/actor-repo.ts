@@ -120,6 +120,9 @@ export class ActorRepo {
         `SELECT DISTINCT record_blob.blobCid FROM record_blob JOIN record ON record.uri = record_blob.recordUri
          WHERE record.repoRev > ? AND record_blob.blobCid > ? ORDER BY record_blob.blobCid LIMIT ?`,
       ),
+      tempBlobUsage: db.prepare<[], { n: number; bytes: number | null }>(
+        'SELECT count(*) AS n, sum(size) AS bytes FROM blob WHERE tempKey IS NOT NULL',
+      ),
       staleTempBlobs: db.prepare<[string], { cid: string; tempKey: string }>(
         'SELECT cid, tempKey FROM blob WHERE tempKey IS NOT NULL AND createdAt < ?',
       ),
@@ -261,6 +264,12 @@ export class ActorRepo {
       this.storage.applyCommitSync(commit)
       return commit
     })
+  }
+
+  /** Uploads not yet referenced by a record: how many, and their bytes. */
+  tempBlobUsage(): { count: number; bytes: number } {
+    const row = this.s.tempBlobUsage.get()!
+    return { count: row.n, bytes: row.bytes ?? 0 }
   }
 
   /**

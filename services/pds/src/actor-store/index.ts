@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { secureDir, secureFile } from '../util/secure-fs.js'
 import fs from 'node:fs'
 import path from 'node:path'
 import type { DiskBlobStore } from '../blobstore.js'
@@ -42,7 +43,9 @@ export class ActorStore {
   /** Creates the store of a new account (refuses an existing one). */
   create(did: string): ActorRepo {
     if (this.exists(did)) throw new Error(`actor store for ${did} already exists`)
-    fs.mkdirSync(this.dirFor(did), { recursive: true })
+    secureDir(path.dirname(this.dirFor(did)))
+    secureDir(this.dirFor(did))
+    secureFile(this.fileFor(did))
     return this.remember(did, new ActorRepo(did, openActorDb(this.fileFor(did)), this.blobstore, this.lockFor(did)))
   }
 

@@ -19,10 +19,10 @@ const CREATE_REPORT = 'com.atproto.moderation.createReport'
 const DEFAULT_PROXIED = ['app.bsky.', 'chat.bsky.']
 
 /** Account-management methods: never proxied with the user's credentials, whatever the header says. */
-const PROTECTED_PREFIXES = ['com.atproto.admin.', 'com.atproto.identity.', 'com.atproto.server.', 'com.atproto.temp.']
+export const PROTECTED_PREFIXES = ['com.atproto.admin.', 'com.atproto.identity.', 'com.atproto.server.', 'com.atproto.temp.']
 
 /** Methods an ordinary (non-privileged) app password may not reach through the proxy (DMs). */
-const PRIVILEGED_PREFIXES = ['chat.bsky.']
+export const PRIVILEGED_PREFIXES = ['chat.bsky.']
 
 /** Request headers passed on to the service. */
 const FORWARD_REQUEST_HEADERS = ['accept', 'accept-language', 'atproto-accept-labelers', 'x-bsky-topics', 'content-type']

@@ -4,19 +4,42 @@ import { ACCESS_STANDARD, assertRpc } from '../../../../auth.js'
 import { AuthScope } from '../../../../account/tokens.js'
 import type { AppContext } from '../../../../context.js'
 import { InvalidRequestError } from '../../../../errors.js'
+import { PRIVILEGED_PREFIXES, PROTECTED_PREFIXES } from '../../../../proxy/index.js'
 
-/** Methods whose tokens only a full or privileged session may mint. */
-const PRIVILEGED_METHODS = new Set([
-  'com.atproto.server.createAccount',
-  'com.atproto.server.getServiceAuth',
+/**
+ * Methods no session may mint a token for (account management acts on this PDS only; a token for it would
+ * let another service act as the account here), as in the reference PDS.
+ */
+const PROTECTED_METHODS = new Set([
+  'com.atproto.admin.sendEmail',
   'com.atproto.identity.requestPlcOperationSignature',
   'com.atproto.identity.signPlcOperation',
-  'com.atproto.server.deleteAccount',
-  'com.atproto.server.deactivateAccount',
+  'com.atproto.identity.updateHandle',
   'com.atproto.server.activateAccount',
-  'com.atproto.server.updateEmail',
+  'com.atproto.server.confirmEmail',
   'com.atproto.server.createAppPassword',
+  'com.atproto.server.deactivateAccount',
+  'com.atproto.server.getAccountInviteCodes',
+  'com.atproto.server.getServiceAuth',
+  'com.atproto.server.getSession',
+  'com.atproto.server.listAppPasswords',
+  'com.atproto.server.requestAccountDelete',
+  'com.atproto.server.requestEmailConfirmation',
+  'com.atproto.server.requestEmailUpdate',
+  'com.atproto.server.revokeAppPassword',
+  'com.atproto.server.updateEmail',
+  'com.atproto.server.deleteAccount',
 ])
+
+/**
+ * What an app password may not mint, following the proxy's rules: nothing in the account-management
+ * namespaces (identity, server, admin, temp: e.g. createAccount for a migration, submitPlcOperation), and,
+ * unless the app password is privileged, nothing for chat.bsky.* (direct messages).
+ */
+function appPasswordRefuses(lxm: string, privileged: boolean): boolean {
+  if (PROTECTED_PREFIXES.some((p) => lxm.startsWith(p))) return true
+  return !privileged && PRIVILEGED_PREFIXES.some((p) => lxm.startsWith(p))
+}
 
 const HOUR_S = 60 * 60
 const MINUTE_S = 60
@@ -36,7 +59,11 @@ export default function (server: XrpcServer, ctx: AppContext) {
         }
       }
       assertRpc(auth.credentials, aud, lxm ?? '*')
-      if (scope === AuthScope.AppPass && (!lxm || PRIVILEGED_METHODS.has(lxm))) {
+      if (lxm && PROTECTED_METHODS.has(lxm)) {
+        throw new InvalidRequestError(`cannot request a service auth token for the protected method ${lxm}`)
+      }
+      const appPass = scope === AuthScope.AppPass || scope === AuthScope.AppPassPrivileged
+      if (appPass && (lxm ? appPasswordRefuses(lxm, scope === AuthScope.AppPassPrivileged) : scope === AuthScope.AppPass)) {
         throw new InvalidRequestError(lxm ? `insufficient access to request a token for ${lxm}` : 'a method-less token needs a full session')
       }
       const keypair = await ctx.repoWriter.signingKey(did)
