@@ -160,6 +160,9 @@ export class AppContext {
       dir: config.dataDirectory && config.dbUrl !== ':memory:' ? join(config.dataDirectory, 'blob-cache') : null,
       idResolver,
       allowPrivateAddresses: config.devMode,
+      maxCacheBytes: config.imageCacheMaxBytes,
+      // the detail (addresses, causes) goes to the log; the client is told "not found"
+      onFetchError: (err, did, cid) => log.info({ err: (err as Error).message, did, cid }, 'blob fetch failed'),
     })
     const signingKey = await loadSigningKey(config, log)
 

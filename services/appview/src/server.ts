@@ -5,6 +5,9 @@
 import { formatMultikey, parseDidKey } from '@stratos/core/crypto'
 import { networkServerOptions } from '@stratos/core/config'
 import { XRPCError, createXrpcServer, type XrpcServer } from '@stratos/core/xrpc'
+import { createReadStream } from 'node:fs'
+import { CID } from 'multiformats/cid'
+import { isValidDid } from '@stratos/core/syntax'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import { Gauge } from 'prom-client'
@@ -15,6 +18,15 @@ import { BlobNotFoundError } from './image/blob-cache.js'
 import { LabelSubscriptions } from './labels/subscriber.js'
 
 export type AppViewServerOptions = AppContextOptions
+
+function isValidBlobCid(s: string): boolean {
+  if (!/^[a-z0-9]+$/.test(s) || s.length > 128) return false
+  try {
+    return CID.parse(s).toString() === s
+  } catch {
+    return false
+  }
+}
 
 const IMAGE_PRESETS = new Set(['avatar', 'banner', 'feed_thumbnail', 'feed_fullsize', 'avatar_thumbnail'])
 
@@ -145,14 +157,17 @@ export class AppViewServer {
       const actor = await ctx.db.selectFrom('actor').select('upstreamStatus').where('did', '=', did).executeTakeFirst()
       if (!actor || actor.upstreamStatus) return sendError(reply, 404, 'NotFound', 'blob not found')
       try {
-        const blob = await ctx.blobs.get(did, cid)
+        const blob = await ctx.blobs.get(did, cid, kind)
         const type = blob.mimeType.startsWith(`${kind}/`) ? blob.mimeType : 'application/octet-stream'
-        return reply
+        reply
           .header('content-type', type)
+          .header('content-length', String(blob.size))
           .header('cache-control', 'public, max-age=31536000, immutable')
           .header('x-content-type-options', 'nosniff')
           .header('content-security-policy', "default-src 'none'; sandbox")
-          .send(Buffer.from(blob.bytes.buffer, blob.bytes.byteOffset, blob.bytes.byteLength))
+        if (blob.file) return reply.send(createReadStream(blob.file))
+        const bytes = blob.bytes!
+        return reply.send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))
       } catch (err) {
         if (err instanceof BlobNotFoundError) return sendError(reply, 404, 'NotFound', err.message)
         throw err
@@ -167,9 +182,12 @@ export class AppViewServer {
 
     app.get('/vid/:did/:cid/playlist.m3u8', async (req: FastifyRequest<{ Params: { did: string; cid: string } }>, reply) => {
       const { did, cid } = req.params
+      // only a valid DID and CID go into the playlist (no CR/LF or other injected lines), URL-encoded
+      if (!isValidDid(did)) return sendError(reply, 400, 'InvalidRequest', 'not a valid DID')
+      if (!isValidBlobCid(cid)) return sendError(reply, 400, 'InvalidRequest', 'not a valid CID')
       reply.header('content-type', 'application/vnd.apple.mpegurl')
       // no transcoding: one segment, the uploaded file as is
-      return ['#EXTM3U', '#EXT-X-VERSION:7', '#EXT-X-TARGETDURATION:3600', '#EXT-X-PLAYLIST-TYPE:VOD', '#EXTINF:3600.0,', `/vid/${did}/${cid}/video`, '#EXT-X-ENDLIST', ''].join('\n')
+      return ['#EXTM3U', '#EXT-X-VERSION:7', '#EXT-X-TARGETDURATION:3600', '#EXT-X-PLAYLIST-TYPE:VOD', '#EXTINF:3600.0,', `/vid/${encodeURIComponent(did)}/${encodeURIComponent(cid)}/video`, '#EXT-X-ENDLIST', ''].join('\n')
     })
 
     app.get('/vid/:did/:cid/video', async (req: FastifyRequest<{ Params: { did: string; cid: string } }>, reply) => {

@@ -42,7 +42,7 @@ export class DiskBlobStore {
     return path.join(this.didDir(did), cid.toString())
   }
 
-  private tempPath(key: string): string {
+  tempPath(key: string): string {
     if (!/^[a-f0-9]{32}$/.test(key)) throw new Error('invalid temp key')
     return path.join(this.tempLocation, key)
   }

@@ -57,6 +57,11 @@ export interface SafeFetchOptions {
   lookup?: LookupAllFn
   /** called with the body bytes received so far, after every chunk (rate floors, progress) */
   onData?: (bytesSoFar: number) => void
+  /**
+   * Receives the body chunk by chunk instead of buffering it (the response's `body` is then empty): for
+   * large bodies that go to disk or are hashed on the way. A throw aborts the request with that error.
+   */
+  onChunk?: (chunk: Buffer) => void
 }
 
 export interface SafeFetchResponse {
@@ -270,6 +275,7 @@ function requestHop(
   allowPrivate: boolean,
   lookupAll: LookupAllFn,
   onData?: (bytesSoFar: number) => void,
+  onChunk?: (chunk: Buffer) => void,
 ): Promise<HopResult> {
   return new Promise<HopResult>((resolve, reject) => {
     let forbidden: SafeFetchError | null = null
@@ -315,7 +321,18 @@ function requestHop(
           req.destroy()
           return
         }
-        chunks.push(chunk)
+        if (onChunk) {
+          try {
+            onChunk(chunk)
+          } catch (err) {
+            fail(err)
+            res.destroy()
+            req.destroy()
+            return
+          }
+        } else {
+          chunks.push(chunk)
+        }
         onData?.(total)
       })
       res.on('end', () => {
@@ -377,7 +394,7 @@ export async function safeFetch(input: string | URL, opts: SafeFetchOptions = {}
 
     let result: HopResult
     try {
-      result = await requestHop(url, method, headers, body, signal, maxBytes, allowPrivate, lookupAll, opts.onData)
+      result = await requestHop(url, method, headers, body, signal, maxBytes, allowPrivate, lookupAll, opts.onData, opts.onChunk)
     } catch (err) {
       if (err instanceof SafeFetchError) throw err
       if (timeoutSignal.aborted) {

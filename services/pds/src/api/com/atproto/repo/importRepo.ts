@@ -1,10 +1,14 @@
+import { readFile } from 'node:fs/promises'
+import type { Readable } from 'node:stream'
 import { CID } from 'multiformats/cid'
 import type { XrpcServer } from '@stratos/core/xrpc'
-import { CarError, checkCommitSignature, decodeCommit, readCarSync, RepoVerifyError, verifyRepoCar } from '@stratos/core/repo'
+import { CarError, checkCommitSignature, decodeCommit, RepoVerifyError, verifyRepoCar } from '@stratos/core/repo'
 import { importSigningKeyCandidates } from '../../../../account/migration.js'
 import { ACCESS_FULL } from '../../../../auth.js'
 import type { AppContext } from '../../../../context.js'
-import { InvalidRequestError } from '../../../../errors.js'
+import { InvalidRequestError, PayloadTooLargeError, XRPCError } from '../../../../errors.js'
+import { BlobTooLargeError } from '../../../../blobstore.js'
+import { readRootBlockFromFile } from '../../../../repo/car-file.js'
 
 /**
  * Imports a whole repository (a CAR, as com.atproto.sync.getRepo exports it) into the caller's account,
@@ -17,26 +21,50 @@ import { InvalidRequestError } from '../../../../errors.js'
  */
 export default function (server: XrpcServer, ctx: AppContext) {
   const maxBytes = ctx.cfg.service.maxImportSize
+  // imports under way on this server (bounded: each one may hold a repo in memory while it is verified)
+  const running = new Set<string>()
   server.method('com.atproto.repo.importRepo', {
     auth: ctx.auth.access(ACCESS_FULL, { checkTakedown: true }),
     bodyLimit: maxBytes,
-    rawInput: 'buffer',
+    rawInput: 'stream',
     handler: async ({ auth, input }) => {
       if (!ctx.cfg.service.acceptingImports) throw new InvalidRequestError('Service is not accepting repo imports')
       const { did } = auth.credentials
       const account = await ctx.accounts.getAccount(did, { includeDeactivated: true })
       const repo = ctx.actorStore.get(did)
       if (!account || !repo) throw new InvalidRequestError(`Could not find repo: ${did}`, 'RepoNotFound')
-      const buf = input!.body as Buffer
-      const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
+      // a slot before the body is read: further imports are refused at once, their bodies never read
+      if (running.has(did) || running.size >= ctx.cfg.maxConcurrentImports) {
+        throw new XRPCError(429, 'RateLimitExceeded', 'Too many repository imports under way; retry later', { 'Retry-After': '10' })
+      }
+      running.add(did)
+      try {
+        // the body goes to a temp file as it arrives (memory stays flat however large it is)
+        let key: string
+        try {
+          key = (await ctx.blobstore.putTemp(input!.body as Readable, maxBytes)).key
+        } catch (err) {
+          if (err instanceof BlobTooLargeError || err instanceof PayloadTooLargeError) {
+            throw new PayloadTooLargeError(`Request body is larger than the limit of ${maxBytes} bytes`)
+          }
+          throw err
+        }
+        try {
+          await importFromFile(ctx.blobstore.tempPath(key), did, repo)
+        } finally {
+          await ctx.blobstore.deleteTemp(key)
+        }
+      } finally {
+        running.delete(did)
+      }
+    },
+  })
 
-      // which key signed it: the commit alone is enough to tell, before the full verification
+  async function importFromFile(file: string, did: string, repo: NonNullable<ReturnType<AppContext['actorStore']['get']>>): Promise<void> {
+      // which key signed it: the commit alone is enough to tell, read from the file before anything else
       let signer: string | undefined
       try {
-        const { roots, blocks } = readCarSync(bytes, { maxBytes })
-        if (roots.length !== 1) throw new InvalidRequestError('expected one root')
-        const commitBytes = blocks.get(roots[0]!)
-        if (!commitBytes) throw new InvalidRequestError('The CAR does not hold its root (the commit)')
+        const { bytes: commitBytes } = await readRootBlockFromFile(file)
         const { commit, unsignedBytes } = decodeCommit(commitBytes)
         if (commit.did !== did) throw new InvalidRequestError(`The repo is ${commit.did}'s, not ${did}'s`)
         const accountKey = (await ctx.repoWriter.signingKey(did)).did()
@@ -51,6 +79,8 @@ export default function (server: XrpcServer, ctx: AppContext) {
         throw new InvalidRequestError(`Invalid repo: ${(err as Error).message}`)
       }
 
+      // signed by the account: now the whole repo is read and verified (one import at a time per slot)
+      const bytes = new Uint8Array(await readFile(file))
       let verified
       try {
         verified = await verifyRepoCar(bytes, did, signer, { limits: { maxBytes } })
@@ -72,6 +102,5 @@ export default function (server: XrpcServer, ctx: AppContext) {
           'repo imported',
         )
       })
-    },
-  })
+  }
 }
