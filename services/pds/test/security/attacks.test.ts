@@ -194,9 +194,9 @@ describe('per-IP limits cannot be dodged with X-Forwarded-For (item 2) and creat
       PDS_HOSTNAME: 'pds.example.com',
       PDS_DATA_DIRECTORY: '/var/pds',
       PDS_BLOBSTORE_DISK_LOCATION: '/var/pds/blobs',
-      PDS_JWT_SECRET: 'x'.repeat(32),
-      PDS_ADMIN_PASSWORD: 'y'.repeat(32),
-      PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX: '11'.repeat(32),
+      PDS_JWT_SECRET: randomBytes(32).toString('hex'),
+      PDS_ADMIN_PASSWORD: randomBytes(16).toString('hex'),
+      PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX: randomBytes(32).toString('hex'),
     })
     expect(cfg.rateLimits.enabled).toBe(true)
     expect(cfg.network?.trustedProxies).toEqual([])
