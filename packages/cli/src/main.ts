@@ -74,7 +74,13 @@ export const commands: Record<string, CommandEntry> = {
   })),
   account: lazyGroup('account', "Manage a PDS's accounts through its admin API", async () => {
     const m = await import('./commands/account.js')
-    return { create: m.accountCreateCommand, list: m.accountListCommand, takedown: m.accountTakedownCommand, delete: m.accountDeleteCommand }
+    return {
+      create: m.accountCreateCommand,
+      list: m.accountListCommand,
+      takedown: m.accountTakedownCommand,
+      delete: m.accountDeleteCommand,
+      'reset-password': m.accountResetPasswordCommand,
+    }
   }),
   invite: lazyGroup('invite', 'Create invite codes on a PDS', async () => ({
     create: (await import('./commands/account.js')).inviteCreateCommand,

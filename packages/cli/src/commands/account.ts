@@ -330,6 +330,28 @@ Deletes the account, its repo and blobs on the PDS. Asks for confirmation on a t
   },
 })
 
+export const accountResetPasswordCommand = command({
+  name: 'account reset-password',
+  summary: "Set a new password for an account (com.atproto.admin.updateAccountPassword), printed once",
+  usage: 'account reset-password <did|handle> [--password PASSWORD] [options]',
+  description: 'Without --password a random password is generated. The account\'s sessions stay valid until they expire.',
+  options: {
+    password: { type: 'string', valueName: 'PASSWORD', description: 'the new password (default: generated)' },
+    ...pdsOptions,
+  },
+  positionals: { min: 1, max: 1 },
+  async run({ values, positionals, io }) {
+    const pds = new PdsAdmin(values, io.env)
+    void pds.admin // the password is needed: fail before resolving anything
+    const did = await pds.toDid(positionals[0]!)
+    const password = values.password ?? generatePassword()
+    await pds.call('com.atproto.admin.updateAccountPassword', () => pds.admin.com.atproto.admin.updateAccountPassword({ did, password }))
+    if (values.json) await println(io.stdout, JSON.stringify({ did, password }))
+    else await println(io.stdout, `${did}: new password ${password}`)
+    return EXIT_OK
+  },
+})
+
 export const inviteCreateCommand = command({
   name: 'invite create',
   summary: 'Create invite codes (com.atproto.server.createInviteCode / createInviteCodes)',
