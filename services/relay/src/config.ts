@@ -67,6 +67,8 @@ export interface RelayConfig {
   jetstreamZstdDictionary: string | undefined
   /** trusted proxies, connection caps, request timeout (RELAY_TRUSTED_PROXIES, ...) */
   network?: NetworkConfig
+  /** listReposByCollection: fetch the repos of accounts whose records the relay has not counted yet */
+  collectionBackfill: boolean
   logLevel: LogLevel
   version: string
 }
@@ -235,6 +237,7 @@ export function readConfig(env: Env = process.env): RelayConfig {
       },
       r.errors,
     ),
+    collectionBackfill: r.bool('RELAY_COLLECTION_BACKFILL', true),
     logLevel: logLevel as LogLevel,
     version: r.str('RELAY_VERSION') ?? packageVersion(),
   }

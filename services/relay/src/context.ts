@@ -17,6 +17,7 @@ import { Identities, LayeredIdentityCache } from './ingest/identities.js'
 import { Ingester } from './ingest/ingester.js'
 import type { Logger } from './logger.js'
 import { RelayMetrics } from './metrics.js'
+import { CollectionIndex } from './collections/collection-index.js'
 import { JetstreamHub } from './jetstream/hub.js'
 import { Outbox } from './outbox/outbox.js'
 
@@ -50,6 +51,7 @@ export class RelayContext {
   readonly slurper: Slurper
   readonly hostManager: HostManager
   readonly log: Logger
+  readonly collections: CollectionIndex
   /** GET /subscribe (null when RELAY_JETSTREAM_ENABLED=false) */
   jetstream: JetstreamHub | null = null
 
@@ -134,8 +136,25 @@ export class RelayContext {
       config,
       log: this.log,
       probe: opts.probe,
+      onNewHost: (host) => {
+        const base = `${host.ssl ? 'https' : 'http'}://${host.hostname}`
+        this.collections.backfillHost(host.hostname, base).then(
+          (n) => this.log.info({ host: host.hostname, repos: n }, 'collection index: backfilling the repos of a new host'),
+          (err) => this.log.warn({ host: host.hostname, err: (err as Error).message }, 'collection index: listing the repos of a new host failed'),
+        )
+      },
     })
     this.hostManager = manager
+    this.collections = new CollectionIndex({
+      db,
+      log: this.log,
+      identities: this.identities,
+      runForAccount: (did, task) => this.ingester.runForAccount(did, task),
+      backfill: config.collectionBackfill,
+      allowPrivateAddresses: config.devMode,
+      maxRepoBytes: config.resyncMaxBytes,
+    })
+    this.ingester.collections = this.collections
   }
 
   static async create(config: RelayConfig, opts: RelayContextOptions = {}): Promise<RelayContext> {

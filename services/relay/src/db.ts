@@ -47,6 +47,20 @@ const MIGRATIONS: string[] = [
   );
   CREATE INDEX relay_event_time_us_idx ON relay_event_time(time_us);
   `,
+  // 3: listReposByCollection: records per (collection, did), exact from the rev in repo_collection_state
+  `
+  CREATE TABLE repo_collection (
+    collection TEXT NOT NULL,
+    did TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    PRIMARY KEY (collection, did)
+  ) WITHOUT ROWID;
+  CREATE INDEX repo_collection_did_idx ON repo_collection(did);
+  CREATE TABLE repo_collection_state (
+    did TEXT PRIMARY KEY,
+    rev TEXT NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ]
 
 /** Opens (creating) the relay database and brings its schema up to date. */

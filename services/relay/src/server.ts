@@ -49,6 +49,7 @@ export class RelayServer {
   /** Stops subscriptions (saving cursors), closes consumers and the HTTP server, then the stores. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      this.ctx.collections.close()
       await this.ctx.slurper.close()
       this.ctx.jetstream?.close()
       await this.ctx.outbox.close()

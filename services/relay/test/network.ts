@@ -97,9 +97,9 @@ export class TestNetwork {
   }
 
   /** Waits until the relay holds the PDS's latest commit of the account. */
-  async synced(a: TestAccount): Promise<void> {
+  async synced(a: TestAccount, relayUrl = this.relay.url): Promise<void> {
     const fromPds = (await (await fetch(`${this.pdsUrl}/xrpc/com.atproto.sync.getLatestCommit?did=${a.did}`)).json()) as { rev: string }
-    await waitFor(async () => (await xrpcGet(this.relay.url, 'com.atproto.sync.getLatestCommit', { did: a.did })).body.rev === fromPds.rev, 15_000, 'relay in sync')
+    await waitFor(async () => (await xrpcGet(relayUrl, 'com.atproto.sync.getLatestCommit', { did: a.did })).body.rev === fromPds.rev, 15_000, 'relay in sync')
   }
 
   async close(): Promise<void> {

@@ -6,6 +6,7 @@ import getRepo from './com/atproto/sync/getRepo.js'
 import getRepoStatus from './com/atproto/sync/getRepoStatus.js'
 import listHosts from './com/atproto/sync/listHosts.js'
 import listRepos from './com/atproto/sync/listRepos.js'
+import listReposByCollection from './com/atproto/sync/listReposByCollection.js'
 import requestCrawl from './com/atproto/sync/requestCrawl.js'
 import addHost from './com/stratos/relay/admin/addHost.js'
 import banHost from './com/stratos/relay/admin/banHost.js'
@@ -20,6 +21,7 @@ import updateHostLimits from './com/stratos/relay/admin/updateHostLimits.js'
 export function registerApi(ctx: RelayContext): void {
   for (const register of [
     listRepos,
+    listReposByCollection,
     getLatestCommit,
     getRepoStatus,
     getRepo,

@@ -22,6 +22,8 @@ export interface HostManagerOptions {
   log: Logger
   /** replaces the describeServer probe (tests) */
   probe?: (baseUrl: string) => Promise<void>
+  /** called once for each host the relay starts following for the first time */
+  onNewHost?: (host: Host) => void
 }
 
 const DAY_MS = 24 * 3600_000
@@ -130,6 +132,7 @@ export class HostManager {
     const host = this.o.store.create({ hostname: parsed.hostname, ssl: parsed.ssl, status: 'active', trusted, addedBy })
     this.o.log.info({ host: host.hostname, addedBy }, 'new host')
     this.o.slurper.subscribe(host)
+    this.o.onNewHost?.(host)
     return this.current(host)
   }
 

@@ -21,6 +21,7 @@ import { accountStatus, type Account, type AccountStore } from '../accounts/acco
 import type { Logger } from '../logger.js'
 import type { RelayMetrics } from '../metrics.js'
 import type { Outbox } from '../outbox/outbox.js'
+import type { CollectionIndex } from '../collections/collection-index.js'
 import { KeyedQueue } from './did-queue.js'
 import { IdentityLookupError, type Identities, type ResolvedIdentity } from './identities.js'
 import { ResyncError, fetchVerifiedRepo } from './resync.js'
@@ -79,6 +80,8 @@ export function eventDid(evt: UpstreamEvent): string | undefined {
 
 export class Ingester {
   readonly queue = new KeyedQueue()
+  /** listReposByCollection's index, kept in step with every stored commit (set by the context) */
+  collections: CollectionIndex | null = null
   private readonly accountCounts: Map<number, number>
   private readonly lastResync = new Map<string, number>()
   private readonly now: () => number
@@ -251,6 +254,7 @@ export class Ingester {
       time: eventTime(body),
     }
     if (evt.prevData) out.prevData = evt.prevData
+    let indexed = true
     await this.o.outbox.emit('#commit', did, out, () => {
       this.o.accounts.setRepoState(did, {
         rev: res.commit.rev,
@@ -258,8 +262,10 @@ export class Ingester {
         dataCid: res.newData.toString(),
         syncStatus: 'synchronized',
       })
+      if (this.collections) indexed = this.collections.applyCommit(did, res.commit.rev, evt.since, evt.ops)
     })
     this.o.metrics.emitted.inc({ type: '#commit' })
+    if (!indexed) this.collections?.backfill(did)
   }
 
   /**
@@ -296,6 +302,8 @@ export class Ingester {
       })
       this.lastResync.delete(did)
       this.o.metrics.emitted.inc({ type: '#sync' })
+      this.collections?.invalidate(did)
+      this.collections?.backfill(did)
       this.o.metrics.resyncs.inc({ result: 'ok' })
       this.o.log.info({ did, rev: repo.rev }, 'account resynchronized')
     } catch (err) {
@@ -342,6 +350,8 @@ export class Ingester {
       })
     })
     this.o.metrics.emitted.inc({ type: '#sync' })
+    this.collections?.invalidate(did)
+    this.collections?.backfill(did)
   }
 
   // -------------------------------------------------------------------------------------------------
@@ -397,6 +407,7 @@ export class Ingester {
     if (found instanceof Dropped) return found
     const { account } = found
     this.o.accounts.setUpstreamStatus(did, active, status)
+    if (status === 'deleted') this.collections?.remove(did)
     if (account.takedown) return // the operator's takedown stands; consumers were told already
     const next = accountStatus({ takedown: false, upstreamActive: active, upstreamStatus: status })
     await this.o.outbox.emit('#account', did, { did, time: eventTime(body), ...next })

@@ -13,6 +13,8 @@ export interface ResyncResult {
   data: CID
   /** CAR holding only the signed commit block (root = commit): the `blocks` of a #sync */
   commitCar: Uint8Array
+  /** records per collection in the repo */
+  collections: Map<string, number>
 }
 
 export interface ResyncOptions {
@@ -57,7 +59,10 @@ export async function fetchVerifiedRepo(
   const commitBytes = verified.blocks.get(verified.commitCid)!
   const only = new BlockMap()
   only.set(verified.commitCid, commitBytes)
+  const collections = new Map<string, number>()
+  for (const r of verified.records) collections.set(r.collection, (collections.get(r.collection) ?? 0) + 1)
   return {
+    collections,
     commitCid: verified.commitCid,
     rev: verified.commit.rev,
     data: verified.commit.data,

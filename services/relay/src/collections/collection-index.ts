@@ -1,0 +1,215 @@
+/**
+ * The index behind com.atproto.sync.listReposByCollection: for each (collection, DID), the number of
+ * records the account holds in that collection, on disk (relay.sqlite), so memory stays flat however many
+ * accounts and collections there are.
+ *
+ * Exactness: an account's counts are known from a rev on (repo_collection_state). A verified commit with a
+ * newer rev adds its creates and subtracts its deletes, in the same transaction as the account's new state;
+ * a collection whose count reaches 0 is removed. A first commit (`since` null) starts from an empty repo.
+ * An account whose starting point is unknown (first seen mid-history, or resynchronized with #sync) is
+ * backfilled: its repo is fetched from its PDS (com.atproto.sync.getRepo), verified, and counted; this runs
+ * in the account's queue, so it is ordered with its events, and commits at or below the fetched rev are not
+ * counted twice. New hosts are enumerated with com.atproto.sync.listRepos and their accounts backfilled.
+ */
+import { safeFetch } from '@stratos/core/identity'
+import type { CommitEventOp } from '@stratos/core/repo'
+import type SqliteDatabase from 'better-sqlite3'
+import type { Db } from '../db.js'
+import type { Logger } from '../logger.js'
+import type { Identities } from '../ingest/identities.js'
+import { fetchVerifiedRepo } from '../ingest/resync.js'
+
+export interface CollectionIndexOptions {
+  db: Db
+  log: Logger
+  identities: Identities
+  /** runs a task in the account's ingest queue (ordered with its events) */
+  runForAccount: (did: string, task: () => Promise<void>) => Promise<void>
+  /** fetch repos of accounts with no known starting point (RELAY_COLLECTION_BACKFILL) */
+  backfill: boolean
+  allowPrivateAddresses: boolean
+  maxRepoBytes: number
+  /** repo fetches at once (default 4) */
+  concurrency?: number
+}
+
+export class CollectionIndex {
+  private readonly stmts: {
+    state: SqliteDatabase.Statement<[string], { rev: string }>
+    setState: SqliteDatabase.Statement<[string, string]>
+    dropState: SqliteDatabase.Statement<[string]>
+    add: SqliteDatabase.Statement<[string, string, number]>
+    dropEmpty: SqliteDatabase.Statement<[string, string]>
+    dropDid: SqliteDatabase.Statement<[string]>
+    page: SqliteDatabase.Statement<[string, string, number], { did: string }>
+    collectionsOf: SqliteDatabase.Statement<[string], { collection: string; records: number }>
+  }
+  private readonly replaceTx: (did: string, rev: string, counts: Map<string, number>) => void
+  private readonly queued = new Set<string>()
+  private readonly waiting: { did: string; hostname?: string }[] = []
+  private running = 0
+  private idleWaiters: (() => void)[] = []
+  private closed = false
+  private backfilled = 0
+
+  constructor(private readonly o: CollectionIndexOptions) {
+    const db = o.db
+    this.stmts = {
+      state: db.prepare('SELECT rev FROM repo_collection_state WHERE did = ?'),
+      setState: db.prepare('INSERT OR REPLACE INTO repo_collection_state (did, rev) VALUES (?, ?)'),
+      dropState: db.prepare('DELETE FROM repo_collection_state WHERE did = ?'),
+      add: db.prepare(
+        `INSERT INTO repo_collection (collection, did, records) VALUES (?, ?, ?)
+         ON CONFLICT (collection, did) DO UPDATE SET records = records + excluded.records`,
+      ),
+      dropEmpty: db.prepare('DELETE FROM repo_collection WHERE collection = ? AND did = ? AND records <= 0'),
+      dropDid: db.prepare('DELETE FROM repo_collection WHERE did = ?'),
+      page: db.prepare('SELECT did FROM repo_collection WHERE collection = ? AND did > ? ORDER BY did LIMIT ?'),
+      collectionsOf: db.prepare('SELECT collection, records FROM repo_collection WHERE did = ? ORDER BY collection'),
+    }
+    this.replaceTx = db.transaction((did: string, rev: string, counts: Map<string, number>) => {
+      this.stmts.dropDid.run(did)
+      for (const [collection, n] of counts) if (n > 0) this.stmts.add.run(collection, did, n)
+      this.stmts.setState.run(did, rev)
+    })
+  }
+
+  /**
+   * A verified commit (call inside the transaction that stores it). Returns false when the account's
+   * starting point is unknown (then call {@link backfill} once the commit is stored).
+   */
+  applyCommit(did: string, rev: string, since: string | null | undefined, ops: readonly CommitEventOp[]): boolean {
+    const state = this.stmts.state.get(did)
+    if (since === null || since === undefined) {
+      // the first commit of the repo: nothing before it
+      this.stmts.dropDid.run(did)
+    } else if (!state) {
+      return false
+    } else if (rev <= state.rev) {
+      return true // already counted (a backfill fetched a newer repo)
+    }
+    const delta = new Map<string, number>()
+    for (const op of ops) {
+      const slash = op.path.indexOf('/')
+      const collection = op.path.slice(0, slash)
+      if (op.action === 'create') delta.set(collection, (delta.get(collection) ?? 0) + 1)
+      else if (op.action === 'delete') delta.set(collection, (delta.get(collection) ?? 0) - 1)
+    }
+    for (const [collection, n] of delta) {
+      if (n === 0) continue
+      this.stmts.add.run(collection, did, n)
+      if (n < 0) this.stmts.dropEmpty.run(collection, did)
+    }
+    this.stmts.setState.run(did, rev)
+    return true
+  }
+
+  /** The account's starting point is no longer known (#sync): keep its rows until a backfill replaces them. */
+  invalidate(did: string): void {
+    this.stmts.dropState.run(did)
+  }
+
+  /** The account is gone (deleted): drop it from the index. */
+  remove(did: string): void {
+    this.stmts.dropDid.run(did)
+    this.stmts.dropState.run(did)
+  }
+
+  /** One page of DIDs with at least one record in `collection`, in DID order, after `cursor`. */
+  list(collection: string, cursor: string, limit: number): string[] {
+    return this.stmts.page.all(collection, cursor, limit).map((r) => r.did)
+  }
+
+  collectionsOf(did: string): Map<string, number> {
+    return new Map(this.stmts.collectionsOf.all(did).map((r) => [r.collection, r.records]))
+  }
+
+  isIndexed(did: string): boolean {
+    return this.stmts.state.get(did) !== undefined
+  }
+
+  /** Queues a repo fetch for the account (once; `hostname`: only if its PDS is that host). */
+  backfill(did: string, hostname?: string): void {
+    if (!this.o.backfill || this.closed || this.queued.has(did)) return
+    this.queued.add(did)
+    this.waiting.push({ did, hostname })
+    this.pump()
+  }
+
+  /** Enumerates a host's repos (com.atproto.sync.listRepos) and backfills the ones not indexed yet. */
+  async backfillHost(hostname: string, baseUrl: string): Promise<number> {
+    if (!this.o.backfill) return 0
+    let cursor: string | undefined
+    let n = 0
+    for (let page = 0; page < 10_000 && !this.closed; page++) {
+      const url = new URL('/xrpc/com.atproto.sync.listRepos', baseUrl)
+      url.searchParams.set('limit', '1000')
+      if (cursor) url.searchParams.set('cursor', cursor)
+      const res = await safeFetch(url, { timeoutMs: 30_000, maxBytes: 16 * 1024 * 1024, allowPrivateAddresses: this.o.allowPrivateAddresses })
+      if (!res.ok) throw new Error(`listRepos on ${hostname} answered HTTP ${res.status}`)
+      const body = JSON.parse(Buffer.from(res.body).toString('utf8')) as { repos?: { did?: unknown; active?: unknown }[]; cursor?: unknown }
+      for (const r of body.repos ?? []) {
+        if (typeof r.did !== 'string' || r.active === false || this.isIndexed(r.did)) continue
+        this.backfill(r.did, hostname)
+        n++
+      }
+      if (typeof body.cursor !== 'string' || !body.repos?.length || body.cursor === cursor) break
+      cursor = body.cursor
+    }
+    return n
+  }
+
+  /** Repos fetched and counted so far, backfills queued or running. */
+  stats(): { backfilled: number; pending: number } {
+    return { backfilled: this.backfilled, pending: this.waiting.length + this.running }
+  }
+
+  /** Resolves once no backfill is queued or running (tests, benchmarks). */
+  idle(): Promise<void> {
+    if (this.running === 0 && this.waiting.length === 0) return Promise.resolve()
+    return new Promise((r) => this.idleWaiters.push(r))
+  }
+
+  close(): void {
+    this.closed = true
+    this.waiting.length = 0
+  }
+
+  private pump(): void {
+    const max = this.o.concurrency ?? 4
+    while (this.running < max && this.waiting.length > 0) {
+      const job = this.waiting.shift()!
+      this.running++
+      void this.o
+        .runForAccount(job.did, () => this.fetchAndCount(job.did, job.hostname))
+        .catch((err) => this.o.log.warn({ did: job.did, err: (err as Error).message }, 'collection backfill failed'))
+        .finally(() => {
+          this.running--
+          this.queued.delete(job.did)
+          this.pump()
+          if (this.running === 0 && this.waiting.length === 0) {
+            const w = this.idleWaiters
+            this.idleWaiters = []
+            for (const fn of w) fn()
+          }
+        })
+    }
+  }
+
+  private async fetchAndCount(did: string, hostname?: string): Promise<void> {
+    if (this.closed) return
+    const ident = await this.o.identities.resolve(did)
+    if (hostname && ident.pdsHost !== hostname) return
+    if (!ident.pdsEndpoint || !ident.signingKey) return
+    const repo = await fetchVerifiedRepo(ident.pdsEndpoint, did, ident.signingKey, {
+      allowPrivateAddresses: this.o.allowPrivateAddresses,
+      maxBytes: this.o.maxRepoBytes,
+    })
+    if (this.closed || !this.o.db.open) return
+    const state = this.stmts.state.get(did)
+    if (state && state.rev >= repo.rev) return
+    this.replaceTx(did, repo.rev, repo.collections)
+    this.backfilled++
+    this.o.log.debug({ did, rev: repo.rev, collections: repo.collections.size }, 'collection index backfilled')
+  }
+}
