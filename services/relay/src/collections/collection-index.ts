@@ -104,6 +104,11 @@ export class CollectionIndex {
     return true
   }
 
+  /** The account's repo as fetched and verified at `rev` (resync): its counts replace what was known. */
+  replace(did: string, rev: string, counts: Map<string, number>): void {
+    this.replaceTx(did, rev, counts)
+  }
+
   /** The account's starting point is no longer known (#sync): keep its rows until a backfill replaces them. */
   invalidate(did: string): void {
     this.stmts.dropState.run(did)

@@ -299,11 +299,10 @@ export class Ingester {
           dataCid: repo.data.toString(),
           syncStatus: 'synchronized',
         })
+        this.collections?.replace(did, repo.rev, repo.collections)
       })
       this.lastResync.delete(did)
       this.o.metrics.emitted.inc({ type: '#sync' })
-      this.collections?.invalidate(did)
-      this.collections?.backfill(did)
       this.o.metrics.resyncs.inc({ result: 'ok' })
       this.o.log.info({ did, rev: repo.rev }, 'account resynchronized')
     } catch (err) {
