@@ -47,7 +47,10 @@ export interface AppContext {
   oauth: OAuthProvider
 }
 
-export async function createContext(cfg: PdsConfig, opts: { logger?: Logger } = {}): Promise<AppContext> {
+export async function createContext(
+  cfg: PdsConfig,
+  opts: { logger?: Logger; oauthFetch?: typeof globalThis.fetch } = {},
+): Promise<AppContext> {
   const logger = opts.logger ?? pino({ level: cfg.logLevel, base: { service: 'pds' } })
   // secrets at rest: data directories 0700, database files 0600
   secureDir(cfg.db.directory)
@@ -106,7 +109,7 @@ export async function createContext(cfg: PdsConfig, opts: { logger?: Logger } = 
     mailer: createMailer(cfg, logger),
     oauth: null as unknown as OAuthProvider,
   }
-  ctx.oauth = await createOAuthProvider(ctx)
+  ctx.oauth = await createOAuthProvider(ctx, opts.oauthFetch)
   return ctx
 }
 

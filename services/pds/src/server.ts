@@ -21,6 +21,11 @@ const TEMP_BLOB_MAX_AGE_MS = 6 * HOUR
 
 export interface PdsServerOptions {
   logger?: Logger
+  /**
+   * How the authorization server fetches client metadata documents and client JWKS (default: core's safe
+   * fetch). For embedding the PDS where apps are reached another way than the public internet.
+   */
+  oauthFetch?: typeof globalThis.fetch
 }
 
 /**

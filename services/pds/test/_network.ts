@@ -4,7 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { PlcServer } from '@stratos/plc'
-import { PdsServer } from '../src/server.js'
+import { PdsServer, type PdsServerOptions } from '../src/server.js'
 import { readConfigFromEnv, type PdsConfig } from '../src/config.js'
 
 export async function freePort(): Promise<number> {
@@ -31,7 +31,7 @@ export interface TestNetwork {
 }
 
 /** A PLC directory (in memory) and a PDS on loopback, with its data in a temp directory. */
-export async function startNetwork(extraEnv: Record<string, string> = {}): Promise<TestNetwork> {
+export async function startNetwork(extraEnv: Record<string, string> = {}, serverOpts: PdsServerOptions = {}): Promise<TestNetwork> {
   const plc = await PlcServer.create({ port: 0, host: '127.0.0.1', dbPath: ':memory:', version: 'test', logLevel: 'silent' })
   await plc.start()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pds-it-'))
@@ -51,7 +51,7 @@ export async function startNetwork(extraEnv: Record<string, string> = {}): Promi
     ...extraEnv,
   }
   const cfg = readConfigFromEnv(env)
-  let pds = await PdsServer.create(cfg)
+  let pds = await PdsServer.create(cfg, serverOpts)
   const url = await pds.start()
   const network: TestNetwork = {
     plc,
@@ -62,7 +62,7 @@ export async function startNetwork(extraEnv: Record<string, string> = {}): Promi
     url,
     async restartPds() {
       await pds.close()
-      pds = await PdsServer.create(cfg)
+      pds = await PdsServer.create(cfg, serverOpts)
       await pds.start()
       network.pds = pds
       return pds

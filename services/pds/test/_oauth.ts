@@ -107,10 +107,27 @@ export function loopbackClient(opts: {
 export async function signInWithBrowser(
   browser: Browser,
   authUrl: URL,
-  opts: { password: string; callback: { next(): Promise<URLSearchParams> }; consentScreenshot?: string },
+  opts: {
+    password: string
+    /** the app's redirect URI is a loopback server... */
+    callback?: { next(): Promise<URLSearchParams> }
+    /** ...or an https URL the browser is stopped at (its query is the result) */
+    interceptRedirect?: string
+    consentScreenshot?: string
+  },
 ): Promise<URLSearchParams> {
   const context = await browser.newContext()
   try {
+    let intercepted: Promise<URLSearchParams> | undefined
+    if (opts.interceptRedirect) {
+      const prefix = opts.interceptRedirect
+      intercepted = new Promise((resolve) => {
+        void context.route(`${prefix}**`, (route) => {
+          resolve(new URL(route.request().url()).searchParams)
+          void route.fulfill({ status: 200, contentType: 'text/html', body: '<html><body>signed in</body></html>' })
+        })
+      })
+    }
     const page = await context.newPage()
     await page.goto(authUrl.href)
     await page.locator('input[name=password]').fill(opts.password)
@@ -118,7 +135,7 @@ export async function signInWithBrowser(
     const authorize = page.getByRole('button', { name: 'Authorize' })
     await authorize.waitFor({ timeout: 15_000 })
     if (opts.consentScreenshot) await page.screenshot({ path: opts.consentScreenshot, fullPage: true })
-    const received = opts.callback.next()
+    const received = intercepted ?? opts.callback!.next()
     await authorize.click()
     return await received
   } finally {

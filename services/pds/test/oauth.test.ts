@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Agent, AtpAgent } from '@atproto/api'
-import type { NodeSavedSession } from '@atproto/oauth-client-node'
+import { JoseKey, NodeOAuthClient, type NodeSavedSession, type NodeSavedState } from '@atproto/oauth-client-node'
 import type { Browser } from 'playwright-core'
 import { startNetwork, type TestNetwork } from './_network.js'
 import { CHROMIUM_PATH, hasChromium, launchChromium, loopbackClient, signInWithBrowser, startCallbackServer } from './_oauth.js'
@@ -225,5 +225,98 @@ describe.skipIf(!hasChromium)('OAuth sign-in in Chromium with @atproto/oauth-cli
     )
     expect(wrongHtu.status).toBe(401)
     expect((await wrongHtu.json()).error).toBe('invalid_dpop_proof')
+  }, 90_000)
+})
+
+describe.skipIf(!hasChromium)('OAuth with a confidential client (private_key_jwt)', () => {
+  const APP = 'https://app.example.com'
+  let net: TestNetwork
+  let browser: Browser
+  let client: NodeOAuthClient
+  let did: string
+  const fetched: string[] = []
+  const sessions = new Map<string, NodeSavedSession>()
+
+  beforeAll(async () => {
+    fs.mkdirSync(ARTIFACTS, { recursive: true })
+    const store = <T>() => {
+      const m = new Map<string, T>()
+      return { get: async (k: string) => m.get(k), set: async (k: string, v: T) => void m.set(k, v), del: async (k: string) => void m.delete(k) }
+    }
+    client = new NodeOAuthClient({
+      clientMetadata: {
+        client_id: `${APP}/client-metadata.json`,
+        client_name: 'Stratos Test App',
+        client_uri: APP,
+        redirect_uris: [`${APP}/callback`],
+        scope: 'atproto transition:generic',
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        application_type: 'web',
+        token_endpoint_auth_method: 'private_key_jwt',
+        token_endpoint_auth_signing_alg: 'ES256',
+        dpop_bound_access_tokens: true,
+        jwks_uri: `${APP}/jwks.json`,
+      },
+      keyset: [await JoseKey.generate(['ES256'], 'app-key-1')],
+      stateStore: store<NodeSavedState>(),
+      sessionStore: store<NodeSavedSession>(),
+      allowHttp: true,
+      plcDirectoryUrl: '',
+      handleResolver: 'http://127.0.0.1',
+    })
+    // the app's documents, as https://app.example.com would serve them (this test has no public DNS or TLS)
+    const appFetch: typeof fetch = async (input, init) => {
+      const url = new Request(input, init).url
+      fetched.push(url)
+      if (url === `${APP}/client-metadata.json`) return Response.json(client.clientMetadata)
+      if (url === `${APP}/jwks.json`) return Response.json(client.jwks)
+      return new Response('not found', { status: 404 })
+    }
+    net = await startNetwork({}, { oauthFetch: appFetch })
+    const agent = new AtpAgent({ service: net.url })
+    did = (await agent.createAccount({ handle: 'carol.test', email: 'carol@example.com', password: 'carol-pass' })).data.did
+    // the client was built before the network's ports were known: point it at them now
+    client = new NodeOAuthClient({
+      clientMetadata: client.clientMetadata,
+      keyset: client.keyset,
+      stateStore: store<NodeSavedState>(),
+      sessionStore: { get: async (k) => sessions.get(k), set: async (k, v) => void sessions.set(k, v), del: async (k) => void sessions.delete(k) },
+      allowHttp: true,
+      plcDirectoryUrl: net.plc.url,
+      handleResolver: net.url,
+    })
+    browser = await launchChromium()
+  }, 60_000)
+
+  afterAll(async () => {
+    await browser?.close()
+    await net?.close()
+  })
+
+  it('fetches the client metadata, authenticates the client with its key, and the session writes and revokes', async () => {
+    const url = await client.authorize('carol.test')
+    expect(fetched).toContain(`${APP}/client-metadata.json`)
+    const params = await signInWithBrowser(browser, url, {
+      password: 'carol-pass',
+      interceptRedirect: `${APP}/callback`,
+      consentScreenshot: path.join(ARTIFACTS, 'consent-confidential.png'),
+    })
+    const { session } = await client.callback(params)
+    expect(session.did).toBe(did)
+    expect(fetched).toContain(`${APP}/jwks.json`)
+    const agent = new Agent(session)
+    const post = await agent.post({ text: 'from a confidential client', createdAt: new Date().toISOString() })
+    expect(post.uri).toContain(did)
+    await session.getTokenInfo(true)
+    await agent.com.atproto.server.getSession()
+
+    expect(sessions.get(did)!.authMethod).toMatchObject({ method: 'private_key_jwt', kid: 'app-key-1' })
+
+    // revoked at the token endpoint: the refresh token the client still holds is refused afterwards
+    const kept = structuredClone(sessions.get(did)!)
+    await session.signOut()
+    sessions.set(did, kept)
+    await expect(client.restore(did, true)).rejects.toThrow()
   }, 90_000)
 })

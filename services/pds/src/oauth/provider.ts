@@ -1,4 +1,5 @@
 import { createECDH, createHash } from 'node:crypto'
+import proxyAddr from '@fastify/proxy-addr'
 import type { FastifyInstance } from 'fastify'
 import { AccessTokenMode, JoseKey, OAuthProvider, type Customization } from '@atproto/oauth-provider/provider'
 import { oauthMiddleware } from '@atproto/oauth-provider/middleware'
@@ -78,7 +79,7 @@ function customization(cfg: PdsConfig): Customization {
   } as Customization
 }
 
-export async function createOAuthProvider(ctx: AppContext): Promise<OAuthProvider> {
+export async function createOAuthProvider(ctx: AppContext, fetch?: typeof globalThis.fetch): Promise<OAuthProvider> {
   const { cfg } = ctx
   const store = new OAuthStore(ctx)
   const trusted = new Set(cfg.oauth.trustedClients)
@@ -88,13 +89,14 @@ export async function createOAuthProvider(ctx: AppContext): Promise<OAuthProvide
     // the resource server is this process: tokens are looked up, so a revoked session stops at once
     accessTokenMode: AccessTokenMode.stateful,
     store,
-    safeFetch: oauthFetch(cfg.service.devMode),
+    safeFetch: fetch ?? oauthFetch(cfg.service.devMode),
     // loopback client ids (http://localhost?...) are for development only
     ...(cfg.service.devMode ? {} : { loopbackMetadata: null }),
     // nonces derive from the JWT secret, so they stay valid across a restart
     dpopSecret: createHash('sha256').update(`dpop-nonce:${cfg.secrets.jwtSecret}`).digest(),
     cookie: { secure: cfg.oauth.issuer.startsWith('https:') },
-    trustProxy: () => true,
+    // the device's address from X-Forwarded-For only behind the proxies PDS_TRUSTED_PROXIES names
+    trustProxy: proxyAddr.compile(cfg.network?.trustedProxies ?? []),
     ...customization(cfg),
     getClientInfo: (clientId: string) => (trusted.has(clientId) ? { isTrusted: true } : undefined),
   } as ConstructorParameters<typeof OAuthProvider>[0])
