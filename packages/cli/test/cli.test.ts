@@ -4,9 +4,11 @@ import { runCli } from './helpers.js'
 
 const SUBCOMMANDS: Record<string, string[]> = {
   repo: ['export', 'inspect'],
-  account: ['create', 'list', 'takedown', 'delete'],
+  account: ['create', 'list', 'takedown', 'delete', 'reset-password'],
   invite: ['create'],
   relay: ['hosts', 'ban', 'unban'],
+  pds: ['init', 'backup', 'restore', 'request-crawl', 'create-invite-code', 'update'],
+  appview: ['backfill', 'status'],
 }
 
 describe('stratos command table', () => {

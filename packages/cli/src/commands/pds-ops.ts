@@ -132,6 +132,11 @@ export const pdsSubcommands: Record<string, Runnable> = {
   restore: pdsRestoreCommand,
   'request-crawl': pdsRequestCrawlCommand,
   /** pdsadmin's name for `stratos invite create` */
-  'create-invite-code': inviteCreateCommand,
+  'create-invite-code': command({
+    ...inviteCreateCommand.spec,
+    name: 'pds create-invite-code',
+    usage: inviteCreateCommand.spec.usage.replace(/^invite create/, 'pds create-invite-code'),
+    summary: `${inviteCreateCommand.spec.summary}; the same as \`stratos invite create\``,
+  }),
   update: pdsUpdateCommand,
 }
