@@ -156,6 +156,95 @@ export class Indexer {
     return 'indexed'
   }
 
+  /**
+   * Indexes many records of one account that has nothing indexed yet (a first backfill), with multi-row
+   * inserts and counters added up once per batch. History: no notifications. Same outcome as calling
+   * indexRecord for each; returns how many were indexed.
+   */
+  async indexFresh(db: Db, did: string, records: { uri: string; cid: string; collection: string; rkey: string; record: Record<string, unknown> }[]): Promise<number> {
+    const indexedAt = this.now()
+    const recordRows: DatabaseSchema['record'][] = []
+    const plans: { uri: string; plan: IndexPlan | null }[] = []
+    for (const r of records) {
+      if (!INDEXED_COLLECTIONS.has(r.collection) || r.record.$type !== r.collection) continue
+      if (this.validate && validateRecord(r.collection, r.record).valid !== true) continue
+      recordRows.push({ uri: r.uri, cid: r.cid, did, collection: r.collection, rkey: r.rkey, json: JSON.stringify(r.record), indexedAt })
+      plans.push({ uri: r.uri, plan: planRecord({ uri: r.uri, cid: r.cid, did, collection: r.collection, rkey: r.rkey, record: r.record, indexedAt }) })
+    }
+    if (recordRows.length === 0) return 0
+    await this.ensureActor(did, db)
+    const CHUNK = 100
+    for (let i = 0; i < recordRows.length; i += CHUNK) {
+      await db.insertInto('record').values(recordRows.slice(i, i + CHUNK)).onConflict((oc) => oc.column('uri').doNothing()).execute()
+    }
+    // main rows per table; duplicates (a second like of one post) stay in the record table only
+    const byTable = new Map<string, { uri: string; plan: IndexPlan }[]>()
+    for (const p of plans) {
+      if (!p.plan) continue
+      if (p.plan.main.table === 'post') await this.checkGates(db, p.plan.main.row)
+      const list = byTable.get(p.plan.main.table) ?? []
+      list.push({ uri: p.uri, plan: p.plan })
+      byTable.set(p.plan.main.table, list)
+    }
+    const feedItems: DatabaseSchema['feed_item'][] = []
+    const aggs = new Map<string, { agg: AggTarget; n: number }>()
+    const posts: { uri: string; text: string }[] = []
+    let profile: string | null | undefined
+    for (const [table, list] of byTable) {
+      const inserted = new Set<string>()
+      for (let i = 0; i < list.length; i += CHUNK) {
+        const rows = await (db as AnyDb)
+          .insertInto(table)
+          .values(list.slice(i, i + CHUNK).map((p) => p.plan.main.row))
+          .onConflict((oc: any) => oc.doNothing())
+          .returning('uri')
+          .execute()
+        for (const r of rows as { uri: string }[]) inserted.add(r.uri)
+      }
+      for (const { uri, plan } of list) {
+        if (!inserted.has(uri)) continue
+        if (plan.feedItem) feedItems.push(plan.feedItem)
+        for (const agg of plan.aggs) {
+          const k = `${agg.table}\u0000${agg.column}\u0000${agg.key}`
+          const e = aggs.get(k)
+          if (e) e.n++
+          else aggs.set(k, { agg, n: 1 })
+        }
+        if (plan.postText !== undefined) posts.push({ uri, text: plan.postText })
+        if (plan.main.table === 'profile') profile = plan.main.row.displayName
+      }
+    }
+    for (let i = 0; i < feedItems.length; i += CHUNK) {
+      await db.insertInto('feed_item').values(feedItems.slice(i, i + CHUNK)).onConflict((oc) => oc.doNothing()).execute()
+    }
+    // counters: one multi-row upsert per (table, column)
+    const groups = new Map<string, { agg: AggTarget; n: number }[]>()
+    for (const e of aggs.values()) {
+      const k = `${e.agg.table}\u0000${e.agg.column}`
+      const g = groups.get(k) ?? []
+      g.push(e)
+      groups.set(k, g)
+    }
+    for (const g of groups.values()) {
+      const { table, column } = g[0]!.agg
+      const keyCol = table === 'profile_agg' ? 'did' : 'uri'
+      const col = sql.ref(`${table}.${column}`)
+      for (let i = 0; i < g.length; i += CHUNK) {
+        await (db as AnyDb)
+          .insertInto(table)
+          .values(g.slice(i, i + CHUNK).map((e) => ({ [keyCol]: e.agg.key, [column]: e.n })))
+          .onConflict((oc: any) => oc.column(keyCol).doUpdateSet({ [column]: sql`${col} + excluded.${sql.ref(column)}` }))
+          .execute()
+      }
+    }
+    for (let i = 0; i < posts.length; i += CHUNK) await this.search.setPosts(db, posts.slice(i, i + CHUNK))
+    if (profile !== undefined) {
+      const actor = await db.selectFrom('actor').select('handle').where('did', '=', did).executeTakeFirst()
+      await this.search.setActor(db, did, actor?.handle ?? null, profile)
+    }
+    return recordRows.length
+  }
+
   /** Deletes `uri`: its rows, its counters, its notifications, its search entry. */
   async deleteRecord(db: Db, uri: string, opts: { keepNotifications?: boolean } = {}): Promise<boolean> {
     const stored = await db.selectFrom('record').selectAll().where('uri', '=', uri).executeTakeFirst()

@@ -40,6 +40,16 @@ export class Search {
     }
   }
 
+  /** Many posts at once (one statement). */
+  async setPosts(db: Db, posts: { uri: string; text: string }[]): Promise<void> {
+    if (posts.length === 0) return
+    if (this.dialect === 'postgres') {
+      await sql`INSERT INTO post_fts (uri, tsv) VALUES ${sql.join(posts.map((p) => sql`(${p.uri}, to_tsvector('simple', ${p.text}))`))}`.execute(db)
+    } else {
+      await sql`INSERT INTO post_fts (uri, text) VALUES ${sql.join(posts.map((p) => sql`(${p.uri}, ${p.text})`))}`.execute(db)
+    }
+  }
+
   async deletePost(db: Db, uri: string): Promise<void> {
     await sql`DELETE FROM post_fts WHERE uri = ${uri}`.execute(db)
   }

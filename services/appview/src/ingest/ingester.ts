@@ -570,6 +570,22 @@ export class Ingester {
       const existing = new Map<string, string>()
       const rows = await tx.selectFrom('record').select(['uri', 'cid']).where('did', '=', did).execute()
       for (const r of rows) existing.set(r.uri, r.cid)
+      if (prev === null && existing.size === 0) {
+        // a first backfill: nothing to compare with, every record goes in with multi-row inserts
+        const fresh = []
+        for (const rec of verified.records) {
+          if (!INDEXED_COLLECTIONS.has(rec.collection)) continue
+          try {
+            const json = lexToJson(rec.value) as Record<string, unknown>
+            fresh.push({ uri: `at://${did}/${rec.collection}/${rec.rkey}`, cid: rec.cid.toString(), collection: rec.collection, rkey: rec.rkey, record: json })
+          } catch {
+            continue
+          }
+        }
+        this.stats.resyncedRecords += await this.indexer.indexFresh(tx, did, fresh)
+        await this.saveRepoState(tx, did, verified.commit.rev, verified.commit.data.toString(), verified.commitCid.toString())
+        return
+      }
       for (const rec of verified.records) {
         if (!INDEXED_COLLECTIONS.has(rec.collection)) continue
         const uri = `at://${did}/${rec.collection}/${rec.rkey}`

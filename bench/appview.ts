@@ -1,0 +1,413 @@
+/**
+ * AppView at size: network backfill from a fake PDS serving real signed repos (CAR files generated once
+ * and cached under bench/.cache/, git-ignored), then live single-op commits over a WebSocket, then reads
+ * at concurrency 16 on the loaded dataset. Everything runs in this one process (services from source).
+ *
+ *   node --import tsx bench/appview.ts [--repos 200] [--records 100] [--live 2000] [--reads 400]
+ *
+ * Backfill runs on SQLite, and on PostgreSQL too when STRATOS_TEST_PG_URL is set. Records per repo are
+ * posts 30 %, likes 40 %, reposts 15 %, follows 15 %; likes and reposts point at other repos' posts.
+ * Prints a table and rewrites the "appview" section of bench/RESULTS.md.
+ */
+import './lib/register.js'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import type { AddressInfo } from 'node:net'
+import { cpus, tmpdir, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { fileURLToPath } from 'node:url'
+import { randomPlcDid } from './lib/fixtures.js'
+import { writeResultsSection } from './results.js'
+
+const { generateKeypair, importKeypair } = await import('../packages/core/src/crypto/index.js')
+const { CID, cidForCbor } = await import('../packages/core/src/data/index.js')
+const { MemoryBlockstore, Repo, WriteOpAction, writeCar, commitSliceCar } = await import('../packages/core/src/repo/index.js')
+const { MemoryEventLog, SubscriptionServer, encodeMessageFrame, mountSubscription } = await import('../packages/core/src/stream/index.js')
+const { createServiceJwt } = await import('../packages/core/src/auth/index.js')
+const { openPostgres } = await import('../packages/core/src/db/index.js')
+const { AppViewServer } = (await import('../services/appview/src/index.js')) as typeof import('../services/appview/src/index.js')
+const appviewRequire = createRequire(new URL('../services/appview/package.json', import.meta.url))
+const Fastify = appviewRequire('fastify') as typeof import('fastify').default
+
+const arg = (name: string, dflt: number) => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i > 0 ? Number(process.argv[i + 1]) : dflt
+}
+const REPOS = arg('repos', 200)
+const RECORDS = arg('records', 100)
+const LIVE = arg('live', 2000)
+const READS = arg('reads', 400)
+const PG_URL = process.env.STRATOS_TEST_PG_URL
+const CACHE = fileURLToPath(new URL(`./.cache/appview-${REPOS}x${RECORDS}/`, import.meta.url))
+
+const toCid = (c: { bytes: Uint8Array }) => CID.decode(c.bytes)
+const iso = (ms: number) => new Date(ms).toISOString()
+
+interface Manifest {
+  accounts: { did: string; keyHex: string; rev: string; records: number }[]
+}
+
+// dataset (cached)
+// =
+
+async function generate(): Promise<Manifest> {
+  if (existsSync(join(CACHE, 'manifest.json'))) return JSON.parse(readFileSync(join(CACHE, 'manifest.json'), 'utf8')) as Manifest
+  mkdirSync(CACHE, { recursive: true })
+  const t0 = performance.now()
+  const keys = await Promise.all(Array.from({ length: REPOS }, () => generateKeypair('k256')))
+  const dids = keys.map(() => randomPlcDid())
+  const nPosts = Math.round(RECORDS * 0.3)
+  const nLikes = Math.round(RECORDS * 0.4)
+  const nReposts = Math.round(RECORDS * 0.15)
+  const nFollows = RECORDS - nPosts - nLikes - nReposts
+  const base = Date.parse('2026-01-01T00:00:00Z')
+  let tick = 0
+  let rk = 0
+  const rkey = () => `3l${String(++rk).padStart(11, '0')}`
+  // every post first (their CIDs are what likes and reposts point at)
+  const posts: { uri: string; cid: string }[][] = []
+  const postWrites: { collection: string; rkey: string; record: Record<string, unknown> }[][] = []
+  for (let a = 0; a < REPOS; a++) {
+    posts.push([])
+    postWrites.push([])
+    for (let p = 0; p < nPosts; p++) {
+      const record: Record<string, unknown> = { $type: 'app.bsky.feed.post', text: `post ${p} of ${a}: the quick brown fox jumps over the lazy dog`, langs: ['en'], createdAt: iso(base + ++tick * 1000) }
+      // every 10th post replies to a post of account 0 (a thread that grows with the dataset)
+      if (a > 0 && p % 10 === 0 && posts[0]!.length > 0) record.reply = { root: posts[0]![0], parent: posts[0]![0] }
+      const k = rkey()
+      postWrites[a]!.push({ collection: 'app.bsky.feed.post', rkey: k, record })
+      posts[a]!.push({ uri: `at://${dids[a]}/app.bsky.feed.post/${k}`, cid: cidForCbor(record).toString() })
+    }
+  }
+  const manifest: Manifest = { accounts: [] }
+  for (let a = 0; a < REPOS; a++) {
+    const writes = [...postWrites[a]!]
+    const other = (i: number) => (a + 1 + ((i * 7919) % (REPOS - 1))) % REPOS
+    for (let i = 0; i < nLikes; i++) {
+      const o = posts[other(i)]!
+      writes.push({ collection: 'app.bsky.feed.like', rkey: rkey(), record: { $type: 'app.bsky.feed.like', subject: o[i % o.length], createdAt: iso(base + ++tick * 1000) } })
+    }
+    for (let i = 0; i < nReposts; i++) {
+      const o = posts[other(i + 3)]!
+      writes.push({ collection: 'app.bsky.feed.repost', rkey: rkey(), record: { $type: 'app.bsky.feed.repost', subject: o[(i + 1) % o.length], createdAt: iso(base + ++tick * 1000) } })
+    }
+    for (let i = 0; i < nFollows; i++) {
+      // account 0 follows everyone it can (the timeline viewer)
+      const target = a === 0 ? dids[1 + (i % (REPOS - 1))]! : dids[other(i + 5)]!
+      writes.push({ collection: 'app.bsky.graph.follow', rkey: rkey(), record: { $type: 'app.bsky.graph.follow', subject: target, createdAt: iso(base + ++tick * 1000) } })
+    }
+    const storage = new MemoryBlockstore()
+    const init = await Repo.formatInitCommit(
+      storage,
+      dids[a]!,
+      keys[a] as never,
+      writes.map((w) => ({ action: WriteOpAction.Create, collection: w.collection, rkey: w.rkey, record: w.record })) as never,
+    )
+    const repo = await Repo.createFromCommit(storage, init)
+    const blocks = [...(storage.blocks as unknown as Iterable<[unknown, Uint8Array]>)].map(([cid, bytes]) => ({ cid: toCid(cid as never), bytes }))
+    writeFileSync(join(CACHE, `${a}.car`), writeCar(toCid(repo.cid), blocks))
+    manifest.accounts.push({ did: dids[a]!, keyHex: Buffer.from(keys[a]!.export()).toString('hex'), rev: repo.commit.rev, records: writes.length })
+  }
+  writeFileSync(join(CACHE, 'manifest.json'), JSON.stringify(manifest))
+  console.log(`generated ${REPOS} repos x ${RECORDS} records in ${((performance.now() - t0) / 1000).toFixed(1)} s (cached in ${CACHE})`)
+  return manifest
+}
+
+// fake network: PLC + PDS (listRepos, getRepo, subscribeRepos)
+// =
+
+async function startNetwork(manifest: Manifest) {
+  const keys = new Map<string, string>()
+  const plc = Fastify()
+  const pds = Fastify()
+  const log = new MemoryEventLog()
+  const subs = new SubscriptionServer({ log, pingIntervalMs: 0 })
+  const index = new Map(manifest.accounts.map((a, i) => [a.did, i]))
+  const liveCars = new Map<string, Uint8Array>()
+  let pdsUrl = ''
+  plc.get('/:did', async (req, reply) => {
+    const did = (req.params as { did: string }).did
+    const key = keys.get(did)
+    if (!key) return reply.code(404).send({ message: 'not found' })
+    return {
+      '@context': ['https://www.w3.org/ns/did/v1'],
+      id: did,
+      alsoKnownAs: [],
+      verificationMethod: [{ id: `${did}#atproto`, type: 'Multikey', controller: did, publicKeyMultibase: key.slice('did:key:'.length) }],
+      service: [{ id: '#atproto_pds', type: 'AtprotoPersonalDataServer', serviceEndpoint: pdsUrl }],
+    }
+  })
+  pds.get('/xrpc/com.atproto.sync.listRepos', async (req) => {
+    const q = req.query as { cursor?: string; limit?: string }
+    const start = q.cursor ? Number(q.cursor) : 0
+    const limit = Number(q.limit ?? 500)
+    const page = manifest.accounts.slice(start, start + limit)
+    return {
+      repos: page.map((a) => ({ did: a.did, head: 'bafyreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy', rev: a.rev, active: true })),
+      cursor: start + limit < manifest.accounts.length ? String(start + limit) : undefined,
+    }
+  })
+  pds.get('/xrpc/com.atproto.sync.getRepo', async (req, reply) => {
+    const did = (req.query as { did: string }).did
+    const i = index.get(did)
+    const live = liveCars.get(did)
+    if (i === undefined && !live) return reply.code(400).send({ error: 'RepoNotFound', message: 'not found' })
+    reply.header('content-type', 'application/vnd.ipld.car')
+    return Buffer.from(live ?? readFileSync(join(CACHE, `${i}.car`)))
+  })
+  mountSubscription(pds, 'com.atproto.sync.subscribeRepos', (ws, _req, params) => subs.attach(ws, { cursor: params.cursor }))
+  await plc.listen({ host: '127.0.0.1', port: 0 })
+  await pds.listen({ host: '127.0.0.1', port: 0 })
+  pdsUrl = `http://127.0.0.1:${(pds.server.address() as AddressInfo).port}`
+  const plcUrl = `http://127.0.0.1:${(plc.server.address() as AddressInfo).port}`
+  for (const a of manifest.accounts) keys.set(a.did, (await importKeypair(a.keyHex, 'k256')).did())
+  return {
+    plcUrl,
+    pdsUrl,
+    keys,
+    log,
+    liveCars,
+    publish(frame: Uint8Array) {
+      const evt = log.append(() => frame)
+      subs.publish(evt.seq, evt.frame)
+      return evt.seq
+    },
+    publishEvent(body: (seq: number) => Record<string, unknown>) {
+      const evt = log.append((seq) => encodeMessageFrame('#commit', body(seq)))
+      subs.publish(evt.seq, evt.frame)
+      return evt.seq
+    },
+    async close() {
+      await subs.close()
+      await pds.close()
+      await plc.close()
+    },
+  }
+}
+
+type Network = Awaited<ReturnType<typeof startNetwork>>
+
+function config(net: Network, dbUrl: string, dataDirectory: string, schema?: string) {
+  return {
+    port: 0,
+    host: '127.0.0.1',
+    dataDirectory,
+    dbUrl,
+    ...(schema ? { dbSchema: schema } : {}),
+    plcUrl: net.plcUrl,
+    pdsUrls: [net.pdsUrl],
+    devMode: true,
+    logLevel: 'silent' as const,
+    version: 'bench',
+    validateOutput: false,
+    labelers: [],
+    backfillOnStart: true,
+    backfillConcurrency: 8,
+    repoFetch: { concurrency: 16, hostConcurrency: 16 },
+  }
+}
+
+async function until(pred: () => Promise<boolean> | boolean, timeoutMs: number, what: string) {
+  const deadline = Date.now() + timeoutMs
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+async function backfill(net: Network, manifest: Manifest, dialect: 'sqlite' | 'postgres') {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-appview-'))
+  let schema: string | undefined
+  if (dialect === 'postgres') schema = `bench_appview_${process.pid}`
+  const server = await AppViewServer.create(config(net, dialect === 'postgres' ? PG_URL! : join(dir, 'appview.sqlite'), dir, schema))
+  const t0 = performance.now()
+  await server.start()
+  await until(async () => (await server.ctx.backfiller.status()).state === 'done', 30 * 60_000, 'backfill')
+  const secs = (performance.now() - t0) / 1000
+  const records = server.ctx.ingester.stats.resyncedRecords
+  const expected = manifest.accounts.reduce((a, b) => a + b.records, 0)
+  const cleanup = async () => {
+    await server.close()
+    if (schema) {
+      const admin = await openPostgres(PG_URL!, { poolSize: 1 })
+      await admin.db.schema.dropSchema(schema).ifExists().cascade().execute()
+      await admin.close()
+    }
+    rmSync(dir, { recursive: true, force: true })
+  }
+  return { server, secs, records, expected, cleanup }
+}
+
+/** Single-op commits of fresh accounts, pre-built, then published as fast as the socket takes them. */
+async function live(net: Network, server: InstanceType<typeof AppViewServer>) {
+  const accounts = 20
+  const perAccount = Math.ceil(LIVE / accounts)
+  const frames: Uint8Array[] = []
+  const t0 = performance.now()
+  for (let a = 0; a < accounts; a++) {
+    const key = await generateKeypair('k256')
+    const did = randomPlcDid()
+    net.keys.set(did, key.did())
+    const storage = new MemoryBlockstore()
+    let repo = await Repo.create(storage, did, key as never)
+    const blocks = [...(storage.blocks as unknown as Iterable<[unknown, Uint8Array]>)].map(([cid, bytes]) => ({ cid: toCid(cid as never), bytes }))
+    frames.push(
+      encodeMessageFrame('#commit', { seq: 0, rebase: false, tooBig: false, repo: did, commit: toCid(repo.cid), rev: repo.commit.rev, since: null, blocks: writeCar(toCid(repo.cid), blocks), ops: [], blobs: [], time: new Date().toISOString() }),
+    )
+    for (let i = 0; i < perAccount; i++) {
+      const rkey = `3m${String(i).padStart(11, '0')}`
+      const record = { $type: 'app.bsky.feed.post', text: `live ${i}`, createdAt: new Date().toISOString() }
+      const prevData = toCid(repo.commit.data)
+      const commit = await repo.formatCommit([{ action: WriteOpAction.Create, collection: 'app.bsky.feed.post', rkey, record }] as never, key as never)
+      repo = await repo.applyCommit(commit)
+      frames.push(
+        encodeMessageFrame('#commit', {
+          seq: 0,
+          rebase: false,
+          tooBig: false,
+          repo: did,
+          commit: toCid(commit.cid),
+          rev: commit.rev,
+          since: commit.since,
+          blocks: commitSliceCar(commit),
+          ops: [{ action: 'create', path: `app.bsky.feed.post/${rkey}`, cid: cidForCbor(record) }],
+          blobs: [],
+          prevData,
+          time: new Date().toISOString(),
+        }),
+      )
+    }
+  }
+  console.log(`built ${frames.length} live commits in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+  // seq is set by the log: re-encode with the right seq
+  const { decodeFrame } = await import('../packages/core/src/stream/index.js')
+  const before = server.ctx.ingester.stats.indexedOps
+  const t1 = performance.now()
+  let last = 0
+  for (const f of frames) {
+    const body = (decodeFrame(f) as { body: Record<string, unknown> }).body
+    last = net.publishEvent((seq) => ({ ...body, seq }))
+  }
+  await until(async () => ((await server.ctx.ingester.getCursor(net.pdsUrl)) ?? 0) >= last, 10 * 60_000, 'live commits')
+  const secs = (performance.now() - t1) / 1000
+  return { commits: frames.length, secs, indexed: server.ctx.ingester.stats.indexedOps - before }
+}
+
+async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manifest) {
+  const viewer = manifest.accounts[0]!
+  const viewerKey = await importKeypair(viewer.keyHex, 'k256')
+  const base = server.url
+  const db = server.ctx.db
+  const root = await db.selectFrom('post').select('uri').where('creator', '=', viewer.did).orderBy('sortAt', 'asc').limit(1).executeTakeFirst()
+  const replies = root ? Number((await db.selectFrom('post').select((eb) => eb.fn.countAll().as('n')).where('replyRoot', '=', root.uri).executeTakeFirst())?.n ?? 0) : 0
+  const follows = Number((await db.selectFrom('follow').select((eb) => eb.fn.countAll().as('n')).where('creator', '=', viewer.did).executeTakeFirst())?.n ?? 0)
+  const jwt = (nsid: string) => createServiceJwt({ iss: viewer.did, aud: `${server.did}#bsky_appview`, lxm: nsid, keypair: viewerKey })
+  const calls: Record<string, () => Promise<Response>> = {
+    getTimeline: async () => fetch(`${base}/xrpc/app.bsky.feed.getTimeline?limit=50`, { headers: { authorization: `Bearer ${await jwt('app.bsky.feed.getTimeline')}` } }),
+    getPostThread: async () => fetch(`${base}/xrpc/app.bsky.feed.getPostThread?uri=${encodeURIComponent(root!.uri)}&depth=6`),
+    getProfile: async () => fetch(`${base}/xrpc/app.bsky.actor.getProfile?actor=${manifest.accounts[7]!.did}`),
+    listNotifications: async () =>
+      fetch(`${base}/xrpc/app.bsky.notification.listNotifications?limit=50`, { headers: { authorization: `Bearer ${await jwt('app.bsky.notification.listNotifications')}` } }),
+  }
+  const out: { name: string; p50: number; p99: number; rps: number }[] = []
+  for (const [name, call] of Object.entries(calls)) {
+    const first = await call()
+    if (!first.ok) throw new Error(`${name}: ${first.status} ${await first.text()}`)
+    const times: number[] = []
+    let next = 0
+    const t0 = performance.now()
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next++ < READS) {
+          const s = performance.now()
+          const res = await call()
+          await res.arrayBuffer()
+          times.push(performance.now() - s)
+        }
+      }),
+    )
+    const total = (performance.now() - t0) / 1000
+    times.sort((a, b) => a - b)
+    const q = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))]!
+    out.push({ name, p50: q(0.5), p99: q(0.99), rps: times.length / total })
+  }
+  return { out, replies, follows }
+}
+
+async function explain(server: InstanceType<typeof AppViewServer>, manifest: Manifest): Promise<string> {
+  if (server.ctx.database.dialect !== 'sqlite') return ''
+  const { sql } = appviewRequire('kysely') as typeof import('kysely')
+  const did = manifest.accounts[0]!.did
+  const queries: [string, string][] = [
+    ['timeline (feed items of followed accounts)', `SELECT fi.uri FROM feed_item fi WHERE fi.originatorDid IN (SELECT subjectDid FROM follow WHERE creator = '${did}') ORDER BY fi.sortAt DESC LIMIT 50`],
+    ['thread replies', `SELECT uri FROM post WHERE replyParent = 'at://x/app.bsky.feed.post/y'`],
+    ['notifications', `SELECT * FROM notification WHERE did = '${did}' ORDER BY sortAt DESC LIMIT 50`],
+    ['counts of a post', `SELECT * FROM record_agg WHERE uri = 'at://x/app.bsky.feed.post/y'`],
+  ]
+  let md = ''
+  for (const [name, q] of queries) {
+    try {
+      const rows = (await sql.raw(`EXPLAIN QUERY PLAN ${q}`).execute(server.ctx.db)).rows as { detail: string }[]
+      md += `- ${name}: \`${rows.map((r) => r.detail).join('; ')}\`\n`
+    } catch (err) {
+      md += `- ${name}: (${(err as Error).message})\n`
+    }
+  }
+  return md
+}
+
+// run
+// =
+
+const manifest = await generate()
+const totalRecords = manifest.accounts.reduce((a, b) => a + b.records, 0)
+const net = await startNetwork(manifest)
+const rows: string[] = []
+let readsMd = ''
+let liveMd = ''
+let explainMd = ''
+try {
+  const sqlite = await backfill(net, manifest, 'sqlite')
+  rows.push(`| backfill, SQLite | ${REPOS} repos, ${sqlite.records} records indexed of ${sqlite.expected} | ${sqlite.secs.toFixed(1)} s | **${Math.round(sqlite.records / sqlite.secs)} records/s**, ${(REPOS / sqlite.secs).toFixed(1)} repos/s |`)
+  console.log(rows[rows.length - 1])
+  const l = await live(net, sqlite.server)
+  liveMd = `| live, SQLite | ${l.commits} single-op commits over a WebSocket (20 new accounts) | ${l.secs.toFixed(1)} s | **${Math.round(l.commits / l.secs)} commits/s** (${l.indexed} records indexed) |`
+  console.log(liveMd)
+  const r = await reads(sqlite.server, manifest)
+  readsMd =
+    `Reads on SQLite at concurrency 16, ${READS} requests each (timeline viewer follows ${r.follows} accounts; thread root has ${r.replies} replies):\n\n` +
+    '| method | p50 ms | p99 ms | req/s |\n|---|---|---|---|\n' +
+    r.out.map((o) => `| ${o.name} | ${o.p50.toFixed(1)} | ${o.p99.toFixed(1)} | ${Math.round(o.rps)} |`).join('\n')
+  console.log(readsMd)
+  explainMd = await explain(sqlite.server, manifest)
+  await sqlite.cleanup()
+  if (PG_URL) {
+    const pg = await backfill(net, manifest, 'postgres')
+    rows.push(`| backfill, PostgreSQL | ${REPOS} repos, ${pg.records} records indexed of ${pg.expected} | ${pg.secs.toFixed(1)} s | **${Math.round(pg.records / pg.secs)} records/s**, ${(REPOS / pg.secs).toFixed(1)} repos/s |`)
+    console.log(rows[rows.length - 1])
+    await pg.cleanup()
+  }
+} finally {
+  await net.close()
+}
+
+writeResultsSection(
+  'appview',
+  `## appview (network backfill, live ingest, reads)
+
+${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; shared with other jobs.
+Dataset: ${REPOS} repos × ${RECORDS} records = ${totalRecords} records (posts 30 %, likes 40 %, reposts 15 %, follows 15 %), real signed
+CARs served by a fake PDS over HTTP (listRepos + getRepo); \`node --import tsx bench/appview.ts --repos ${REPOS} --records ${RECORDS} --live ${LIVE} --reads ${READS}\`.
+
+| phase | work | time | rate |
+|---|---|---|---|
+${rows.join('\n')}
+${liveMd}
+
+${readsMd}
+
+EXPLAIN QUERY PLAN (SQLite) of representative hot queries:
+
+${explainMd}`,
+)
