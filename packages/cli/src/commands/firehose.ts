@@ -18,6 +18,7 @@ import { StreamErrorFrame, StreamHttpError, SubscriptionClient, type StreamEvent
 import { EXIT_FAILURE, EXIT_OK, UsageError, command, intOption } from '../util/command.js'
 import { identityOptions, resolverFromFlags } from '../util/identity.js'
 import { note, write, type Io } from '../util/io.js'
+import { followJetstream, jetstreamUrl, listOption } from './jetstream.js'
 
 export const SUBSCRIBE_REPOS = 'com.atproto.sync.subscribeRepos'
 
@@ -180,7 +181,7 @@ export class StreamVerifier {
 export const firehoseCommand = command({
   name: 'firehose',
   summary: 'Print a com.atproto.sync.subscribeRepos stream as JSON lines, blocks decoded to records',
-  usage: 'firehose <ws-url> [--cursor N] [--verify] [--limit N] [options]',
+  usage: 'firehose <ws-url> [--cursor N] [--verify] [--limit N] [options]\n       firehose <ws-url> --jetstream [--collection NSID]... [--did DID]... [--cursor TIME_US] [--limit N]',
   description: `
 One event per line on stdout: {"seq":…,"type":"commit","repo":…,"rev":…,"ops":[{"action","path","cid",
 "record"}],…}; #identity, #account and #sync events likewise. The URL may be a host (ws://host:port) — the
@@ -190,20 +191,39 @@ subscribeRepos path is added — or a full endpoint URL. Connection notes go to 
 key from its DID document, MST inversion, rev order, chain) and adds "verified": true|false and "reason".
 
 The stream is followed until --limit events, Ctrl-C, or (with --once) the server closing it; otherwise
-the connection is retried with backoff, resuming from the last seq seen.`,
+the connection is retried with backoff, resuming from the last seq seen.
+
+--jetstream reads a Jetstream endpoint instead (a Stratos relay's GET /subscribe, or Jetstream itself; the
+/subscribe path is added to a bare host): its JSON events are printed as they come, filtered by the server
+with --collection (NSIDs or prefixes like app.bsky.feed.*) and --did, both repeatable or comma-separated;
+--cursor is then a unix time in microseconds, and reconnects resume from the last time_us seen.`,
   options: {
     cursor: { type: 'string', valueName: 'N', description: 'start after this seq (replay from the server backlog)' },
     limit: { type: 'string', valueName: 'N', description: 'exit after printing N events' },
     verify: { type: 'boolean', description: 'verify commits and syncs (signature, MST inversion, chain)' },
     once: { type: 'boolean', description: 'exit when the server closes the connection instead of reconnecting' },
+    jetstream: { type: 'boolean', description: "read a Jetstream endpoint (JSON events; the relay's /subscribe)" },
+    collection: { type: 'string', multiple: true, valueName: 'NSID', description: 'with --jetstream: wanted collection (or prefix.*)' },
+    did: { type: 'string', multiple: true, valueName: 'DID', description: 'with --jetstream: wanted DID' },
     ...identityOptions,
   },
   positionals: { min: 1, max: 1 },
   examples: [
     'stratos firehose wss://bsky.network --limit 10',
     'stratos firehose ws://127.0.0.1:2584 --cursor 0 --verify --dev --plc http://127.0.0.1:2582',
+    "stratos firehose ws://127.0.0.1:2584 --jetstream --collection 'app.bsky.feed.*' --did did:plc:…",
   ],
   async run({ values, positionals, io }) {
+    const collections = listOption(values.collection)
+    const dids = listOption(values.did)
+    if (values.jetstream) {
+      if (values.verify) throw new UsageError('--verify reads the CBOR firehose; it does not apply to --jetstream')
+      const url = jetstreamUrl(positionals[0]!, { collections, dids })
+      const startCursor = intOption('cursor', values.cursor)
+      const limit = intOption('limit', values.limit, { min: 1 })
+      return followJetstream(io, { url, startCursor, limit, once: values.once })
+    }
+    if (collections.length > 0 || dids.length > 0) throw new UsageError('--collection and --did filter a Jetstream stream: add --jetstream')
     const url = firehoseUrl(positionals[0]!)
     const startCursor = intOption('cursor', values.cursor)
     const limit = intOption('limit', values.limit, { min: 1 })
