@@ -1,5 +1,7 @@
 import { createHash, createPrivateKey, generateKeyPairSync, randomUUID, sign, type KeyObject } from 'node:crypto'
 import fs from 'node:fs'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Agent, AtpAgent } from '@atproto/api'
@@ -318,5 +320,75 @@ describe.skipIf(!hasChromium)('OAuth with a confidential client (private_key_jwt
     await session.signOut()
     sessions.set(did, kept)
     await expect(client.restore(did, true)).rejects.toThrow()
+  }, 90_000)
+})
+
+describe.skipIf(!hasChromium)('a browser app on @atproto/oauth-client-browser', () => {
+  let net: TestNetwork
+  let browser: Browser
+  let app: http.Server
+  let appUrl: string
+  let did: string
+
+  beforeAll(async () => {
+    fs.mkdirSync(ARTIFACTS, { recursive: true })
+    net = await startNetwork()
+    const agent = new AtpAgent({ service: net.url })
+    did = (await agent.createAccount({ handle: 'dave.test', email: 'dave@example.com', password: 'dave-pass' })).data.did
+    const { build } = await import('esbuild')
+    const bundle = await build({
+      entryPoints: [path.join(import.meta.dirname, 'browser-app/app.ts')],
+      bundle: true,
+      write: false,
+      format: 'esm',
+      platform: 'browser',
+      target: 'chrome120',
+      logLevel: 'silent',
+    })
+    const js = bundle.outputFiles[0]!.text
+    const config = { pdsUrl: net.url, plcUrl: net.plc.url, scope: 'atproto transition:generic' }
+    const html = `<!doctype html><html><head><meta charset="utf-8"><title>app</title></head><body><p id="status">loading</p>
+<script>window.APP_CONFIG = ${JSON.stringify(config)}</script><script type="module" src="/app.js"></script></body></html>`
+    app = http.createServer((req, res) => {
+      const u = new URL(req.url ?? '/', 'http://127.0.0.1')
+      if (u.pathname === '/') return void res.writeHead(200, { 'content-type': 'text/html' }).end(html)
+      if (u.pathname === '/app.js') return void res.writeHead(200, { 'content-type': 'text/javascript' }).end(js)
+      res.writeHead(404).end()
+    })
+    await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve))
+    appUrl = `http://127.0.0.1:${(app.address() as AddressInfo).port}/`
+    browser = await launchChromium()
+  }, 90_000)
+
+  afterAll(async () => {
+    await browser?.close()
+    await new Promise((resolve) => app?.close(resolve))
+    await net?.close()
+  })
+
+  it('signs in through the pages in Chromium and posts', async () => {
+    const context = await browser.newContext()
+    try {
+      const page = await context.newPage()
+      await page.goto(`${appUrl}?handle=dave.test`)
+      await page.waitForURL((u) => u.href.startsWith(`${net.cfg.oauth.issuer}/oauth/authorize`), { timeout: 20_000 })
+      await page.locator('input[name=password]').fill('dave-pass')
+      await page.locator('button[type=submit]').click()
+      const authorize = page.getByRole('button', { name: 'Authorize' })
+      await authorize.waitFor({ timeout: 15_000 })
+      await page.screenshot({ path: path.join(ARTIFACTS, 'consent-browser-app.png'), fullPage: true })
+      await authorize.click()
+      await page.waitForURL((u) => u.href.startsWith(appUrl), { timeout: 20_000 })
+      const status = page.locator('#status')
+      await expect.poll(async () => status.textContent(), { timeout: 20_000 }).toMatch(/^(posted|error)/)
+      const text = (await status.textContent())!
+      expect(text).toMatch(new RegExp(`^posted at://${did}/app.bsky.feed.post/`))
+      const rkey = text.split('/').pop()!
+      const rec = await new AtpAgent({ service: net.url }).com.atproto.repo.getRecord({ repo: did, collection: 'app.bsky.feed.post', rkey })
+      expect((rec.data.value as { text: string }).text).toBe('posted from a browser app')
+      expect(fs.statSync(path.join(ARTIFACTS, 'consent-browser-app.png')).size).toBeGreaterThan(1000)
+    } finally {
+      await context.close()
+    }
   }, 90_000)
 })
