@@ -148,6 +148,33 @@ describe.skipIf(!hasChromium)('OAuth sign-in in Chromium with @atproto/oauth-cli
     await expect(client.restore(did, true)).rejects.toThrow()
   }, 90_000)
 
+  it('the account page lists the app, and revoking it there ends the app\'s session', async () => {
+    const { client, session, sessions } = await authorize('atproto transition:generic')
+    const agent = new Agent(session)
+    expect((await agent.com.atproto.server.getSession()).data.did).toBe(did)
+    const context = await browser.newContext()
+    try {
+      const page = await context.newPage()
+      await page.goto(`${net.url}/account`)
+      await page.locator('input[name=username]').fill('alice.test')
+      await page.locator('input[name=password]').fill('alice-pass')
+      await page.locator('button[type=submit]').click()
+      await page.waitForURL(/\/account\/u\//, { timeout: 15_000 })
+      await page.getByText('Apps', { exact: true }).first().click()
+      await page.waitForURL(/\/apps$/, { timeout: 15_000 })
+      await page.getByRole('button', { name: 'Details' }).first().click()
+      await page.screenshot({ path: path.join(ARTIFACTS, 'account-apps.png'), fullPage: true })
+      await page.getByRole('button', { name: 'Revoke access' }).click()
+      await expect.poll(async () => page.getByRole('button', { name: 'Details' }).count(), { timeout: 15_000 }).toBe(0)
+    } finally {
+      await context.close()
+    }
+    // the access token and the refresh token the app holds are both refused now
+    expect(sessions.get(did)).toBeDefined()
+    await expect(client.restore(did, true)).rejects.toThrow()
+    await expect(agent.com.atproto.server.getSession()).rejects.toThrow()
+  }, 90_000)
+
   it('a token granted repo:app.bsky.feed.like?action=create can like and cannot post', async () => {
     const scope = 'atproto repo:app.bsky.feed.like?action=create'
     const { session } = await authorize(scope)
