@@ -1,6 +1,7 @@
 /**
  * Builds the relay's dependencies once, from its configuration.
  */
+import { publicOnlyLookup, type LookupAllFn } from '@stratos/core/identity'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { IdentityResolver, SqliteIdentityCache } from '@stratos/core/identity'
@@ -22,6 +23,8 @@ import { JetstreamHub } from './jetstream/hub.js'
 import { Outbox } from './outbox/outbox.js'
 
 export interface RelayContextOptions {
+  /** replaces DNS for host connections (tests: a name that resolves to an internal address) */
+  lookup?: LookupAllFn
   /** replaces the requestCrawl liveness probe (tests) */
   probe?: (baseUrl: string) => Promise<void>
   /** clock for verification (tests) */
@@ -124,6 +127,8 @@ export class RelayContext {
       limitsFor: (host) => manager!.limitsFor(host),
       metrics: this.metrics,
       log: this.log,
+      // the address is checked again when the WebSocket connects, not only when the host was probed
+      lookup: publicOnlyLookup({ lookup: opts.lookup, allowPrivateAddresses: config.devMode }),
       reconnectMinMs: config.reconnectMinMs,
       reconnectMaxMs: config.reconnectMaxMs,
       maxFailures: config.hostMaxFailures,

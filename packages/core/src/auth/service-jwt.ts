@@ -210,8 +210,7 @@ export async function verifyServiceJwt(token: string, opts: VerifyServiceJwtOpti
     try {
       return await opts.getSigningKey(iss, forceRefresh)
     } catch (err) {
-      const why = err instanceof Error ? err.message : String(err)
-      throw new AuthError('BadJwtIss', `could not get the signing key of ${iss}: ${why}`, { cause: err })
+      throw new AuthError('BadJwtIss', `could not get the signing key of ${iss}`, { cause: err })
     }
   }
   // a key of the other curve counts as a mismatch, like a bad signature: the issuer may have rotated

@@ -21,8 +21,15 @@ export type SafeFetchErrorCode =
   | 'too-many-redirects'
   | 'network'
 
+/**
+ * A refused or failed fetch. Messages name the host asked for, never the addresses it resolved to nor
+ * the socket error's text (they may be internal addresses and are answered to clients); `detail` keeps
+ * them for logs.
+ */
 export class SafeFetchError extends Error {
   override name = 'SafeFetchError'
+  /** for logs only: resolved address, low-level error text */
+  detail?: string
   constructor(
     readonly code: SafeFetchErrorCode,
     message: string,
@@ -209,6 +216,15 @@ const defaultLookupAll: LookupAllFn = (hostname) =>
     })
   })
 
+/**
+ * A `lookup` for node:net / http / ws connections that refuses names resolving to non-public addresses
+ * (checked at connect time, so a name that resolved publicly when probed cannot be rebound to an internal
+ * address later). `lookup` replaces DNS (tests).
+ */
+export function publicOnlyLookup(opts: { lookup?: LookupAllFn; allowPrivateAddresses?: boolean } = {}): net.LookupFunction {
+  return makeLookup(opts.lookup ?? defaultLookupAll, opts.allowPrivateAddresses ?? false, () => undefined) as unknown as net.LookupFunction
+}
+
 type NodeLookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void
 
 function makeLookup(lookupAll: LookupAllFn, allowPrivate: boolean, onForbidden: (e: SafeFetchError) => void) {
@@ -223,7 +239,8 @@ function makeLookup(lookupAll: LookupAllFn, allowPrivate: boolean, onForbidden: 
         if (!allowPrivate) {
           const bad = addresses.find((a) => !isPublicAddress(a.address))
           if (bad) {
-            const err = new SafeFetchError('forbidden-address', `refusing to connect to ${hostname} (${bad.address}): not a public address`)
+            const err = new SafeFetchError('forbidden-address', `refusing to connect to ${hostname}: not a public address`)
+            err.detail = `resolved to ${bad.address}`
             onForbidden(err)
             throw err
           }
@@ -402,7 +419,10 @@ export async function safeFetch(input: string | URL, opts: SafeFetchOptions = {}
       }
       if (signal.aborted) throw new SafeFetchError('aborted', `request to ${url.host} was aborted`, { cause: err })
       const message = err instanceof Error ? err.message : String(err)
-      throw new SafeFetchError('network', `request to ${url.host} failed: ${message}`, { cause: err })
+      const code = (err as { code?: unknown } | null)?.code
+      const fail = new SafeFetchError('network', `request to ${url.host} failed${typeof code === 'string' ? ` (${code})` : ''}`, { cause: err })
+      fail.detail = message
+      throw fail
     }
 
     if (result.body === null) {

@@ -87,6 +87,8 @@ export interface SubscriptionClientOptions {
   /** WebSocket handshake timeout (default 15 s) */
   connectTimeoutMs?: number
   headers?: Record<string, string>
+  /** name resolution for the connection (e.g. publicOnlyLookup: refuse internal addresses at connect time) */
+  lookup?: import('node:net').LookupFunction
   /** drop frames whose seq is <= the last seq seen on this connection (default true) */
   dropStaleSeq?: boolean
 }
@@ -210,6 +212,7 @@ export class SubscriptionClient {
       maxPayload: this.opts.maxPayload ?? 8 * 1024 * 1024,
       handshakeTimeout: this.opts.connectTimeoutMs ?? 15_000,
       headers: this.opts.headers,
+      ...(this.opts.lookup ? { lookup: this.opts.lookup } : {}),
     })
     this.stats.connects++
 

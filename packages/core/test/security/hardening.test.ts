@@ -206,3 +206,33 @@ describe('firehose subscribers per IP (item 16)', () => {
     for (const r of results) r.ws.terminate()
   })
 })
+
+describe('error messages do not leak internal addresses (item 13)', () => {
+  it('a refused private address and a failed connection name the host only', async () => {
+    const { safeFetch } = await import('@stratos/core/identity')
+    const refused = await safeFetch('http://internal.example.com/x', { lookup: async () => [{ address: '10.1.2.3', family: 4 }] }).catch((e) => e)
+    expect(refused.code).toBe('forbidden-address')
+    expect(refused.message).not.toContain('10.1.2.3')
+    expect(refused.detail).toContain('10.1.2.3')
+    const down = await safeFetch('http://down.example.com:9/x', { lookup: async () => [{ address: '127.0.0.1', family: 4 }], allowPrivateAddresses: true }).catch((e) => e)
+    expect(down.code).toBe('network')
+    expect(down.message).not.toMatch(/127\.0\.0\.1/)
+    expect(down.message).toContain('down.example.com')
+  })
+
+  it("a service token whose issuer cannot be resolved is refused without the resolver's error text", async () => {
+    const { createServiceJwt, verifyServiceJwt } = await import('@stratos/core/auth')
+    const { generateKeypair } = await import('@stratos/core/crypto')
+    const keypair = await generateKeypair('k256')
+    const token = await createServiceJwt({ iss: 'did:plc:aaaaaaaaaaaaaaaaaaaaaaaa', aud: 'did:web:svc.example', lxm: null, keypair })
+    const err = await verifyServiceJwt(token, {
+      audience: 'did:web:svc.example',
+      lxm: null,
+      getSigningKey: async () => {
+        throw new Error('request to 10.9.8.7:443 failed: connect ECONNREFUSED 10.9.8.7:443')
+      },
+    } as never).catch((e) => e)
+    expect(err.message).toMatch(/could not get the signing key/)
+    expect(err.message).not.toContain('10.9.8.7')
+  })
+})

@@ -71,7 +71,10 @@ export class HostManager {
         headers: { accept: 'application/json' },
       })
     } catch (err) {
-      throw new UpstreamFailureError(`could not reach ${parsed.hostname}: ${(err as Error).message}`)
+      // the detail (resolved addresses, socket errors) stays in the log; the caller gets a generic reason
+      this.o.log.info({ host: parsed.hostname, err: (err as Error).message, detail: (err as { detail?: string }).detail }, 'host probe failed')
+      const refused = (err as { code?: string }).code === 'forbidden-address'
+      throw new UpstreamFailureError(`could not reach ${parsed.hostname}${refused ? ': not a public address' : ''}`)
     }
     if (!res.ok) throw new UpstreamFailureError(`${parsed.hostname} answered describeServer with HTTP ${res.status}`)
     let body: unknown

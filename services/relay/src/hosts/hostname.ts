@@ -79,9 +79,20 @@ export function parseHostname(input: string, devMode: boolean): ParsedHost {
   if (!isIp && host !== 'localhost' && !isDomainName(host)) {
     throw new InvalidHostnameError(`not a valid host name: ${host}`)
   }
-  const hostname = port ? `${host}:${port}` : host
+  const canonical = loopbackAlias(host) ?? host
+  const hostname = port ? `${canonical}:${port}` : canonical
   const ssl = scheme ? scheme === 'https' : !(isIp || isLoopbackHost(host))
   return { hostname, ssl }
+}
+
+/**
+ * Development: the addresses of this machine a PDS may announce itself under (0.0.0.0, ::, ::1) are one
+ * host with 127.0.0.1, so one PDS is not followed twice. (`localhost` stays a name of its own: banned and
+ * trusted domains match names.)
+ */
+function loopbackAlias(host: string): string | undefined {
+  const h = host.replace(/^\[|\]$/g, '')
+  return h === '0.0.0.0' || h === '::' || h === '::1' ? '127.0.0.1' : undefined
 }
 
 /** The host (`host[:port]`) of a service endpoint URL, as the relay keys hosts; undefined if not a URL. */
@@ -89,7 +100,9 @@ export function endpointHostname(endpoint: string | undefined): string | undefin
   if (!endpoint) return undefined
   try {
     const u = new URL(endpoint)
-    return u.host.toLowerCase()
+    const host = u.hostname.toLowerCase()
+    const canonical = loopbackAlias(host) ?? host
+    return u.port ? `${canonical}:${u.port}` : canonical
   } catch {
     return undefined
   }

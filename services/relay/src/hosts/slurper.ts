@@ -34,6 +34,8 @@ export interface SlurperOptions {
   maxPendingPerHost?: number
   /** how often cursors are written (default 1 s) */
   cursorFlushMs?: number
+  /** name resolution of host connections (outside dev mode: public addresses only, checked at connect) */
+  lookup?: import('node:net').LookupFunction
 }
 
 interface Pending {
@@ -130,6 +132,7 @@ export class Slurper {
       onClose: (code, reason) => this.onClose(c, code, reason),
       minBackoffMs: this.o.reconnectMinMs,
       maxBackoffMs: this.o.reconnectMaxMs,
+      lookup: this.o.lookup,
     })
     c.client.start()
   }
