@@ -91,7 +91,9 @@ describe('safeFetch', () => {
     ]
     const err = await fetchError(safeFetch('https://rebind.example.com/', { lookup, timeoutMs: 2000 }))
     expect(err.code).toBe('forbidden-address')
-    expect(err.message).toContain('10.0.0.7')
+    // the resolved address is for the logs (detail), not the message a client may be shown
+    expect(err.message).not.toContain('10.0.0.7')
+    expect(err.detail).toContain('10.0.0.7')
   })
 
   it('fetches when private addresses are allowed', async () => {
