@@ -26,7 +26,7 @@ function lazyGroup(name: string, summary: string, load: () => Promise<Record<str
 }
 
 export const commands: Record<string, CommandEntry> = {
-  dev: lazy('Start the local network: PLC, PDS, Relay and AppView on ports N..N+3', () =>
+  dev: lazy('Start the local network: PLC, PDS, Relay, AppView and a labeler on ports N..N+4', () =>
     import('./commands/serve.js').then((m) => m.devCommand),
   ),
   plc: lazy('Start a did:plc directory from PLC_* environment variables', () => import('./commands/serve.js').then((m) => m.plcCommand)),
@@ -61,7 +61,20 @@ export const commands: Record<string, CommandEntry> = {
       run: (argv, io, path) => (argv.length === 0 || argv[0]!.startsWith('-') && argv[0] !== '--help' && argv[0] !== '-h' ? serve.appviewCommand.run(argv, io, path) : sub.run(argv, io, path)),
     }
   }),
-  labeler: lazy('Start a labeler from LABELER_* environment variables', () => import('./commands/serve.js').then((m) => m.labelerCommand)),
+  labeler: lazy('Start a labeler (no subcommand), or set up its account: labeler init', async () => {
+    const [label, serve] = await Promise.all([import('./commands/label.js'), import('./commands/serve.js')])
+    const sub = group('labeler', 'Start a labeler from LABELER_* environment variables (no subcommand), or make an account a labeler', {
+      init: label.labelerInitCommand,
+    })
+    return {
+      summary: sub.summary,
+      run: (argv, io, path) => (argv.length === 0 || argv[0]!.startsWith('-') && argv[0] !== '--help' && argv[0] !== '-h' ? serve.labelerCommand.run(argv, io, path) : sub.run(argv, io, path)),
+    }
+  }),
+  label: lazyGroup('label', "Manage a labeler's labels and reports through its admin API", async () => {
+    const m = await import('./commands/label.js')
+    return { add: m.labelAddCommand, remove: m.labelRemoveCommand, list: m.labelListCommand, reports: m.labelReportsCommand }
+  }),
   resolve: lazy('Resolve a handle, DID or at:// URI step by step: handle → DID → DID document → PDS → record', () =>
     import('./commands/resolve.js').then((m) => m.resolveCommand),
   ),
@@ -113,7 +126,8 @@ Environment (flags override it):
   STRATOS_PLC_URL          did:plc directory (default https://plc.directory)
   STRATOS_PDS_URL          PDS for account/invite commands (default http://127.0.0.1:2583)
   STRATOS_RELAY_URL        relay for relay commands (default http://127.0.0.1:2584)
-  STRATOS_ADMIN_PASSWORD   admin password for account/invite/relay commands
+  STRATOS_LABELER_URL      labeler for label commands (default http://127.0.0.1:2586)
+  STRATOS_ADMIN_PASSWORD   admin password for account/invite/relay/label commands
   STRATOS_DEV=1            development network: loopback and private addresses allowed
   STRATOS_DATA_DIR         data directory of 'stratos dev' (default ./data)
   STRATOS_PORT_BASE        first port of 'stratos dev' (default 2582)

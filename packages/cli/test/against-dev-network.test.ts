@@ -32,14 +32,14 @@ function portFree(port: number): Promise<boolean> {
   })
 }
 
-/** Four consecutive free ports (the dev network's N..N+3). */
+/** Five consecutive free ports (the dev network's N..N+4, the labeler on N+4 with `stratos dev`). */
 async function freePortBase(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const base = 20000 + Math.floor(Math.random() * 40000)
-    const ok = await Promise.all([0, 1, 2, 3].map((i) => portFree(base + i)))
+    const ok = await Promise.all([0, 1, 2, 3, 4].map((i) => portFree(base + i)))
     if (ok.every(Boolean)) return base
   }
-  throw new Error('no four consecutive free ports found')
+  throw new Error('no five consecutive free ports found')
 }
 
 async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
@@ -586,6 +586,7 @@ describe('stratos as a user runs it (child processes)', () => {
       pds: `http://127.0.0.1:${base + 1}`,
       relay: `http://127.0.0.1:${base + 2}`,
       appview: `http://127.0.0.1:${base + 3}`,
+      labeler: `http://127.0.0.1:${base + 4}`,
     }
 
     const first = await startDev(dataDir, base)
@@ -593,7 +594,7 @@ describe('stratos as a user runs it (child processes)', () => {
     expect(lines).toHaveLength(2) // one line and its newline
     expect(lines[1]).toBe('')
     expect(JSON.parse(lines[0]!)).toEqual(expected)
-    expect(Object.keys(JSON.parse(lines[0]!))).toEqual(['plc', 'pds', 'relay', 'appview'])
+    expect(Object.keys(JSON.parse(lines[0]!))).toEqual(['plc', 'pds', 'relay', 'appview', 'labeler'])
     // printed only once every service answers its health check
     for (const url of Object.values(expected)) expect((await fetch(`${url}/xrpc/_health`)).status, url).toBe(200)
 
@@ -629,6 +630,10 @@ describe('stratos as a user runs it (child processes)', () => {
     expect(banner).toContain(`  PDS      ${expected.pds}   (admin password: ${secrets.pdsAdminPassword})\n`)
     expect(banner).toContain(`  Relay    ${expected.relay}   (admin password: ${secrets.relayAdminPassword}; firehose ${expected.relay.replace('http', 'ws')}/xrpc/com.atproto.sync.subscribeRepos)\n`)
     expect(banner).toContain(`  AppView  ${expected.appview}\n`)
+    expect(secrets.labelerAdminPassword).toMatch(/^[0-9a-f]{16}$/)
+    expect(banner).toMatch(
+      new RegExp(`^  Labeler  ${expected.labeler.replace(/[.]/g, '\\.')}   \\(admin password: ${secrets.labelerAdminPassword}; account did:plc:\\w+, label with 'stratos label add `, 'm'),
+    )
     const list = await runCli(['account', 'list', '--json', '--pds', expected.pds, '--admin-password', secrets.pdsAdminPassword])
     expectOk(list, 'account list after restart')
     expect(jsonLines(list.stdout)).toEqual(
@@ -656,7 +661,7 @@ describe('stratos as a user runs it (child processes)', () => {
     const stoppedAgain = await sigint(second)
     expect(stoppedAgain.code, stoppedAgain.stderr).toBe(0)
     expect(stoppedAgain.stderr).toBe(
-      `starting PLC, PDS, Relay and AppView on ports ${base}..${base + 3} (data in ${dataDir})\ndev network: shutting down\n`,
+      `starting PLC, PDS, Relay, AppView and labeler on ports ${base}..${base + 4} (data in ${dataDir})\ndev network: shutting down\n`,
     )
   }, 240_000)
 

@@ -9,6 +9,8 @@ const SUBCOMMANDS: Record<string, string[]> = {
   relay: ['hosts', 'ban', 'unban'],
   pds: ['init', 'backup', 'restore', 'request-crawl', 'create-invite-code', 'update'],
   appview: ['backfill', 'status'],
+  labeler: ['init'],
+  label: ['add', 'remove', 'list', 'reports'],
 }
 
 describe('stratos command table', () => {

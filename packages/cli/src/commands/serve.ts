@@ -63,31 +63,32 @@ repository root:
 
 export const devCommand = command({
   name: 'dev',
-  summary: 'Start the local network: PLC on port N, PDS on N+1, Relay on N+2, AppView on N+3',
+  summary: 'Start the local network: PLC on port N, PDS on N+1, Relay on N+2, AppView on N+3, labeler on N+4',
   usage: 'dev [--data-dir DIR] [--port-base N] [--json]',
   description: `
-Starts the four services in one process, wired together: the PDS hosts *.test handles, registers its
+Starts the five services in one process, wired together: the PDS hosts *.test handles, registers its
 accounts' DIDs with the PLC directory, asks the relay to crawl it and proxies app.bsky.* to the AppView;
-the AppView follows the relay. Data (SQLite, blobs, generated dev secrets) lives under --data-dir and
-survives a restart. Ctrl-C stops the network cleanly.`,
+the AppView follows the relay and the labeler, whose account labeler.test is set up as by
+'stratos labeler init'. Data (SQLite, blobs, generated
+dev secrets) lives under --data-dir and survives a restart. Ctrl-C stops the network cleanly.`,
   options: {
     'data-dir': { type: 'string', valueName: 'DIR', description: 'where the services keep their data', env: 'STRATOS_DATA_DIR', default: './data' },
-    'port-base': { type: 'string', valueName: 'N', description: 'first port (PLC); PDS N+1, Relay N+2, AppView N+3', env: 'STRATOS_PORT_BASE', default: '2582' },
-    json: { type: 'boolean', description: 'print one line {"plc","pds","relay","appview"} once every service answers /xrpc/_health' },
+    'port-base': { type: 'string', valueName: 'N', description: 'first port (PLC); PDS N+1, Relay N+2, AppView N+3, labeler N+4', env: 'STRATOS_PORT_BASE', default: '2582' },
+    json: { type: 'boolean', description: 'print one line {"plc","pds","relay","appview","labeler"} once every service answers /xrpc/_health' },
     'log-level': { type: 'string', valueName: 'LEVEL', description: 'log level of every service (JSON lines on stdout unless --json)', default: 'warn' },
   },
   positionals: { max: 0 },
   examples: ['pnpm start', 'stratos dev --data-dir /tmp/net --port-base 3000 --json'],
   async run({ values, io }) {
     const portBase = Number(values['port-base'])
-    if (!Number.isInteger(portBase) || portBase < 1 || portBase > 65532) {
-      throw new UsageError(`--port-base must be an integer between 1 and 65532, got '${values['port-base']}'`)
+    if (!Number.isInteger(portBase) || portBase < 1 || portBase > 65531) {
+      throw new UsageError(`--port-base must be an integer between 1 and 65531, got '${values['port-base']}'`)
     }
     const { startDevNetwork, waitForHealth } = await import('@stratos/dev-network')
-    if (!values.json) note(io, `starting PLC, PDS, Relay and AppView on ports ${portBase}..${portBase + 3} (data in ${values['data-dir']})`)
+    if (!values.json) note(io, `starting PLC, PDS, Relay, AppView and labeler on ports ${portBase}..${portBase + 4} (data in ${values['data-dir']})`)
     // with --json, stdout carries only the URL line: services log to stderr-free silence unless asked
     const logLevel = values.json && values['log-level'] === 'warn' ? 'silent' : values['log-level']
-    const network = await startDevNetwork({ dataDir: values['data-dir'], portBase, logLevel })
+    const network = await startDevNetwork({ dataDir: values['data-dir'], portBase, logLevel, labeler: true })
     try {
       await waitForHealth(network.urls)
     } catch (err) {
@@ -105,6 +106,7 @@ survives a restart. Ctrl-C stops the network cleanly.`,
   PDS      ${urls.pds}   (admin password: ${secrets.pdsAdminPassword})
   Relay    ${urls.relay}   (admin password: ${secrets.relayAdminPassword}; firehose ${urls.relay.replace(/^http/, 'ws')}/xrpc/com.atproto.sync.subscribeRepos)
   AppView  ${urls.appview}
+  Labeler  ${urls.labeler}   (admin password: ${secrets.labelerAdminPassword}; account ${network.labelerDid ?? ''}, label with 'stratos label add <did|at-uri> <value> --labeler ${urls.labeler} --admin-password ${secrets.labelerAdminPassword}')
 ${exampleText(urls)}
 Press Ctrl-C to stop.`,
       )
