@@ -177,6 +177,7 @@ export function devNetworkEnv(dataDir: string, portBase: number, secrets: DevSec
     LABELER_PLC_URL: url(port.plc),
     LABELER_PUBLIC_URL: url(port.labeler),
     LABELER_DEV_MODE: 'true',
+    LABELER_TRUSTED_PROXIES: 'loopback',
     LOG_LEVEL: logLevel,
   }
   return { plc, pds, relay, appview, labeler }

@@ -3,7 +3,7 @@
  * process at start-up with a message naming the variable.
  */
 import { resolve } from 'node:path'
-import { ConfigError, LOG_LEVELS, readPackageVersion, type LogLevel } from '@stratos/core/config'
+import { ConfigError, LOG_LEVELS, readNetworkConfig, readPackageVersion, type LogLevel, type NetworkConfig } from '@stratos/core/config'
 export { ConfigError, LOG_LEVELS, type LogLevel }
 
 export interface LabelerConfig {
@@ -25,6 +25,8 @@ export interface LabelerConfig {
   publicUrl: string | undefined
   /** development: private addresses and http did:web allowed in outbound fetches */
   devMode: boolean
+  /** trusted proxies, connection caps, request timeout (LABELER_TRUSTED_PROXIES, ...) */
+  network?: NetworkConfig
   logLevel: LogLevel
   version: string
 }
@@ -101,6 +103,16 @@ export function readConfig(env: Env = process.env): LabelerConfig {
     plcUrl: url('LABELER_PLC_URL', str('STRATOS_PLC_URL') ?? DEFAULT_PLC_URL)!,
     publicUrl: url('LABELER_PUBLIC_URL', undefined),
     devMode,
+    network: readNetworkConfig(
+      env,
+      {
+        trustedProxies: 'LABELER_TRUSTED_PROXIES',
+        maxConnections: 'LABELER_MAX_CONNECTIONS',
+        maxConnectionsPerIp: 'LABELER_MAX_CONNECTIONS_PER_IP',
+        requestTimeoutMs: 'LABELER_REQUEST_TIMEOUT_MS',
+      },
+      errors,
+    ),
     logLevel: logLevel as LogLevel,
     version: str('LABELER_VERSION') ?? packageVersion(),
   }

@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { JtiReplayCache } from '@stratos/core/auth'
+import { networkServerOptions } from '@stratos/core/config'
 import { generateKeypair, importKeypair, type SigningKeypair } from '@stratos/core/crypto'
 import { migrateToLatest, openSqlite, type Database } from '@stratos/core/db'
 import { IdentityResolver } from '@stratos/core/identity'
@@ -75,6 +76,7 @@ export class LabelerContext {
       version: config.version,
       logger: config.logLevel === 'silent' ? false : { level: config.logLevel },
       bodyLimits: { json: 256 * 1024 },
+      ...networkServerOptions(config.network),
     })
     const signingKey = await loadSigningKey(config, inMemory)
     const idResolver =
