@@ -147,4 +147,37 @@ describe('config', () => {
     expect(cfg.reportService).toEqual({ url: 'https://mod.bsky.app', did: 'did:plc:ar7c4by46qjdydhdevvrndac' })
     expect(problemsOf({ ...base, PDS_REPORT_SERVICE_URL: 'https://mod.bsky.app' }).join()).toMatch(/set together/)
   })
+
+  it('reads the OAuth settings: issuer, signing key, branding, trusted clients', () => {
+    const cfg = readConfigFromEnv(base)
+    expect(cfg.oauth).toMatchObject({ issuer: 'https://pds.example.com', signingKeyHex: null, trustedClients: [] })
+    const key = randomBytes(32).toString('hex')
+    const set = readConfigFromEnv({
+      ...base,
+      PDS_OAUTH_ISSUER: 'https://auth.example.com',
+      PDS_OAUTH_SIGNING_KEY_P256_PRIVATE_KEY_HEX: key,
+      PDS_PRIMARY_COLOR: '#006aff',
+      PDS_LOGO_URL: 'https://example.com/logo.png',
+      PDS_SUPPORT_URL: 'https://example.com/help',
+      PDS_OAUTH_TRUSTED_CLIENTS: 'https://app.example.com/client-metadata.json',
+    })
+    expect(set.oauth).toEqual({
+      issuer: 'https://auth.example.com',
+      signingKeyHex: key,
+      primaryColor: 'rgb(0, 106, 255)',
+      logoUrl: 'https://example.com/logo.png',
+      supportUrl: 'https://example.com/help',
+      trustedClients: ['https://app.example.com/client-metadata.json'],
+    })
+    const problems = problemsOf({
+      ...base,
+      PDS_OAUTH_ISSUER: 'http://auth.example.com',
+      PDS_OAUTH_SIGNING_KEY_P256_PRIVATE_KEY_HEX: 'abc',
+      PDS_PRIMARY_COLOR: 'blue',
+      PDS_OAUTH_TRUSTED_CLIENTS: 'http://app.example.com/client-metadata.json',
+    })
+    for (const name of ['PDS_OAUTH_ISSUER', 'PDS_OAUTH_SIGNING_KEY_P256_PRIVATE_KEY_HEX', 'PDS_PRIMARY_COLOR', 'PDS_OAUTH_TRUSTED_CLIENTS']) {
+      expect(problems.some((p) => p.includes(name)), name).toBe(true)
+    }
+  })
 })

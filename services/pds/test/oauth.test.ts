@@ -148,6 +148,27 @@ describe.skipIf(!hasChromium)('OAuth sign-in in Chromium with @atproto/oauth-cli
     await expect(client.restore(did, true)).rejects.toThrow()
   }, 90_000)
 
+  it('the sign-in page refuses a wrong password and an app password', async () => {
+    const password = new AtpAgent({ service: net.url })
+    await password.login({ identifier: 'alice.test', password: 'alice-pass' })
+    const appPassword = (await password.com.atproto.server.createAppPassword({ name: 'not-for-oauth' })).data.password
+    const client = loopbackClient({ redirectUri: callback.url, scope: 'atproto', plcUrl: net.plc.url, pdsUrl: net.url })
+    const context = await browser.newContext()
+    try {
+      for (const wrong of ['not-the-password', appPassword]) {
+        const page = await context.newPage()
+        await page.goto((await client.authorize('alice.test', { scope: 'atproto' })).href)
+        await page.locator('input[name=password]').fill(wrong)
+        await page.locator('button[type=submit]').click()
+        await expect.poll(async () => page.getByText(/wrong identifier or password/i).count(), { timeout: 15_000 }).toBeGreaterThan(0)
+        expect(await page.getByRole('button', { name: 'Authorize' }).count()).toBe(0)
+        await page.close()
+      }
+    } finally {
+      await context.close()
+    }
+  }, 90_000)
+
   it('the account page lists the app, and revoking it there ends the app\'s session', async () => {
     const { client, session, sessions } = await authorize('atproto transition:generic')
     const agent = new Agent(session)
