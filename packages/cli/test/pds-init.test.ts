@@ -33,7 +33,8 @@ describe('stratos pds init', () => {
       PDS_CRAWLERS: 'https://bsky.network',
       PDS_REPORT_SERVICE_URL: 'https://mod.bsky.app',
       PDS_REPORT_SERVICE_DID: 'did:plc:ar7c4by46qjdydhdevvrndac',
-      PDS_DATA_DIRECTORY: '/pds',
+      PDS_DATA_DIRECTORY: '/data',
+      PDS_BLOBSTORE_DISK_LOCATION: '/data/blocks',
     })
     expect(env.PDS_JWT_SECRET).toMatch(/^[0-9a-f]{64}$/)
     expect(env.PDS_ADMIN_PASSWORD).toMatch(/^[0-9a-f]{32}$/)

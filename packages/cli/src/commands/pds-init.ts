@@ -135,7 +135,7 @@ deploy/pds/compose.yaml reads the file as deploy/pds/pds.env; \`stratos pds\` re
     hostname: { type: 'string', valueName: 'HOST', description: 'public host name of the PDS, e.g. pds.example.com' },
     'admin-email': { type: 'string', valueName: 'EMAIL', description: "the operator's email (TLS certificate account, contact)" },
     'env-file': { type: 'string', valueName: 'FILE', description: 'the env file to write', default: 'pds.env' },
-    'data-dir': { type: 'string', valueName: 'DIR', description: 'PDS_DATA_DIRECTORY as the PDS sees it (in the container)', default: '/pds' },
+    'data-dir': { type: 'string', valueName: 'DIR', description: 'PDS_DATA_DIRECTORY as the PDS sees it (the image keeps its data volume at /data)', default: '/data' },
     port: { type: 'string', valueName: 'N', description: 'PDS_PORT (behind the TLS proxy)', default: '2583' },
     'plc-url': { type: 'string', valueName: 'URL', description: 'did:plc directory', default: NETWORK_DEFAULTS.plcUrl },
     'appview-url': { type: 'string', valueName: 'URL', description: 'AppView for app.bsky.*', default: NETWORK_DEFAULTS.appViewUrl },
