@@ -123,6 +123,7 @@ describe('AppView /img/ and /vid/ under attack', () => {
           APPVIEW_DEV_MODE: 'true',
           APPVIEW_BACKFILL: 'false',
           APPVIEW_IMAGE_CACHE_MAX_BYTES: String(250_000),
+          APPVIEW_ADMIN_PASSWORD: 'appview-admin-password',
           LOG_LEVEL: 'silent',
         }),
       )
@@ -154,6 +155,15 @@ describe('AppView /img/ and /vid/ under attack', () => {
       const unreachable = await fetch(`${url}/img/avatar/plain/${DID}/${cidFor(randomBytes(9))}@jpeg`)
       const body = (await unreachable.json()) as { message: string }
       expect(body.message).not.toMatch(/127\.0\.0\.1|ECONNREFUSED|exceeds/)
+    })
+
+    it('admin Basic auth: 429 after 10 wrong passwords from one IP, the right one included (item 4)', async () => {
+      const basic = (pw: string) => ({ authorization: `Basic ${Buffer.from(`admin:${pw}`).toString('base64')}` })
+      const call = (pw: string) => fetch(`${url}/admin/backfill?did=${DID}`, { method: 'POST', headers: basic(pw) }).then((r) => r.status)
+      const statuses = await Promise.all(Array.from({ length: 50 }, (_, i) => call(`guess-${i}`)))
+      expect(statuses.filter((s) => s === 401)).toHaveLength(10)
+      expect(statuses.filter((s) => s === 429)).toHaveLength(40)
+      expect(await call('appview-admin-password')).toBe(429)
     })
 
     it('/vid playlists accept only a valid DID and CID, and never echo CR/LF (item 14)', async () => {
