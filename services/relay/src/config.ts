@@ -65,6 +65,8 @@ export interface RelayConfig {
   jetstreamEnabled: boolean
   /** zstd dictionary for compress=true (e.g. Jetstream's published one); undefined = plain zstd frames */
   jetstreamZstdDictionary: string | undefined
+  /** open /subscribe connections from one client address */
+  jetstreamMaxPerIp: number
   /** trusted proxies, connection caps, request timeout (RELAY_TRUSTED_PROXIES, ...) */
   network?: NetworkConfig
   /** listReposByCollection: fetch the repos of accounts whose records the relay has not counted yet */
@@ -227,6 +229,7 @@ export function readConfig(env: Env = process.env): RelayConfig {
     resyncMaxBytes: r.int('RELAY_RESYNC_MAX_BYTES', 256 * 1024 * 1024, 1024),
     jetstreamEnabled: r.bool('RELAY_JETSTREAM_ENABLED', true),
     jetstreamZstdDictionary: r.str('RELAY_JETSTREAM_ZSTD_DICTIONARY'),
+    jetstreamMaxPerIp: r.int('RELAY_JETSTREAM_MAX_PER_IP', 32, 1),
     network: readNetworkConfig(
       env,
       {

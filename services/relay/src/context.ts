@@ -181,6 +181,7 @@ export class RelayContext {
         maxQueuedBytes: config.consumerMaxQueuedBytes,
         zstdDictionary: config.jetstreamZstdDictionary ? JetstreamHub.readDictionary(config.jetstreamZstdDictionary) : undefined,
         pingIntervalMs: opts.consumerPingIntervalMs,
+        maxPerIp: config.jetstreamMaxPerIp,
         onError: (err) => ctx.log.debug({ err: (err as Error)?.message }, 'jetstream subscriber error'),
       })
     }

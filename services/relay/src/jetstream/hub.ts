@@ -34,6 +34,8 @@ export interface JetstreamHubOptions {
   zstdDictionary?: Uint8Array
   zstdLevel?: number
   pingIntervalMs?: number
+  /** open subscriptions from one client address (default 32) */
+  maxPerIp?: number
   onError?: (err: unknown) => void
 }
 
@@ -135,6 +137,7 @@ export class JetstreamHub {
       },
       {
         path: '/subscribe',
+        maxPerIp: this.o.maxPerIp,
         maxPayload: 1024 * 1024, // options_update with up to 10,000 DIDs
         parseParams: (query) => {
           try {
