@@ -2,7 +2,6 @@
  * The relay's configuration, read once from environment variables and validated: a bad value stops the
  * process at start-up with a message naming the variable.
  */
-import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { ConfigError, LOG_LEVELS, readNetworkConfig, readPackageVersion, type LogLevel, type NetworkConfig } from '@stratos/core/config'
 export { ConfigError, LOG_LEVELS, type LogLevel }
@@ -63,8 +62,6 @@ export interface RelayConfig {
   resyncMaxBytes: number
   /** serve Jetstream's JSON stream at GET /subscribe on the relay's port */
   jetstreamEnabled: boolean
-  /** zstd dictionary for compress=true (e.g. Jetstream's published one); undefined = plain zstd frames */
-  jetstreamZstdDictionary: string | undefined
   /** open /subscribe connections from one client address */
   jetstreamMaxPerIp: number
   /** trusted proxies, connection caps, request timeout (RELAY_TRUSTED_PROXIES, ...) */
@@ -228,7 +225,6 @@ export function readConfig(env: Env = process.env): RelayConfig {
     retentionIntervalMs: r.int('RELAY_RETENTION_INTERVAL_MS', 60_000, 100),
     resyncMaxBytes: r.int('RELAY_RESYNC_MAX_BYTES', 256 * 1024 * 1024, 1024),
     jetstreamEnabled: r.bool('RELAY_JETSTREAM_ENABLED', true),
-    jetstreamZstdDictionary: r.str('RELAY_JETSTREAM_ZSTD_DICTIONARY'),
     jetstreamMaxPerIp: r.int('RELAY_JETSTREAM_MAX_PER_IP', 32, 1),
     network: readNetworkConfig(
       env,
@@ -243,9 +239,6 @@ export function readConfig(env: Env = process.env): RelayConfig {
     collectionBackfill: r.bool('RELAY_COLLECTION_BACKFILL', true),
     logLevel: logLevel as LogLevel,
     version: r.str('RELAY_VERSION') ?? packageVersion(),
-  }
-  if (config.jetstreamZstdDictionary !== undefined && !existsSync(config.jetstreamZstdDictionary)) {
-    r.errors.push(`RELAY_JETSTREAM_ZSTD_DICTIONARY: no file at ${config.jetstreamZstdDictionary}`)
   }
   if (config.reconnectMaxMs < config.reconnectMinMs) {
     r.errors.push('RELAY_RECONNECT_MAX_MS must be >= RELAY_RECONNECT_MIN_MS')

@@ -179,7 +179,6 @@ export class RelayContext {
         db,
         outbox: ctx.outbox,
         maxQueuedBytes: config.consumerMaxQueuedBytes,
-        zstdDictionary: config.jetstreamZstdDictionary ? JetstreamHub.readDictionary(config.jetstreamZstdDictionary) : undefined,
         pingIntervalMs: opts.consumerPingIntervalMs,
         maxPerIp: config.jetstreamMaxPerIp,
         onError: (err) => ctx.log.debug({ err: (err as Error)?.message }, 'jetstream subscriber error'),

@@ -15,9 +15,8 @@
  *
  * Slow subscribers: a socket holding more than `maxQueuedBytes` unsent bytes is closed (1008 ConsumerTooSlow).
  */
-import { readFileSync } from 'node:fs'
 import type { IncomingMessage } from 'node:http'
-import { createCCtx, compress as zstdCompress, compressUsingDict, init as zstdInit } from '@bokuweb/zstd-wasm'
+import { createRequire } from 'node:module'
 import { decodeFrame, mountSubscription, SubscriptionHttpError } from '@stratos/core/stream'
 import type SqliteDatabase from 'better-sqlite3'
 import type { WebSocket } from 'ws'
@@ -26,12 +25,14 @@ import type { Outbox, OutboundType, PublishedEvent } from '../outbox/outbox.js'
 import { jsonV2, toJetstreamItems, type JetstreamItem } from './events.js'
 import { Filter, OptionsError, parseSubscribeQuery, parseSubscriberMessage, type SubscribeParams } from './filter.js'
 
+// loaded with Node's own resolution (its CommonJS build), the same module whatever bundles or transforms this file
+const zstd = createRequire(import.meta.url)('@bokuweb/zstd-wasm') as typeof import('@bokuweb/zstd-wasm')
+const { compress: zstdCompress, init: zstdInit } = zstd
+
 export interface JetstreamHubOptions {
   db: Db
   outbox: Outbox
   maxQueuedBytes: number
-  /** zstd dictionary bytes for compress=true (undefined: frames without a dictionary) */
-  zstdDictionary?: Uint8Array
   zstdLevel?: number
   pingIntervalMs?: number
   /** open subscriptions from one client address (default 32) */
@@ -84,7 +85,6 @@ export class JetstreamHub {
     atOrBefore: SqliteDatabase.Statement<[number], { seq: number }>
     earliest: SqliteDatabase.Statement<[], { seq: number | null }>
   }
-  private cctx = 0
   private readonly stats_: JetstreamStats = {
     subscribers: 0,
     eventsConverted: 0,
@@ -105,7 +105,6 @@ export class JetstreamHub {
       earliest: o.db.prepare('SELECT MIN(seq) AS seq FROM relay_event'),
     }
     o.outbox.onPublish((evt) => this.publish(evt))
-    if (o.zstdDictionary) this.cctx = createCCtx()
     const ping = o.pingIntervalMs ?? 30_000
     if (ping > 0) {
       this.pingTimer = setInterval(() => {
@@ -118,11 +117,6 @@ export class JetstreamHub {
   static async create(o: JetstreamHubOptions): Promise<JetstreamHub> {
     await zstdInit()
     return new JetstreamHub(o)
-  }
-
-  /** Reads a dictionary file (RELAY_JETSTREAM_ZSTD_DICTIONARY). */
-  static readDictionary(path: string): Uint8Array {
-    return readFileSync(path)
   }
 
   /** Mounts GET /subscribe on the relay's HTTP server. */
@@ -305,7 +299,8 @@ export class JetstreamHub {
   private compress(buf: Buffer): Buffer {
     this.stats_.compressed++
     const level = this.o.zstdLevel ?? 3
-    const out = this.o.zstdDictionary ? compressUsingDict(this.cctx, buf, this.o.zstdDictionary, level) : zstdCompress(buf, level)
+    // plain zstd frames (no dictionary id): decoders that load Jetstream's dictionary decode them too
+    const out = zstdCompress(buf, level)
     return Buffer.from(out.buffer, out.byteOffset, out.byteLength)
   }
 
