@@ -66,6 +66,25 @@ describe('app.bsky proxying, preferences and read-after-write', () => {
     expect(call.headers['accept-language']).toBe('fr')
   })
 
+  it("without atproto-accept-labelers, names the labelers the user subscribed to in their app.bsky preferences", async () => {
+    const plain = await xrpc(net.url, 'app.bsky.feed.getTimeline', { token: alice.session!.accessJwt })
+    expect(plain.status).toBe(200)
+    expect(appview.calls.at(-1)!.headers['atproto-accept-labelers']).toBeUndefined()
+    const before = (await alice.app.bsky.actor.getPreferences()).data.preferences
+    await alice.app.bsky.actor.putPreferences({
+      preferences: [
+        ...before,
+        { $type: 'app.bsky.actor.defs#labelersPref', labelers: [{ did: 'did:plc:subscribedone' }, { did: 'did:plc:subscribedtwo' }] },
+      ],
+    })
+    await xrpc(net.url, 'app.bsky.feed.getTimeline', { token: alice.session!.accessJwt })
+    expect(appview.calls.at(-1)!.headers['atproto-accept-labelers']).toBe('did:plc:subscribedone,did:plc:subscribedtwo')
+    // a header the client sends wins
+    await xrpc(net.url, 'app.bsky.feed.getTimeline', { token: alice.session!.accessJwt, headers: { 'atproto-accept-labelers': 'did:plc:other' } })
+    expect(appview.calls.at(-1)!.headers['atproto-accept-labelers']).toBe('did:plc:other')
+    await alice.app.bsky.actor.putPreferences({ preferences: before })
+  })
+
   it('sends a call to the service the atproto-proxy header names, resolved from its DID document', async () => {
     const before = appview.calls.length
     const viaAgent = alice.withProxy('atproto_labeler', labelerDid)

@@ -6,6 +6,7 @@ import { AuthScope } from '../account/tokens.js'
 import { ACCESS_STANDARD, assertRpc, type AccessCredentials } from '../auth.js'
 import type { AppContext } from '../context.js'
 import { InvalidRequestError, MethodNotImplementedError, UpstreamFailureError, XRPCError } from '../errors.js'
+import { getPreferences } from '../actor-store/preferences.js'
 import { applyReadAfterWrite, READ_AFTER_WRITE_METHODS } from './read-after-write.js'
 
 /** The service id of the default AppView in service-auth audiences (`<did>#bsky_appview`). */
@@ -127,6 +128,11 @@ export function createProxyCatchall(ctx: AppContext): CatchallHandler {
       const v = header(call, name)
       if (v !== undefined) headers[name] = v
     }
+    if (headers['atproto-accept-labelers'] === undefined) {
+      // a client that names no labelers gets the ones its user subscribed to (app.bsky preferences)
+      const labelers = subscribedLabelers(ctx, credentials.did)
+      if (labelers.length > 0) headers['atproto-accept-labelers'] = labelers.join(',')
+    }
     let body: Uint8Array | undefined
     if (req.method === 'POST' && call.rawBody) {
       body = await readBody(call.rawBody, MAX_REQUEST_BYTES)
@@ -226,4 +232,19 @@ function upstreamError(res: SafeFetchResponse): XRPCError {
   }
   if (res.status >= 500) return new UpstreamFailureError(`Upstream service error (${res.status})`)
   return new XRPCError(res.status, undefined, `Upstream service error (${res.status})`, headers)
+}
+
+/** The labelers (DIDs) in the account's app.bsky.actor.defs#labelersPref, in order. */
+export function subscribedLabelers(ctx: AppContext, did: string): string[] {
+  const repo = ctx.actorStore.get(did)
+  if (!repo) return []
+  const out: string[] = []
+  for (const pref of getPreferences(repo, 'app.bsky')) {
+    if (pref.$type !== 'app.bsky.actor.defs#labelersPref' || !Array.isArray(pref.labelers)) continue
+    for (const l of pref.labelers as unknown[]) {
+      const d = (l as { did?: unknown } | null)?.did
+      if (typeof d === 'string' && isValidDid(d) && !out.includes(d)) out.push(d)
+    }
+  }
+  return out
 }
