@@ -144,9 +144,30 @@ def check_dockerfile(name, port):
         problem(f"{path}: should build and deploy @stratos/{name}")
 
 
+def check_production_pds(path="deploy/pds/compose.yaml"):
+    """The production PDS compose: only Caddy publishes, and only 80 and 443; the PDS reads pds.env."""
+    doc = yaml.safe_load(read(path))
+    services = (doc or {}).get("services") or {}
+    if set(services) != {"pds", "caddy"}:
+        problem(f"{path}: expected the services pds and caddy, got {sorted(services)}")
+        return
+    if services["pds"].get("ports"):
+        problem(f"{path}: the PDS must not publish ports (Caddy is its only way in)")
+    published = sorted(t for _, t in port_targets(services["caddy"].get("ports")))
+    if published != ["443", "80"]:
+        problem(f"{path}: Caddy must publish exactly 80 and 443, got {published}")
+    for name in ("pds", "caddy"):
+        if services[name].get("env_file") != "pds.env":
+            problem(f"{path}: service '{name}' must read pds.env (written by `stratos pds init`)")
+    caddyfile = read("deploy/pds/Caddyfile")
+    if "/tls-check" not in caddyfile or "on_demand" not in caddyfile:
+        problem("deploy/pds/Caddyfile: on-demand TLS must ask the PDS's /tls-check")
+
+
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else "docker-compose.yml"
     check_compose(path)
+    check_production_pds()
     for name, port in SERVICES.items():
         check_dockerfile(name, port)
     if not os.path.isfile(os.path.join(ROOT, ".dockerignore")):

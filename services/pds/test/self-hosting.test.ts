@@ -1,3 +1,5 @@
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { AtpAgent } from '@atproto/api'
 import { startNetwork, type TestNetwork } from './_network.js'
@@ -5,14 +7,32 @@ import { startNetwork, type TestNetwork } from './_network.js'
 describe('what a self-hosted PDS behind Caddy needs', () => {
   let net: TestNetwork
   let alice: AtpAgent
+  let reports: http.Server
+  const reportRequests: { url: string; auth: string; body: string }[] = []
 
   beforeAll(async () => {
-    net = await startNetwork({ PDS_SERVICE_HANDLE_DOMAINS: '.pds.test' })
+    // a report (moderation) service that records what reaches it
+    reports = http.createServer((req, res) => {
+      let body = ''
+      req.on('data', (c: Buffer) => (body += c.toString()))
+      req.on('end', () => {
+        reportRequests.push({ url: req.url ?? '', auth: String(req.headers.authorization ?? ''), body })
+        res.setHeader('content-type', 'application/json')
+        res.end(JSON.stringify({ id: 1, reasonType: 'com.atproto.moderation.defs#reasonSpam', subject: JSON.parse(body).subject, reportedBy: 'did:plc:x', createdAt: new Date().toISOString() }))
+      })
+    })
+    await new Promise<void>((r) => reports.listen(0, '127.0.0.1', r))
+    net = await startNetwork({
+      PDS_SERVICE_HANDLE_DOMAINS: '.pds.test',
+      PDS_REPORT_SERVICE_URL: `http://127.0.0.1:${(reports.address() as AddressInfo).port}`,
+      PDS_REPORT_SERVICE_DID: 'did:web:mod.example.com',
+    })
     alice = new AtpAgent({ service: net.url })
     await alice.createAccount({ handle: 'alice.pds.test', email: 'alice@example.com', password: 'alice-pw' })
   })
   afterAll(async () => {
     await net?.close()
+    await new Promise((r) => reports?.close(r))
   })
 
   const tlsCheck = async (query: string) => {
@@ -65,5 +85,18 @@ describe('what a self-hosted PDS behind Caddy needs', () => {
         record: { $type: 'app.bsky.feed.like', text: 'x', createdAt: new Date().toISOString() },
       }),
     ).rejects.toMatchObject({ status: 400, message: expect.stringMatching(/Invalid \$type/) })
+  })
+
+  it('createReport goes to the configured report service with a service token for <did>#atproto_labeler', async () => {
+    const res = await alice.com.atproto.moderation.createReport({
+      reasonType: 'com.atproto.moderation.defs#reasonSpam',
+      subject: { $type: 'com.atproto.admin.defs#repoRef', did: 'did:plc:ewvi7nxzyoun6zhxrhs64oiz' },
+    })
+    expect(res.data.id).toBe(1)
+    expect(reportRequests).toHaveLength(1)
+    expect(reportRequests[0]!.url).toBe('/xrpc/com.atproto.moderation.createReport')
+    const jwt = reportRequests[0]!.auth.replace(/^Bearer /, '')
+    const payload = JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString()) as { iss: string; aud: string; lxm: string }
+    expect(payload).toMatchObject({ iss: alice.session!.did, aud: 'did:web:mod.example.com#atproto_labeler', lxm: 'com.atproto.moderation.createReport' })
   })
 })
