@@ -198,7 +198,7 @@ function config(net: Network, dbUrl: string, dataDirectory: string, schema?: str
     plcUrl: net.plcUrl,
     pdsUrls: [net.pdsUrl],
     devMode: true,
-    logLevel: 'silent' as const,
+    logLevel: (process.env.BENCH_LOG_LEVEL ?? 'silent') as 'silent',
     version: 'bench',
     validateOutput: false,
     labelers: [],
@@ -241,7 +241,7 @@ async function backfill(net: Network, manifest: Manifest, dialect: 'sqlite' | 'p
 
 /** Single-op commits of fresh accounts, pre-built, then published as fast as the socket takes them. */
 async function live(net: Network, server: InstanceType<typeof AppViewServer>) {
-  const accounts = 20
+  const accounts = 100
   const perAccount = Math.ceil(LIVE / accounts)
   const frames: Uint8Array[] = []
   const t0 = performance.now()
@@ -372,7 +372,7 @@ try {
   rows.push(`| backfill, SQLite | ${REPOS} repos, ${sqlite.records} records indexed of ${sqlite.expected} | ${sqlite.secs.toFixed(1)} s | **${Math.round(sqlite.records / sqlite.secs)} records/s**, ${(REPOS / sqlite.secs).toFixed(1)} repos/s |`)
   console.log(rows[rows.length - 1])
   const l = await live(net, sqlite.server)
-  liveMd = `| live, SQLite | ${l.commits} single-op commits over a WebSocket (20 new accounts) | ${l.secs.toFixed(1)} s | **${Math.round(l.commits / l.secs)} commits/s** (${l.indexed} records indexed) |`
+  liveMd = `| live, SQLite | ${l.commits} single-op commits over a WebSocket (100 new accounts) | ${l.secs.toFixed(1)} s | **${Math.round(l.commits / l.secs)} commits/s** (${l.indexed} records indexed) |`
   console.log(liveMd)
   const r = await reads(sqlite.server, manifest)
   readsMd =

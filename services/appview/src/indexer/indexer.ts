@@ -148,7 +148,9 @@ export class Indexer {
         await db.insertInto('notification').values(n).onConflict((oc) => oc.doNothing()).execute()
       }
     }
-    if (plan.postText !== undefined) await this.search.setPost(db, uri, plan.postText)
+    // an update went through deleteRecord above (search entry removed): insert only. A DELETE on the FTS5
+    // table by its UNINDEXED uri column scans the whole table, so it is not done for every new post.
+    if (plan.postText !== undefined) await this.search.setPosts(db, [{ uri, text: plan.postText }])
     if (plan.main.table === 'profile') {
       const actor = await db.selectFrom('actor').select('handle').where('did', '=', parts.host).executeTakeFirst()
       await this.search.setActor(db, parts.host, actor?.handle ?? null, plan.main.row.displayName)
@@ -217,23 +219,32 @@ export class Indexer {
     for (let i = 0; i < feedItems.length; i += CHUNK) {
       await db.insertInto('feed_item').values(feedItems.slice(i, i + CHUNK)).onConflict((oc) => oc.doNothing()).execute()
     }
-    // counters: one multi-row upsert per (table, column)
-    const groups = new Map<string, { agg: AggTarget; n: number }[]>()
-    for (const e of aggs.values()) {
-      const k = `${e.agg.table}\u0000${e.agg.column}`
-      const g = groups.get(k) ?? []
-      g.push(e)
-      groups.set(k, g)
+    // counters: one multi-row upsert per table, every column of a row at once, rows in key order (two
+    // backfills bumping the same counters lock them in the same order: no deadlock on PostgreSQL)
+    const tables = new Map<string, Map<string, Record<string, number>>>()
+    for (const { agg, n } of aggs.values()) {
+      const rows = tables.get(agg.table) ?? new Map<string, Record<string, number>>()
+      const row = rows.get(agg.key) ?? {}
+      row[agg.column] = (row[agg.column] ?? 0) + n
+      rows.set(agg.key, row)
+      tables.set(agg.table, rows)
     }
-    for (const g of groups.values()) {
-      const { table, column } = g[0]!.agg
+    for (const table of [...tables.keys()].sort()) {
+      const rows = tables.get(table)!
       const keyCol = table === 'profile_agg' ? 'did' : 'uri'
-      const col = sql.ref(`${table}.${column}`)
-      for (let i = 0; i < g.length; i += CHUNK) {
+      const columns = [...new Set([...rows.values()].flatMap((r) => Object.keys(r)))].sort()
+      const keys = [...rows.keys()].sort()
+      for (let i = 0; i < keys.length; i += CHUNK) {
+        const values = keys.slice(i, i + CHUNK).map((k) => {
+          const r = rows.get(k)!
+          return { [keyCol]: k, ...Object.fromEntries(columns.map((c) => [c, r[c] ?? 0])) }
+        })
         await (db as AnyDb)
           .insertInto(table)
-          .values(g.slice(i, i + CHUNK).map((e) => ({ [keyCol]: e.agg.key, [column]: e.n })))
-          .onConflict((oc: any) => oc.column(keyCol).doUpdateSet({ [column]: sql`${col} + excluded.${sql.ref(column)}` }))
+          .values(values)
+          .onConflict((oc: any) =>
+            oc.column(keyCol).doUpdateSet(Object.fromEntries(columns.map((c) => [c, sql`${sql.ref(`${table}.${c}`)} + excluded.${sql.ref(c)}`]))),
+          )
           .execute()
       }
     }

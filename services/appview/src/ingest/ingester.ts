@@ -582,7 +582,9 @@ export class Ingester {
             continue
           }
         }
-        this.stats.resyncedRecords += await this.indexer.indexFresh(tx, did, fresh)
+        // (read after the await: transactions of several accounts run at once on PostgreSQL)
+        const n = await this.indexer.indexFresh(tx, did, fresh)
+        this.stats.resyncedRecords += n
         await this.saveRepoState(tx, did, verified.commit.rev, verified.commit.data.toString(), verified.commitCid.toString())
         return
       }
