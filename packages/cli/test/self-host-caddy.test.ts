@@ -125,7 +125,7 @@ describe('a PDS on its own domain behind Caddy (local CA, hosts-file DNS)', () =
         PDS_UPSTREAM: `127.0.0.1:${pdsPort}`,
         CADDY_HTTP_PORT: String(httpPort),
         CADDY_HTTPS_PORT: String(httpsPort),
-        CADDY_EXTRA_GLOBAL: 'local_certs\nskip_install_trust',
+        CADDY_EXTRA_GLOBAL: 'local_certs\nskip_install_trust\nadmin off',
       },
       stdio: ['ignore', 'ignore', 'pipe'],
     })
