@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { RelayServer } from '../src/index.js'
-import { relayConfig, startRelay, tmpDir, waitFor, xrpcGet } from './helpers.js'
+import { adminHeaders, relayConfig, startRelay, tmpDir, waitFor, xrpcGet, xrpcPost } from './helpers.js'
 import { TestNetwork, type TestAccount } from './network.js'
 
 const POST = 'app.bsky.feed.post'
@@ -79,6 +79,37 @@ describe('com.atproto.sync.listReposByCollection', () => {
     expect(new Set(one.dids).size).toBe(one.dids.length)
     expect(one.pages).toBe(one.dids.length + 1)
   })
+
+  it('leaves out accounts deactivated upstream or taken down on the relay, and lists them again when active', async () => {
+    const posters = async () => (await listAll(net.relay.url, POST, 500)).dids
+    const before = await posters()
+    expect(before).toEqual(expect.arrayContaining([alice.did, carol.did]))
+
+    // deactivated on its PDS (#account active=false): out of the listing, in every collection
+    await net.call('com.atproto.server.deactivateAccount', {}, alice.accessJwt)
+    await waitFor(async () => !(await posters()).includes(alice.did), 15_000, 'alice out of the listing')
+    expect((await listAll(net.relay.url, LIKE, 500)).dids).toEqual([])
+    expect(await posters()).toEqual(before.filter((d) => d !== alice.did))
+    expect((await xrpcGet(net.relay.url, 'com.atproto.sync.getRepoStatus', { did: alice.did })).body).toMatchObject({ active: false, status: 'deactivated' })
+    // paging over the remaining accounts still returns each once
+    expect((await listAll(net.relay.url, POST, 1)).dids).toEqual(before.filter((d) => d !== alice.did))
+
+    // activated again: back, with its counts kept
+    await net.call('com.atproto.server.activateAccount', undefined, alice.accessJwt)
+    await waitFor(async () => (await posters()).includes(alice.did), 15_000, 'alice back in the listing')
+    expect((await listAll(net.relay.url, LIKE, 500)).dids).toEqual([alice.did])
+    expect(net.relay.ctx.collections.collectionsOf(alice.did)).toEqual(new Map([[LIKE, 1], [POST, 2]]))
+
+    // taken down by the relay's operator: out; restored: back
+    const down = await xrpcPost(net.relay.url, 'com.stratos.relay.admin.takedownAccount', { did: carol.did }, adminHeaders())
+    expect(down.status).toBe(200)
+    expect(await posters()).toEqual(before.filter((d) => d !== carol.did))
+    expect((await listAll(net.relay.url, CUSTOM, 500)).dids).toEqual([])
+    const up = await xrpcPost(net.relay.url, 'com.stratos.relay.admin.restoreAccount', { did: carol.did }, adminHeaders())
+    expect(up.status).toBe(200)
+    expect(await posters()).toEqual(before)
+    expect((await listAll(net.relay.url, CUSTOM, 500)).dids).toEqual([carol.did])
+  }, 45_000)
 
   it('refuses bad parameters with XRPC errors', async () => {
     expect(await xrpcGet(net.relay.url, 'com.atproto.sync.listReposByCollection')).toMatchObject({ status: 400, body: { error: 'InvalidRequest' } })

@@ -64,7 +64,14 @@ export class CollectionIndex {
       ),
       dropEmpty: db.prepare('DELETE FROM repo_collection WHERE collection = ? AND did = ? AND records <= 0'),
       dropDid: db.prepare('DELETE FROM repo_collection WHERE did = ?'),
-      page: db.prepare('SELECT did FROM repo_collection WHERE collection = ? AND did > ? ORDER BY did LIMIT ?'),
+      // only accounts active on the relay: not taken down by the operator, not inactive upstream
+      // (deactivated, suspended...). Their rows stay, so they are listed again once active.
+      page: db.prepare(
+        `SELECT rc.did FROM repo_collection rc
+         WHERE rc.collection = ? AND rc.did > ?
+           AND NOT EXISTS (SELECT 1 FROM account a WHERE a.did = rc.did AND (a.takedown != 0 OR a.upstream_active = 0))
+         ORDER BY rc.did LIMIT ?`,
+      ),
       collectionsOf: db.prepare('SELECT collection, records FROM repo_collection WHERE did = ? ORDER BY collection'),
     }
     this.replaceTx = db.transaction((did: string, rev: string, counts: Map<string, number>) => {
@@ -120,7 +127,7 @@ export class CollectionIndex {
     this.stmts.dropState.run(did)
   }
 
-  /** One page of DIDs with at least one record in `collection`, in DID order, after `cursor`. */
+  /** One page of active DIDs with at least one record in `collection`, in DID order, after `cursor`. */
   list(collection: string, cursor: string, limit: number): string[] {
     return this.stmts.page.all(collection, cursor, limit).map((r) => r.did)
   }

@@ -3,7 +3,8 @@ import { pageCursor } from '../../../util.js'
 
 /**
  * com.atproto.sync.listReposByCollection: accounts with at least one record in a collection, in DID order,
- * from the relay's on-disk index (kept from verified commits and backfilled repos).
+ * from the relay's on-disk index (kept from verified commits and backfilled repos). Accounts taken down or
+ * inactive upstream are left out (their index rows stay, so they are listed again once active).
  */
 export default function (ctx: RelayContext): void {
   ctx.xrpc.method('com.atproto.sync.listReposByCollection', {
