@@ -2,8 +2,10 @@
  * A strict structural scan of CBOR bytes, run before @ipld/dag-cbor decodes them. It enforces the atproto
  * (DRISL) restrictions that the decoder alone does not: no floats, no simple values other than
  * false/true/null, no tags other than 42 (and 42 must wrap a byte string), no indefinite lengths,
- * string map keys only, integers within signed 64-bit, and a nesting-depth limit. It also finds where
- * each top-level item ends, for concatenated objects (event-stream frames).
+ * string map keys only, integers within signed 64-bit, and a nesting-depth limit. It also refuses the map
+ * key "__proto__": the decoder would make it the object's prototype (no own key), so the decoded value
+ * would differ from the bytes (and their CID, their signature). It also finds where each top-level item
+ * ends, for concatenated objects (event-stream frames).
  */
 import { CborTruncatedError, DataModelError } from './errors.js'
 
@@ -15,6 +17,14 @@ export interface CborLimits {
 export const DEFAULT_MAX_DEPTH = 256
 
 const TWO_POW_63 = 2n ** 63n
+
+/** UTF-8 bytes of "__proto__". */
+const PROTO_KEY = [0x5f, 0x5f, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x5f, 0x5f]
+
+function isProtoKey(b: Uint8Array, at: number): boolean {
+  for (let i = 0; i < 9; i++) if (b[at + i] !== PROTO_KEY[i]) return false
+  return true
+}
 
 class Scanner {
   pos: number
@@ -92,7 +102,12 @@ class Scanner {
         for (let i = 0; i < n; i++) {
           const b = this.bytes[this.pos]
           if (b === undefined || b >> 5 !== 3) this.fail('map keys must be strings')
-          this.item(depth + 1)
+          // the key is read here (a text string: no depth, no nesting) so its bytes can be compared cheaply
+          const keyLen = this.length(this.head()[2], 1)
+          if (keyLen === 9 && isProtoKey(this.bytes, this.pos)) {
+            this.fail('the map key "__proto__" is not allowed (a JavaScript object cannot hold it faithfully)')
+          }
+          this.pos += keyLen
           this.item(depth + 1)
         }
         return

@@ -103,7 +103,8 @@ export function cborEncode(value: unknown): Uint8Array {
 
 /**
  * Decodes exactly one DAG-CBOR item. Refuses floats, tags other than 42, indefinite lengths, simple values
- * other than true/false/null, non-string map keys, duplicate keys, non-shortest integer forms and
+ * other than true/false/null, non-string map keys, the map key "__proto__" (which would become a
+ * prototype, not data), duplicate keys, non-shortest integer forms and
  * trailing bytes (DataModelError). Integers outside ±2^53 come back as bigint.
  */
 export function cborDecode<T = unknown>(bytes: Uint8Array, limits?: CborLimits): T {

@@ -1,5 +1,6 @@
 import { BlobRef as LexBlobRef, jsonToLex as refJsonToLex, lexToJson as refLexToJson } from '@atproto/lexicon'
 import { describe, expect, it } from 'vitest'
+import * as dagCbor from '@ipld/dag-cbor'
 import {
   blobCid,
   blobRef,
@@ -190,6 +191,34 @@ describe('data model: CBOR decoding of hand-made bytes', () => {
     expect(cborDecode(hex('1b001fffffffffffff'))).toBe(2 ** 53 - 1)
     const cid = CID.parse('bafyreidfayvfuwqa7qlnopdjiqrxzs6blmoeu4rujcjtnci5beludirz2a')
     expect(cborDecode<CID>(hex('d82a582500' + toHex(cid.bytes))).equals(cid)).toBe(true)
+  })
+
+  it('refuses a "__proto__" map key at any depth, in any length form, instead of decoding something else', () => {
+    const proto = toHex(new TextEncoder().encode('__proto__'))
+    // what the plain decoder makes of {"__proto__": {"a": 1}}: no own key, a prototype; the value differs from the bytes
+    const raw = dagCbor.decode(hex(`a1 69${proto} a1 6161 01`)) as Record<string, unknown>
+    expect(Object.keys(raw)).toEqual([])
+    expect(raw.a).toBe(1)
+    const cases = [
+      `a1 69${proto} a1 6161 01`, // the record itself
+      `a2 6161 01 69${proto} f6`, // next to another key
+      `a1 6161 81 a1 69${proto} 01`, // nested in an array
+      `a1 6161 a1 69${proto} 02`, // nested in a map
+    ]
+    for (const c of cases) {
+      expect(() => cborDecode(hex(c)), c).toThrow(DataModelError)
+      expect(() => cborDecode(hex(c)), c).toThrow(/"__proto__" is not allowed/)
+      expect(() => cborDecodeMulti(hex('a0' + c)), c).toThrow(/"__proto__"/)
+      expect(() => cborDecodeFirst(hex(c + 'a0')), c).toThrow(/"__proto__"/)
+    }
+    // the same key in a non-shortest length form is refused too (by the strict decoder if not by the scan)
+    expect(() => cborDecode(hex(`a1 7809${proto} 01`))).toThrow(DataModelError)
+    // look-alikes and the string as a value are ordinary data
+    const like = toHex(new TextEncoder().encode('__proto_'))
+    const longer = toHex(new TextEncoder().encode('__proto__x'))
+    expect(cborDecode(hex(`a2 68${like} 01 6a${longer} 02`))).toEqual({ __proto_: 1, __proto__x: 2 })
+    expect(cborDecode(hex(`a1 6161 69${proto}`))).toEqual({ a: '__proto__' })
+    expect(Object.getPrototypeOf(cborDecode(hex('a1 6161 01')))).toBe(Object.prototype)
   })
 
   it('limits nesting depth', () => {

@@ -8,6 +8,9 @@ import { randomBytes } from 'node:crypto'
 import { AtpAgent } from '@atproto/api'
 import Database from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { DAG_CBOR_CODEC, cborEncode, cidForBlock } from '@stratos/core/data'
+import { MST, MemoryBlockstore, writeCar } from '@stratos/core/repo'
+import { nextTid } from '@stratos/core/syntax'
 import { readConfigFromEnv } from '../../src/config.js'
 import { startNetwork, xrpc, type TestNetwork } from '../_network.js'
 
@@ -120,6 +123,49 @@ describe('records and blobs', () => {
     expect(res.status).toBe(400)
     expect(await res.json()).toMatchObject({ error: 'InvalidRequest', message: expect.stringContaining('__proto__') })
     await expect(agent.com.atproto.repo.getRecord({ repo: agent.session!.did, collection: 'app.bsky.feed.post', rkey: '3kprototest2a' })).rejects.toMatchObject({ status: 400 })
+  })
+
+  it('a "__proto__" key in a CAR (importRepo) is refused with a 400 naming it, the repo left as it was (item 10, CBOR)', async () => {
+    const did = agent.session!.did
+    const before = (await agent.com.atproto.sync.getLatestCommit({ did })).data
+    // a record block by hand: {"$type": "app.bsky.feed.post", "__proto__": {"text": "other"}, ...} in canonical
+    // DAG-CBOR; a plain decoder makes "__proto__" the object's prototype (no own key), so the record would
+    // differ from its bytes and CID
+    const enc = (s: string) => Buffer.from(s, 'utf8')
+    const text = (s: string) => Buffer.concat([Buffer.from(s.length < 24 ? [0x60 + s.length] : [0x78, s.length]), enc(s)])
+    const record = new Uint8Array(
+      Buffer.concat([
+        Buffer.from([0xa4]),
+        text('text'), text('hi'),
+        text('$type'), text('app.bsky.feed.post'),
+        text('__proto__'), Buffer.from([0xa1]), text('text'), text('other'),
+        text('createdAt'), text('2024-01-01T00:00:00.000Z'),
+      ]),
+    )
+    const recordCid = cidForBlock(record, DAG_CBOR_CODEC)
+    // a repo with that record, its commit signed by the account's own key (one the import accepts)
+    const storage = new MemoryBlockstore()
+    const mst = await (await MST.create(storage)).add('app.bsky.feed.post/3kprotocar22a', recordCid as never)
+    const { root, blocks } = await mst.getUnstoredBlocks()
+    const key = await net.pds.ctx.repoWriter.signingKey(did)
+    const unsigned = { did, version: 3, data: root, rev: nextTid(before.rev), prev: null }
+    const commitBytes = cborEncode({ ...unsigned, sig: await key.sign(cborEncode(unsigned)) })
+    const commitCid = cidForBlock(commitBytes, DAG_CBOR_CODEC)
+    const carBlocks: [{ bytes: Uint8Array }, Uint8Array][] = [[commitCid, commitBytes], [recordCid, record]]
+    blocks.forEach((bytes, cid) => carBlocks.push([cid, bytes]))
+    const car = writeCar(commitCid, carBlocks)
+
+    const res = await fetch(`${net.url}/xrpc/com.atproto.repo.importRepo`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/vnd.ipld.car', authorization: `Bearer ${agent.session!.accessJwt}` },
+      body: car,
+    })
+    const raw = await res.text()
+    const body = JSON.parse(raw) as { error: string; message: string }
+    expect(res.status, JSON.stringify(body)).toBe(400)
+    expect(body).toMatchObject({ error: 'InvalidRequest', message: expect.stringContaining('"__proto__"') })
+    expect((await agent.com.atproto.sync.getLatestCommit({ did })).data).toEqual(before)
+    await expect(agent.com.atproto.repo.getRecord({ repo: did, collection: 'app.bsky.feed.post', rkey: '3kprotocar22a' })).rejects.toMatchObject({ status: 400 })
   })
 
   it('unreferenced uploads are capped per account (item 7)', async () => {
