@@ -299,6 +299,30 @@ describe('GET /subscribe with Jetstream clients', () => {
     net.relay.ctx.outbox.prune(Date.now() + 365 * 24 * 3600_000)
     expect(await refused(`${net.jetstreamUrl}?kinds=commit&cursor=1`)).toMatchObject({ status: 400, body: { error: 'CursorTooOld' } })
   }, 30_000)
+
+  it('maxMessageSizeBytes: events larger than the limit are not sent to that subscriber, smaller ones are', async () => {
+    const SIZED = 'org.example.sized.item'
+    const base = `${net.jetstreamUrl}?wantedCollections=${SIZED}&wantedDids=${alice.did}`
+    const limited = raw(`${base}&maxMessageSizeBytes=2000`)
+    const unlimited = raw(base)
+    try {
+      await Promise.all([limited.opened, unlimited.opened])
+      await net.create(alice, SIZED, { n: 1, text: 'small' })
+      await net.create(alice, SIZED, { n: 2, text: 'x'.repeat(4000) })
+      await net.create(alice, SIZED, { n: 3, text: 'small again' })
+      await waitFor(() => unlimited.messages.length === 3, 10_000, 'the three events, unlimited')
+      await waitFor(() => limited.messages.some((m) => m.commit?.record?.n === 3), 10_000, 'the last event, limited')
+      const sizes = unlimited.messages.map((m) => Buffer.byteLength(JSON.stringify(m)))
+      expect(sizes[0]).toBeLessThan(2000)
+      expect(sizes[1]).toBeGreaterThan(2000)
+      expect(sizes[2]).toBeLessThan(2000)
+      expect(limited.messages.map((m) => m.commit.record.n)).toEqual([1, 3])
+      expect(unlimited.messages.map((m) => m.commit.record.n)).toEqual([1, 2, 3])
+    } finally {
+      limited.ws.close()
+      unlimited.ws.close()
+    }
+  }, 15_000)
 })
 
 describe('configuration', () => {
