@@ -55,7 +55,16 @@ export interface IngesterOptions {
   /** reconnect backoff (tests make it short) */
   minBackoffMs?: number
   maxBackoffMs?: number
+  /**
+   * A handle that does not verify is checked again after each of these delays (the failure may be
+   * transient: a DID directory, DNS or PDS that was slow or down). Default 2 s, 10 s, 1 min, 5 min, 30 min.
+   */
+  handleRetryDelaysMs?: number[]
 }
+
+const DEFAULT_HANDLE_RETRY_DELAYS_MS = [2_000, 10_000, 60_000, 5 * 60_000, 30 * 60_000]
+/** accounts with a handle re-check pending, at most (more are not re-checked until their next #identity) */
+const MAX_HANDLE_RETRIES = 10_000
 
 export type IngestOutcome = 'indexed' | 'ignored' | 'resynced' | 'dropped'
 
@@ -132,6 +141,9 @@ export class Ingester {
   private readonly idleWaiters: (() => void)[] = []
   /** accounts whose buffered events overflowed: resynced before their next commit */
   private readonly needsResync = new Set<string>()
+  /** accounts whose handle did not verify: the next re-check */
+  private readonly handleRetries = new Map<string, { attempt: number; timer: NodeJS.Timeout }>()
+  private stopped = false
   private flushTimer: NodeJS.Timeout | null = null
   private readonly indexer: Indexer
   private readonly idResolver: IdentityResolver
@@ -171,6 +183,9 @@ export class Ingester {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true
+    for (const r of this.handleRetries.values()) clearTimeout(r.timer)
+    this.handleRetries.clear()
     if (this.flushTimer) clearInterval(this.flushTimer)
     this.flushTimer = null
     await Promise.all(this.clients.map((c) => c.stop()))
@@ -311,6 +326,8 @@ export class Ingester {
     } catch (err) {
       this.log.warn({ did, err: (err as Error).message }, 'identity refresh failed')
     }
+    // new identity: the re-checks start over
+    this.cancelHandleRetry(did)
     await this.refreshHandle(did)
     return 'indexed'
   }
@@ -318,6 +335,9 @@ export class Ingester {
   async handleAccount(did: string, active: boolean, status: string | undefined): Promise<IngestOutcome> {
     if (!did.startsWith('did:')) return 'dropped'
     this.stats.account++
+    // an account first seen through #account (its #identity missed or dropped upstream) gets its handle
+    // verified too, after this event (the check goes over the network; the stream does not wait for it)
+    if (await this.indexer.ensureActor(did)) this.scheduleHandleCheck(did, 0)
     if (active) {
       await this.indexer.setUpstreamStatus(did, null)
     } else {
@@ -328,15 +348,46 @@ export class Ingester {
     return 'indexed'
   }
 
-  private async refreshHandle(did: string): Promise<void> {
+  private async refreshHandle(did: string, forceRefresh = false): Promise<void> {
     let handle: string | null = null
     try {
-      const h = await this.idResolver.verifyHandle(did)
+      const h = await this.idResolver.verifyHandle(did, { forceRefresh })
       handle = h === 'handle.invalid' ? null : h
     } catch {
       handle = null
     }
     await this.indexer.setHandle(did, handle)
+    if (handle !== null) {
+      this.cancelHandleRetry(did)
+    } else {
+      // maybe transient (a slow or unreachable DID directory, DNS or PDS): checked again later
+      const attempt = (this.handleRetries.get(did)?.attempt ?? 0) + 1
+      const delays = this.opts.handleRetryDelaysMs ?? DEFAULT_HANDLE_RETRY_DELAYS_MS
+      if (attempt <= delays.length) this.scheduleHandleCheck(did, delays[attempt - 1]!, attempt)
+      else this.cancelHandleRetry(did)
+    }
+  }
+
+  /** Verifies the account's handle again after `delayMs`, in the account's queue. */
+  private scheduleHandleCheck(did: string, delayMs: number, attempt = 0): void {
+    if (this.stopped) return
+    const existing = this.handleRetries.get(did)
+    if (existing) clearTimeout(existing.timer)
+    else if (this.handleRetries.size >= MAX_HANDLE_RETRIES) return
+    const timer = setTimeout(() => {
+      if (this.stopped) return
+      void this.queue
+        .run(did, () => this.refreshHandle(did, attempt > 0))
+        .catch((err) => this.log.warn({ did, err: (err as Error).message }, 'handle re-check failed'))
+    }, delayMs)
+    timer.unref()
+    this.handleRetries.set(did, { attempt, timer })
+  }
+
+  private cancelHandleRetry(did: string): void {
+    const existing = this.handleRetries.get(did)
+    if (existing) clearTimeout(existing.timer)
+    this.handleRetries.delete(did)
   }
 
   /** Creates the actor on first sight, with its verified handle. */
