@@ -9,8 +9,7 @@
 import type { Kysely } from 'kysely'
 import type { Logger } from 'pino'
 import { Counter, type Registry } from 'prom-client'
-import { cborEncode } from '@stratos/core/data'
-import { verifySignature } from '@stratos/core/crypto'
+import { verifyLabel } from '@stratos/core/label'
 import { getServiceEndpoint, getVerificationKey, type IdentityResolver } from '@stratos/core/identity'
 import { SubscriptionClient, type StreamEvent } from '@stratos/core/stream'
 import type { DatabaseSchema } from '../indexer/schema.js'
@@ -156,13 +155,7 @@ export class LabelSubscriptions {
 
   private async verify(f: Follow, label: IncomingLabel): Promise<boolean> {
     const check = () => {
-      if (!f.key || !(label.sig instanceof Uint8Array)) return false
-      const { sig: _sig, ...unsigned } = label
-      try {
-        return verifySignature(f.key, cborEncode(unsigned), label.sig)
-      } catch {
-        return false
-      }
+      return f.key ? verifyLabel(label as unknown as Record<string, unknown>, f.key) : false
     }
     if (check()) return true
     // maybe the labeler rotated its key: look again, at most every 10 s
