@@ -37,6 +37,7 @@ let alice: AtpAgent
 let bob: AtpAgent
 let start: number
 const seenBySkyware: string[] = []
+const identityOrAccountSeen: string[] = []
 let skyware: Jetstream
 
 beforeAll(async () => {
@@ -52,6 +53,8 @@ beforeAll(async () => {
   })
   skyware.onCreate('app.bsky.feed.post', (e) => seenBySkyware.push(`${e.did} posted: ${e.commit.record.text}`))
   skyware.on('identity', (e) => seenBySkyware.push(`${e.did} is now @${e.identity.handle}`))
+  skyware.on('identity', (e) => identityOrAccountSeen.push(`identity ${e.did}`))
+  skyware.on('account', (e) => identityOrAccountSeen.push(`account ${e.did}`))
   await new Promise<void>((resolve) => {
     skyware.once('open', () => resolve())
     skyware.start()
@@ -64,8 +67,13 @@ beforeAll(async () => {
   }
   alice = await signUp('alice')
   bob = await signUp('bob')
-  // (account and identity events pass collection filters, as on Jetstream: start after them)
-  await new Promise((r) => setTimeout(r, 500))
+  // (account and identity events pass collection filters, as on Jetstream: start after the relay has sent them)
+  const signUpEvents = [alice, bob].flatMap((a) => [`identity ${a.session!.did}`, `account ${a.session!.did}`])
+  for (let i = 0; i < 300 && !signUpEvents.every((e) => identityOrAccountSeen.includes(e)); i++) {
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  expect(identityOrAccountSeen).toEqual(expect.arrayContaining(signUpEvents))
+  await new Promise((r) => setTimeout(r, 5))
   start = Date.now() * 1000
   const post = await alice.post({ text: 'hello from alice', createdAt: new Date().toISOString() })
   await bob.post({ text: 'hello from bob', createdAt: new Date().toISOString() })
