@@ -3,6 +3,7 @@
  * process at start-up with a message naming the variable.
  */
 import { resolve } from 'node:path'
+import { defaultVerifyWorkers } from '@stratos/core/workers'
 import { ConfigError, LOG_LEVELS, readNetworkConfig, readPackageVersion, type LogLevel, type NetworkConfig } from '@stratos/core/config'
 export { ConfigError, LOG_LEVELS, type LogLevel }
 
@@ -66,6 +67,8 @@ export interface RelayConfig {
   jetstreamMaxPerIp: number
   /** trusted proxies, connection caps, request timeout (RELAY_TRUSTED_PROXIES, ...) */
   network?: NetworkConfig
+  /** worker threads verifying #commit/#sync (0: verify on the main thread) */
+  verifyWorkers: number
   /** listReposByCollection: fetch the repos of accounts whose records the relay has not counted yet */
   collectionBackfill: boolean
   logLevel: LogLevel
@@ -237,6 +240,7 @@ export function readConfig(env: Env = process.env): RelayConfig {
       r.errors,
     ),
     collectionBackfill: r.bool('RELAY_COLLECTION_BACKFILL', true),
+    verifyWorkers: r.int('RELAY_VERIFY_WORKERS', defaultVerifyWorkers(), 0, 256),
     logLevel: logLevel as LogLevel,
     version: r.str('RELAY_VERSION') ?? packageVersion(),
   }

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { IdentityResolver, SqliteIdentityCache } from '@stratos/core/identity'
 import { networkServerOptions } from '@stratos/core/config'
 import { createXrpcServer, type XrpcServer } from '@stratos/core/xrpc'
+import { CommitVerifier } from '@stratos/core/workers'
 import { AccountStore } from './accounts/account-store.js'
 import type { RelayConfig } from './config.js'
 import { openRelayDb, type Db } from './db.js'
@@ -55,6 +56,8 @@ export class RelayContext {
   readonly hostManager: HostManager
   readonly log: Logger
   readonly collections: CollectionIndex
+  /** #commit/#sync verification: RELAY_VERIFY_WORKERS worker threads, or in-thread (0) */
+  readonly verifier: CommitVerifier
   /** GET /subscribe (null when RELAY_JETSTREAM_ENABLED=false) */
   jetstream: JetstreamHub | null = null
 
@@ -104,11 +107,16 @@ export class RelayContext {
     })
     this.outbox = outbox
 
+    this.verifier = new CommitVerifier({
+      workers: config.verifyWorkers,
+      onWorkerError: (err, index) => this.log.error({ err, worker: index }, 'a verification worker died; restarted'),
+    })
     let manager: HostManager | undefined
     this.ingester = new Ingester({
       accounts: this.accounts,
       identities: this.identities,
       outbox,
+      verifier: this.verifier,
       metrics: this.metrics,
       log: this.log,
       accountLimit: (hostId) => {
@@ -189,6 +197,7 @@ export class RelayContext {
 
   /** Closes what the context opened (after the server and subscriptions are stopped). */
   async closeStores(): Promise<void> {
+    await this.verifier.close()
     await this.identityCache.close()
     if (this.db.open) this.db.close()
   }

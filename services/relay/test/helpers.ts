@@ -375,6 +375,8 @@ export function relayConfig(dataDirectory: string, plcUrl: string, env: Record<s
     RELAY_RECONNECT_MIN_MS: '50',
     RELAY_RECONNECT_MAX_MS: '400',
     LOG_LEVEL: 'silent',
+    // RELAY_VERIFY_WORKERS from the test's environment (ingest-inline.test.ts runs the ingest tests with 0)
+    ...(process.env.RELAY_VERIFY_WORKERS !== undefined ? { RELAY_VERIFY_WORKERS: process.env.RELAY_VERIFY_WORKERS } : {}),
     ...env,
   })
 }

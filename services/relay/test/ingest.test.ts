@@ -66,6 +66,12 @@ async function expectDropped(reason: string, count: number): Promise<void> {
 }
 
 describe('ingest and verification', () => {
+  it('verifies in the mode RELAY_VERIFY_WORKERS asks for (worker threads by default, in-thread with 0)', () => {
+    const inline = process.env.RELAY_VERIFY_WORKERS === '0'
+    expect(relay.ctx.verifier.workers).toBe(inline ? 0 : relay.config.verifyWorkers)
+    if (!inline) expect(relay.ctx.verifier.workers).toBeGreaterThan(0)
+  })
+
   it('forwards valid events of a new account, verified by the Firehose consumer, in order', async () => {
     await alice.emitPost('a2')
     const { evt } = await alice.commit([updateWrite(alice.lastRkey(), post('a2 edited')), createWrite(nextRkey(), post('a3'))])

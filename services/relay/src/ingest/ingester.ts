@@ -8,14 +8,8 @@
  * under its reason in `relay_events_dropped_total{reason}`, and never reaches a consumer.
  */
 import { CID } from '@stratos/core/data'
-import {
-  verifyCommitEvent,
-  verifySyncEvent,
-  type CommitCheckResult,
-  type CommitEvent,
-  type RepoState,
-  type SyncEvent,
-} from '@stratos/core/repo'
+import type { CommitEvent, RepoState, SyncEvent } from '@stratos/core/repo'
+import type { CommitVerifier, VerifySummary } from '@stratos/core/workers'
 import { isValidDid, isValidHandle } from '@stratos/core/syntax'
 import { accountStatus, type Account, type AccountStore } from '../accounts/account-store.js'
 import type { Logger } from '../logger.js'
@@ -42,6 +36,8 @@ export interface IngesterOptions {
   accounts: AccountStore
   identities: Identities
   outbox: Outbox
+  /** #commit/#sync checks, in worker threads or in-thread (RELAY_VERIFY_WORKERS) */
+  verifier: CommitVerifier
   metrics: RelayMetrics
   log: Logger
   /** the most accounts the relay takes from a host (null = no limit) */
@@ -220,14 +216,14 @@ export class Ingester {
 
     const evt = body as unknown as CommitEvent
     const ctx = { signingKey: ident.signingKey, prev: Ingester.repoState(account), now: this.now() }
-    let res: CommitCheckResult = await verifyCommitEvent(evt, ctx)
+    let res: VerifySummary = await this.o.verifier.verifyCommit(did, evt, ctx)
     if (!res.ok && res.reason === 'bad-signature') {
       // the key may have been rotated: look again (once)
       const fresh = await this.o.identities.resolve(did, true)
       if (fresh.pdsHost !== host.hostname) return drop('wrong-host', `${did} is now hosted at ${fresh.pdsHost ?? '(no PDS)'}`)
       if (fresh.signingKey && fresh.signingKey !== ctx.signingKey) {
         ident = fresh
-        res = await verifyCommitEvent(evt, { ...ctx, signingKey: fresh.signingKey })
+        res = await this.o.verifier.verifyCommit(did, evt, { ...ctx, signingKey: fresh.signingKey })
       }
     }
     if (!res.ok) {
@@ -242,7 +238,7 @@ export class Ingester {
       tooBig: false,
       repo: did,
       commit: res.commitCid,
-      rev: res.commit.rev,
+      rev: res.rev,
       since: typeof evt.since === 'string' ? evt.since : null,
       blocks: evt.blocks,
       ops: evt.ops.map((op) => {
@@ -257,12 +253,12 @@ export class Ingester {
     let indexed = true
     await this.o.outbox.emit('#commit', did, out, () => {
       this.o.accounts.setRepoState(did, {
-        rev: res.commit.rev,
+        rev: res.rev,
         commitCid: res.commitCid.toString(),
         dataCid: res.newData.toString(),
         syncStatus: 'synchronized',
       })
-      if (this.collections) indexed = this.collections.applyCommit(did, res.commit.rev, evt.since, evt.ops)
+      if (this.collections) indexed = this.collections.applyCommit(did, res.rev, evt.since, evt.ops)
     })
     this.o.metrics.emitted.inc({ type: '#commit' })
     if (!indexed) this.collections?.backfill(did)
@@ -330,19 +326,19 @@ export class Ingester {
     }
     const evt = body as unknown as SyncEvent
     const ctx = { signingKey: ident.signingKey, prev: Ingester.repoState(account), now: this.now() }
-    let res = await verifySyncEvent(evt, ctx)
+    let res = await this.o.verifier.verifySync(did, evt, ctx)
     if (!res.ok && res.reason === 'bad-signature') {
       const fresh = await this.o.identities.resolve(did, true)
       if (fresh.signingKey && fresh.signingKey !== ctx.signingKey && fresh.pdsHost === host.hostname) {
-        res = await verifySyncEvent(evt, { ...ctx, signingKey: fresh.signingKey })
+        res = await this.o.verifier.verifySync(did, evt, { ...ctx, signingKey: fresh.signingKey })
       }
     }
     if (!res.ok) return drop(res.reason, res.message)
     if (!res.changed) return // the state the relay already holds: nothing to announce
     const ok = res
-    await this.o.outbox.emit('#sync', did, { did, blocks: evt.blocks, rev: ok.commit.rev, time: eventTime(body) }, () => {
+    await this.o.outbox.emit('#sync', did, { did, blocks: evt.blocks, rev: ok.rev, time: eventTime(body) }, () => {
       this.o.accounts.setRepoState(did, {
-        rev: ok.commit.rev,
+        rev: ok.rev,
         commitCid: ok.commitCid.toString(),
         dataCid: ok.newData.toString(),
         syncStatus: 'synchronized',

@@ -1,0 +1,13 @@
+export { KeyedWorkerPool, WorkerTaskError, keyHash, serveTasks, type KeyedWorkerPoolOptions } from './pool.js'
+export {
+  CommitVerifier,
+  defaultVerifyWorkers,
+  fromPortable,
+  runVerifyTask,
+  toPortable,
+  type CommitVerifierOptions,
+  type PortableSummary,
+  type VerifySummary,
+  type VerifyTask,
+  type VerifyTaskContext,
+} from './verify.js'

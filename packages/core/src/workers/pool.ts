@@ -1,0 +1,208 @@
+/**
+ * A fixed pool of worker threads (node:worker_threads) that runs tasks by key: every task of one key goes
+ * to the same worker (a hash of the key), so tasks of one key run in the order they were submitted (a worker
+ * takes its messages in order and a handler that is synchronous, or awaited one at a time, finishes them in
+ * that order). Different keys spread over the workers.
+ *
+ * The worker module calls `serveTasks(handler)`; the pool posts `{ id, req }` and gets `{ id, res }` or
+ * `{ id, err }` back. A worker that dies rejects its tasks in flight and is started again.
+ *
+ * Sources or build: a worker URL ending in `.ts` (tests and benches running the TypeScript sources) is
+ * started through a small bootstrap that registers tsx in the worker first; a `.js` URL starts directly.
+ */
+import { createRequire } from 'node:module'
+import { Worker, parentPort, type Transferable } from 'node:worker_threads'
+import { pathToFileURL } from 'node:url'
+
+export interface KeyedWorkerPoolOptions {
+  /** worker threads (at least 1) */
+  size: number
+  /** the worker module (it calls `serveTasks`) */
+  workerUrl: URL
+  /** handed to every worker as `workerData` */
+  workerData?: unknown
+  /** thread name prefix (shown in diagnostics) */
+  name?: string
+  /** called when a worker dies unexpectedly (it is restarted) */
+  onWorkerError?: (err: unknown, index: number) => void
+}
+
+interface InFlight {
+  resolve: (v: any) => void
+  reject: (e: unknown) => void
+}
+
+interface Slot {
+  worker: Worker
+  /** deaths in a row without an answer in between */
+  failures: number
+  inFlight: Map<number, InFlight>
+  /** the worker's thread id (`threadId`) */
+  threadId: number
+}
+
+/** An error a task handler threw, as the pool's caller sees it. */
+export class WorkerTaskError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'WorkerTaskError'
+  }
+}
+
+/** FNV-1a over the key's UTF-16 code units: cheap and stable. */
+export function keyHash(key: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < key.length; i++) {
+    h ^= key.charCodeAt(i)
+    h = Math.imul(h, 0x01000193)
+  }
+  return h >>> 0
+}
+
+function bootstrapSource(workerUrl: URL): { source: string; eval: boolean } {
+  if (!workerUrl.pathname.endsWith('.ts')) return { source: workerUrl.href, eval: false }
+  // the TypeScript sources: register tsx in this worker, then load the module
+  const require = createRequire(import.meta.url)
+  const tsxApi = pathToFileURL(require.resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href
+  const source =
+    `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(workerUrl.href)}) })` +
+    `.catch((err) => { setImmediate(() => { throw err }) })`
+  return { source, eval: true }
+}
+
+/** a worker that dies this many times in a row without answering a task is not started again */
+const MAX_RESTARTS = 5
+
+export class KeyedWorkerPool<Req, Res> {
+  private readonly slots: Slot[] = []
+  private nextId = 1
+  private closed = false
+  private pendingCount = 0
+  private broken: Error | null = null
+
+  constructor(private readonly o: KeyedWorkerPoolOptions) {
+    if (!Number.isInteger(o.size) || o.size < 1) throw new RangeError(`worker pool size must be an integer >= 1, got ${o.size}`)
+    for (let i = 0; i < o.size; i++) this.slots.push(this.spawn(i))
+  }
+
+  get size(): number {
+    return this.slots.length
+  }
+
+  /** Tasks posted and not yet answered. */
+  get pending(): number {
+    return this.pendingCount
+  }
+
+  /** The thread ids of the workers (node:worker_threads `threadId`), in pool order. */
+  threadIds(): number[] {
+    return this.slots.map((s) => s.threadId)
+  }
+
+  /** The worker index a key goes to. */
+  indexOf(key: string): number {
+    return keyHash(key) % this.slots.length
+  }
+
+  /** Runs `req` on the key's worker; resolves with the handler's result, rejects with its error. */
+  run(key: string, req: Req, transfer?: readonly Transferable[]): Promise<Res> {
+    if (this.closed) return Promise.reject(new Error('the worker pool is closed'))
+    if (this.broken) return Promise.reject(new Error(`the worker pool is broken: ${this.broken.message}`))
+    const slot = this.slots[this.indexOf(key)]!
+    const id = this.nextId++
+    return new Promise<Res>((resolve, reject) => {
+      slot.inFlight.set(id, { resolve, reject })
+      if (slot.inFlight.size === 1) slot.worker.ref() // a task in flight keeps the process alive
+      this.pendingCount++
+      slot.worker.postMessage({ id, req }, transfer as Transferable[] | undefined)
+    })
+  }
+
+  /** Stops every worker; tasks in flight reject. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await Promise.all(
+      this.slots.map(async (slot) => {
+        this.failAll(slot, new Error('the worker pool is closed'))
+        await slot.worker.terminate()
+      }),
+    )
+  }
+
+  private spawn(index: number): Slot {
+    const { source, eval: isEval } = bootstrapSource(this.o.workerUrl)
+    const worker = new Worker(isEval ? source : new URL(source), {
+      eval: isEval,
+      // the parent's flags (a loader such as tsx), minus those that only make sense for a main script
+      execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type') && !a.startsWith('--cpu-prof-name')),
+      workerData: this.o.workerData,
+      name: `${this.o.name ?? 'pool'}-${index}`,
+    })
+    const slot: Slot = { worker, failures: this.slots[index]?.failures ?? 0, inFlight: new Map(), threadId: worker.threadId }
+    worker.on('message', (msg: { id: number; res?: Res; err?: string }) => {
+      const t = slot.inFlight.get(msg.id)
+      if (!t) return
+      slot.failures = 0
+      slot.inFlight.delete(msg.id)
+      if (slot.inFlight.size === 0) slot.worker.unref()
+      this.pendingCount--
+      if (msg.err !== undefined) t.reject(new WorkerTaskError(msg.err))
+      else t.resolve(msg.res)
+    })
+    const died = (err: unknown) => {
+      if (this.closed || this.slots[index] !== slot) return
+      this.o.onWorkerError?.(err, index)
+      const error = err instanceof Error ? err : new Error(String(err))
+      this.failAll(slot, error)
+      slot.failures++
+      if (slot.failures >= MAX_RESTARTS) {
+        // it cannot even start: stop retrying, fail its tasks from now on
+        this.broken ??= error
+        return
+      }
+      this.slots[index] = this.spawn(index)
+    }
+    worker.on('error', died)
+    worker.on('exit', (code) => died(new Error(`worker ${index} exited with code ${code}`)))
+    // an idle pool does not keep the process alive by itself
+    worker.unref()
+    return slot
+  }
+
+  private failAll(slot: Slot, err: unknown): void {
+    for (const t of slot.inFlight.values()) {
+      this.pendingCount--
+      t.reject(err)
+    }
+    slot.inFlight.clear()
+  }
+}
+
+/**
+ * In a worker module: answers the pool's tasks with `handler`, one at a time in arrival order (a handler
+ * that returns a promise is awaited before the next task starts, so per-key order holds).
+ */
+export function serveTasks<Req, Res>(handler: (req: Req) => Res | Promise<Res>): void {
+  const port = parentPort
+  if (!port) throw new Error('serveTasks must run in a worker thread')
+  const queue: { id: number; req: Req }[] = []
+  let busy = false
+  const drain = async () => {
+    busy = true
+    while (queue.length > 0) {
+      const { id, req } = queue.shift()!
+      try {
+        const res = await handler(req)
+        port.postMessage({ id, res })
+      } catch (err) {
+        port.postMessage({ id, err: (err as Error)?.message ?? String(err) })
+      }
+    }
+    busy = false
+  }
+  port.on('message', (msg: { id: number; req: Req }) => {
+    queue.push(msg)
+    if (!busy) void drain()
+  })
+}

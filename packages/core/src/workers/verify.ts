@@ -1,0 +1,176 @@
+/**
+ * Firehose event verification (core's `verifyCommitEvent` / `verifySyncEvent`) either in the calling thread
+ * or in a pool of worker threads, with the same results: `CommitVerifier` is what a consumer (the relay,
+ * later the AppView) calls; `workers: 0` runs the checks in-thread.
+ *
+ * Events of one DID always go to the same worker (see KeyedWorkerPool), so an account's events are checked
+ * in order. An event crosses to the worker as it was decoded, CIDs included (a CID travels as a Map, which a
+ * DAG-CBOR decode never produces, so nothing the upstream sent can pass for one), and the result comes back
+ * as a summary: ok with the commit's rev, CID and data root, or the failure's reason and message.
+ */
+import { availableParallelism } from 'node:os'
+import { CID } from 'multiformats/cid'
+import {
+  verifyCommitEvent,
+  verifySyncEvent,
+  type CommitCheckContext,
+  type CommitCheckReason,
+  type CommitEvent,
+  type SyncEvent,
+} from '../repo/index.js'
+import { KeyedWorkerPool } from './pool.js'
+
+/** The verdict on an event, the same from both paths. */
+export type VerifySummary =
+  | {
+      ok: true
+      /** the commit's rev */
+      rev: string
+      commitCid: CID
+      /** the commit's MST root */
+      newData: CID
+      /** #sync only: false when the event states what the relay holds already */
+      changed: boolean
+      /** #commit only: false when the inversion was skipped (first commit without prevData) */
+      inverted: boolean
+    }
+  | { ok: false; reason: CommitCheckReason; message: string }
+
+export interface VerifyTaskContext {
+  signingKey: string
+  prev: { rev: string; data: CID } | null
+  now: number
+}
+
+/** What is posted to a worker. */
+export interface VerifyTask {
+  kind: 'commit' | 'sync'
+  evt: unknown
+  signingKey: string
+  prev: { rev: string; data: Uint8Array } | null
+  now: number
+}
+
+/** What a worker answers. */
+export type PortableSummary =
+  | { ok: true; rev: string; commitCid: Uint8Array; newData: Uint8Array; changed: boolean; inverted: boolean }
+  | { ok: false; reason: CommitCheckReason; message: string }
+
+const CID_MARK = 'cid'
+
+/** A decoded value made safe for postMessage: CIDs become `Map { 'cid' => bytes }`. */
+export function toPortable(v: unknown, depth = 0): unknown {
+  if (v === null || typeof v !== 'object' || depth > 64) return v
+  if (v instanceof Uint8Array) return v
+  const cid = CID.asCID(v)
+  if (cid) return new Map([[CID_MARK, cid.bytes]])
+  if (Array.isArray(v)) return v.map((x) => toPortable(x, depth + 1))
+  const out: Record<string, unknown> = {}
+  for (const k of Object.keys(v)) out[k] = toPortable((v as Record<string, unknown>)[k], depth + 1)
+  return out
+}
+
+/** The inverse of `toPortable` (in the worker). */
+export function fromPortable(v: unknown, depth = 0): unknown {
+  if (v === null || typeof v !== 'object' || depth > 64) return v
+  if (v instanceof Uint8Array) return v
+  if (v instanceof Map) return CID.decode(v.get(CID_MARK) as Uint8Array)
+  if (Array.isArray(v)) return v.map((x) => fromPortable(x, depth + 1))
+  const out: Record<string, unknown> = {}
+  for (const k of Object.keys(v)) out[k] = fromPortable((v as Record<string, unknown>)[k], depth + 1)
+  return out
+}
+
+async function check(kind: 'commit' | 'sync', evt: unknown, ctx: CommitCheckContext): Promise<VerifySummary> {
+  if (kind === 'commit') {
+    const res = await verifyCommitEvent(evt as CommitEvent, ctx)
+    if (!res.ok) return { ok: false, reason: res.reason, message: res.message }
+    return { ok: true, rev: res.commit.rev, commitCid: res.commitCid, newData: res.newData, changed: true, inverted: res.inverted }
+  }
+  const res = await verifySyncEvent(evt as SyncEvent, ctx)
+  if (!res.ok) return { ok: false, reason: res.reason, message: res.message }
+  return { ok: true, rev: res.commit.rev, commitCid: res.commitCid, newData: res.newData, changed: res.changed, inverted: false }
+}
+
+/** The worker side: one task. */
+export async function runVerifyTask(task: VerifyTask): Promise<PortableSummary> {
+  const ctx: CommitCheckContext = {
+    signingKey: task.signingKey,
+    prev: task.prev ? { rev: task.prev.rev, data: CID.decode(task.prev.data) } : null,
+    now: task.now,
+  }
+  const res = await check(task.kind, fromPortable(task.evt), ctx)
+  if (!res.ok) return res
+  return { ...res, commitCid: res.commitCid.bytes, newData: res.newData.bytes }
+}
+
+export interface CommitVerifierOptions {
+  /** worker threads; 0 = verify in the calling thread */
+  workers: number
+  /** called when a worker dies (it is restarted; its tasks in flight fail) */
+  onWorkerError?: (err: unknown, index: number) => void
+}
+
+/** The default number of verification workers: one per core the process may use. */
+export function defaultVerifyWorkers(): number {
+  return availableParallelism()
+}
+
+export class CommitVerifier {
+  private readonly pool: KeyedWorkerPool<VerifyTask, PortableSummary> | null
+
+  constructor(opts: CommitVerifierOptions) {
+    this.pool =
+      opts.workers > 0
+        ? new KeyedWorkerPool<VerifyTask, PortableSummary>({
+            size: opts.workers,
+            workerUrl: new URL(`./verify-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url),
+            name: 'verify',
+            onWorkerError: opts.onWorkerError,
+          })
+        : null
+  }
+
+  /** Worker threads (0: in-thread). */
+  get workers(): number {
+    return this.pool?.size ?? 0
+  }
+
+  /** Thread ids of the workers (for diagnostics and per-thread CPU accounting). */
+  threadIds(): number[] {
+    return this.pool?.threadIds() ?? []
+  }
+
+  /** Tasks handed to workers and not answered yet. */
+  get pending(): number {
+    return this.pool?.pending ?? 0
+  }
+
+  /** Checks a `#commit` of `did` (sync 1.1: shape, CAR, signature, records, inversion, chain). */
+  verifyCommit(did: string, evt: CommitEvent, ctx: VerifyTaskContext): Promise<VerifySummary> {
+    return this.run('commit', did, evt, ctx)
+  }
+
+  /** Checks a `#sync` of `did`. */
+  verifySync(did: string, evt: SyncEvent, ctx: VerifyTaskContext): Promise<VerifySummary> {
+    return this.run('sync', did, evt, ctx)
+  }
+
+  private async run(kind: 'commit' | 'sync', did: string, evt: unknown, ctx: VerifyTaskContext): Promise<VerifySummary> {
+    if (!this.pool) return check(kind, evt, ctx)
+    const task: VerifyTask = {
+      kind,
+      evt: toPortable(evt),
+      signingKey: ctx.signingKey,
+      prev: ctx.prev ? { rev: ctx.prev.rev, data: ctx.prev.data.bytes } : null,
+      now: ctx.now,
+    }
+    const res = await this.pool.run(did, task)
+    if (!res.ok) return res
+    return { ...res, commitCid: CID.decode(res.commitCid), newData: CID.decode(res.newData) }
+  }
+
+  async close(): Promise<void> {
+    await this.pool?.close()
+  }
+}

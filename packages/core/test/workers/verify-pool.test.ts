@@ -1,0 +1,100 @@
+/**
+ * CommitVerifier: the worker-thread path gives the same verdicts as the in-thread path (reasons and
+ * messages, CIDs), events of one key go to one worker, and a task that throws rejects without killing the pool.
+ */
+import { MemoryBlockstore, Repo } from '@atproto/repo'
+import { CID } from 'multiformats/cid'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { Keypair } from '@atproto/crypto'
+import type { CommitEvent } from '../../src/repo/index.js'
+import { CommitVerifier, KeyedWorkerPool, fromPortable, toPortable, type VerifySummary } from '../../src/workers/index.js'
+import { commitEvent, createOp, newKeypair, post, rewriteCommit, toCid } from '../repo/helpers.js'
+
+const DID = 'did:plc:workerpooltest00000000000'
+const rk = (i: number) => `3kw${String(i).padStart(10, 'a')}`
+
+let keypair: Keypair
+let other: Keypair
+let cases: { name: string; evt: CommitEvent; prev: { rev: string; data: CID } | null; key: string }[]
+const inline = new CommitVerifier({ workers: 0 })
+const pooled = new CommitVerifier({ workers: 2 })
+
+beforeAll(async () => {
+  keypair = await newKeypair()
+  other = await newKeypair()
+  let repo = await Repo.create(new MemoryBlockstore(), DID, keypair, [createOp(rk(0), post('seed'))])
+  cases = []
+  for (let i = 1; i <= 3; i++) {
+    const prev = { rev: repo.commit.rev, data: toCid(repo.commit.data) }
+    const { evt, next } = await commitEvent(repo, [createOp(rk(i), post(`p${i}`))], keypair)
+    cases.push({ name: `valid ${i}`, evt, prev, key: keypair.did() })
+    repo = next
+  }
+  const prev = { rev: repo.commit.rev, data: toCid(repo.commit.data) }
+  const { evt } = await commitEvent(repo, [createOp(rk(9), post('x'))], keypair)
+  cases.push({ name: 'wrong key', evt, prev, key: other.did() })
+  cases.push({ name: 'chain break', evt, prev: { rev: cases[0]!.evt.rev, data: prev.data }, key: keypair.did() })
+  cases.push({ name: 'ops cut', evt: { ...evt, ops: [] }, prev, key: keypair.did() })
+  cases.push({ name: 'op cid is a string', evt: { ...evt, ops: evt.ops.map((o) => ({ ...o, cid: String(o.cid) as never })) }, prev, key: keypair.did() })
+  cases.push({ name: 'prevData missing', evt: { ...evt, prevData: undefined }, prev, key: keypair.did() })
+  cases.push({ name: 'truncated blocks', evt: { ...evt, blocks: evt.blocks.subarray(0, 100) }, prev, key: keypair.did() })
+  const resigned = await rewriteCommit(evt, { keypair, edit: (c) => { c.did = 'did:plc:someoneelse000000000000' } })
+  cases.push({ name: 'did mismatch', evt: resigned, prev, key: keypair.did() })
+})
+
+afterAll(async () => {
+  await pooled.close()
+  await inline.close()
+})
+
+function plain(s: VerifySummary) {
+  return s.ok ? { ...s, commitCid: s.commitCid.toString(), newData: s.newData.toString() } : s
+}
+
+describe('CommitVerifier', () => {
+  it('gives the same verdicts in worker threads as in-thread', async () => {
+    expect(pooled.workers).toBe(2)
+    expect(pooled.threadIds()).toHaveLength(2)
+    const reasons: string[] = []
+    for (const c of cases) {
+      const ctx = { signingKey: c.key, prev: c.prev, now: Date.now() }
+      const a = await inline.verifyCommit(DID, c.evt, ctx)
+      const b = await pooled.verifyCommit(DID, c.evt, ctx)
+      expect(plain(b), c.name).toEqual(plain(a))
+      if (b.ok) expect(b.commitCid.equals(c.evt.commit)).toBe(true)
+      reasons.push(a.ok ? 'ok' : a.reason)
+    }
+    expect(reasons).toEqual(['ok', 'ok', 'ok', 'bad-signature', 'chain-break', 'inversion-mismatch', 'malformed', 'malformed', 'malformed', 'did-mismatch'])
+  })
+
+  it('keeps CIDs apart from look-alike values when crossing to a worker', () => {
+    const cid = cases[0]!.evt.commit
+    const lookalike = { '/': cid.toString(), cid: new Uint8Array(cid.bytes) }
+    const back = fromPortable(structuredClone(toPortable({ cid, lookalike, list: [cid, 'x', null] }))) as Record<string, unknown>
+    expect((back.cid as CID).equals(cid)).toBe(true)
+    expect(back.cid).toBeInstanceOf(CID)
+    expect(CID.asCID(back.lookalike)).toBeNull()
+    expect(back.lookalike).toEqual(lookalike)
+    expect((back.list as unknown[])[0]).toBeInstanceOf(CID)
+  })
+})
+
+describe('KeyedWorkerPool', () => {
+  it('sends one key to one worker, in order, and survives a task that throws', async () => {
+    const url = new URL('./echo-worker.ts', import.meta.url)
+    const pool = new KeyedWorkerPool<{ n: number; fail?: boolean }, { n: number; thread: number }>({ size: 2, workerUrl: url })
+    try {
+      const results = await Promise.all(Array.from({ length: 40 }, (_, n) => pool.run(`key-${n % 4}`, { n })))
+      for (let k = 0; k < 4; k++) {
+        const mine = results.filter((r) => r.n % 4 === k)
+        expect(new Set(mine.map((r) => r.thread)).size).toBe(1)
+        expect(mine[0]!.thread).toBe(pool.threadIds()[pool.indexOf(`key-${k}`)])
+      }
+      await expect(pool.run('key-0', { n: 1, fail: true })).rejects.toThrow('task 1 failed')
+      expect((await pool.run('key-0', { n: 2 })).n).toBe(2)
+      expect(pool.pending).toBe(0)
+    } finally {
+      await pool.close()
+    }
+  })
+})
