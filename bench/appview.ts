@@ -244,6 +244,7 @@ async function live(net: Network, server: InstanceType<typeof AppViewServer>) {
   const accounts = 100
   const perAccount = Math.ceil(LIVE / accounts)
   const frames: Uint8Array[] = []
+  const finalCars = new Map<string, Uint8Array>()
   const t0 = performance.now()
   for (let a = 0; a < accounts; a++) {
     const key = await generateKeypair('k256')
@@ -278,7 +279,11 @@ async function live(net: Network, server: InstanceType<typeof AppViewServer>) {
         }),
       )
     }
+    const all = [...(storage.blocks as unknown as Iterable<[unknown, Uint8Array]>)].map(([cid, bytes]) => ({ cid: toCid(cid as never), bytes }))
+    finalCars.set(did, writeCar(toCid(repo.cid), all))
   }
+  // the PDS serves these repos too (what a resync of a live account fetches)
+  for (const [did, car] of finalCars) net.liveCars.set(did, car)
   console.log(`built ${frames.length} live commits in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
   // seq is set by the log: re-encode with the right seq
   const { decodeFrame } = await import('../packages/core/src/stream/index.js')

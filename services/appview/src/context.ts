@@ -26,7 +26,7 @@ import { Indexer } from './indexer/indexer.js'
 import { appviewMigrations } from './indexer/migrations.js'
 import type { DatabaseSchema } from './indexer/schema.js'
 import { DbIdentityCache } from './ingest/identity-cache.js'
-import { Ingester, type IngestSource } from './ingest/ingester.js'
+import { Ingester, type IngestSource, type IngesterOptions } from './ingest/ingester.js'
 import { RepoFetcher } from './ingest/repo-fetcher.js'
 import { parseAcceptLabelers, type AcceptedLabeler } from './labels/labels.js'
 import type { LabelSubscriptions } from './labels/subscriber.js'
@@ -44,6 +44,8 @@ export interface AppContextOptions {
   /** reconnect backoff for the upstream streams */
   minBackoffMs?: number
   maxBackoffMs?: number
+  /** ingest bounds and retry delays (tests make them small) */
+  ingest?: Pick<IngesterOptions, 'maxInFlight' | 'maxPerAccount' | 'maxBuffered' | 'identityRetryDelaysMs' | 'resyncRetryDelaysMs'>
 }
 
 export interface AuthVerifiers {
@@ -148,6 +150,7 @@ export class AppContext {
       fetcher,
       minBackoffMs: opts.minBackoffMs,
       maxBackoffMs: opts.maxBackoffMs,
+      ...opts.ingest,
     })
     const backfiller = new Backfiller({
       db: database.db,

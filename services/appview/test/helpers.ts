@@ -23,6 +23,7 @@ import { MemoryEventLog, SubscriptionServer, encodeMessageFrame, mountSubscripti
 import { nextTid } from '@stratos/core/syntax'
 import { AppViewServer } from '../src/server.js'
 import type { AppViewConfig } from '../src/config.js'
+import type { AppContextOptions } from '../src/context.js'
 
 export interface Account {
   did: string
@@ -69,6 +70,11 @@ export class FakeNetwork {
   readonly feedAuth: (string | undefined)[] = []
   /** requests the PDS answered, by path (tests look at getRepo counts) */
   readonly requests: string[] = []
+  /**
+   * Runs before the DID directory answers for a DID (tests hold it back or make it fail): resolves to
+   * false for a 503.
+   */
+  plcHook: ((did: string) => Promise<boolean>) | null = null
 
   private constructor(
     readonly plc: FastifyInstance,
@@ -108,6 +114,7 @@ export class FakeNetwork {
   private routes(): void {
     this.plc.get('/:did', async (req, reply) => {
       const did = (req.params as { did: string }).did
+      if (this.plcHook && !(await this.plcHook(did))) return reply.code(503).send({ message: 'directory unavailable' })
       const service = this.serviceDocs.get(did)
       if (service) return service
       const acct = this.accounts.get(did)
@@ -173,8 +180,8 @@ export class FakeNetwork {
     return evt.seq
   }
 
-  /** A new account: DID registered, repo created, #identity + #account + the first (empty) #commit. */
-  async createAccount(handle: string, opts: { silent?: boolean } = {}): Promise<Account> {
+  /** A new account: DID registered, repo created, #identity + #account (unless commitOnly) + the first (empty) #commit. */
+  async createAccount(handle: string, opts: { silent?: boolean; commitOnly?: boolean } = {}): Promise<Account> {
     const keypair = await Secp256k1Keypair.create({ exportable: true })
     const did = randomPlcDid()
     const storage = new MemoryBlockstore()
@@ -182,8 +189,10 @@ export class FakeNetwork {
     const acct: Account = { did, handle, keypair, storage, repo, pdsUrl: this.pdsUrl }
     this.accounts.set(did, acct)
     if (!opts.silent) {
-      this.emitIdentity(acct)
-      this.emitAccount(acct, true)
+      if (!opts.commitOnly) {
+        this.emitIdentity(acct)
+        this.emitAccount(acct, true)
+      }
       const blocks = [...storage.blocks].map(([cid, bytes]) => ({ cid, bytes }))
       this.publish('#commit', (seq) => ({
         seq,
@@ -409,8 +418,14 @@ export function appviewConfig(net: FakeNetwork, db: TestDb, extra: Partial<AppVi
   return config
 }
 
-export async function startAppView(net: FakeNetwork, db: TestDb, extra: Partial<AppViewConfig> = {}): Promise<AppViewServer> {
+export async function startAppView(
+  net: FakeNetwork,
+  db: TestDb,
+  extra: Partial<AppViewConfig> = {},
+  options: Pick<AppContextOptions, 'ingest'> = {},
+): Promise<AppViewServer> {
   const server = await AppViewServer.create(appviewConfig(net, db, extra), {
+    ...options,
     identityOptions: {
       resolveTxt: (name) => net.resolveTxt(name),
       // no real DNS in tests: only loopback resolves

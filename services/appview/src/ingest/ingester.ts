@@ -46,10 +46,19 @@ export interface IngesterOptions {
   allowPrivateAddresses?: boolean
   /** every getRepo goes through it (limits per host, byte-rate floor); default one with default limits */
   fetcher?: RepoFetcher
-  /** events being handled at once over all accounts; the stream waits above this (default 5000) */
+  /** events being handled at once over all accounts; the stream waits above this (default 20,000) */
   maxInFlight?: number
-  /** events waiting for one account; more are dropped and the account is resynced (default 100) */
+  /**
+   * events waiting behind earlier work of their account (a first identity resolution, a resync), per
+   * account (default 1,000) and over all accounts (default 10,000). Above either bound the event is
+   * dropped and the account is resynced from getRepo as soon as its queue reaches that point.
+   */
   maxPerAccount?: number
+  maxBuffered?: number
+  /** a DID seen for the first time whose document cannot be fetched is tried again after these delays (default 0.5 s, 2 s, 5 s) */
+  identityRetryDelaysMs?: number[]
+  /** a fallback resync that fails is tried again after these delays (default 5 s, 30 s, 2 min, 10 min) */
+  resyncRetryDelaysMs?: number[]
   /** how often the cursor is saved (default 1 s) */
   cursorFlushMs?: number
   /** reconnect backoff (tests make it short) */
@@ -63,6 +72,10 @@ export interface IngesterOptions {
 }
 
 const DEFAULT_HANDLE_RETRY_DELAYS_MS = [2_000, 10_000, 60_000, 5 * 60_000, 30 * 60_000]
+const DEFAULT_IDENTITY_RETRY_DELAYS_MS = [500, 2_000, 5_000]
+const DEFAULT_RESYNC_RETRY_DELAYS_MS = [5_000, 30_000, 2 * 60_000, 10 * 60_000]
+/** accounts with a fallback resync pending, at most (more are resynced at their next commit) */
+const MAX_PENDING_RESYNCS = 10_000
 /** accounts with a handle re-check pending, at most (more are not re-checked until their next #identity) */
 const MAX_HANDLE_RETRIES = 10_000
 
@@ -129,7 +142,22 @@ function originOf(url: string): string {
 }
 
 export class Ingester {
-  readonly stats = { commits: 0, indexedOps: 0, resyncs: 0, resyncFailures: 0, resyncedRecords: 0, dropped: 0, overflowed: 0, identity: 0, account: 0, sync: 0 }
+  readonly stats = {
+    commits: 0,
+    indexedOps: 0,
+    resyncs: 0,
+    resyncFailures: 0,
+    resyncedRecords: 0,
+    dropped: 0,
+    /** events dropped because their account (or all accounts together) had too many waiting */
+    overflowed: 0,
+    /** fallback resyncs scheduled (after an overflow or an identity that could not be fetched) */
+    fallbackResyncs: 0,
+    identityRetries: 0,
+    identity: 0,
+    account: 0,
+    sync: 0,
+  }
   readonly fetcher: RepoFetcher
   private readonly clients: SubscriptionClient[] = []
   private readonly pendingCursor = new Map<string, number>()
@@ -137,10 +165,14 @@ export class Ingester {
   private readonly trackers = new Map<string, SeqTracker>()
   readonly queue = new KeyedQueue()
   private inFlight = 0
+  /** events queued behind earlier work of their account */
+  private buffered = 0
   private readonly slotWaiters: (() => void)[] = []
   private readonly idleWaiters: (() => void)[] = []
-  /** accounts whose buffered events overflowed: resynced before their next commit */
+  /** accounts whose events were lost (overflow, identity not fetched): resynced before their next commit */
   private readonly needsResync = new Set<string>()
+  /** accounts with a fallback resync queued or waiting for a retry */
+  private readonly pendingResyncs = new Map<string, NodeJS.Timeout | null>()
   /** accounts whose handle did not verify: the next re-check */
   private readonly handleRetries = new Map<string, { attempt: number; timer: NodeJS.Timeout }>()
   private stopped = false
@@ -186,6 +218,7 @@ export class Ingester {
     this.stopped = true
     for (const r of this.handleRetries.values()) clearTimeout(r.timer)
     this.handleRetries.clear()
+    for (const t of this.pendingResyncs.values()) if (t) clearTimeout(t)
     if (this.flushTimer) clearInterval(this.flushTimer)
     this.flushTimer = null
     await Promise.all(this.clients.map((c) => c.stop()))
@@ -215,12 +248,19 @@ export class Ingester {
     })
   }
 
+  /** Events queued behind earlier work of their account (bounded by maxPerAccount and maxBuffered). */
+  get eventsBuffered(): number {
+    return this.buffered
+  }
+
   /**
    * Hands an event to its account's queue without waiting for it; waits only when too many events are
-   * in flight. Accounts with too many waiting events lose them and are resynced instead.
+   * in flight. An event that would wait behind its account's earlier work is kept (bounded per account
+   * and over all accounts); above the bounds it is dropped and the account is resynced from getRepo in
+   * its turn, so nothing it published is lost for good.
    */
   private async dispatch(source: IngestSource, key: string, evt: StreamEvent): Promise<void> {
-    while (this.inFlight >= (this.opts.maxInFlight ?? 5000)) {
+    while (this.inFlight >= (this.opts.maxInFlight ?? 20_000)) {
       await new Promise<void>((resolve) => this.slotWaiters.push(resolve))
     }
     let tracker = this.trackers.get(key)
@@ -230,9 +270,12 @@ export class Ingester {
     }
     const item = evt.seq !== undefined ? tracker.add(evt.seq) : null
     const did = eventDid(evt)
+    const behind = did !== undefined && this.queue.size(did) > 0
     this.inFlight++
+    if (behind) this.buffered++
     const finish = () => {
       this.inFlight--
+      if (behind) this.buffered--
       if (item) {
         item.done = true
         const seq = tracker.advance()
@@ -241,11 +284,12 @@ export class Ingester {
       this.slotWaiters.shift()?.()
       if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w()
     }
-    if (did && this.queue.size(did) >= (this.opts.maxPerAccount ?? 100)) {
-      // the account is stuck (a slow resync): its events go, it is resynced when it moves again
+    if (behind && (this.queue.size(did) >= (this.opts.maxPerAccount ?? 1000) || this.buffered > (this.opts.maxBuffered ?? 10_000))) {
+      // the account is stuck (a slow resync or identity) or too many accounts are: this event goes, and
+      // the account is fetched whole after what it has queued (which covers this event and its neighbours)
       this.stats.overflowed++
-      this.needsResync.add(did)
-      this.drop('too many events waiting for the account', did)
+      this.drop('too many events waiting', did)
+      this.scheduleResync(did)
       finish()
       return
     }
@@ -399,13 +443,34 @@ export class Ingester {
   // #commit
   // =
 
-  private async identityFor(source: IngestSource | null, did: string): Promise<AtprotoIdentity | null> {
-    let id: AtprotoIdentity
-    try {
-      id = await this.idResolver.resolveAtprotoData(did)
-    } catch (err) {
-      this.log.warn({ did, err: (err as Error).message }, 'cannot resolve identity; event dropped')
-      return null
+  /**
+   * The account's identity for checking its events. A failure to fetch the DID document (a slow or
+   * unreachable DID directory: a new account's first events) is retried a few times while the
+   * account's later events wait (the stream does not: `detach`), then the account is left to a fallback
+   * resync.
+   */
+  private async identityFor(source: IngestSource | null, did: string, detach: () => void = () => undefined): Promise<AtprotoIdentity | null> {
+    let id: AtprotoIdentity | undefined
+    // (once a fallback resync is pending, the account's waiting events are not held up again: it covers them)
+    const delays = !this.pendingResyncs.has(did) ? (this.opts.identityRetryDelaysMs ?? DEFAULT_IDENTITY_RETRY_DELAYS_MS) : []
+    for (let attempt = 0; id === undefined; attempt++) {
+      try {
+        id = await this.idResolver.resolveAtprotoData(did, attempt > 0 ? { forceRefresh: true } : {})
+      } catch (err) {
+        // a DID that does not exist (or cannot) is final; a directory that timed out or failed is not
+        const code = (err as { code?: string }).code
+        const notFound = code === 'not-found' || code === 'bad-syntax' || code === 'unsupported-method'
+        if (!notFound && attempt < delays.length && !this.stopped) {
+          this.stats.identityRetries++
+          detach()
+          await new Promise((r) => setTimeout(r, delays[attempt]))
+          continue
+        }
+        this.log.warn({ did, err: (err as Error).message }, 'cannot resolve identity; event dropped')
+        // not fetched (not a DID that does not exist): the account is fetched whole later
+        if (!notFound) this.scheduleResync(did)
+        return null
+      }
     }
     if (!id.signingKey || !id.pdsEndpoint) return null
     if (source?.kind === 'pds') {
@@ -434,7 +499,7 @@ export class Ingester {
     if (actor?.upstreamStatus && HIDDEN_STATUSES.has(actor.upstreamStatus)) return this.drop('account inactive', did)
     // a DID never seen: resolving it (and maybe fetching its repo) goes over the network
     if (!actor) detach()
-    const identity = await this.identityFor(source, did)
+    const identity = await this.identityFor(source, did, detach)
     if (!identity) return this.drop('no usable identity', did)
     await this.ensureActor(did)
 
@@ -523,7 +588,7 @@ export class Ingester {
     const did = evt.did
     if (typeof did !== 'string' || !did.startsWith('did:')) return this.drop('malformed #sync')
     this.stats.sync++
-    const identity = await this.identityFor(source, did)
+    const identity = await this.identityFor(source, did, detach)
     if (!identity) return this.drop('no usable identity', did)
     await this.ensureActor(did)
     const prev = await this.repoState(did)
@@ -544,6 +609,50 @@ export class Ingester {
 
   // backfill / resync
   // =
+
+  /**
+   * The fallback when events of an account were lost here (dropped above the buffering bounds, or its
+   * identity could not be fetched): the account is resynced from getRepo in its queue (after the events
+   * it already has queued, before those that come next), retried with backoff if that fails. At most
+   * one is pending per account; the account is also resynced before its next commit.
+   */
+  private scheduleResync(did: string, attempt = 0): void {
+    this.needsResync.add(did)
+    if (this.stopped || this.pendingResyncs.has(did)) return
+    if (this.pendingResyncs.size >= MAX_PENDING_RESYNCS) return
+    if (attempt === 0) this.stats.fallbackResyncs++
+    const run = () => {
+      if (this.stopped) return
+      this.inFlight++
+      void this.queue
+        .run(did, async () => {
+          this.pendingResyncs.delete(did)
+          // done meanwhile (by the account's next commit)
+          if (!this.needsResync.has(did)) return
+          if (await this.resyncNow(did)) {
+            this.needsResync.delete(did)
+            return
+          }
+          const delays = this.opts.resyncRetryDelaysMs ?? DEFAULT_RESYNC_RETRY_DELAYS_MS
+          if (attempt < delays.length) this.scheduleResync(did, attempt + 1)
+        })
+        .catch((err) => this.log.warn({ did, err: (err as Error).message }, 'fallback resync failed'))
+        .finally(() => {
+          this.inFlight--
+          this.slotWaiters.shift()?.()
+          if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w()
+        })
+    }
+    if (attempt === 0) {
+      this.pendingResyncs.set(did, null)
+      run()
+    } else {
+      const delays = this.opts.resyncRetryDelaysMs ?? DEFAULT_RESYNC_RETRY_DELAYS_MS
+      const timer = setTimeout(run, delays[attempt - 1])
+      timer.unref()
+      this.pendingResyncs.set(did, timer)
+    }
+  }
 
   /**
    * Resynchronizes one account now, in its turn: after the events of it already queued, before the
