@@ -5,6 +5,7 @@
 import { resolve } from 'node:path'
 import { defaultVerifyWorkers } from '@stratos/core/workers'
 import { ConfigError, LOG_LEVELS, readNetworkConfig, readPackageVersion, type LogLevel, type NetworkConfig } from '@stratos/core/config'
+import { readZstdDictionary, type ZstdDictionary } from './jetstream/dictionary.js'
 export { ConfigError, LOG_LEVELS, type LogLevel }
 
 /** Per-host limits. `null` = unlimited. */
@@ -65,6 +66,10 @@ export interface RelayConfig {
   jetstreamEnabled: boolean
   /** open /subscribe connections from one client address */
   jetstreamMaxPerIp: number
+  /** /subscribe compress=true: zstd dictionary (RELAY_JETSTREAM_ZSTD_DICTIONARY); null: plain zstd frames */
+  jetstreamZstdDictionary: ZstdDictionary | null
+  /** v2 zstdDictionary=<id>: zstd dictionary (RELAY_JETSTREAM_V2_ZSTD_DICTIONARY); null: v2 compression refused */
+  jetstreamZstdDictionaryV2: ZstdDictionary | null
   /** trusted proxies, connection caps, request timeout (RELAY_TRUSTED_PROXIES, ...) */
   network?: NetworkConfig
   /** worker threads verifying #commit/#sync (0: verify on the main thread) */
@@ -89,6 +94,18 @@ export function packageVersion(): string {
 }
 
 type Env = Record<string, string | undefined>
+
+/** A zstd dictionary file named by an env var, read and checked now (null when the var is not set). */
+function dictionary(r: Reader, name: string): ZstdDictionary | null {
+  const path = r.str(name)
+  if (path === undefined) return null
+  const dict = readZstdDictionary(path)
+  if (typeof dict === 'string') {
+    r.errors.push(`${name}: ${dict}`)
+    return null
+  }
+  return dict
+}
 
 class Reader {
   readonly errors: string[] = []
@@ -229,6 +246,8 @@ export function readConfig(env: Env = process.env): RelayConfig {
     resyncMaxBytes: r.int('RELAY_RESYNC_MAX_BYTES', 256 * 1024 * 1024, 1024),
     jetstreamEnabled: r.bool('RELAY_JETSTREAM_ENABLED', true),
     jetstreamMaxPerIp: r.int('RELAY_JETSTREAM_MAX_PER_IP', 32, 1),
+    jetstreamZstdDictionary: dictionary(r, 'RELAY_JETSTREAM_ZSTD_DICTIONARY'),
+    jetstreamZstdDictionaryV2: dictionary(r, 'RELAY_JETSTREAM_V2_ZSTD_DICTIONARY'),
     network: readNetworkConfig(
       env,
       {

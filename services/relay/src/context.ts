@@ -189,8 +189,22 @@ export class RelayContext {
         maxQueuedBytes: config.consumerMaxQueuedBytes,
         pingIntervalMs: opts.consumerPingIntervalMs,
         maxPerIp: config.jetstreamMaxPerIp,
+        zstdDictionary: config.jetstreamZstdDictionary,
+        zstdDictionaryV2: config.jetstreamZstdDictionaryV2,
         onError: (err) => ctx.log.debug({ err: (err as Error)?.message }, 'jetstream subscriber error'),
       })
+      const v1 = config.jetstreamZstdDictionary
+      const v2 = config.jetstreamZstdDictionaryV2
+      ctx.log.info(
+        v1
+          ? `jetstream: /subscribe compress=true frames use the zstd dictionary ${v1.path} (id ${v1.id})`
+          : 'jetstream: /subscribe compress=true frames are plain zstd (no dictionary: RELAY_JETSTREAM_ZSTD_DICTIONARY is not set)',
+      )
+      ctx.log.info(
+        v2
+          ? `jetstream: subscribeEvents zstdDictionary=${v2.id} uses ${v2.path}`
+          : 'jetstream: subscribeEvents compression is off (RELAY_JETSTREAM_V2_ZSTD_DICTIONARY is not set)',
+      )
     }
     return ctx
   }

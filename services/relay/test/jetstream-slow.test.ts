@@ -1,8 +1,10 @@
 /**
- * GET /subscribe (Jetstream) with a subscriber that stops reading: once its socket holds more than
- * RELAY_CONSUMER_MAX_QUEUED_BYTES unsent bytes it is closed with 1008 ConsumerTooSlow, while a subscriber
- * that reads gets every event.
+ * Jetstream with a subscriber that stops reading: once its socket holds more than
+ * RELAY_CONSUMER_MAX_QUEUED_BYTES unsent bytes it is closed with 1008 ConsumerTooSlow (v2: after an error
+ * frame ConsumerTooSlow), while a subscriber that reads gets every event. And a relay given no zstd
+ * dictionary: compress=true gets plain zstd frames, v2 compression is refused.
  */
+import { decompress, init as zstdInit } from '@bokuweb/zstd-wasm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { sleep, waitFor } from './helpers.js'
@@ -20,6 +22,7 @@ let net: TestNetwork
 let alice: TestAccount
 
 beforeAll(async () => {
+  await zstdInit()
   net = await TestNetwork.start({ RELAY_CONSUMER_MAX_QUEUED_BYTES: String(MAX_QUEUED) })
   alice = await net.createAccount('alice')
   await net.synced(alice)
@@ -45,17 +48,26 @@ describe('GET /subscribe: slow subscribers', () => {
     )
     slow.on('message', () => slowMessages++)
     slow.on('error', () => undefined)
-    await Promise.all([reader, slow].map((ws) => new Promise((r) => ws.once('open', r))))
+    const slowV2 = new WebSocket(`${net.relay.url.replace(/^http/, 'ws')}/xrpc/network.bsky.jetstream.subscribeEvents?collections=${BIG}`)
+    let lastV2: any = null
+    slowV2.on('message', (data) => (lastV2 = JSON.parse(String(data))))
+    slowV2.on('error', () => undefined)
+    const slowV2Close = new Promise<number>((resolve) => slowV2.on('close', (code) => resolve(code)))
+    await Promise.all([reader, slow, slowV2].map((ws) => new Promise((r) => ws.once('open', r))))
     slow.pause() // stops reading its socket: the relay's unsent bytes for it grow
+    slowV2.pause()
 
     const hub = net.relay.ctx.jetstream!
     const cutBefore = hub.stats().slowCut
     const text = 'x'.repeat(RECORD_CHARS)
     let written = 0
-    while (written < RECORDS && hub.stats().slowCut === cutBefore) {
+    while (written < RECORDS && hub.stats().slowCut < cutBefore + 2) {
       await net.create(alice, BIG, { n: ++written, text })
     }
-    await waitFor(() => hub.stats().slowCut === cutBefore + 1, 5_000, 'the slow subscriber cut')
+    await waitFor(() => hub.stats().slowCut === cutBefore + 2, 5_000, 'the slow subscribers cut')
+    slowV2.resume()
+    expect(await slowV2Close).toBe(1008)
+    expect(lastV2).toEqual({ $type: 'error', error: 'ConsumerTooSlow', message: expect.any(String) })
     // reading again, it finds what was queued before the close frame, then the close itself
     slow.resume()
     const closed = await slowClose
@@ -68,8 +80,38 @@ describe('GET /subscribe: slow subscribers', () => {
     expect(got).toEqual([...Array.from({ length: written }, (_, i) => i + 1), 0])
     expect(written).toBeGreaterThanOrEqual(2)
     expect(readerClosed).toBe(false)
-    expect(hub.stats().slowCut).toBe(cutBefore + 1)
+    expect(hub.stats().slowCut).toBe(cutBefore + 2)
     reader.close()
     await sleep(50)
   }, 30_000)
+})
+
+describe('a relay given no zstd dictionary', () => {
+  it('sends compress=true subscribers plain zstd frames and refuses v2 compression', async () => {
+    const zs = new WebSocket(`${net.jetstreamUrl}?wantedDids=${alice.did}&compress=true`)
+    const got: any[] = []
+    zs.on('message', (data, isBinary) => {
+      expect(isBinary).toBe(true)
+      got.push(JSON.parse(Buffer.from(decompress(data as Buffer)).toString('utf8')))
+    })
+    await new Promise((r) => zs.once('open', r))
+    await net.create(alice, BIG, { n: -1, text: 'plain zstd' })
+    await waitFor(() => got.length === 1, 5_000, 'the compressed event')
+    zs.close()
+    expect(got[0].commit.record).toEqual({ $type: BIG, n: -1, text: 'plain zstd' })
+
+    const res = await new Promise<{ status: number; body: any }>((resolve) => {
+      const ws = new WebSocket(`${net.relay.url.replace(/^http/, 'ws')}/xrpc/network.bsky.jetstream.subscribeEvents?zstdDictionary=1`)
+      ws.on('unexpected-response', (_req, r) => {
+        let text = ''
+        r.on('data', (c: Buffer) => (text += c.toString()))
+        r.on('end', () => resolve({ status: r.statusCode ?? 0, body: JSON.parse(text) }))
+      })
+      ws.on('error', () => undefined)
+    })
+    expect(res).toMatchObject({ status: 400, body: { error: 'UnknownZstdDictionary' } })
+    const dict = await fetch(`${net.relay.url}/xrpc/network.bsky.jetstream.getZstdDictionary`)
+    expect(dict.status).toBe(400)
+    expect(await dict.json()).toMatchObject({ error: 'DictionaryNotFound' })
+  })
 })

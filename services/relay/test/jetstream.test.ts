@@ -1,8 +1,14 @@
 /**
  * GET /subscribe (Jetstream) on a relay fed by a real Stratos PDS, read with Jetstream clients no one here
- * wrote (@skyware/jetstream, @atcute/jetstream) and, for what they do not cover (zstd, v2), with `ws`.
+ * wrote (@skyware/jetstream, @atcute/jetstream; both speak v1 only, without compression) and, for what they
+ * do not cover (zstd with a dictionary, the v2 subscribeEvents endpoint), with `ws` and zstd decoding here.
+ *
+ * Jetstream's published dictionaries are not in the repository: the tests train their own with the zstd CLI
+ * (`zstd --train`) on Jetstream-shaped events and give them to the relay the way an operator would.
  */
-import { decompress } from '@bokuweb/zstd-wasm'
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { createDCtx, decompress, decompressUsingDict, init as zstdInit } from '@bokuweb/zstd-wasm'
 import { JetstreamSubscription, type JetstreamEvent } from '@atcute/jetstream'
 import { Jetstream } from '@skyware/jetstream'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -13,6 +19,11 @@ import { FirehoseConsumer, relayConfig, startRelay, tmpDir, waitFor, sleep } fro
 import { TestNetwork, type TestAccount } from './network.js'
 
 let net: TestNetwork
+let dictDir: ReturnType<typeof tmpDir>
+let dictV1: Uint8Array
+let dictV2: Uint8Array
+const DICT_V1_ID = 31337
+const DICT_V2_ID = 20261206
 let alice: TestAccount
 let bob: TestAccount
 const POST = 'app.bsky.feed.post'
@@ -46,15 +57,48 @@ function collect(sub: JetstreamSubscription): { events: JetstreamEvent[]; stop: 
   }
 }
 
-/** A raw subscriber: messages as parsed JSON (decompressing binary frames with zstd). */
-function raw(url: string): { ws: WebSocket; messages: any[]; binary: number; opened: Promise<void> } {
-  const ws = new WebSocket(url)
-  const out = { ws, messages: [] as any[], binary: 0, opened: new Promise<void>((r) => ws.once('open', () => r())) }
+/**
+ * Trains a zstd dictionary with the zstd CLI on synthetic Jetstream-shaped events (`shape` renders one),
+ * as an operator would train or download one; returns its file.
+ */
+function trainDictionary(dir: string, name: string, id: number, shape: (i: number) => string): string {
+  const samples = `${dir}/${name}-samples`
+  mkdirSync(samples, { recursive: true })
+  for (let i = 0; i < 600; i++) writeFileSync(`${samples}/${i}.json`, shape(i))
+  const out = `${dir}/${name}.zdict`
+  execFileSync('zstd', ['--train', '-q', '-r', samples, '-o', out, '--maxdict=16384', `--dictID=${id}`], { stdio: 'pipe' })
+  return out
+}
+
+function sampleCommit(i: number): Record<string, unknown> {
+  const did = `did:plc:${(i * 7919).toString(36).padStart(24, 'a')}`
+  return {
+    rev: `3l${(1e12 + i * 977).toString(36)}`,
+    operation: i % 5 === 0 ? 'delete' : 'create',
+    collection: ['app.bsky.feed.post', 'app.bsky.feed.like', 'app.bsky.graph.follow'][i % 3],
+    rkey: `3l${(2e12 + i * 131).toString(36)}`,
+    ...(i % 5 === 0
+      ? {}
+      : {
+          cid: `bafyreie${(i * 104729).toString(32).padStart(51, 'q')}`,
+          record: { $type: 'app.bsky.feed.like', createdAt: new Date(1.7e12 + i * 1000).toISOString(), subject: { uri: `at://${did}/app.bsky.feed.post/3l${i}`, cid: 'bafyreidc6sydkkbchcyg62v77wbhzvb2mvytlmsychqgwf2xojjtirmzj4' } },
+        }),
+    _did: did,
+  }
+}
+
+/** A raw subscriber: messages as parsed JSON (decompressing binary frames with zstd, with `dict` if given). */
+function raw(url: string, dict?: Uint8Array, protocols?: string[]): { ws: WebSocket; messages: any[]; binary: number; frames: Buffer[]; opened: Promise<void> } {
+  const ws = new WebSocket(url, protocols)
+  const out = { ws, messages: [] as any[], binary: 0, frames: [] as Buffer[], opened: new Promise<void>((r) => ws.once('open', () => r())) }
+  const dctx = createDCtx()
   ws.on('message', (data, isBinary) => {
     const buf = data as Buffer
     if (isBinary) {
       out.binary++
-      out.messages.push(JSON.parse(Buffer.from(decompress(buf)).toString('utf8')))
+      out.frames.push(buf)
+      const plain = dict ? decompressUsingDict(dctx, buf, dict) : decompress(buf)
+      out.messages.push(JSON.parse(Buffer.from(plain).toString('utf8')))
     } else {
       out.messages.push(JSON.parse(buf.toString('utf8')))
     }
@@ -83,7 +127,19 @@ const commits = (events: any[], did?: string) =>
   events.filter((e) => e.kind === 'commit' && (did === undefined || e.did === did))
 
 beforeAll(async () => {
-  net = await TestNetwork.start()
+  await zstdInit()
+  dictDir = tmpDir()
+  const v1File = trainDictionary(dictDir.path, 'v1', DICT_V1_ID, (i) => {
+    const { _did, ...commit } = sampleCommit(i)
+    return JSON.stringify({ did: _did, time_us: 1.7e15 + i, cursor: i * 1024, kind: 'commit', commit })
+  })
+  const v2File = trainDictionary(dictDir.path, 'v2', DICT_V2_ID, (i) => {
+    const { _did, ...commit } = sampleCommit(i)
+    return JSON.stringify({ $type: 'message', payload: { $type: 'network.bsky.jetstream.subscribeEvents#commit', seq: i * 1024, did: _did, time: new Date(1.7e12 + i).toISOString(), ...commit } })
+  })
+  dictV1 = readFileSync(v1File)
+  dictV2 = readFileSync(v2File)
+  net = await TestNetwork.start({ RELAY_JETSTREAM_ZSTD_DICTIONARY: v1File, RELAY_JETSTREAM_V2_ZSTD_DICTIONARY: v2File })
   alice = await net.createAccount('alice')
   bob = await net.createAccount('bob')
   await net.synced(bob)
@@ -91,6 +147,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await net?.close()
+  dictDir?.remove()
 })
 
 describe('GET /subscribe with Jetstream clients', () => {
@@ -233,9 +290,9 @@ describe('GET /subscribe with Jetstream clients', () => {
     expect(old.messages[0]).toMatchObject({ did: alice.did })
   }, 60_000)
 
-  it('compress=true sends zstd frames that decode to the same events', async () => {
+  it('compress=true sends zstd frames made with the operator-supplied dictionary that decode to the same events', async () => {
     const plain = raw(`${net.jetstreamUrl}?wantedCollections=${POST}&wantedDids=${alice.did}`)
-    const zstd = raw(`${net.jetstreamUrl}?wantedCollections=${POST}&wantedDids=${alice.did}&compress=true`)
+    const zstd = raw(`${net.jetstreamUrl}?wantedCollections=${POST}&wantedDids=${alice.did}&compress=true`, dictV1)
     await Promise.all([plain.opened, zstd.opened])
     await net.create(alice, POST, { text: 'compressed '.repeat(20), createdAt: new Date().toISOString() })
     await waitFor(() => plain.messages.length === 1 && zstd.messages.length === 1, 10_000, 'both')
@@ -243,6 +300,16 @@ describe('GET /subscribe with Jetstream clients', () => {
     zstd.ws.close()
     expect(zstd.binary).toBe(1)
     expect(zstd.messages).toEqual(plain.messages)
+    // the frame names the dictionary (frame header: dictionary id flag set, the id after the descriptor)
+    const frame = zstd.frames[0]!
+    expect(frame.readUInt32LE(0)).toBe(0xfd2fb528)
+    const fhd = frame[4]!
+    expect(fhd & 0x03).toBeGreaterThan(0)
+    const idBytes = [0, 1, 2, 4][fhd & 0x03]!
+    const idAt = 5 + ((fhd & 0x20) === 0 ? 1 : 0)
+    expect(frame.readUIntLE(idAt, idBytes)).toBe(DICT_V1_ID)
+    // and cannot be decoded without it
+    expect(() => decompress(frame)).toThrow()
   })
 
   it('every Jetstream commit matches what @atproto/sync Firehose yields for it', async () => {
@@ -277,28 +344,88 @@ describe('GET /subscribe with Jetstream clients', () => {
     }
   }, 40_000)
 
-  it('v2: kinds, collections and a sequence cursor; CursorTooOld; bad parameters are refused', async () => {
-    const v2 = raw(`${net.jetstreamUrl}?kinds=commit&collections=${PROFILE}&cursor=0`)
+  it('v2 (network.bsky.jetstream.subscribeEvents): xrpc.v1.json message frames, kinds/dids/collections, an inclusive sequence cursor, dictionary zstd', async () => {
+    const v2url = `${net.relay.url.replace(/^http/, 'ws')}/xrpc/network.bsky.jetstream.subscribeEvents`
+    const v2 = raw(`${v2url}?kinds=commit&collections=${PROFILE}&cursor=0`, undefined, ['xrpc.v1.json'])
+    await v2.opened
+    expect(v2.ws.protocol).toBe('xrpc.v1.json')
     await waitFor(() => v2.messages.length === 2, 10_000, 'the two profile commits')
     v2.ws.close()
-    expect(v2.messages.map((m) => [m.kind, m.commit.operation])).toEqual([['commit', 'create'], ['commit', 'update']])
-    expect(v2.messages[0].seq).toBeLessThan(v2.messages[1].seq)
-    const after = raw(`${net.jetstreamUrl}?kinds=commit&collections=${PROFILE}&cursor=${v2.messages[0].seq}`)
-    await waitFor(() => after.messages.length === 1, 10_000, 'after the first')
+    const [first, second] = v2.messages
+    expect(first).toEqual({
+      $type: 'message',
+      payload: {
+        $type: 'network.bsky.jetstream.subscribeEvents#commit',
+        seq: expect.any(Number),
+        did: alice.did,
+        time: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/),
+        rev: expect.any(String),
+        operation: 'create',
+        collection: PROFILE,
+        rkey: 'self',
+        cid: expect.any(String),
+        record: { $type: PROFILE, displayName: 'Alice' },
+      },
+    })
+    expect(second.payload.operation).toBe('update')
+    expect(first.payload.seq).toBeLessThan(second.payload.seq)
+
+    // the same events on /subscribe carry the same sequence as `cursor`, and time_us matches `time`
+    const v1 = raw(`${net.jetstreamUrl}?wantedCollections=${PROFILE}&cursor=0`)
+    await waitFor(() => commits(v1.messages).length === 2, 10_000, 'v1 profile commits')
+    v1.ws.close()
+    const v1first = commits(v1.messages)[0]
+    expect(v1first.cursor).toBe(first.payload.seq)
+    expect(Object.keys(v1first)).toEqual(['did', 'time_us', 'cursor', 'kind', 'commit'])
+    const us = v1first.time_us as number
+    expect(first.payload.time).toBe(`${new Date(Math.floor(us / 1000)).toISOString().slice(0, -1)}${String(us % 1000).padStart(3, '0')}Z`)
+
+    // inclusive: a client resuming from the last seq it saw gets that event again
+    const again = raw(`${v2url}?kinds=commit&collections=${PROFILE}&cursor=${second.payload.seq}`)
+    await waitFor(() => again.messages.length === 1, 10_000, 'from the second')
     await sleep(100)
-    after.ws.close()
-    expect(after.messages[0].commit.operation).toBe('update')
+    again.ws.close()
+    expect(again.messages[0]).toEqual(second)
 
-    expect(await refused(`${net.jetstreamUrl}?wantedCollections=not-an-nsid`)).toMatchObject({ status: 400, body: { error: 'InvalidRequest' } })
-    expect(await refused(`${net.jetstreamUrl}?wantedDids=alice`)).toMatchObject({ status: 400, body: { error: 'InvalidRequest' } })
-    expect(await refused(`${net.jetstreamUrl}?kinds=post`)).toMatchObject({ status: 400, body: { error: 'InvalidRequest' } })
-    const tooMany = Array.from({ length: 101 }, (_, i) => `wantedCollections=app.test.c${i}`).join('&')
-    expect(await refused(`${net.jetstreamUrl}?${tooMany}`)).toMatchObject({ status: 400 })
+    // identity/account wrap the relay's subscribeRepos event; collections never drop them, kinds does
+    const dids = raw(`${v2url}?dids=${bob.did}&collections=${POST}&cursor=0`)
+    await waitFor(() => dids.messages.some((m) => m.payload.$type.endsWith('#account')), 10_000, "bob's account events")
+    dids.ws.close()
+    const ident = dids.messages.find((m) => m.payload.$type.endsWith('#identity') && m.payload.identity.handle === 'bobby.test')
+    expect(ident.payload).toMatchObject({ did: bob.did, seq: expect.any(Number), identity: { did: bob.did, handle: 'bobby.test', seq: expect.any(Number), time: expect.any(String) } })
+    expect(dids.messages.every((m) => m.payload.did === bob.did)).toBe(true)
+    expect(dids.messages.filter((m) => m.payload.$type.endsWith('#commit')).every((m) => m.payload.collection === POST)).toBe(true)
 
-    // retention empties the log: an old sequence cursor is too old
-    net.relay.ctx.outbox.prune(Date.now() + 365 * 24 * 3600_000)
-    expect(await refused(`${net.jetstreamUrl}?kinds=commit&cursor=1`)).toMatchObject({ status: 400, body: { error: 'CursorTooOld' } })
-  }, 30_000)
+    // zstdDictionary=<id>: binary frames, each one zstd frame of exactly the text frame, with the served dictionary
+    const dictRes = await fetch(`${net.relay.url}/xrpc/network.bsky.jetstream.getZstdDictionary`)
+    expect(dictRes.status).toBe(200)
+    expect(Buffer.from(await dictRes.arrayBuffer()).equals(Buffer.from(dictV2))).toBe(true)
+    const zv2 = raw(`${v2url}?kinds=commit&collections=${PROFILE}&cursor=0&zstdDictionary=${DICT_V2_ID}`, dictV2)
+    await waitFor(() => zv2.messages.length === 2, 10_000, 'compressed v2')
+    zv2.ws.close()
+    expect(zv2.binary).toBe(2)
+    expect(zv2.messages).toEqual([first, second])
+    expect(() => decompress(zv2.frames[0]!)).toThrow()
+
+    // refused before the upgrade, with the XRPC error a v2 client matches on
+    const bad = (q: string) => refused(`${v2url}?${q}`)
+    expect(await bad(`zstdDictionary=${DICT_V2_ID + 1}`)).toMatchObject({ status: 400, body: { error: 'UnknownZstdDictionary', message: expect.stringContaining(String(DICT_V2_ID)) } })
+    expect(await bad(`wantedCollections=${POST}`)).toMatchObject({ status: 400, body: { error: 'InvalidRequest', message: expect.stringContaining('use collections') } })
+    expect(await bad(`wantedDids=${bob.did}`)).toMatchObject({ status: 400, body: { error: 'InvalidRequest', message: expect.stringContaining('use dids') } })
+    expect(await bad('compress=true')).toMatchObject({ status: 400, body: { error: 'InvalidRequest' } })
+    expect(await bad('requireHello=true')).toMatchObject({ status: 400, body: { error: 'InvalidRequest' } })
+    expect(await bad('kinds=post')).toMatchObject({ status: 400, body: { error: 'InvalidRequest' } })
+    expect(await bad(`kinds=identity&collections=${POST}`)).toMatchObject({ status: 400, body: { error: 'InvalidRequest' } })
+    expect(await bad('dids=alice')).toMatchObject({ status: 400, body: { error: 'InvalidRequest' } })
+    expect((await fetch(`${net.relay.url}/xrpc/network.bsky.jetstream.getZstdDictionary?id=7`)).status).toBe(400)
+
+    // server-push only: a message from the client closes the connection
+    const chatty = raw(`${v2url}?kinds=account`)
+    await chatty.opened
+    const closed = new Promise<number>((r) => chatty.ws.once('close', (code) => r(code)))
+    chatty.ws.send(JSON.stringify({ type: 'options_update', payload: {} }))
+    expect(await closed).toBe(1008)
+  }, 40_000)
 
   it('maxMessageSizeBytes: events larger than the limit are not sent to that subscriber, smaller ones are', async () => {
     const SIZED = 'org.example.sized.item'
@@ -325,6 +452,31 @@ describe('GET /subscribe with Jetstream clients', () => {
   }, 15_000)
 })
 
+describe('a log that retention has pruned', () => {
+  it('v2 refuses a sequence cursor it no longer holds (CursorTooOld), says OutdatedCursor for an old time cursor; /subscribe starts at the oldest event', async () => {
+    const v2url = `${net.relay.url.replace(/^http/, 'ws')}/xrpc/network.bsky.jetstream.subscribeEvents`
+    net.relay.ctx.outbox.prune(Date.now() + 365 * 24 * 3600_000)
+    expect(await refused(`${v2url}?cursor=1`)).toMatchObject({ status: 400, body: { error: 'CursorTooOld', message: expect.stringContaining('starts at seq') } })
+    await net.create(alice, POST, { text: 'after pruning', createdAt: new Date().toISOString() })
+    await net.synced(alice)
+    expect(await refused(`${v2url}?cursor=0`)).toMatchObject({ status: 400, body: { error: 'CursorTooOld' } })
+
+    const timed = raw(`${v2url}?cursor=1000000000000000&dids=${alice.did}&kinds=commit`)
+    await waitFor(() => timed.messages.length === 2, 10_000, 'the advisory and the post')
+    timed.ws.close()
+    expect(timed.messages[0]).toEqual({
+      $type: 'message',
+      payload: { $type: 'network.bsky.jetstream.subscribeEvents#info', name: 'OutdatedCursor', message: expect.stringContaining('resuming from seq') },
+    })
+    expect(timed.messages[1].payload.record.text).toBe('after pruning')
+
+    const v1 = raw(`${net.jetstreamUrl}?cursor=1&wantedDids=${alice.did}`)
+    await waitFor(() => v1.messages.length === 1, 10_000, 'the oldest event')
+    v1.ws.close()
+    expect(v1.messages[0].commit.record.text).toBe('after pruning')
+  }, 20_000)
+})
+
 describe('configuration', () => {
   it('RELAY_JETSTREAM_ENABLED=false: no /subscribe; bad values stop start-up', async () => {
     const dir = tmpDir()
@@ -338,6 +490,10 @@ describe('configuration', () => {
     }
     expect(() => relayConfig(dir.path, net.plc.url, { RELAY_JETSTREAM_MAX_PER_IP: '0' })).toThrow(ConfigError)
     expect(() => relayConfig(dir.path, net.plc.url, { RELAY_JETSTREAM_ENABLED: 'maybe' })).toThrow(/RELAY_JETSTREAM_ENABLED/)
+    // a dictionary file that is missing or not a structured zstd dictionary stops start-up
+    expect(() => relayConfig(dir.path, net.plc.url, { RELAY_JETSTREAM_ZSTD_DICTIONARY: `${dictDir.path}/missing.zdict` })).toThrow(/RELAY_JETSTREAM_ZSTD_DICTIONARY: cannot read/)
+    writeFileSync(`${dictDir.path}/samples.txt`, 'not a dictionary, just text')
+    expect(() => relayConfig(dir.path, net.plc.url, { RELAY_JETSTREAM_V2_ZSTD_DICTIONARY: `${dictDir.path}/samples.txt` })).toThrow(/RELAY_JETSTREAM_V2_ZSTD_DICTIONARY: .*not a structured zstd dictionary/)
   })
 })
 

@@ -1,7 +1,8 @@
 /**
- * Jetstream subscription options: query parameters (v1 `wantedCollections`, `wantedDids`, `cursor`,
- * `compress`, `requireHello`, `maxMessageSizeBytes`; v2 `kinds`, `dids`, `collections` and a sequence
- * cursor) and the subscriber-sourced `options_update` message. Matching looks only at the kind, DID and
+ * Jetstream subscription options: the query parameters of GET /subscribe (v1: `wantedCollections`,
+ * `wantedDids`, `cursor`, `compress`, `requireHello`, `maxMessageSizeBytes`) and of
+ * network.bsky.jetstream.subscribeEvents (v2: `kinds`, `dids`, `collections`, `cursor`,
+ * `maxMessageSizeBytes`, `zstdDictionary`), and v1's subscriber-sourced `options_update` message. Matching looks only at the kind, DID and
  * collection carried next to each encoded event.
  */
 import { isValidDid, isValidNsid } from '@stratos/core/syntax'
@@ -9,8 +10,8 @@ import type { JetstreamItem, JetstreamKind } from './events.js'
 
 export const MAX_WANTED_COLLECTIONS = 100
 export const MAX_WANTED_DIDS = 10_000
-/** cursors below this are relay sequence numbers (v2), at or above it unix microseconds (v1) */
-export const SEQ_CURSOR_LIMIT = 1e13
+/** cursors below this are Jetstream sequence numbers, at or above it unix microseconds (as in Jetstream) */
+export const TIME_CURSOR_MIN = 1e15
 
 export class OptionsError extends Error {
   constructor(message: string) {
@@ -19,7 +20,7 @@ export class OptionsError extends Error {
   }
 }
 
-const KINDS: readonly JetstreamKind[] = ['commit', 'identity', 'account']
+const KINDS: readonly JetstreamKind[] = ['commit', 'identity', 'account', 'sync']
 const PREFIX_RE = /^[a-zA-Z][a-zA-Z0-9-]*(\.[a-zA-Z0-9-]+)*\.\*$/
 
 export class Filter {
@@ -60,7 +61,7 @@ export class Filter {
     if (opts.kinds && opts.kinds.length > 0) {
       f.kinds = new Set()
       for (const k of opts.kinds) {
-        if (!(KINDS as readonly string[]).includes(k)) throw new OptionsError(`unknown kind: ${k} (commit, identity, account)`)
+        if (!(KINDS as readonly string[]).includes(k)) throw new OptionsError(`unknown kind: ${k} (commit, identity, account, sync)`)
         f.kinds.add(k as JetstreamKind)
       }
     }
@@ -85,13 +86,17 @@ export class Filter {
 }
 
 export interface SubscribeParams {
+  /** 1: GET /subscribe (Jetstream v1 wire); 2: network.bsky.jetstream.subscribeEvents (xrpc.v1.json frames) */
   version: 1 | 2
   filter: Filter
-  /** v1: unix µs; the first event sent is the first with time_us > cursor */
-  cursorUs?: number
-  /** v2: relay seq; the first event sent is the first of seq > cursor */
+  /** a Jetstream seq (cursor < 10^15): the first event sent is the first of seq >= cursor */
   cursorSeq?: number
+  /** a unix-µs time (cursor >= 10^15): v1 sends events of time_us > cursor, v2 of time_us >= cursor */
+  cursorUs?: number
+  /** v1: compress=true or `Socket-Encoding: zstd` */
   compress: boolean
+  /** v2: the zstd dictionary id the client asked for (zstdDictionary=<id>) */
+  zstdDictionary?: number
   requireHello: boolean
 }
 
@@ -119,31 +124,62 @@ function int(query: URLSearchParams, name: string): number | undefined {
   return Number(v)
 }
 
-/** Parses the query of GET /subscribe (throws OptionsError). `zstdHeader`: `Socket-Encoding: zstd` was sent. */
+function setCursor(params: SubscribeParams, cursor: number | undefined): void {
+  if (cursor === undefined) return
+  if (cursor < TIME_CURSOR_MIN) params.cursorSeq = cursor
+  else params.cursorUs = cursor
+}
+
+/** Parses the query of GET /subscribe, Jetstream's v1 parameters (throws OptionsError). */
 export function parseSubscribeQuery(query: URLSearchParams, zstdHeader = false): SubscribeParams {
-  const v2 = query.has('kinds') || query.has('dids') || query.has('collections')
-  const collections = [...(list(query, 'wantedCollections') ?? []), ...(list(query, 'collections') ?? [])]
-  const dids = [...(list(query, 'wantedDids') ?? []), ...(list(query, 'dids') ?? [])]
   const filter = Filter.build({
-    collections,
-    dids,
-    kinds: list(query, 'kinds'),
+    collections: list(query, 'wantedCollections'),
+    dids: list(query, 'wantedDids'),
     maxMessageSizeBytes: int(query, 'maxMessageSizeBytes'),
   })
-  const cursor = int(query, 'cursor')
   const params: SubscribeParams = {
-    version: v2 ? 2 : 1,
+    version: 1,
     filter,
     compress: bool(query, 'compress') || zstdHeader,
     requireHello: bool(query, 'requireHello'),
   }
-  if (cursor !== undefined) {
-    if (v2 && cursor < SEQ_CURSOR_LIMIT) {
-      params.cursorSeq = cursor
-    } else {
-      params.cursorUs = cursor
-    }
+  setCursor(params, int(query, 'cursor'))
+  return params
+}
+
+/**
+ * Parses the query of network.bsky.jetstream.subscribeEvents (v2; throws OptionsError): `kinds`, `dids`,
+ * `collections`, `cursor`, `maxMessageSizeBytes`, `zstdDictionary`. The v1 names and opt-ins are refused
+ * with the replacement named, as Jetstream does, rather than silently ignored.
+ */
+export function parseSubscribeEventsQuery(query: URLSearchParams, zstdHeader = false): SubscribeParams {
+  const legacy: Record<string, string> = {
+    wantedDids: 'wantedDids is the /subscribe (v1) parameter; use dids',
+    wantedCollections: 'wantedCollections is the /subscribe (v1) parameter; use collections',
+    requireHello: 'requireHello is not supported on this endpoint: it is server-push only',
+    compress: 'compress=true is the /subscribe (v1) opt-in; this endpoint uses zstdDictionary=<id>',
   }
+  for (const [name, message] of Object.entries(legacy)) if (query.has(name)) throw new OptionsError(message)
+  if (zstdHeader) throw new OptionsError('Socket-Encoding: zstd is the /subscribe (v1) opt-in; this endpoint uses zstdDictionary=<id>')
+  const kinds = list(query, 'kinds')
+  if (kinds && kinds.length > 4) throw new OptionsError(`at most 4 kinds, got ${kinds.length}`)
+  const collections = list(query, 'collections')
+  const filter = Filter.build({
+    collections,
+    dids: list(query, 'dids'),
+    kinds,
+    maxMessageSizeBytes: int(query, 'maxMessageSizeBytes'),
+  })
+  if (collections && collections.length > 0 && filter.kinds && !filter.kinds.has('commit')) {
+    throw new OptionsError('the collections filter can never apply: kinds excludes commit')
+  }
+  const params: SubscribeParams = { version: 2, filter, compress: false, requireHello: false }
+  const dict = int(query, 'zstdDictionary')
+  if (dict !== undefined) {
+    if (dict < 1 || dict > 0xffffffff) throw new OptionsError('zstdDictionary must be a positive integer zstd dictionary id')
+    params.zstdDictionary = dict
+  }
+  setCursor(params, int(query, 'cursor'))
   return params
 }
 
@@ -170,9 +206,8 @@ export function parseSubscriberMessage(raw: string, current: Filter): Filter {
     throw new OptionsError('maxMessageSizeBytes must be an integer >= 0')
   }
   return Filter.build({
-    collections: arr(p.wantedCollections, 'wantedCollections') ?? arr(p.collections, 'collections'),
-    dids: arr(p.wantedDids, 'wantedDids') ?? arr(p.dids, 'dids'),
-    kinds: arr(p.kinds, 'kinds') ?? (current.kinds ? [...current.kinds] : undefined),
+    collections: arr(p.wantedCollections, 'wantedCollections'),
+    dids: arr(p.wantedDids, 'wantedDids'),
     maxMessageSizeBytes: (max as number | undefined) ?? current.maxMessageSizeBytes,
   })
 }
