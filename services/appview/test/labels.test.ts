@@ -15,6 +15,7 @@ import {
   expectXrpcError,
   now,
   post,
+  reply,
   startAppView,
   testDb,
   waitForAsync,
@@ -228,6 +229,28 @@ function labelSuite(dialect: 'sqlite' | 'postgres') {
     const profile = await agent.getProfile({ actor: labAcct.did })
     expect(profile.data.associated?.labeler).toBe(true)
     expect((await agent.getProfile({ actor: alice.did })).data.associated?.labeler).toBe(false)
+  })
+
+  it("notifications carry the accepted labelers' labels on their records beside self-labels; the moderation service's !takedown removes them", async () => {
+    const selfLabeled = { labels: { $type: 'com.atproto.label.defs#selfLabels', values: [{ val: 'sexual' }] } }
+    const R1 = await net.create(bob, 'app.bsky.feed.post', reply('a reply', P1, P1, selfLabeled))
+    const R2 = await net.create(bob, 'app.bsky.feed.post', reply('another reply', P1, P1))
+    await caughtUp(server, net)
+    await label(lab, R1.uri, 'spam')
+    const agent = viewer()
+    const notifs = async () => (await agent.app.bsky.notification.listNotifications({ limit: 50 })).data.notifications
+    await waitForAsync(async () => (await notifs()).find((n) => n.uri === R1.uri)?.labels?.length === 2, 10_000, 'the label on the reply')
+    const r1 = (await notifs()).find((n) => n.uri === R1.uri)!
+    expect(r1.reason).toBe('reply')
+    expect(r1.labels!.map((l) => `${l.src} ${l.val}`).sort()).toEqual([`${bob.did} sexual`, `${labAcct.did} spam`].sort())
+    expect(r1.labels!.find((l) => l.val === 'spam')).toMatchObject({ uri: R1.uri, ver: 1 })
+    // a client that does not accept the labeler gets the self-label only
+    const plain = (await agentFor(server, alice).app.bsky.notification.listNotifications({ limit: 50 })).data.notifications
+    expect(plain.find((n) => n.uri === R1.uri)!.labels!.map((l) => l.val)).toEqual(['sexual'])
+
+    await label(mod, R2.uri, '!takedown')
+    await waitForAsync(async () => !(await notifs()).some((n) => n.uri === R2.uri), 10_000, 'the takedown')
+    expect((await notifs()).some((n) => n.uri === R1.uri)).toBe(true)
   })
 }
 

@@ -224,6 +224,14 @@ export class Hydrator {
   }
 
   /**
+   * Labels on records shown by URI alone (notifications): loaded into the state; returns the URIs the
+   * moderation service took down.
+   */
+  async recordLabels(state: HydrationState, uris: string[]): Promise<Set<string>> {
+    return new Set((await this.loadLabels(state, [...new Set(uris)])).keys())
+  }
+
+  /**
    * Loads the labels on `uris` from the request's labelers (and the moderation service) into the state.
    * Returns the URIs the moderation service took down.
    */

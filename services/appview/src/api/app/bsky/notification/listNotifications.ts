@@ -42,10 +42,14 @@ const register: Register = (server, ctx) => {
         lastSeen(ctx, viewer),
       ])
       const state = new HydrationState(viewer)
-      await ctx.hydrator.actors(state, rows.map((r) => r.author))
+      const [, takenDown] = await Promise.all([
+        ctx.hydrator.actors(state, rows.map((r) => r.author)),
+        // the labelers' labels on the notifying records (as every view carries them)
+        ctx.hydrator.recordLabels(state, rows.map((r) => r.recordUri)),
+      ])
       const notifications: AppBskyNotificationListNotifications.Notification[] = []
       for (const r of rows) {
-        if (actorInvisible(state, r.author) || viewerMutes(state, r.author)) continue
+        if (takenDown.has(r.recordUri) || actorInvisible(state, r.author) || viewerMutes(state, r.author)) continue
         const author = ctx.views.profile(state, r.author)
         if (!author) continue
         const record = JSON.parse(r.json) as Record<string, unknown>
