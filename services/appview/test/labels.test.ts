@@ -34,12 +34,12 @@ async function startLabeler(did: string): Promise<LabelerServer> {
   return server
 }
 
-async function label(labeler: LabelerServer, uri: string, val: string, opts: { neg?: boolean; exp?: string } = {}): Promise<void> {
+async function label(labeler: LabelerServer, uri: string, val: string, opts: { neg?: boolean; exp?: string; cid?: string } = {}): Promise<void> {
   const nsid = opts.neg ? 'com.stratos.labeler.admin.negateLabel' : 'com.stratos.labeler.admin.createLabel'
   const res = await fetch(`${labeler.url}/xrpc/${nsid}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Basic ${Buffer.from(`admin:${ADMIN}`).toString('base64')}` },
-    body: JSON.stringify({ uri, val, ...(opts.exp ? { exp: opts.exp } : {}) }),
+    body: JSON.stringify({ uri, val, ...(opts.exp ? { exp: opts.exp } : {}), ...(opts.cid ? { cid: opts.cid } : {}) }),
   })
   if (!res.ok) throw new Error(`${nsid}: ${res.status} ${await res.text()}`)
 }
@@ -251,6 +251,19 @@ function labelSuite(dialect: 'sqlite' | 'postgres') {
     await label(mod, R2.uri, '!takedown')
     await waitForAsync(async () => !(await notifs()).some((n) => n.uri === R2.uri), 10_000, 'the takedown')
     expect((await notifs()).some((n) => n.uri === R1.uri)).toBe(true)
+  })
+
+  it('a label on one version of a record (cid) applies to the record and carries its cid, as the reference AppView does', async () => {
+    const V = await net.create(alice, 'app.bsky.feed.post', post('a record whose labeled version is not the current one'))
+    await caughtUp(server, net)
+    // the label names another version (any other cid will do): the view still carries it, cid included, so a
+    // client can tell; neither the reference AppView nor @atproto/api's moderation compares the two
+    await label(lab, V.uri, 'porn', { cid: P1.cid })
+    const agent = viewer()
+    await waitForAsync(async () => ((await agent.getPosts({ uris: [V.uri] })).data.posts[0]!.labels ?? []).length === 1, 10_000, 'the label')
+    const view = (await agent.getPosts({ uris: [V.uri] })).data.posts[0]!
+    expect(view.cid).toBe(V.cid)
+    expect(view.labels).toEqual([expect.objectContaining({ uri: V.uri, cid: P1.cid, val: 'porn' })])
   })
 }
 
