@@ -20,6 +20,28 @@ const migrations: Migrations = {
 }
 
 describe('db', () => {
+  it('SQLite with a statement cache: statements reused (LRU), same results, transactions and schema changes still work', async () => {
+    const { db, close } = openSqlite<Schema>(':memory:', { statementCache: 2 })
+    await migrateToLatest(db, migrations)
+    await db.transaction().execute(async (tx) => {
+      for (let i = 0; i < 50; i++) await tx.insertInto('item').values({ id: i, name: `n${i % 5}` }).execute()
+    })
+    for (let i = 0; i < 3; i++) {
+      expect((await db.selectFrom('item').select('id').where('name', '=', 'n3').orderBy('id').execute()).map((r) => r.id)).toEqual([3, 8, 13, 18, 23, 28, 33, 38, 43, 48])
+      expect(Number((await db.selectFrom('item').select((eb) => eb.fn.countAll().as('n')).executeTakeFirst())?.n)).toBe(50)
+      // a third statement text pushes the oldest out of the 2-entry cache
+      expect(await db.selectFrom('item').select('name').where('id', '=', 7).executeTakeFirst()).toEqual({ name: 'n2' })
+    }
+    await expect(db.transaction().execute(async (tx) => {
+      await tx.insertInto('item').values({ id: 100, name: 'x' }).execute()
+      throw new Error('roll back')
+    })).rejects.toThrow('roll back')
+    expect(await db.selectFrom('item').select('id').where('id', '=', 100).executeTakeFirst()).toBeUndefined()
+    await db.schema.alterTable('item').addColumn('extra', 'text').execute()
+    expect(await db.selectFrom('item').selectAll().where('id', '=', 1).executeTakeFirst()).toEqual({ id: 1, name: 'n1', extra: null })
+    await close()
+  })
+
   it('runs migrations once and stores rows in SQLite', async () => {
     const { db, close } = openSqlite<Schema>(':memory:')
     await migrateToLatest(db, migrations)

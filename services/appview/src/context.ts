@@ -45,7 +45,7 @@ export interface AppContextOptions {
   minBackoffMs?: number
   maxBackoffMs?: number
   /** ingest bounds and retry delays (tests make them small) */
-  ingest?: Pick<IngesterOptions, 'maxInFlight' | 'maxPerAccount' | 'maxBuffered' | 'identityRetryDelaysMs' | 'resyncRetryDelaysMs'>
+  ingest?: Pick<IngesterOptions, 'maxInFlight' | 'maxPerAccount' | 'maxBuffered' | 'identityRetryDelaysMs' | 'resyncRetryDelaysMs' | 'maxBatch'>
 }
 
 export interface AuthVerifiers {
@@ -116,7 +116,7 @@ export class AppContext {
     const isPg = /^postgres(ql)?:\/\//.test(config.dbUrl)
     const database = isPg
       ? await openPostgres<DatabaseSchema>(config.dbUrl, config.dbSchema ? { schema: config.dbSchema } : {})
-      : openSqlite<DatabaseSchema>(config.dbUrl)
+      : openSqlite<DatabaseSchema>(config.dbUrl, { statementCache: 1000 })
     try {
       await migrateToLatest(database.db, appviewMigrations(database.dialect))
     } catch (err) {

@@ -22,6 +22,40 @@ export interface SqliteOptions {
   /** milliseconds a writer waits for the lock before SQLITE_BUSY */
   busyTimeoutMs?: number
   readonly?: boolean
+  /**
+   * Keep up to this many prepared statements by SQL text and reuse them (default 0: kysely prepares
+   * every statement anew, which costs as much as running a small one). Statements are not streamed
+   * (`stream()`) when this is on, as two streams of one cached statement would clash.
+   */
+  statementCache?: number
+}
+
+/**
+ * better-sqlite3 behind a cache of prepared statements (least recently used out). Kysely's SQLite
+ * driver calls `prepare` for every query; with this it gets the statement prepared last time.
+ */
+function cachingDatabase(sqlite: SqliteDatabase.Database, size: number): SqliteDatabase.Database {
+  const cache = new Map<string, SqliteDatabase.Statement>()
+  return new Proxy(sqlite, {
+    get(target, prop, receiver) {
+      if (prop === 'prepare') {
+        return (source: string) => {
+          const hit = cache.get(source)
+          if (hit) {
+            cache.delete(source)
+            cache.set(source, hit)
+            return hit
+          }
+          const stmt = target.prepare(source)
+          cache.set(source, stmt)
+          if (cache.size > size) cache.delete(cache.keys().next().value!)
+          return stmt
+        }
+      }
+      const v = Reflect.get(target, prop, receiver) as unknown
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+    },
+  })
 }
 
 /** Opens (creating if needed) a SQLite file in WAL mode. Use ':memory:' for a throwaway database. */
@@ -31,7 +65,8 @@ export function openSqlite<Schema>(path: string, opts: SqliteOptions = {}): Data
   sqlite.pragma(`busy_timeout = ${opts.busyTimeoutMs ?? 5000}`)
   sqlite.pragma('synchronous = NORMAL')
   sqlite.pragma('foreign_keys = ON')
-  const db = new Kysely<Schema>({ dialect: new SqliteDialect({ database: sqlite }) })
+  const database = opts.statementCache ? cachingDatabase(sqlite, opts.statementCache) : sqlite
+  const db = new Kysely<Schema>({ dialect: new SqliteDialect({ database }) })
   return { db, dialect: 'sqlite', close: () => db.destroy() }
 }
 

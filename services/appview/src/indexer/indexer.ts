@@ -22,6 +22,27 @@ export interface IndexerOptions {
   validate?: boolean
 }
 
+/**
+ * Rows and counter moves of many records written at once (live ingest's group commit): counters are
+ * summed and written once, feed items, notifications and search entries go in with multi-row inserts
+ * at the end of the batch (`flush`). A record deleted in the same batch takes its pending rows with it.
+ */
+export class IndexBatch {
+  /** actors known to exist in this batch (ensureActor once) */
+  readonly actors = new Set<string>()
+  readonly aggs = new Map<string, { agg: AggTarget; n: number }>()
+  readonly feedItems = new Map<string, DatabaseSchema['feed_item']>()
+  readonly notifications = new Map<string, DatabaseSchema['notification'][]>()
+  readonly posts = new Map<string, string>()
+
+  bump(agg: AggTarget, delta: number): void {
+    const k = `${agg.table}\u0000${agg.column}\u0000${agg.key}`
+    const e = this.aggs.get(k)
+    if (e) e.n += delta
+    else this.aggs.set(k, { agg, n: delta })
+  }
+}
+
 /** Hosting statuses that hide an account's content (#account with active=false). */
 export const HIDDEN_STATUSES = new Set(['deactivated', 'takendown', 'suspended', 'deleted'])
 
@@ -100,7 +121,8 @@ export class Indexer {
    * Indexes a create or update of `uri` with `record` (JSON form). Collections the AppView does not
    * index are skipped; records failing lexicon validation are not indexed ('invalid').
    */
-  async indexRecord(db: Db, uri: string, cid: string, record: Record<string, unknown>, opts: { notify?: boolean } = {}): Promise<IndexResult> {
+  async indexRecord(db: Db, uri: string, cid: string, record: Record<string, unknown>, opts: { notify?: boolean; batch?: IndexBatch } = {}): Promise<IndexResult> {
+    const batch = opts.batch
     let parsed
     try {
       parsed = parseAtUri(uri)
@@ -119,11 +141,14 @@ export class Indexer {
     const existing = await db.selectFrom('record').select(['cid']).where('uri', '=', uri).executeTakeFirst()
     if (existing?.cid === cid) return 'unchanged'
     const isUpdate = existing !== undefined
-    if (isUpdate) await this.deleteRecord(db, uri, { keepNotifications: true })
+    if (isUpdate) await this.deleteRecord(db, uri, { keepNotifications: true, ...(batch ? { batch } : {}) })
 
     const indexedAt = this.now()
     await db.insertInto('record').values({ uri, cid, did: parts.host, collection: parts.collection, rkey: parts.rkey, json: JSON.stringify(record), indexedAt }).execute()
-    await this.ensureActor(parts.host, db)
+    if (!batch?.actors.has(parts.host)) {
+      await this.ensureActor(parts.host, db)
+      batch?.actors.add(parts.host)
+    }
 
     const input: RecordInput = { uri, cid, did: parts.host, collection: parts.collection, rkey: parts.rkey, record, indexedAt }
     const plan = planRecord(input)
@@ -140,17 +165,28 @@ export class Indexer {
     // a duplicate (a second like of the same post...) is kept in the record table only
     if (!inserted) return 'indexed'
 
-    if (plan.feedItem) await db.insertInto('feed_item').values(plan.feedItem).onConflict((oc) => oc.doNothing()).execute()
-    for (const agg of plan.aggs) await this.bump(db, agg, 1)
+    if (plan.feedItem) {
+      if (batch) batch.feedItems.set(uri, plan.feedItem)
+      else await db.insertInto('feed_item').values(plan.feedItem).onConflict((oc) => oc.doNothing()).execute()
+    }
+    for (const agg of plan.aggs) {
+      if (batch) batch.bump(agg, 1)
+      else await this.bump(db, agg, 1)
+    }
     if (!isUpdate && opts.notify !== false && plan.notifications.length > 0) {
       const notifs = plan.main.table === 'post' && plan.main.row.violatesThreadGate ? plan.notifications.filter((n) => n.reason !== 'reply') : plan.notifications
-      for (const n of notifs) {
-        await db.insertInto('notification').values(n).onConflict((oc) => oc.doNothing()).execute()
+      if (batch) {
+        if (notifs.length > 0) batch.notifications.set(uri, notifs)
+      } else {
+        for (const n of notifs) await db.insertInto('notification').values(n).onConflict((oc) => oc.doNothing()).execute()
       }
     }
     // an update went through deleteRecord above (search entry removed): insert only. A DELETE on the FTS5
     // table by its UNINDEXED uri column scans the whole table, so it is not done for every new post.
-    if (plan.postText !== undefined) await this.search.setPosts(db, [{ uri, text: plan.postText }])
+    if (plan.postText !== undefined) {
+      if (batch) batch.posts.set(uri, plan.postText)
+      else await this.search.setPosts(db, [{ uri, text: plan.postText }])
+    }
     if (plan.main.table === 'profile') {
       const actor = await db.selectFrom('actor').select('handle').where('did', '=', parts.host).executeTakeFirst()
       await this.search.setActor(db, parts.host, actor?.handle ?? null, plan.main.row.displayName)
@@ -221,33 +257,8 @@ export class Indexer {
     }
     // counters: one multi-row upsert per table, every column of a row at once, rows in key order (two
     // backfills bumping the same counters lock them in the same order: no deadlock on PostgreSQL)
-    const tables = new Map<string, Map<string, Record<string, number>>>()
-    for (const { agg, n } of aggs.values()) {
-      const rows = tables.get(agg.table) ?? new Map<string, Record<string, number>>()
-      const row = rows.get(agg.key) ?? {}
-      row[agg.column] = (row[agg.column] ?? 0) + n
-      rows.set(agg.key, row)
-      tables.set(agg.table, rows)
-    }
-    for (const table of [...tables.keys()].sort()) {
-      const rows = tables.get(table)!
-      const keyCol = table === 'profile_agg' ? 'did' : 'uri'
-      const columns = [...new Set([...rows.values()].flatMap((r) => Object.keys(r)))].sort()
-      const keys = [...rows.keys()].sort()
-      for (let i = 0; i < keys.length; i += CHUNK) {
-        const values = keys.slice(i, i + CHUNK).map((k) => {
-          const r = rows.get(k)!
-          return { [keyCol]: k, ...Object.fromEntries(columns.map((c) => [c, r[c] ?? 0])) }
-        })
-        await (db as AnyDb)
-          .insertInto(table)
-          .values(values)
-          .onConflict((oc: any) =>
-            oc.column(keyCol).doUpdateSet(Object.fromEntries(columns.map((c) => [c, sql`${sql.ref(`${table}.${c}`)} + excluded.${sql.ref(c)}`]))),
-          )
-          .execute()
-      }
-    }
+    const tables = aggTables(aggs.values())
+    await writeAggs(db, tables)
     for (let i = 0; i < posts.length; i += CHUNK) await this.search.setPosts(db, posts.slice(i, i + CHUNK))
     if (profile !== undefined) {
       const actor = await db.selectFrom('actor').select('handle').where('did', '=', did).executeTakeFirst()
@@ -256,8 +267,25 @@ export class Indexer {
     return recordRows.length
   }
 
+  /** Writes what a batch collected: feed items, notifications, search entries, counters (in key order). */
+  async flushBatch(db: Db, batch: IndexBatch): Promise<void> {
+    const CHUNK = 200
+    const feedItems = [...batch.feedItems.values()]
+    for (let i = 0; i < feedItems.length; i += CHUNK) {
+      await db.insertInto('feed_item').values(feedItems.slice(i, i + CHUNK)).onConflict((oc) => oc.doNothing()).execute()
+    }
+    const notifications = [...batch.notifications.values()].flat()
+    for (let i = 0; i < notifications.length; i += CHUNK) {
+      await db.insertInto('notification').values(notifications.slice(i, i + CHUNK)).onConflict((oc) => oc.doNothing()).execute()
+    }
+    const posts = [...batch.posts].map(([uri, text]) => ({ uri, text }))
+    for (let i = 0; i < posts.length; i += CHUNK) await this.search.setPosts(db, posts.slice(i, i + CHUNK))
+    await writeAggs(db, aggTables([...batch.aggs.values()].filter((a) => a.n !== 0)), { clampInsert: true })
+  }
+
   /** Deletes `uri`: its rows, its counters, its notifications, its search entry. */
-  async deleteRecord(db: Db, uri: string, opts: { keepNotifications?: boolean } = {}): Promise<boolean> {
+  async deleteRecord(db: Db, uri: string, opts: { keepNotifications?: boolean; batch?: IndexBatch } = {}): Promise<boolean> {
+    const batch = opts.batch
     const stored = await db.selectFrom('record').selectAll().where('uri', '=', uri).executeTakeFirst()
     if (!stored) return false
     await db.deleteFrom('record').where('uri', '=', uri).execute()
@@ -278,10 +306,20 @@ export class Indexer {
     if (!plan) return true
     const res = await (db as AnyDb).deleteFrom(plan.main.table).where('uri', '=', uri).where('cid', '=', stored.cid).executeTakeFirst()
     if (Number(res.numDeletedRows ?? 0) === 0) return true
-    if (plan.feedItem) await db.deleteFrom('feed_item').where('uri', '=', uri).execute()
-    for (const agg of plan.aggs) await this.bump(db, agg, -1)
-    if (!opts.keepNotifications) await db.deleteFrom('notification').where('recordUri', '=', uri).execute()
-    if (plan.postText !== undefined) await this.search.deletePost(db, uri)
+    if (plan.feedItem) {
+      // (written by this batch: not in the table yet)
+      if (!batch?.feedItems.delete(uri)) await db.deleteFrom('feed_item').where('uri', '=', uri).execute()
+    }
+    for (const agg of plan.aggs) {
+      if (batch) batch.bump(agg, -1)
+      else await this.bump(db, agg, -1)
+    }
+    if (!opts.keepNotifications) {
+      if (!batch?.notifications.delete(uri)) await db.deleteFrom('notification').where('recordUri', '=', uri).execute()
+    }
+    if (plan.postText !== undefined) {
+      if (!batch?.posts.delete(uri)) await this.search.deletePost(db, uri)
+    }
     if (plan.main.table === 'profile') {
       const actor = await db.selectFrom('actor').select('handle').where('did', '=', stored.did).executeTakeFirst()
       await this.search.setActor(db, stored.did, actor?.handle ?? null, null)
@@ -377,3 +415,57 @@ export class Indexer {
   }
 }
 
+
+/** Counter moves grouped by table and key: table → key → column → delta. */
+function aggTables(aggs: Iterable<{ agg: AggTarget; n: number }>): Map<string, Map<string, Record<string, number>>> {
+  const tables = new Map<string, Map<string, Record<string, number>>>()
+  for (const { agg, n } of aggs) {
+    const rows = tables.get(agg.table) ?? new Map<string, Record<string, number>>()
+    const row = rows.get(agg.key) ?? {}
+    row[agg.column] = (row[agg.column] ?? 0) + n
+    rows.set(agg.key, row)
+    tables.set(agg.table, rows)
+  }
+  return tables
+}
+
+/**
+ * Counters: one multi-row upsert per table, every column of a row at once, rows in key order (two
+ * transactions bumping the same counters lock them in the same order: no deadlock on PostgreSQL).
+ * `clampInsert`: a row created by a negative move starts at 0 (as a single decrement would leave it).
+ */
+async function writeAggs(db: Db, tables: Map<string, Map<string, Record<string, number>>>, opts: { clampInsert?: boolean } = {}): Promise<void> {
+  const CHUNK = 100
+  for (const table of [...tables.keys()].sort()) {
+    const rows = tables.get(table)!
+    const keyCol = table === 'profile_agg' ? 'did' : 'uri'
+    const columns = [...new Set([...rows.values()].flatMap((r) => Object.keys(r)))].sort()
+    const keys = [...rows.keys()].sort()
+    for (let i = 0; i < keys.length; i += CHUNK) {
+      const slice = keys.slice(i, i + CHUNK)
+      const values = slice.map((k) => {
+        const r = rows.get(k)!
+        return { [keyCol]: k, ...Object.fromEntries(columns.map((c) => [c, opts.clampInsert ? Math.max(r[c] ?? 0, 0) : (r[c] ?? 0)])) }
+      })
+      // the increments travel apart from the inserted values when they are clamped
+      if (opts.clampInsert && slice.some((k) => columns.some((c) => (rows.get(k)![c] ?? 0) < 0))) {
+        for (const k of slice) {
+          const r = rows.get(k)!
+          await (db as AnyDb)
+            .insertInto(table)
+            .values({ [keyCol]: k, ...Object.fromEntries(columns.map((c) => [c, Math.max(r[c] ?? 0, 0)])) })
+            .onConflict((oc: any) => oc.column(keyCol).doUpdateSet(Object.fromEntries(columns.map((c) => [c, sql`${sql.ref(`${table}.${c}`)} + ${r[c] ?? 0}`]))))
+            .execute()
+        }
+        continue
+      }
+      await (db as AnyDb)
+        .insertInto(table)
+        .values(values)
+        .onConflict((oc: any) =>
+          oc.column(keyCol).doUpdateSet(Object.fromEntries(columns.map((c) => [c, sql`${sql.ref(`${table}.${c}`)} + excluded.${sql.ref(c)}`]))),
+        )
+        .execute()
+    }
+  }
+}

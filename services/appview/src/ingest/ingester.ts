@@ -25,8 +25,9 @@ import {
   type SyncEvent,
 } from '@stratos/core/repo'
 import { SubscriptionClient, type StreamEvent } from '@stratos/core/stream'
-import { HIDDEN_STATUSES, type Db, type Indexer } from '../indexer/indexer.js'
+import { HIDDEN_STATUSES, IndexBatch, type Db, type Indexer } from '../indexer/indexer.js'
 import { INDEXED_COLLECTIONS } from '../indexer/records.js'
+import { BatchWriter, type BatchTx } from './batch-writer.js'
 import { RepoFetcher, RepoFetchError } from './repo-fetcher.js'
 
 export const SUBSCRIBE_REPOS = 'com.atproto.sync.subscribeRepos'
@@ -59,6 +60,8 @@ export interface IngesterOptions {
   identityRetryDelaysMs?: number[]
   /** a fallback resync that fails is tried again after these delays (default 5 s, 30 s, 2 min, 10 min) */
   resyncRetryDelaysMs?: number[]
+  /** verified commits written per transaction at most (default 500) */
+  maxBatch?: number
   /** how often the cursor is saved (default 1 s) */
   cursorFlushMs?: number
   /** reconnect backoff (tests make it short) */
@@ -74,6 +77,25 @@ export interface IngesterOptions {
 const DEFAULT_HANDLE_RETRY_DELAYS_MS = [2_000, 10_000, 60_000, 5 * 60_000, 30 * 60_000]
 const DEFAULT_IDENTITY_RETRY_DELAYS_MS = [500, 2_000, 5_000]
 const DEFAULT_RESYNC_RETRY_DELAYS_MS = [5_000, 30_000, 2 * 60_000, 10 * 60_000]
+/** accounts whose last verified repo state (and hosting status) is kept in memory */
+const STATE_CACHE_SIZE = 100_000
+
+/** A Map that forgets its oldest entries above `max`. */
+class BoundedMap<K, V> extends Map<K, V> {
+  constructor(private readonly max: number) {
+    super()
+  }
+  override set(key: K, value: V): this {
+    if (!this.has(key) && this.size >= this.max) this.delete(this.keys().next().value as K)
+    return super.set(key, value)
+  }
+}
+
+/** What a commit handed to the batch writer: its outcome once the batch has committed. */
+interface Pending {
+  committed: Promise<IngestOutcome>
+}
+
 /** accounts with a fallback resync pending, at most (more are resynced at their next commit) */
 const MAX_PENDING_RESYNCS = 10_000
 /** accounts with a handle re-check pending, at most (more are not re-checked until their next #identity) */
@@ -160,6 +182,16 @@ export class Ingester {
   }
   readonly fetcher: RepoFetcher
   private readonly clients: SubscriptionClient[] = []
+  /** group commit of verified commits */
+  readonly writer: BatchWriter<WriteBatch>
+  /**
+   * Per account, the last verified repo state, ahead of the database while its batch is in flight
+   * (the account's next commit is checked against it without waiting), and the hosting status.
+   */
+  private readonly repoStates = new BoundedMap<string, RepoState>(STATE_CACHE_SIZE)
+  private readonly actorStatus = new BoundedMap<string, string | null>(STATE_CACHE_SIZE)
+  /** per account, its last write handed to the batch writer (other writes of it wait for it) */
+  private readonly lastWrite = new Map<string, Promise<unknown>>()
   private readonly pendingCursor = new Map<string, number>()
   private readonly savedCursor = new Map<string, number>()
   private readonly trackers = new Map<string, SeqTracker>()
@@ -186,6 +218,15 @@ export class Ingester {
     this.idResolver = opts.idResolver
     this.log = opts.log
     this.fetcher = opts.fetcher ?? new RepoFetcher({ allowPrivateAddresses: opts.allowPrivateAddresses ?? false })
+    this.writer = new BatchWriter<WriteBatch>({
+      transact: (fn) => this.indexer.transact(fn),
+      begin: () => ({ index: new IndexBatch(), repoStates: new Map() }),
+      end: async (tx, b) => {
+        await this.indexer.flushBatch(tx, b.index)
+        await saveRepoStates(tx, [...b.repoStates.values()])
+      },
+      maxBatch: opts.maxBatch ?? 500,
+    })
   }
 
   private get db(): Db {
@@ -337,7 +378,10 @@ export class Ingester {
     switch (evt.t) {
       case '#commit': {
         const did = typeof body.repo === 'string' ? body.repo : ''
-        return this.queue.run(did, () => this.handleCommit(source, body as unknown as CommitEvent, detach))
+        // the account's next event starts once this one is verified and handed to the batch writer;
+        // this event is done when its batch has committed
+        const r = await this.queue.run(did, () => this.checkCommit(source, body as unknown as CommitEvent, detach))
+        return typeof r === 'string' ? r : r.committed
       }
       case '#sync': {
         const did = typeof body.did === 'string' ? body.did : ''
@@ -379,6 +423,8 @@ export class Ingester {
   async handleAccount(did: string, active: boolean, status: string | undefined): Promise<IngestOutcome> {
     if (!did.startsWith('did:')) return 'dropped'
     this.stats.account++
+    await this.written(did)
+    this.actorStatus.delete(did)
     // an account first seen through #account (its #identity missed or dropped upstream) gets its handle
     // verified too, after this event (the check goes over the network; the stream does not wait for it)
     if (await this.indexer.ensureActor(did)) this.scheduleHandleCheck(did, 0)
@@ -487,21 +533,47 @@ export class Ingester {
   }
 
   private async repoState(did: string): Promise<RepoState | null> {
+    const cached = this.repoStates.get(did)
+    if (cached) return cached
     const row = await this.db.selectFrom('repo_state').select(['rev', 'data']).where('did', '=', did).executeTakeFirst()
     return row ? { rev: row.rev, data: CID.parse(row.data) } : null
   }
 
+  /** Resolves once the account's writes handed to the batch writer so far have committed. */
+  private async written(did: string): Promise<void> {
+    const last = this.lastWrite.get(did)
+    if (last) await last.catch(() => undefined)
+  }
+
+  /** Handles one #commit and waits for its write to commit. */
   async handleCommit(source: IngestSource | null, evt: CommitEvent, detach: () => void = () => undefined): Promise<IngestOutcome> {
+    const r = await this.checkCommit(source, evt, detach)
+    return typeof r === 'string' ? r : r.committed
+  }
+
+  /**
+   * Checks one #commit against the account's last verified state and hands its writes to the batch
+   * writer (then `detach`es: the stream goes on while the batch commits).
+   */
+  private async checkCommit(source: IngestSource | null, evt: CommitEvent, detach: () => void = () => undefined): Promise<IngestOutcome | Pending> {
     const did = evt.repo
     if (typeof did !== 'string' || !did.startsWith('did:')) return this.drop('malformed #commit')
     this.stats.commits++
-    const actor = await this.db.selectFrom('actor').select('upstreamStatus').where('did', '=', did).executeTakeFirst()
+    let actor: { upstreamStatus: string | null } | undefined
+    if (this.actorStatus.has(did)) actor = { upstreamStatus: this.actorStatus.get(did)! }
+    else {
+      actor = await this.db.selectFrom('actor').select('upstreamStatus').where('did', '=', did).executeTakeFirst()
+      if (actor) this.actorStatus.set(did, actor.upstreamStatus)
+    }
     if (actor?.upstreamStatus && HIDDEN_STATUSES.has(actor.upstreamStatus)) return this.drop('account inactive', did)
     // a DID never seen: resolving it (and maybe fetching its repo) goes over the network
     if (!actor) detach()
     const identity = await this.identityFor(source, did, detach)
     if (!identity) return this.drop('no usable identity', did)
-    await this.ensureActor(did)
+    if (!actor) {
+      await this.ensureActor(did)
+      this.actorStatus.set(did, null)
+    }
 
     let prev = await this.repoState(did)
     const overflowed = this.needsResync.delete(did)
@@ -532,19 +604,38 @@ export class Ingester {
       }
       return this.drop(`commit rejected (${res.reason}): ${res.message}`, did)
     }
-    await this.applyCommit(did, evt, res)
-    return 'indexed'
+    // checked: the account's next commit chains on this state now, before the batch commits
+    const state: RepoState = { rev: res.commit.rev, data: res.newData }
+    this.repoStates.set(did, state)
+    const committed = this.writer.write((tx, batch) => this.applyCommit(tx, batch, did, evt, res))
+    this.lastWrite.set(did, committed)
+    detach()
+    return {
+      committed: committed.then(
+        () => {
+          if (this.lastWrite.get(did) === committed) this.lastWrite.delete(did)
+          return 'indexed' as const
+        },
+        (err) => {
+          if (this.lastWrite.get(did) === committed) this.lastWrite.delete(did)
+          // the state in memory is ahead of the database: the next commit sees the break and resyncs
+          if (this.repoStates.get(did) === state) this.repoStates.delete(did)
+          this.log.warn({ did, rev: evt.rev, err: (err as Error).message }, 'commit could not be written')
+          return this.drop('write failed', did)
+        },
+      ),
+    }
   }
 
-  private async applyCommit(did: string, evt: CommitEvent, res: Extract<CommitCheckResult, { ok: true }>): Promise<void> {
-    await this.indexer.transact(async (tx) => {
+  private async applyCommit(tx: BatchTx, batch: WriteBatch, did: string, evt: CommitEvent, res: Extract<CommitCheckResult, { ok: true }>): Promise<void> {
+    {
       for (const op of evt.ops) {
         const slash = op.path.indexOf('/')
         const collection = op.path.slice(0, slash)
         if (!INDEXED_COLLECTIONS.has(collection)) continue
         const uri = `at://${did}/${op.path}`
         if (op.action === 'delete') {
-          await this.indexer.deleteRecord(tx, uri)
+          await this.indexer.deleteRecord(tx, uri, { batch: batch.index })
         } else if (op.action === 'create' || op.action === 'update') {
           const bytes = res.records.get(op.path)
           if (!bytes || !op.cid) continue
@@ -554,12 +645,12 @@ export class Ingester {
           } catch {
             continue
           }
-          const r = await this.indexer.indexRecord(tx, uri, op.cid.toString(), json)
+          const r = await this.indexer.indexRecord(tx, uri, op.cid.toString(), json, { batch: batch.index })
           if (r === 'indexed') this.stats.indexedOps++
         }
       }
-      await this.saveRepoState(tx, did, res.commit.rev, res.newData.toString(), res.commitCid.toString())
-    })
+      batch.repoStates.set(did, { did, rev: res.commit.rev, data: res.newData.toString(), commitCid: res.commitCid.toString() })
+    }
   }
 
   private async saveRepoState(db: Db, did: string, rev: string, data: string, commitCid: string): Promise<void> {
@@ -572,6 +663,7 @@ export class Ingester {
   }
 
   private async markDesynchronized(did: string): Promise<void> {
+    await this.written(did)
     await this.db.updateTable('repo_state').set({ syncStatus: 'desynchronized' }).where('did', '=', did).execute()
   }
 
@@ -669,6 +761,9 @@ export class Ingester {
    */
   private async resyncNow(did: string, known?: AtprotoIdentity, opts: { retries?: number } = {}): Promise<boolean> {
     this.stats.resyncs++
+    // the account's batched writes first: the fetched repo is compared with what they leave
+    await this.written(did)
+    this.repoStates.delete(did)
     const ok = await this.fetchAndApply(did, known, opts.retries ?? 0)
     if (!ok) {
       this.stats.resyncFailures++
@@ -769,5 +864,31 @@ export class Ingester {
       await this.saveRepoState(tx, did, verified.commit.rev, verified.commit.data.toString(), verified.commitCid.toString())
     })
     return true
+  }
+}
+
+/** What one batch of live writes shares: the index's pending rows and each account's last repo state. */
+interface WriteBatch {
+  index: IndexBatch
+  repoStates: Map<string, { did: string; rev: string; data: string; commitCid: string }>
+}
+
+/** The accounts' repo states of a batch, one multi-row upsert per 200 accounts. */
+async function saveRepoStates(db: Db, rows: { did: string; rev: string; data: string; commitCid: string }[]): Promise<void> {
+  const updatedAt = new Date().toISOString()
+  for (let i = 0; i < rows.length; i += 200) {
+    await db
+      .insertInto('repo_state')
+      .values(rows.slice(i, i + 200).map((r) => ({ ...r, syncStatus: 'synchronized', updatedAt })))
+      .onConflict((oc) =>
+        oc.column('did').doUpdateSet((eb) => ({
+          rev: eb.ref('excluded.rev'),
+          data: eb.ref('excluded.data'),
+          commitCid: eb.ref('excluded.commitCid'),
+          syncStatus: eb.ref('excluded.syncStatus'),
+          updatedAt: eb.ref('excluded.updatedAt'),
+        })),
+      )
+      .execute()
   }
 }

@@ -1,0 +1,96 @@
+/**
+ * Group commit for live ingest: verified events hand their index writes here and many of them are
+ * applied in one transaction (in the order they were handed in, which keeps each account's order and,
+ * across accounts, the order in which their checks finished). One batch runs at a time; what arrives
+ * while it commits forms the next one, so batches grow with the load and add no delay when idle.
+ *
+ * A batch that fails as a whole (a deadlock given up on, a bad row) is applied again one write per
+ * transaction, so one bad write costs only itself.
+ */
+import type { Transaction } from 'kysely'
+import type { DatabaseSchema } from '../indexer/schema.js'
+
+export type BatchTx = Transaction<DatabaseSchema>
+
+interface Item<S> {
+  fn: (tx: BatchTx, state: S) => Promise<void>
+  resolve: () => void
+  reject: (err: unknown) => void
+}
+
+export interface BatchWriterOptions<S> {
+  /** runs `fn` in one transaction (the indexer's, with its retries) */
+  transact: <T>(fn: (tx: BatchTx) => Promise<T>) => Promise<T>
+  /** what the writes of one batch share (counters summed, rows collected), made anew for each attempt */
+  begin: () => S
+  /** after every write of the batch, inside its transaction: writes what they collected */
+  end: (tx: BatchTx, state: S) => Promise<void>
+  /** writes per transaction at most (default 500) */
+  maxBatch?: number
+  /** after each batch: how many writes it held and how long it took */
+  onBatch?: (size: number, ms: number) => void
+}
+
+export class BatchWriter<S> {
+  private queue: Item<S>[] = []
+  private running = false
+  readonly stats = { batches: 0, writes: 0, fallbacks: 0 }
+
+  constructor(private readonly opts: BatchWriterOptions<S>) {}
+
+  /** Writes waiting for the next batch. */
+  get pending(): number {
+    return this.queue.length
+  }
+
+  /** Queues a write; resolves once its batch has committed. */
+  write(fn: (tx: BatchTx, state: S) => Promise<void>): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ fn, resolve, reject })
+      if (!this.running) {
+        this.running = true
+        // the end of this turn: writes handed in by the same socket read share the batch
+        setImmediate(() => void this.drain())
+      }
+    })
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const max = this.opts.maxBatch ?? 500
+        const batch = this.queue.length <= max ? this.queue : this.queue.slice(0, max)
+        this.queue = this.queue.length <= max ? [] : this.queue.slice(max)
+        const t0 = performance.now()
+        try {
+          await this.run(batch)
+          for (const item of batch) item.resolve()
+        } catch {
+          // one by one: only the writes that fail on their own are lost
+          this.stats.fallbacks++
+          for (const item of batch) {
+            try {
+              await this.run([item])
+              item.resolve()
+            } catch (err) {
+              item.reject(err)
+            }
+          }
+        }
+        this.stats.batches++
+        this.stats.writes += batch.length
+        this.opts.onBatch?.(batch.length, performance.now() - t0)
+      }
+    } finally {
+      this.running = false
+    }
+  }
+
+  private run(batch: Item<S>[]): Promise<void> {
+    return this.opts.transact(async (tx) => {
+      const state = this.opts.begin()
+      for (const item of batch) await item.fn(tx, state)
+      await this.opts.end(tx, state)
+    })
+  }
+}
