@@ -8,7 +8,8 @@
  *     ozone's API (tools.ozone.moderation.emitEvent, authorised by a service token our PDS issues); our
  *     AppView, which learns of ozone from the labeler record it indexed, follows ozone's subscribeLabels,
  *     verifies each label against ozone's #atproto_label key, and the views read through our PDS with
- *     `atproto-accept-labelers: <ozone DID>` carry the labels; a negation through ozone removes them;
+ *     `atproto-accept-labelers: <ozone DID>` carry the labels, and @atproto/api's moderatePost (with ozone's
+ *     label definitions, for a user subscribed to it) acts on them; a negation through ozone removes them;
  *   - the reverse: the reference label consumer (@atproto/xrpc-server's Subscription, each message checked
  *     with @atproto/api's lexicons, each signature with @atproto/crypto against the key in the DID document
  *     as @atproto/identity resolves it) reads our labeler's subscribeLabels, and ozone's with the same code.
@@ -22,7 +23,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { AtpAgent, ComAtprotoLabelDefs, ComAtprotoLabelSubscribeLabels, type AppBskyFeedDefs } from '@atproto/api'
+import { AtpAgent, ComAtprotoLabelDefs, ComAtprotoLabelSubscribeLabels, moderatePost, type AppBskyFeedDefs } from '@atproto/api'
 import { Secp256k1Keypair, verifySignature } from '@atproto/crypto'
 import { IdResolver } from '@atproto/identity'
 import { Subscription } from '@atproto/xrpc-server'
@@ -203,7 +204,19 @@ describe.runIf(PG_URL)('@atproto/ozone as a second labeler on a Stratos network'
       labelerUrl: ozoneUrl,
       labelKey: ozoneKey.did(),
       plcUrl: network.urls.plc,
-      policies: { labelValues: ['spam', '!warn', 'rude'] },
+      policies: {
+        labelValues: ['spam', '!warn', 'rude'],
+        labelValueDefinitions: [
+          {
+            identifier: 'spam',
+            severity: 'inform',
+            blurs: 'content',
+            defaultSetting: 'hide',
+            adultOnly: false,
+            locales: [{ lang: 'en', name: 'Spam', description: 'Unwanted, repeated or automated content.' }],
+          },
+        ],
+      },
       token: async () => network.pds.ctx.mailer.lastMailTo('ozone@example.com')!.text.match(/code:\s+(\S+)/)![1]!,
     })
   }, 90_000)
@@ -275,6 +288,13 @@ describe.runIf(PG_URL)('@atproto/ozone as a second labeler on a Stratos network'
       return view
     })
     expect(seen.labels!.find((l) => l.src === ozoneDid)).toMatchObject({ uri: post.uri, cid: post.cid, val: 'spam' })
+    // the clients' own logic acts on them: bob subscribes to ozone; with its definition of `spam` (from
+    // app.bsky.labeler.getServices) @atproto/api's moderatePost hides the post from his lists
+    await bob.addLabeler(ozoneDid)
+    const prefs = await bob.getPreferences()
+    const modOpts = { userDid: bob.session!.did, prefs: prefs.moderationPrefs, labelDefs: await bob.getLabelDefinitions(prefs) }
+    expect(modOpts.labelDefs[ozoneDid]?.map((d) => d.identifier)).toEqual(['spam'])
+    expect(moderatePost(seen, modOpts).ui('contentList').filter).toBe(true)
     const profile = await withOzone.getProfile({ actor: alice.session!.did })
     expect(ozoneLabels(profile.data.labels)).toEqual(['!warn', 'rude'])
     // a client that does not accept ozone does not get its labels
@@ -289,11 +309,13 @@ describe.runIf(PG_URL)('@atproto/ozone as a second labeler on a Stratos network'
     // negations through ozone
     await emitLabel({ $type: 'com.atproto.repo.strongRef', uri: post.uri, cid: post.cid }, [], ['spam'])
     await emitLabel({ $type: 'com.atproto.admin.defs#repoRef', did: alice.session!.did }, [], ['rude'])
-    await eventually(async () => {
+    const after = await eventually(async () => {
       const view = (await withOzone.getPosts({ uris: [post.uri] })).data.posts[0]!
       expect(ozoneLabels(view.labels)).toEqual([])
       expect(ozoneLabels(view.author.labels)).toEqual(['!warn'])
+      return view
     })
+    expect(moderatePost(after, modOpts).ui('contentList').filter).toBe(false)
   })
 
   it('the reference label consumer reads our labeler and ozone alike: valid messages, valid signatures', async () => {
