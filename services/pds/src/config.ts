@@ -73,7 +73,7 @@ export interface PdsConfig {
   maxConcurrentImports: number
   /** 32-byte key (hex or base64) encrypting account signing keys at rest (PDS_SIGNING_KEY_ENCRYPTION_KEY) */
   signingKeyEncryptionKey: Buffer | null
-  subscription: { backfillLimitMs: number; maxBuffer: number }
+  subscription: { backfillLimitMs: number; maxBuffer: number; maxPerIp: number }
   auth: {
     accessTokenTtlSec: number
     refreshTokenTtlSec: number
@@ -417,6 +417,7 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
     subscription: {
       backfillLimitMs: int('PDS_REPO_BACKFILL_LIMIT_MS', 24 * 60 * 60 * 1000),
       maxBuffer: int('PDS_MAX_SUBSCRIPTION_BUFFER', 500, 1),
+      maxPerIp: int('PDS_MAX_SUBSCRIPTIONS_PER_IP', 32, 1),
     },
     auth: {
       accessTokenTtlSec: int('PDS_ACCESS_TOKEN_TTL_SECONDS', 2 * 60 * 60, 1),

@@ -16,6 +16,6 @@ export default function (server: XrpcServer, ctx: AppContext): SubscriptionServe
   ctx.sequencer.on('event', (evt) => subs.publish(evt.seq, evt.frame))
   mountSubscription(server.app, 'com.atproto.sync.subscribeRepos', (ws, req, params) => {
     subs.attach(ws, { cursor: params.cursor as number | undefined, remoteAddress: req.socket.remoteAddress })
-  })
+  }, { maxPerIp: ctx.cfg.subscription.maxPerIp })
   return subs
 }

@@ -1,0 +1,484 @@
+/**
+ * The Stratos PDS against the reference PDS (@atproto/pds from the npm registry, a dev dependency of bench/
+ * only), side by side in one run. Four processes: an in-memory did:plc directory (@did-plc/server), the
+ * reference PDS, our PDS (services/pds from source), each in its own process, and the load from this one
+ * (an undici Pool per server, keep-alive, plain JSON requests: no client library in the way). Firehose
+ * consumers run in a fifth process.
+ *
+ *   pnpm bench pds   (= node --import tsx bench/pds.ts [--runs 3] [--seconds 4] [--many 1000] [--prof])
+ *
+ * Per run and server (servers alternate within a run; the figure is the median of the runs):
+ * - createRecord/s on one account at concurrency 1 and 8 (p50/p99 latency at 8);
+ * - writes/s across 50 accounts (50 concurrent writers, one per account) and across `--many` accounts
+ *   written round-robin by 50 concurrent writers (more accounts than an open-handle cache holds);
+ * - getRecord and listRecords (limit 50) requests/s at concurrency 16 on the account written above;
+ * - firehose: 50 subscribeRepos consumers attached while the 50-account load runs; lag = when the k-th
+ *   #commit frame reached the consumers (median / last of the 50) minus when the k-th write was acknowledged;
+ * - CPU µs per request of each server process (utime+stime from /proc/<pid>/stat over the phase);
+ * - fsyncs per write: `strace -f -c -e trace=fsync,fdatasync` attached to the server process (all threads)
+ *   during a separate 200-write phase at concurrency 8 on one account (strace slows the process, so the
+ *   throughput phases run without it). Skipped when strace is missing.
+ * `--prof` writes V8 CPU profiles of both PDS processes to bench/.cache/pds-prof/.
+ * Prints a table and rewrites the "pds" section of bench/RESULTS.md.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { createServer } from 'node:net'
+import { cpus, tmpdir, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { writeResultsSection } from './results.js'
+
+const benchRequire = createRequire(import.meta.url)
+const { Pool } = benchRequire('undici') as typeof import('undici')
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url))
+const arg = (name: string, dflt: number) => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i > 0 ? Number(process.argv[i + 1]) : dflt
+}
+const RUNS = arg('runs', 3)
+const SECONDS = arg('seconds', 4)
+const MANY = arg('many', 1000)
+const FEW = 50
+const PROF = process.argv.includes('--prof')
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100
+const HAVE_STRACE = spawnSync('strace', ['-V']).status === 0
+
+const ROTATION_KEY = 'e4b3a0e7f8a3b4c3e2d1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9'
+const ADMIN_PASSWORD = 'bench-admin'
+
+async function freePort(): Promise<number> {
+  const srv = createServer()
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const port = (srv.address() as { port: number }).port
+  await new Promise((resolve) => srv.close(resolve))
+  return port
+}
+
+/** Spawns a server process and waits for a `{"ready":true}` line (ours logs JSON lines: polls describeServer). */
+async function startProcess(name: string, args: string[], env: Record<string, string>, healthUrl?: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stderr = ''
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString()
+    if (stderr.length > 20_000) stderr = stderr.slice(-10_000)
+  })
+  const exited = new Promise<never>((_, reject) =>
+    child.once('exit', (code) => reject(new Error(`${name} exited (${code}) before it was ready:\n${stderr.slice(-3000)}`))),
+  )
+  if (healthUrl) {
+    child.stdout!.resume()
+    const poll = (async () => {
+      for (;;) {
+        try {
+          const res = await fetch(healthUrl)
+          if (res.ok) return
+        } catch {
+          /* not yet */
+        }
+        await new Promise((r) => setTimeout(r, 100))
+      }
+    })()
+    await Promise.race([poll, exited])
+  } else {
+    const ready = new Promise<void>((resolve) => {
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        if (line.includes('"ready":true')) resolve()
+      })
+    })
+    await Promise.race([ready, exited])
+  }
+  child.removeAllListeners('exit')
+  return child
+}
+
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return Number(fields[11]) + Number(fields[12]) // utime, stime (fields 14, 15 of stat)
+}
+
+interface Account {
+  did: string
+  jwt: string
+  rkeys: string[]
+}
+
+class Target {
+  pool: InstanceType<typeof Pool>
+  accounts: Account[] = []
+  constructor(
+    readonly name: string,
+    readonly url: string,
+    readonly proc: ChildProcess,
+  ) {
+    this.pool = new Pool(url, { connections: 128, pipelining: 1, keepAliveTimeout: 60_000 })
+  }
+
+  async call(method: 'GET' | 'POST', nsid: string, opts: { query?: string; body?: unknown; jwt?: string } = {}) {
+    const headers: Record<string, string> = {}
+    if (opts.body !== undefined) headers['content-type'] = 'application/json'
+    if (opts.jwt) headers.authorization = `Bearer ${opts.jwt}`
+    const res = await this.pool.request({
+      method,
+      path: `/xrpc/${nsid}${opts.query ? `?${opts.query}` : ''}`,
+      headers,
+      body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+    })
+    const text = await res.body.text()
+    if (res.statusCode !== 200) throw new Error(`${this.name} ${nsid}: ${res.statusCode} ${text.slice(0, 300)}`)
+    return text
+  }
+
+  async createAccount(i: number): Promise<Account> {
+    const handle = `b${i}-${Math.random().toString(36).slice(2, 8)}.test`
+    const text = await this.call('POST', 'com.atproto.server.createAccount', {
+      body: { handle, email: `${handle}@example.com`, password: 'bench-password' },
+    })
+    const out = JSON.parse(text) as { did: string; accessJwt: string }
+    return { did: out.did, jwt: out.accessJwt, rkeys: [] }
+  }
+
+  async createRecord(acct: Account): Promise<void> {
+    const text = await this.call('POST', 'com.atproto.repo.createRecord', {
+      jwt: acct.jwt,
+      body: {
+        repo: acct.did,
+        collection: 'app.bsky.feed.post',
+        record: {
+          $type: 'app.bsky.feed.post',
+          text: 'bench post: the quick brown fox jumps over the lazy dog',
+          langs: ['en'],
+          createdAt: new Date().toISOString(),
+        },
+      },
+    })
+    const uri = (JSON.parse(text) as { uri: string }).uri
+    acct.rkeys.push(uri.slice(uri.lastIndexOf('/') + 1))
+  }
+}
+
+interface PhaseResult {
+  ops: number
+  seconds: number
+  rate: number
+  cpuUsPerOp: number
+  p50: number
+  p99: number
+  /** ack times (ms since the epoch) of every op, for the firehose lag */
+  acks: number[]
+}
+
+/** `concurrency` workers call `op(worker, i)` until `seconds` have passed. */
+async function phase(t: Target, seconds: number, concurrency: number, op: (worker: number, i: number) => Promise<void>): Promise<PhaseResult> {
+  const lat: number[] = []
+  const acks: number[] = []
+  let i = 0
+  const cpu0 = cpuTicks(t.proc.pid!)
+  const start = performance.now()
+  const deadline = start + seconds * 1000
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, w) => {
+      while (performance.now() < deadline) {
+        const t0 = performance.now()
+        await op(w, i++)
+        const t1 = performance.now()
+        lat.push(t1 - t0)
+        acks.push(performance.timeOrigin + t1)
+      }
+    }),
+  )
+  const elapsed = (performance.now() - start) / 1000
+  const cpuUs = ((cpuTicks(t.proc.pid!) - cpu0) / CLK_TCK) * 1e6
+  lat.sort((a, b) => a - b)
+  acks.sort((a, b) => a - b)
+  return {
+    ops: lat.length,
+    seconds: elapsed,
+    rate: lat.length / elapsed,
+    cpuUsPerOp: cpuUs / lat.length,
+    p50: lat[Math.floor(lat.length * 0.5)] ?? NaN,
+    p99: lat[Math.floor(lat.length * 0.99)] ?? NaN,
+    acks,
+  }
+}
+
+async function createAccounts(t: Target, n: number): Promise<void> {
+  let next = t.accounts.length
+  const target = n
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (next < target) {
+        const i = next++
+        t.accounts[i] = await t.createAccount(i)
+      }
+    }),
+  )
+}
+
+async function firehosePhase(t: Target, seconds: number) {
+  const wsUrl = `${t.url.replace('http', 'ws')}/xrpc/com.atproto.sync.subscribeRepos`
+  const child = spawn(process.execPath, [join(ROOT, 'bench/lib/pds-firehose-consumers.mjs'), JSON.stringify({ url: wsUrl, consumers: FEW })], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  })
+  const lines = createInterface({ input: child.stdout! })
+  const nextLine = () => new Promise<string>((resolve) => lines.once('line', resolve))
+  await nextLine() // ready
+  const few = t.accounts.slice(0, FEW)
+  const writes = await phase(t, seconds, FEW, (w) => t.createRecord(few[w]!))
+  // a frame later than 3 s after the last write counts as not delivered
+  await new Promise((r) => setTimeout(r, 3000))
+  child.stdin!.write('stop\n')
+  const out = JSON.parse(await nextLine()) as { counts: number[]; median: (number | null)[]; max: (number | null)[] }
+  const lagsMedian: number[] = []
+  const lagsMax: number[] = []
+  for (let k = 0; k < writes.acks.length; k++) {
+    const m = out.median[k]
+    const x = out.max[k]
+    lagsMedian.push(m == null ? Infinity : m - writes.acks[k]!)
+    lagsMax.push(x == null ? Infinity : x - writes.acks[k]!)
+  }
+  lagsMedian.sort((a, b) => a - b)
+  lagsMax.sort((a, b) => a - b)
+  const delivered = Math.min(...out.counts)
+  return {
+    rate: writes.rate,
+    delivered: delivered / writes.ops,
+    lagP50: lagsMedian[Math.floor(lagsMedian.length / 2)] ?? NaN,
+    lagP99: lagsMax[Math.floor(lagsMax.length * 0.99)] ?? NaN,
+  }
+}
+
+async function fsyncsPerWrite(t: Target, writes: number): Promise<number> {
+  if (!HAVE_STRACE) return NaN
+  const pid = t.proc.pid!
+  const out = join(tmpdir(), `pds-bench-strace-${t.name}-${process.pid}.txt`)
+  const tids = (await import('node:fs')).readdirSync(`/proc/${pid}/task`)
+  const strace = spawn('strace', ['-f', '-c', '-e', 'trace=fsync,fdatasync', '-o', out, ...tids.flatMap((tid) => ['-p', tid])], {
+    stdio: 'ignore',
+  })
+  await new Promise((r) => setTimeout(r, 1000))
+  const acct = t.accounts[0]!
+  let n = 0
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (n < writes) {
+        n++
+        await t.createRecord(acct)
+      }
+    }),
+  )
+  await new Promise((r) => setTimeout(r, 200))
+  const done = new Promise((r) => strace.once('exit', r))
+  strace.kill('SIGINT')
+  await done
+  const text = readFileSync(out, 'utf8')
+  rmSync(out, { force: true })
+  let calls = 0
+  for (const line of text.split('\n')) {
+    const m = /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(fsync|fdatasync)\s*$/.exec(line)
+    if (m) calls += Number(m[1])
+  }
+  return calls / n
+}
+
+const median = (xs: number[]) => {
+  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b)
+  return s.length ? s[Math.floor(s.length / 2)]! : NaN
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+const work = mkdtempSync(join(tmpdir(), 'pds-bench-'))
+const profDir = join(ROOT, 'bench/.cache/pds-prof')
+if (PROF) mkdirSync(profDir, { recursive: true })
+const procs: ChildProcess[] = []
+const stopAll = () => {
+  for (const p of procs) if (p.exitCode === null) p.kill('SIGTERM')
+}
+process.on('exit', stopAll)
+
+try {
+  const plcPort = await freePort()
+  procs.push(await startProcess('plc', [join(ROOT, 'bench/lib/pds-plc-server.mjs'), String(plcPort)], {}))
+  const plcUrl = `http://127.0.0.1:${plcPort}`
+
+  const common = (port: number, dir: string) => ({
+    PDS_HOSTNAME: 'localhost',
+    PDS_PORT: String(port),
+    PDS_DEV_MODE: 'true',
+    PDS_DATA_DIRECTORY: dir,
+    PDS_BLOBSTORE_DISK_LOCATION: join(dir, 'blobs'),
+    PDS_JWT_SECRET: 'bench-jwt-secret',
+    PDS_ADMIN_PASSWORD: ADMIN_PASSWORD,
+    PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX: ROTATION_KEY,
+    PDS_DID_PLC_URL: plcUrl,
+    PDS_INVITE_REQUIRED: 'false',
+    PDS_SERVICE_HANDLE_DOMAINS: '.test',
+    PDS_RATE_LIMITS_ENABLED: 'false',
+    PDS_CRAWLERS: '',
+    LOG_ENABLED: 'false',
+    LOG_LEVEL: 'warn',
+  })
+  const prof = (name: string) => (PROF ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${name}.cpuprofile`] : [])
+
+  const refPort = await freePort()
+  const refDir = join(work, 'ref')
+  mkdirSync(refDir, { recursive: true })
+  const refProc = await startProcess(
+    'reference PDS',
+    [...prof('reference'), join(ROOT, 'bench/lib/pds-ref-server.mjs')],
+    { ...common(refPort, refDir), NODE_ENV: 'production', PDS_BSKY_APP_VIEW_URL: 'http://127.0.0.1:1', PDS_BSKY_APP_VIEW_DID: 'did:web:localhost' },
+  )
+  procs.push(refProc)
+
+  const ourPort = await freePort()
+  const ourDir = join(work, 'ours')
+  mkdirSync(ourDir, { recursive: true })
+  const ourProc = await startProcess(
+    'Stratos PDS',
+    [...prof('stratos'), '--import', 'tsx', '--import', './bench/lib/register.ts', join(ROOT, 'services/pds/src/bin.ts')],
+    { ...common(ourPort, ourDir), NODE_ENV: 'production', PDS_MAX_CONNECTIONS_PER_IP: '10000', PDS_MAX_SUBSCRIPTIONS_PER_IP: '1000' },
+    `http://127.0.0.1:${ourPort}/xrpc/com.atproto.server.describeServer`,
+  )
+  procs.push(ourProc)
+
+  const targets = [new Target('stratos', `http://127.0.0.1:${ourPort}`, ourProc), new Target('reference', `http://127.0.0.1:${refPort}`, refProc)]
+
+  const setup: Record<string, number> = {}
+  for (const t of targets) {
+    const t0 = performance.now()
+    await createAccounts(t, MANY)
+    setup[t.name] = (performance.now() - t0) / 1000
+    console.log(`${t.name}: ${MANY} accounts created in ${setup[t.name]!.toFixed(1)} s`)
+  }
+
+  type Row = Record<string, number>
+  const results: Record<string, Row[]> = { stratos: [], reference: [] }
+  for (let run = 0; run < RUNS; run++) {
+    for (const t of run % 2 === 0 ? targets : [...targets].reverse()) {
+      const one = t.accounts[0]!
+      const few = t.accounts.slice(0, FEW)
+      const many = t.accounts.slice(0, MANY)
+      const c1 = await phase(t, SECONDS, 1, () => t.createRecord(one))
+      const c8 = await phase(t, SECONDS, 8, () => t.createRecord(one))
+      const w50 = await phase(t, SECONDS, FEW, (w) => t.createRecord(few[w]!))
+      let rr = 0
+      const wMany = await phase(t, SECONDS, FEW, () => t.createRecord(many[rr++ % many.length]!))
+      const rkeys = one.rkeys
+      const get = await phase(t, SECONDS, 16, async (_, i) => {
+        await t.call('GET', 'com.atproto.repo.getRecord', {
+          query: `repo=${encodeURIComponent(one.did)}&collection=app.bsky.feed.post&rkey=${rkeys[(i * 7919) % rkeys.length]}`,
+        })
+      })
+      const list = await phase(t, SECONDS, 16, async () => {
+        await t.call('GET', 'com.atproto.repo.listRecords', {
+          query: `repo=${encodeURIComponent(one.did)}&collection=app.bsky.feed.post&limit=50`,
+        })
+      })
+      const fh = await firehosePhase(t, SECONDS)
+      const row: Row = {
+        c1: c1.rate,
+        c8: c8.rate,
+        c8p50: c8.p50,
+        c8p99: c8.p99,
+        c8cpu: c8.cpuUsPerOp,
+        w50: w50.rate,
+        w50p50: w50.p50,
+        w50p99: w50.p99,
+        w50cpu: w50.cpuUsPerOp,
+        wMany: wMany.rate,
+        wManyp99: wMany.p99,
+        wManycpu: wMany.cpuUsPerOp,
+        get: get.rate,
+        getcpu: get.cpuUsPerOp,
+        list: list.rate,
+        listcpu: list.cpuUsPerOp,
+        fhRate: fh.rate,
+        fhDelivered: fh.delivered,
+        fhLagP50: fh.lagP50,
+        fhLagP99: fh.lagP99,
+      }
+      results[t.name]!.push(row)
+      console.log(`run ${run + 1} ${t.name}: ${Object.entries(row).map(([k, v]) => `${k}=${v.toFixed(k.endsWith('cpu') || k.startsWith('c8p') ? 0 : 1)}`).join(' ')}`)
+    }
+  }
+  const fsyncs: Record<string, number> = {}
+  for (const t of targets) fsyncs[t.name] = await fsyncsPerWrite(t, 200)
+  console.log(`fsyncs per write: ${JSON.stringify(fsyncs)}`)
+
+  const med = (name: string, key: string) => median(results[name]!.map((r) => r[key]!))
+  const fmt = (x: number, digits = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '—')
+  const ratio = (key: string, lowerIsBetter = false) => {
+    const a = med('stratos', key)
+    const b = med('reference', key)
+    const r = lowerIsBetter ? b / a : a / b
+    return Number.isFinite(r) ? `**${r.toFixed(1)}x**` : '—'
+  }
+  const line = (label: string, key: string, unit: string, opts: { lower?: boolean; digits?: number; accept?: boolean; noRatio?: boolean } = {}) =>
+    `| ${label}${opts.accept ? ' ★' : ''} | ${fmt(med('stratos', key), opts.digits)} ${unit} | ${fmt(med('reference', key), opts.digits)} ${unit} | ${opts.noRatio ? '' : ratio(key, opts.lower)} |`
+  const table = [
+    '| measure | Stratos PDS | reference PDS | ours vs reference |',
+    '|---|---:|---:|---:|',
+    line('createRecord, 1 account, concurrency 1', 'c1', '/s'),
+    line('createRecord, 1 account, concurrency 8', 'c8', '/s', { accept: true }),
+    line('— latency p50 (c=8)', 'c8p50', 'ms', { lower: true, digits: 1 }),
+    line('— latency p99 (c=8)', 'c8p99', 'ms', { lower: true, digits: 1 }),
+    line('— server CPU per write (c=8)', 'c8cpu', 'µs', { lower: true }),
+    line(`writes, ${FEW} accounts, 50 writers`, 'w50', '/s', { accept: true }),
+    line('— latency p50', 'w50p50', 'ms', { lower: true, digits: 1 }),
+    line('— latency p99', 'w50p99', 'ms', { lower: true, digits: 1 }),
+    line('— server CPU per write', 'w50cpu', 'µs', { lower: true }),
+    line(`writes, ${MANY} accounts round-robin, 50 writers`, 'wMany', '/s'),
+    line('— latency p99', 'wManyp99', 'ms', { lower: true, digits: 1 }),
+    line('— server CPU per write', 'wManycpu', 'µs', { lower: true }),
+    line('getRecord, concurrency 16', 'get', '/s', { accept: true }),
+    line('— server CPU per request', 'getcpu', 'µs', { lower: true }),
+    line('listRecords (limit 50), concurrency 16', 'list', '/s'),
+    line('— server CPU per request', 'listcpu', 'µs', { lower: true }),
+    line(`writes, ${FEW} accounts, with ${FEW} firehose consumers`, 'fhRate', '/s'),
+    line('— firehose lag p50 (median consumer; < 0: frame before the HTTP ack)', 'fhLagP50', 'ms', { noRatio: true, digits: 1 }),
+    line('— firehose lag p99 (slowest consumer)', 'fhLagP99', 'ms', { noRatio: true, digits: 1 }),
+    line('— share of events every consumer got within 3 s', 'fhDelivered', '', { digits: 2, noRatio: true }),
+    `| fsyncs per write (strace, c=8, 200 writes) | ${fmt(fsyncs.stratos!, 2)} | ${fmt(fsyncs.reference!, 2)} | |`,
+  ].join('\n')
+  const cpuModel = cpus()[0]?.model ?? 'unknown CPU'
+  const md = [
+    '## PDS (`pnpm bench pds`)',
+    '',
+    `${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpuModel}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}. ` +
+      `Stratos PDS (services/pds from source) vs reference @atproto/pds ${benchRequire('@atproto/pds/package.json').version} ` +
+      `(npm; the last line that runs on Node 20), each in its own process with its own data directory, one in-memory ` +
+      `@did-plc/server for both, load from a third process over keep-alive HTTP (undici Pool, plain JSON). ` +
+      `Median of ${RUNS} runs of ${SECONDS} s per phase; servers alternate. Posts of ~60 bytes of text. ` +
+      `Both with rate limits off, NODE_ENV=production. ★ = acceptance figure (10x). CPU = utime+stime of the server ` +
+      `process over the phase / requests. Accounts created first: ${MANY} per server ` +
+      `(${fmt(setup.stratos!, 1)} s ours, ${fmt(setup.reference!, 1)} s reference).`,
+    '',
+    table,
+    '',
+    'Per run (ours | reference):',
+    '',
+    '```',
+    ...['stratos', 'reference'].flatMap((n) =>
+      results[n]!.map((r, i) => `${n} run ${i + 1}: c1 ${fmt(r.c1!)} c8 ${fmt(r.c8!)} w50 ${fmt(r.w50!)} w${MANY} ${fmt(r.wMany!)} get ${fmt(r.get!)} list ${fmt(r.list!)}`),
+    ),
+    '```',
+  ].join('\n')
+  console.log('\n' + table)
+  writeResultsSection('pds', md)
+} finally {
+  for (const p of procs) {
+    if (p.exitCode !== null) continue
+    const exited = new Promise((r) => p.once('exit', r))
+    p.kill('SIGTERM')
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))])
+    if (p.exitCode === null) p.kill('SIGKILL')
+  }
+  rmSync(work, { recursive: true, force: true })
+}
+process.exit(0)
