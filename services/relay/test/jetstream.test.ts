@@ -427,6 +427,24 @@ describe('GET /subscribe with Jetstream clients', () => {
     expect(await closed).toBe(1008)
   }, 40_000)
 
+  it('subscribers replaying the same range share one conversion of each logged event', async () => {
+    const hub = net.relay.ctx.jetstream!
+    const logged = net.relay.ctx.outbox.log.lastAssignedSeq()
+    const before = hub.stats()
+    const subs = Array.from({ length: 5 }, (_, i) => (i % 2 === 0 ? raw(`${net.jetstreamUrl}?cursor=0`) : raw(`${net.relay.url.replace(/^http/, 'ws')}/xrpc/network.bsky.jetstream.subscribeEvents?cursor=0`)))
+    await Promise.all(subs.map((s) => s.opened))
+    await waitFor(() => hub.stats().replayCacheHits - before.replayCacheHits >= 4 * logged - 10, 10_000, 'replays done')
+    await waitFor(() => subs[0]!.messages.length === subs[2]!.messages.length && subs[1]!.messages.length === subs[3]!.messages.length, 5_000, 'same counts')
+    for (const s of subs) s.ws.close()
+    const after = hub.stats()
+    // each logged event converted at most once (fewer when live delivery converted it already), not once per subscriber
+    expect(after.eventsConverted - before.eventsConverted).toBeLessThanOrEqual(logged)
+    expect(after.replayCacheHits - before.replayCacheHits).toBeGreaterThanOrEqual(4 * logged - 10)
+    expect(subs[0]!.messages).toEqual(subs[2]!.messages)
+    expect(subs[1]!.messages).toEqual(subs[3]!.messages)
+    expect(subs[1]!.messages.length).toBeGreaterThan(10)
+  }, 20_000)
+
   it('maxMessageSizeBytes: events larger than the limit are not sent to that subscriber, smaller ones are', async () => {
     const SIZED = 'org.example.sized.item'
     const base = `${net.jetstreamUrl}?wantedCollections=${SIZED}&wantedDids=${alice.did}`
