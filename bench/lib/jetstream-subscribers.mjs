@@ -12,11 +12,21 @@ let bytes = 0
 let first = 0
 let last = 0
 let open = 0
+let failed = 0
+const settled = () => {
+  if (open + failed === urls.length) process.stdout.write(JSON.stringify({ ready: true, open, failed }) + '\n')
+}
 const sockets = urls.map((u) => {
   const ws = new WebSocket(u)
   ws.on('open', () => {
     open++
-    if (open === urls.length) process.stdout.write(JSON.stringify({ ready: true }) + '\n')
+    settled()
+  })
+  ws.on('unexpected-response', (_req, res) => {
+    process.stderr.write(`subscriber refused: HTTP ${res.statusCode}\n`)
+    failed++
+    settled()
+    if (failed === urls.length) done()
   })
   ws.on('message', (data) => {
     const now = performance.timeOrigin + performance.now()
@@ -33,7 +43,7 @@ let finished = false
 function done() {
   if (finished) return
   finished = true
-  process.stdout.write(JSON.stringify({ messages, bytes, first, last }) + '\n')
+  process.stdout.write(JSON.stringify({ messages, bytes, first, last, open, failed }) + '\n')
   for (const ws of sockets) ws.terminate()
   setTimeout(() => process.exit(0), 50)
 }

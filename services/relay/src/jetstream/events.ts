@@ -18,6 +18,7 @@
 import { CID, cborDecode, lexToJson } from '@stratos/core/data'
 import { readCarSync } from '@stratos/core/repo'
 import type { PublishedEvent } from '../outbox/outbox.js'
+import { findBlocks } from './car-scan.js'
 
 export type JetstreamKind = 'commit' | 'identity' | 'account' | 'sync'
 
@@ -42,6 +43,22 @@ export interface JetstreamItem {
   zstdV2?: Buffer
 }
 
+/** The record blocks of a commit's creates and updates, by CID string: scanned, or read and verified by core. */
+function recordBlocks(car: unknown, ops: Record<string, unknown>[]): Map<string, Uint8Array> {
+  if (!(car instanceof Uint8Array)) return new Map()
+  const wanted: CID[] = []
+  for (const op of ops) {
+    const cid = CID.asCID(op.cid)
+    if (cid && (op.action === 'create' || op.action === 'update')) wanted.push(cid)
+  }
+  if (wanted.length === 0) return new Map()
+  const found = findBlocks(car, wanted)
+  if (found && wanted.every((c) => found.has(c.toString()))) return found
+  const all = new Map<string, Uint8Array>()
+  readCarSync(car).blocks.forEach((bytes, cid) => all.set(cid.toString(), bytes))
+  return all
+}
+
 /** The relay seq a Jetstream seq belongs to. */
 export const relaySeqOf = (jsSeq: number): number => Math.floor(jsSeq / SEQ_STRIDE)
 
@@ -60,11 +77,7 @@ export function toJetstreamItems(evt: PublishedEvent): JetstreamItem[] {
   switch (evt.type) {
     case '#commit': {
       const ops = Array.isArray(body.ops) ? (body.ops as Record<string, unknown>[]) : []
-      let blocks: ReturnType<typeof readCarSync>['blocks'] | null = null
-      const blockOf = (cid: CID): Uint8Array | undefined => {
-        if (!blocks) blocks = body.blocks instanceof Uint8Array ? readCarSync(body.blocks).blocks : null
-        return blocks?.get(cid)
-      }
+      const blockOf = recordBlocks(body.blocks, ops)
       const rev = String(body.rev)
       const out: JetstreamItem[] = []
       const n = Math.min(ops.length, SEQ_STRIDE)
@@ -78,7 +91,7 @@ export function toJetstreamItems(evt: PublishedEvent): JetstreamItem[] {
         const commit: Record<string, unknown> = { rev, operation: action, collection, rkey }
         if (action === 'create' || action === 'update') {
           const cid = CID.asCID(op.cid)
-          const bytes = cid ? blockOf(cid) : undefined
+          const bytes = cid ? blockOf.get(cid.toString()) : undefined
           if (!cid || !bytes) continue // the relay only forwards verified commits, whose blocks hold every record
           commit.record = lexToJson(cborDecode(bytes))
           commit.cid = cid.toString()
