@@ -318,6 +318,25 @@ describe.runIf(PG_URL)('@atproto/ozone as a second labeler on a Stratos network'
     expect(moderatePost(after, modOpts).ui('contentList').filter).toBe(false)
   })
 
+  it("a user's report sent through our PDS (atproto-proxy: ozone) reaches ozone's moderation queue", async () => {
+    const reporter = new AtpAgent({ service: network.urls.pds })
+    reporter.sessionManager.session = bob.session
+    const sent = await reporter.withProxy('atproto_labeler', ozoneDid).com.atproto.moderation.createReport({
+      reasonType: 'com.atproto.moderation.defs#reasonSpam',
+      reason: 'sent through the Stratos PDS',
+      subject: { $type: 'com.atproto.admin.defs#repoRef', did: alice.session!.did },
+    })
+    expect(sent.data).toMatchObject({ reportedBy: bob.session!.did, reason: 'sent through the Stratos PDS' })
+    const token = await mod.com.atproto.server.getServiceAuth({ aud: ozoneDid, lxm: 'tools.ozone.moderation.queryEvents' })
+    const events = await new AtpAgent({ service: ozoneUrl }).tools.ozone.moderation.queryEvents(
+      { types: ['tools.ozone.moderation.defs#modEventReport'], subject: alice.session!.did },
+      { headers: { authorization: `Bearer ${token.data.token}` } },
+    )
+    expect(events.data.events).toEqual(
+      expect.arrayContaining([expect.objectContaining({ createdBy: bob.session!.did, event: expect.objectContaining({ comment: 'sent through the Stratos PDS' }) })]),
+    )
+  })
+
   it('the reference label consumer reads our labeler and ozone alike: valid messages, valid signatures', async () => {
     const add = (uri: string, val: string, neg = false) =>
       fetch(`${network.urls.labeler}/xrpc/com.stratos.labeler.admin.${neg ? 'negateLabel' : 'createLabel'}`, {

@@ -14,13 +14,14 @@ describe('app.bsky proxying, preferences and read-after-write', () => {
   let did: string
 
   beforeAll(async () => {
-    appview = await FakeService.start([`${APPVIEW_DID}#bsky_appview`])
+    // the reference PDS (and so ours) makes service JWTs out to the service's bare DID
+    appview = await FakeService.start([APPVIEW_DID])
     net = await startNetwork({ PDS_BSKY_APP_VIEW_URL: appview.url, PDS_BSKY_APP_VIEW_DID: APPVIEW_DID })
     appview.plcUrl = net.plc.url
     labeler = await FakeService.start([])
     labeler.plcUrl = net.plc.url
     labelerDid = await registerServiceDid(net.plc.url, 'atproto_labeler', 'AtprotoLabeler', labeler.url)
-    labeler.audiences.push(`${labelerDid}#atproto_labeler`)
+    labeler.audiences.push(labelerDid)
     alice = new AtpAgent({ service: net.url })
     await alice.createAccount({ handle: 'alice.test', email: 'alice@example.com', password: 'alice-pw' })
     did = alice.session!.did
@@ -40,7 +41,7 @@ describe('app.bsky proxying, preferences and read-after-write', () => {
     }))
     const res = await alice.app.bsky.actor.getProfile({ actor: did })
     expect(res.data.did).toBe(did)
-    expect(res.data.description).toBe(`aud=${APPVIEW_DID}#bsky_appview lxm=app.bsky.actor.getProfile`)
+    expect(res.data.description).toBe(`aud=${APPVIEW_DID} lxm=app.bsky.actor.getProfile`)
     expect(res.headers['atproto-content-labelers']).toBe('did:plc:labelerone')
     const call = appview.calls.at(-1)!
     expect(call.query).toBe(`actor=${encodeURIComponent(did)}`)
@@ -90,7 +91,7 @@ describe('app.bsky proxying, preferences and read-after-write', () => {
     const viaAgent = alice.withProxy('atproto_labeler', labelerDid)
     labeler.responses.set('app.bsky.feed.getTimeline', (call) => ({ feed: [], cursor: `${call.aud}|${call.lxm}` }))
     const res = await viaAgent.app.bsky.feed.getTimeline({ limit: 5 })
-    expect(res.data.cursor).toBe(`${labelerDid}#atproto_labeler|app.bsky.feed.getTimeline`)
+    expect(res.data.cursor).toBe(`${labelerDid}|app.bsky.feed.getTimeline`)
     // also outside app.bsky (e.g. reports to a moderation service)
     const report = await xrpc(net.url, 'com.atproto.moderation.createReport', {
       token: alice.session!.accessJwt,
@@ -98,7 +99,7 @@ describe('app.bsky proxying, preferences and read-after-write', () => {
       body: { reasonType: 'com.atproto.moderation.defs#reasonSpam', subject: { $type: 'com.atproto.admin.defs#repoRef', did } },
     })
     expect(report.status).toBe(200)
-    expect(report.body).toMatchObject({ iss: did, aud: `${labelerDid}#atproto_labeler`, lxm: 'com.atproto.moderation.createReport' })
+    expect(report.body).toMatchObject({ iss: did, aud: labelerDid, lxm: 'com.atproto.moderation.createReport' })
     expect(appview.calls.length).toBe(before)
   })
 
@@ -121,7 +122,7 @@ describe('app.bsky proxying, preferences and read-after-write', () => {
     appview.audiences.push('did:web:feedgen.stratos.test')
     const res = await alice.app.bsky.feed.getFeed({ feed: feedUri })
     expect(res.data.cursor).toBe('did:web:feedgen.stratos.test|app.bsky.feed.getFeedSkeleton')
-    expect(appview.calls.at(-2)).toMatchObject({ nsid: 'app.bsky.feed.getFeedGenerator', aud: `${APPVIEW_DID}#bsky_appview` })
+    expect(appview.calls.at(-2)).toMatchObject({ nsid: 'app.bsky.feed.getFeedGenerator', aud: APPVIEW_DID })
   })
 
   it('refuses unauthenticated calls, bad proxy headers and account-management methods', async () => {

@@ -87,7 +87,7 @@ describe('what a self-hosted PDS behind Caddy needs', () => {
     ).rejects.toMatchObject({ status: 400, message: expect.stringMatching(/Invalid \$type/) })
   })
 
-  it('createReport goes to the configured report service with a service token for <did>#atproto_labeler', async () => {
+  it('createReport goes to the configured report service with a service token made out to its bare DID (as @atproto/ozone requires)', async () => {
     const res = await alice.com.atproto.moderation.createReport({
       reasonType: 'com.atproto.moderation.defs#reasonSpam',
       subject: { $type: 'com.atproto.admin.defs#repoRef', did: 'did:plc:ewvi7nxzyoun6zhxrhs64oiz' },
@@ -97,6 +97,6 @@ describe('what a self-hosted PDS behind Caddy needs', () => {
     expect(reportRequests[0]!.url).toBe('/xrpc/com.atproto.moderation.createReport')
     const jwt = reportRequests[0]!.auth.replace(/^Bearer /, '')
     const payload = JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString()) as { iss: string; aud: string; lxm: string }
-    expect(payload).toMatchObject({ iss: alice.session!.did, aud: 'did:web:mod.example.com#atproto_labeler', lxm: 'com.atproto.moderation.createReport' })
+    expect(payload).toMatchObject({ iss: alice.session!.did, aud: 'did:web:mod.example.com', lxm: 'com.atproto.moderation.createReport' })
   })
 })

@@ -35,8 +35,11 @@ const MAX_REQUEST_BYTES = 5 * 1024 * 1024
 const MAX_RESPONSE_BYTES = 20 * 1024 * 1024
 
 export interface ProxyTarget {
-  /** `<did>#<service id>`: the service-auth audience */
+  /** `<did>#<service id>`: the service an OAuth token's rpc permission must name */
   aud: string
+  /** the service's bare DID: the `aud` of the service JWT sent to it (as the reference PDS sends, and what
+   * @atproto/ozone accepts) */
+  did: string
   url: string
   /** whether the endpoint may be a private address (operator-configured) */
   trusted: boolean
@@ -59,7 +62,7 @@ export async function resolveProxyTarget(ctx: AppContext, nsid: string, proxyHea
       throw new InvalidRequestError('atproto-proxy must be <DID>#<service id>, e.g. did:web:api.bsky.app#bsky_appview')
     }
     if (appView && did === appView.did && serviceId === APPVIEW_SERVICE_ID) {
-      return { aud: `${did}#${serviceId}`, url: appView.url, trusted: true }
+      return { aud: `${did}#${serviceId}`, did, url: appView.url, trusted: true }
     }
     let doc
     try {
@@ -71,25 +74,25 @@ export async function resolveProxyTarget(ctx: AppContext, nsid: string, proxyHea
     if (!doc) throw new InvalidRequestError(`could not resolve proxy did: ${did}`)
     const url = getServiceEndpoint(doc, `#${serviceId}`)
     if (!url) throw new InvalidRequestError(`could not resolve proxy did service url: ${did} has no service #${serviceId}`)
-    return { aud: `${did}#${serviceId}`, url, trusted: false }
+    return { aud: `${did}#${serviceId}`, did, url, trusted: false }
   }
   if (nsid === CREATE_REPORT) {
     const report = ctx.cfg.reportService
     if (!report) throw new MethodNotImplementedError(`No report service is configured (PDS_REPORT_SERVICE_URL, PDS_REPORT_SERVICE_DID)`)
-    return { aud: `${report.did}#${REPORT_SERVICE_ID}`, url: report.url, trusted: true }
+    return { aud: `${report.did}#${REPORT_SERVICE_ID}`, did: report.did, url: report.url, trusted: true }
   }
   if (!DEFAULT_PROXIED.some((p) => nsid.startsWith(p))) return null
   if (!appView) {
     throw new MethodNotImplementedError(`No AppView is configured for ${nsid} (PDS_BSKY_APP_VIEW_URL, PDS_BSKY_APP_VIEW_DID)`)
   }
-  return { aud: `${appView.did}#${APPVIEW_SERVICE_ID}`, url: appView.url, trusted: true }
+  return { aud: `${appView.did}#${APPVIEW_SERVICE_ID}`, did: appView.did, url: appView.url, trusted: true }
 }
 
 /**
  * The XRPC catch-all of the PDS: a query or procedure without a local handler is forwarded, for an
  * authenticated active account, to the service `atproto-proxy` names (resolved from its DID document) or
  * to the configured AppView (app.bsky.*, chat.bsky.*), with a fresh service-auth JWT signed by the
- * account's repo key (iss = account DID, aud = `<service DID>#<id>`, lxm = the method). Status, body and
+ * account's repo key (iss = account DID, aud = the service's bare DID, lxm = the method). Status, body and
  * the atproto headers come back as the service sent them; a service that cannot be reached is a 502.
  */
 export function createProxyCatchall(ctx: AppContext): CatchallHandler {
@@ -111,7 +114,7 @@ export function createProxyCatchall(ctx: AppContext): CatchallHandler {
     // an OAuth token reaches another service only with an rpc permission for it (rpc:<nsid>?aud=<service>)
     assertRpc(credentials, target.aud, nsid)
     const keypair = await ctx.repoWriter.signingKey(credentials.did)
-    let aud = target.aud
+    let aud = target.did
     let lxm = nsid
     if (nsid === 'app.bsky.feed.getFeed' && target.aud.endsWith(`#${APPVIEW_SERVICE_ID}`)) {
       // the AppView hands this token on to the feed generator, so it is made out to the generator
@@ -198,7 +201,7 @@ async function feedGeneratorDid(
   const feed = new URLSearchParams(reqUrl.includes('?') ? reqUrl.slice(reqUrl.indexOf('?') + 1) : '').get('feed')
   if (!feed) return null
   const lxm = 'app.bsky.feed.getFeedGenerator'
-  const jwt = await createServiceJwt({ iss, aud: target.aud, lxm, keypair })
+  const jwt = await createServiceJwt({ iss, aud: target.did, lxm, keypair })
   try {
     const res = await safeFetch(`${target.url.replace(/\/+$/, '')}/xrpc/${lxm}?feed=${encodeURIComponent(feed)}`, {
       headers: { authorization: `Bearer ${jwt}`, accept: 'application/json' },
