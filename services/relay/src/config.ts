@@ -72,6 +72,8 @@ export interface RelayConfig {
   jetstreamZstdDictionaryV2: ZstdDictionary | null
   /** trusted proxies, connection caps, request timeout (RELAY_TRUSTED_PROXIES, ...) */
   network?: NetworkConfig
+  /** open com.atproto.sync.subscribeRepos connections from one client address */
+  subscribeMaxPerIp: number
   /** worker threads verifying #commit/#sync (0: verify on the main thread) */
   verifyWorkers: number
   /** listReposByCollection: fetch the repos of accounts whose records the relay has not counted yet */
@@ -259,6 +261,7 @@ export function readConfig(env: Env = process.env): RelayConfig {
       r.errors,
     ),
     collectionBackfill: r.bool('RELAY_COLLECTION_BACKFILL', true),
+    subscribeMaxPerIp: r.int('RELAY_SUBSCRIBE_MAX_PER_IP', 32, 1),
     verifyWorkers: r.int('RELAY_VERIFY_WORKERS', defaultVerifyWorkers(), 0, 256),
     logLevel: logLevel as LogLevel,
     version: r.str('RELAY_VERSION') ?? packageVersion(),

@@ -18,7 +18,7 @@ export class RelayServer {
     registerApi(ctx)
     mountSubscription(ctx.xrpc.app, 'com.atproto.sync.subscribeRepos', (ws, req, params) => {
       ctx.outbox.server.attach(ws, { cursor: params.cursor, remoteAddress: req.socket.remoteAddress })
-    })
+    }, { maxPerIp: config.subscribeMaxPerIp })
     ctx.jetstream?.mount(ctx.xrpc.app)
     return new RelayServer(ctx)
   }

@@ -11,7 +11,8 @@
  * started through a small bootstrap that registers tsx in the worker first; a `.js` URL starts directly.
  */
 import { createRequire } from 'node:module'
-import { Worker, parentPort, type Transferable } from 'node:worker_threads'
+import { writeFileSync } from 'node:fs'
+import { Worker, parentPort, threadId, type Transferable } from 'node:worker_threads'
 import { pathToFileURL } from 'node:url'
 
 export interface KeyedWorkerPoolOptions {
@@ -118,6 +119,22 @@ export class KeyedWorkerPool<Req, Res> {
     })
   }
 
+  /** Resolves once every worker has started and answers (a worker that cannot start rejects it). */
+  async ready(): Promise<void> {
+    await Promise.all(
+      this.slots.map(
+        (slot) =>
+          new Promise<void>((resolve, reject) => {
+            const id = this.nextId++
+            slot.inFlight.set(id, { resolve: () => resolve(), reject })
+            if (slot.inFlight.size === 1) slot.worker.ref()
+            this.pendingCount++
+            slot.worker.postMessage({ id, ping: true })
+          }),
+      ),
+    )
+  }
+
   /** Stops every worker; tasks in flight reject. */
   async close(): Promise<void> {
     if (this.closed) return
@@ -138,6 +155,7 @@ export class KeyedWorkerPool<Req, Res> {
       execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type') && !a.startsWith('--cpu-prof-name')),
       workerData: this.o.workerData,
       name: `${this.o.name ?? 'pool'}-${index}`,
+      env: { ...process.env, STRATOS_WORKER_NAME: `${this.o.name ?? 'pool'}-${index}` },
     })
     const slot: Slot = { worker, failures: this.slots[index]?.failures ?? 0, inFlight: new Map(), threadId: worker.threadId }
     worker.on('message', (msg: { id: number; res?: Res; err?: string }) => {
@@ -186,6 +204,7 @@ export class KeyedWorkerPool<Req, Res> {
 export function serveTasks<Req, Res>(handler: (req: Req) => Res | Promise<Res>): void {
   const port = parentPort
   if (!port) throw new Error('serveTasks must run in a worker thread')
+  nameThisThread(process.env.STRATOS_WORKER_NAME ?? `worker-${threadId}`)
   const queue: { id: number; req: Req }[] = []
   let busy = false
   const drain = async () => {
@@ -201,8 +220,22 @@ export function serveTasks<Req, Res>(handler: (req: Req) => Res | Promise<Res>):
     }
     busy = false
   }
-  port.on('message', (msg: { id: number; req: Req }) => {
+  port.on('message', (msg: { id: number; req: Req; ping?: true }) => {
+    if (msg.ping) return void port.postMessage({ id: msg.id, res: null })
     queue.push(msg)
     if (!busy) void drain()
   })
+}
+
+/**
+ * Linux: names the calling thread (what `top -H` and /proc/<pid>/task/<tid>/comm show; at most 15 bytes), so
+ * per-thread CPU can be told apart from outside. Best effort: elsewhere it does nothing.
+ */
+export function nameThisThread(name: string): void {
+  if (process.platform !== 'linux') return
+  try {
+    writeFileSync('/proc/thread-self/comm', name.slice(0, 15))
+  } catch {
+    // not available (old kernel, restricted /proc): the thread keeps its name
+  }
 }

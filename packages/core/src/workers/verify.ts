@@ -170,6 +170,11 @@ export class CommitVerifier {
     return { ...res, commitCid: CID.decode(res.commitCid), newData: CID.decode(res.newData) }
   }
 
+  /** Resolves once every worker is up (at once with 0 workers). */
+  async ready(): Promise<void> {
+    await this.pool?.ready()
+  }
+
   async close(): Promise<void> {
     await this.pool?.close()
   }

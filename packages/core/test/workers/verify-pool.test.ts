@@ -53,6 +53,7 @@ function plain(s: VerifySummary) {
 
 describe('CommitVerifier', () => {
   it('gives the same verdicts in worker threads as in-thread', async () => {
+    await pooled.ready()
     expect(pooled.workers).toBe(2)
     expect(pooled.threadIds()).toHaveLength(2)
     const reasons: string[] = []

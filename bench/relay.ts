@@ -1,0 +1,370 @@
+/**
+ * The relay end to end, each part in its own process (`pnpm bench relay`):
+ *   upstream   bench/lib/relay-upstream.ts: real signed sync-1.1 commits of ≥50 accounts (@atproto/repo,
+ *              generated once, cached in bench/.cache/), replayed over a WebSocket as fast as the relay reads
+ *              (or at a fixed rate), plus the PLC documents of the accounts;
+ *   relay      bench/lib/relay-process.ts: services/relay from source, a fresh data directory per run;
+ *   consumers  bench/lib/relay-consumers.ts: 1 or 100 raw subscribeRepos consumers.
+ * Per run: verified commits/s from the first upstream frame to the last frame at the last consumer; the
+ * relay's CPU per event per thread (main, verification workers, the rest: GC and libuv threads), from
+ * /proc/<pid>/task/*\/stat; latency p50/p99 from upstream send to consumer-0 receive (wall clocks of one
+ * machine); the relay's peak RSS (VmHWM); events missing at a consumer, and the relay's drop counter.
+ * Comparison: @atproto/sync's verifying Firehose (bench/lib/relay-firehose-ref.ts) on the same upstream frames.
+ *
+ *   node --import tsx bench/relay.ts [--accounts 50] [--commits 10000] [--runs 3] [--ref-commits 2000]
+ *        [--only workers|inline|latency|ref ...] [--cpu-prof DIR]
+ *
+ * Rewrites the "relay" section of bench/RESULTS.md (not with --only / --cpu-prof).
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { cpus, tmpdir, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { writeResultsSection } from './results.js'
+import { loadFixture } from './lib/relay-upstream.js'
+
+const dir = fileURLToPath(new URL('.', import.meta.url))
+const argv = process.argv.slice(2)
+const arg = (name: string, dflt: number) => {
+  const i = argv.indexOf(`--${name}`)
+  return i >= 0 ? Number(argv[i + 1]) : dflt
+}
+const argStr = (name: string) => {
+  const i = argv.indexOf(`--${name}`)
+  return i >= 0 ? argv[i + 1] : undefined
+}
+const ACCOUNTS = arg('accounts', 50)
+const COMMITS = arg('commits', 10_000)
+const RUNS = arg('runs', 3)
+const REF_COMMITS = arg('ref-commits', 2_000)
+const LATENCY_RATE = arg('latency-rate', 5_000)
+const CPU_PROF = argStr('cpu-prof')
+const only = argv.flatMap((a, i) => (argv[i - 1] === '--only' ? [a] : []))
+const want = (k: string) => only.length === 0 || only.includes(k)
+const TIMEOUT_MS = arg('timeout', 120) * 1000
+
+const fmt = (n: number, d = 0) =>
+  Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d }) : '–'
+
+const children = new Set<ChildProcess>()
+process.on('exit', () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+})
+
+/** A child process speaking JSON lines on stdout. */
+class Child {
+  readonly proc: ChildProcess
+  private readonly lines: unknown[] = []
+  private waiters: ((v: unknown) => void)[] = []
+  readonly exited: Promise<number | null>
+
+  constructor(script: string, args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []) {
+    this.proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(dir, script), ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    })
+    children.add(this.proc)
+    createInterface({ input: this.proc.stdout! }).on('line', (line) => {
+      let v: unknown
+      try {
+        v = JSON.parse(line)
+      } catch {
+        process.stderr.write(`[${script}] ${line}\n`)
+        return
+      }
+      const w = this.waiters.shift()
+      if (w) w(v)
+      else this.lines.push(v)
+    })
+    this.exited = new Promise((resolve) =>
+      this.proc.on('exit', (code) => {
+        children.delete(this.proc)
+        resolve(code)
+      }),
+    )
+  }
+
+  next<T>(timeoutMs = TIMEOUT_MS): Promise<T> {
+    if (this.lines.length > 0) return Promise.resolve(this.lines.shift() as T)
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('timed out waiting for a child process')), timeoutMs)
+      this.waiters.push((v) => {
+        clearTimeout(timer)
+        resolve(v as T)
+      })
+      void this.exited.then((code) => reject(new Error(`child exited (${code}) before answering`)))
+    })
+  }
+
+  send(line: string) {
+    this.proc.stdin!.write(line + '\n')
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM') {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal)
+    await this.exited
+  }
+}
+
+interface ThreadCpu {
+  main: number
+  workers: number
+  other: number
+}
+
+const TICK_US = 1e6 / 100 // USER_HZ (100 on Linux)
+
+/** CPU µs so far of a process's threads: the main thread (tid = pid), `verify-*` workers, the rest. */
+function threadCpu(pid: number): ThreadCpu {
+  const out: ThreadCpu = { main: 0, workers: 0, other: 0 }
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let stat: string
+    try {
+      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+    } catch {
+      continue // the thread ended
+    }
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const us = (Number(fields[11]) + Number(fields[12])) * TICK_US // utime + stime
+    if (Number(tid) === pid) out.main += us
+    else if (comm.startsWith('verify-')) out.workers += us
+    else out.other += us
+  }
+  return out
+}
+
+function peakRssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const m = /VmHWM:\s+(\d+) kB/.exec(status)
+  return m ? Number(m[1]) / 1024 : NaN
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
+}
+
+interface RunConfig {
+  name: string
+  workers: number | 'default'
+  consumers: number
+  /** frames/s offered (0 = as fast as the relay reads) */
+  rate: number
+}
+
+interface RunResult {
+  cfg: RunConfig
+  workers: number
+  frames: number
+  commits: number
+  seconds: number
+  commitsPerSec: number
+  cpu: ThreadCpu
+  cpuPerEvent: ThreadCpu
+  p50: number
+  p99: number
+  peakRssMiB: number
+  missing: number
+  droppedByRelay: number
+  bad: string[]
+}
+
+async function runRelay(cfg: RunConfig, index: { frames: { t: string; did: string; rev?: string }[] }): Promise<RunResult> {
+  const data = mkdtempSync(join(tmpdir(), 'stratos-bench-relay-'))
+  const sendTimesFile = join(data, 'send-times.bin')
+  const upstream = new Child('lib/relay-upstream.ts', [JSON.stringify({ accounts: ACCOUNTS, commits: COMMITS, rate: cfg.rate, sendTimes: sendTimesFile })])
+  const up = await upstream.next<{ url: string; frames: number; commits: number }>(600_000)
+  const env: Record<string, string> = {
+    RELAY_PORT: '0',
+    RELAY_DATA_DIRECTORY: join(data, 'relay'),
+    RELAY_PLC_URL: up.url,
+    RELAY_DEV_MODE: 'true',
+    RELAY_HOST_LIMIT_PER_SECOND: 'none',
+    RELAY_HOST_LIMIT_PER_HOUR: 'none',
+    RELAY_HOST_LIMIT_PER_DAY: 'none',
+    RELAY_HOST_ACCOUNT_LIMIT: 'none',
+    RELAY_CONSUMER_MAX_QUEUED_EVENTS: String(up.frames * 2),
+    RELAY_CONSUMER_MAX_QUEUED_BYTES: String(1 << 30),
+    RELAY_COLLECTION_BACKFILL: 'false',
+    RELAY_JETSTREAM_ENABLED: 'false',
+    RELAY_MAX_CONNECTIONS_PER_IP: '1000',
+    RELAY_SUBSCRIBE_MAX_PER_IP: '1000',
+    LOG_LEVEL: 'warn',
+  }
+  if (cfg.workers !== 'default') env.RELAY_VERIFY_WORKERS = String(cfg.workers)
+  const nodeArgs = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : []
+  const relay = new Child('lib/relay-process.ts', [], env, nodeArgs)
+  const r = await relay.next<{ url: string; pid: number; workers: number }>()
+  const consumers = new Child('lib/relay-consumers.ts', [JSON.stringify({ url: r.url, n: cfg.consumers, expect: up.frames, idleMs: 20_000 })])
+  await consumers.next<{ ready: true }>()
+
+  const cpu0 = threadCpu(r.pid)
+  relay.send(`crawl ${up.url}`)
+  const res = await consumers.next<{ min: number; max: number; first: number; last: number; bad: string[]; recv: Record<string, number> }>()
+  const cpu1 = threadCpu(r.pid)
+  const stream = await upstream.next<{ first: number; last: number; sent: number }>()
+  const rss = peakRssMiB(r.pid)
+  const metrics = await (await fetch(`${r.url}/metrics`)).text()
+  const dropped = [...metrics.matchAll(/^relay_events_dropped_total\{[^}]*\} (\d+)/gm)].reduce((a, m) => a + Number(m[1]), 0)
+
+  await consumers.stop()
+  await relay.stop('SIGTERM')
+  await upstream.stop()
+  const sendTimes = new Float64Array(new Uint8Array(readFileSync(sendTimesFile)).buffer)
+  rmSync(data, { recursive: true, force: true })
+
+  const lat: number[] = []
+  index.frames.forEach((f, i) => {
+    if (f.t !== '#commit' || i >= sendTimes.length) return
+    const t = res.recv[`${f.did} ${f.rev}`]
+    if (t !== undefined) lat.push(t - sendTimes[i]!)
+  })
+  lat.sort((a, b) => a - b)
+  const cpu: ThreadCpu = { main: cpu1.main - cpu0.main, workers: cpu1.workers - cpu0.workers, other: cpu1.other - cpu0.other }
+  const seconds = (res.last - stream.first) / 1000
+  return {
+    cfg,
+    workers: r.workers,
+    frames: up.frames,
+    commits: up.commits,
+    seconds,
+    commitsPerSec: up.commits / seconds,
+    cpu,
+    cpuPerEvent: { main: cpu.main / up.frames, workers: cpu.workers / up.frames, other: cpu.other / up.frames },
+    p50: percentile(lat, 50),
+    p99: percentile(lat, 99),
+    peakRssMiB: rss,
+    missing: up.frames - res.min,
+    droppedByRelay: dropped,
+    bad: res.bad,
+  }
+}
+
+async function runReference(): Promise<{ commits: number; seconds: number; perSec: number; cpuUsPerCommit: number; errors: string[] }> {
+  const limit = 3 * ACCOUNTS + REF_COMMITS
+  const upstream = new Child('lib/relay-upstream.ts', [JSON.stringify({ accounts: ACCOUNTS, commits: COMMITS, rate: 0, limit })])
+  const up = await upstream.next<{ url: string; commits: number }>(600_000)
+  const ref = new Child('lib/relay-firehose-ref.ts', [JSON.stringify({ upstream: up.url, expect: up.commits, idleMs: 20_000 })])
+  const stream = await upstream.next<{ first: number }>(TIMEOUT_MS * 3)
+  const res = await ref.next<{ commits: number; first: number; last: number; cpuUs: number; errors: string[] }>(TIMEOUT_MS * 3)
+  await ref.stop()
+  await upstream.stop()
+  const seconds = (res.last - stream.first) / 1000
+  return { commits: res.commits, seconds, perSec: res.commits / seconds, cpuUsPerCommit: res.cpuUs / res.commits, errors: res.errors }
+}
+
+function line(r: RunResult): string {
+  return (
+    `${r.cfg.name.padEnd(34)} ${fmt(r.commitsPerSec).padStart(7)} commits/s  ` +
+    `CPU µs/event main ${fmt(r.cpuPerEvent.main)} workers ${fmt(r.cpuPerEvent.workers)} other ${fmt(r.cpuPerEvent.other)}  ` +
+    `p50 ${fmt(r.p50)} ms p99 ${fmt(r.p99)} ms  RSS ${fmt(r.peakRssMiB)} MiB  missing ${r.missing} dropped ${r.droppedByRelay}` +
+    (r.bad.length ? `  problems: ${r.bad.slice(0, 3).join('; ')}` : '')
+  )
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)]!
+}
+
+async function main() {
+  const t0 = performance.now()
+  // generate (or load) the fixture once, in the upstream's own process
+  if (!loadFixture(ACCOUNTS, COMMITS)) {
+    console.log(`relay: generating ${ACCOUNTS} accounts × ${fmt(COMMITS)} commits into bench/.cache/ (once)...`)
+    const gen = new Child('lib/relay-upstream.ts', [JSON.stringify({ accounts: ACCOUNTS, commits: COMMITS })])
+    await gen.next(900_000)
+    await gen.stop()
+  }
+  const fixture = loadFixture(ACCOUNTS, COMMITS)!
+  const index = fixture.index
+  const configs: RunConfig[] = []
+  if (want('workers')) {
+    configs.push({ name: 'workers (default), 1 consumer', workers: 'default', consumers: 1, rate: 0 })
+    configs.push({ name: 'workers (default), 100 consumers', workers: 'default', consumers: 100, rate: 0 })
+  }
+  if (want('inline')) configs.push({ name: 'RELAY_VERIFY_WORKERS=0, 1 consumer', workers: 0, consumers: 1, rate: 0 })
+  console.log(
+    `relay: ${ACCOUNTS} accounts, ${fmt(fixture.frames.length)} upstream frames (${fmt(index.frames.filter((f) => f.t === '#commit').length)} commits); ` +
+      `${RUNS} runs per configuration, each with fresh processes\n`,
+  )
+  const results: RunResult[] = []
+  for (let run = 0; run < RUNS; run++) {
+    for (const cfg of configs) {
+      const r = await runRelay(cfg, index)
+      results.push(r)
+      console.log(line(r))
+    }
+  }
+  let latency: RunResult | undefined
+  if (want('latency')) {
+    latency = await runRelay({ name: `workers, 1 consumer, ${fmt(LATENCY_RATE)} frames/s offered`, workers: 'default', consumers: 1, rate: LATENCY_RATE }, index)
+    console.log(line(latency))
+  }
+  let ref: Awaited<ReturnType<typeof runReference>> | undefined
+  if (want('ref')) {
+    ref = await runReference()
+    console.log(`@atproto/sync Firehose (verifying): ${fmt(ref.perSec)} commits/s over ${fmt(ref.commits)} commits, ${fmt(ref.cpuUsPerCommit)} µs CPU/commit`)
+  }
+  console.log(`\nrelay bench: ${((performance.now() - t0) / 1000).toFixed(0)} s`)
+  if (only.length === 0 && !CPU_PROF) report(configs, results, latency, ref)
+}
+
+function report(configs: RunConfig[], results: RunResult[], latency: RunResult | undefined, ref: Awaited<ReturnType<typeof runReference>> | undefined) {
+  const cpu = cpus()[0]?.model ?? 'unknown cpu'
+  const rows = configs.map((cfg) => {
+    const rs = results.filter((r) => r.cfg === cfg)
+    const avg = (f: (r: RunResult) => number) => rs.reduce((a, r) => a + f(r), 0) / rs.length
+    return (
+      `| ${cfg.name} | ${rs[0]!.workers} | **${fmt(median(rs.map((r) => r.commitsPerSec)))}** (${rs.map((r) => fmt(r.commitsPerSec)).join(', ')}) | ` +
+      `${fmt(avg((r) => r.cpuPerEvent.main))} | ${fmt(avg((r) => r.cpuPerEvent.workers))} | ${fmt(avg((r) => r.cpuPerEvent.other))} | ` +
+      `${fmt(median(rs.map((r) => r.p50)))} / ${fmt(median(rs.map((r) => r.p99)))} | ${fmt(Math.max(...rs.map((r) => r.peakRssMiB)))} | ` +
+      `${Math.max(...rs.map((r) => r.missing))} / ${Math.max(...rs.map((r) => r.droppedByRelay))} |`
+    )
+  })
+  if (latency) {
+    const r = latency
+    rows.push(
+      `| ${r.cfg.name} | ${r.workers} | ${fmt(r.commitsPerSec)} | ${fmt(r.cpuPerEvent.main)} | ${fmt(r.cpuPerEvent.workers)} | ${fmt(r.cpuPerEvent.other)} | ` +
+        `**${fmt(r.p50)} / ${fmt(r.p99)}** | ${fmt(r.peakRssMiB)} | ${r.missing} / ${r.droppedByRelay} |`,
+    )
+  }
+  if (ref) {
+    rows.push(
+      `| @atproto/sync \`Firehose\` (verifying), same upstream frames (first ${fmt(ref.commits)} commits), one process | – | ${fmt(ref.perSec)} | ` +
+        `${fmt(ref.cpuUsPerCommit)} (process, per commit) | – | – | – | – | ${ref.errors.length ? ref.errors.length + ' errors' : '–'} |`,
+    )
+  }
+  writeResultsSection(
+    'relay',
+    [
+      '## relay: end to end, upstream → relay → consumers, each in its own process',
+      '',
+      `\`pnpm bench relay\` — ${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ${cpu} (${cpus().length} cores, ` +
+        `${Math.round(totalmem() / 2 ** 30)} GiB; **shared with other jobs** unless stated otherwise). Upstream: ${ACCOUNTS} accounts, ` +
+        `${fmt(COMMITS)} single-create commits interleaved across them (real signed sync-1.1 commits with \`prevData\`, built with ` +
+        '@atproto/repo, cached in bench/.cache/) after each account\'s #identity, #account and first commit, replayed over a WebSocket ' +
+        'as fast as the relay reads (send buffer ≤ 1 MiB). Relay: services/relay from source, fresh data directory, WAL + ' +
+        '`synchronous = FULL`, Jetstream and collection backfill off. Consumers: raw WebSocket subscribers in a third process.',
+      '',
+      '- commits/s: commits ÷ (first upstream frame sent → last frame received by the last consumer); median of the runs, runs in brackets.',
+      '- CPU µs per event (all upstream frames), per thread of the relay process from /proc/<pid>/task: main thread, verification workers ' +
+        '(sum over the pool), other threads (GC helpers, libuv).',
+      '- latency: upstream send → consumer-0 receive, per commit (wall clocks of one machine); in the rows offered as fast as the relay ' +
+        'reads, it includes the wait in the upstream socket, so only the fixed-rate row measures latency.',
+      '- missing: frames some consumer did not get (must be 0); dropped: the relay\'s `relay_events_dropped_total` (must be 0).',
+      '',
+      '| configuration | workers | verified commits/s | CPU µs/event main | CPU µs/event workers | CPU µs/event other | latency p50 / p99 ms | peak RSS MiB | missing / dropped |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+      ...rows,
+    ].join('\n'),
+  )
+}
+
+main().catch((err) => {
+  console.error(err)
+  process.exit(1)
+})
