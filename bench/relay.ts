@@ -198,12 +198,13 @@ async function runRelay(cfg: RunConfig, index: { frames: { t: string; did: strin
   const nodeArgs = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : []
   const relay = new Child('lib/relay-process.ts', [], env, nodeArgs)
   const r = await relay.next<{ url: string; pid: number; workers: number }>()
-  const consumers = new Child('lib/relay-consumers.ts', [JSON.stringify({ url: r.url, n: cfg.consumers, expect: up.frames, idleMs: 20_000 })])
+  const recvFile = join(data, 'recv.json')
+  const consumers = new Child('lib/relay-consumers.ts', [JSON.stringify({ url: r.url, n: cfg.consumers, expect: up.frames, idleMs: 20_000, recvFile })])
   await consumers.next<{ ready: true }>()
 
   const cpu0 = threadCpu(r.pid)
   relay.send(`crawl ${up.url}`)
-  const res = await consumers.next<{ min: number; max: number; first: number; last: number; bad: string[]; recv: Record<string, number> }>()
+  const res = await consumers.next<{ min: number; max: number; first: number; last: number; bad: string[] }>()
   const cpu1 = threadCpu(r.pid)
   const stream = await upstream.next<{ first: number; last: number; sent: number }>()
   const rss = peakRssMiB(r.pid)
@@ -214,12 +215,13 @@ async function runRelay(cfg: RunConfig, index: { frames: { t: string; did: strin
   await relay.stop('SIGTERM')
   await upstream.stop()
   const sendTimes = new Float64Array(new Uint8Array(readFileSync(sendTimesFile)).buffer)
+  const recv = JSON.parse(readFileSync(recvFile, 'utf8')) as Record<string, number>
   rmSync(data, { recursive: true, force: true })
 
   const lat: number[] = []
   index.frames.forEach((f, i) => {
     if (f.t !== '#commit' || i >= sendTimes.length) return
-    const t = res.recv[`${f.did} ${f.rev}`]
+    const t = recv[`${f.did} ${f.rev}`]
     if (t !== undefined) lat.push(t - sendTimes[i]!)
   })
   lat.sort((a, b) => a - b)

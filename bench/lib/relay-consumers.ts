@@ -4,15 +4,16 @@
  * body without a full decode for all but the first); consumer 0 decodes every frame and records, per
  * #commit, `did rev` → wall-clock receive time (for latency). Prints `{ ready }` once all are connected,
  * then `{ done, perConsumer, first, last, bad, recv }` when every consumer has `expect` frames (or after
- * `idleMs` without a frame).
- *   argv: '{"url":"ws://...","n":1,"expect":10150,"idleMs":20000}'
+ * `idleMs` without a frame); the receive times go to `recvFile` (JSON).
+ *   argv: '{"url":"ws://...","n":1,"expect":10150,"idleMs":20000,"recvFile":"/tmp/x.json"}'
  */
+import { writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { decodeFrame } from '../../packages/core/src/stream/index.js'
 
 const require = createRequire(new URL('../../services/relay/package.json', import.meta.url))
 const { WebSocket } = require('ws') as typeof import('ws')
-const { url, n, expect, idleMs } = JSON.parse(process.argv[2]!) as { url: string; n: number; expect: number; idleMs: number }
+const { url, n, expect, idleMs, recvFile } = JSON.parse(process.argv[2]!) as { url: string; n: number; expect: number; idleMs: number; recvFile: string }
 
 const wall = () => performance.timeOrigin + performance.now()
 const counts = new Array<number>(n).fill(0)
@@ -56,9 +57,9 @@ function done() {
   finished = true
   const min = Math.min(...counts)
   const max = Math.max(...counts)
-  process.stdout.write(JSON.stringify({ done: true, min, max, first, last, bad: bad.slice(0, 20), recv }) + '\n')
   for (const ws of sockets) ws.terminate()
-  setTimeout(() => process.exit(0), 50)
+  writeFileSync(recvFile, JSON.stringify(recv))
+  process.stdout.write(JSON.stringify({ done: true, min, max, first, last, bad: bad.slice(0, 20) }) + '\n', () => process.exit(0))
 }
 setInterval(() => {
   if (last && wall() - last > idleMs) done()
