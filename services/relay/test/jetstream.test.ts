@@ -4,7 +4,8 @@
  * do not cover (zstd with a dictionary, the v2 subscribeEvents endpoint), with `ws` and zstd decoding here.
  *
  * Jetstream's published dictionaries are not in the repository: the tests train their own with the zstd CLI
- * (`zstd --train`) on Jetstream-shaped events and give them to the relay the way an operator would.
+ * (`zstd --train`) on Jetstream-shaped events and give them to the relay the way an operator would. The relay
+ * compresses with zstd-codec; the frames are decoded here with another library (@bokuweb/zstd-wasm).
  */
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
