@@ -1,0 +1,76 @@
+/**
+ * getTimeline's bounded read (a lower bound from each followed account's newest item, or a merge of
+ * each account's newest items when fewer accounts than the page size have any): every page, at every
+ * page size, equals the plain "all items of the followed accounts and the viewer, newest first" query,
+ * including items that share a timestamp across accounts and at page boundaries.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { cidForCbor, jsonToLex } from '@stratos/core/data'
+import type { AppViewServer } from '../src/server.js'
+import { FakeNetwork, agentFor, startAppView, testDb, type Account, type TestDb } from './helpers.js'
+
+describe('getTimeline at many follows', () => {
+  let net: FakeNetwork
+  let db: TestDb
+  let server: AppViewServer
+  let viewer: Account
+
+  beforeAll(async () => {
+    net = await FakeNetwork.start()
+    db = await testDb('sqlite')
+    server = await startAppView(net, db)
+    viewer = await net.createAccount('viewer.test', { silent: true })
+    // 40 accounts indexed directly; the viewer follows 30 of them; posts and reposts at shared timestamps
+    const idx = server.ctx.indexer
+    const dids = Array.from({ length: 40 }, (_, i) => `did:plc:tl${String.fromCharCode(97 + Math.floor(i / 26), 97 + (i % 26)).padStart(22, 'a')}`)
+    const index = async (did: string, collection: string, rkey: string, record: Record<string, unknown>) => {
+      const full = { $type: collection, ...record }
+      await idx.indexOne(`at://${did}/${collection}/${rkey}`, cidForCbor(jsonToLex(full)).toString(), full)
+      return { uri: `at://${did}/${collection}/${rkey}`, cid: cidForCbor(jsonToLex(full)).toString() }
+    }
+    const at = (n: number) => new Date(Date.UTC(2025, 0, 1, 0, 0, n)).toISOString()
+    for (let i = 0; i < 30; i++) await index(viewer.did, 'app.bsky.graph.follow', `f${i}`, { subject: dids[i], createdAt: at(0) })
+    const posts: { uri: string; cid: string }[] = []
+    for (let i = 0; i < 40; i++) {
+      // accounts 0-9 post a lot, 10-29 once or twice, 30-39 (not followed) a lot
+      const n = i < 10 || i >= 30 ? 12 : 1 + (i % 2)
+      for (let p = 0; p < n; p++) posts.push(await index(dids[i]!, 'app.bsky.feed.post', `p${p}`, { text: `${i}/${p}`, createdAt: at(10 + ((i * 7 + p * 13) % 60)) }))
+    }
+    for (let i = 5; i < 15; i++) await index(dids[i]!, 'app.bsky.feed.repost', `r${i}`, { subject: posts[(i * 11) % posts.length], createdAt: at(30 + (i % 5)) })
+    await index(viewer.did, 'app.bsky.feed.post', 'own', { text: 'mine', createdAt: at(40) })
+  })
+
+  afterAll(async () => {
+    await server?.close()
+    await net?.close()
+    await db?.cleanup()
+  })
+
+  it('pages at sizes 1, 3, 7, 25 and 100 equal the unbounded query', async () => {
+    const all = await server.ctx.db
+      .selectFrom('feed_item')
+      .select(['uri'])
+      .where((eb) =>
+        eb.or([
+          eb('originatorDid', '=', viewer.did),
+          eb('originatorDid', 'in', eb.selectFrom('follow').select('subjectDid').where('creator', '=', viewer.did)),
+        ]),
+      )
+      .orderBy('sortAt', 'desc')
+      .orderBy('uri', 'desc')
+      .execute()
+    expect(all.length).toBeGreaterThan(150)
+    const agent = agentFor(server, viewer)
+    for (const limit of [1, 3, 7, 25, 100]) {
+      const seen: string[] = []
+      let cursor: string | undefined
+      for (let guard = 0; guard < 500; guard++) {
+        const { data } = await agent.app.bsky.feed.getTimeline({ limit, cursor })
+        seen.push(...data.feed.map((f) => (f.reason && 'uri' in f.reason ? String(f.reason.uri) : f.post.uri)))
+        cursor = data.cursor
+        if (!cursor) break
+      }
+      expect(seen, `limit ${limit}`).toEqual(all.map((r) => r.uri))
+    }
+  })
+})
