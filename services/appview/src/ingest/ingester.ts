@@ -13,7 +13,7 @@
 import type { Logger } from 'pino'
 import { CID } from 'multiformats/cid'
 import { cborDecode, lexToJson } from '@stratos/core/data'
-import type { AtprotoIdentity, IdentityResolver } from '@stratos/core/identity'
+import { DidResolutionError, parseDidDocument, type AtprotoIdentity, type IdentityResolver } from '@stratos/core/identity'
 import {
   RepoVerifyError,
   verifyCommitEvent,
@@ -489,6 +489,20 @@ export class Ingester {
   // #commit
   // =
 
+  /** parsed identities per DID document object (the resolver's cache hands back the same object) */
+  private readonly parsedIdentities = new WeakMap<object, AtprotoIdentity>()
+
+  /** The account's atproto identity, parsed once per cached document. */
+  private async resolveIdentity(did: string, forceRefresh = false): Promise<AtprotoIdentity> {
+    const doc = await this.idResolver.resolveDid(did, forceRefresh ? { forceRefresh: true } : {})
+    if (!doc) throw new DidResolutionError('not-found', `DID not found: ${did}`)
+    const hit = this.parsedIdentities.get(doc)
+    if (hit) return hit
+    const id = parseDidDocument(doc, did)
+    this.parsedIdentities.set(doc, id)
+    return id
+  }
+
   /**
    * The account's identity for checking its events. A failure to fetch the DID document (a slow or
    * unreachable DID directory: a new account's first events) is retried a few times while the
@@ -501,7 +515,7 @@ export class Ingester {
     const delays = !this.pendingResyncs.has(did) ? (this.opts.identityRetryDelaysMs ?? DEFAULT_IDENTITY_RETRY_DELAYS_MS) : []
     for (let attempt = 0; id === undefined; attempt++) {
       try {
-        id = await this.idResolver.resolveAtprotoData(did, attempt > 0 ? { forceRefresh: true } : {})
+        id = await this.resolveIdentity(did, attempt > 0)
       } catch (err) {
         // a DID that does not exist (or cannot) is final; a directory that timed out or failed is not
         const code = (err as { code?: string }).code
