@@ -1,3 +1,4 @@
+import { defaultVerifyWorkers } from '@stratos/core/workers'
 import { join, resolve } from 'node:path'
 import { ConfigError, LOG_LEVELS, readNetworkConfig, readPackageVersion, type LogLevel, type NetworkConfig } from '@stratos/core/config'
 export { ConfigError, LOG_LEVELS, type LogLevel }
@@ -38,6 +39,8 @@ export interface AppViewConfig {
   backfillOnStart?: boolean
   /** repos fetched and indexed at once by the network backfill (default 8) */
   backfillConcurrency?: number
+  /** worker threads verifying live #commit events (0 or unset: in the main thread) */
+  verifyWorkers?: number
   /** labelers followed whatever records say, and applied when a request names none (atproto-accept-labelers) */
   labelers: string[]
   /** the AppView's own moderation service: its !takedown / !suspend labels remove content; always applied */
@@ -188,6 +191,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): AppViewConfig 
   const backfillRaw = nonEmpty(env, 'APPVIEW_BACKFILL')
   const backfillOnStart = backfillRaw === undefined ? true : parseBool(backfillRaw, 'APPVIEW_BACKFILL', errors)
   const backfillConcurrency = int('APPVIEW_BACKFILL_CONCURRENCY', 1, 1024)
+  const verifyWorkers = int('APPVIEW_VERIFY_WORKERS', 0, 256) ?? defaultVerifyWorkers()
   const labelers: string[] = []
   for (const part of (nonEmpty(env, 'APPVIEW_LABELERS') ?? '').split(',')) {
     const d = part.trim()
@@ -245,6 +249,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): AppViewConfig 
   }
   if (Object.keys(repoFetch).length > 0) config.repoFetch = repoFetch
   if (backfillConcurrency !== undefined) config.backfillConcurrency = backfillConcurrency
+  config.verifyWorkers = verifyWorkers
   if (modServiceDid) config.modServiceDid = modServiceDid
   if (imageCacheMaxBytes !== undefined) config.imageCacheMaxBytes = imageCacheMaxBytes
   if (dbSchema) config.dbSchema = dbSchema

@@ -28,6 +28,7 @@ import type { DatabaseSchema } from './indexer/schema.js'
 import { DbIdentityCache } from './ingest/identity-cache.js'
 import { Ingester, type IngestSource, type IngesterOptions } from './ingest/ingester.js'
 import { RepoFetcher } from './ingest/repo-fetcher.js'
+import { CommitVerifier } from '@stratos/core/workers'
 import { parseAcceptLabelers, type AcceptedLabeler } from './labels/labels.js'
 import type { LabelSubscriptions } from './labels/subscriber.js'
 import { Backfiller } from './ingest/backfill.js'
@@ -142,12 +143,17 @@ export class AppContext {
     if (config.relayUrl) sources.push({ kind: 'relay', url: config.relayUrl })
     for (const url of config.pdsUrls) sources.push({ kind: 'pds', url })
     const fetcher = new RepoFetcher({ ...config.repoFetch, allowPrivateAddresses: config.devMode })
+    const verifier = new CommitVerifier({
+      workers: config.verifyWorkers ?? 0,
+      onWorkerError: (err, index) => log.error({ err, worker: index }, 'a verification worker died; restarted'),
+    })
     const ingester = new Ingester({
       indexer,
       idResolver,
       log: log.child({ component: 'ingest' }),
       sources,
       fetcher,
+      verifier,
       minBackoffMs: opts.minBackoffMs,
       maxBackoffMs: opts.maxBackoffMs,
       ...opts.ingest,

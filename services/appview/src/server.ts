@@ -119,6 +119,7 @@ export class AppViewServer {
       await this.ctx.ingester.stop()
     }
     await backfill
+    await this.ctx.ingester.verifier?.close()
     this.started = false
     await this.xrpc.close()
     await this.ctx.database.close()

@@ -3,7 +3,8 @@
  * quotes, likes, reposts, follows, then unlikes, unfollows, a deleted post, a profile update, and a
  * like created and deleted before its batch commits) indexed by an AppView writing hundreds of commits
  * per transaction ends with exactly the same rows, counters and notifications as an AppView writing one
- * commit per transaction (the oracle), both following the same PDS. On SQLite, and on PostgreSQL when
+ * commit per transaction and verifying in its main thread (the oracle), both following the same PDS; the
+ * batched one verifies in worker threads. On SQLite, and on PostgreSQL when
  * STRATOS_TEST_PG_URL is set.
  */
 import { sql } from 'kysely'
@@ -74,7 +75,8 @@ describe.each(dialects)('ingest: group commit gives the same index as one commit
     net = await FakeNetwork.start()
     dbBatched = await testDb(dialect)
     dbOracle = await testDb(dialect)
-    batched = await startAppView(net, dbBatched)
+    // the batched one also verifies in 2 worker threads; the oracle in its main thread
+    batched = await startAppView(net, dbBatched, { verifyWorkers: 2 })
     oracle = await startAppView(net, dbOracle, {}, { ingest: { maxBatch: 1 } })
   })
 
@@ -139,5 +141,7 @@ describe.each(dialects)('ingest: group commit gives the same index as one commit
     expect(w.writes / w.batches).toBeGreaterThan(1)
     const o = oracle.ctx.ingester.writer.stats
     expect(o.writes).toBe(o.batches)
+    expect(batched.ctx.ingester.verifier?.workers).toBe(2)
+    expect(oracle.ctx.ingester.verifier?.workers).toBe(0)
   })
 })

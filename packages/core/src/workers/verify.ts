@@ -33,6 +33,8 @@ export type VerifySummary =
       changed: boolean
       /** #commit only: false when the inversion was skipped (first commit without prevData) */
       inverted: boolean
+      /** #commit with `withRecords`: the verified record blocks of the ops, by path */
+      records?: Map<string, Uint8Array>
     }
   | { ok: false; reason: CommitCheckReason; message: string }
 
@@ -40,6 +42,8 @@ export interface VerifyTaskContext {
   signingKey: string
   prev: { rev: string; data: CID } | null
   now: number
+  /** also hand back the ops' record blocks (a consumer that indexes them: the AppView) */
+  withRecords?: boolean
 }
 
 /** What is posted to a worker. */
@@ -49,11 +53,12 @@ export interface VerifyTask {
   signingKey: string
   prev: { rev: string; data: Uint8Array } | null
   now: number
+  withRecords?: boolean
 }
 
 /** What a worker answers. */
 export type PortableSummary =
-  | { ok: true; rev: string; commitCid: Uint8Array; newData: Uint8Array; changed: boolean; inverted: boolean }
+  | { ok: true; rev: string; commitCid: Uint8Array; newData: Uint8Array; changed: boolean; inverted: boolean; records?: [string, Uint8Array][] }
   | { ok: false; reason: CommitCheckReason; message: string }
 
 const CID_MARK = 'cid'
@@ -81,11 +86,13 @@ export function fromPortable(v: unknown, depth = 0): unknown {
   return out
 }
 
-async function check(kind: 'commit' | 'sync', evt: unknown, ctx: CommitCheckContext): Promise<VerifySummary> {
+async function check(kind: 'commit' | 'sync', evt: unknown, ctx: CommitCheckContext, withRecords = false): Promise<VerifySummary> {
   if (kind === 'commit') {
     const res = await verifyCommitEvent(evt as CommitEvent, ctx)
     if (!res.ok) return { ok: false, reason: res.reason, message: res.message }
-    return { ok: true, rev: res.commit.rev, commitCid: res.commitCid, newData: res.newData, changed: true, inverted: res.inverted }
+    const out: VerifySummary = { ok: true, rev: res.commit.rev, commitCid: res.commitCid, newData: res.newData, changed: true, inverted: res.inverted }
+    if (withRecords) out.records = res.records
+    return out
   }
   const res = await verifySyncEvent(evt as SyncEvent, ctx)
   if (!res.ok) return { ok: false, reason: res.reason, message: res.message }
@@ -99,9 +106,10 @@ export async function runVerifyTask(task: VerifyTask): Promise<PortableSummary> 
     prev: task.prev ? { rev: task.prev.rev, data: CID.decode(task.prev.data) } : null,
     now: task.now,
   }
-  const res = await check(task.kind, fromPortable(task.evt), ctx)
+  const res = await check(task.kind, fromPortable(task.evt), ctx, task.withRecords === true)
   if (!res.ok) return res
-  return { ...res, commitCid: res.commitCid.bytes, newData: res.newData.bytes }
+  const { records, ...rest } = res
+  return { ...rest, commitCid: res.commitCid.bytes, newData: res.newData.bytes, ...(records ? { records: [...records] } : {}) }
 }
 
 export interface CommitVerifierOptions {
@@ -157,17 +165,19 @@ export class CommitVerifier {
   }
 
   private async run(kind: 'commit' | 'sync', did: string, evt: unknown, ctx: VerifyTaskContext): Promise<VerifySummary> {
-    if (!this.pool) return check(kind, evt, ctx)
+    if (!this.pool) return check(kind, evt, ctx, ctx.withRecords === true)
     const task: VerifyTask = {
       kind,
       evt: toPortable(evt),
       signingKey: ctx.signingKey,
       prev: ctx.prev ? { rev: ctx.prev.rev, data: ctx.prev.data.bytes } : null,
       now: ctx.now,
+      ...(ctx.withRecords ? { withRecords: true } : {}),
     }
     const res = await this.pool.run(did, task)
     if (!res.ok) return res
-    return { ...res, commitCid: CID.decode(res.commitCid), newData: CID.decode(res.newData) }
+    const { records, ...rest } = res
+    return { ...rest, commitCid: CID.decode(res.commitCid), newData: CID.decode(res.newData), ...(records ? { records: new Map(records) } : {}) }
   }
 
   /** Resolves once every worker is up (at once with 0 workers). */

@@ -68,6 +68,23 @@ describe('CommitVerifier', () => {
     expect(reasons).toEqual(['ok', 'ok', 'ok', 'bad-signature', 'chain-break', 'inversion-mismatch', 'malformed', 'malformed', 'malformed', 'did-mismatch'])
   })
 
+  it('withRecords: the ops\' record blocks come back, the same from a worker as in-thread and as verifyCommitEvent gives them', async () => {
+    const { verifyCommitEvent } = await import('../../src/repo/index.js')
+    for (const c of cases.slice(0, 3)) {
+      const ctx = { signingKey: c.key, prev: c.prev, now: Date.now(), withRecords: true }
+      const a = await inline.verifyCommit(DID, c.evt, ctx)
+      const b = await pooled.verifyCommit(DID, c.evt, ctx)
+      const direct = await verifyCommitEvent(c.evt, { signingKey: c.key, prev: c.prev })
+      if (!a.ok || !b.ok || !direct.ok) throw new Error(`${c.name} did not verify`)
+      expect(b.records!.size).toBe(1)
+      expect([...b.records!]).toEqual([...direct.records])
+      expect([...a.records!]).toEqual([...direct.records])
+    }
+    // without the flag, none
+    const plainRes = await pooled.verifyCommit(DID, cases[0]!.evt, { signingKey: cases[0]!.key, prev: cases[0]!.prev, now: Date.now() })
+    expect(plainRes.ok && plainRes.records).toBeFalsy()
+  })
+
   it('keeps CIDs apart from look-alike values when crossing to a worker', () => {
     const cid = cases[0]!.evt.commit
     const lookalike = { '/': cid.toString(), cid: new Uint8Array(cid.bytes) }

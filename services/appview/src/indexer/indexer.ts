@@ -199,7 +199,12 @@ export class Indexer {
    * inserts and counters added up once per batch. History: no notifications. Same outcome as calling
    * indexRecord for each; returns how many were indexed.
    */
-  async indexFresh(db: Db, did: string, records: { uri: string; cid: string; collection: string; rkey: string; record: Record<string, unknown> }[]): Promise<number> {
+  async indexFresh(
+    db: Db,
+    did: string,
+    records: { uri: string; cid: string; collection: string; rkey: string; record: Record<string, unknown> }[],
+    batch?: IndexBatch,
+  ): Promise<number> {
     const indexedAt = this.now()
     const recordRows: DatabaseSchema['record'][] = []
     const plans: { uri: string; plan: IndexPlan | null }[] = []
@@ -210,7 +215,10 @@ export class Indexer {
       plans.push({ uri: r.uri, plan: planRecord({ uri: r.uri, cid: r.cid, did, collection: r.collection, rkey: r.rkey, record: r.record, indexedAt }) })
     }
     if (recordRows.length === 0) return 0
-    await this.ensureActor(did, db)
+    if (!batch?.actors.has(did)) {
+      await this.ensureActor(did, db)
+      batch?.actors.add(did)
+    }
     const CHUNK = 100
     for (let i = 0; i < recordRows.length; i += CHUNK) {
       await db.insertInto('record').values(recordRows.slice(i, i + CHUNK)).onConflict((oc) => oc.column('uri').doNothing()).execute()
@@ -252,14 +260,20 @@ export class Indexer {
         if (plan.main.table === 'profile') profile = plan.main.row.displayName
       }
     }
-    for (let i = 0; i < feedItems.length; i += CHUNK) {
-      await db.insertInto('feed_item').values(feedItems.slice(i, i + CHUNK)).onConflict((oc) => oc.doNothing()).execute()
+    if (batch) {
+      // several repos in one transaction: their rows and counters go in once, at the end of the batch
+      for (const f of feedItems) batch.feedItems.set(f.uri, f)
+      for (const { agg, n } of aggs.values()) batch.bump(agg, n)
+      for (const p of posts) batch.posts.set(p.uri, p.text)
+    } else {
+      for (let i = 0; i < feedItems.length; i += CHUNK) {
+        await db.insertInto('feed_item').values(feedItems.slice(i, i + CHUNK)).onConflict((oc) => oc.doNothing()).execute()
+      }
+      // counters: one multi-row upsert per table, every column of a row at once, rows in key order (two
+      // backfills bumping the same counters lock them in the same order: no deadlock on PostgreSQL)
+      await writeAggs(db, aggTables(aggs.values()))
+      for (let i = 0; i < posts.length; i += CHUNK) await this.search.setPosts(db, posts.slice(i, i + CHUNK))
     }
-    // counters: one multi-row upsert per table, every column of a row at once, rows in key order (two
-    // backfills bumping the same counters lock them in the same order: no deadlock on PostgreSQL)
-    const tables = aggTables(aggs.values())
-    await writeAggs(db, tables)
-    for (let i = 0; i < posts.length; i += CHUNK) await this.search.setPosts(db, posts.slice(i, i + CHUNK))
     if (profile !== undefined) {
       const actor = await db.selectFrom('actor').select('handle').where('did', '=', did).executeTakeFirst()
       await this.search.setActor(db, did, actor?.handle ?? null, profile)

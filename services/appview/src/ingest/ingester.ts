@@ -25,6 +25,7 @@ import {
   type SyncEvent,
 } from '@stratos/core/repo'
 import { SubscriptionClient, type StreamEvent } from '@stratos/core/stream'
+import type { CommitVerifier } from '@stratos/core/workers'
 import { HIDDEN_STATUSES, IndexBatch, type Db, type Indexer } from '../indexer/indexer.js'
 import { INDEXED_COLLECTIONS } from '../indexer/records.js'
 import { BatchWriter, type BatchTx } from './batch-writer.js'
@@ -60,6 +61,8 @@ export interface IngesterOptions {
   identityRetryDelaysMs?: number[]
   /** a fallback resync that fails is tried again after these delays (default 5 s, 30 s, 2 min, 10 min) */
   resyncRetryDelaysMs?: number[]
+  /** verifies #commit events in worker threads when it has any (default: in this thread) */
+  verifier?: CommitVerifier
   /** verified commits written per transaction at most (default 500) */
   maxBatch?: number
   /** how often the cursor is saved (default 1 s) */
@@ -181,6 +184,7 @@ export class Ingester {
     sync: 0,
   }
   readonly fetcher: RepoFetcher
+  readonly verifier: CommitVerifier | undefined
   private readonly clients: SubscriptionClient[] = []
   /** group commit of verified commits */
   readonly writer: BatchWriter<WriteBatch>
@@ -218,6 +222,7 @@ export class Ingester {
     this.idResolver = opts.idResolver
     this.log = opts.log
     this.fetcher = opts.fetcher ?? new RepoFetcher({ allowPrivateAddresses: opts.allowPrivateAddresses ?? false })
+    this.verifier = opts.verifier
     this.writer = new BatchWriter<WriteBatch>({
       transact: (fn) => this.indexer.transact(fn),
       begin: () => ({ index: new IndexBatch(), repoStates: new Map() }),
@@ -601,11 +606,11 @@ export class Ingester {
       if (prev && prev.rev >= evt.rev) return 'resynced'
     }
 
-    let res = await verifyCommitEvent(evt, { signingKey: identity.signingKey!, prev })
+    let res = await this.verifyCommit(did, evt, identity.signingKey!, prev, detach)
     if (!res.ok && res.reason === 'bad-signature') {
       const fresh = await this.idResolver.resolveAtprotoData(did, { forceRefresh: true }).catch(() => null)
       if (fresh?.signingKey && fresh.signingKey !== identity.signingKey) {
-        res = await verifyCommitEvent(evt, { signingKey: fresh.signingKey, prev })
+        res = await this.verifyCommit(did, evt, fresh.signingKey, prev, detach)
       }
     }
     if (!res.ok) {
@@ -619,7 +624,7 @@ export class Ingester {
       return this.drop(`commit rejected (${res.reason}): ${res.message}`, did)
     }
     // checked: the account's next commit chains on this state now, before the batch commits
-    const state: RepoState = { rev: res.commit.rev, data: res.newData }
+    const state: RepoState = { rev: res.rev, data: res.newData }
     this.repoStates.set(did, state)
     const committed = this.writer.write((tx, batch) => this.applyCommit(tx, batch, did, evt, res))
     this.lastWrite.set(did, committed)
@@ -641,7 +646,23 @@ export class Ingester {
     }
   }
 
-  private async applyCommit(tx: BatchTx, batch: WriteBatch, did: string, evt: CommitEvent, res: Extract<CommitCheckResult, { ok: true }>): Promise<void> {
+  /**
+   * core's sync-1.1 check of a #commit, in a worker thread when there are any (the stream goes on
+   * meanwhile: `detach`; the account's next event waits in its queue), else in this thread.
+   */
+  private async verifyCommit(did: string, evt: CommitEvent, signingKey: string, prev: RepoState | null, detach: () => void): Promise<VerifiedCommit> {
+    if (!this.verifier || this.verifier.workers === 0) {
+      const res = await verifyCommitEvent(evt, { signingKey, prev })
+      if (!res.ok) return res
+      return { ok: true, rev: res.commit.rev, newData: res.newData, commitCid: res.commitCid, records: res.records }
+    }
+    detach()
+    const res = await this.verifier.verifyCommit(did, evt, { signingKey, prev, now: Date.now(), withRecords: true })
+    if (!res.ok) return res
+    return { ok: true, rev: res.rev, newData: res.newData, commitCid: res.commitCid, records: res.records ?? new Map() }
+  }
+
+  private async applyCommit(tx: BatchTx, batch: WriteBatch, did: string, evt: CommitEvent, res: Extract<VerifiedCommit, { ok: true }>): Promise<void> {
     {
       for (const op of evt.ops) {
         const slash = op.path.indexOf('/')
@@ -663,7 +684,7 @@ export class Ingester {
           if (r === 'indexed') this.stats.indexedOps++
         }
       }
-      batch.repoStates.set(did, { did, rev: res.commit.rev, data: res.newData.toString(), commitCid: res.commitCid.toString() })
+      batch.repoStates.set(did, { did, rev: res.rev, data: res.newData.toString(), commitCid: res.commitCid.toString() })
     }
   }
 
@@ -835,6 +856,34 @@ export class Ingester {
       this.log.debug({ did, have: prev.rev, got: verified.commit.rev }, 'resync: fetched repo is older than the indexed state')
       return true
     }
+    if (prev === null && !(await this.db.selectFrom('record').select('uri').where('did', '=', did).limit(1).executeTakeFirst())) {
+      // a first backfill: nothing to compare with; every record goes in with multi-row inserts, in the
+      // batch writer (the repos fetched meanwhile share its transaction, their counters summed once)
+      const fresh: { uri: string; cid: string; collection: string; rkey: string; record: Record<string, unknown> }[] = []
+      for (const rec of verified.records) {
+        if (!INDEXED_COLLECTIONS.has(rec.collection)) continue
+        try {
+          const json = lexToJson(rec.value) as Record<string, unknown>
+          fresh.push({ uri: `at://${did}/${rec.collection}/${rec.rkey}`, cid: rec.cid.toString(), collection: rec.collection, rkey: rec.rkey, record: json })
+        } catch {
+          continue
+        }
+      }
+      const state = { did, rev: verified.commit.rev, data: verified.commit.data.toString(), commitCid: verified.commitCid.toString() }
+      let n = 0
+      const written = this.writer.write(async (tx, batch) => {
+        n = await this.indexer.indexFresh(tx, did, fresh, batch.index)
+        batch.repoStates.set(did, state)
+      })
+      this.lastWrite.set(did, written)
+      try {
+        await written
+      } finally {
+        if (this.lastWrite.get(did) === written) this.lastWrite.delete(did)
+      }
+      this.stats.resyncedRecords += n
+      return true
+    }
     await this.indexer.transact(async (tx) => {
       const existing = new Map<string, string>()
       const rows = await tx.selectFrom('record').select(['uri', 'cid']).where('did', '=', did).execute()
@@ -906,3 +955,8 @@ async function saveRepoStates(db: Db, rows: { did: string; rev: string; data: st
       .execute()
   }
 }
+
+/** A #commit's verdict, from either path: what indexing it needs. */
+type VerifiedCommit =
+  | { ok: true; rev: string; newData: CID; commitCid: CID; records: Map<string, Uint8Array> }
+  | { ok: false; reason: string; message: string }
