@@ -3,10 +3,15 @@
  * and cached under bench/.cache/, git-ignored), then live single-op commits over a WebSocket, then reads
  * at concurrency 16 on the loaded dataset. Everything runs in this one process (services from source).
  *
- *   node --import tsx bench/appview.ts [--repos 200] [--records 100] [--live 2000] [--reads 400]
+ *   node --import tsx bench/appview.ts [--repos 2000] [--records 25] [--live 5000] [--reads 200]
+ *   (the issue's full size: --repos 2000 --records 500 --live 20000; generating it takes long here)
  *
  * Backfill runs on SQLite, and on PostgreSQL too when STRATOS_TEST_PG_URL is set. Records per repo are
  * posts 30 %, likes 40 %, reposts 15 %, follows 15 %; likes and reposts point at other repos' posts.
+ * Account 0 (the reads' viewer) also follows up to 1,000 others; accounts 1-200 reply once to its first
+ * post (a thread of up to 200 replies). Live: single-op commits of new accounts replayed at full speed
+ * (commits/s, CPU per commit), then a second set paced at a fixed rate (lag from publish to indexed,
+ * p50/p99), then @atproto/sync's verifying Firehose on the first set's frames (the stock consumer).
  * Prints a table and rewrites the "appview" section of bench/RESULTS.md.
  */
 import './lib/register.js'
@@ -34,10 +39,11 @@ const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`)
   return i > 0 ? Number(process.argv[i + 1]) : dflt
 }
-const REPOS = arg('repos', 200)
-const RECORDS = arg('records', 100)
-const LIVE = arg('live', 2000)
-const READS = arg('reads', 400)
+const REPOS = arg('repos', 2000)
+const RECORDS = arg('records', 25)
+const LIVE = arg('live', 5000)
+const READS = arg('reads', 200)
+const PACED = arg('paced-rate', 200)
 const PG_URL = process.env.STRATOS_TEST_PG_URL
 const CACHE = fileURLToPath(new URL(`./.cache/appview-${REPOS}x${RECORDS}/`, import.meta.url))
 
@@ -73,8 +79,8 @@ async function generate(): Promise<Manifest> {
     postWrites.push([])
     for (let p = 0; p < nPosts; p++) {
       const record: Record<string, unknown> = { $type: 'app.bsky.feed.post', text: `post ${p} of ${a}: the quick brown fox jumps over the lazy dog`, langs: ['en'], createdAt: iso(base + ++tick * 1000) }
-      // every 10th post replies to a post of account 0 (a thread that grows with the dataset)
-      if (a > 0 && p % 10 === 0 && posts[0]!.length > 0) record.reply = { root: posts[0]![0], parent: posts[0]![0] }
+      // accounts 1-200 reply once to account 0's first post (a thread of up to 200 replies)
+      if (a > 0 && a <= 200 && p === 0 && posts[0]!.length > 0) record.reply = { root: posts[0]![0], parent: posts[0]![0] }
       const k = rkey()
       postWrites[a]!.push({ collection: 'app.bsky.feed.post', rkey: k, record })
       posts[a]!.push({ uri: `at://${dids[a]}/app.bsky.feed.post/${k}`, cid: cidForCbor(record).toString() })
@@ -92,9 +98,10 @@ async function generate(): Promise<Manifest> {
       const o = posts[other(i + 3)]!
       writes.push({ collection: 'app.bsky.feed.repost', rkey: rkey(), record: { $type: 'app.bsky.feed.repost', subject: o[(i + 1) % o.length], createdAt: iso(base + ++tick * 1000) } })
     }
-    for (let i = 0; i < nFollows; i++) {
-      // account 0 follows everyone it can (the timeline viewer)
-      const target = a === 0 ? dids[1 + (i % (REPOS - 1))]! : dids[other(i + 5)]!
+    // account 0 (the timeline viewer) follows up to 1,000 others
+    const follows = a === 0 ? Math.min(1000, REPOS - 1) : nFollows
+    for (let i = 0; i < follows; i++) {
+      const target = a === 0 ? dids[1 + i]! : dids[other(i + 5)]!
       writes.push({ collection: 'app.bsky.graph.follow', rkey: rkey(), record: { $type: 'app.bsky.graph.follow', subject: target, createdAt: iso(base + ++tick * 1000) } })
     }
     const storage = new MemoryBlockstore()
@@ -108,6 +115,7 @@ async function generate(): Promise<Manifest> {
     const blocks = [...(storage.blocks as unknown as Iterable<[unknown, Uint8Array]>)].map(([cid, bytes]) => ({ cid: toCid(cid as never), bytes }))
     writeFileSync(join(CACHE, `${a}.car`), writeCar(toCid(repo.cid), blocks))
     manifest.accounts.push({ did: dids[a]!, keyHex: Buffer.from(keys[a]!.export()).toString('hex'), rev: repo.commit.rev, records: writes.length })
+    if (a % 200 === 199) console.log(`  generated ${a + 1}/${REPOS} repos`)
   }
   writeFileSync(join(CACHE, 'manifest.json'), JSON.stringify(manifest))
   console.log(`generated ${REPOS} repos x ${RECORDS} records in ${((performance.now() - t0) / 1000).toFixed(1)} s (cached in ${CACHE})`)
@@ -204,6 +212,7 @@ function config(net: Network, dbUrl: string, dataDirectory: string, schema?: str
     labelers: [],
     backfillOnStart: true,
     backfillConcurrency: 8,
+    verifyWorkers: Number(process.env.BENCH_VERIFY_WORKERS ?? 2),
     repoFetch: { concurrency: 16, hostConcurrency: 16 },
   }
 }
@@ -222,9 +231,11 @@ async function backfill(net: Network, manifest: Manifest, dialect: 'sqlite' | 'p
   if (dialect === 'postgres') schema = `bench_appview_${process.pid}`
   const server = await AppViewServer.create(config(net, dialect === 'postgres' ? PG_URL! : join(dir, 'appview.sqlite'), dir, schema))
   const t0 = performance.now()
+  const cpu0 = process.cpuUsage()
   await server.start()
   await until(async () => (await server.ctx.backfiller.status()).state === 'done', 30 * 60_000, 'backfill')
   const secs = (performance.now() - t0) / 1000
+  const cpu = process.cpuUsage(cpu0)
   const records = server.ctx.ingester.stats.resyncedRecords
   const expected = manifest.accounts.reduce((a, b) => a + b.records, 0)
   const cleanup = async () => {
@@ -236,13 +247,12 @@ async function backfill(net: Network, manifest: Manifest, dialect: 'sqlite' | 'p
     }
     rmSync(dir, { recursive: true, force: true })
   }
-  return { server, secs, records, expected, cleanup }
+  return { server, secs, records, expected, cleanup, cpuUs: (cpu.user + cpu.system) / Math.max(1, records) }
 }
 
-/** Single-op commits of fresh accounts, pre-built, then published as fast as the socket takes them. */
-async function live(net: Network, server: InstanceType<typeof AppViewServer>) {
-  const accounts = 100
-  const perAccount = Math.ceil(LIVE / accounts)
+/** Single-op commits of `accounts` fresh accounts (each: its first commit, then `perAccount` posts), pre-built. */
+async function buildLive(net: Network, accounts: number, total: number) {
+  const perAccount = Math.ceil(total / accounts)
   const frames: Uint8Array[] = []
   const finalCars = new Map<string, Uint8Array>()
   const t0 = performance.now()
@@ -285,18 +295,111 @@ async function live(net: Network, server: InstanceType<typeof AppViewServer>) {
   // the PDS serves these repos too (what a resync of a live account fetches)
   for (const [did, car] of finalCars) net.liveCars.set(did, car)
   console.log(`built ${frames.length} live commits in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
-  // seq is set by the log: re-encode with the right seq
   const { decodeFrame } = await import('../packages/core/src/stream/index.js')
-  const before = server.ctx.ingester.stats.indexedOps
-  const t1 = performance.now()
-  let last = 0
-  for (const f of frames) {
-    const body = (decodeFrame(f) as { body: Record<string, unknown> }).body
-    last = net.publishEvent((seq) => ({ ...body, seq }))
+  return { bodies: frames.map((f) => (decodeFrame(f) as { body: Record<string, unknown> }).body), dids: [...finalCars.keys()] }
+}
+
+type LiveSet = Awaited<ReturnType<typeof buildLive>>
+
+async function livePosts(server: InstanceType<typeof AppViewServer>, dids: string[]): Promise<number> {
+  let n = 0
+  for (let i = 0; i < dids.length; i += 500) {
+    const row = await server.ctx.db.selectFrom('post').select((eb) => eb.fn.countAll().as('n')).where('creator', 'in', dids.slice(i, i + 500)).executeTakeFirst()
+    n += Number(row?.n ?? 0)
   }
-  await until(async () => ((await server.ctx.ingester.getCursor(net.pdsUrl)) ?? 0) >= last, 10 * 60_000, 'live commits')
+  return n
+}
+
+/** Publishes every commit at once (as fast as the socket takes them); commits/s and process CPU per commit. */
+async function liveBurst(net: Network, server: InstanceType<typeof AppViewServer>, set: LiveSet) {
+  const cpu0 = process.cpuUsage()
+  const t1 = performance.now()
+  // seq is set by the log
+  let first = 0
+  let last = 0
+  for (const body of set.bodies) {
+    last = net.publishEvent((seq) => ({ ...body, seq }))
+    if (first === 0) first = last
+  }
+  await until(async () => ((await server.ctx.ingester.getCursor(net.pdsUrl)) ?? 0) >= last, 20 * 60_000, 'live commits')
   const secs = (performance.now() - t1) / 1000
-  return { commits: frames.length, secs, indexed: server.ctx.ingester.stats.indexedOps - before }
+  const cpu = process.cpuUsage(cpu0)
+  const w = server.ctx.ingester.writer.stats
+  return { commits: set.bodies.length, secs, cpuUs: (cpu.user + cpu.system) / set.bodies.length, indexed: await livePosts(server, set.dids), first, last, perBatch: w.writes / Math.max(1, w.batches) }
+}
+
+/** Publishes commits at `rate`/s; lag from publish to indexed (the ingest cursor passing the event). */
+async function livePaced(net: Network, server: InstanceType<typeof AppViewServer>, set: LiveSet, rate: number) {
+  const published = new Map<number, number>()
+  const lags: number[] = []
+  let seen = (await server.ctx.ingester.getCursor(net.pdsUrl)) ?? 0
+  let done = false
+  const poll = (async () => {
+    while (!done || published.size > 0) {
+      const c = (await server.ctx.ingester.getCursor(net.pdsUrl)) ?? 0
+      const now = performance.now()
+      for (let s = seen + 1; s <= c; s++) {
+        const t = published.get(s)
+        if (t !== undefined) {
+          lags.push(now - t)
+          published.delete(s)
+        }
+      }
+      seen = Math.max(seen, c)
+      await new Promise((r) => setTimeout(r, 2))
+    }
+  })()
+  const t0 = performance.now()
+  for (let i = 0; i < set.bodies.length; i++) {
+    const due = t0 + (i * 1000) / rate
+    const wait = due - performance.now()
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait))
+    const seq = net.publishEvent((q) => ({ ...set.bodies[i]!, seq: q }))
+    published.set(seq, performance.now())
+  }
+  done = true
+  await Promise.race([poll, new Promise((r) => setTimeout(r, 120_000))])
+  lags.sort((a, b) => a - b)
+  const q = (p: number) => lags[Math.min(lags.length - 1, Math.floor(p * lags.length))] ?? NaN
+  return { commits: set.bodies.length, rate, p50: q(0.5), p99: q(0.99), indexed: await livePosts(server, set.dids) }
+}
+
+/** @atproto/sync's Firehose (verifying: signatures and MST proofs, keys from the DID directory) on the burst's frames. */
+async function firehoseReference(net: Network, first: number, last: number) {
+  const rootRequire = createRequire(new URL('../package.json', import.meta.url))
+  const { Firehose } = rootRequire('@atproto/sync') as typeof import('@atproto/sync')
+  const { IdResolver } = rootRequire('@atproto/identity') as typeof import('@atproto/identity')
+  const idResolver = new IdResolver({ plcUrl: net.plcUrl })
+  let handled = 0
+  let commits = 0
+  let maxSeq = 0
+  let finish: () => void = () => undefined
+  const finished = new Promise<void>((r) => (finish = r))
+  const cpu0 = process.cpuUsage()
+  const t0 = performance.now()
+  const firehose = new Firehose({
+    idResolver,
+    service: net.pdsUrl.replace(/^http/, 'ws'),
+    getCursor: () => first - 1,
+    handleEvent: async (evt) => {
+      handled++
+      if (evt.event === 'create') commits++
+      if (evt.seq > maxSeq) maxSeq = evt.seq
+      if (evt.seq >= last) finish()
+    },
+    onError: (err) => {
+      if (process.env.BENCH_LOG_LEVEL) console.error('firehose:', err.message)
+    },
+    excludeIdentity: true,
+    excludeAccount: true,
+  })
+  void firehose.start()
+  await Promise.race([finished, new Promise((r) => setTimeout(r, 600_000))])
+  const secs = (performance.now() - t0) / 1000
+  const cpu = process.cpuUsage(cpu0)
+  await firehose.destroy()
+  const n = last - first + 1
+  return { events: n, secs, handled, creates: commits, cpuUs: (cpu.user + cpu.system) / n, reached: maxSeq >= last }
 }
 
 async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manifest) {
@@ -345,8 +448,17 @@ async function explain(server: InstanceType<typeof AppViewServer>, manifest: Man
   const { sql } = appviewRequire('kysely') as typeof import('kysely')
   const did = manifest.accounts[0]!.did
   const queries: [string, string][] = [
-    ['timeline (feed items of followed accounts)', `SELECT fi.uri FROM feed_item fi WHERE fi.originatorDid IN (SELECT subjectDid FROM follow WHERE creator = '${did}') ORDER BY fi.sortAt DESC LIMIT 50`],
-    ['thread replies', `SELECT uri FROM post WHERE replyParent = 'at://x/app.bsky.feed.post/y'`],
+    [
+      'timeline, step 1 (each followed account\'s newest item: one index seek each)',
+      `SELECT a.did, (SELECT fi.sortAt FROM feed_item fi WHERE fi.originatorDid = a.did ORDER BY fi.sortAt DESC LIMIT 1) FROM (SELECT '${did}' AS did UNION SELECT f.subjectDid FROM follow f WHERE f.creator = '${did}') a`,
+    ],
+    [
+      'timeline, step 2 (the page between the bound and the cursor)',
+      `SELECT uri FROM feed_item WHERE originatorDid IN (SELECT subjectDid FROM follow WHERE creator = '${did}') AND sortAt >= '2026-01-01T00:00:00.000Z' ORDER BY sortAt DESC, uri DESC LIMIT 50`,
+    ],
+    ['timeline before this change (for comparison)', `SELECT fi.uri FROM feed_item fi WHERE fi.originatorDid IN (SELECT subjectDid FROM follow WHERE creator = '${did}') ORDER BY fi.sortAt DESC LIMIT 50`],
+    ['thread replies (one level)', `SELECT uri, replyParent FROM post WHERE replyParent IN ('at://x/app.bsky.feed.post/y') ORDER BY sortAt ASC LIMIT 5000`],
+    ['profile counts', `SELECT * FROM profile_agg WHERE did IN ('${did}')`],
     ['notifications', `SELECT * FROM notification WHERE did = '${did}' ORDER BY sortAt DESC LIMIT 50`],
     ['counts of a post', `SELECT * FROM record_agg WHERE uri = 'at://x/app.bsky.feed.post/y'`],
   ]
@@ -370,15 +482,25 @@ const totalRecords = manifest.accounts.reduce((a, b) => a + b.records, 0)
 const net = await startNetwork(manifest)
 const rows: string[] = []
 let readsMd = ''
-let liveMd = ''
 let explainMd = ''
+const backfillRow = (db: string, b: Awaited<ReturnType<typeof backfill>>) =>
+  `| backfill, ${db} | ${REPOS} repos, ${b.records} records indexed of ${b.expected} | ${b.secs.toFixed(1)} s | **${Math.round(b.records / b.secs)} records/s**, ${(REPOS / b.secs).toFixed(1)} repos/s | ${Math.round(b.cpuUs)} µs/record |`
+const burstRow = (db: string, l: Awaited<ReturnType<typeof liveBurst>>) =>
+  `| live at full speed, ${db} | ${l.commits} single-op commits over a WebSocket (new accounts), ${l.perBatch.toFixed(0)} commits per transaction on average | ${l.secs.toFixed(1)} s | **${Math.round(l.commits / l.secs)} commits/s** (${l.indexed} posts indexed) | ${Math.round(l.cpuUs)} µs/commit |`
 try {
+  const burstSet = await buildLive(net, 100, LIVE)
+  const pacedSet = await buildLive(net, 50, Math.min(2000, Math.ceil(LIVE / 2)))
   const sqlite = await backfill(net, manifest, 'sqlite')
-  rows.push(`| backfill, SQLite | ${REPOS} repos, ${sqlite.records} records indexed of ${sqlite.expected} | ${sqlite.secs.toFixed(1)} s | **${Math.round(sqlite.records / sqlite.secs)} records/s**, ${(REPOS / sqlite.secs).toFixed(1)} repos/s |`)
+  rows.push(backfillRow('SQLite', sqlite))
   console.log(rows[rows.length - 1])
-  const l = await live(net, sqlite.server)
-  liveMd = `| live, SQLite | ${l.commits} single-op commits over a WebSocket (100 new accounts) | ${l.secs.toFixed(1)} s | **${Math.round(l.commits / l.secs)} commits/s** (${l.indexed} records indexed) |`
-  console.log(liveMd)
+  const l = await liveBurst(net, sqlite.server, burstSet)
+  rows.push(burstRow('SQLite', l))
+  console.log(rows[rows.length - 1])
+  const p = await livePaced(net, sqlite.server, pacedSet, PACED)
+  rows.push(
+    `| live paced, SQLite | ${p.commits} single-op commits at ${p.rate}/s (${p.indexed} posts indexed) | — | lag publish → indexed: p50 **${p.p50.toFixed(0)} ms**, p99 **${p.p99.toFixed(0)} ms** | |`,
+  )
+  console.log(rows[rows.length - 1])
   const r = await reads(sqlite.server, manifest)
   readsMd =
     `Reads on SQLite at concurrency 16, ${READS} requests each (timeline viewer follows ${r.follows} accounts; thread root has ${r.replies} replies):\n\n` +
@@ -387,9 +509,18 @@ try {
   console.log(readsMd)
   explainMd = await explain(sqlite.server, manifest)
   await sqlite.cleanup()
+  const fh = await firehoseReference(net, l.first, l.last)
+  rows.push(
+    `| reference: @atproto/sync Firehose (verifying), same ${fh.events} frames | ${fh.creates} creates handed to the handler${fh.reached ? '' : ' (did not reach the last frame)'} | ${fh.secs.toFixed(1)} s | **${Math.round(fh.events / fh.secs)} commits/s** (parse + verify only, no indexing) | ${Math.round(fh.cpuUs)} µs/commit |`,
+  )
+  console.log(rows[rows.length - 1])
   if (PG_URL) {
     const pg = await backfill(net, manifest, 'postgres')
-    rows.push(`| backfill, PostgreSQL | ${REPOS} repos, ${pg.records} records indexed of ${pg.expected} | ${pg.secs.toFixed(1)} s | **${Math.round(pg.records / pg.secs)} records/s**, ${(REPOS / pg.secs).toFixed(1)} repos/s |`)
+    rows.push(backfillRow('PostgreSQL', pg))
+    console.log(rows[rows.length - 1])
+    const pgSet = await buildLive(net, 100, Math.ceil(LIVE / 2))
+    const lp = await liveBurst(net, pg.server, pgSet)
+    rows.push(burstRow('PostgreSQL', lp))
     console.log(rows[rows.length - 1])
     await pg.cleanup()
   }
@@ -402,17 +533,17 @@ writeResultsSection(
   `## appview (network backfill, live ingest, reads)
 
 ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; shared with other jobs.
-Dataset: ${REPOS} repos × ${RECORDS} records = ${totalRecords} records (posts 30 %, likes 40 %, reposts 15 %, follows 15 %), real signed
-CARs served by a fake PDS over HTTP (listRepos + getRepo); \`node --import tsx bench/appview.ts --repos ${REPOS} --records ${RECORDS} --live ${LIVE} --reads ${READS}\`.
+Dataset: ${REPOS} repos × ${RECORDS} records = ${totalRecords} records (posts 30 %, likes 40 %, reposts 15 %, follows 15 %; the viewer also follows up to 1,000), real signed
+CARs served by a fake PDS over HTTP (listRepos + getRepo); \`node --import tsx bench/appview.ts --repos ${REPOS} --records ${RECORDS} --live ${LIVE} --reads ${READS} --paced-rate ${PACED}\`.
+Everything (fake PLC and PDS, the AppView, the clients) runs in one process: CPU per record / commit is that process's (user + system).
 
-| phase | work | time | rate |
-|---|---|---|---|
+| phase | work | time | rate | process CPU |
+|---|---|---|---|---|
 ${rows.join('\n')}
-${liveMd}
 
 ${readsMd}
 
-EXPLAIN QUERY PLAN (SQLite) of representative hot queries:
+EXPLAIN QUERY PLAN (SQLite) of the hot queries (the timeline's bound in step 2 is a placeholder):
 
 ${explainMd}`,
 )

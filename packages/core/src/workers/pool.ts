@@ -152,7 +152,10 @@ export class KeyedWorkerPool<Req, Res> {
     const worker = new Worker(isEval ? source : new URL(source), {
       eval: isEval,
       // the parent's flags (a loader such as tsx), minus those that only make sense for a main script
-      execArgv: process.execArgv.filter((a) => !a.startsWith('--input-type') && !a.startsWith('--cpu-prof-name')),
+      // and the per-process ones a worker refuses (ERR_WORKER_INVALID_EXEC_ARGV)
+      execArgv: process.execArgv.filter(
+        (a) => !a.startsWith('--input-type') && !a.startsWith('--cpu-prof-name') && a !== '--expose-gc' && a !== '--expose_gc',
+      ),
       workerData: this.o.workerData,
       name: `${this.o.name ?? 'pool'}-${index}`,
       env: { ...process.env, STRATOS_WORKER_NAME: `${this.o.name ?? 'pool'}-${index}` },
