@@ -18,7 +18,8 @@
  * - fsyncs per write: `strace -f -c -e trace=fsync,fdatasync` attached to the server process (all threads)
  *   during a separate 200-write phase at concurrency 8 on one account (strace slows the process, so the
  *   throughput phases run without it). Skipped when strace is missing.
- * `--prof` writes V8 CPU profiles of both PDS processes to bench/.cache/pds-prof/.
+ * `--prof` writes V8 CPU profiles of both PDS processes to bench/.cache/pds-prof/<server>/ (the largest file of
+ * a directory is the main thread's).
  * Prints a table and rewrites the "pds" section of bench/RESULTS.md.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
@@ -324,7 +325,8 @@ try {
     LOG_ENABLED: 'false',
     LOG_LEVEL: 'warn',
   })
-  const prof = (name: string) => (PROF ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${name}.cpuprofile`] : [])
+  // one directory per server: a process with loader hooks (tsx) writes one profile per thread; the largest is the server's
+  const prof = (name: string) => (PROF ? ['--cpu-prof', `--cpu-prof-dir=${join(profDir, name)}`] : [])
 
   const refPort = await freePort()
   const refDir = join(work, 'ref')

@@ -74,6 +74,7 @@ export async function createContext(
     refreshGraceMs: cfg.auth.refreshGraceMs,
     hostname: cfg.service.hostname,
     vault,
+    sqlite: accountDb.sqlite,
   })
   const actorStore = new ActorStore(cfg.db.actorStoreDirectory, blobstore)
   const sequencer = new Sequencer(cfg.db.sequencerDbPath)
@@ -116,7 +117,7 @@ export async function createContext(
 export async function closeContext(ctx: AppContext): Promise<void> {
   ctx.mailer.close()
   ctx.actorStore.close()
-  ctx.sequencer.close()
+  await ctx.sequencer.close()
   await ctx.accountDb.close()
   await ctx.didCache.close()
 }

@@ -54,9 +54,9 @@ describe('actor store + sequencer', () => {
     expect(head.cid.toString()).toBe(init.cid.toString())
     state = { rev: head.rev, data: head.data }
   })
-  afterAll(() => {
+  afterAll(async () => {
     store.close()
-    sequencer.close()
+    await sequencer.close()
     fs.rmSync(dir, { recursive: true, force: true })
   })
 

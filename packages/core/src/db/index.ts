@@ -16,6 +16,8 @@ export interface Database<Schema> {
   db: Kysely<Schema>
   dialect: DbDialect
   close(): Promise<void>
+  /** SQLite only: the better-sqlite3 handle under Kysely, for prepared statements on hot paths */
+  sqlite?: SqliteDatabase.Database
 }
 
 export interface SqliteOptions {
@@ -67,7 +69,7 @@ export function openSqlite<Schema>(path: string, opts: SqliteOptions = {}): Data
   sqlite.pragma('foreign_keys = ON')
   const database = opts.statementCache ? cachingDatabase(sqlite, opts.statementCache) : sqlite
   const db = new Kysely<Schema>({ dialect: new SqliteDialect({ database }) })
-  return { db, dialect: 'sqlite', close: () => db.destroy() }
+  return { db, dialect: 'sqlite', close: () => db.destroy(), sqlite }
 }
 
 export interface PostgresOptions {

@@ -23,6 +23,7 @@ export {
   type UnknownFrame,
   type DecodedFrame,
 } from './frames.js'
+export { WalGroupSync } from './group-sync.js'
 export {
   MemoryEventLog,
   SqliteEventLog,

@@ -95,6 +95,7 @@ export async function changeHandle(ctx: AppContext, did: string, rawHandle: stri
   }
   if (!holder) await ctx.settings.updateHandle(did, handle)
   ctx.sequencer.sequenceIdentity(did, handle)
+  await ctx.sequencer.durable()
   return handle
 }
 
@@ -108,6 +109,7 @@ export async function deleteAccountData(ctx: AppContext, did: string): Promise<v
   await ctx.settings.deleteAccount(did)
   ctx.repoWriter.forget(did)
   ctx.sequencer.sequenceAccount(did, false, 'deleted')
+  await ctx.sequencer.durable()
   await ctx.idResolver.invalidate(did)
 }
 
@@ -119,6 +121,7 @@ export async function setAccountTakedown(ctx: AppContext, account: Account, take
   if (!!account.takedownRef === !!takedownRef) return
   const status = accountStatus({ takedownRef, deactivatedAt: account.deactivatedAt })
   ctx.sequencer.sequenceAccount(account.did, status.active, status.status)
+  await ctx.sequencer.durable()
 }
 
 const TEMPLATES: Record<EmailTokenPurpose, (token: string, account: Account) => { subject: string; text: string }> = {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import type SqliteDatabase from 'better-sqlite3'
 import type { Kysely } from 'kysely'
 import { importKeypair, type Curve, type SigningKeypair } from '@stratos/core/crypto'
 import { AuthRequiredError, InvalidRequestError } from '../errors.js'
@@ -71,11 +72,30 @@ const toAccount = (row: AccountTable): Account => ({
 })
 
 export class AccountManager {
+  /** prepared statements for the per-request paths (account lookup, repo head), when on SQLite */
+  private readonly hot: {
+    byDid: SqliteDatabase.Statement<[string], AccountTable>
+    byHandle: SqliteDatabase.Statement<[string], AccountTable>
+    setRoot: SqliteDatabase.Statement<[string, string, string, string]>
+  } | null
+
   constructor(
     readonly db: Kysely<AccountDbSchema>,
     private readonly tokens: SessionTokens,
-    private readonly opts: { refreshGraceMs: number; hostname: string; vault?: KeyVault },
-  ) {}
+    private readonly opts: { refreshGraceMs: number; hostname: string; vault?: KeyVault; sqlite?: SqliteDatabase.Database },
+  ) {
+    const s = opts.sqlite
+    this.hot = s
+      ? {
+          byDid: s.prepare('SELECT * FROM account WHERE did = ?'),
+          byHandle: s.prepare('SELECT * FROM account WHERE handle = ?'),
+          setRoot: s.prepare(
+            `INSERT INTO repo_root (did, cid, rev, indexedAt) VALUES (?, ?, ?, ?)
+             ON CONFLICT (did) DO UPDATE SET cid = excluded.cid, rev = excluded.rev, indexedAt = excluded.indexedAt`,
+          ),
+        }
+      : null
+  }
 
   private get vault(): KeyVault {
     return this.opts.vault ?? PLAIN_VAULT
@@ -89,6 +109,13 @@ export class AccountManager {
     opts: { includeDeactivated?: boolean; includeTakenDown?: boolean } = {},
   ): Promise<Account | null> {
     const isDid = handleOrDid.startsWith('did:')
+    if (this.hot) {
+      const row = isDid ? this.hot.byDid.get(handleOrDid) : this.hot.byHandle.get(handleOrDid.toLowerCase())
+      if (!row) return null
+      if (row.takedownRef && !opts.includeTakenDown) return null
+      if (row.deactivatedAt && !opts.includeDeactivated) return null
+      return toAccount(row)
+    }
     const row = await this.db
       .selectFrom('account')
       .selectAll()
@@ -182,6 +209,12 @@ export class AccountManager {
       .values({ did, cid, rev, indexedAt: new Date().toISOString() })
       .onConflict((oc) => oc.column('did').doUpdateSet({ cid, rev, indexedAt: new Date().toISOString() }))
       .execute()
+  }
+
+  /** {@link updateRepoRoot} without a round through Kysely (the write path), falling back to it. */
+  updateRepoRootSync(did: string, cid: string, rev: string): void | Promise<void> {
+    if (!this.hot) return this.updateRepoRoot(did, cid, rev)
+    this.hot.setRoot.run(did, cid, rev, new Date().toISOString())
   }
 
   async getRepoRoot(did: string): Promise<{ cid: string; rev: string } | null> {

@@ -43,11 +43,15 @@ export class RepoWriter {
     if (!repo) throw new InvalidRequestError(`Could not find repo: ${did}`, 'RepoNotFound')
     const key = await this.signingKey(did)
     // sequenced under the account's lock: commits of one repo reach the firehose in commit order
-    return repo.lock.run(async () => {
+    const done = await repo.lock.run(async () => {
       const outcome = await repo.applyWritesLocked(writes, key, swapCommit)
       const event = this.sequencer.sequenceCommit(outcome)
-      await this.accounts.updateRepoRoot(did, outcome.commit.cid.toString(), outcome.commit.rev)
+      await this.accounts.updateRepoRootSync(did, outcome.commit.cid.toString(), outcome.commit.rev)
       return { outcome, event }
     })
+    // acknowledged once durable: the group commit's fdatasync is shared with every write made meanwhile
+    // (this account's next commits, which need not wait for it, and other accounts')
+    await this.sequencer.durable()
+    return done
   }
 }

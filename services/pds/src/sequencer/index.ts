@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import type { CID } from 'multiformats/cid'
 import { commitSliceCar, writeCar } from '@stratos/core/repo'
-import { encodeMessageFrame, SqliteEventLog, type LoggedEvent } from '@stratos/core/stream'
+import { encodeMessageFrame, SqliteEventLog, WalGroupSync, type LoggedEvent } from '@stratos/core/stream'
 import type { CommitOutcome } from '../actor-store/index.js'
 
 export type AccountStatusName = 'takendown' | 'suspended' | 'deleted' | 'deactivated' | 'desynchronized' | 'throttled'
@@ -15,21 +15,57 @@ export interface SequencedEvent extends LoggedEvent {
  * The PDS's outgoing event log. Every repo and identity event gets the next seq (durable, gap-free: seqs
  * are assigned inside the SQLite write that stores the frame) and is stored as the exact frame bytes
  * subscribers receive, so replay never re-encodes.
+ *
+ * Durability is a group commit: an append is committed to the WAL without an fsync, and {@link durable}
+ * resolves once an fdatasync of the WAL that began after it has completed (on the thread pool, shared by
+ * every append made meanwhile, whatever the account). Events reach subscribers (the `event` emit) only
+ * once durable, in seq order. A write is acknowledged after `await durable()`.
  */
 export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
   readonly log: SqliteEventLog
+  private readonly walSync: WalGroupSync | null
+  /** appended, not yet known durable (emitted in order once they are) */
+  private pending: SequencedEvent[] = []
 
   constructor(path: string) {
     super()
     this.setMaxListeners(0)
-    this.log = new SqliteEventLog(path)
+    const file = path !== ':memory:' && path !== ''
+    this.log = new SqliteEventLog(path, { synchronous: file ? 'normal' : 'full' })
+    this.walSync = file ? new WalGroupSync(`${path}-wal`) : null
   }
 
   private append(type: SequencedEvent['type'], did: string, body: (seq: number) => Record<string, unknown>) {
     const evt = this.log.append(type, did, (seq) => encodeMessageFrame(type, body(seq)))
     const out: SequencedEvent = { ...evt, type, did }
-    this.emit('event', out)
+    this.pending.push(out)
+    // emitted once durable (a caller need not wait for it)
+    void this.durable().catch(() => undefined)
     return out
+  }
+
+  /** fdatasyncs done by the group commit (fewer than appends under concurrent load). */
+  get syncCount(): number {
+    return this.walSync?.syncs ?? 0
+  }
+
+  /**
+   * Resolves once every event appended before the call is on disk, and emitted to subscribers.
+   * Rejects if the fdatasync fails (the write must then not be acknowledged).
+   */
+  async durable(): Promise<void> {
+    const upTo = this.pending.length === 0 ? 0 : this.pending[this.pending.length - 1]!.seq
+    if (this.walSync) await this.walSync.sync()
+    this.emitThrough(upTo)
+  }
+
+  private emitThrough(seq: number): void {
+    let n = 0
+    while (n < this.pending.length && this.pending[n]!.seq <= seq) n++
+    if (n === 0) return
+    const ready = this.pending.slice(0, n)
+    this.pending = this.pending.slice(n)
+    for (const evt of ready) this.emit('event', evt)
   }
 
   /** #commit: the diff CAR (new blocks + blocks needed to invert the ops), ops with their prev CIDs. */
@@ -90,7 +126,12 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
     return this.log.lastAssignedSeq()
   }
 
-  close(): void {
+  /** Waits for the last group commit, then closes the log. */
+  async close(): Promise<void> {
+    if (this.walSync) {
+      await this.durable().catch(() => undefined)
+      await this.walSync.close()
+    }
     this.log.close()
   }
 }

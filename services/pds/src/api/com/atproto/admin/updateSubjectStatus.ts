@@ -37,6 +37,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
           const current = await adminAccount(ctx, account.did)
           if (!current.takedownRef) {
             ctx.sequencer.sequenceAccount(account.did, !deactivated.applied, deactivated.applied ? 'deactivated' : undefined)
+            await ctx.sequencer.durable()
           }
         }
       } else if (type === 'com.atproto.repo.strongRef') {

@@ -37,6 +37,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
       }
       await submitPlcOperation(ctx, did, op)
       ctx.sequencer.sequenceIdentity(did, account.handle ?? undefined)
+      await ctx.sequencer.durable()
     },
   })
 }

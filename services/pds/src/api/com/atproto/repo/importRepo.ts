@@ -96,6 +96,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
         const now = await ctx.accounts.getAccount(did, { includeDeactivated: true })
         if (now && !now.deactivatedAt) {
           ctx.sequencer.sequenceSync(did, CID.asCID(outcome.commit.cid)!, outcome.commitBytes, outcome.commit.rev)
+          await ctx.sequencer.durable()
         }
         ctx.logger.info(
           { did, records: outcome.records, created: outcome.created, updated: outcome.updated, deleted: outcome.deleted, missingBlobs: outcome.missingBlobs },

@@ -33,6 +33,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
         ctx.sequencer.sequenceAccount(did, true)
         ctx.sequencer.sequenceSync(did, head.cid, repo.storage.getBytesSync(head.cid)!, head.rev)
       })
+      await ctx.sequencer.durable()
       await ctx.idResolver.invalidate(did)
     },
   })

@@ -81,6 +81,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
       ctx.sequencer.sequenceIdentity(did, handle)
       ctx.sequencer.sequenceAccount(did, true)
       ctx.sequencer.sequenceCommit({ did, commit, prevData: null, ops: [] })
+      await ctx.sequencer.durable()
 
       const session = await accounts.createSession(did, null)
       return {

@@ -16,6 +16,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
       if (!account || account.deactivatedAt) return
       await ctx.accounts.setDeactivated(did, true, deleteAfter)
       ctx.sequencer.sequenceAccount(did, false, 'deactivated')
+      await ctx.sequencer.durable()
     },
   })
 }
