@@ -18,7 +18,7 @@
  * - fsyncs per write: `strace -f -c -e trace=fsync,fdatasync` attached to the server process (all threads)
  *   during a separate 200-write phase at concurrency 8 on one account (strace slows the process, so the
  *   throughput phases run without it). Skipped when strace is missing.
- * `--prof` writes V8 CPU profiles of both PDS processes to bench/.cache/pds-prof/<server>/ (the largest file of
+ * `--only stratos` loads one server only (for profiling; RESULTS.md is left alone). `--prof` writes V8 CPU profiles of both PDS processes to bench/.cache/pds-prof/<server>/ (the largest file of
  * a directory is the main thread's).
  * Prints a table and rewrites the "pds" section of bench/RESULTS.md.
  */
@@ -46,6 +46,8 @@ const SECONDS = arg('seconds', 4)
 const MANY = arg('many', 1000)
 const FEW = 50
 const PROF = process.argv.includes('--prof')
+const PHASES = process.argv.includes('--phases') ? new Set(process.argv[process.argv.indexOf('--phases') + 1]!.split(',')) : null
+const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : null
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100
 const HAVE_STRACE = spawnSync('strace', ['-V']).status === 0
 
@@ -351,8 +353,10 @@ try {
 
   const targets = [new Target('stratos', `http://127.0.0.1:${ourPort}`, ourProc), new Target('reference', `http://127.0.0.1:${refPort}`, refProc)]
 
+  // --only stratos|reference: load one server only (profiling); RESULTS.md is then left alone
+  const active = ONLY ? targets.filter((t) => t.name === ONLY) : targets
   const setup: Record<string, number> = {}
-  for (const t of targets) {
+  for (const t of active) {
     const t0 = performance.now()
     await createAccounts(t, MANY)
     setup[t.name] = (performance.now() - t0) / 1000
@@ -362,27 +366,31 @@ try {
   type Row = Record<string, number>
   const results: Record<string, Row[]> = { stratos: [], reference: [] }
   for (let run = 0; run < RUNS; run++) {
-    for (const t of run % 2 === 0 ? targets : [...targets].reverse()) {
+    for (const t of run % 2 === 0 ? active : [...active].reverse()) {
       const one = t.accounts[0]!
       const few = t.accounts.slice(0, FEW)
       const many = t.accounts.slice(0, MANY)
-      const c1 = await phase(t, SECONDS, 1, () => t.createRecord(one))
-      const c8 = await phase(t, SECONDS, 8, () => t.createRecord(one))
-      const w50 = await phase(t, SECONDS, FEW, (w) => t.createRecord(few[w]!))
+      // --phases c1,c8,w50,wMany,get,list,fh: run only these (profiling); the others report nothing
+      const skipped: PhaseResult = { ops: 0, seconds: 0, rate: NaN, cpuUsPerOp: NaN, p50: NaN, p99: NaN, acks: [] }
+      const maybe = <T>(name: string, fn: () => Promise<T>, dflt: T) => (!PHASES || PHASES.has(name) ? fn() : Promise.resolve(dflt))
+      const c1 = await maybe('c1', () => phase(t, SECONDS, 1, () => t.createRecord(one)), skipped)
+      const c8 = await maybe('c8', () => phase(t, SECONDS, 8, () => t.createRecord(one)), skipped)
+      const w50 = await maybe('w50', () => phase(t, SECONDS, FEW, (w) => t.createRecord(few[w]!)), skipped)
       let rr = 0
-      const wMany = await phase(t, SECONDS, FEW, () => t.createRecord(many[rr++ % many.length]!))
+      const wMany = await maybe('wMany', () => phase(t, SECONDS, FEW, () => t.createRecord(many[rr++ % many.length]!)), skipped)
+      while (one.rkeys.length < 200) await t.createRecord(one)
       const rkeys = one.rkeys
-      const get = await phase(t, SECONDS, 16, async (_, i) => {
+      const get = await maybe('get', () => phase(t, SECONDS, 16, async (_, i) => {
         await t.call('GET', 'com.atproto.repo.getRecord', {
           query: `repo=${encodeURIComponent(one.did)}&collection=app.bsky.feed.post&rkey=${rkeys[(i * 7919) % rkeys.length]}`,
         })
-      })
-      const list = await phase(t, SECONDS, 16, async () => {
+      }), skipped)
+      const list = await maybe('list', () => phase(t, SECONDS, 16, async () => {
         await t.call('GET', 'com.atproto.repo.listRecords', {
           query: `repo=${encodeURIComponent(one.did)}&collection=app.bsky.feed.post&limit=50`,
         })
-      })
-      const fh = await firehosePhase(t, SECONDS)
+      }), skipped)
+      const fh = await maybe('fh', () => firehosePhase(t, SECONDS), { rate: NaN, delivered: NaN, lagP50: NaN, lagP99: NaN })
       const row: Row = {
         c1: c1.rate,
         c8: c8.rate,
@@ -410,7 +418,7 @@ try {
     }
   }
   const fsyncs: Record<string, number> = {}
-  for (const t of targets) fsyncs[t.name] = await fsyncsPerWrite(t, 200)
+  for (const t of active) fsyncs[t.name] = PHASES ? NaN : await fsyncsPerWrite(t, 200)
   console.log(`fsyncs per write: ${JSON.stringify(fsyncs)}`)
 
   const med = (name: string, key: string) => median(results[name]!.map((r) => r[key]!))
@@ -472,7 +480,7 @@ try {
     '```',
   ].join('\n')
   console.log('\n' + table)
-  writeResultsSection('pds', md)
+  if (!ONLY) writeResultsSection('pds', md)
 } finally {
   for (const p of procs) {
     if (p.exitCode !== null) continue
