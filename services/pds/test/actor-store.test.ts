@@ -279,3 +279,43 @@ describe('actor store: importing a repo (com.atproto.repo.importRepo)', () => {
     await expect(target.get(DID2)!.importRepo(verified, newKey)).rejects.toThrow(/belongs to did:plc:someoneelse/)
   })
 })
+
+describe('actor store handle cache', () => {
+  it('takes an evicted handle back instead of reopening, closes it once the pool is full, and keeps writing', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pds-handles-'))
+    try {
+      const blobs = new DiskBlobStore(path.join(dir, 'blobs'), path.join(dir, 'blobs', 'temp'))
+      await blobs.init()
+      const store = new ActorStore(path.join(dir, 'actors'), blobs, 2)
+      const key = await generateKeypair()
+      const dids = Array.from({ length: 6 }, (_, i) => `did:plc:handlecache00000000000${i}`)
+      for (const did of dids) await store.create(did).createEmptyRepo(key)
+      const [a, b, c, d, e, f] = dids as [string, string, string, string, string, string]
+
+      const first = store.get(a)!
+      store.get(b)
+      store.get(c) // a leaves the LRU of 2, parked
+      expect(store.get(a)).toBe(first)
+      expect(first.db.open).toBe(true)
+      for (const did of [b, c, d, e, f]) store.get(did) // a is pushed out of the pool of 2: closed
+      expect(first.db.open).toBe(false)
+      const again = store.get(a)!
+      expect(again).not.toBe(first)
+
+      // round-robin writes over more accounts than handles, through the tree cache and reloads
+      for (let round = 0; round < 3; round++) {
+        for (const did of dids) {
+          const w = prepareCreateOrUpdate({ action: 'create', did, collection: 'app.bsky.feed.post', rkey: `3aaaaaaaaa${'abc'[round]}22`, record: post(`round ${round}`) })
+          await store.get(did)!.applyWrites([w], key)
+        }
+      }
+      for (const did of dids) {
+        expect(store.get(did)!.recordCount()).toBe(3)
+        expect((await verifyRepoCar(await concatChunks(store.get(did)!.exportRepo()), did, key.did())).records).toHaveLength(3)
+      }
+      store.close()
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})

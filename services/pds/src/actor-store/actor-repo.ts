@@ -1,4 +1,4 @@
-import { BlockMap, CidSet, Repo, WriteOpAction, getRecords, type CommitData, type RecordWriteOp } from '@atproto/repo'
+import { BlockMap, CidSet, Repo, getRecords, type CommitData } from '@atproto/repo'
 import { CID } from 'multiformats/cid'
 import type { SigningKeypair } from '@stratos/core/crypto'
 import { cborDecode } from '@stratos/core/data'
@@ -9,6 +9,7 @@ import { InvalidRequestError } from '../errors.js'
 import { cborEncode, cidForBlock, findBlobRefs } from '../util/ipld.js'
 import { AsyncLock } from '../util/lock.js'
 import type { ActorSqlite } from './db.js'
+import { formatCommitKeepingTree } from './commit.js'
 import { atUri, backlinksFor, type Backlink, type PreparedWrite } from './prepare.js'
 
 export interface RecordRow {
@@ -71,6 +72,8 @@ export interface ImportOutcome {
 export class ActorRepo {
   readonly storage: SqliteRepoStorage
   private readonly s
+  /** the repo as of the last commit written through this handle, with the MST nodes it has loaded */
+  private tree: Repo | null = null
 
   constructor(
     readonly did: string,
@@ -429,12 +432,11 @@ export class ActorRepo {
   /** {@link applyWrites} for a caller that already holds {@link lock} (and sequences the commit under it). */
   async applyWritesLocked(writes: PreparedWrite[], signingKey: SigningKeypair, swapCommit?: CID): Promise<CommitOutcome> {
     if (writes.length > MAX_WRITES) throw new InvalidRequestError(`Too many writes. Max: ${MAX_WRITES}`)
-    const repo = await Repo.load(this.storage)
+    const repo = await this.currentTree()
     if (swapCommit && !CID.asCID(repo.cid)!.equals(swapCommit)) {
       throw new InvalidRequestError(`Commit was at ${repo.cid.toString()}`, 'InvalidSwap')
     }
     const seen = new Set<string>()
-    const ops: RecordWriteOp[] = []
     const commitOps: CommitOp[] = []
     const newlyReferenced = new Map<string, BlobRow>()
     for (const w of writes) {
@@ -449,15 +451,12 @@ export class ActorRepo {
       }
       if (w.action === 'create') {
         if (currentCid) throw new InvalidRequestError(`Record already exists at ${w.uri}`)
-        ops.push({ action: WriteOpAction.Create, collection: w.collection as never, rkey: w.rkey as never, record: w.record as never })
         commitOps.push({ action: 'create', path, cid: w.cid })
       } else if (w.action === 'update') {
         if (!currentCid) throw new InvalidRequestError(`Could not find record to update: ${w.uri}`)
-        ops.push({ action: WriteOpAction.Update, collection: w.collection as never, rkey: w.rkey as never, record: w.record as never })
         commitOps.push({ action: 'update', path, cid: w.cid, prev: currentCid })
       } else {
         if (!currentCid) throw new InvalidRequestError(`Could not find record to delete: ${w.uri}`)
-        ops.push({ action: WriteOpAction.Delete, collection: w.collection as never, rkey: w.rkey as never })
         commitOps.push({ action: 'delete', path, cid: null, prev: currentCid })
       }
       if (w.action !== 'delete') {
@@ -476,7 +475,7 @@ export class ActorRepo {
     }
 
     const prevData = CID.asCID(repo.commit.data)
-    const commit = await repo.formatCommit(ops, signingKey as never)
+    const { commit, next } = await formatCommitKeepingTree(repo, writes, signingKey)
 
     // blob files move before the index says they are permanent (makePermanent is idempotent)
     for (const blob of newlyReferenced.values()) {
@@ -508,9 +507,22 @@ export class ActorRepo {
       }
       for (const cid of newlyReferenced.keys()) this.s.blobMakePermanent.run(cid)
     })()
+    // the stored head is now `next`: the next commit starts from its tree
+    this.tree = next
     for (const cid of dereferenced) await this.blobstore.deletePermanent(this.did, cid)
 
     return { did: this.did, commit, prevData, ops: commitOps }
+  }
+
+  /**
+   * The repo at the stored head: the tree kept from this handle's last commit when the head is still that
+   * commit (nothing else wrote meanwhile: an import, another handle), else loaded from storage.
+   */
+  private async currentTree(): Promise<Repo> {
+    const root = this.storage.getRootSync()
+    if (this.tree && root && root.cid.equals(this.tree.cid as never)) return this.tree
+    this.tree = null
+    return Repo.load(this.storage)
   }
 
   /** Existing records in `collection` linking to the same subject (a second like/follow replaces the first). */

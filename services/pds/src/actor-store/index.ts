@@ -15,16 +15,22 @@ const EVICTED_CLOSE_DELAY_MS = 60_000
 
 /**
  * The per-account stores: `<directory>/<2 hex of sha256(did)>/<did>/store.sqlite`. Open handles are kept
- * in an LRU; an idle handle past the cache size is closed (never one with a write in flight).
+ * in an LRU of `cacheSize`; a handle pushed out of it (never one with a write in flight) is not closed at
+ * once, as a request may still be using it (a streamed export): it waits in an `evicted` pool and is
+ * closed after a minute, or earlier when the pool is full (oldest first). Asked for again meanwhile, it is
+ * taken back from the pool instead of opening the file again, so accounts written round-robin beyond the
+ * cache size reuse their handles rather than each write opening (and leaking) one. At most
+ * `2 × cacheSize` handles are open (3 file descriptors each).
  */
 export class ActorStore {
   private readonly open = new Map<string, ActorRepo>()
+  private readonly evicted = new Map<string, { repo: ActorRepo; timer: NodeJS.Timeout }>()
   private readonly locks = new Map<string, AsyncLock>()
 
   constructor(
     readonly directory: string,
     readonly blobstore: DiskBlobStore,
-    private readonly cacheSize = 100,
+    private readonly cacheSize = 500,
   ) {}
 
   dirFor(did: string): string {
@@ -57,6 +63,12 @@ export class ActorStore {
       this.open.set(did, cached)
       return cached
     }
+    const parked = this.evicted.get(did)
+    if (parked) {
+      clearTimeout(parked.timer)
+      this.evicted.delete(did)
+      return this.remember(did, parked.repo)
+    }
     if (!this.exists(did)) return null
     return this.remember(did, new ActorRepo(did, openActorDb(this.fileFor(did)), this.blobstore, this.lockFor(did)))
   }
@@ -77,15 +89,37 @@ export class ActorStore {
         if (this.open.size <= this.cacheSize) break
         if (d === did || r.lock.busy) continue
         this.open.delete(d)
-        // a request may still hold this handle for a moment: close it a little later
-        setTimeout(() => r.close(), EVICTED_CLOSE_DELAY_MS).unref()
+        this.park(d, r)
       }
     }
     return repo
   }
 
+  /** A request may still hold an evicted handle for a moment: it is closed a little later. */
+  private park(did: string, repo: ActorRepo): void {
+    const timer = setTimeout(() => {
+      this.evicted.delete(did)
+      repo.close()
+    }, EVICTED_CLOSE_DELAY_MS)
+    timer.unref()
+    this.evicted.set(did, { repo, timer })
+    for (const [d, e] of this.evicted) {
+      if (this.evicted.size <= this.cacheSize) break
+      if (e.repo.lock.busy) continue
+      clearTimeout(e.timer)
+      this.evicted.delete(d)
+      e.repo.close()
+    }
+  }
+
   /** Removes an account's store and blobs. */
   async destroy(did: string): Promise<void> {
+    const parked = this.evicted.get(did)
+    if (parked) {
+      clearTimeout(parked.timer)
+      this.evicted.delete(did)
+      parked.repo.close()
+    }
     const repo = this.open.get(did)
     if (repo) {
       await repo.lock.run(async () => undefined)
@@ -110,5 +144,10 @@ export class ActorStore {
   close(): void {
     for (const repo of this.open.values()) repo.close()
     this.open.clear()
+    for (const { repo, timer } of this.evicted.values()) {
+      clearTimeout(timer)
+      repo.close()
+    }
+    this.evicted.clear()
   }
 }
