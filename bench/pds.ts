@@ -5,12 +5,13 @@
  * (an undici Pool per server, keep-alive, plain JSON requests: no client library in the way). Firehose
  * consumers run in a fifth process.
  *
- *   pnpm bench pds   (= node --import tsx bench/pds.ts [--runs 3] [--seconds 4] [--many 1000] [--prof])
+ *   pnpm bench pds   (= node --import tsx bench/pds.ts [--runs 3] [--seconds 3] [--many 300] [--cache 100] [--prof])
  *
  * Per run and server (servers alternate within a run; the figure is the median of the runs):
  * - createRecord/s on one account at concurrency 1 and 8 (p50/p99 latency at 8);
  * - writes/s across 50 accounts (50 concurrent writers, one per account) and across `--many` accounts
- *   written round-robin by 50 concurrent writers (more accounts than an open-handle cache holds);
+ *   written round-robin by 50 concurrent writers (more accounts than our open-handle cache holds: the run sets
+ *   PDS_ACTOR_STORE_CACHE_SIZE to `--cache`, 100, so 300 accounts exceed its 100 open + 100 parked handles);
  * - getRecord and listRecords (limit 50) requests/s at concurrency 16 on the account written above;
  * - firehose: 50 subscribeRepos consumers attached while the 50-account load runs; lag = when the k-th
  *   #commit frame reached the consumers (median / last of the 50) minus when the k-th write was acknowledged;
@@ -42,8 +43,11 @@ const arg = (name: string, dflt: number) => {
   return i > 0 ? Number(process.argv[i + 1]) : dflt
 }
 const RUNS = arg('runs', 3)
-const SECONDS = arg('seconds', 4)
-const MANY = arg('many', 1000)
+const SECONDS = arg('seconds', 3)
+// accounts cost ~0.1-0.3 s each to create (scrypt, PLC): 300 keeps the default run near 5 minutes
+const MANY = arg('many', 300)
+// our handle cache for the run: below MANY, so round-robin writes go past what it holds
+const OUR_CACHE = arg('cache', 100)
 const FEW = 50
 const PROF = process.argv.includes('--prof')
 const PHASES = process.argv.includes('--phases') ? new Set(process.argv[process.argv.indexOf('--phases') + 1]!.split(',')) : null
@@ -170,6 +174,8 @@ interface PhaseResult {
   seconds: number
   rate: number
   cpuUsPerOp: number
+  /** this (load) process's CPU per op */
+  clientUsPerOp: number
   p50: number
   p99: number
   /** ack times (ms since the epoch) of every op, for the firehose lag */
@@ -182,6 +188,7 @@ async function phase(t: Target, seconds: number, concurrency: number, op: (worke
   const acks: number[] = []
   let i = 0
   const cpu0 = cpuTicks(t.proc.pid!)
+  const client0 = process.cpuUsage()
   const start = performance.now()
   const deadline = start + seconds * 1000
   await Promise.all(
@@ -197,6 +204,7 @@ async function phase(t: Target, seconds: number, concurrency: number, op: (worke
   )
   const elapsed = (performance.now() - start) / 1000
   const cpuUs = ((cpuTicks(t.proc.pid!) - cpu0) / CLK_TCK) * 1e6
+  const client = process.cpuUsage(client0)
   lat.sort((a, b) => a - b)
   acks.sort((a, b) => a - b)
   return {
@@ -204,6 +212,7 @@ async function phase(t: Target, seconds: number, concurrency: number, op: (worke
     seconds: elapsed,
     rate: lat.length / elapsed,
     cpuUsPerOp: cpuUs / lat.length,
+    clientUsPerOp: (client.user + client.system) / lat.length,
     p50: lat[Math.floor(lat.length * 0.5)] ?? NaN,
     p99: lat[Math.floor(lat.length * 0.99)] ?? NaN,
     acks,
@@ -346,7 +355,7 @@ try {
   const ourProc = await startProcess(
     'Stratos PDS',
     [...prof('stratos'), '--import', 'tsx', '--import', './bench/lib/register.ts', join(ROOT, 'services/pds/src/bin.ts')],
-    { ...common(ourPort, ourDir), NODE_ENV: 'production', PDS_MAX_CONNECTIONS_PER_IP: '10000', PDS_MAX_SUBSCRIPTIONS_PER_IP: '1000' },
+    { ...common(ourPort, ourDir), NODE_ENV: 'production', PDS_MAX_CONNECTIONS_PER_IP: '10000', PDS_MAX_SUBSCRIPTIONS_PER_IP: '1000', PDS_ACTOR_STORE_CACHE_SIZE: String(OUR_CACHE) },
     `http://127.0.0.1:${ourPort}/xrpc/com.atproto.server.describeServer`,
   )
   procs.push(ourProc)
@@ -371,7 +380,7 @@ try {
       const few = t.accounts.slice(0, FEW)
       const many = t.accounts.slice(0, MANY)
       // --phases c1,c8,w50,wMany,get,list,fh: run only these (profiling); the others report nothing
-      const skipped: PhaseResult = { ops: 0, seconds: 0, rate: NaN, cpuUsPerOp: NaN, p50: NaN, p99: NaN, acks: [] }
+      const skipped: PhaseResult = { ops: 0, seconds: 0, rate: NaN, cpuUsPerOp: NaN, clientUsPerOp: NaN, p50: NaN, p99: NaN, acks: [] }
       const maybe = <T>(name: string, fn: () => Promise<T>, dflt: T) => (!PHASES || PHASES.has(name) ? fn() : Promise.resolve(dflt))
       const c1 = await maybe('c1', () => phase(t, SECONDS, 1, () => t.createRecord(one)), skipped)
       const c8 = await maybe('c8', () => phase(t, SECONDS, 8, () => t.createRecord(one)), skipped)
@@ -406,6 +415,7 @@ try {
         wManycpu: wMany.cpuUsPerOp,
         get: get.rate,
         getcpu: get.cpuUsPerOp,
+        getclient: get.clientUsPerOp,
         list: list.rate,
         listcpu: list.cpuUsPerOp,
         fhRate: fh.rate,
@@ -448,6 +458,7 @@ try {
     line('— server CPU per write', 'wManycpu', 'µs', { lower: true }),
     line('getRecord, concurrency 16', 'get', '/s', { accept: true }),
     line('— server CPU per request', 'getcpu', 'µs', { lower: true }),
+    line('— load generator CPU per request (same client for both)', 'getclient', 'µs', { noRatio: true }),
     line('listRecords (limit 50), concurrency 16', 'list', '/s'),
     line('— server CPU per request', 'listcpu', 'µs', { lower: true }),
     line(`writes, ${FEW} accounts, with ${FEW} firehose consumers`, 'fhRate', '/s'),
@@ -467,7 +478,8 @@ try {
       `Median of ${RUNS} runs of ${SECONDS} s per phase; servers alternate. Posts of ~60 bytes of text. ` +
       `Both with rate limits off, NODE_ENV=production. ★ = acceptance figure (10x). CPU = utime+stime of the server ` +
       `process over the phase / requests. Accounts created first: ${MANY} per server ` +
-      `(${fmt(setup.stratos!, 1)} s ours, ${fmt(setup.reference!, 1)} s reference).`,
+      `(${fmt(setup.stratos!, 1)} s ours, ${fmt(setup.reference!, 1)} s reference); our PDS_ACTOR_STORE_CACHE_SIZE=${OUR_CACHE} ` +
+      `(default 500) so that the ${MANY}-account round-robin goes past the handles it keeps.`,
     '',
     table,
     '',

@@ -32,6 +32,8 @@ export interface PdsConfig {
     sequencerDbPath: string
     didCacheDbPath: string
     actorStoreDirectory: string
+    /** open per-account SQLite handles kept (LRU), plus as many recently evicted ones */
+    actorStoreCacheSize: number
   }
   blobstore: {
     location: string
@@ -385,6 +387,7 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
       sequencerDbPath: path.resolve(str('PDS_SEQUENCER_DB_LOCATION') ?? path.join(dir, 'sequencer.sqlite')),
       didCacheDbPath: path.resolve(str('PDS_DID_CACHE_DB_LOCATION') ?? path.join(dir, 'did_cache.sqlite')),
       actorStoreDirectory: path.resolve(str('PDS_ACTOR_STORE_DIRECTORY') ?? path.join(dir, 'actors')),
+      actorStoreCacheSize: int('PDS_ACTOR_STORE_CACHE_SIZE', 500, 1),
     },
     blobstore: {
       location: blobLocation,

@@ -76,7 +76,7 @@ export async function createContext(
     vault,
     sqlite: accountDb.sqlite,
   })
-  const actorStore = new ActorStore(cfg.db.actorStoreDirectory, blobstore)
+  const actorStore = new ActorStore(cfg.db.actorStoreDirectory, blobstore, cfg.db.actorStoreCacheSize)
   const sequencer = new Sequencer(cfg.db.sequencerDbPath)
   const plcRotationKey = await importKeypair(cfg.secrets.plcRotationKeyHex, 'k256')
   const didCache = await SqliteIdentityCache.open(cfg.db.didCacheDbPath)
