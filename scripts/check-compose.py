@@ -45,7 +45,8 @@ def port_targets(ports):
         if isinstance(p, dict):
             pairs.append((str(p.get("published")), str(p.get("target"))))
         else:
-            parts = str(p).split(":")
+            # "${VAR:-default}" as compose interpolates it when VAR is unset
+            parts = re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?-([^}]*)\}", r"\1", str(p)).split(":")
             pairs.append((parts[-2] if len(parts) > 1 else parts[-1], parts[-1]))
     return pairs
 
@@ -156,9 +157,10 @@ def check_production_pds(path="deploy/pds/compose.yaml"):
     published = sorted(t for _, t in port_targets(services["caddy"].get("ports")))
     if published != ["443", "80"]:
         problem(f"{path}: Caddy must publish exactly 80 and 443, got {published}")
-    for name in ("pds", "caddy"):
-        if services[name].get("env_file") != "pds.env":
-            problem(f"{path}: service '{name}' must read pds.env (written by `stratos pds init`)")
+    if services["pds"].get("env_file") != "pds.env":
+        problem(f"{path}: the PDS must read pds.env (written by `stratos pds init`)")
+    if services["caddy"].get("env_file") != "caddy.env":
+        problem(f"{path}: Caddy must read caddy.env (host name, email), not the PDS's secrets in pds.env")
     caddyfile = read("deploy/pds/Caddyfile")
     if "/tls-check" not in caddyfile or "on_demand" not in caddyfile:
         problem("deploy/pds/Caddyfile: on-demand TLS must ask the PDS's /tls-check")

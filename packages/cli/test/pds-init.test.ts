@@ -51,6 +51,10 @@ describe('stratos pds init', () => {
     expect(r.stdout).toContain('  *.pds.example.com    A     <IPv4 address of this server>')
     expect(r.stdout).toContain('*.pds.example.com    AAAA')
     expect(r.stderr).toContain('mode 0600')
+    // Caddy's file next to it: the host name and email, none of the secrets
+    const caddy = fs.readFileSync(path.join(dir, 'deploy', 'caddy.env'), 'utf8')
+    expect(parseEnvFile(caddy)).toEqual({ PDS_HOSTNAME: 'pds.example.com', PDS_ADMIN_EMAIL: 'op@example.com' })
+    expect(caddy).not.toContain(env.PDS_JWT_SECRET!)
 
     // a second run keeps the secrets in use unless told otherwise
     const again = await runCli(['pds', 'init', '--hostname', 'pds.example.com', '--admin-email', 'op@example.com', '--env-file', file])

@@ -94,6 +94,17 @@ export function envFileText(v: InitValues): string {
   ].join('\n')
 }
 
+/** Caddy's env file (deploy/pds/compose.yaml): only what the Caddyfile reads, none of the PDS's secrets. */
+export function caddyEnvFileText(hostname: string, adminEmail: string): string {
+  return [
+    `# Caddy in front of the Stratos PDS for ${hostname}, written by \`stratos pds init\` (no secrets here;`,
+    '# keep PDS_HOSTNAME and PDS_ADMIN_EMAIL the same as in pds.env).',
+    `PDS_HOSTNAME=${hostname}`,
+    `PDS_ADMIN_EMAIL=${adminEmail}`,
+    '',
+  ].join('\n')
+}
+
 export function dnsRecordsText(hostname: string): string {
   return `DNS records to create (at your DNS provider), pointing at this server's public addresses:
 
@@ -130,7 +141,9 @@ JWT secret, the admin password and the PLC rotation key, and writes everything t
 0600) with the public network's services: the PLC directory ${NETWORK_DEFAULTS.plcUrl}, the Bluesky AppView
 ${NETWORK_DEFAULTS.appViewUrl} (${NETWORK_DEFAULTS.appViewDid}), the relay ${NETWORK_DEFAULTS.crawlers} as crawler and
 Bluesky's moderation service as report service. Then prints the DNS records to create.
-deploy/pds/compose.yaml reads the file as deploy/pds/pds.env; \`stratos pds\` reads it with --env-file.`,
+Next to it, caddy.env holds what Caddy needs (host name, email; no secrets).
+deploy/pds/compose.yaml reads the files as deploy/pds/pds.env and deploy/pds/caddy.env; \`stratos pds\` reads
+pds.env with --env-file.`,
   options: {
     hostname: { type: 'string', valueName: 'HOST', description: 'public host name of the PDS, e.g. pds.example.com' },
     'admin-email': { type: 'string', valueName: 'EMAIL', description: "the operator's email (TLS certificate account, contact)" },
@@ -192,6 +205,10 @@ deploy/pds/compose.yaml reads the file as deploy/pds/pds.env; \`stratos pds\` re
     fs.writeFileSync(file, text, { mode: 0o600, flag: 'wx' })
     fs.chmodSync(file, 0o600)
     note(io, `wrote ${file} (mode 0600): host ${hostname}, secrets generated`)
+    // what Caddy needs (deploy/pds/compose.yaml gives its container this file, not the secrets above)
+    const caddyFile = path.join(path.dirname(file), 'caddy.env')
+    fs.writeFileSync(caddyFile, caddyEnvFileText(hostname, adminEmail), { mode: 0o644 })
+    note(io, `wrote ${caddyFile}: Caddy's settings (host name, email), no secrets`)
     await println(io.stdout, dnsRecordsText(hostname))
     return 0
   },
