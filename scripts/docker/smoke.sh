@@ -42,9 +42,10 @@ cleanup() {
   local rc=$?
   set +e
   if [ "$rc" != 0 ] && docker info >/dev/null 2>&1; then
-    echo "--- logs (last lines of each service) ---"
-    docker-compose -p $DEV_PROJECT -f "$REPO/docker-compose.yml" logs --tail 25 2>/dev/null | tail -120
-    COMPOSE_FILE=$SELFHOST_FILES docker-compose -p $PDS_PROJECT logs --tail 40 2>/dev/null | tail -120
+    echo "--- logs (last lines of each service, without the health checks' requests) ---"
+    quiet() { grep -v '"/xrpc/_health"\|"request completed"' | tail -80; }
+    docker-compose -p $DEV_PROJECT -f "$REPO/docker-compose.yml" logs --no-color --tail 60 2>/dev/null | quiet
+    COMPOSE_FILE=$SELFHOST_FILES docker-compose -p $PDS_PROJECT logs --no-color --tail 60 2>/dev/null | quiet
   fi
   if docker info >/dev/null 2>&1; then
     docker-compose -p $DEV_PROJECT -f "$REPO/docker-compose.yml" --profile postgres --profile labeler down -v --remove-orphans >/dev/null 2>&1
@@ -87,7 +88,7 @@ wait_healthy() { # container-id name seconds
   local st=
   for _ in $(seq "$3"); do
     st=$(docker inspect --format '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' "$1")
-    case $st in *" healthy") echo "$2: healthy"; return 0 ;; exited* | dead*) break ;; esac
+    case $st in *" healthy") echo "$2: healthy"; return 0 ;; exited* | dead* | restarting*) break ;; esac
     sleep 1
   done
   docker logs --tail 30 "$1" 2>&1

@@ -338,6 +338,15 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
   }
 
   const oauthIssuer = str('PDS_OAUTH_ISSUER') ? url('PDS_OAUTH_ISSUER', str('PDS_OAUTH_ISSUER')!, devMode) : publicUrl
+  // the OAuth server (@atproto/oauth-provider) takes an http:// issuer only on a loopback host: say so here
+  // instead of failing later with the library's error (a dev PDS named e.g. pds.test, as in docker-compose.yml)
+  const issuerUrl = URL.canParse(oauthIssuer) ? new URL(oauthIssuer) : null
+  if (issuerUrl?.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(issuerUrl.hostname)) {
+    problems.push(
+      `the OAuth issuer ${oauthIssuer} (PDS_OAUTH_ISSUER, by default the public URL) must be https:// or http:// on ` +
+        `localhost/127.0.0.1/[::1]; for a development PDS on another name set e.g. PDS_OAUTH_ISSUER=http://127.0.0.1:${port}`,
+    )
+  }
   const oauthKey = str('PDS_OAUTH_SIGNING_KEY_P256_PRIVATE_KEY_HEX') ?? null
   if (oauthKey && !/^[0-9a-fA-F]{64}$/.test(oauthKey)) {
     problems.push('PDS_OAUTH_SIGNING_KEY_P256_PRIVATE_KEY_HEX must be 64 hex characters (a 32-byte P-256 private key)')

@@ -180,4 +180,16 @@ describe('config', () => {
       expect(problems.some((p) => p.includes(name)), name).toBe(true)
     }
   })
+
+  it('refuses an http:// OAuth issuer that is not on a loopback host (a dev PDS named pds.test, as in docker-compose.yml)', () => {
+    // the public URL http://pds.test:2583 would be the issuer: @atproto/oauth-provider would refuse it at start
+    const dev = { ...base, PDS_HOSTNAME: 'pds.test', PDS_DEV_MODE: 'true', PDS_SERVICE_HANDLE_DOMAINS: '.pds.test' }
+    const problems = problemsOf(dev)
+    expect(problems).toHaveLength(1)
+    expect(problems[0]).toContain('PDS_OAUTH_ISSUER')
+    expect(problems[0]).toContain('http://pds.test:2583')
+    // what docker-compose.yml sets: the PDS as the host reaches it
+    expect(readConfigFromEnv({ ...dev, PDS_OAUTH_ISSUER: 'http://127.0.0.1:2583' }).oauth.issuer).toBe('http://127.0.0.1:2583')
+    expect(readConfigFromEnv({ ...base, PDS_HOSTNAME: 'localhost', PDS_DEV_MODE: 'true' }).oauth.issuer).toBe('http://localhost:2583')
+  })
 })
