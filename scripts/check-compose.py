@@ -117,6 +117,16 @@ def check_compose(path):
                 problem(f"{path}: service '{name}' uses volume '{src}', which is not declared")
 
 
+def workspace_packages():
+    """packages/* and services/* with a package.json (pnpm-workspace.yaml's globs)."""
+    out = []
+    for top in ("packages", "services"):
+        for d in sorted(os.listdir(os.path.join(ROOT, top))):
+            if os.path.isfile(os.path.join(ROOT, top, d, "package.json")):
+                out.append(f"{top}/{d}")
+    return out
+
+
 def check_dockerfile(name, port):
     path = f"services/{name}/Dockerfile"
     full = os.path.join(ROOT, path)
@@ -137,6 +147,14 @@ def check_dockerfile(name, port):
         problem(f"{path}: needs VOLUME /data")
     if not re.search(rf"^EXPOSE\s+{port}\b", runtime, re.M):
         problem(f"{path}: needs EXPOSE {port}")
+    if re.search(r"^#\s*syntax=", text, re.M):
+        problem(f"{path}: no '# syntax=' line (BuildKit would pull that frontend from Docker Hub)")
+    # the dependency layer (native modules compile there) is built from the package.json files alone, so that a
+    # source change does not redo it: every workspace package must be copied before the first install
+    first_install = text.find("pnpm install")
+    for pkg in workspace_packages():
+        if not re.search(rf"^COPY\s+{re.escape(pkg)}/package\.json\s", text[:first_install], re.M):
+            problem(f"{path}: copy {pkg}/package.json before the first `pnpm install` (a workspace package)")
     if not re.search(r"^HEALTHCHECK\b.*(\n\s+.*)*?/xrpc/_health", runtime, re.M):
         problem(f"{path}: needs a HEALTHCHECK on /xrpc/_health")
     if not re.search(r"^CMD\s", runtime, re.M):

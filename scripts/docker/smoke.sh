@@ -183,7 +183,7 @@ EOF
     [ -n "$started" ] || { printf '# (machine set-up, done by CI) %s\n' "$line"; continue; }
     case $line in
       *"stratos pds init"*)
-        line=${line/--env-file deploy\/pds\/pds.env/--env-file deploy/pds/pds.env --hostname $HOST --admin-email admin@example.com} ;;
+        line=${line/pds init deploy\/pds\/pds.env/pds init deploy/pds/pds.env --hostname $HOST --admin-email admin@example.com} ;;
     esac
     printf 'printf "+ %%s\\n" %q\n%s\n' "$line" "$line"
     case $line in
@@ -193,6 +193,7 @@ EOF
   done <"$RUN/readme-commands.sh"
 } >"$RUN/readme-run.sh"
 grep -q 'after_up ##' "$RUN/readme-run.sh" || fail "the README has no 'docker-compose up' line to run"
+grep -q "pds init deploy/pds/pds.env --hostname $HOST" "$RUN/readme-run.sh" || fail "the README has no 'pds init deploy/pds/pds.env' line"
 bash "$RUN/readme-run.sh" 2>&1 | tee "$RUN/readme-run.log" || fail "a README command failed (script: $RUN/readme-run.sh)"
 
 step "production PDS: checks through Caddy over HTTPS"

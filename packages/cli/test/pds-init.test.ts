@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -7,7 +8,7 @@ import { readConfigFromEnv } from '@stratos/pds'
 import { main } from '../src/main.js'
 import { parseEnvFile } from '../src/commands/pds-init.js'
 import type { Io } from '../src/util/io.js'
-import { runBin, runCli } from './helpers.js'
+import { ROOT, runBin, runCli } from './helpers.js'
 
 let dir: string
 beforeAll(() => {
@@ -66,6 +67,18 @@ describe('stratos pds init', () => {
     expect(forced.code).toBe(0)
     expect(fs.statSync(file).mode & 0o777).toBe(0o600)
     expect(parseEnvFile(fs.readFileSync(file, 'utf8')).PDS_JWT_SECRET).not.toBe(env.PDS_JWT_SECRET)
+  })
+
+  it("runs as README \"Run your own PDS\" has it: `pnpm -s stratos pds init FILE` (node 20 itself stops on `--env-file` naming a file that does not exist yet)", () => {
+    const file = path.join(dir, 'readme', 'pds.env')
+    const r = spawnSync('pnpm', ['-s', 'stratos', 'pds', 'init', file, '--hostname', 'pds.example.com', '--admin-email', 'op@example.com'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp' },
+    })
+    expect(r.status, r.stderr).toBe(0)
+    expect(parseEnvFile(fs.readFileSync(file, 'utf8')).PDS_HOSTNAME).toBe('pds.example.com')
+    expect(fs.existsSync(path.join(dir, 'readme', 'caddy.env'))).toBe(true)
   })
 
   it('asks for the host name and email on a terminal, again after a bad answer', async () => {

@@ -134,10 +134,10 @@ async function askFor(io: Io, question: string, current: string | undefined, che
 export const pdsInitCommand = command({
   name: 'pds init',
   summary: 'Write the configuration of a PDS on the public network (env file with generated secrets, mode 0600)',
-  usage: 'pds init [--hostname HOST] [--admin-email EMAIL] [--env-file FILE] [options]',
+  usage: 'pds init [FILE] [--hostname HOST] [--admin-email EMAIL] [options]',
   description: `
-Asks for the PDS's host name and the admin's email (or takes --hostname and --admin-email), generates the
-JWT secret, the admin password and the PLC rotation key, and writes everything to the env file (mode
+Writes FILE (default pds.env). Asks for the PDS's host name and the admin's email (or takes --hostname
+and --admin-email), generates the JWT secret, the admin password and the PLC rotation key, and writes everything to the env file (mode
 0600) with the public network's services: the PLC directory ${NETWORK_DEFAULTS.plcUrl}, the Bluesky AppView
 ${NETWORK_DEFAULTS.appViewUrl} (${NETWORK_DEFAULTS.appViewDid}), the relay ${NETWORK_DEFAULTS.crawlers} as crawler and
 Bluesky's moderation service as report service. Then prints the DNS records to create.
@@ -147,7 +147,11 @@ pds.env with --env-file.`,
   options: {
     hostname: { type: 'string', valueName: 'HOST', description: 'public host name of the PDS, e.g. pds.example.com' },
     'admin-email': { type: 'string', valueName: 'EMAIL', description: "the operator's email (TLS certificate account, contact)" },
-    'env-file': { type: 'string', valueName: 'FILE', description: 'the env file to write', default: 'pds.env' },
+    'env-file': {
+      type: 'string',
+      valueName: 'FILE',
+      description: 'the env file to write (= FILE; on Node 20 only for an existing file: node itself stops on --env-file with a missing file)',
+    },
     'data-dir': { type: 'string', valueName: 'DIR', description: 'PDS_DATA_DIRECTORY as the PDS sees it (the image keeps its data volume at /data)', default: '/data' },
     port: { type: 'string', valueName: 'N', description: 'PDS_PORT (behind the TLS proxy)', default: '2583' },
     'plc-url': { type: 'string', valueName: 'URL', description: 'did:plc directory', default: NETWORK_DEFAULTS.plcUrl },
@@ -161,10 +165,13 @@ pds.env with --env-file.`,
     'email-from': { type: 'string', valueName: 'ADDRESS', description: 'From: address of account emails (with --smtp-url)' },
     force: { type: 'boolean', description: 'overwrite an existing env file (new secrets: every session ends)' },
   },
-  positionals: { max: 0 },
-  examples: ['stratos pds init', 'stratos pds init --hostname pds.example.com --admin-email you@example.com --env-file deploy/pds/pds.env'],
-  async run({ values, io }) {
-    const file = path.resolve(values['env-file'])
+  positionals: { max: 1 },
+  examples: ['stratos pds init', 'stratos pds init deploy/pds/pds.env --hostname pds.example.com --admin-email you@example.com'],
+  async run({ values, positionals, io }) {
+    if (positionals[0] && values['env-file'] && path.resolve(positionals[0]) !== path.resolve(values['env-file'])) {
+      throw new UsageError('give the env file once: as FILE or as --env-file')
+    }
+    const file = path.resolve(positionals[0] ?? values['env-file'] ?? 'pds.env')
     if (fs.existsSync(file) && !values.force) {
       throw new CliError(`${file} exists; keep it (its secrets are in use) or pass --force to write new ones`)
     }
