@@ -66,7 +66,9 @@ const CID_MARK = 'cid'
 /** A decoded value made safe for postMessage: CIDs become `Map { 'cid' => bytes }`. */
 export function toPortable(v: unknown, depth = 0): unknown {
   if (v === null || typeof v !== 'object' || depth > 64) return v
-  if (v instanceof Uint8Array) return v
+  // a view into a larger buffer (decoded bytes point into the frame, the frame into the socket's read
+  // buffer) would be cloned with its whole ArrayBuffer: copy just the bytes
+  if (v instanceof Uint8Array) return v.byteLength === v.buffer.byteLength ? v : v.slice()
   const cid = CID.asCID(v)
   if (cid) return new Map([[CID_MARK, cid.bytes]])
   if (Array.isArray(v)) return v.map((x) => toPortable(x, depth + 1))
