@@ -49,11 +49,14 @@ describe('outbox group commit', () => {
     for (const did of DIDS) accounts.create(did, null)
     const published: number[] = []
     const visibleAtPublish: boolean[] = []
-    const publish = o.server.publish.bind(o.server)
-    vi.spyOn(o.server, 'publish').mockImplementation((seq, frame) => {
-      published.push(seq)
-      visibleAtPublish.push(committedSeqs().includes(seq))
-      publish(seq, frame)
+    // the batch goes out in one publishBatch (one corked write per consumer)
+    const publishBatch = o.server.publishBatch.bind(o.server)
+    vi.spyOn(o.server, 'publishBatch').mockImplementation((events) => {
+      for (const { seq } of events) {
+        published.push(seq)
+        visibleAtPublish.push(committedSeqs().includes(seq))
+      }
+      publishBatch(events)
     })
     const results = await Promise.all(
       DIDS.map((did, i) =>

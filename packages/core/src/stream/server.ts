@@ -148,6 +148,36 @@ export class SubscriptionServer {
   }
 
   /**
+   * `publish` for several consecutive events at once (e.g. one group-committed batch): each live consumer
+   * gets them in seq order with its socket corked, so the batch leaves in one write per consumer instead of
+   * one per event and consumer. Same rules as `publish` otherwise.
+   */
+  publishBatch(events: readonly { seq: number; frame: Uint8Array }[]): void {
+    if (events.length === 0) return
+    if (events.length === 1) return this.publish(events[0]!.seq, events[0]!.frame)
+    for (const e of events) {
+      if (!Number.isSafeInteger(e.seq) || e.seq < 1) throw new RangeError(`invalid seq: ${e.seq}`)
+      if (e.seq > this.lastPublished) this.lastPublished = e.seq
+    }
+    for (const c of this.live.values()) {
+      if (c.phase === 'live') {
+        const socket = (c.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket
+        socket?.cork()
+        try {
+          for (const e of events) {
+            if (c.phase !== 'live') break // cut (ConsumerTooSlow) in the middle of the batch
+            this.sendLive(c, e.seq, e.frame)
+          }
+        } finally {
+          socket?.uncork()
+        }
+      } else if (c.phase === 'replay') {
+        for (const e of events) this.bufferDuringReplay(c, e.seq, e.frame)
+      }
+    }
+  }
+
+  /**
    * Takes over an open WebSocket. With a cursor: replays seq > cursor from the log, then continues live
    * (no gap, no duplicate); a cursor older than the window gets `#info OutdatedCursor` first; a cursor
    * above the latest seq gets the error frame `FutureCursor` and is closed.

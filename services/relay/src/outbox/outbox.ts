@@ -194,14 +194,17 @@ export class Outbox {
     }
     this.stats_.txMs += performance.now() - start
     this.stats_.batches++
-    // committed: publish in seq order (results are in append order), then tell the callers
+    // committed: publish in seq order (results are in append order; one corked write per consumer for the
+    // whole batch), then the listeners, then tell the callers
+    const committed: LoggedEvent[] = []
+    for (const r of results) if (r.evt) committed.push(r.evt)
+    try {
+      this.server.publishBatch(committed)
+    } catch (err) {
+      this.opts.onError?.(err) // stored: consumers that missed it get it on replay
+    }
     results.forEach((r, i) => {
       if (!r.evt) return
-      try {
-        this.server.publish(r.evt.seq, r.evt.frame)
-      } catch (err) {
-        this.opts.onError?.(err) // stored: consumers that missed it get it on replay
-      }
       if (this.listeners.length === 0) return
       const item = items[i]!
       const published: PublishedEvent = { seq: r.evt.seq, timeUs: item.timeUs!, type: item.type, did: item.did, body: item.body }
