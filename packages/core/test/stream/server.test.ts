@@ -149,6 +149,28 @@ describe('live delivery', () => {
     expect(s.server.consumers().map((c) => c.sent)).toEqual([50, 50, 50])
   })
 
+  it('publishBatch: consumers live and replaying get the batch in order, identical bytes', async () => {
+    const log = new MemoryEventLog()
+    const s = await serve(log)
+    const early = log.append((seq) => encodeMessageFrame('#identity', { seq, did: 'did:plc:abc', time: 'now' }))
+    s.server.publish(early.seq, early.frame)
+    const cs = [consumer(s.url), consumer(s.url), consumer(`${s.url}?cursor=0`)]
+    await Promise.all(cs.map((c) => c.opened))
+    await waitFor(() => s.server.consumers().length === 3)
+    const frames: Uint8Array[] = [early.frame]
+    for (let b = 0; b < 5; b++) {
+      const batch = range(1, 10).map(() => log.append((seq) => encodeMessageFrame('#identity', { seq, did: 'did:plc:abc', time: 'now' })))
+      frames.push(...batch.map((e) => e.frame))
+      s.server.publishBatch(batch)
+    }
+    for (const [i, c] of cs.entries()) {
+      const from = i < 2 ? 2 : 1 // live consumers attached after seq 1; the third replays from cursor 0
+      await c.waitForFrames(52 - from)
+      expect(c.seqs()).toEqual(range(from, 51))
+      c.raw.forEach((buf, j) => expect(buf.equals(Buffer.from(frames[j + from - 1]!))).toBe(true))
+    }
+  })
+
   it('hands the same buffer object to every socket (encode once)', () => {
     const server = new SubscriptionServer({ log: new MemoryEventLog(), pingIntervalMs: 0 })
     const fakes = [0, 1, 2].map(() => {
