@@ -1,9 +1,27 @@
-import { BlockMap, DataDiff, Repo, type CommitData, type MST } from '@atproto/repo'
+import { BlockMap, DataDiff, MST, Repo, type CommitData } from '@atproto/repo'
 import type { CID } from 'multiformats/cid'
 import type { SigningKeypair } from '@stratos/core/crypto'
 import { nextTid } from '@stratos/core/syntax'
 import { cborEncode, cidForBlock } from '../util/ipld.js'
 import type { PreparedWrite } from './prepare.js'
+
+/**
+ * An MST node is immutable (its methods return new nodes), yet @atproto/repo serializes each new node of a
+ * commit twice: once for its pointer (CID) and again when the diff collects the new blocks. The encoding
+ * is remembered per node object, so the second time costs nothing (measured: MST encoding was a fifth of
+ * a write's CPU). Failed serializations are not remembered.
+ */
+const serialized = new WeakMap<object, Promise<{ cid: unknown; bytes: Uint8Array }>>()
+const serializeOnce = MST.prototype.serialize
+MST.prototype.serialize = function (this: MST) {
+  let memo = serialized.get(this)
+  if (!memo) {
+    memo = serializeOnce.call(this) as Promise<{ cid: unknown; bytes: Uint8Array }>
+    serialized.set(this, memo)
+    memo.catch(() => serialized.delete(this))
+  }
+  return memo as ReturnType<typeof serializeOnce>
+}
 
 /**
  * The signed commit of `writes` on top of `repo`, as @atproto/repo's `Repo#formatCommit` builds it (the same
