@@ -290,6 +290,8 @@ describe('actor store handle cache', () => {
       const key = await generateKeypair()
       const dids = Array.from({ length: 6 }, (_, i) => `did:plc:handlecache00000000000${i}`)
       for (const did of dids) await store.create(did).createEmptyRepo(key)
+      // handles pushed out while creating are being closed (under their account's lock): let that finish
+      await new Promise((r) => setTimeout(r, 300))
       const [a, b, c, d, e, f] = dids as [string, string, string, string, string, string]
 
       const first = store.get(a)!
@@ -297,8 +299,15 @@ describe('actor store handle cache', () => {
       store.get(c) // a leaves the LRU of 2, parked
       expect(store.get(a)).toBe(first)
       expect(first.db.open).toBe(true)
-      for (const did of [b, c, d, e, f]) store.get(did) // a is pushed out of the pool of 2: closed
+      // a is pushed out of the pool of 2 and closed (its fsyncs on the thread pool). A handle whose account
+      // has another handle closing (same lock) stays cached a moment longer: touch the others twice.
+      for (const did of [b, c, d, e, f]) store.get(did)
+      await new Promise((r) => setTimeout(r, 300))
+      for (const did of [b, c, d, e, f]) store.get(did)
+      for (let i = 0; i < 200 && first.db.open; i++) await new Promise((r) => setTimeout(r, 10))
       expect(first.db.open).toBe(false)
+      // closed cleanly: the WAL was checkpointed into the database file and removed
+      expect(fs.existsSync(`${first.db.name}-wal`)).toBe(false)
       const again = store.get(a)!
       expect(again).not.toBe(first)
 

@@ -99,7 +99,7 @@ export class ActorStore {
   private park(did: string, repo: ActorRepo): void {
     const timer = setTimeout(() => {
       this.evicted.delete(did)
-      repo.close()
+      this.retire(repo)
     }, EVICTED_CLOSE_DELAY_MS)
     timer.unref()
     this.evicted.set(did, { repo, timer })
@@ -108,8 +108,13 @@ export class ActorStore {
       if (e.repo.lock.busy) continue
       clearTimeout(e.timer)
       this.evicted.delete(d)
-      e.repo.close()
+      this.retire(e.repo)
     }
+  }
+
+  /** Closes a handle no longer cached, its fsyncs off the event loop (writes wait for it on the lock). */
+  private retire(repo: ActorRepo): void {
+    void repo.lock.run(() => repo.closeQuietly()).catch(() => repo.close())
   }
 
   /** Removes an account's store and blobs. */
