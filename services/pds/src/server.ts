@@ -55,6 +55,9 @@ export class PdsServer {
       ...networkServerOptions(cfg.network),
       // app.bsky.* / chat.bsky.* and atproto-proxy calls without a local handler go to their service
       catchall: createProxyCatchall(ctx),
+      // responses are checked against their lexicons under test (vitest sets NODE_ENV=test), never in
+      // production, where it would cost every request a walk of its output
+      validateOutput: process.env.NODE_ENV === 'test',
     })
     registerOAuthRoutes(xrpc.app, ctx, ctx.oauth)
     registerBasicRoutes(xrpc.app, ctx)
