@@ -489,9 +489,12 @@ export class ActorRepo {
       this.storage.applyCommitSync(commit)
       const previousBlobs = new Set<string>()
       for (const w of writes) {
-        for (const r of this.s.blobRefsOf.all(w.uri)) previousBlobs.add(r.blobCid)
-        this.s.deleteRecordBlobs.run(w.uri)
-        this.s.deleteBacklinks.run(w.uri)
+        // a create is of a record that did not exist (checked above): it has no blob refs or backlinks yet
+        if (w.action !== 'create') {
+          for (const r of this.s.blobRefsOf.all(w.uri)) previousBlobs.add(r.blobCid)
+          this.s.deleteRecordBlobs.run(w.uri)
+          this.s.deleteBacklinks.run(w.uri)
+        }
         if (w.action === 'delete') {
           this.s.deleteRecord.run(w.uri)
         } else {
