@@ -21,7 +21,7 @@ import type { AddressInfo } from 'node:net'
 import { cpus, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { randomPlcDid } from './lib/fixtures.js'
 import { writeResultsSection } from './results.js'
 
@@ -210,6 +210,8 @@ function config(net: Network, dbUrl: string, dataDirectory: string, schema?: str
     version: 'bench',
     validateOutput: false,
     labelers: [],
+    // (required: left out, the labeler lookup ran every millisecond, a full scan of the record table each time)
+    labelerRefreshMs: 30_000,
     backfillOnStart: true,
     backfillConcurrency: 8,
     verifyWorkers: Number(process.env.BENCH_VERIFY_WORKERS ?? 2),
@@ -366,13 +368,18 @@ async function livePaced(net: Network, server: InstanceType<typeof AppViewServer
 
 /** @atproto/sync's Firehose (verifying: signatures and MST proofs, keys from the DID directory) on the burst's frames. */
 async function firehoseReference(net: Network, first: number, last: number) {
+  // bench/ has no dependencies of its own: the reference comes from the workspace root's (dev) dependencies
   const rootRequire = createRequire(new URL('../package.json', import.meta.url))
-  const { Firehose } = rootRequire('@atproto/sync') as typeof import('@atproto/sync')
-  const { IdResolver } = rootRequire('@atproto/identity') as typeof import('@atproto/identity')
-  const idResolver = new IdResolver({ plcUrl: net.plcUrl })
+  const { Firehose } = (await import(pathToFileURL(rootRequire.resolve('@atproto/sync')).href)) as typeof import('@atproto/sync')
+  const { IdResolver } = (await import(pathToFileURL(rootRequire.resolve('@atproto/identity')).href)) as typeof import('@atproto/identity')
+  // the default fetch refuses loopback addresses; the bench PLC is on 127.0.0.1
+  const idResolver = new IdResolver({ plcUrl: net.plcUrl, fetch: globalThis.fetch })
   let handled = 0
   let commits = 0
   let maxSeq = 0
+  let errors = 0
+  let lastError = ''
+  let progressAt = performance.now()
   let finish: () => void = () => undefined
   const finished = new Promise<void>((r) => (finish = r))
   const cpu0 = process.cpuUsage()
@@ -383,23 +390,32 @@ async function firehoseReference(net: Network, first: number, last: number) {
     getCursor: () => first - 1,
     handleEvent: async (evt) => {
       handled++
+      progressAt = performance.now()
       if (evt.event === 'create') commits++
       if (evt.seq > maxSeq) maxSeq = evt.seq
       if (evt.seq >= last) finish()
     },
     onError: (err) => {
+      errors++
+      const cause = (err as { cause?: { message?: string } }).cause
+      lastError = cause?.message ? `${err.message}: ${cause.message}` : err.message
       if (process.env.BENCH_LOG_LEVEL) console.error('firehose:', err.message)
     },
     excludeIdentity: true,
     excludeAccount: true,
   })
   void firehose.start()
-  await Promise.race([finished, new Promise((r) => setTimeout(r, 600_000))])
+  // done at the last frame, or after 20 s without progress
+  const stalled = (async () => {
+    while (performance.now() - progressAt < 20_000) await new Promise((r) => setTimeout(r, 500))
+  })()
+  await Promise.race([finished, stalled])
+  if (errors > 0) console.log(`firehose: ${errors} errors, last: ${lastError}`)
   const secs = (performance.now() - t0) / 1000
   const cpu = process.cpuUsage(cpu0)
   await firehose.destroy()
   const n = last - first + 1
-  return { events: n, secs, handled, creates: commits, cpuUs: (cpu.user + cpu.system) / n, reached: maxSeq >= last }
+  return { events: n, secs, handled, creates: commits, cpuUs: (cpu.user + cpu.system) / n, reached: maxSeq >= last, errors, lastError }
 }
 
 async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manifest) {
