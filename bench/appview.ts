@@ -231,7 +231,11 @@ async function backfill(net: Network, manifest: Manifest, dialect: 'sqlite' | 'p
   const dir = mkdtempSync(join(tmpdir(), 'bench-appview-'))
   let schema: string | undefined
   if (dialect === 'postgres') schema = `bench_appview_${process.pid}`
-  const server = await AppViewServer.create(config(net, dialect === 'postgres' ? PG_URL! : join(dir, 'appview.sqlite'), dir, schema))
+  const batch = process.env.BENCH_BATCH_BACKFILLS
+  const server = await AppViewServer.create(
+    config(net, dialect === 'postgres' ? PG_URL! : join(dir, 'appview.sqlite'), dir, schema),
+    batch === undefined ? {} : { ingest: { batchBackfills: batch === '1' } },
+  )
   const t0 = performance.now()
   const cpu0 = process.cpuUsage()
   await server.start()

@@ -46,7 +46,7 @@ export interface AppContextOptions {
   minBackoffMs?: number
   maxBackoffMs?: number
   /** ingest bounds and retry delays (tests make them small) */
-  ingest?: Pick<IngesterOptions, 'maxInFlight' | 'maxPerAccount' | 'maxBuffered' | 'identityRetryDelaysMs' | 'resyncRetryDelaysMs' | 'maxBatch'>
+  ingest?: Pick<IngesterOptions, 'maxInFlight' | 'maxPerAccount' | 'maxBuffered' | 'identityRetryDelaysMs' | 'resyncRetryDelaysMs' | 'maxBatch' | 'batchBackfills'>
 }
 
 export interface AuthVerifiers {
