@@ -2,14 +2,17 @@
  * getTimeline's bounded read (a lower bound from each followed account's newest item, or a merge of
  * each account's newest items when fewer accounts than the page size have any): every page, at every
  * page size, equals the plain "all items of the followed accounts and the viewer, newest first" query,
- * including items that share a timestamp across accounts and at page boundaries.
+ * including items that share a timestamp across accounts and at page boundaries. On SQLite, and on
+ * PostgreSQL when STRATOS_TEST_PG_URL is set.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { cidForCbor, jsonToLex } from '@stratos/core/data'
 import type { AppViewServer } from '../src/server.js'
-import { FakeNetwork, agentFor, startAppView, testDb, type Account, type TestDb } from './helpers.js'
+import { FakeNetwork, PG_URL, agentFor, startAppView, testDb, type Account, type TestDb } from './helpers.js'
 
-describe('getTimeline at many follows', () => {
+const dialects: ('sqlite' | 'postgres')[] = PG_URL ? ['sqlite', 'postgres'] : ['sqlite']
+
+describe.each(dialects)('getTimeline at many follows (%s)', (dialect) => {
   let net: FakeNetwork
   let db: TestDb
   let server: AppViewServer
@@ -17,7 +20,7 @@ describe('getTimeline at many follows', () => {
 
   beforeAll(async () => {
     net = await FakeNetwork.start()
-    db = await testDb('sqlite')
+    db = await testDb(dialect)
     server = await startAppView(net, db)
     viewer = await net.createAccount('viewer.test', { silent: true })
     // 40 accounts indexed directly; the viewer follows 30 of them; posts and reposts at shared timestamps

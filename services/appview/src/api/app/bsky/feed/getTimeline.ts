@@ -37,8 +37,9 @@ const register: Register = (server, ctx) => {
       let rows: { uri: string; type: string; postUri: string; originatorDid: string; sortAt: string }[]
       if (active.length >= limit) {
         const bound = active.map((r) => r.latest!).sort().reverse()[limit - 1]!
+        // (the accounts as a subquery, not a list of up to thousands of bound DIDs)
         rows = await page
-          .where('feed_item.originatorDid', 'in', active.map((r) => r.did))
+          .where(sql<boolean>`${sql.ref('feed_item.originatorDid')} IN (SELECT f."subjectDid" FROM follow f WHERE f.creator = ${viewer} UNION SELECT ${viewer})`)
           .where('feed_item.sortAt', '>=', bound)
           .execute()
       } else {
