@@ -8,6 +8,9 @@ import { open, type FileHandle } from 'node:fs/promises'
  *
  * The WAL file must exist when `sync()` is first called (i.e. after the first committed write) and must
  * stay open by SQLite for this object's lifetime (SQLite removes it only when the last connection closes).
+ * With `keepOpen: false` the WAL is opened for each fdatasync and closed after it (no file descriptor held
+ * between syncs, and no stale descriptor if the WAL was deleted and recreated meanwhile: for databases
+ * whose connections are closed and reopened, like a PDS's per-account stores).
  */
 export class WalGroupSync {
   private handle: Promise<FileHandle> | null = null
@@ -16,7 +19,19 @@ export class WalGroupSync {
   /** fdatasyncs done (for metrics and benchmarks) */
   syncs = 0
 
-  constructor(readonly walPath: string) {}
+  private readonly keepOpen: boolean
+
+  constructor(
+    readonly walPath: string,
+    opts: { keepOpen?: boolean } = {},
+  ) {
+    this.keepOpen = opts.keepOpen ?? true
+  }
+
+  /** A sync is queued or running. */
+  get pending(): boolean {
+    return this.running || this.waiting.length > 0
+  }
 
   /** Resolves when everything committed to the database before this call is on disk. */
   sync(): Promise<void> {
@@ -34,7 +49,15 @@ export class WalGroupSync {
         this.waiting = []
         try {
           this.handle ??= open(this.walPath, 'r')
-          await (await this.handle).datasync()
+          const fh = await this.handle
+          try {
+            await fh.datasync()
+          } finally {
+            if (!this.keepOpen) {
+              this.handle = null
+              await fh.close().catch(() => undefined)
+            }
+          }
           this.syncs++
           for (const w of batch) w.resolve()
         } catch (err) {

@@ -1,8 +1,10 @@
 import { BlockMap, CidSet, Repo, getRecords, type CommitData } from '@atproto/repo'
+import { fdatasyncSync, openSync, closeSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { CID } from 'multiformats/cid'
 import type { SigningKeypair } from '@stratos/core/crypto'
 import { cborDecode } from '@stratos/core/data'
+import { WalGroupSync } from '@stratos/core/stream'
 import { SqliteRepoStorage, repoCarStream, walkMst, writeCar, type VerifiedRepoCar } from '@stratos/core/repo'
 import { isValidNsid, isValidRecordKey, nextTid } from '@stratos/core/syntax'
 import type { DiskBlobStore } from '../blobstore.js'
@@ -72,6 +74,7 @@ export interface ImportOutcome {
  */
 export class ActorRepo {
   readonly storage: SqliteRepoStorage
+  private readonly walSync: WalGroupSync | null
   private readonly s
   /** the repo as of the last commit written through this handle, with the MST nodes it has loaded */
   private tree: Repo | null = null
@@ -84,6 +87,8 @@ export class ActorRepo {
     readonly lock: AsyncLock = new AsyncLock(),
   ) {
     this.storage = new SqliteRepoStorage(db)
+    // the store's commits are written to its WAL without an fsync (synchronous = NORMAL); durable() syncs it
+    this.walSync = db.memory ? null : new WalGroupSync(`${db.name}-wal`, { keepOpen: false })
     this.s = {
       record: db.prepare<[string], RecordRow>('SELECT * FROM record WHERE uri = ?'),
       upsertRecord: db.prepare<[string, string, string, string, string, string]>(
@@ -538,8 +543,27 @@ export class ActorRepo {
     return [...out]
   }
 
+  /**
+   * Resolves once everything committed to this store before the call is on disk: an fdatasync of the
+   * store's WAL on the thread pool, shared by every caller meanwhile (concurrent writes of this account
+   * share one; other accounts' stores sync in parallel). Call it while the handle is open (under the lock,
+   * right after the commit); the sync may finish after the lock is released: closing the handle waits for
+   * it ({@link closeQuietly}), and a plain {@link close} checkpoints with fsyncs (synchronous = NORMAL), so
+   * what the WAL held is durable in the database file either way.
+   */
+  durable(): Promise<void> {
+    if (!this.walSync || !this.db.open) return Promise.resolve()
+    return this.walSync.sync()
+  }
+
+  /** fdatasyncs of this store's WAL done by {@link durable} (for tests and benchmarks). */
+  get syncCount(): number {
+    return this.walSync?.syncs ?? 0
+  }
+
   close(): void {
     if (this.db.open) this.db.close()
+    void this.walSync?.close()
   }
 
   /**
@@ -552,18 +576,42 @@ export class ActorRepo {
   async closeQuietly(): Promise<void> {
     if (!this.db.open) return
     const file = this.db.name
+    // a durable() still in flight (its write acknowledged after it) completes before the file is touched
+    await this.walSync?.close()
+    if (!this.db.open) return
+    let checkpointed = false
     try {
       await datasyncFile(`${file}-wal`)
       if (!this.db.open) return
+      // Syncs off for this checkpoint only: its fsyncs would block the event loop. Safe because the WAL
+      // it copies from was just fdatasynced and is not reset or deleted before the database file is
+      // fdatasynced below (a crash meanwhile recovers from the WAL); no write can come in between (the
+      // caller holds the account's lock).
       this.db.pragma('synchronous = OFF')
       try {
         this.db.pragma('wal_checkpoint(PASSIVE)')
+        checkpointed = true
       } finally {
         this.db.pragma('synchronous = NORMAL')
       }
       await datasyncFile(file)
     } catch {
-      /* a plain close below */
+      // The close below deletes the WAL once nothing is left to copy, so frames copied with syncs off
+      // must reach the disk first: sync the database file here (event loop, only on this error path).
+      // If that fails too, the handle stays open (the WAL stays, SQLite recovers from it) rather than
+      // risk an acknowledged write.
+      if (checkpointed) {
+        try {
+          const fd = openSync(file, 'r')
+          try {
+            fdatasyncSync(fd)
+          } finally {
+            closeSync(fd)
+          }
+        } catch {
+          return
+        }
+      }
     }
     this.close()
   }

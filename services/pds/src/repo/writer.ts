@@ -43,15 +43,18 @@ export class RepoWriter {
     if (!repo) throw new InvalidRequestError(`Could not find repo: ${did}`, 'RepoNotFound')
     const key = await this.signingKey(did)
     // sequenced under the account's lock: commits of one repo reach the firehose in commit order
-    const done = await repo.lock.run(async () => {
+    const { storeDurable, ...done } = await repo.lock.run(async () => {
       const outcome = await repo.applyWritesLocked(writes, key, swapCommit)
-      const event = this.sequencer.sequenceCommit(outcome)
+      // the store's WAL sync starts now (the commit is in it), in parallel with the event log's
+      const storeDurable = repo.durable()
+      const event = this.sequencer.sequenceCommit(outcome, storeDurable)
       await this.accounts.updateRepoRootSync(did, outcome.commit.cid.toString(), outcome.commit.rev)
-      return { outcome, event }
+      return { outcome, event, storeDurable }
     })
-    // acknowledged once durable: the group commit's fdatasync is shared with every write made meanwhile
-    // (this account's next commits, which need not wait for it, and other accounts')
-    await this.sequencer.durable()
+    // acknowledged once durable, in the account's store and in the event log: each a group commit (an
+    // fdatasync on the thread pool shared by every write made meanwhile: the store's by this account's
+    // next commits, which need not wait for it; the log's by every account's)
+    await Promise.all([storeDurable, this.sequencer.durable()])
     return done
   }
 }

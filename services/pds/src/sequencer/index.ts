@@ -24,8 +24,10 @@ export interface SequencedEvent extends LoggedEvent {
 export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
   readonly log: SqliteEventLog
   private readonly walSync: WalGroupSync | null
-  /** appended, not yet known durable (emitted in order once they are) */
-  private pending: SequencedEvent[] = []
+  /** appended, not yet emitted (emitted in seq order once durable, and their `gate` settled) */
+  private pending: { evt: SequencedEvent; gateOpen: boolean }[] = []
+  /** every event up to this seq is durable in the log */
+  private durableSeq = 0
 
   constructor(path: string) {
     super()
@@ -35,10 +37,28 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
     this.walSync = file ? new WalGroupSync(`${path}-wal`) : null
   }
 
-  private append(type: SequencedEvent['type'], did: string, body: (seq: number) => Record<string, unknown>) {
+  /**
+   * `gate`: the event is not emitted before it settles (the durability of the actor-store changes the
+   * event describes); events after it wait too, so subscribers keep seq order.
+   */
+  private append(
+    type: SequencedEvent['type'],
+    did: string,
+    body: (seq: number) => Record<string, unknown>,
+    gate?: Promise<void>,
+  ) {
     const evt = this.log.append(type, did, (seq) => encodeMessageFrame(type, body(seq)))
     const out: SequencedEvent = { ...evt, type, did }
-    this.pending.push(out)
+    const entry = { evt: out, gateOpen: !gate }
+    this.pending.push(entry)
+    if (gate) {
+      const open = () => {
+        entry.gateOpen = true
+        this.emitReady()
+      }
+      // a failed sync fails the write's request; the event is in the log all the same (replay serves it)
+      gate.then(open, open)
+    }
     // emitted once durable (a caller need not wait for it)
     void this.durable().catch(() => undefined)
     return out
@@ -54,22 +74,24 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
    * Rejects if the fdatasync fails (the write must then not be acknowledged).
    */
   async durable(): Promise<void> {
-    const upTo = this.pending.length === 0 ? 0 : this.pending[this.pending.length - 1]!.seq
+    const upTo = this.pending.length === 0 ? 0 : this.pending[this.pending.length - 1]!.evt.seq
     if (this.walSync) await this.walSync.sync()
-    this.emitThrough(upTo)
+    if (upTo > this.durableSeq) this.durableSeq = upTo
+    this.emitReady()
   }
 
-  private emitThrough(seq: number): void {
+  private emitReady(): void {
     let n = 0
-    while (n < this.pending.length && this.pending[n]!.seq <= seq) n++
+    while (n < this.pending.length && this.pending[n]!.evt.seq <= this.durableSeq && this.pending[n]!.gateOpen) n++
     if (n === 0) return
     const ready = this.pending.slice(0, n)
     this.pending = this.pending.slice(n)
-    for (const evt of ready) this.emit('event', evt)
+    for (const { evt } of ready) this.emit('event', evt)
   }
 
   /** #commit: the diff CAR (new blocks + blocks needed to invert the ops), ops with their prev CIDs. */
-  sequenceCommit(outcome: CommitOutcome): SequencedEvent {
+  /** `storeDurable`: the account store's sync of this commit (the event is emitted after it). */
+  sequenceCommit(outcome: CommitOutcome, storeDurable?: Promise<void>): SequencedEvent {
     const { did, commit } = outcome
     const blocks = commitSliceCar(commit)
     const ops = outcome.ops.map((op) => {
@@ -94,14 +116,14 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
       }
       if (outcome.prevData) body.prevData = outcome.prevData
       return body
-    })
+    }, storeDurable)
   }
 
   /** #sync: the signed commit alone (the repo's state may have been reset). */
-  sequenceSync(did: string, commitCid: CID, commitBytes: Uint8Array, rev: string): SequencedEvent {
+  sequenceSync(did: string, commitCid: CID, commitBytes: Uint8Array, rev: string, storeDurable?: Promise<void>): SequencedEvent {
     const blocks = writeCar(commitCid, [[commitCid, commitBytes]])
     const time = new Date().toISOString()
-    return this.append('#sync', did, (seq) => ({ seq, did, blocks, rev, time }))
+    return this.append('#sync', did, (seq) => ({ seq, did, blocks, rev, time }), storeDurable)
   }
 
   sequenceIdentity(did: string, handle?: string): SequencedEvent {

@@ -92,12 +92,14 @@ export default function (server: XrpcServer, ctx: AppContext) {
       const key = await ctx.repoWriter.signingKey(did)
       await repo.lock.run(async () => {
         const outcome = await repo.importRepoLocked(verified, key)
+        const storeDurable = repo.durable()
         await ctx.accounts.updateRepoRoot(did, outcome.commit.cid.toString(), outcome.commit.rev)
         const now = await ctx.accounts.getAccount(did, { includeDeactivated: true })
         if (now && !now.deactivatedAt) {
-          ctx.sequencer.sequenceSync(did, CID.asCID(outcome.commit.cid)!, outcome.commitBytes, outcome.commit.rev)
+          ctx.sequencer.sequenceSync(did, CID.asCID(outcome.commit.cid)!, outcome.commitBytes, outcome.commit.rev, storeDurable)
           await ctx.sequencer.durable()
         }
+        await storeDurable
         ctx.logger.info(
           { did, records: outcome.records, created: outcome.created, updated: outcome.updated, deleted: outcome.deleted, missingBlobs: outcome.missingBlobs },
           'repo imported',

@@ -80,8 +80,9 @@ export default function (server: XrpcServer, ctx: AppContext) {
       // a new account announces itself: identity, account status, then its first commit
       ctx.sequencer.sequenceIdentity(did, handle)
       ctx.sequencer.sequenceAccount(did, true)
-      ctx.sequencer.sequenceCommit({ did, commit, prevData: null, ops: [] })
-      await ctx.sequencer.durable()
+      const storeDurable = repo.durable()
+      ctx.sequencer.sequenceCommit({ did, commit, prevData: null, ops: [] }, storeDurable)
+      await Promise.all([storeDurable, ctx.sequencer.durable()])
 
       const session = await accounts.createSession(did, null)
       return {
