@@ -379,7 +379,7 @@ try {
       const one = t.accounts[0]!
       const few = t.accounts.slice(0, FEW)
       const many = t.accounts.slice(0, MANY)
-      // --phases c1,c8,w50,wMany,get,list,fh: run only these (profiling); the others report nothing
+      // --phases c1,c8,w50,wMany,get,list,fh,fsync: run only these (profiling); the others report nothing
       const skipped: PhaseResult = { ops: 0, seconds: 0, rate: NaN, cpuUsPerOp: NaN, clientUsPerOp: NaN, p50: NaN, p99: NaN, acks: [] }
       const maybe = <T>(name: string, fn: () => Promise<T>, dflt: T) => (!PHASES || PHASES.has(name) ? fn() : Promise.resolve(dflt))
       const c1 = await maybe('c1', () => phase(t, SECONDS, 1, () => t.createRecord(one)), skipped)
@@ -428,7 +428,7 @@ try {
     }
   }
   const fsyncs: Record<string, number> = {}
-  for (const t of active) fsyncs[t.name] = PHASES ? NaN : await fsyncsPerWrite(t, 200)
+  for (const t of active) fsyncs[t.name] = PHASES && !PHASES.has('fsync') ? NaN : await fsyncsPerWrite(t, 200)
   console.log(`fsyncs per write: ${JSON.stringify(fsyncs)}`)
 
   const med = (name: string, key: string) => median(results[name]!.map((r) => r[key]!))
