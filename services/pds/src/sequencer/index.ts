@@ -19,7 +19,8 @@ export interface SequencedEvent extends LoggedEvent {
  * Durability is a group commit: an append is committed to the WAL without an fsync, and {@link durable}
  * resolves once an fdatasync of the WAL that began after it has completed (on the thread pool, shared by
  * every append made meanwhile, whatever the account). Events reach subscribers (the `event` emit) only
- * once durable, in seq order. A write is acknowledged after `await durable()`.
+ * once durable, and once the sync of the account store they describe has settled (the `storeDurable`
+ * gate), in seq order. A write is acknowledged after `await durable()` and its store's sync.
  */
 export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
   readonly log: SqliteEventLog
