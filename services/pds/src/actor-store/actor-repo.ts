@@ -553,7 +553,10 @@ export class ActorRepo {
    */
   durable(): Promise<void> {
     if (!this.walSync || !this.db.open) return Promise.resolve()
-    return this.walSync.sync()
+    // closed meanwhile (the WAL may be gone): the close synced the checkpointed database file
+    return this.walSync.sync().catch((err) => {
+      if (this.db.open) throw err
+    })
   }
 
   /** fdatasyncs of this store's WAL done by {@link durable} (for tests and benchmarks). */
