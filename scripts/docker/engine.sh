@@ -5,18 +5,39 @@
 #                         private socket under $STRATOS_DOCKER_DIR; engine_stop stops only a dockerd it started
 # The engine's data root ($STRATOS_DOCKER_DIR/root) is kept between runs: base images and build cache survive.
 STRATOS_DOCKER_DIR=${STRATOS_DOCKER_DIR:-/var/cache/stratos-docker}
-export DOCKER_BUILDKIT=0 # the classic builder: Debian has no buildx plugin (compose 1.29 builds with it too)
-export COMPOSE_DOCKER_CLI_BUILD=0
+export DOCKER_BUILDKIT=0 # the classic builder: Debian has no buildx plugin
+# docker-compose 1.29 builds through the docker CLI, like `docker build`: the same build context, so the README's
+# `docker-compose up --build` reuses the layers of the images built before (its own Python client's context
+# differs in the tar headers, which the classic builder's cache keys include: everything would build twice)
+export COMPOSE_DOCKER_CLI_BUILD=1
 ENGINE_PID=
-# Debian's client first: another `docker` on PATH may be newer than the engine we start
-if [ -x /usr/bin/docker ]; then DOCKER=/usr/bin/docker; else DOCKER=docker; fi
+# Debian's client first: another `docker` on PATH (e.g. /usr/local/bin) may be newer than the engine we start,
+# and docker-compose must run the same one
+use_debian_client() {
+  DOCKER=docker
+  [ -x /usr/bin/docker ] || return 0
+  DOCKER=/usr/bin/docker
+  if [ "$(type -P docker)" != /usr/bin/docker ] && [ "$(id -u)" = 0 ]; then
+    mkdir -p "$STRATOS_DOCKER_DIR/bin"
+    ln -sfn /usr/bin/docker "$STRATOS_DOCKER_DIR/bin/docker"
+    export PATH="$STRATOS_DOCKER_DIR/bin:$PATH"
+  fi
+}
+use_debian_client
 docker() { "$DOCKER" "$@"; }
 
 apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q "$@"; }
 
 docker_can_run() {
   if [ -n "${DOCKER_HOST:-}" ] || [ -S /var/run/docker.sock ]; then
-    if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then return 0; fi
+    if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+      # a running engine; the base images are made locally, which needs root (debootstrap, chroot)
+      if [ "$(id -u)" != 0 ] && ! docker image inspect debian:bookworm-slim node:20-bookworm-slim node:20-bookworm >/dev/null 2>&1; then
+        echo "the base images (debian:bookworm-slim, node:20-bookworm-slim, node:20-bookworm) are missing, and making them needs root"
+        return 1
+      fi
+      return 0
+    fi
   fi
   if [ "$(id -u)" != 0 ]; then echo "no running Docker engine, and not root (cannot start dockerd)"; return 1; fi
   if ! command -v dockerd >/dev/null 2>&1 && ! command -v apt-get >/dev/null 2>&1; then
@@ -39,7 +60,7 @@ docker_tools() {
     echo "apt-get install ${need[*]}"
     apt_get install "${need[@]}" >/dev/null 2>&1 || { apt_get update >/dev/null 2>&1 && apt_get install "${need[@]}" >/dev/null; }
   fi
-  if [ -x /usr/bin/docker ]; then DOCKER=/usr/bin/docker; fi
+  use_debian_client
 }
 
 engine_start() {

@@ -199,9 +199,10 @@ bash "$RUN/readme-run.sh" 2>&1 | tee "$RUN/readme-run.log" || fail "a README com
 step "production PDS: checks through Caddy over HTTPS"
 export CURL_HOME=$RUN/curl
 # the README's `account create` printed the account and its generated password
-A_DID=$(awk '$1 == "did" { print $2 }' "$RUN/readme-run.log" | head -1)
-A_HANDLE=$(awk '$1 == "handle" { print $2 }' "$RUN/readme-run.log" | head -1)
-A_PASSWORD=$(awk '$1 == "password" { print $2 }' "$RUN/readme-run.log" | head -1)
+sed -n '/^+ pnpm -s stratos account create/,/^+ [^p]/p' "$RUN/readme-run.log" >"$RUN/account-create.out"
+A_DID=$(awk '$1 == "did" { print $2 }' "$RUN/account-create.out" | head -1)
+A_HANDLE=$(awk '$1 == "handle" { print $2 }' "$RUN/account-create.out" | head -1)
+A_PASSWORD=$(awk '$1 == "password" { print $2 }' "$RUN/account-create.out" | head -1)
 [ -n "$A_DID" ] && [ -n "$A_PASSWORD" ] || fail "the README's account create printed no did/password"
 [ "$A_HANDLE" = "alice.$HOST" ] || fail "account handle '$A_HANDLE'"
 H=$(curl -fsS -m 10 "https://$HOST/xrpc/_health") || fail "GET https://$HOST/xrpc/_health"
@@ -237,7 +238,7 @@ grep -q "POST /xrpc/com.atproto.sync.requestCrawl {\"hostname\":\"$HOST\"}" "$RU
   fail "the stand-in relay got no requestCrawl for $HOST: $(cat "$RUN/crawl.log" 2>/dev/null)"
 echo "request-crawl reached the relay: $(cat "$RUN/crawl.log")"
 # the README's backup (run above, inside the container) is there with its manifest
-(cd "$REPO/deploy/pds" && docker-compose exec -T pds sh -c 'ls /data/backups/*/manifest.json') >/dev/null ||
+(cd "$REPO/deploy/pds" && docker-compose exec -T pds sh -c 'ls /data/backups/*/stratos-pds-backup.json') >/dev/null ||
   fail "no backup manifest in the PDS's data volume"
 echo "backup manifest present in the pds-data volume"
 # only Caddy publishes, on the addresses asked for
