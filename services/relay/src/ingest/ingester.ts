@@ -3,9 +3,18 @@
  * account are processed one at a time, in the order they arrived (a queue per DID, shared by all hosts, so
  * an account that moves is still processed in order); different accounts run concurrently.
  *
- * Every #commit and #sync is verified (core's pure sync-1.1 checks) against the account's stored state and
+ * Every #commit and #sync is verified (core's pure sync-1.1 checks) against the account's state and
  * its current identity before anything is stored or forwarded. An event that fails is dropped, counted
  * under its reason in `relay_events_dropped_total{reason}`, and never reaches a consumer.
+ *
+ * Pipelining: once a #commit is verified and queued for the event log, the account's next #commit is verified
+ * at once, against the state the previous verified commit leads to (kept in memory until its write is durable),
+ * instead of waiting for the group commit's fsync. The log is still written in the account's order and nothing
+ * is forwarded before it is durable. Each write checks that the stored state is the one its commit was
+ * verified against (compare-and-set): if an earlier write of the account failed, the in-memory state is reset
+ * to the stored one and a commit that chained to the lost write is dropped (`chain-break`), never stored on
+ * top of the wrong state. Every other event of the account (and a failed verification) first waits for the
+ * account's writes in flight, so it sees the stored state as before.
  */
 import { CID } from '@stratos/core/data'
 import type { CommitEvent, RepoState, SyncEvent } from '@stratos/core/repo'
@@ -50,6 +59,25 @@ export interface IngesterOptions {
   now?: () => number
 }
 
+/** The stored state is not the one a commit was verified against (an earlier write of the account failed). */
+class StaleChainError extends Error {}
+
+/** An account's #commit writes in flight: the state the last verified commit leads to. */
+interface InFlight {
+  /** the state after the last verified commit; null after a failed write (use the stored state) */
+  state: RepoState | null
+  /** bumped when a failed write resets `state` (older writes' failures do not reset it again) */
+  gen: number
+  writes: number
+  /** settles when every write queued so far has settled */
+  settled: Promise<void>
+}
+
+function sameState(a: RepoState | null, rev: string | null, dataCid: string | null): boolean {
+  if (a === null) return rev === null || dataCid === null
+  return a.rev === rev && a.data.toString() === dataCid
+}
+
 class Dropped {
   constructor(
     readonly reason: string,
@@ -80,6 +108,7 @@ export class Ingester {
   collections: CollectionIndex | null = null
   private readonly accountCounts: Map<number, number>
   private readonly lastResync = new Map<string, number>()
+  private readonly inFlight = new Map<string, InFlight>()
   private readonly now: () => number
 
   constructor(private readonly o: IngesterOptions) {
@@ -105,29 +134,40 @@ export class Ingester {
       this.dropped(host, type, undefined, drop('malformed', `${type} without a valid DID`))
       return Promise.resolve()
     }
-    return this.queue.run(did, () => this.process(host, evt, did))
+    return this.queue.run(did, (release) => this.process(host, evt, did, release))
   }
 
-  /** Runs an operator action in the account's queue (so it is ordered with the account's events). */
+  /** Runs an operator action in the account's queue (so it is ordered with the account's events and writes). */
   runForAccount(did: string, task: () => Promise<void>): Promise<void> {
-    return this.queue.run(did, task)
+    return this.queue.run(did, async () => {
+      await this.writesSettled(did)
+      await task()
+    })
   }
 
-  private async process(host: IngestHost, evt: UpstreamEvent, did: string): Promise<void> {
+  /** Resolves when the account's #commit writes in flight have settled (stored or failed). */
+  private writesSettled(did: string): Promise<void> {
+    return this.inFlight.get(did)?.settled ?? Promise.resolve()
+  }
+
+  private async process(host: IngestHost, evt: UpstreamEvent, did: string, release: () => void): Promise<void> {
     const end = this.o.metrics.verifyDuration.startTimer({ type: evt.t })
     try {
       let outcome: Dropped | void = undefined
       switch (evt.t) {
         case '#commit':
-          outcome = await this.handleCommit(host, did, evt.body)
+          outcome = await this.handleCommit(host, did, evt.body, release)
           break
         case '#sync':
+          await this.writesSettled(did)
           outcome = await this.handleSync(host, did, evt.body)
           break
         case '#identity':
+          await this.writesSettled(did)
           outcome = await this.handleIdentity(host, did, evt.body)
           break
         case '#account':
+          await this.writesSettled(did)
           outcome = await this.handleAccount(host, did, evt.body)
           break
       }
@@ -199,7 +239,13 @@ export class Ingester {
   // -------------------------------------------------------------------------------------------------
   // #commit
 
-  private async handleCommit(host: IngestHost, did: string, body: Record<string, unknown>): Promise<Dropped | void> {
+  private async handleCommit(
+    host: IngestHost,
+    did: string,
+    body: Record<string, unknown>,
+    release: () => void,
+    retried = false,
+  ): Promise<Dropped | void> {
     const existing = this.o.accounts.get(did)
     if (existing?.takedown) return drop('account-takendown', `${did} is taken down by the relay operator`)
     const found = await this.accountOnHost(host, did)
@@ -215,7 +261,11 @@ export class Ingester {
     }
 
     const evt = body as unknown as CommitEvent
-    const ctx = { signingKey: ident.signingKey, prev: Ingester.repoState(account), now: this.now() }
+    // the state after the account's last verified commit (in memory while its write is in flight)
+    const flight = this.inFlight.get(did)
+    const gen = flight?.gen ?? 0
+    const prev = flight?.state ?? Ingester.repoState(account)
+    const ctx = { signingKey: ident.signingKey, prev, now: this.now() }
     let res: VerifySummary = await this.o.verifier.verifyCommit(did, evt, ctx)
     if (!res.ok && res.reason === 'bad-signature') {
       // the key may have been rotated: look again (once)
@@ -227,10 +277,25 @@ export class Ingester {
       }
     }
     if (!res.ok) {
+      if (flight && flight.writes > 0) {
+        // judged against a state not yet stored: wait for it; if a write failed meanwhile, judge again
+        // against the stored state (as if the commits had been processed one after the other)
+        await this.writesSettled(did)
+        const stored = this.o.accounts.get(did)
+        if (!retried && stored && !sameState(prev, stored.rev, stored.dataCid)) {
+          return this.handleCommit(host, did, body, release, true)
+        }
+      }
       if (res.reason === 'chain-break') {
-        await this.chainBreak(host, account, ident, res.message)
+        await this.chainBreak(host, this.o.accounts.get(did) ?? account, ident, res.message)
       }
       return drop(res.reason, res.message)
+    }
+
+    if (flight && flight.gen !== gen && !retried) {
+      // a write of the account failed while this commit was verified against its state: judge it again
+      // against the stored state
+      return this.handleCommit(host, did, body, release, true)
     }
 
     const out: Record<string, unknown> = {
@@ -251,7 +316,13 @@ export class Ingester {
     }
     if (evt.prevData) out.prevData = evt.prevData
     let indexed = true
-    await this.o.outbox.emit('#commit', did, out, () => {
+    const expectRev = prev?.rev ?? null
+    const expectData = prev ? prev.data.toString() : null
+    const written = this.o.outbox.emit('#commit', did, out, () => {
+      const stored = this.o.accounts.get(did)
+      if (!stored || stored.rev !== expectRev || stored.dataCid !== expectData) {
+        throw new StaleChainError(`${did} is stored at rev ${stored?.rev ?? '(none)'}, not at rev ${expectRev ?? '(none)'} this commit chains to`)
+      }
       this.o.accounts.setRepoState(did, {
         rev: res.rev,
         commitCid: res.commitCid.toString(),
@@ -260,6 +331,27 @@ export class Ingester {
       })
       if (this.collections) indexed = this.collections.applyCommit(did, res.rev, evt.since, evt.ops)
     })
+    // the account's next commit is verified against this one's state from now on (see the module comment)
+    const f: InFlight = flight ?? { state: null, gen, writes: 0, settled: Promise.resolve() }
+    f.state = { rev: res.rev, data: res.newData }
+    f.writes++
+    f.settled = Promise.all([f.settled, written.then(noop, noop)]).then(noop)
+    this.inFlight.set(did, f)
+    release()
+    try {
+      await written
+    } catch (err) {
+      if (f.gen === gen) {
+        // the stored state is behind the in-memory one: the account's next commits are judged against it
+        f.gen++
+        f.state = null
+      }
+      if (err instanceof StaleChainError) return drop('chain-break', err.message)
+      throw err
+    } finally {
+      f.writes--
+      if (f.writes === 0 && this.inFlight.get(did) === f) this.inFlight.delete(did)
+    }
     this.o.metrics.emitted.inc({ type: '#commit' })
     if (!indexed) this.collections?.backfill(did)
   }
@@ -429,6 +521,8 @@ export class Ingester {
     return result!
   }
 }
+
+function noop(): void {}
 
 const KNOWN_TYPES = new Set(['#commit', '#sync', '#identity', '#account'])
 

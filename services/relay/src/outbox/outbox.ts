@@ -13,8 +13,9 @@
  *   - one event's failure is its own: each event (its state change and its append) runs in a savepoint, so an
  *     event whose update or encoding throws is rolled back alone and its `emit` rejects; the others commit.
  *     If the commit itself fails, every event of the batch rejects and none is published.
- * `emit` resolves once the event is durable and published, so a caller that awaits it (the ingester does,
- * per account) sees the account's new state before it handles the account's next event.
+ * `emit` resolves once the event is durable and published. Events are appended in the order of the `emit`
+ * calls, so the ingester may verify an account's next commit before the previous one is durable (it checks
+ * the stored state in `update`, see ingester.ts).
  */
 import { SqliteEventLog, SubscriptionServer, encodeMessageFrame, type ConsumerInfo, type LoggedEvent } from '@stratos/core/stream'
 import type SqliteDatabase from 'better-sqlite3'
