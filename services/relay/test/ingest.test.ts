@@ -344,4 +344,79 @@ describe('ingest and verification', () => {
     for (const t of forbidden) expect(consumer.texts()).not.toContain(t)
     expect(consumer.errors).toEqual([])
   })
+
+  it('pipelines an account’s commits: a burst with tampered events in it is judged against the last good state', async () => {
+    const base = await droppedCounts(relay.url)
+    const g1 = await alice.commit([createWrite(nextRkey(), post('burst-1'))])
+    const bad = await alice.commit([createWrite(nextRkey(), post('burst-bad'))], { apply: false })
+    const corrupted = await rewriteCommit(bad.evt, {
+      editSig: (sig) => {
+        const out = sig.slice()
+        out[5] ^= 0xff
+        return out
+      },
+    })
+    const g2 = await alice.commit([createWrite(nextRkey(), post('burst-2'))])
+    const g3 = await alice.commit([createWrite(nextRkey(), post('burst-3'))])
+    // back to back: each is verified while the previous one is still being written
+    for (const e of [g1.evt, corrupted, g2.evt, { ...g1.evt, time: now() }, g3.evt]) pds.emit('#commit', e as unknown as Record<string, unknown>)
+    await consumer.waitForText('burst-3')
+    await expectDropped('bad-signature', (base['bad-signature'] ?? 0) + 1)
+    await expectDropped('rev-not-newer', (base['rev-not-newer'] ?? 0) + 1)
+    const texts = consumer.texts()
+    expect(texts.slice(-3)).toEqual(['burst-1', 'burst-2', 'burst-3'])
+    expect(texts).not.toContain('burst-bad')
+    const latest = await xrpcGet(relay.url, 'com.atproto.sync.getLatestCommit', { did: alice.did })
+    expect(latest.body).toEqual({ cid: g3.evt.commit.toString(), rev: g3.evt.rev })
+  })
+
+  it('a failed write resets the account to its stored state: no commit chained to the lost one is stored or forwarded', async () => {
+    const base = await droppedCounts(relay.url)
+    const accounts = relay.ctx.accounts
+    const before = accounts.get(alice.did)!
+    const original = accounts.setRepoState.bind(accounts)
+    let failures = 1
+    // a wide group-commit window, so the three commits are verified (each against the previous one's state)
+    // before the first is written, and share its transaction
+    const outboxOpts = (relay.ctx.outbox as unknown as { opts: { batchDelayMs?: number } }).opts
+    const delay = outboxOpts.batchDelayMs
+    outboxOpts.batchDelayMs = 500
+    accounts.setRepoState = (did, st) => {
+      if (did === alice.did && failures-- > 0) throw new Error('simulated write failure')
+      original(did, st)
+    }
+    try {
+      const lost = [
+        await alice.commit([createWrite(nextRkey(), post('lost-1'))]),
+        await alice.commit([createWrite(nextRkey(), post('lost-2'))]),
+        await alice.commit([createWrite(nextRkey(), post('lost-3'))]),
+      ]
+      for (const c of lost) pds.emit('#commit', c.evt as unknown as Record<string, unknown>)
+      const dropsOf = async (reasons: string[]) => {
+        const d = await droppedCounts(relay.url)
+        return reasons.reduce((n, r) => n + (d[r] ?? 0) - (base[r] ?? 0), 0)
+      }
+      // lost-1: its write fails; lost-2 and lost-3 chain to it: dropped (chain-break, or rev-not-newer once a
+      // resync has stored the PDS's newer repo)
+      await waitFor(async () => (await dropsOf(['internal-error', 'chain-break', 'rev-not-newer'])) >= 3, 10_000, '3 drops')
+      await relay.ctx.ingester.queue.idle()
+      expect(await dropsOf(['internal-error'])).toBe(1)
+      expect(await dropsOf(['chain-break'])).toBeGreaterThanOrEqual(1)
+      expect(await dropsOf(['chain-break', 'rev-not-newer'])).toBe(2)
+      expect(consumer.texts().filter((t) => t.startsWith('lost-'))).toEqual([])
+      // what is stored is what consumers were told: the state before lost-1, or a #sync's
+      const stored = accounts.get(alice.did)!
+      if (stored.rev !== before.rev) {
+        await waitFor(() => consumer.events.some((e) => e.event === 'sync' && (e as unknown as { rev: string }).rev === stored.rev), 10_000, '#sync')
+        expect(stored.syncStatus).toBe('synchronized')
+      } else {
+        expect(stored.dataCid).toBe(before.dataCid)
+      }
+    } finally {
+      accounts.setRepoState = original
+      outboxOpts.batchDelayMs = delay
+    }
+    const health = await xrpcGet(relay.url, '_health')
+    expect(health.status).toBe(200)
+  })
 })

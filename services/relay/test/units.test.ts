@@ -183,4 +183,31 @@ describe('account status and per-account order', () => {
     expect(log).toEqual(['b1', 'a1', 'a2', 'a3'])
     expect(q.size).toBe(0)
   })
+
+  it('KeyedQueue: a task that releases its key lets the next one start; idle() waits for both to finish', async () => {
+    const q = new KeyedQueue()
+    const log: string[] = []
+    let finishFirst!: () => void
+    const first = q.run('a', async (release) => {
+      log.push('a1 verified')
+      release()
+      await new Promise<void>((r) => (finishFirst = r))
+      log.push('a1 written')
+    })
+    const second = q.run('a', async () => {
+      log.push('a2 verified')
+    })
+    await second
+    expect(log).toEqual(['a1 verified', 'a2 verified'])
+    expect(q.size).toBe(1)
+    let idle = false
+    const waiting = q.idle().then(() => (idle = true))
+    await new Promise((r) => setTimeout(r, 10))
+    expect(idle).toBe(false)
+    finishFirst()
+    await first
+    await waiting
+    expect(log).toEqual(['a1 verified', 'a2 verified', 'a1 written'])
+    expect(q.size).toBe(0)
+  })
 })
