@@ -7,13 +7,12 @@
  */
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { PassThrough } from 'node:stream'
 import { AtpAgent } from '@atproto/api'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startDevNetwork, waitForHealth, type DevNetwork, type DevSecrets } from '@stratos/dev-network'
+import { freePortBase, startDevNetwork, waitForHealth, type DevNetwork, type DevSecrets } from '@stratos/dev-network'
 import { main } from '../src/main.js'
 import type { Io } from '../src/util/io.js'
 import { ROOT, jsonLines, runCli, spawnBin, type RunResult } from './helpers.js'
@@ -23,24 +22,6 @@ const PNG = Buffer.from(
   'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==',
   'base64',
 )
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer()
-    srv.once('error', () => resolve(false))
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
-  })
-}
-
-/** Five consecutive free ports (the dev network's N..N+4, the labeler on N+4 with `stratos dev`). */
-async function freePortBase(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 40000)
-    const ok = await Promise.all([0, 1, 2, 3, 4].map((i) => portFree(base + i)))
-    if (ok.every(Boolean)) return base
-  }
-  throw new Error('no five consecutive free ports found')
-}
 
 async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs

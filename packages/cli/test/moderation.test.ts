@@ -9,33 +9,14 @@
  * `stratos label reports` lists it.
  */
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { AtpAgent, moderatePost, moderateProfile, type AppBskyFeedDefs, type ModerationOpts } from '@atproto/api'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { importKeypair } from '@stratos/core/crypto'
-import { DEV_LABELER_HANDLE, startDevNetwork, waitForHealth, type DevNetwork } from '@stratos/dev-network'
+import { freePortBase, DEV_LABELER_HANDLE, startDevNetwork, waitForHealth, type DevNetwork } from '@stratos/dev-network'
 import { LabelerServer, initLabeler, readConfig as readLabelerConfig } from '@stratos/labeler'
 import { jsonLines, runCli, type RunResult } from './helpers.js'
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer()
-    srv.once('error', () => resolve(false))
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
-  })
-}
-
-/** Five consecutive free ports (the dev network's N..N+4). */
-async function freePortBase(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 40000)
-    const ok = await Promise.all([0, 1, 2, 3, 4].map((i) => portFree(base + i)))
-    if (ok.every(Boolean)) return base
-  }
-  throw new Error('no five consecutive free ports found')
-}
 
 async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs

@@ -14,6 +14,8 @@ import { PdsServer, readConfigFromEnv as readPdsConfig } from '@stratos/pds'
 import { PlcServer, readConfig as readPlcConfig } from '@stratos/plc'
 import { RelayServer, readConfig as readRelayConfig } from '@stratos/relay'
 
+export { DEV_NETWORK_PORT_COUNT, freePortBase, portFree } from './ports.js'
+
 export const DEFAULT_PORT_BASE = 2582
 
 export interface DevNetworkOptions {

@@ -12,14 +12,14 @@
  */
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { AtpAgent, AtUri, type AppBskyActorDefs, type AppBskyFeedDefs, type AppBskyNotificationListNotifications } from '@atproto/api'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openPostgres } from '@stratos/core/db'
 import { validateOutput } from '@stratos/core/lexicon'
-import { startDevNetwork, waitForHealth, type DevNetwork } from '@stratos/dev-network'
+import { freePortBase, startDevNetwork, waitForHealth, type DevNetwork } from '@stratos/dev-network'
+import { eventually } from './_eventually.js'
 
 const PG_URL = process.env.STRATOS_TEST_PG_URL
 
@@ -31,36 +31,6 @@ if (!PG_URL) {
 
 // ---------------------------------------------------------------------------------------------------------
 // helpers
-
-async function freePortBase(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 40000)
-    const ok = await Promise.all([0, 1, 2, 3].map((i) => portFree(base + i)))
-    if (ok.every(Boolean)) return base
-  }
-  throw new Error('no four consecutive free ports found')
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer()
-    srv.once('error', () => resolve(false))
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
-  })
-}
-
-/** Retries `fn` (which asserts) until it passes; after `timeoutMs` the last failure is thrown. */
-async function eventually<T>(fn: () => Promise<T>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    try {
-      return await fn()
-    } catch (err) {
-      if (Date.now() > deadline) throw err
-    }
-    await new Promise((r) => setTimeout(r, 150))
-  }
-}
 
 /** An XRPC error the call must fail with (name), through the proxy. */
 async function expectXrpcError(call: Promise<unknown>, error: string): Promise<void> {

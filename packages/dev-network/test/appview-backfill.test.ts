@@ -8,34 +8,16 @@
  */
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { AtpAgent } from '@atproto/api'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openPostgres } from '@stratos/core/db'
 import { AppViewServer, readConfig } from '@stratos/appview'
-import { startDevNetwork, waitForHealth, type DevNetwork } from '@stratos/dev-network'
+import { freePortBase, startDevNetwork, waitForHealth, type DevNetwork } from '@stratos/dev-network'
 
 const PG_URL = process.env.STRATOS_TEST_PG_URL
 const N = 50
-
-async function freePortBase(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 40000)
-    const ok = await Promise.all([0, 1, 2, 3].map((i) => portFree(base + i)))
-    if (ok.every(Boolean)) return base
-  }
-  throw new Error('no four consecutive free ports found')
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer()
-    srv.once('error', () => resolve(false))
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
-  })
-}
 
 async function waitUntil(pred: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs

@@ -8,32 +8,14 @@
 import http from 'node:http'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { AtpAgent } from '@atproto/api'
 import type { AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startDevNetwork, type DevNetwork } from '@stratos/dev-network'
+import { freePortBase, startDevNetwork, type DevNetwork } from '@stratos/dev-network'
 
 const N = 20
-
-async function freePortBase(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 40000)
-    const ok = await Promise.all([0, 1, 2, 3].map((i) => portFree(base + i)))
-    if (ok.every(Boolean)) return base
-  }
-  throw new Error('no four consecutive free ports found')
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer()
-    srv.once('error', () => resolve(false))
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
-  })
-}
 
 describe('accounts created concurrently', () => {
   let dir: string

@@ -4,32 +4,13 @@
  * @atproto/sync's Firehose, verification on) and the AppView's views through the PDS's proxy.
  */
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { AtpAgent } from '@atproto/api'
 import { IdResolver } from '@atproto/identity'
 import { Firehose, MemoryRunner, type Event } from '@atproto/sync'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startDevNetwork, waitForHealth, type DevNetwork } from '@stratos/dev-network'
-
-async function freePortBase(): Promise<number> {
-  // four consecutive free ports
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 40000)
-    const ok = await Promise.all([0, 1, 2, 3].map((i) => portFree(base + i)))
-    if (ok.every(Boolean)) return base
-  }
-  throw new Error('no four consecutive free ports found')
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer()
-    srv.once('error', () => resolve(false))
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
-  })
-}
+import { freePortBase, startDevNetwork, waitForHealth, type DevNetwork } from '@stratos/dev-network'
 
 async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs

@@ -4,13 +4,12 @@
  * proxy (service auth made out by the PDS), within the rpc permissions it was granted.
  */
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { Agent, AtpAgent } from '@atproto/api'
 import type { Browser } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startDevNetwork, waitForHealth, type DevNetwork } from '@stratos/dev-network'
+import { freePortBase, startDevNetwork, waitForHealth, type DevNetwork } from '@stratos/dev-network'
 import {
   CHROMIUM_PATH,
   hasChromium,
@@ -22,23 +21,6 @@ import {
 
 if (!hasChromium) {
   console.warn(`\n*** OAuth dev-network browser tests SKIPPED: no Chromium at ${CHROMIUM_PATH} (apt-get install chromium) ***\n`)
-}
-
-async function freePortBase(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 40000)
-    const ok = await Promise.all([0, 1, 2, 3].map((i) => portFree(base + i)))
-    if (ok.every(Boolean)) return base
-  }
-  throw new Error('no four consecutive free ports found')
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer()
-    srv.once('error', () => resolve(false))
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
-  })
 }
 
 async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {

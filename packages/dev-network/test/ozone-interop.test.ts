@@ -20,7 +20,6 @@
 import 'core-js/actual/iterator/index.js'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { AtpAgent, ComAtprotoLabelDefs, ComAtprotoLabelSubscribeLabels, moderatePost, type AppBskyFeedDefs } from '@atproto/api'
@@ -31,43 +30,13 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openPostgres } from '@stratos/core/db'
 import { initLabeler } from '@stratos/labeler'
-import { startDevNetwork, waitForHealth, type DevNetwork } from '@stratos/dev-network'
+import { freePortBase, startDevNetwork, waitForHealth, type DevNetwork } from '@stratos/dev-network'
+import { eventually } from './_eventually.js'
 
 const PG_URL = process.env.STRATOS_TEST_PG_URL
 
 if (!PG_URL) {
   console.log('SKIPPED: the interop test with @atproto/ozone needs PostgreSQL (set STRATOS_TEST_PG_URL=postgres://... to run it)')
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer()
-    srv.once('error', () => resolve(false))
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
-  })
-}
-
-/** n consecutive free ports */
-async function freePorts(n: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 40000)
-    const ok = await Promise.all([...Array(n).keys()].map((i) => portFree(base + i)))
-    if (ok.every(Boolean)) return base
-  }
-  throw new Error(`no ${n} consecutive free ports found`)
-}
-
-/** Retries `fn` (which asserts) until it passes; after `timeoutMs` the last failure is thrown. */
-async function eventually<T>(fn: () => Promise<T>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    try {
-      return await fn()
-    } catch (err) {
-      if (Date.now() > deadline) throw err
-      await new Promise((r) => setTimeout(r, 150))
-    }
-  }
 }
 
 type LabelsMsg = ComAtprotoLabelSubscribeLabels.Labels & { $type: string }
@@ -146,7 +115,7 @@ describe.runIf(PG_URL)('@atproto/ozone as a second labeler on a Stratos network'
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stratos-ozone-'))
-    const base = await freePorts(6)
+    const base = await freePortBase(6)
     network = await startDevNetwork({ dataDir: dir, portBase: base, logLevel: 'silent', labeler: true })
     await waitForHealth(network.urls)
     // the default fetch of @atproto/identity refuses loopback addresses (SSRF guard); the network is on 127.0.0.1

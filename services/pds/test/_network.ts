@@ -30,26 +30,31 @@ export interface TestNetwork {
   close(): Promise<void>
 }
 
+/** The environment of a dev-mode test PDS on 127.0.0.1:`port` with its data in `dir` (fresh secrets each time). */
+export function testPdsEnv(o: { plcUrl: string; dir: string; port: number; extraEnv?: Record<string, string> }): Record<string, string> {
+  return {
+    PDS_HOSTNAME: '127.0.0.1',
+    PDS_PORT: String(o.port),
+    PDS_DEV_MODE: 'true',
+    PDS_DATA_DIRECTORY: o.dir,
+    PDS_BLOBSTORE_DISK_LOCATION: path.join(o.dir, 'blobs'),
+    PDS_DID_PLC_URL: o.plcUrl,
+    PDS_JWT_SECRET: randomBytes(16).toString('hex'),
+    PDS_ADMIN_PASSWORD: 'admin-pass',
+    PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX: randomBytes(32).toString('hex'),
+    PDS_INVITE_REQUIRED: 'false',
+    LOG_LEVEL: 'silent',
+    ...o.extraEnv,
+  }
+}
+
 /** A PLC directory (in memory) and a PDS on loopback, with its data in a temp directory. */
 export async function startNetwork(extraEnv: Record<string, string> = {}, serverOpts: PdsServerOptions = {}): Promise<TestNetwork> {
   const plc = await PlcServer.create({ port: 0, host: '127.0.0.1', dbPath: ':memory:', version: 'test', logLevel: 'silent' })
   await plc.start()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pds-it-'))
   const port = await freePort()
-  const env: Record<string, string> = {
-    PDS_HOSTNAME: '127.0.0.1',
-    PDS_PORT: String(port),
-    PDS_DEV_MODE: 'true',
-    PDS_DATA_DIRECTORY: dir,
-    PDS_BLOBSTORE_DISK_LOCATION: path.join(dir, 'blobs'),
-    PDS_DID_PLC_URL: plc.url,
-    PDS_JWT_SECRET: randomBytes(16).toString('hex'),
-    PDS_ADMIN_PASSWORD: 'admin-pass',
-    PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX: randomBytes(32).toString('hex'),
-    PDS_INVITE_REQUIRED: 'false',
-    LOG_LEVEL: 'silent',
-    ...extraEnv,
-  }
+  const env = testPdsEnv({ plcUrl: plc.url, dir, port, extraEnv })
   const cfg = readConfigFromEnv(env)
   let pds = await PdsServer.create(cfg, serverOpts)
   const url = await pds.start()

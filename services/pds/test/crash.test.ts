@@ -4,7 +4,6 @@
  * (subscribeRepos replays it). Writes are acknowledged after the group commit of the sequencer.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -12,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { PlcServer } from '@stratos/plc'
 import { decodeFrame, SqliteEventLog } from '@stratos/core/stream'
-import { freePort } from './_network.js'
+import { freePort, testPdsEnv } from './_network.js'
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 
@@ -62,20 +61,7 @@ describe('SIGKILL during concurrent writes', () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pds-crash-'))
     const port = await freePort()
     url = `http://127.0.0.1:${port}`
-    env = {
-      PDS_HOSTNAME: '127.0.0.1',
-      PDS_PORT: String(port),
-      PDS_DEV_MODE: 'true',
-      PDS_DATA_DIRECTORY: dir,
-      PDS_BLOBSTORE_DISK_LOCATION: path.join(dir, 'blobs'),
-      PDS_DID_PLC_URL: plc.url,
-      PDS_JWT_SECRET: randomBytes(16).toString('hex'),
-      PDS_ADMIN_PASSWORD: 'admin-pass',
-      PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX: randomBytes(32).toString('hex'),
-      PDS_INVITE_REQUIRED: 'false',
-      PDS_RATE_LIMITS_ENABLED: 'false',
-      LOG_LEVEL: 'silent',
-    }
+    env = testPdsEnv({ plcUrl: plc.url, dir, port, extraEnv: { PDS_RATE_LIMITS_ENABLED: 'false' } })
   }, 30_000)
 
   afterAll(async () => {

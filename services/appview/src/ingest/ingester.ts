@@ -866,16 +866,7 @@ export class Ingester {
     if (batchBackfill && prev === null && !(await this.db.selectFrom('record').select('uri').where('did', '=', did).limit(1).executeTakeFirst())) {
       // a first backfill: nothing to compare with; every record goes in with multi-row inserts, in the
       // batch writer (the repos fetched meanwhile share its transaction, their counters summed once)
-      const fresh: { uri: string; cid: string; collection: string; rkey: string; record: Record<string, unknown> }[] = []
-      for (const rec of verified.records) {
-        if (!INDEXED_COLLECTIONS.has(rec.collection)) continue
-        try {
-          const json = lexToJson(rec.value) as Record<string, unknown>
-          fresh.push({ uri: `at://${did}/${rec.collection}/${rec.rkey}`, cid: rec.cid.toString(), collection: rec.collection, rkey: rec.rkey, record: json })
-        } catch {
-          continue
-        }
-      }
+      const fresh = freshRecords(did, verified.records)
       const state = { did, rev: verified.commit.rev, data: verified.commit.data.toString(), commitCid: verified.commitCid.toString() }
       let n = 0
       const written = this.writer.write(async (tx, batch) => {
@@ -897,16 +888,7 @@ export class Ingester {
       for (const r of rows) existing.set(r.uri, r.cid)
       if (prev === null && existing.size === 0) {
         // a first backfill: nothing to compare with, every record goes in with multi-row inserts
-        const fresh = []
-        for (const rec of verified.records) {
-          if (!INDEXED_COLLECTIONS.has(rec.collection)) continue
-          try {
-            const json = lexToJson(rec.value) as Record<string, unknown>
-            fresh.push({ uri: `at://${did}/${rec.collection}/${rec.rkey}`, cid: rec.cid.toString(), collection: rec.collection, rkey: rec.rkey, record: json })
-          } catch {
-            continue
-          }
-        }
+        const fresh = freshRecords(did, verified.records)
         // (read after the await: transactions of several accounts run at once on PostgreSQL)
         const n = await this.indexer.indexFresh(tx, did, fresh)
         this.stats.resyncedRecords += n
@@ -967,3 +949,22 @@ async function saveRepoStates(db: Db, rows: { did: string; rev: string; data: st
 type VerifiedCommit =
   | { ok: true; rev: string; newData: CID; commitCid: CID; records: Map<string, Uint8Array> }
   | { ok: false; reason: string; message: string }
+
+/** The indexed records of a repo as a first backfill writes them (records whose JSON form fails are skipped). */
+function freshRecords(
+  did: string,
+  records: Iterable<{ collection: string; rkey: string; cid: { toString(): string }; value: unknown }>,
+): { uri: string; cid: string; collection: string; rkey: string; record: Record<string, unknown> }[] {
+  const fresh = []
+  for (const rec of records) {
+    if (!INDEXED_COLLECTIONS.has(rec.collection)) continue
+    let record: Record<string, unknown>
+    try {
+      record = lexToJson(rec.value as Parameters<typeof lexToJson>[0]) as Record<string, unknown>
+    } catch {
+      continue
+    }
+    fresh.push({ uri: `at://${did}/${rec.collection}/${rec.rkey}`, cid: rec.cid.toString(), collection: rec.collection, rkey: rec.rkey, record })
+  }
+  return fresh
+}
