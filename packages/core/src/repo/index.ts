@@ -28,7 +28,7 @@ export {
   tidTimestampMs,
   type SignedCommit,
 } from './commit.js'
-export { invertMstOps, type FastInversionResult, type InversionOp } from './mst-invert.js'
+export { encodeNode as encodeMstNode, invertMstOps, type FastInversionResult, type InversionOp } from './mst-invert.js'
 export {
   MstWalkError,
   commonPrefixLength,

@@ -12,7 +12,8 @@ import { InvalidRequestError } from '../errors.js'
 import { cborEncode, cidForBlock, findBlobRefs } from '../util/ipld.js'
 import { AsyncLock } from '../util/lock.js'
 import type { ActorSqlite } from './db.js'
-import { formatCommitKeepingTree } from './commit.js'
+import { buildCommit, type RepoCommit, type RepoHead } from './commit.js'
+import { RepoMst } from './mst.js'
 import { atUri, backlinksFor, type Backlink, type PreparedWrite } from './prepare.js'
 
 export interface RecordRow {
@@ -44,7 +45,7 @@ export interface CommitOp {
 
 export interface CommitOutcome {
   did: string
-  commit: CommitData
+  commit: RepoCommit
   /** the data (MST root) CID of the commit before this one */
   prevData: CID | null
   ops: CommitOp[]
@@ -77,7 +78,7 @@ export class ActorRepo {
   private readonly walSync: WalGroupSync | null
   private readonly s
   /** the repo as of the last commit written through this handle, with the MST nodes it has loaded */
-  private tree: Repo | null = null
+  private head: RepoHead | null = null
 
   constructor(
     readonly did: string,
@@ -96,6 +97,7 @@ export class ActorRepo {
          ON CONFLICT (uri) DO UPDATE SET cid = excluded.cid, repoRev = excluded.repoRev, indexedAt = excluded.indexedAt`,
       ),
       deleteRecord: db.prepare<[string]>('DELETE FROM record WHERE uri = ?'),
+      deleteBlock: db.prepare<[Buffer]>('DELETE FROM repo_block WHERE cid = ?'),
       listDesc: db.prepare<[string, string, number], RecordRow>(
         'SELECT * FROM record WHERE collection = ? AND rkey < ? AND takedownRef IS NULL ORDER BY rkey DESC LIMIT ?',
       ),
@@ -438,9 +440,9 @@ export class ActorRepo {
   /** {@link applyWrites} for a caller that already holds {@link lock} (and sequences the commit under it). */
   async applyWritesLocked(writes: PreparedWrite[], signingKey: SigningKeypair, swapCommit?: CID): Promise<CommitOutcome> {
     if (writes.length > MAX_WRITES) throw new InvalidRequestError(`Too many writes. Max: ${MAX_WRITES}`)
-    const repo = await this.currentTree()
-    if (swapCommit && !CID.asCID(repo.cid)!.equals(swapCommit)) {
-      throw new InvalidRequestError(`Commit was at ${repo.cid.toString()}`, 'InvalidSwap')
+    const head = this.currentHead()
+    if (swapCommit && !head.cid.equals(swapCommit)) {
+      throw new InvalidRequestError(`Commit was at ${head.cid.toString()}`, 'InvalidSwap')
     }
     const seen = new Set<string>()
     const commitOps: CommitOp[] = []
@@ -449,8 +451,8 @@ export class ActorRepo {
       const path = `${w.collection}/${w.rkey}`
       if (seen.has(path)) throw new InvalidRequestError(`Duplicate write to ${path} in one commit`)
       seen.add(path)
-      const current = this.s.record.get(w.uri)
-      const currentCid = current ? CID.parse(current.cid) : null
+      // the tree is the authority on what the repo holds (the record table indexes it)
+      const currentCid = head.tree.get(path)
       if (w.swapCid !== undefined) {
         const ok = w.swapCid === null ? currentCid === null : currentCid !== null && currentCid.equals(w.swapCid)
         if (!ok) throw new InvalidRequestError(`Record was at ${currentCid?.toString() ?? 'null'}`, 'InvalidSwap')
@@ -480,8 +482,7 @@ export class ActorRepo {
       }
     }
 
-    const prevData = CID.asCID(repo.commit.data)
-    const { commit, next } = await formatCommitKeepingTree(repo, writes, signingKey)
+    const { commit, next, prevData } = await buildCommit(head, writes, signingKey)
 
     // blob files move before the index says they are permanent (makePermanent is idempotent)
     for (const blob of newlyReferenced.values()) {
@@ -491,7 +492,10 @@ export class ActorRepo {
     const now = new Date().toISOString()
     const dereferenced: string[] = []
     this.db.transaction(() => {
-      this.storage.applyCommitSync(commit)
+      // removed blocks first, then new ones (a CID in both stays), then the root
+      for (const cid of commit.removedCids) this.s.deleteBlock.run(Buffer.from(cid.bytes.buffer, cid.bytes.byteOffset, cid.bytes.byteLength))
+      for (const b of commit.newBlocks) this.storage.putBlockSync(b.cid, b.bytes, commit.rev)
+      this.storage.updateRootSync(commit.cid, commit.rev)
       const previousBlobs = new Set<string>()
       for (const w of writes) {
         // a create is of a record that did not exist (checked above): it has no blob refs or backlinks yet
@@ -517,21 +521,27 @@ export class ActorRepo {
       for (const cid of newlyReferenced.keys()) this.s.blobMakePermanent.run(cid)
     })()
     // the stored head is now `next`: the next commit starts from its tree
-    this.tree = next
+    this.head = next
     for (const cid of dereferenced) await this.blobstore.deletePermanent(this.did, cid)
 
     return { did: this.did, commit, prevData, ops: commitOps }
   }
 
   /**
-   * The repo at the stored head: the tree kept from this handle's last commit when the head is still that
-   * commit (nothing else wrote meanwhile: an import, another handle), else loaded from storage.
+   * The repo at the stored head: the head kept from this handle's last commit when the head is still that
+   * commit (nothing else wrote meanwhile: an import, another handle), else read from storage (the tree's
+   * nodes are then loaded as commits reach them).
    */
-  private async currentTree(): Promise<Repo> {
+  private currentHead(): RepoHead {
     const root = this.storage.getRootSync()
-    if (this.tree && root && root.cid.equals(this.tree.cid as never)) return this.tree
-    this.tree = null
-    return Repo.load(this.storage)
+    if (!root) throw new Error(`repo of ${this.did} has no commit`)
+    if (this.head && root.cid.equals(this.head.cid)) return this.head
+    this.head = null
+    const bytes = this.storage.getBytesSync(root.cid)
+    if (!bytes) throw new Error(`repo of ${this.did} is missing its commit block ${root.cid}`)
+    const data = cborDecode<{ data: CID }>(bytes).data
+    const tree = RepoMst.load((cid) => this.storage.getBytesSync(cid), CID.asCID(data)!)
+    return { did: this.did, cid: root.cid, rev: root.rev, tree }
   }
 
   /** Existing records in `collection` linking to the same subject (a second like/follow replaces the first). */

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import type { CID } from 'multiformats/cid'
-import { commitSliceCar, writeCar } from '@stratos/core/repo'
+import { writeCar } from '@stratos/core/repo'
 import { encodeMessageFrame, SqliteEventLog, WalGroupSync, type LoggedEvent } from '@stratos/core/stream'
 import type { CommitOutcome } from '../actor-store/index.js'
 
@@ -94,7 +94,7 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
   /** `storeDurable`: the account store's sync of this commit (the event is emitted after it). */
   sequenceCommit(outcome: CommitOutcome, storeDurable?: Promise<void>): SequencedEvent {
     const { did, commit } = outcome
-    const blocks = commitSliceCar(commit)
+    const blocks = writeCar(commit.cid, commit.sliceBlocks)
     const ops = outcome.ops.map((op) => {
       const o: Record<string, unknown> = { action: op.action, path: op.path, cid: op.cid }
       if (op.prev) o.prev = op.prev

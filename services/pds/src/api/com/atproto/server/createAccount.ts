@@ -7,6 +7,7 @@ import { checkMigrationPlcOp, verifyCreateAccountAuth } from '../../../../accoun
 import { MAX_PASSWORD_LENGTH } from '../../../../account/password.js'
 import { createGenesisOp, PlcClientError, type SignedPlcOperation } from '../../../../account/plc.js'
 import type { AppContext } from '../../../../context.js'
+import { repoCommitFromData } from '../../../../actor-store/commit.js'
 import { createAccountLimits } from '../../../../rate-limits.js'
 import { AuthRequiredError, InvalidRequestError, UpstreamFailureError } from '../../../../errors.js'
 import { didDocForOp, didDocForSession } from '../../../../account/views.js'
@@ -81,7 +82,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
       ctx.sequencer.sequenceIdentity(did, handle)
       ctx.sequencer.sequenceAccount(did, true)
       const storeDurable = repo.durable()
-      ctx.sequencer.sequenceCommit({ did, commit, prevData: null, ops: [] }, storeDurable)
+      ctx.sequencer.sequenceCommit({ did, commit: repoCommitFromData(commit), prevData: null, ops: [] }, storeDurable)
       await Promise.all([storeDurable, ctx.sequencer.durable()])
 
       const session = await accounts.createSession(did, null)
