@@ -133,3 +133,139 @@ export function scanCborItem(bytes: Uint8Array, start = 0, limits: CborLimits = 
   s.item(0)
   return s.pos
 }
+
+// ---------------------------------------------------------------------------------------------------
+// strict scan: everything the decoder (@ipld/dag-cbor, strict) refuses as well
+
+/** Smallest argument each additional-info size may carry in its shortest form (strict decoding). */
+const MIN_ARG = [24, 256, 65536, 4294967296]
+
+const utf8 = new TextDecoder()
+
+/** A tag-42 payload (with its leading 0x00): true when `isValidCid` accepts it. */
+export type CidCheck = (payload: Uint8Array) => boolean
+
+class StrictScanner extends Scanner {
+  /** the first refusal that does not stop the structural scan (reported once the scan is through) */
+  problem: string | null = null
+  constructor(
+    bytes: Uint8Array,
+    start: number,
+    maxDepth: number,
+    private readonly cidOk: CidCheck,
+  ) {
+    super(bytes, start, maxDepth)
+  }
+
+  note(msg: string): void {
+    this.problem ??= `invalid CBOR at byte ${this.pos}: ${msg}`
+  }
+
+  override head(): [number, number, number | bigint] {
+    const h = super.head()
+    const ai = h[1]
+    if (ai >= 24 && ai <= 27 && h[0] !== 7) {
+      const v = h[2]
+      if ((typeof v === 'number' ? v : Number(v)) < MIN_ARG[ai - 24]!) this.note('integer or length not in its shortest form')
+    }
+    return h
+  }
+
+  override item(depth: number): void {
+    if (depth > this.maxDepth) this.fail(`nesting deeper than ${this.maxDepth}`)
+    const b = this.bytes
+    const major = b[this.pos] === undefined ? -1 : b[this.pos]! >> 5
+    if (major === 5) return this.map(depth)
+    if (major === 6) {
+      const at = this.pos
+      super.item(depth) // checks the tag (42, on a byte string) and its length
+      // the payload: re-read the byte string head (already checked) to find it
+      this.pos = at
+      this.head() // the tag
+      const [, , len] = this.head()
+      const start = this.pos
+      this.pos += len as number
+      if (!this.cidOk(b.subarray(start, this.pos))) this.note('tag 42 does not hold a valid CID')
+      return
+    }
+    super.item(depth)
+  }
+
+  private map(depth: number): void {
+    const [, , arg] = this.head()
+    const n = this.length(arg, 2)
+    const b = this.bytes
+    // keys seen in this map: compared as the decoder compares them (as decoded strings)
+    let small: number[] | null = null
+    let seen: Set<string> | null = null
+    for (let i = 0; i < n; i++) {
+      const kb = b[this.pos]
+      if (kb === undefined || kb >> 5 !== 3) this.fail('map keys must be strings')
+      const keyLen = this.length(this.head()[2], 1)
+      const keyAt = this.pos
+      if (keyLen === 9 && isProtoKeyAt(b, keyAt)) {
+        this.fail('the map key "__proto__" is not allowed (a JavaScript object cannot hold it faithfully)')
+      }
+      this.pos += keyLen
+      if (this.problem === null) {
+        if (n <= 16) {
+          small ??= []
+          for (let j = 0; j < small.length; j += 2) {
+            if (sameKey(b, small[j]!, small[j + 1]!, keyAt, keyLen)) {
+              this.note('repeated map key')
+              break
+            }
+          }
+          small.push(keyAt, keyLen)
+        } else {
+          seen ??= new Set()
+          const k = utf8.decode(b.subarray(keyAt, keyAt + keyLen))
+          if (seen.has(k)) this.note('repeated map key')
+          seen.add(k)
+        }
+      }
+      this.item(depth + 1)
+    }
+  }
+}
+
+function isProtoKeyAt(b: Uint8Array, at: number): boolean {
+  for (let i = 0; i < 9; i++) if (b[at + i] !== PROTO_KEY[i]) return false
+  return true
+}
+
+function isAscii(b: Uint8Array, at: number, len: number): boolean {
+  for (let i = 0; i < len; i++) if (b[at + i]! >= 0x80) return false
+  return true
+}
+
+/** Two keys the decoder would see as the same string (invalid UTF-8 decodes to U+FFFD, so compare decoded). */
+function sameKey(b: Uint8Array, a: number, aLen: number, c: number, cLen: number): boolean {
+  if (aLen === cLen) {
+    let eq = true
+    for (let i = 0; i < aLen; i++) {
+      if (b[a + i] !== b[c + i]) {
+        eq = false
+        break
+      }
+    }
+    if (eq) return true
+  }
+  if (isAscii(b, a, aLen) && isAscii(b, c, cLen)) return false
+  return utf8.decode(b.subarray(a, a + aLen)) === utf8.decode(b.subarray(c, c + cLen))
+}
+
+/**
+ * `scanCborItem` plus everything the strict DAG-CBOR decoder refuses: integers and lengths not in their
+ * shortest form, repeated map keys (as decoded strings) and tag-42 payloads that are not a 0x00-prefixed
+ * valid CID (`cidOk`). An item this accepts decodes with `cborDecode` (it throws the same way when it does
+ * not), without building anything: what a reader that only needs a few fields checks first.
+ * Structural errors (truncation included) are thrown as `scanCborItem` throws them, before any of the
+ * strict refusals (the order in which a scan, then a decode, meet them).
+ */
+export function scanCborItemStrict(bytes: Uint8Array, start: number, cidOk: CidCheck, limits: CborLimits = {}): number {
+  const s = new StrictScanner(bytes, start, limits.maxDepth ?? DEFAULT_MAX_DEPTH, cidOk)
+  s.item(0)
+  if (s.problem !== null) throw new DataModelError(s.problem)
+  return s.pos
+}

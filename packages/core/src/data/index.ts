@@ -17,7 +17,7 @@ export {
   isBlessedCid,
   verifyCidForBytes,
 } from './cbor.js'
-export { scanCborItem } from './cbor-scan.js'
+export { scanCborItem, scanCborItemStrict, type CidCheck } from './cbor-scan.js'
 export {
   decodeBase64,
   encodeBase64,

@@ -5,6 +5,8 @@
  */
 import { WebSocket, type RawData } from 'ws'
 import type { IncomingMessage } from 'node:http'
+import { cborDecode } from '../data/index.js'
+import { bodySeq, checkFrameBody, matchMessageHeader } from './commit-frame.js'
 import { decodeFrame, FrameError } from './frames.js'
 
 export interface StreamEvent {
@@ -15,6 +17,23 @@ export interface StreamEvent {
   seq?: number
   /** the frame as received */
   frame: Uint8Array
+  /** with `rawTypes`: where the body starts in `frame` (the body is decoded only when `body` is read) */
+  bodyStart?: number
+}
+
+/** A message of one of `rawTypes`: checked, not decoded (its body is decoded the first time it is read). */
+class RawStreamEvent implements StreamEvent {
+  seq?: number
+  private decoded: Record<string, unknown> | undefined = undefined
+  constructor(
+    readonly t: string,
+    readonly frame: Uint8Array,
+    readonly bodyStart: number,
+  ) {}
+
+  get body(): Record<string, unknown> {
+    return (this.decoded ??= cborDecode<Record<string, unknown>>(this.frame.subarray(this.bodyStart)))
+  }
 }
 
 export interface StreamInfo {
@@ -91,6 +110,13 @@ export interface SubscriptionClientOptions {
   lookup?: import('node:net').LookupFunction
   /** drop frames whose seq is <= the last seq seen on this connection (default true) */
   dropStaleSeq?: boolean
+  /**
+   * Message types handed to onEvent undecoded (e.g. `['#commit']` for a relay that forwards the bytes): a
+   * frame whose header is the canonical `{op: 1, t}` of one of them is checked exactly as decodeFrame checks
+   * it (the same frames are refused, the same way), its seq read in place, and its body decoded only if
+   * `evt.body` is read. `evt.bodyStart` is set. Other frames are decoded as usual.
+   */
+  rawTypes?: readonly string[]
 }
 
 interface Connection {
@@ -243,7 +269,40 @@ export class SubscriptionClient {
       ws.terminate()
     }
 
+    const rawTypes = this.opts.rawTypes ?? []
+    const handleRaw = async (data: Buffer, t: string, bodyStart: number): Promise<void> => {
+      let seq: number | undefined
+      try {
+        checkFrameBody(data, bodyStart)
+        seq = bodySeq(data, bodyStart)
+      } catch (err) {
+        this.report(err instanceof FrameError ? err : new FrameError(String(err)))
+        drop()
+        return
+      }
+      if (seq !== undefined) {
+        if (dropStale && seq <= lastSeq) {
+          this.stats.duplicates++
+          return
+        }
+        lastSeq = seq
+      }
+      const evt = new RawStreamEvent(t, data, bodyStart)
+      if (seq !== undefined) evt.seq = seq
+      events++
+      this.stats.events++
+      try {
+        await this.opts.onEvent(evt)
+      } catch (err) {
+        this.report(new StreamHandlerError(evt, err))
+      }
+    }
+
     const handle = async (data: Buffer): Promise<void> => {
+      if (rawTypes.length > 0) {
+        const raw = matchMessageHeader(data, rawTypes)
+        if (raw && raw.t !== '#info') return handleRaw(data, raw.t, raw.bodyStart)
+      }
       let frame
       try {
         frame = decodeFrame(data)

@@ -52,6 +52,11 @@ type Bytes = Uint8Array
 const headerCache = new Map<string, Uint8Array>()
 const HEADER_CACHE_MAX = 256
 
+/** The canonical header bytes of a message frame of type `t` (`{op: 1, t}`), shared: do not modify. */
+export function messageHeaderBytes(t: string): Uint8Array {
+  return messageHeader(t)
+}
+
 function messageHeader(t: string): Uint8Array {
   let h = headerCache.get(t)
   if (!h) {

@@ -18,11 +18,21 @@ export {
   encodeErrorFrame,
   encodeInfoFrame,
   decodeFrame,
+  messageHeaderBytes,
   type MessageFrame,
   type ErrorFrame,
   type UnknownFrame,
   type DecodedFrame,
 } from './frames.js'
+export {
+  CommitFrame,
+  OutboundCommit,
+  bodySeq,
+  checkFrameBody,
+  indexCommitFrame,
+  isCidPayload,
+  matchMessageHeader,
+} from './commit-frame.js'
 export { WalGroupSync } from './group-sync.js'
 export {
   MemoryEventLog,

@@ -4,8 +4,11 @@
  * takes its messages in order and a handler that is synchronous, or awaited one at a time, finishes them in
  * that order). Different keys spread over the workers.
  *
- * The worker module calls `serveTasks(handler)`; the pool posts `{ id, req }` and gets `{ id, res }` or
- * `{ id, err }` back. A worker that dies rejects its tasks in flight and is started again.
+ * The worker module calls `serveTasks(handler)`. Tasks are batched: the tasks of one worker submitted during one
+ * turn of the event loop go in one message (`{ batch: [{ id, req }...] }`, their transfer lists together),
+ * and the worker answers with one message per batch of answers (`{ batch: [{ id, res } | { id, err }...] }`),
+ * so the per-message cost (a postMessage, a wake-up of the other thread) is paid per batch, not per task.
+ * A worker that dies rejects its tasks in flight and is started again.
  *
  * Sources or build: a worker URL ending in `.ts` (tests and benches running the TypeScript sources) is
  * started through a small bootstrap that registers tsx in the worker first; a `.js` URL starts directly.
@@ -40,6 +43,9 @@ interface Slot {
   inFlight: Map<number, InFlight>
   /** the worker's thread id (`threadId`) */
   threadId: number
+  /** tasks not posted yet (sent at the end of the event-loop turn) */
+  outbox: { id: number; req: unknown }[]
+  transfer: Transferable[]
 }
 
 /** An error a task handler threw, as the pool's caller sees it. */
@@ -71,6 +77,12 @@ function bootstrapSource(workerUrl: URL): { source: string; eval: boolean } {
   return { source, eval: true }
 }
 
+interface Answer<Res> {
+  id: number
+  res?: Res
+  err?: string
+}
+
 /** a worker that dies this many times in a row without answering a task is not started again */
 const MAX_RESTARTS = 5
 
@@ -80,6 +92,7 @@ export class KeyedWorkerPool<Req, Res> {
   private closed = false
   private pendingCount = 0
   private broken: Error | null = null
+  private flushScheduled: NodeJS.Immediate | null = null
 
   constructor(private readonly o: KeyedWorkerPoolOptions) {
     if (!Number.isInteger(o.size) || o.size < 1) throw new RangeError(`worker pool size must be an integer >= 1, got ${o.size}`)
@@ -115,8 +128,35 @@ export class KeyedWorkerPool<Req, Res> {
       slot.inFlight.set(id, { resolve, reject })
       if (slot.inFlight.size === 1) slot.worker.ref() // a task in flight keeps the process alive
       this.pendingCount++
-      slot.worker.postMessage({ id, req }, transfer as Transferable[] | undefined)
+      slot.outbox.push({ id, req })
+      if (transfer) for (const t of transfer) slot.transfer.push(t)
+      this.flushScheduled ??= setImmediate(this.flush)
     })
+  }
+
+  /** Posts each worker's pending tasks in one message. */
+  private readonly flush = (): void => {
+    this.flushScheduled = null
+    for (const slot of this.slots) {
+      if (slot.outbox.length === 0) continue
+      const batch = slot.outbox
+      const transfer = slot.transfer
+      slot.outbox = []
+      slot.transfer = []
+      try {
+        slot.worker.postMessage({ batch }, transfer)
+      } catch (err) {
+        // (a request that cannot be cloned): fail the batch's tasks, not the pool
+        for (const { id } of batch) {
+          const t = slot.inFlight.get(id)
+          if (!t) continue
+          slot.inFlight.delete(id)
+          this.pendingCount--
+          t.reject(err)
+        }
+        if (slot.inFlight.size === 0) slot.worker.unref()
+      }
+    }
   }
 
   /** Resolves once every worker has started and answers (a worker that cannot start rejects it). */
@@ -139,6 +179,8 @@ export class KeyedWorkerPool<Req, Res> {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    if (this.flushScheduled) clearImmediate(this.flushScheduled)
+    this.flushScheduled = null
     await Promise.all(
       this.slots.map(async (slot) => {
         this.failAll(slot, new Error('the worker pool is closed'))
@@ -160,8 +202,15 @@ export class KeyedWorkerPool<Req, Res> {
       name: `${this.o.name ?? 'pool'}-${index}`,
       env: { ...process.env, STRATOS_WORKER_NAME: `${this.o.name ?? 'pool'}-${index}` },
     })
-    const slot: Slot = { worker, failures: this.slots[index]?.failures ?? 0, inFlight: new Map(), threadId: worker.threadId }
-    worker.on('message', (msg: { id: number; res?: Res; err?: string }) => {
+    const slot: Slot = {
+      worker,
+      failures: this.slots[index]?.failures ?? 0,
+      inFlight: new Map(),
+      threadId: worker.threadId,
+      outbox: [],
+      transfer: [],
+    }
+    const answer = (msg: Answer<Res>) => {
       const t = slot.inFlight.get(msg.id)
       if (!t) return
       slot.failures = 0
@@ -170,6 +219,10 @@ export class KeyedWorkerPool<Req, Res> {
       this.pendingCount--
       if (msg.err !== undefined) t.reject(new WorkerTaskError(msg.err))
       else t.resolve(msg.res)
+    }
+    worker.on('message', (msg: Answer<Res> | { batch: Answer<Res>[] }) => {
+      if ('batch' in msg) for (const a of msg.batch) answer(a)
+      else answer(msg)
     })
     const died = (err: unknown) => {
       if (this.closed || this.slots[index] !== slot) return
@@ -209,23 +262,47 @@ export function serveTasks<Req, Res>(handler: (req: Req) => Res | Promise<Res>):
   if (!port) throw new Error('serveTasks must run in a worker thread')
   nameThisThread(process.env.STRATOS_WORKER_NAME ?? `worker-${threadId}`)
   const queue: { id: number; req: Req }[] = []
+  let head = 0
   let busy = false
+  let replies: Answer<Res>[] = []
+  let firstReplyAt = 0
+  const send = () => {
+    if (replies.length === 0) return
+    const batch = replies
+    replies = []
+    port.postMessage({ batch })
+  }
   const drain = async () => {
     busy = true
-    while (queue.length > 0) {
-      const { id, req } = queue.shift()!
+    while (head < queue.length) {
+      const { id, req } = queue[head]!
+      queue[head++] = undefined as never
+      if (head > 1024 && head * 2 > queue.length) {
+        queue.splice(0, head)
+        head = 0
+      }
       try {
         const res = await handler(req)
-        port.postMessage({ id, res })
+        replies.push({ id, res })
       } catch (err) {
-        port.postMessage({ id, err: (err as Error)?.message ?? String(err) })
+        replies.push({ id, err: (err as Error)?.message ?? String(err) })
       }
+      // answers go back in batches: when nothing is left to do, or every 64 answers / 5 ms
+      if (replies.length === 1) firstReplyAt = performance.now()
+      if (replies.length >= 64 || performance.now() - firstReplyAt > 5) send()
     }
+    queue.length = 0
+    head = 0
+    send()
     busy = false
   }
-  port.on('message', (msg: { id: number; req: Req; ping?: true }) => {
-    if (msg.ping) return void port.postMessage({ id: msg.id, res: null })
-    queue.push(msg)
+  port.on('message', (msg: { id: number; req: Req; ping?: true } | { batch: { id: number; req: Req }[] }) => {
+    if ('batch' in msg) {
+      for (const t of msg.batch) queue.push(t)
+    } else {
+      if (msg.ping) return void port.postMessage({ id: msg.id, res: null })
+      queue.push(msg)
+    }
     if (!busy) void drain()
   })
 }

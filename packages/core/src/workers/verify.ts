@@ -10,6 +10,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { CID } from 'multiformats/cid'
+import { cborDecode } from '../data/index.js'
 import {
   verifyCommitEvent,
   verifySyncEvent,
@@ -49,7 +50,10 @@ export interface VerifyTaskContext {
 /** What is posted to a worker. */
 export interface VerifyTask {
   kind: 'commit' | 'sync'
+  /** the decoded event (made portable), or undefined when `body` is set */
   evt: unknown
+  /** the event's body as DAG-CBOR bytes (decoded in the worker), instead of `evt` */
+  body?: Uint8Array
   signingKey: string
   prev: { rev: string; data: Uint8Array } | null
   now: number
@@ -68,7 +72,7 @@ export function toPortable(v: unknown, depth = 0): unknown {
   if (v === null || typeof v !== 'object' || depth > 64) return v
   // a view into a larger buffer (decoded bytes point into the frame, the frame into the socket's read
   // buffer) would be cloned with its whole ArrayBuffer: copy just the bytes
-  if (v instanceof Uint8Array) return v.byteLength === v.buffer.byteLength ? v : v.slice()
+  if (v instanceof Uint8Array) return v.byteLength === v.buffer.byteLength ? v : new Uint8Array(v) // (a Buffer's slice() is a view)
   const cid = CID.asCID(v)
   if (cid) return new Map([[CID_MARK, cid.bytes]])
   if (Array.isArray(v)) return v.map((x) => toPortable(x, depth + 1))
@@ -101,6 +105,20 @@ async function check(kind: 'commit' | 'sync', evt: unknown, ctx: CommitCheckCont
   return { ok: true, rev: res.commit.rev, commitCid: res.commitCid, newData: res.newData, changed: res.changed, inverted: false }
 }
 
+/** An event body given as bytes: decoded as a frame reader would (strict DAG-CBOR), or a `malformed` verdict. */
+function decodeBody(kind: 'commit' | 'sync', body: Uint8Array): { evt: unknown } | { fail: VerifySummary & { ok: false } } {
+  let evt: unknown
+  try {
+    evt = cborDecode(body)
+  } catch (err) {
+    return { fail: { ok: false, reason: 'malformed', message: `#${kind} body is not DAG-CBOR: ${(err as Error).message}` } }
+  }
+  if (typeof evt !== 'object' || evt === null || Array.isArray(evt) || evt instanceof Uint8Array || CID.asCID(evt)) {
+    return { fail: { ok: false, reason: 'malformed', message: `#${kind} body is not a map` } }
+  }
+  return { evt }
+}
+
 /** The worker side: one task. */
 export async function runVerifyTask(task: VerifyTask): Promise<PortableSummary> {
   const ctx: CommitCheckContext = {
@@ -108,7 +126,15 @@ export async function runVerifyTask(task: VerifyTask): Promise<PortableSummary> 
     prev: task.prev ? { rev: task.prev.rev, data: CID.decode(task.prev.data) } : null,
     now: task.now,
   }
-  const res = await check(task.kind, fromPortable(task.evt), ctx, task.withRecords === true)
+  let evt: unknown
+  if (task.body !== undefined) {
+    const d = decodeBody(task.kind, task.body)
+    if ('fail' in d) return d.fail
+    evt = d.evt
+  } else {
+    evt = fromPortable(task.evt)
+  }
+  const res = await check(task.kind, evt, ctx, task.withRecords === true)
   if (!res.ok) return res
   const { records, ...rest } = res
   return { ...rest, commitCid: res.commitCid.bytes, newData: res.newData.bytes, ...(records ? { records: [...records] } : {}) }
@@ -161,6 +187,15 @@ export class CommitVerifier {
     return this.run('commit', did, evt, ctx)
   }
 
+  /**
+   * Checks a `#commit` of `did` given as its body's DAG-CBOR bytes (the frame's body, as received): the bytes
+   * go to the worker as they are (one copy, transferred), and are decoded there. The verdict is the one
+   * `verifyCommit` gives for the decoded body; bytes that do not decode to a map are `malformed`.
+   */
+  verifyCommitBytes(did: string, body: Uint8Array, ctx: VerifyTaskContext): Promise<VerifySummary> {
+    return this.runBytes('commit', did, body, ctx)
+  }
+
   /** Checks a `#sync` of `did`. */
   verifySync(did: string, evt: SyncEvent, ctx: VerifyTaskContext): Promise<VerifySummary> {
     return this.run('sync', did, evt, ctx)
@@ -177,6 +212,31 @@ export class CommitVerifier {
       ...(ctx.withRecords ? { withRecords: true } : {}),
     }
     const res = await this.pool.run(did, task)
+    if (!res.ok) return res
+    const { records, ...rest } = res
+    return { ...rest, commitCid: CID.decode(res.commitCid), newData: CID.decode(res.newData), ...(records ? { records: new Map(records) } : {}) }
+  }
+
+  private async runBytes(kind: 'commit' | 'sync', did: string, body: Uint8Array, ctx: VerifyTaskContext): Promise<VerifySummary> {
+    if (!this.pool) {
+      const d = decodeBody(kind, body)
+      if ('fail' in d) return d.fail
+      return check(kind, d.evt, ctx, ctx.withRecords === true)
+    }
+    // a view into the frame (itself in a socket buffer) cannot be transferred: copy it into its own buffer
+    // (not `slice()`: on a Buffer that is a view too)
+    const own = new Uint8Array(body.byteLength)
+    own.set(body)
+    const task: VerifyTask = {
+      kind,
+      evt: undefined,
+      body: own,
+      signingKey: ctx.signingKey,
+      prev: ctx.prev ? { rev: ctx.prev.rev, data: ctx.prev.data.bytes } : null,
+      now: ctx.now,
+      ...(ctx.withRecords ? { withRecords: true } : {}),
+    }
+    const res = await this.pool.run(did, task, [own.buffer])
     if (!res.ok) return res
     const { records, ...rest } = res
     return { ...rest, commitCid: CID.decode(res.commitCid), newData: CID.decode(res.newData), ...(records ? { records: new Map(records) } : {}) }

@@ -68,6 +68,30 @@ describe('CommitVerifier', () => {
     expect(reasons).toEqual(['ok', 'ok', 'ok', 'bad-signature', 'chain-break', 'inversion-mismatch', 'malformed', 'malformed', 'malformed', 'did-mismatch'])
   })
 
+  it('verifyCommitBytes (the body as DAG-CBOR bytes) gives the verdict of verifyCommit on the decoded body, in-thread and in workers', async () => {
+    const { cborEncode } = await import('../../src/data/index.js')
+    await pooled.ready()
+    for (const c of cases) {
+      const ctx = { signingKey: c.key, prev: c.prev, now: Date.now() }
+      const expected = plain(await inline.verifyCommit(DID, c.evt, ctx))
+      // the body as a frame carries it (undefined fields left out), inside a larger buffer
+      const bytes = cborEncode(Object.fromEntries(Object.entries(c.evt).filter(([, v]) => v !== undefined)))
+      const framed = Buffer.concat([Buffer.from([1, 2, 3]), bytes, Buffer.from([4, 5])]).subarray(3, 3 + bytes.length)
+      expect(plain(await inline.verifyCommitBytes(DID, framed, ctx)), c.name).toEqual(expected)
+      expect(plain(await pooled.verifyCommitBytes(DID, framed, ctx)), c.name).toEqual(expected)
+      // the caller's bytes are left as they were (copied, not transferred away)
+      expect(framed.byteLength).toBe(bytes.length)
+    }
+    // bytes that are not a DAG-CBOR map: malformed, from both paths
+    for (const bad of [new Uint8Array([0x82, 0x01, 0x02]), new Uint8Array([0xa1, 0x61]), new Uint8Array([0xfb, 0, 0, 0, 0, 0, 0, 0, 0])]) {
+      const ctx = { signingKey: keypair.did(), prev: null, now: Date.now() }
+      const a = await inline.verifyCommitBytes(DID, bad, ctx)
+      const b = await pooled.verifyCommitBytes(DID, bad, ctx)
+      expect(a.ok ? 'ok' : a.reason).toBe('malformed')
+      expect(b).toEqual(a)
+    }
+  })
+
   it('withRecords: the ops\' record blocks come back, the same from a worker as in-thread and as verifyCommitEvent gives them', async () => {
     const { verifyCommitEvent } = await import('../../src/repo/index.js')
     for (const c of cases.slice(0, 3)) {

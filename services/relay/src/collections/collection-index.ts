@@ -12,7 +12,6 @@
  * counted twice. New hosts are enumerated with com.atproto.sync.listRepos and their accounts backfilled.
  */
 import { safeFetch } from '@stratos/core/identity'
-import type { CommitEventOp } from '@stratos/core/repo'
 import type SqliteDatabase from 'better-sqlite3'
 import type { Db } from '../db.js'
 import type { Logger } from '../logger.js'
@@ -85,7 +84,7 @@ export class CollectionIndex {
    * A verified commit (call inside the transaction that stores it). Returns false when the account's
    * starting point is unknown (then call {@link backfill} once the commit is stored).
    */
-  applyCommit(did: string, rev: string, since: string | null | undefined, ops: readonly CommitEventOp[]): boolean {
+  applyCommit(did: string, rev: string, since: string | null | undefined, ops: readonly { action: string; path: string }[]): boolean {
     const state = this.stmts.state.get(did)
     if (since === null || since === undefined) {
       // the first commit of the repo: nothing before it

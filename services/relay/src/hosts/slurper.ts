@@ -121,6 +121,8 @@ export class Slurper {
         return c.cursor
       },
       onEvent: (evt) => this.onEvent(c, evt),
+      // #commit frames are checked but not decoded: verified from their bytes and forwarded as those bytes
+      rawTypes: ['#commit'],
       onInfo: (info) => this.o.log.info({ host: c.host.hostname, info }, 'upstream info message'),
       onError: (err) => this.onError(c, err),
       onOpen: () => {
@@ -196,7 +198,8 @@ export class Slurper {
       return
     }
     const entry: Pending = { seq, done: false, promise: Promise.resolve() }
-    entry.promise = this.o.ingester.submit(conn.host, { t: evt.t, body: evt.body }).then(() => {
+    // the event as it is (a #commit's body is not decoded: the ingester reads its frame in place)
+    entry.promise = this.o.ingester.submit(conn.host, evt).then(() => {
       entry.done = true
       this.advance(conn)
     })

@@ -16,8 +16,9 @@
  * top of the wrong state. Every other event of the account (and a failed verification) first waits for the
  * account's writes in flight, so it sees the stored state as before.
  */
-import { CID } from '@stratos/core/data'
-import type { CommitEvent, RepoState, SyncEvent } from '@stratos/core/repo'
+import { CID, scanCborItem } from '@stratos/core/data'
+import type { RepoState, SyncEvent } from '@stratos/core/repo'
+import { encodeMessageFrame, indexCommitFrame, messageHeaderBytes, type CommitFrame } from '@stratos/core/stream'
 import type { CommitVerifier, VerifySummary } from '@stratos/core/workers'
 import { isValidDid, isValidHandle } from '@stratos/core/syntax'
 import { accountStatus, type Account, type AccountStore } from '../accounts/account-store.js'
@@ -38,7 +39,21 @@ export interface IngestHost {
 export interface UpstreamEvent {
   /** frame type, e.g. `#commit` */
   t: string
-  body: Record<string, unknown>
+  /** the decoded body (a #commit's is not read: see `frame`) */
+  readonly body: Record<string, unknown>
+  /**
+   * The frame as received (checked as decodeFrame checks it) and where its body starts (default: after the
+   * header). A #commit is read in place from it (core's CommitFrame), verified from its body's bytes, and
+   * forwarded as those bytes with the relay's changes; without a frame its body is encoded first.
+   */
+  frame?: Uint8Array
+  bodyStart?: number
+}
+
+/** The #commit of an upstream event, indexed in its frame's bytes. */
+function commitFrameOf(evt: UpstreamEvent): CommitFrame {
+  if (evt.frame) return indexCommitFrame(evt.frame, evt.bodyStart ?? scanCborItem(evt.frame, 0))
+  return indexCommitFrame(encodeMessageFrame('#commit', evt.body), messageHeaderBytes('#commit').length)
 }
 
 export interface IngesterOptions {
@@ -97,8 +112,8 @@ function eventTime(body: Record<string, unknown>): string {
 }
 
 /** The DID an upstream event is about (`repo` on #commit, `did` on the others). */
-export function eventDid(evt: UpstreamEvent): string | undefined {
-  const did = evt.t === '#commit' ? evt.body.repo : evt.body.did
+export function eventDid(evt: UpstreamEvent, commit?: CommitFrame): string | undefined {
+  const did = evt.t === '#commit' ? (commit ?? commitFrameOf(evt)).repo : evt.body.did
   return typeof did === 'string' && isValidDid(did) ? did : undefined
 }
 
@@ -129,12 +144,19 @@ export class Ingester {
     const type = evt.t
     this.o.metrics.received.inc({ type: typeLabel(type) })
     if (!KNOWN_TYPES.has(type)) return Promise.resolve() // unknown message types are ignored
-    const did = eventDid(evt)
+    let commit: CommitFrame | undefined
+    try {
+      if (type === '#commit') commit = commitFrameOf(evt)
+    } catch (err) {
+      this.dropped(host, type, undefined, drop('malformed', `${type} that cannot be read: ${(err as Error).message}`))
+      return Promise.resolve()
+    }
+    const did = eventDid(evt, commit)
     if (!did) {
       this.dropped(host, type, undefined, drop('malformed', `${type} without a valid DID`))
       return Promise.resolve()
     }
-    return this.queue.run(did, (release) => this.process(host, evt, did, release))
+    return this.queue.run(did, (release) => this.process(host, evt, did, release, commit))
   }
 
   /** Runs an operator action in the account's queue (so it is ordered with the account's events and writes). */
@@ -150,13 +172,13 @@ export class Ingester {
     return this.inFlight.get(did)?.settled ?? Promise.resolve()
   }
 
-  private async process(host: IngestHost, evt: UpstreamEvent, did: string, release: () => void): Promise<void> {
+  private async process(host: IngestHost, evt: UpstreamEvent, did: string, release: () => void, commit?: CommitFrame): Promise<void> {
     const end = this.o.metrics.verifyDuration.startTimer({ type: evt.t })
     try {
       let outcome: Dropped | void = undefined
       switch (evt.t) {
         case '#commit':
-          outcome = await this.handleCommit(host, did, evt.body, release)
+          outcome = await this.handleCommit(host, did, commit!, release)
           break
         case '#sync':
           await this.writesSettled(did)
@@ -242,7 +264,7 @@ export class Ingester {
   private async handleCommit(
     host: IngestHost,
     did: string,
-    body: Record<string, unknown>,
+    cf: CommitFrame,
     release: () => void,
     retried = false,
   ): Promise<Dropped | void> {
@@ -260,20 +282,19 @@ export class Ingester {
       if (!ident.signingKey) return drop('no-signing-key', `${did} has no #atproto signing key`)
     }
 
-    const evt = body as unknown as CommitEvent
     // the state after the account's last verified commit (in memory while its write is in flight)
     const flight = this.inFlight.get(did)
     const gen = flight?.gen ?? 0
     const prev = flight?.state ?? Ingester.repoState(account)
     const ctx = { signingKey: ident.signingKey, prev, now: this.now() }
-    let res: VerifySummary = await this.o.verifier.verifyCommit(did, evt, ctx)
+    let res: VerifySummary = await this.o.verifier.verifyCommitBytes(did, cf.body, ctx)
     if (!res.ok && res.reason === 'bad-signature') {
       // the key may have been rotated: look again (once)
       const fresh = await this.o.identities.resolve(did, true)
       if (fresh.pdsHost !== host.hostname) return drop('wrong-host', `${did} is now hosted at ${fresh.pdsHost ?? '(no PDS)'}`)
       if (fresh.signingKey && fresh.signingKey !== ctx.signingKey) {
         ident = fresh
-        res = await this.o.verifier.verifyCommit(did, evt, { ...ctx, signingKey: fresh.signingKey })
+        res = await this.o.verifier.verifyCommitBytes(did, cf.body, { ...ctx, signingKey: fresh.signingKey })
       }
     }
     if (!res.ok) {
@@ -283,7 +304,7 @@ export class Ingester {
         await this.writesSettled(did)
         const stored = this.o.accounts.get(did)
         if (!retried && stored && !sameState(prev, stored.rev, stored.dataCid)) {
-          return this.handleCommit(host, did, body, release, true)
+          return this.handleCommit(host, did, cf, release, true)
         }
       }
       if (res.reason === 'chain-break') {
@@ -295,30 +316,16 @@ export class Ingester {
     if (flight && flight.gen !== gen && !retried) {
       // a write of the account failed while this commit was verified against its state: judge it again
       // against the stored state
-      return this.handleCommit(host, did, body, release, true)
+      return this.handleCommit(host, did, cf, release, true)
     }
 
-    const out: Record<string, unknown> = {
-      rebase: false,
-      tooBig: false,
-      repo: did,
-      commit: res.commitCid,
-      rev: res.rev,
-      since: typeof evt.since === 'string' ? evt.since : null,
-      blocks: evt.blocks,
-      ops: evt.ops.map((op) => {
-        const o: Record<string, unknown> = { action: op.action, path: op.path, cid: op.cid ?? null }
-        if (op.prev) o.prev = op.prev
-        return o
-      }),
-      blobs: [],
-      time: eventTime(body),
-    }
-    if (evt.prevData) out.prevData = evt.prevData
+    // the outbound #commit, from the upstream body's bytes (see core's CommitFrame.outbound: rebase and
+    // tooBig false, blobs empty, ops reduced to action/path/cid/prev, an invalid time replaced)
+    const out = cf.outbound()
     let indexed = true
     const expectRev = prev?.rev ?? null
     const expectData = prev ? prev.data.toString() : null
-    const written = this.o.outbox.emit('#commit', did, out, () => {
+    const written = this.o.outbox.emitCommitFrame(did, out, () => {
       const stored = this.o.accounts.get(did)
       if (!stored || stored.rev !== expectRev || stored.dataCid !== expectData) {
         throw new StaleChainError(`${did} is stored at rev ${stored?.rev ?? '(none)'}, not at rev ${expectRev ?? '(none)'} this commit chains to`)
@@ -329,7 +336,7 @@ export class Ingester {
         dataCid: res.newData.toString(),
         syncStatus: 'synchronized',
       })
-      if (this.collections) indexed = this.collections.applyCommit(did, res.rev, evt.since, evt.ops)
+      if (this.collections) indexed = this.collections.applyCommit(did, res.rev, cf.since(), cf.opsActionPath())
     })
     // the account's next commit is verified against this one's state from now on (see the module comment)
     const f: InFlight = flight ?? { state: null, gen, writes: 0, settled: Promise.resolve() }

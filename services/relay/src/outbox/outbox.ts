@@ -17,7 +17,15 @@
  * calls, so the ingester may verify an account's next commit before the previous one is durable (it checks
  * the stored state in `update`, see ingester.ts).
  */
-import { SqliteEventLog, SubscriptionServer, encodeMessageFrame, type ConsumerInfo, type LoggedEvent } from '@stratos/core/stream'
+import {
+  SqliteEventLog,
+  SubscriptionServer,
+  decodeFrame,
+  encodeMessageFrame,
+  type ConsumerInfo,
+  type LoggedEvent,
+  type OutboundCommit,
+} from '@stratos/core/stream'
 import type SqliteDatabase from 'better-sqlite3'
 import type { Db } from '../db.js'
 
@@ -59,7 +67,9 @@ export function jetstreamSpan(type: string, body: Record<string, unknown>): numb
 interface PendingEvent {
   type: OutboundType
   did: string
-  body: Record<string, unknown>
+  /** the body to encode, or null when `encoded` holds the frame (built from the upstream bytes) */
+  body: Record<string, unknown> | null
+  encoded: OutboundCommit | null
   update: (() => void) | undefined
   timeUs?: number
   resolve: (evt: LoggedEvent) => void
@@ -76,6 +86,24 @@ export interface OutboxWriteStats {
   failed: number
   /** milliseconds spent in the write transactions, commit (fsync) included */
   txMs: number
+}
+
+/** A published event whose body is decoded from its frame only if a listener reads it. */
+function lazyPublished(evt: LoggedEvent, timeUs: number, type: OutboundType, did: string): PublishedEvent {
+  let body: Record<string, unknown> | undefined
+  return {
+    seq: evt.seq,
+    timeUs,
+    type,
+    did,
+    get body() {
+      if (!body) {
+        const f = decodeFrame(evt.frame)
+        body = f.op === 1 ? f.body : {}
+      }
+      return body
+    },
+  }
 }
 
 export class Outbox {
@@ -127,11 +155,12 @@ export class Outbox {
     const one = db.transaction((item: PendingEvent): LoggedEvent => {
       item.update?.()
       const timeUs = Math.max(Date.now() * 1000, this.nextTimeUs)
-      this.nextTimeUs = timeUs + jetstreamSpan(item.type, item.body)
+      const encoded = item.encoded
+      this.nextTimeUs = timeUs + (encoded ? Math.max(1, encoded.opCount) : jetstreamSpan(item.type, item.body!))
       const evt = log.append(
         item.type,
         item.did,
-        (seq) => encodeMessageFrame(item.type, { seq, ...item.body }),
+        encoded ? (seq) => encoded.withSeq(seq) : (seq) => encodeMessageFrame(item.type, { seq, ...item.body }),
         Math.floor(timeUs / 1000),
       )
       this.timeStmts.insert.run(evt.seq, timeUs)
@@ -160,8 +189,27 @@ export class Outbox {
    */
   emit(type: OutboundType, did: string, body: Record<string, unknown>, update?: () => void): Promise<LoggedEvent> {
     if (this.closed) return Promise.reject(new Error('the outbox is closed'))
+    return this.enqueue(type, did, body, null, update)
+  }
+
+  /**
+   * `emit` for a `#commit` whose frame is already built (from the upstream frame's bytes, see core's
+   * CommitFrame): only its seq is written at append time. Listeners get the body decoded from the frame.
+   */
+  emitCommitFrame(did: string, frame: OutboundCommit, update?: () => void): Promise<LoggedEvent> {
+    if (this.closed) return Promise.reject(new Error('the outbox is closed'))
+    return this.enqueue('#commit', did, null, frame, update)
+  }
+
+  private enqueue(
+    type: OutboundType,
+    did: string,
+    body: Record<string, unknown> | null,
+    encoded: OutboundCommit | null,
+    update: (() => void) | undefined,
+  ): Promise<LoggedEvent> {
     return new Promise<LoggedEvent>((resolve, reject) => {
-      this.pending.push({ type, did, body, update, resolve, reject })
+      this.pending.push({ type, did, body, encoded, update, resolve, reject })
       if (this.pending.length >= (this.opts.maxBatchSize ?? 1000)) this.flush()
       else this.scheduleFlush()
     })
@@ -208,7 +256,9 @@ export class Outbox {
       if (!r.evt) return
       if (this.listeners.length === 0) return
       const item = items[i]!
-      const published: PublishedEvent = { seq: r.evt.seq, timeUs: item.timeUs!, type: item.type, did: item.did, body: item.body }
+      const published: PublishedEvent = item.body
+        ? { seq: r.evt.seq, timeUs: item.timeUs!, type: item.type, did: item.did, body: item.body }
+        : lazyPublished(r.evt, item.timeUs!, item.type, item.did)
       for (const l of this.listeners) {
         try {
           l(published)

@@ -1,0 +1,532 @@
+/**
+ * The raw-frame path of a `#commit` (what a relay does with each upstream commit without decoding it):
+ *
+ *  - `matchMessageHeader` + `checkFrameBody`: accept or refuse the frame exactly as `decodeFrame` does (same
+ *    FrameError, same `truncated`), with a strict scan (scanCborItemStrict) that builds nothing;
+ *  - `indexCommitFrame`: a fixed-shape reader of the body's top level (and of each op) that records where
+ *    each field's value lies in the frame, and decodes only the few strings a relay routes by (repo, seq);
+ *  - `CommitFrame.outbound()`: the relay's outbound `#commit` built from those byte ranges: the same bytes
+ *    `encodeMessageFrame('#commit', {seq, ...})` gives for the body the relay forwards (rebase/tooBig false,
+ *    blobs empty, ops reduced to action/path/cid/prev, an invalid time replaced), with only the seq to write.
+ *
+ * The body's values are copied byte for byte: a strictly valid DAG-CBOR string, byte string, CID or null has
+ * one encoding, so a copy is what a decode and re-encode would give. The only exception is a `time` that is not
+ * ASCII (invalid UTF-8 would decode to U+FFFD): it is decoded and encoded again. Keep `decodeFrame` and the
+ * decoded path as the oracle (test/stream/commit-frame.test.ts compares them).
+ */
+import { CID } from 'multiformats/cid'
+import { CborTruncatedError, scanCborItemStrict } from '../data/index.js'
+import { FrameError, messageHeaderBytes } from './frames.js'
+
+/** A tag-42 payload (0x00, then the CID's bytes) that the DAG-CBOR decoder takes for a CID. */
+export function isCidPayload(p: Uint8Array): boolean {
+  // the common form: CIDv1, dag-cbor or raw, sha2-256 with a 32-byte digest
+  if (p.length === 37 && p[0] === 0 && p[1] === 1 && (p[2] === 0x71 || p[2] === 0x55) && p[3] === 0x12 && p[4] === 0x20) return true
+  if (p[0] !== 0) return false
+  try {
+    CID.decode(p.subarray(1))
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * The type of a frame whose header is, byte for byte, the canonical message header (`{op: 1, t}`) of one of
+ * `types`, and where its body starts; null for any other frame (decode it with decodeFrame).
+ */
+export function matchMessageHeader(bytes: Uint8Array, types: readonly string[]): { t: string; bodyStart: number } | null {
+  for (const t of types) {
+    const h = messageHeaderBytes(t)
+    if (bytes.length < h.length) continue
+    let same = true
+    for (let i = 0; i < h.length; i++) {
+      if (bytes[i] !== h[i]) {
+        same = false
+        break
+      }
+    }
+    if (same) return { t, bodyStart: h.length }
+  }
+  return null
+}
+
+/**
+ * Checks the body of a message frame (from `bodyStart` to the end) as `decodeFrame` does: one strictly valid
+ * DAG-CBOR map and nothing after it. Throws the FrameError decodeFrame would (truncated or malformed).
+ */
+export function checkFrameBody(bytes: Uint8Array, bodyStart: number): void {
+  if (bodyStart >= bytes.length) throw new FrameError('frame has no body', { truncated: true })
+  let end: number
+  try {
+    end = scanCborItemStrict(bytes, bodyStart, isCidPayload)
+  } catch (err) {
+    const truncated = err instanceof CborTruncatedError
+    throw new FrameError(`${truncated ? 'truncated' : 'invalid'} CBOR in frame body: ${(err as Error).message}`, { cause: err, truncated })
+  }
+  // (a strict refusal and trailing bytes are both "malformed": which one is reported does not matter)
+  if (end !== bytes.length) throw new FrameError(`frame has ${bytes.length - end} trailing bytes`)
+  if (bytes[bodyStart]! >> 5 !== 5) throw new FrameError('message frame body is not a map')
+}
+
+// ---------------------------------------------------------------------------------------------------
+// reading (the bytes are known to be valid: checkFrameBody passed)
+
+/** [major, argument, offset after the head] of the item at `pos` (a valid item: no checks). */
+function head(b: Uint8Array, pos: number): [number, number, number] {
+  const ib = b[pos]!
+  const major = ib >> 5
+  const ai = ib & 0x1f
+  if (ai < 24) return [major, ai, pos + 1]
+  if (ai === 24) return [major, b[pos + 1]!, pos + 2]
+  if (ai === 25) return [major, (b[pos + 1]! << 8) | b[pos + 2]!, pos + 3]
+  if (ai === 26) return [major, ((b[pos + 1]! << 24) | (b[pos + 2]! << 16) | (b[pos + 3]! << 8) | b[pos + 4]!) >>> 0, pos + 5]
+  // 8 bytes (an integer value only: longer lengths do not fit a frame); may lose precision above 2^53
+  let v = 0
+  for (let i = 1; i <= 8; i++) v = v * 256 + b[pos + i]!
+  return [major, v, pos + 9]
+}
+
+/** The offset just past the (valid) item at `pos`. */
+function skip(b: Uint8Array, pos: number): number {
+  const [major, arg, next] = head(b, pos)
+  switch (major) {
+    case 2:
+    case 3:
+      return next + arg
+    case 4: {
+      let p = next
+      for (let i = 0; i < arg; i++) p = skip(b, p)
+      return p
+    }
+    case 5: {
+      let p = next
+      for (let i = 0; i < arg; i++) p = skip(b, skip(b, p))
+      return p
+    }
+    case 6:
+      return skip(b, next)
+    default:
+      return next
+  }
+}
+
+const utf8 = new TextDecoder()
+
+function isAscii(b: Uint8Array, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (b[i]! >= 0x80) return false
+  return true
+}
+
+/** The text string at `pos` as the decoder gives it, or undefined if the item is not a text string. */
+function textAt(b: Uint8Array, pos: number): string | undefined {
+  const [major, len, at] = head(b, pos)
+  if (major !== 3) return undefined
+  const end = at + len
+  if (len <= 64 && isAscii(b, at, end)) return String.fromCharCode.apply(null, b.subarray(at, end) as unknown as number[])
+  return utf8.decode(b.subarray(at, end))
+}
+
+/** Key names (UTF-8) compared against a key in place. */
+function keyIs(b: Uint8Array, at: number, len: number, name: Uint8Array): boolean {
+  if (len !== name.length) return false
+  for (let i = 0; i < len; i++) if (b[at + i] !== name[i]) return false
+  return true
+}
+
+const enc = (s: string) => new TextEncoder().encode(s)
+const K = {
+  seq: enc('seq'),
+  repo: enc('repo'),
+  rev: enc('rev'),
+  since: enc('since'),
+  blocks: enc('blocks'),
+  commit: enc('commit'),
+  prevData: enc('prevData'),
+  time: enc('time'),
+  ops: enc('ops'),
+  action: enc('action'),
+  path: enc('path'),
+  cid: enc('cid'),
+  prev: enc('prev'),
+}
+
+// top-level fields: index into CommitFrame.ranges (start at 2i, end at 2i + 1)
+const F_REPO = 0
+const F_REV = 1
+const F_SINCE = 2
+const F_BLOCKS = 3
+const F_COMMIT = 4
+const F_PREVDATA = 5
+const F_TIME = 6
+const F_OPS = 7
+const N_FIELDS = 8
+
+// op fields: index into CommitFrame.opRanges (8 per op)
+const O_ACTION = 0
+const O_PATH = 1
+const O_CID = 2
+const O_PREV = 3
+
+const TAG42 = 0xd8
+const CBOR_NULL = 0xf6
+const CBOR_FALSE = 0xf4
+
+/**
+ * A `#commit` frame's body, indexed in place: the byte range of each field the relay reads or forwards.
+ * Built by `indexCommitFrame` over a frame that `checkFrameBody` accepted.
+ */
+export class CommitFrame {
+  /** `seq` when it is a safe integer */
+  seq: number | undefined = undefined
+  /** `repo` when it is a text string */
+  repo: string | undefined = undefined
+  /** value ranges [start, end) in `frame` of the top-level fields (-1: absent) */
+  readonly ranges = new Int32Array(N_FIELDS * 2).fill(-1)
+  /** ops: -1 when `ops` is absent or not an array */
+  opCount = -1
+  /** per op, value ranges of action, path, cid, prev (-1: absent; the op's action start is -2 if the op is not a map) */
+  opRanges: Int32Array = EMPTY
+
+  constructor(
+    readonly frame: Uint8Array,
+    readonly bodyStart: number,
+  ) {}
+
+  /** The body's bytes (a view into the frame). */
+  get body(): Uint8Array {
+    return this.frame.subarray(this.bodyStart)
+  }
+
+  private has(f: number): boolean {
+    return this.ranges[2 * f]! >= 0
+  }
+
+  private first(f: number): number {
+    const s = this.ranges[2 * f]!
+    return s < 0 ? -1 : this.frame[s]!
+  }
+
+  /** `since` as the relay forwards it: the string, or null when it is absent or not a string. */
+  since(): string | null {
+    if (!this.has(F_SINCE)) return null
+    return textAt(this.frame, this.ranges[2 * F_SINCE]!) ?? null
+  }
+
+  /** `rev` when it is a text string. */
+  rev(): string | undefined {
+    return this.has(F_REV) ? textAt(this.frame, this.ranges[2 * F_REV]!) : undefined
+  }
+
+  /** The ops' actions and paths (of a verified commit: every op is a map with string action and path). */
+  opsActionPath(): { action: string; path: string }[] {
+    const out: { action: string; path: string }[] = []
+    for (let i = 0; i < this.opCount; i++) {
+      const a = this.opRanges[8 * i + 2 * O_ACTION]!
+      const p = this.opRanges[8 * i + 2 * O_PATH]!
+      out.push({ action: a >= 0 ? (textAt(this.frame, a) ?? '') : '', path: p >= 0 ? (textAt(this.frame, p) ?? '') : '' })
+    }
+    return out
+  }
+
+  /**
+   * The relay's outbound `#commit` for this (verified) commit, built from the body's bytes:
+   * `{seq, rebase: false, tooBig: false, repo, commit, rev, since, blocks, ops, blobs: [], time, prevData?}`
+   * with each op reduced to `{action, path, cid (null if absent), prev (if a CID)}`, `since` null unless a
+   * string and `time` replaced by `now` (ISO) unless a valid date string. Only the seq is left to write.
+   */
+  outbound(now: () => string = () => new Date().toISOString()): OutboundCommit {
+    const b = this.frame
+    const r = this.ranges
+    const range = (f: number): [number, number] => [r[2 * f]!, r[2 * f + 1]!]
+
+    // the time as forwarded
+    let timeBytes: Uint8Array | null = null
+    let timeRange: [number, number] | null = null
+    const tStart = r[2 * F_TIME]!
+    const t = tStart >= 0 ? textAt(b, tStart) : undefined
+    if (t !== undefined && !Number.isNaN(Date.parse(t))) {
+      const [, len, at] = head(b, tStart)
+      if (isAscii(b, at, at + len)) timeRange = range(F_TIME)
+      else timeBytes = textItem(t)
+    } else {
+      timeBytes = textItem(now())
+    }
+    const sinceIsText = this.has(F_SINCE) && this.first(F_SINCE) >> 5 === 3
+    const hasPrevData = this.has(F_PREVDATA) && this.first(F_PREVDATA) === TAG42
+
+    // ops: [{cid, path, prev?, action}] (canonical key order: length first, then bytewise)
+    const n = this.opCount < 0 ? 0 : this.opCount
+    let opsLen = headLen(n)
+    for (let i = 0; i < n; i++) {
+      const o = 8 * i
+      const cid = this.opRanges[o + 2 * O_CID]!
+      const prev = this.opRanges[o + 2 * O_PREV]!
+      const hasPrev = prev >= 0 && b[prev] === TAG42
+      opsLen += 1 + 4 + (cid >= 0 ? this.opRanges[o + 2 * O_CID + 1]! - cid : 1) // "cid" + value
+      opsLen += 5 + this.opRanges[o + 2 * O_PATH + 1]! - this.opRanges[o + 2 * O_PATH]!
+      if (hasPrev) opsLen += 5 + this.opRanges[o + 2 * O_PREV + 1]! - prev
+      opsLen += 7 + this.opRanges[o + 2 * O_ACTION + 1]! - this.opRanges[o + 2 * O_ACTION]!
+    }
+
+    const len = (f: number) => r[2 * f + 1]! - r[2 * f]!
+    const header = messageHeaderBytes('#commit')
+    const fields = 11 + (hasPrevData ? 1 : 0)
+    // everything but the seq's value
+    const size =
+      header.length +
+      1 + // map head (<= 23 entries)
+      4 + opsLen +
+      4 + len(F_REV) +
+      4 + // "seq" (the value is written later)
+      5 + len(F_REPO) +
+      5 + (timeRange ? len(F_TIME) : timeBytes!.length) +
+      6 + 1 + // blobs []
+      6 + (sinceIsText ? len(F_SINCE) : 1) +
+      7 + len(F_BLOCKS) +
+      7 + len(F_COMMIT) +
+      7 + 1 + // rebase false
+      7 + 1 + // tooBig false
+      (hasPrevData ? 9 + len(F_PREVDATA) : 0)
+    const out = new Uint8Array(size)
+    let p = 0
+    const put = (src: Uint8Array, start = 0, end = src.length) => {
+      out.set(src.subarray(start, end), p)
+      p += end - start
+    }
+    const key = (k: Uint8Array) => {
+      out[p++] = 0x60 | k.length
+      put(k)
+    }
+    const copy = (f: number) => put(b, r[2 * f]!, r[2 * f + 1]!)
+
+    put(header)
+    out[p++] = 0xa0 | fields
+    key(K.ops)
+    p = writeHead(out, p, 4, n)
+    for (let i = 0; i < n; i++) {
+      const o = 8 * i
+      const cid = this.opRanges[o + 2 * O_CID]!
+      const prev = this.opRanges[o + 2 * O_PREV]!
+      const hasPrev = prev >= 0 && b[prev] === TAG42
+      out[p++] = 0xa0 | (hasPrev ? 4 : 3)
+      key(K.cid)
+      if (cid >= 0) put(b, cid, this.opRanges[o + 2 * O_CID + 1]!)
+      else out[p++] = CBOR_NULL
+      key(K.path)
+      put(b, this.opRanges[o + 2 * O_PATH]!, this.opRanges[o + 2 * O_PATH + 1]!)
+      if (hasPrev) {
+        key(K.prev)
+        put(b, prev, this.opRanges[o + 2 * O_PREV + 1]!)
+      }
+      key(K.action)
+      put(b, this.opRanges[o + 2 * O_ACTION]!, this.opRanges[o + 2 * O_ACTION + 1]!)
+    }
+    key(K.rev)
+    copy(F_REV)
+    key(K.seq)
+    const seqAt = p
+    key(K.repo)
+    copy(F_REPO)
+    key(K.time)
+    if (timeRange) copy(F_TIME)
+    else put(timeBytes!)
+    key(BLOBS)
+    out[p++] = 0x80
+    key(K.since)
+    if (sinceIsText) copy(F_SINCE)
+    else out[p++] = CBOR_NULL
+    key(K.blocks)
+    copy(F_BLOCKS)
+    key(K.commit)
+    copy(F_COMMIT)
+    key(REBASE)
+    out[p++] = CBOR_FALSE
+    key(TOOBIG)
+    out[p++] = CBOR_FALSE
+    if (hasPrevData) {
+      key(K.prevData)
+      copy(F_PREVDATA)
+    }
+    if (p !== size) throw new Error(`outbound commit: wrote ${p} bytes, expected ${size}`)
+    return new OutboundCommit(out, seqAt, n)
+  }
+}
+
+const BLOBS = enc('blobs')
+const REBASE = enc('rebase')
+const TOOBIG = enc('tooBig')
+const EMPTY = new Int32Array(0)
+
+/** An outbound `#commit` frame without its seq's value: `withSeq` gives the frame. */
+export class OutboundCommit {
+  constructor(
+    /** the frame with the seq's value left out */
+    readonly bytes: Uint8Array,
+    /** where the seq's value goes */
+    readonly seqAt: number,
+    /** the ops in it */
+    readonly opCount: number,
+  ) {}
+
+  withSeq(seq: number): Uint8Array {
+    if (!Number.isSafeInteger(seq) || seq < 0) throw new RangeError(`seq must be a non-negative safe integer, got ${seq}`)
+    const n = headLen(seq)
+    const out = Buffer.allocUnsafe(this.bytes.length + n)
+    out.set(this.bytes.subarray(0, this.seqAt), 0)
+    writeHead(out, this.seqAt, 0, seq)
+    out.set(this.bytes.subarray(this.seqAt), this.seqAt + n)
+    return out
+  }
+}
+
+function headLen(n: number): number {
+  return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x100000000 ? 5 : 9
+}
+
+function writeHead(out: Uint8Array, p: number, major: number, n: number): number {
+  const m = major << 5
+  if (n < 24) {
+    out[p] = m | n
+    return p + 1
+  }
+  if (n < 0x100) {
+    out[p] = m | 24
+    out[p + 1] = n
+    return p + 2
+  }
+  if (n < 0x10000) {
+    out[p] = m | 25
+    out[p + 1] = n >> 8
+    out[p + 2] = n & 0xff
+    return p + 3
+  }
+  if (n < 0x100000000) {
+    out[p] = m | 26
+    out[p + 1] = n >>> 24
+    out[p + 2] = (n >> 16) & 0xff
+    out[p + 3] = (n >> 8) & 0xff
+    out[p + 4] = n & 0xff
+    return p + 5
+  }
+  out[p] = m | 27
+  let v = n
+  for (let i = 8; i >= 1; i--) {
+    out[p + i] = v % 256
+    v = Math.floor(v / 256)
+  }
+  return p + 9
+}
+
+function textItem(s: string): Uint8Array {
+  const bytes = new TextEncoder().encode(s)
+  const out = new Uint8Array(headLen(bytes.length) + bytes.length)
+  const p = writeHead(out, 0, 3, bytes.length)
+  out.set(bytes, p)
+  return out
+}
+
+/**
+ * Indexes the body of a `#commit` frame that `checkFrameBody` accepted (a map): the value range of each
+ * field, `seq` and `repo` decoded. Fields of another type than expected are indexed all the same (the
+ * verification refuses them); unknown fields are skipped.
+ */
+export function indexCommitFrame(frame: Uint8Array, bodyStart: number): CommitFrame {
+  const cf = new CommitFrame(frame, bodyStart)
+  const b = frame
+  const [, n, first] = head(b, bodyStart)
+  let p = first
+  for (let i = 0; i < n; i++) {
+    const [, klen, kat] = head(b, p)
+    const v = kat + klen
+    const end = skip(b, v)
+    let f = -1
+    switch (klen) {
+      case 3:
+        if (keyIs(b, kat, klen, K.seq)) {
+          // as decodeFrame's reader sees it: an integer within ±2^53 (beyond: a bigint, not a seq)
+          const [major, arg] = head(b, v)
+          if (major === 0 && Number.isSafeInteger(arg)) cf.seq = arg
+          else if (major === 1 && Number.isSafeInteger(arg + 1)) cf.seq = -1 - arg
+        } else if (keyIs(b, kat, klen, K.rev)) f = F_REV
+        else if (keyIs(b, kat, klen, K.ops)) f = F_OPS
+        break
+      case 4:
+        if (keyIs(b, kat, klen, K.repo)) {
+          f = F_REPO
+          cf.repo = textAt(b, v)
+        } else if (keyIs(b, kat, klen, K.time)) f = F_TIME
+        break
+      case 5:
+        if (keyIs(b, kat, klen, K.since)) f = F_SINCE
+        break
+      case 6:
+        if (keyIs(b, kat, klen, K.blocks)) f = F_BLOCKS
+        else if (keyIs(b, kat, klen, K.commit)) f = F_COMMIT
+        break
+      case 8:
+        if (keyIs(b, kat, klen, K.prevData)) f = F_PREVDATA
+        break
+    }
+    if (f >= 0) {
+      cf.ranges[2 * f] = v
+      cf.ranges[2 * f + 1] = end
+      if (f === F_OPS) indexOps(cf, v)
+    }
+    p = end
+  }
+  return cf
+}
+
+function indexOps(cf: CommitFrame, at: number): void {
+  const b = cf.frame
+  const [major, n, first] = head(b, at)
+  if (major !== 4) return
+  cf.opCount = n
+  const r = new Int32Array(8 * n).fill(-1)
+  cf.opRanges = r
+  let p = first
+  for (let i = 0; i < n; i++) {
+    const [m, fields, fp] = head(b, p)
+    if (m !== 5) {
+      r[8 * i] = -2
+      p = skip(b, p)
+      continue
+    }
+    let q = fp
+    for (let j = 0; j < fields; j++) {
+      const [, klen, kat] = head(b, q)
+      const v = kat + klen
+      const end = skip(b, v)
+      let f = -1
+      if (klen === 6 && keyIs(b, kat, klen, K.action)) f = O_ACTION
+      else if (klen === 4 && keyIs(b, kat, klen, K.path)) f = O_PATH
+      else if (klen === 3 && keyIs(b, kat, klen, K.cid)) f = O_CID
+      else if (klen === 4 && keyIs(b, kat, klen, K.prev)) f = O_PREV
+      if (f >= 0) {
+        r[8 * i + 2 * f] = v
+        r[8 * i + 2 * f + 1] = end
+      }
+      q = end
+    }
+    p = q
+  }
+}
+
+/** `seq` of a checked message body, as decodeFrame's reader sees it (a safe integer), or undefined. */
+export function bodySeq(frame: Uint8Array, bodyStart: number): number | undefined {
+  const [, n, first] = head(frame, bodyStart)
+  let p = first
+  for (let i = 0; i < n; i++) {
+    const [, klen, kat] = head(frame, p)
+    const v = kat + klen
+    if (klen === 3 && keyIs(frame, kat, klen, K.seq)) {
+      const [major, arg] = head(frame, v)
+      if (major === 0 && Number.isSafeInteger(arg)) return arg
+      if (major === 1 && Number.isSafeInteger(arg + 1)) return -1 - arg
+      return undefined
+    }
+    p = skip(frame, v)
+  }
+  return undefined
+}
