@@ -42,6 +42,12 @@ export interface MountOptions {
   path?: string
   /** open subscriptions from one client address (default 32; trusted proxies' X-Forwarded-For applies) */
   maxPerIp?: number
+  /**
+   * The WebSocket subprotocol to select from the client's `Sec-WebSocket-Protocol` offer (echoed in the 101
+   * response), or false to select none. Without it, `ws`'s default applies: the first protocol offered.
+   * Refuse an offer with a clear XRPC error from `authorize` (this runs during the handshake).
+   */
+  handleProtocols?: (offered: Set<string>, req: IncomingMessage) => string | false
 }
 
 export interface MountedSubscription {
@@ -131,7 +137,12 @@ export function mountSubscription(
   const table = routerFor(server)
   if (table.has(path)) throw new Error(`a subscription is already mounted at ${path}`)
 
-  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: opts.maxPayload ?? 64 * 1024 })
+  const wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false,
+    maxPayload: opts.maxPayload ?? 64 * 1024,
+    ...(opts.handleProtocols ? { handleProtocols: opts.handleProtocols } : {}),
+  })
   const parse = opts.parseParams ?? parseSubscriptionParams
   const maxPerIp = opts.maxPerIp ?? 32
   const perIp = new Map<string, number>()

@@ -183,6 +183,44 @@ export function parseSubscribeEventsQuery(query: URLSearchParams, zstdHeader = f
   return params
 }
 
+/**
+ * The v2 endpoint's one wire subprotocol (atproto proposal 0015), also the default its lexicon declares:
+ * a client that offers it gets it echoed, a client that offers nothing gets the same framing unechoed.
+ */
+export const V2_SUBPROTOCOL = 'xrpc.v1.json'
+/** an RFC 7230 token, what Sec-WebSocket-Protocol lists (RFC 6455 §4.1) */
+const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+
+/** The subprotocols offered in a Sec-WebSocket-Protocol header, in order ([] without the header; throws OptionsError). */
+export function offeredSubprotocols(header: string | string[] | undefined): string[] {
+  if (header === undefined) return []
+  const raw = Array.isArray(header) ? header.join(',') : header
+  const out: string[] = []
+  for (const part of raw.split(',')) {
+    const token = part.trim()
+    if (!TOKEN_RE.test(token)) {
+      throw new OptionsError(`Sec-WebSocket-Protocol must be a comma-separated list of distinct tokens, got ${JSON.stringify(raw.slice(0, 100))}`)
+    }
+    if (out.includes(token)) throw new OptionsError(`Sec-WebSocket-Protocol offers ${token} twice`)
+    out.push(token)
+  }
+  return out
+}
+
+/**
+ * v2: the subprotocol to echo for an offer, or null for no offer (the lexicon default applies). Tokens are
+ * case-sensitive. An offer without xrpc.v1.json is refused: the client asked for a framing this endpoint
+ * does not speak (e.g. xrpc.v0.cbor), and a WebSocket client that offered subprotocols fails a handshake
+ * that selects none of them (browsers, `ws`), so serving the default would only fail later and less clearly.
+ */
+export function negotiateV2Subprotocol(offered: readonly string[]): string | null {
+  if (offered.length === 0) return null
+  if (offered.includes(V2_SUBPROTOCOL)) return V2_SUBPROTOCOL
+  throw new OptionsError(
+    `this endpoint speaks only the ${V2_SUBPROTOCOL} subprotocol; offered: ${offered.join(', ').slice(0, 200)} (offer ${V2_SUBPROTOCOL}, or no Sec-WebSocket-Protocol)`,
+  )
+}
+
 /** Parses a subscriber-sourced message; returns the new filter for an `options_update`. */
 export function parseSubscriberMessage(raw: string, current: Filter): Filter {
   let msg: unknown

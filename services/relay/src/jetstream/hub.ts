@@ -3,7 +3,9 @@
  * per subscriber:
  * - `GET /subscribe`: Jetstream's v1 wire (as the 2026 Jetstream still serves it there);
  * - `GET /xrpc/network.bsky.jetstream.subscribeEvents`: Jetstream v2, xrpc.v1.json message frames,
- *   server-push only, `CursorTooOld` for a sequence cursor the log no longer holds.
+ *   server-push only, `CursorTooOld` for a sequence cursor the log no longer holds. Subprotocol (proposal
+ *   0015): `xrpc.v1.json` echoed when offered, nothing echoed without an offer (same framing), an offer
+ *   without it refused before the upgrade (400 InvalidRequest naming it).
  *
  * Cost: an event is converted (CAR read, record decode, JSON encode) once, and each wire shape encoded and
  * compressed at most once, for all subscribers; a subscriber only compares the kind, DID and collection
@@ -43,7 +45,10 @@ import {
   type JetstreamItem,
 } from './events.js'
 import {
+  negotiateV2Subprotocol,
+  offeredSubprotocols,
   OptionsError,
+  V2_SUBPROTOCOL,
   parseSubscribeEventsQuery,
   parseSubscribeQuery,
   parseSubscriberMessage,
@@ -294,7 +299,12 @@ export class JetstreamHub {
     const parse = (req: IncomingMessage): SubscribeParams => {
       const query = new URL(req.url ?? '/', 'http://x').searchParams
       const zstd = String(req.headers['socket-encoding'] ?? '').toLowerCase().includes('zstd')
-      return version === 2 ? parseSubscribeEventsQuery(query, zstd) : parseSubscribeQuery(query, zstd)
+      const offered = offeredSubprotocols(req.headers['sec-websocket-protocol'])
+      if (version === 2) {
+        negotiateV2Subprotocol(offered)
+        return parseSubscribeEventsQuery(query, zstd)
+      }
+      return parseSubscribeQuery(query, zstd) // v1 predates subprotocols: an offer is never selected
     }
     mountSubscription(
       app,
@@ -306,6 +316,8 @@ export class JetstreamHub {
       {
         path: version === 2 ? V2_PATH : '/subscribe',
         maxPerIp: this.o.maxPerIp,
+        // an offer authorize let through: v2 echoes xrpc.v1.json when offered; v1 selects none (as Jetstream)
+        handleProtocols: (offered) => (version === 2 && offered.has(V2_SUBPROTOCOL) ? V2_SUBPROTOCOL : false),
         maxPayload: version === 2 ? 4096 : 1024 * 1024, // v1: options_update with up to 10,000 DIDs
         parseParams: () => ({}),
         // async: what it throws becomes the refusal (400 with the XRPC error), never an uncaught exception
