@@ -12,6 +12,8 @@ export interface AccessCredentials {
   scope: AuthScope
   /** set when the request came with an OAuth access token (Authorization: DPoP) */
   oauth?: OAuthGrant
+  /** the account as read while verifying this request (so the handler need not read it again) */
+  account?: Account
 }
 
 /** What an OAuth access token grants: the client and its permissions (granular and transition scopes). */
@@ -151,12 +153,13 @@ export class PdsAuth {
       // account settings a full-password session is needed for
       throw new InvalidRequestError('Bad token scope', 'InvalidToken')
     }
-    await this.checkAccount(did, opts)
+    const account = await this.checkAccount(did, opts)
     return {
       type: 'access',
       did,
       scope: AuthScope.AppPass,
       oauth: { clientId: String(payload.client_id ?? ''), scope, permissions },
+      account,
     }
   }
 
@@ -201,8 +204,8 @@ export class PdsAuth {
         this.tokenError(err)
       }
       if (!scopes.includes(payload.scope)) throw new InvalidRequestError('Bad token scope', 'InvalidToken')
-      await this.checkAccount(payload.sub, opts)
-      return { credentials: { type: 'access', did: payload.sub, scope: payload.scope } }
+      const account = await this.checkAccount(payload.sub, opts)
+      return { credentials: { type: 'access', did: payload.sub, scope: payload.scope, account } }
     }
   }
 

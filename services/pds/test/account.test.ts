@@ -70,6 +70,25 @@ describe('session tokens', () => {
     const noneAlg = `${Buffer.from(JSON.stringify({ typ: 'at+jwt', alg: 'none' })).toString('base64url')}.${body}.`
     expect(() => tokens.verify(noneAlg, 'at+jwt')).toThrowError(TokenError)
   })
+  it('checks type and expiry again on every use of a token it has verified before', () => {
+    const jwt = tokens.createAccessToken('did:plc:again', AuthScope.Access)
+    const first = tokens.verify(jwt, 'at+jwt')
+    // the remembered verification: same payload, and a caller changing it does not change the next one
+    ;(first as { sub: string }).sub = 'did:plc:changed'
+    expect(tokens.verify(jwt, 'at+jwt').sub).toBe('did:plc:again')
+    expect(() => tokens.verify(jwt, 'refresh+jwt')).toThrow(/Invalid token type/)
+    try {
+      tokens.verify(jwt, 'at+jwt', { now: Date.now() + 7201 * 1000 })
+      expect.unreachable()
+    } catch (err) {
+      expect((err as TokenError).reason).toBe('expired')
+    }
+    expect(tokens.verify(jwt, 'at+jwt', { now: Date.now() + 7201 * 1000, allowExpired: true }).sub).toBe('did:plc:again')
+    // a tampered copy of a remembered token is checked in full
+    const [h, b, s] = jwt.split('.')
+    const flipped = s!.startsWith('A') ? `B${s!.slice(1)}` : `A${s!.slice(1)}`
+    expect(() => tokens.verify(`${h}.${b}.${flipped}`, 'at+jwt')).toThrow(/could not be verified/)
+  })
 })
 
 describe('handles', () => {

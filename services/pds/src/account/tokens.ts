@@ -33,6 +33,9 @@ export class TokenError extends Error {
   }
 }
 
+/** verified tokens remembered (a few MB at most) */
+const VERIFIED_CACHE_SIZE = 10_000
+
 const b64url = (data: Buffer | string) => Buffer.from(data).toString('base64url')
 
 /**
@@ -71,10 +74,32 @@ export class SessionTokens {
   }
 
   /**
+   * Tokens whose signature, shape and audience checked out (every request of a session carries the same
+   * token): token → its `typ` and payload. Expiry and `typ` are still checked on each use. Bounded; the
+   * oldest entry goes first.
+   */
+  private readonly verified = new Map<string, { typ: unknown; payload: SessionTokenPayload }>()
+
+  /**
    * Checks signature, `typ`, audience and expiry. The signature is checked before anything in the payload
    * is trusted; a token that does not parse is 'malformed'.
    */
   verify(token: string, typ: TokenType, opts: { allowExpired?: boolean; now?: number } = {}): SessionTokenPayload {
+    let known = this.verified.get(token)
+    if (!known) {
+      known = this.verifyUncached(token)
+      if (this.verified.size >= VERIFIED_CACHE_SIZE) this.verified.delete(this.verified.keys().next().value!)
+      this.verified.set(token, known)
+    }
+    if (known.typ !== typ) throw new TokenError('wrong-type', 'Invalid token type')
+    if (!opts.allowExpired && known.payload.exp * 1000 <= (opts.now ?? Date.now())) {
+      throw new TokenError('expired', 'Token has expired')
+    }
+    return { ...known.payload }
+  }
+
+  /** Signature, shape and audience (what does not change with time or with the expected `typ`). */
+  private verifyUncached(token: string): { typ: unknown; payload: SessionTokenPayload } {
     const parts = token.split('.')
     if (parts.length !== 3) throw new TokenError('malformed', 'Malformed token')
     const [head, body, sig] = parts
@@ -95,7 +120,6 @@ export class SessionTokens {
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
       throw new TokenError('bad-signature', 'Token could not be verified')
     }
-    if (header.typ !== typ) throw new TokenError('wrong-type', 'Invalid token type')
     const { scope, sub, aud, iat, exp, jti } = payload
     if (typeof sub !== 'string' || !sub.startsWith('did:') || typeof scope !== 'string') {
       throw new TokenError('malformed', 'Malformed token')
@@ -103,10 +127,7 @@ export class SessionTokens {
     if (typeof exp !== 'number' || typeof iat !== 'number') throw new TokenError('malformed', 'Malformed token')
     if (jti !== undefined && typeof jti !== 'string') throw new TokenError('malformed', 'Malformed token')
     if (aud !== this.serviceDid) throw new TokenError('wrong-audience', 'Token audience is not this service')
-    if (!opts.allowExpired && exp * 1000 <= (opts.now ?? Date.now())) {
-      throw new TokenError('expired', 'Token has expired')
-    }
-    return { scope: scope as AuthScope, sub, aud, iat, exp, jti: jti as string | undefined }
+    return { typ: header.typ, payload: { scope: scope as AuthScope, sub, aud, iat, exp, jti: jti as string | undefined } }
   }
 }
 

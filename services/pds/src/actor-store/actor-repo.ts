@@ -76,6 +76,7 @@ export interface ImportOutcome {
 export class ActorRepo {
   readonly storage: SqliteRepoStorage
   private readonly walSync: WalGroupSync | null
+  /** prepared on first use: a handle reopened for one write prepares only the statements a write needs */
   private readonly s
   /** the repo as of the last commit written through this handle, with the MST nodes it has loaded */
   private head: RepoHead | null = null
@@ -90,54 +91,54 @@ export class ActorRepo {
     this.storage = new SqliteRepoStorage(db)
     // the store's commits are written to its WAL without an fsync (synchronous = NORMAL); durable() syncs it
     this.walSync = db.memory ? null : new WalGroupSync(`${db.name}-wal`, { keepOpen: false })
-    this.s = {
-      record: db.prepare<[string], RecordRow>('SELECT * FROM record WHERE uri = ?'),
-      upsertRecord: db.prepare<[string, string, string, string, string, string]>(
+    this.s = lazyStatements({
+      record: () => db.prepare<[string], RecordRow>('SELECT * FROM record WHERE uri = ?'),
+      upsertRecord: () => db.prepare<[string, string, string, string, string, string]>(
         `INSERT INTO record (uri, cid, collection, rkey, repoRev, indexedAt) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (uri) DO UPDATE SET cid = excluded.cid, repoRev = excluded.repoRev, indexedAt = excluded.indexedAt`,
       ),
-      deleteRecord: db.prepare<[string]>('DELETE FROM record WHERE uri = ?'),
-      deleteBlock: db.prepare<[Buffer]>('DELETE FROM repo_block WHERE cid = ?'),
-      listDesc: db.prepare<[string, string, number], RecordRow>(
+      deleteRecord: () => db.prepare<[string]>('DELETE FROM record WHERE uri = ?'),
+      deleteBlock: () => db.prepare<[Buffer]>('DELETE FROM repo_block WHERE cid = ?'),
+      listDesc: () => db.prepare<[string, string, number], RecordRow>(
         'SELECT * FROM record WHERE collection = ? AND rkey < ? AND takedownRef IS NULL ORDER BY rkey DESC LIMIT ?',
       ),
-      listAsc: db.prepare<[string, string, number], RecordRow>(
+      listAsc: () => db.prepare<[string, string, number], RecordRow>(
         'SELECT * FROM record WHERE collection = ? AND rkey > ? AND takedownRef IS NULL ORDER BY rkey ASC LIMIT ?',
       ),
-      collections: db.prepare<[], { collection: string }>('SELECT DISTINCT collection FROM record ORDER BY collection'),
-      recordCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM record'),
-      blob: db.prepare<[string], BlobRow>('SELECT * FROM blob WHERE cid = ?'),
-      insertBlob: db.prepare<[string, string, number, string, string]>(
+      collections: () => db.prepare<[], { collection: string }>('SELECT DISTINCT collection FROM record ORDER BY collection'),
+      recordCount: () => db.prepare<[], { n: number }>('SELECT count(*) AS n FROM record'),
+      blob: () => db.prepare<[string], BlobRow>('SELECT * FROM blob WHERE cid = ?'),
+      insertBlob: () => db.prepare<[string, string, number, string, string]>(
         `INSERT INTO blob (cid, mimeType, size, tempKey, createdAt) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (cid) DO UPDATE SET tempKey = CASE WHEN blob.tempKey IS NULL THEN NULL ELSE excluded.tempKey END`,
       ),
-      blobMakePermanent: db.prepare<[string]>('UPDATE blob SET tempKey = NULL WHERE cid = ?'),
-      deleteBlob: db.prepare<[string]>('DELETE FROM blob WHERE cid = ?'),
-      blobRefsOf: db.prepare<[string], { blobCid: string }>('SELECT blobCid FROM record_blob WHERE recordUri = ?'),
-      blobRefCount: db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM record_blob WHERE blobCid = ?'),
-      insertRecordBlob: db.prepare<[string, string]>(
+      blobMakePermanent: () => db.prepare<[string]>('UPDATE blob SET tempKey = NULL WHERE cid = ?'),
+      deleteBlob: () => db.prepare<[string]>('DELETE FROM blob WHERE cid = ?'),
+      blobRefsOf: () => db.prepare<[string], { blobCid: string }>('SELECT blobCid FROM record_blob WHERE recordUri = ?'),
+      blobRefCount: () => db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM record_blob WHERE blobCid = ?'),
+      insertRecordBlob: () => db.prepare<[string, string]>(
         'INSERT INTO record_blob (blobCid, recordUri) VALUES (?, ?) ON CONFLICT DO NOTHING',
       ),
-      deleteRecordBlobs: db.prepare<[string]>('DELETE FROM record_blob WHERE recordUri = ?'),
-      insertBacklink: db.prepare<[string, string, string]>(
+      deleteRecordBlobs: () => db.prepare<[string]>('DELETE FROM record_blob WHERE recordUri = ?'),
+      insertBacklink: () => db.prepare<[string, string, string]>(
         'INSERT INTO backlink (uri, path, linkTo) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
       ),
-      deleteBacklinks: db.prepare<[string]>('DELETE FROM backlink WHERE uri = ?'),
-      backlinkConflicts: db.prepare<[string, string, string], { uri: string }>(
+      deleteBacklinks: () => db.prepare<[string]>('DELETE FROM backlink WHERE uri = ?'),
+      backlinkConflicts: () => db.prepare<[string, string, string], { uri: string }>(
         `SELECT backlink.uri FROM backlink JOIN record ON record.uri = backlink.uri
          WHERE backlink.path = ? AND backlink.linkTo = ? AND record.collection = ?`,
       ),
-      listBlobs: db.prepare<[string, string, number], { blobCid: string }>(
+      listBlobs: () => db.prepare<[string, string, number], { blobCid: string }>(
         `SELECT DISTINCT record_blob.blobCid FROM record_blob JOIN record ON record.uri = record_blob.recordUri
          WHERE record.repoRev > ? AND record_blob.blobCid > ? ORDER BY record_blob.blobCid LIMIT ?`,
       ),
-      tempBlobUsage: db.prepare<[], { n: number; bytes: number | null }>(
+      tempBlobUsage: () => db.prepare<[], { n: number; bytes: number | null }>(
         'SELECT count(*) AS n, sum(size) AS bytes FROM blob WHERE tempKey IS NOT NULL',
       ),
-      staleTempBlobs: db.prepare<[string], { cid: string; tempKey: string }>(
+      staleTempBlobs: () => db.prepare<[string], { cid: string; tempKey: string }>(
         'SELECT cid, tempKey FROM blob WHERE tempKey IS NOT NULL AND createdAt < ?',
       ),
-    }
+    })
   }
 
   // reading
@@ -628,6 +629,22 @@ export class ActorRepo {
     }
     this.close()
   }
+}
+
+/** An object whose properties are made by the given functions on first access, then kept. */
+function lazyStatements<T extends Record<string, () => unknown>>(makers: T): { readonly [K in keyof T]: ReturnType<T[K]> } {
+  const out = {} as Record<string, unknown>
+  for (const [name, make] of Object.entries(makers)) {
+    Object.defineProperty(out, name, {
+      configurable: true,
+      get() {
+        const value = make()
+        Object.defineProperty(out, name, { value })
+        return value
+      },
+    })
+  }
+  return out as { readonly [K in keyof T]: ReturnType<T[K]> }
 }
 
 async function datasyncFile(file: string): Promise<void> {

@@ -1,21 +1,26 @@
 import { CID } from 'multiformats/cid'
 import type { Account } from '../account/manager.js'
 import type { ActorRepo } from '../actor-store/index.js'
-import type { ViewerCredentials } from '../auth.js'
+import type { AccessCredentials, ViewerCredentials } from '../auth.js'
 import type { AppContext } from '../context.js'
 import { ForbiddenError, InvalidRequestError } from '../errors.js'
 
 /**
  * Resolves the `repo` of a write (handle or DID) to a local account and checks it is the caller's own.
- * Another account's repo → 403 Forbidden (the caller is authenticated, just not allowed).
+ * Another account's repo → 403 Forbidden (the caller is authenticated, just not allowed). The account
+ * the auth check read for this request is used when `repo` is the caller's DID.
  */
 export async function ownRepo(
   ctx: AppContext,
   repoParam: string,
-  callerDid: string,
+  caller: AccessCredentials,
   opts: { allowDeactivated?: boolean } = {},
 ): Promise<{ account: Account; repo: ActorRepo }> {
-  const account = await ctx.accounts.getAccount(repoParam, { includeDeactivated: true, includeTakenDown: true })
+  const callerDid = caller.did
+  const account =
+    caller.account && caller.account.did === repoParam && repoParam === callerDid
+      ? caller.account
+      : await ctx.accounts.getAccount(repoParam, { includeDeactivated: true, includeTakenDown: true })
   if (!account) throw new InvalidRequestError(`Could not find repo: ${repoParam}`, 'RepoNotFound')
   if (account.did !== callerDid) throw new ForbiddenError('Cannot modify another account\'s repository')
   if (account.deactivatedAt && !opts.allowDeactivated) throw new InvalidRequestError('Account is deactivated', 'AccountDeactivated')

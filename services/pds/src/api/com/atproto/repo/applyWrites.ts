@@ -40,7 +40,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
         const action = w.$type === `${NS}#create` ? 'create' : w.$type === `${NS}#update` ? 'update' : w.$type === `${NS}#delete` ? 'delete' : null
         if (action) assertRepoWrite(auth.credentials, w.collection, action)
       }
-      const { account } = await ownRepo(ctx, body.repo, auth.credentials.did)
+      const { account } = await ownRepo(ctx, body.repo, auth.credentials)
       const swapCommit = parseCid(body.swapCommit, 'swapCommit')
       const writes: PreparedWrite[] = body.writes.map((w) => {
         switch (w.$type) {

@@ -21,7 +21,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
     handler: async ({ auth, input }) => {
       const body = input!.body as Input
       assertRepoWrite(auth.credentials, body.collection, 'create')
-      const { account, repo } = await ownRepo(ctx, body.repo, auth.credentials.did)
+      const { account, repo } = await ownRepo(ctx, body.repo, auth.credentials)
       const swapCommit = parseCid(body.swapCommit, 'swapCommit')
       const write = prepareCreateOrUpdate({
         action: 'create',

@@ -21,7 +21,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
     rateLimit: repoWriteLimits(() => WRITE_POINTS.update),
     handler: async ({ auth, input }) => {
       const body = input!.body as Input
-      const { account, repo } = await ownRepo(ctx, body.repo, auth.credentials.did)
+      const { account, repo } = await ownRepo(ctx, body.repo, auth.credentials)
       const swapCommit = parseCid(body.swapCommit, 'swapCommit')
       // swapRecord: absent → no check; null → the record must not exist yet; a CID → it must be at that CID
       const swapCid = body.swapRecord === null ? null : parseCid(body.swapRecord, 'swapRecord')

@@ -26,7 +26,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
     rawInput: 'stream',
     bodyLimit: ctx.cfg.service.blobUploadLimit,
     handler: async ({ auth, input, req }) => {
-      const { repo } = await ownRepo(ctx, auth.credentials.did, auth.credentials.did, { allowDeactivated: true })
+      const { repo } = await ownRepo(ctx, auth.credentials.did, auth.credentials, { allowDeactivated: true })
       const mimeType = (input!.encoding.split(';')[0] ?? '').trim().toLowerCase()
       if (!MIME_RE.test(mimeType) || mimeType === '*/*') {
         throw new InvalidRequestError('Content-Type must name the blob\'s MIME type')
