@@ -45,6 +45,9 @@ const LIVE = arg('live', 5000)
 const READS = arg('reads', 200)
 const PACED = arg('paced-rate', 200)
 const PG_URL = process.env.STRATOS_TEST_PG_URL
+/** `--only backfill|live|paced|reads|firehose|pg ...`: just those phases (for profiles); RESULTS.md is not rewritten */
+const ONLY = process.argv.flatMap((a, i) => (process.argv[i - 1] === '--only' ? [a] : []))
+const want = (phase: string) => ONLY.length === 0 || ONLY.includes(phase)
 const CACHE = fileURLToPath(new URL(`./.cache/appview-${REPOS}x${RECORDS}/`, import.meta.url))
 
 const toCid = (c: { bytes: Uint8Array }) => CID.decode(c.bytes)
@@ -213,7 +216,7 @@ function config(net: Network, dbUrl: string, dataDirectory: string, schema?: str
     // (required: left out, the labeler lookup ran every millisecond, a full scan of the record table each time)
     labelerRefreshMs: 30_000,
     backfillOnStart: true,
-    backfillConcurrency: 8,
+    backfillConcurrency: Number(process.env.BENCH_BACKFILL_CONCURRENCY ?? 8),
     verifyWorkers: Number(process.env.BENCH_VERIFY_WORKERS ?? 2),
     repoFetch: { concurrency: 16, hostConcurrency: 16 },
   }
@@ -236,6 +239,9 @@ async function backfill(net: Network, manifest: Manifest, dialect: 'sqlite' | 'p
     config(net, dialect === 'postgres' ? PG_URL! : join(dir, 'appview.sqlite'), dir, schema),
     batch === undefined ? {} : { ingest: { batchBackfills: batch === '1' } },
   )
+  // the worker threads up first (their start-up, module loading from source here, is not per-record work)
+  await server.ctx.ingester.verifier?.ready()
+  await server.ctx.ingester.repoVerifier.ready()
   const t0 = performance.now()
   const cpu0 = process.cpuUsage()
   await server.start()
@@ -508,33 +514,44 @@ const backfillRow = (db: string, b: Awaited<ReturnType<typeof backfill>>) =>
 const burstRow = (db: string, l: Awaited<ReturnType<typeof liveBurst>>) =>
   `| live at full speed, ${db} | ${l.commits} single-op commits over a WebSocket (new accounts), ${l.perBatch.toFixed(0)} commits per transaction on average | ${l.secs.toFixed(1)} s | **${Math.round(l.commits / l.secs)} commits/s** (${l.indexed} posts indexed) | ${Math.round(l.cpuUs)} µs/commit |`
 try {
-  const burstSet = await buildLive(net, 100, LIVE)
-  const pacedSet = await buildLive(net, 50, Math.min(2000, Math.ceil(LIVE / 2)))
-  const sqlite = await backfill(net, manifest, 'sqlite')
-  rows.push(backfillRow('SQLite', sqlite))
-  console.log(rows[rows.length - 1])
-  const l = await liveBurst(net, sqlite.server, burstSet)
-  rows.push(burstRow('SQLite', l))
-  console.log(rows[rows.length - 1])
-  const p = await livePaced(net, sqlite.server, pacedSet, PACED)
-  rows.push(
-    `| live paced, SQLite | ${p.commits} single-op commits at ${p.rate}/s (${p.indexed} posts indexed) | — | lag publish → indexed: p50 **${p.p50.toFixed(0)} ms**, p99 **${p.p99.toFixed(0)} ms** | |`,
-  )
-  console.log(rows[rows.length - 1])
-  const r = await reads(sqlite.server, manifest)
-  readsMd =
-    `Reads on SQLite at concurrency 16, ${READS} requests each (timeline viewer follows ${r.follows} accounts; thread root has ${r.replies} replies):\n\n` +
-    '| method | p50 ms | p99 ms | req/s |\n|---|---|---|---|\n' +
-    r.out.map((o) => `| ${o.name} | ${o.p50.toFixed(1)} | ${o.p99.toFixed(1)} | ${Math.round(o.rps)} |`).join('\n')
-  console.log(readsMd)
-  explainMd = await explain(sqlite.server, manifest)
-  await sqlite.cleanup()
-  const fh = await firehoseReference(net, l.first, l.last)
-  rows.push(
-    `| reference: @atproto/sync Firehose (verifying), same ${fh.events} frames | ${fh.creates} creates handed to the handler${fh.reached ? '' : ' (did not reach the last frame)'} | ${fh.secs.toFixed(1)} s | **${Math.round(fh.events / fh.secs)} commits/s** (parse + verify only, no indexing) | ${Math.round(fh.cpuUs)} µs/commit |`,
-  )
-  console.log(rows[rows.length - 1])
-  if (PG_URL) {
+  const burstSet = want('live') || want('firehose') ? await buildLive(net, 100, LIVE) : null
+  const pacedSet = want('paced') ? await buildLive(net, 50, Math.min(2000, Math.ceil(LIVE / 2))) : null
+  if (want('backfill') || want('live') || want('paced') || want('reads')) {
+    const sqlite = await backfill(net, manifest, 'sqlite')
+    rows.push(backfillRow('SQLite', sqlite))
+    console.log(rows[rows.length - 1])
+    let l: Awaited<ReturnType<typeof liveBurst>> | null = null
+    if (burstSet && want('live')) {
+      l = await liveBurst(net, sqlite.server, burstSet)
+      rows.push(burstRow('SQLite', l))
+      console.log(rows[rows.length - 1])
+    }
+    if (pacedSet) {
+      const p = await livePaced(net, sqlite.server, pacedSet, PACED)
+      rows.push(
+        `| live paced, SQLite | ${p.commits} single-op commits at ${p.rate}/s (${p.indexed} posts indexed) | — | lag publish → indexed: p50 **${p.p50.toFixed(0)} ms**, p99 **${p.p99.toFixed(0)} ms** | |`,
+      )
+      console.log(rows[rows.length - 1])
+    }
+    if (want('reads')) {
+      const r = await reads(sqlite.server, manifest)
+      readsMd =
+        `Reads on SQLite at concurrency 16, ${READS} requests each (timeline viewer follows ${r.follows} accounts; thread root has ${r.replies} replies):\n\n` +
+        '| method | p50 ms | p99 ms | req/s |\n|---|---|---|---|\n' +
+        r.out.map((o) => `| ${o.name} | ${o.p50.toFixed(1)} | ${o.p99.toFixed(1)} | ${Math.round(o.rps)} |`).join('\n')
+      console.log(readsMd)
+      explainMd = await explain(sqlite.server, manifest)
+    }
+    await sqlite.cleanup()
+    if (l && want('firehose')) {
+      const fh = await firehoseReference(net, l.first, l.last)
+      rows.push(
+        `| reference: @atproto/sync Firehose (verifying), same ${fh.events} frames | ${fh.creates} creates handed to the handler${fh.reached ? '' : ' (did not reach the last frame)'} | ${fh.secs.toFixed(1)} s | **${Math.round(fh.events / fh.secs)} commits/s** (parse + verify only, no indexing) | ${Math.round(fh.cpuUs)} µs/commit |`,
+      )
+      console.log(rows[rows.length - 1])
+    }
+  }
+  if (PG_URL && want('pg')) {
     const pg = await backfill(net, manifest, 'postgres')
     rows.push(backfillRow('PostgreSQL', pg))
     console.log(rows[rows.length - 1])
@@ -548,7 +565,7 @@ try {
   await net.close()
 }
 
-writeResultsSection(
+if (ONLY.length === 0) writeResultsSection(
   'appview',
   `## appview (network backfill, live ingest, reads)
 

@@ -9,6 +9,7 @@ import { parseAtUri } from '@stratos/core/syntax'
 import { INDEXED_COLLECTIONS, didFromUri, mentionedDids, planRecord, type AggTarget, type IndexPlan, type RecordInput } from './records.js'
 import type { DatabaseSchema } from './schema.js'
 import { Search } from './search.js'
+import { ident, insertRows, type InsertShape } from './bulk.js'
 
 export type Db = Kysely<DatabaseSchema>
 type AnyDb = Kysely<any>
@@ -64,6 +65,11 @@ export class Indexer {
     return this.database.db
   }
 
+  /** whether records are lexicon-validated before indexing */
+  get validates(): boolean {
+    return this.validate
+  }
+
   get dialect(): DbDialect {
     return this.database.dialect
   }
@@ -98,8 +104,17 @@ export class Indexer {
     return res !== undefined
   }
 
-  /** Sets the verified handle (null = invalid) and refreshes the actor's search entry. */
-  async setHandle(did: string, handle: string | null, db: Db = this.db): Promise<void> {
+  /**
+   * Sets the verified handle (null = invalid) and refreshes the actor's search entry. `fresh`: the actor
+   * row was created just now (by ensureActor), so it has no search entry or profile yet.
+   */
+  async setHandle(did: string, handle: string | null, db: Db = this.db, opts: { fresh?: boolean } = {}): Promise<void> {
+    if (opts.fresh) {
+      if (handle) await db.updateTable('actor').set({ handle: null }).where('handle', '=', handle).where('did', '!=', did).execute()
+      await db.updateTable('actor').set({ handle }).where('did', '=', did).execute()
+      await this.search.setActor(db, did, handle, null, { fresh: true })
+      return
+    }
     await this.ensureActor(did, db)
     // a handle belongs to one account at a time
     if (handle) await db.updateTable('actor').set({ handle: null }).where('handle', '=', handle).where('did', '!=', did).execute()
@@ -197,83 +212,55 @@ export class Indexer {
   /**
    * Indexes many records of one account that has nothing indexed yet (a first backfill), with multi-row
    * inserts and counters added up once per batch. History: no notifications. Same outcome as calling
-   * indexRecord for each; returns how many were indexed.
+   * indexRecord for each (`valid`: the record's lexicon verdict, from the repo check; see repo-verify.ts);
+   * returns how many were indexed. With `batch`, the feed items, search entries and counters wait for
+   * the batch's end (flushBatch), summed over every repo of the batch.
    */
-  async indexFresh(
-    db: Db,
-    did: string,
-    records: { uri: string; cid: string; collection: string; rkey: string; record: Record<string, unknown> }[],
-    batch?: IndexBatch,
-  ): Promise<number> {
+  async indexFresh(db: Db, did: string, records: readonly FreshRecord[], batch?: IndexBatch): Promise<number> {
     const indexedAt = this.now()
     const recordRows: DatabaseSchema['record'][] = []
-    const plans: { uri: string; plan: IndexPlan | null }[] = []
+    const plans: IndexPlan[] = []
     for (const r of records) {
-      if (!INDEXED_COLLECTIONS.has(r.collection) || r.record.$type !== r.collection) continue
-      if (this.validate && validateRecord(r.collection, r.record).valid !== true) continue
-      recordRows.push({ uri: r.uri, cid: r.cid, did, collection: r.collection, rkey: r.rkey, json: JSON.stringify(r.record), indexedAt })
-      plans.push({ uri: r.uri, plan: planRecord({ uri: r.uri, cid: r.cid, did, collection: r.collection, rkey: r.rkey, record: r.record, indexedAt }) })
+      if (!INDEXED_COLLECTIONS.has(r.collection) || !r.valid) continue
+      const record = JSON.parse(r.json) as Record<string, unknown>
+      if (record.$type !== r.collection) continue
+      recordRows.push({ uri: r.uri, cid: r.cid, did, collection: r.collection, rkey: r.rkey, json: r.json, indexedAt })
+      const plan = planRecord({ uri: r.uri, cid: r.cid, did, collection: r.collection, rkey: r.rkey, record, indexedAt })
+      if (plan) plans.push(plan)
     }
     if (recordRows.length === 0) return 0
     if (!batch?.actors.has(did)) {
       await this.ensureActor(did, db)
       batch?.actors.add(did)
     }
-    const CHUNK = 100
-    for (let i = 0; i < recordRows.length; i += CHUNK) {
-      await db.insertInto('record').values(recordRows.slice(i, i + CHUNK)).onConflict((oc) => oc.column('uri').doNothing()).execute()
-    }
+    await insertRows(db, this.dialect, RECORD_INSERT, recordRows)
     // main rows per table; duplicates (a second like of one post) stay in the record table only
-    const byTable = new Map<string, { uri: string; plan: IndexPlan }[]>()
-    for (const p of plans) {
-      if (!p.plan) continue
-      if (p.plan.main.table === 'post') await this.checkGates(db, p.plan.main.row)
-      const list = byTable.get(p.plan.main.table) ?? []
-      list.push({ uri: p.uri, plan: p.plan })
-      byTable.set(p.plan.main.table, list)
+    const byTable = new Map<string, IndexPlan[]>()
+    for (const plan of plans) {
+      if (plan.main.table === 'post' && (plan.main.row.replyRoot || plan.main.row.quoteUri)) await this.checkGates(db, plan.main.row)
+      const list = byTable.get(plan.main.table)
+      if (list) list.push(plan)
+      else byTable.set(plan.main.table, [plan])
     }
-    const feedItems: DatabaseSchema['feed_item'][] = []
-    const aggs = new Map<string, { agg: AggTarget; n: number }>()
-    const posts: { uri: string; text: string }[] = []
+    const own = batch ?? new IndexBatch()
     let profile: string | null | undefined
     for (const [table, list] of byTable) {
-      const inserted = new Set<string>()
-      for (let i = 0; i < list.length; i += CHUNK) {
-        const rows = await (db as AnyDb)
-          .insertInto(table)
-          .values(list.slice(i, i + CHUNK).map((p) => p.plan.main.row))
-          .onConflict((oc: any) => oc.doNothing())
-          .returning('uri')
-          .execute()
-        for (const r of rows as { uri: string }[]) inserted.add(r.uri)
-      }
-      for (const { uri, plan } of list) {
-        if (!inserted.has(uri)) continue
-        if (plan.feedItem) feedItems.push(plan.feedItem)
-        for (const agg of plan.aggs) {
-          const k = `${agg.table}\u0000${agg.column}\u0000${agg.key}`
-          const e = aggs.get(k)
-          if (e) e.n++
-          else aggs.set(k, { agg, n: 1 })
-        }
-        if (plan.postText !== undefined) posts.push({ uri, text: plan.postText })
+      const rows = list.map((p) => p.main.row as unknown as Record<string, unknown>)
+      const inserted = await insertRows<{ uri: string }>(db, this.dialect, { table, columns: columnsOf(rows), tail: 'ON CONFLICT DO NOTHING RETURNING "uri"' }, rows)
+      // every row went in (the usual case): no set needed
+      const all = inserted.length === list.length
+      const got = all ? null : new Set(inserted.map((r) => r.uri))
+      for (const plan of list) {
+        const uri = plan.main.row.uri
+        if (got && !got.has(uri)) continue
+        if (plan.feedItem) own.feedItems.set(uri, plan.feedItem)
+        for (const agg of plan.aggs) own.bump(agg, 1)
+        if (plan.postText !== undefined) own.posts.set(uri, plan.postText)
         if (plan.main.table === 'profile') profile = plan.main.row.displayName
       }
     }
-    if (batch) {
-      // several repos in one transaction: their rows and counters go in once, at the end of the batch
-      for (const f of feedItems) batch.feedItems.set(f.uri, f)
-      for (const { agg, n } of aggs.values()) batch.bump(agg, n)
-      for (const p of posts) batch.posts.set(p.uri, p.text)
-    } else {
-      for (let i = 0; i < feedItems.length; i += CHUNK) {
-        await db.insertInto('feed_item').values(feedItems.slice(i, i + CHUNK)).onConflict((oc) => oc.doNothing()).execute()
-      }
-      // counters: one multi-row upsert per table, every column of a row at once, rows in key order (two
-      // backfills bumping the same counters lock them in the same order: no deadlock on PostgreSQL)
-      await writeAggs(db, aggTables(aggs.values()))
-      for (let i = 0; i < posts.length; i += CHUNK) await this.search.setPosts(db, posts.slice(i, i + CHUNK))
-    }
+    // without a batch: its rows and counters now
+    if (!batch) await this.flushBatch(db, own)
     if (profile !== undefined) {
       const actor = await db.selectFrom('actor').select('handle').where('did', '=', did).executeTakeFirst()
       await this.search.setActor(db, did, actor?.handle ?? null, profile)
@@ -283,18 +270,12 @@ export class Indexer {
 
   /** Writes what a batch collected: feed items, notifications, search entries, counters (in key order). */
   async flushBatch(db: Db, batch: IndexBatch): Promise<void> {
-    const CHUNK = 200
-    const feedItems = [...batch.feedItems.values()]
-    for (let i = 0; i < feedItems.length; i += CHUNK) {
-      await db.insertInto('feed_item').values(feedItems.slice(i, i + CHUNK)).onConflict((oc) => oc.doNothing()).execute()
-    }
+    await insertRows(db, this.dialect, FEED_ITEM_INSERT, [...batch.feedItems.values()] as unknown as Record<string, unknown>[])
     const notifications = [...batch.notifications.values()].flat()
-    for (let i = 0; i < notifications.length; i += CHUNK) {
-      await db.insertInto('notification').values(notifications.slice(i, i + CHUNK)).onConflict((oc) => oc.doNothing()).execute()
-    }
+    await insertRows(db, this.dialect, NOTIFICATION_INSERT, notifications as unknown as Record<string, unknown>[])
     const posts = [...batch.posts].map(([uri, text]) => ({ uri, text }))
-    for (let i = 0; i < posts.length; i += CHUNK) await this.search.setPosts(db, posts.slice(i, i + CHUNK))
-    await writeAggs(db, aggTables([...batch.aggs.values()].filter((a) => a.n !== 0)), { clampInsert: true })
+    await this.search.setPosts(db, posts)
+    await writeAggs(db, this.dialect, aggTables([...batch.aggs.values()].filter((a) => a.n !== 0)), { clampInsert: true })
   }
 
   /** Deletes `uri`: its rows, its counters, its notifications, its search entry. */
@@ -448,38 +429,69 @@ function aggTables(aggs: Iterable<{ agg: AggTarget; n: number }>): Map<string, M
  * transactions bumping the same counters lock them in the same order: no deadlock on PostgreSQL).
  * `clampInsert`: a row created by a negative move starts at 0 (as a single decrement would leave it).
  */
-async function writeAggs(db: Db, tables: Map<string, Map<string, Record<string, number>>>, opts: { clampInsert?: boolean } = {}): Promise<void> {
-  const CHUNK = 100
+async function writeAggs(db: Db, dialect: DbDialect, tables: Map<string, Map<string, Record<string, number>>>, opts: { clampInsert?: boolean } = {}): Promise<void> {
   for (const table of [...tables.keys()].sort()) {
     const rows = tables.get(table)!
     const keyCol = table === 'profile_agg' ? 'did' : 'uri'
     const columns = [...new Set([...rows.values()].flatMap((r) => Object.keys(r)))].sort()
     const keys = [...rows.keys()].sort()
-    for (let i = 0; i < keys.length; i += CHUNK) {
-      const slice = keys.slice(i, i + CHUNK)
-      const values = slice.map((k) => {
-        const r = rows.get(k)!
-        return { [keyCol]: k, ...Object.fromEntries(columns.map((c) => [c, opts.clampInsert ? Math.max(r[c] ?? 0, 0) : (r[c] ?? 0)])) }
-      })
-      // the increments travel apart from the inserted values when they are clamped
-      if (opts.clampInsert && slice.some((k) => columns.some((c) => (rows.get(k)![c] ?? 0) < 0))) {
-        for (const k of slice) {
-          const r = rows.get(k)!
-          await (db as AnyDb)
-            .insertInto(table)
-            .values({ [keyCol]: k, ...Object.fromEntries(columns.map((c) => [c, Math.max(r[c] ?? 0, 0)])) })
-            .onConflict((oc: any) => oc.column(keyCol).doUpdateSet(Object.fromEntries(columns.map((c) => [c, sql`${sql.ref(`${table}.${c}`)} + ${r[c] ?? 0}`]))))
-            .execute()
-        }
+    const plain: Record<string, unknown>[] = []
+    for (const k of keys) {
+      const r = rows.get(k)!
+      if (opts.clampInsert && columns.some((c) => (r[c] ?? 0) < 0)) {
+        // the increments travel apart from the inserted values when they are clamped (deletes: rare)
+        await (db as AnyDb)
+          .insertInto(table)
+          .values({ [keyCol]: k, ...Object.fromEntries(columns.map((c) => [c, Math.max(r[c] ?? 0, 0)])) })
+          .onConflict((oc: any) => oc.column(keyCol).doUpdateSet(Object.fromEntries(columns.map((c) => [c, sql`${sql.ref(`${table}.${c}`)} + ${r[c] ?? 0}`]))))
+          .execute()
         continue
       }
-      await (db as AnyDb)
-        .insertInto(table)
-        .values(values)
-        .onConflict((oc: any) =>
-          oc.column(keyCol).doUpdateSet(Object.fromEntries(columns.map((c) => [c, sql`${sql.ref(`${table}.${c}`)} + excluded.${sql.ref(c)}`]))),
-        )
-        .execute()
+      const row: Record<string, unknown> = { [keyCol]: k }
+      for (const c of columns) row[c] = r[c] ?? 0
+      plain.push(row)
     }
+    const set = columns.map((c) => `${ident(c)} = ${ident(table)}.${ident(c)} + excluded.${ident(c)}`).join(', ')
+    await insertRows(db, dialect, { table, columns: [keyCol, ...columns], tail: `ON CONFLICT (${ident(keyCol)}) DO UPDATE SET ${set}` }, plain)
   }
+}
+
+/** The columns of rows of one table (their keys, in a stable order). */
+function columnsOf(rows: readonly Record<string, unknown>[]): string[] {
+  const first = Object.keys(rows[0] ?? {})
+  const cols = new Set(first)
+  for (const r of rows) {
+    const keys = Object.keys(r)
+    if (keys.length === first.length && keys.every((k) => cols.has(k))) continue
+    for (const k of keys) cols.add(k)
+  }
+  return [...cols].sort()
+}
+
+/** Records of a repo as the repo check hands them over (repo-verify.ts). */
+export interface FreshRecord {
+  uri: string
+  cid: string
+  collection: string
+  rkey: string
+  /** the record's JSON form, as a string */
+  json: string
+  /** passed lexicon validation (or validation is off) */
+  valid: boolean
+}
+
+const RECORD_INSERT: InsertShape = {
+  table: 'record',
+  columns: ['uri', 'cid', 'did', 'collection', 'rkey', 'json', 'indexedAt'],
+  tail: 'ON CONFLICT ("uri") DO NOTHING',
+}
+const FEED_ITEM_INSERT: InsertShape = {
+  table: 'feed_item',
+  columns: ['uri', 'cid', 'type', 'postUri', 'originatorDid', 'sortAt'],
+  tail: 'ON CONFLICT DO NOTHING',
+}
+const NOTIFICATION_INSERT: InsertShape = {
+  table: 'notification',
+  columns: ['did', 'author', 'recordUri', 'recordCid', 'reason', 'reasonSubject', 'sortAt', 'indexedAt'],
+  tail: 'ON CONFLICT DO NOTHING',
 }

@@ -5,6 +5,7 @@
 import { sql, type Expression, type Kysely, type SqlBool } from 'kysely'
 import type { DbDialect } from '@stratos/core/db'
 import type { DatabaseSchema } from './schema.js'
+import { insertRows } from './bulk.js'
 
 type Db = Kysely<DatabaseSchema>
 
@@ -40,13 +41,13 @@ export class Search {
     }
   }
 
-  /** Many posts at once (one statement). */
+  /** Many posts at once (multi-row statements). */
   async setPosts(db: Db, posts: { uri: string; text: string }[]): Promise<void> {
     if (posts.length === 0) return
     if (this.dialect === 'postgres') {
-      await sql`INSERT INTO post_fts (uri, tsv) VALUES ${sql.join(posts.map((p) => sql`(${p.uri}, to_tsvector('simple', ${p.text}))`))}`.execute(db)
+      await insertRows(db, 'postgres', { table: 'post_fts', columns: ['uri', 'tsv'], exprs: { tsv: "to_tsvector('simple', {})" } }, posts.map((p) => ({ uri: p.uri, tsv: p.text })))
     } else {
-      await sql`INSERT INTO post_fts (uri, text) VALUES ${sql.join(posts.map((p) => sql`(${p.uri}, ${p.text})`))}`.execute(db)
+      await insertRows(db, 'sqlite', { table: 'post_fts', columns: ['uri', 'text'] }, posts)
     }
   }
 
@@ -54,8 +55,12 @@ export class Search {
     await sql`DELETE FROM post_fts WHERE uri = ${uri}`.execute(db)
   }
 
-  async setActor(db: Db, did: string, handle: string | null, displayName: string | null): Promise<void> {
-    await sql`DELETE FROM actor_fts WHERE did = ${did}`.execute(db)
+  /**
+   * The actor's search entry. `fresh`: the actor was created just now and has none yet (the DELETE by
+   * the FTS5 table's UNINDEXED did column scans the whole table on SQLite: skipped for new accounts).
+   */
+  async setActor(db: Db, did: string, handle: string | null, displayName: string | null, opts: { fresh?: boolean } = {}): Promise<void> {
+    if (!opts.fresh) await sql`DELETE FROM actor_fts WHERE did = ${did}`.execute(db)
     const h = handle ?? ''
     const name = displayName ?? ''
     if (this.dialect === 'postgres') {

@@ -9,6 +9,7 @@
  * where it stopped on the next start. A repo that cannot be fetched (after retries) is marked failed;
  * a new backfill (admin call) tries it again.
  */
+import { sql } from 'kysely'
 import type { Logger } from 'pino'
 import type { Db } from '../indexer/indexer.js'
 import type { Ingester } from './ingester.js'
@@ -68,6 +69,10 @@ export class Backfiller {
   private doneThisRun = 0
   private counts = { total: 0, done: 0, failed: 0 }
   private progressTimer: NodeJS.Timeout | null = null
+  /** repo outcomes not saved yet (see saveStatuses) */
+  private unsaved: { did: string; status: string; attempts: number; error: string | null; updatedAt: string }[] = []
+  private saveTimer: NodeJS.Timeout | null = null
+  private saving: Promise<void> = Promise.resolve()
 
   constructor(private readonly opts: BackfillOptions) {}
 
@@ -171,6 +176,7 @@ export class Backfiller {
     }
     await Promise.all(workers)
     await listing
+    await this.saveStatuses()
     await this.refreshCounts()
     if (this.stopping) {
       this.state = 'idle'
@@ -251,11 +257,49 @@ export class Backfiller {
     if (!ok && this.stopping) return
     const attempts = row.attempts + 1
     const status = ok ? 'done' : 'failed'
-    await this.db.updateTable('backfill_repo').set({ status, attempts, error, updatedAt: updatedAt() }).where('did', '=', row.did).execute()
+    this.unsaved.push({ did: row.did, status, attempts, error, updatedAt: updatedAt() })
+    if (this.unsaved.length >= 200) await this.saveStatuses()
+    else if (!this.saveTimer) {
+      this.saveTimer = setTimeout(() => void this.saveStatuses().catch((err) => this.opts.log.warn({ err: (err as Error).message }, 'backfill: saving progress failed')), 250)
+      this.saveTimer.unref()
+    }
     if (status === 'done') {
       this.counts.done++
       this.doneThisRun++
     } else if (status === 'failed') this.counts.failed++
+  }
+
+  /**
+   * Repo outcomes are saved together (one transaction per 250 ms or 200 repos, not one per repo). A repo
+   * done but not saved when the process stops is checked again on the next start: its repo state is
+   * already at the listed rev, so it is not fetched again.
+   */
+  private async saveStatuses(): Promise<void> {
+    if (this.saveTimer) clearTimeout(this.saveTimer)
+    this.saveTimer = null
+    const rows = this.unsaved.splice(0)
+    if (rows.length === 0) return this.saving
+    this.saving = this.saving
+      .catch(() => undefined)
+      .then(() =>
+        this.db.transaction().execute(async (tx) => {
+          for (const status of ['done', 'failed']) {
+            const group = rows.filter((r) => r.status === status)
+            if (status === 'done') {
+              // (done: attempts and error as before; written by groups)
+              for (let i = 0; i < group.length; i += 500) {
+                const dids = group.slice(i, i + 500).map((r) => r.did)
+                await tx.updateTable('backfill_repo').set({ status, error: null, updatedAt: group[0]!.updatedAt, attempts: sql`attempts + 1` }).where('did', 'in', dids).execute()
+              }
+            } else {
+              for (const r of group) {
+                await tx.updateTable('backfill_repo').set({ status, attempts: r.attempts, error: r.error, updatedAt: r.updatedAt }).where('did', '=', r.did).execute()
+              }
+            }
+          }
+        }),
+      )
+    return this.saving
   }
 
   private async refreshCounts(): Promise<void> {

@@ -15,9 +15,7 @@ import { CID } from 'multiformats/cid'
 import { cborDecode, lexToJson } from '@stratos/core/data'
 import { DidResolutionError, parseDidDocument, type AtprotoIdentity, type IdentityResolver } from '@stratos/core/identity'
 import {
-  RepoVerifyError,
   verifyCommitEvent,
-  verifyRepoCar,
   verifySyncEvent,
   type CommitCheckResult,
   type CommitEvent,
@@ -30,6 +28,7 @@ import { HIDDEN_STATUSES, IndexBatch, type Db, type Indexer } from '../indexer/i
 import { INDEXED_COLLECTIONS } from '../indexer/records.js'
 import { BatchWriter, type BatchTx } from './batch-writer.js'
 import { RepoFetcher, RepoFetchError } from './repo-fetcher.js'
+import { RepoVerifier } from './repo-verify.js'
 
 export const SUBSCRIBE_REPOS = 'com.atproto.sync.subscribeRepos'
 
@@ -63,6 +62,11 @@ export interface IngesterOptions {
   resyncRetryDelaysMs?: number[]
   /** verifies #commit events in worker threads when it has any (default: in this thread) */
   verifier?: CommitVerifier
+  /**
+   * worker threads that verify fetched repos (getRepo CARs) and turn their records into JSON (default:
+   * as many as the verifier has; 0: in this thread)
+   */
+  repoWorkers?: number
   /**
    * first backfills of repos go through the batch writer, several repos per transaction (default true;
    * false: one transaction per repo, several at once on PostgreSQL). Measured here with 300 repos of 25
@@ -191,6 +195,7 @@ export class Ingester {
   }
   readonly fetcher: RepoFetcher
   readonly verifier: CommitVerifier | undefined
+  readonly repoVerifier: RepoVerifier
   private readonly clients: SubscriptionClient[] = []
   /** group commit of verified commits */
   readonly writer: BatchWriter<WriteBatch>
@@ -229,6 +234,10 @@ export class Ingester {
     this.log = opts.log
     this.fetcher = opts.fetcher ?? new RepoFetcher({ allowPrivateAddresses: opts.allowPrivateAddresses ?? false })
     this.verifier = opts.verifier
+    this.repoVerifier = new RepoVerifier({
+      workers: opts.repoWorkers ?? opts.verifier?.workers ?? 0,
+      onWorkerError: (err, index) => this.log.error({ err, worker: index }, 'a repo verification worker died; restarted'),
+    })
     this.writer = new BatchWriter<WriteBatch>({
       transact: (fn) => this.indexer.transact(fn),
       begin: () => ({ index: new IndexBatch(), repoStates: new Map() }),
@@ -279,6 +288,7 @@ export class Ingester {
     this.fetcher.abortAll()
     await this.idle(10_000)
     await this.flushCursors()
+    await this.repoVerifier.close()
   }
 
   /** Events being handled (or waiting for their account). */
@@ -449,15 +459,24 @@ export class Ingester {
     return 'indexed'
   }
 
-  private async refreshHandle(did: string, forceRefresh = false): Promise<void> {
-    let handle: string | null = null
+  private async refreshHandle(did: string, forceRefresh = false, fresh = false): Promise<void> {
+    const handle = await this.checkHandle(did, forceRefresh)
+    await this.indexer.setHandle(did, handle, undefined, { fresh })
+    this.handleChecked(did, handle)
+  }
+
+  /** The account's verified handle, or null (invalid, or not verified now). */
+  private async checkHandle(did: string, forceRefresh = false): Promise<string | null> {
     try {
       const h = await this.idResolver.verifyHandle(did, { forceRefresh })
-      handle = h === 'handle.invalid' ? null : h
+      return h === 'handle.invalid' ? null : h
     } catch {
-      handle = null
+      return null
     }
-    await this.indexer.setHandle(did, handle)
+  }
+
+  /** After a handle check: a handle that did not verify is checked again later. */
+  private handleChecked(did: string, handle: string | null): void {
     if (handle !== null) {
       this.cancelHandleRetry(did)
     } else {
@@ -494,7 +513,7 @@ export class Ingester {
   /** Creates the actor on first sight, with its verified handle. */
   private async ensureActor(did: string): Promise<void> {
     const created = await this.indexer.ensureActor(did)
-    if (created) await this.refreshHandle(did)
+    if (created) await this.refreshHandle(did, false, true)
   }
 
   // #commit
@@ -824,52 +843,69 @@ export class Ingester {
       }
     }
     if (!identity.pdsEndpoint || !identity.signingKey) return false
-    // an account first seen through a backfill gets its verified handle too
-    await this.ensureActor(did)
-    let car: Uint8Array | undefined
-    for (let attempt = 0; ; attempt++) {
-      try {
-        car = await this.fetcher.getRepo(identity.pdsEndpoint, did)
-        break
-      } catch (err) {
-        const retry = err instanceof RepoFetchError && err.retryable && attempt < retries
-        this.log.warn({ did, err: (err as Error).message, attempt, retry }, 'resync: getRepo failed')
-        if (!retry) return false
-        await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 10_000)))
+    // an account first seen through a backfill gets its verified handle too: checked now, written with
+    // its records (a first backfill: in the batch writer's transaction) or before them
+    const newHandle = (await this.db.selectFrom('actor').select('did').where('did', '=', did).executeTakeFirst()) ? undefined : await this.checkHandle(did)
+    let actorWritten = newHandle === undefined
+    const writeActor = async (db: Db) => {
+      actorWritten = true
+      if (newHandle !== undefined && (await this.indexer.ensureActor(did, db))) await this.indexer.setHandle(did, newHandle, db, { fresh: true })
+    }
+    try {
+      return await this.fetchVerifyApply(did, identity, retries, actorWritten ? null : writeActor)
+    } finally {
+      if (!actorWritten) await writeActor(this.db)
+      if (newHandle !== undefined) this.handleChecked(did, newHandle)
+    }
+  }
+
+  /** getRepo, the repo check, then the index brought in line with it; `writeActor`: a new account's actor row and handle. */
+  private async fetchVerifyApply(did: string, identity: AtprotoIdentity, retries: number, writeActor: ((db: Db) => Promise<void>) | null): Promise<boolean> {
+    const pds = identity.pdsEndpoint!
+    const fetchRepo = async (): Promise<Uint8Array | null> => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await this.fetcher.getRepo(pds, did)
+        } catch (err) {
+          const retry = err instanceof RepoFetchError && err.retryable && attempt < retries
+          this.log.warn({ did, err: (err as Error).message, attempt, retry }, 'resync: getRepo failed')
+          if (!retry) return null
+          await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 10_000)))
+        }
       }
     }
-    let verified
-    try {
-      verified = await verifyRepoCar(car!, did, identity.signingKey)
-    } catch (err) {
-      if (err instanceof RepoVerifyError && err.reason === 'bad-signature') {
-        const fresh = await this.idResolver.resolveAtprotoData(did, { forceRefresh: true }).catch(() => null)
-        if (!fresh?.signingKey) return false
-        try {
-          verified = await verifyRepoCar(car!, did, fresh.signingKey)
-        } catch (err2) {
-          this.log.warn({ did, err: (err2 as Error).message }, 'resync: repo did not verify')
-          return false
-        }
-      } else {
-        this.log.warn({ did, err: (err as Error).message }, 'resync: repo did not verify')
-        return false
-      }
+    const car = await fetchRepo()
+    if (!car) return false
+    const validate = this.indexer.validates
+    let verified = await this.repoVerifier.verify({ car, did, signingKey: identity.signingKey!, validate })
+    if (!verified.ok && verified.reason === 'bad-signature') {
+      // the key may have changed: the document fetched again, the repo checked again (the CAR went to
+      // the worker: fetched again too)
+      const fresh = await this.idResolver.resolveAtprotoData(did, { forceRefresh: true }).catch(() => null)
+      if (!fresh?.signingKey) return false
+      const again = await fetchRepo()
+      if (!again) return false
+      verified = await this.repoVerifier.verify({ car: again, did, signingKey: fresh.signingKey, validate })
+    }
+    if (!verified.ok) {
+      this.log.warn({ did, err: verified.message }, 'resync: repo did not verify')
+      return false
     }
     const prev = await this.repoState(did)
-    if (prev && prev.rev > verified.commit.rev) {
+    if (prev && prev.rev > verified.rev) {
       // the index already holds a later state (live commits got there first)
-      this.log.debug({ did, have: prev.rev, got: verified.commit.rev }, 'resync: fetched repo is older than the indexed state')
+      this.log.debug({ did, have: prev.rev, got: verified.rev }, 'resync: fetched repo is older than the indexed state')
       return true
     }
+    const state = { did, rev: verified.rev, data: verified.data, commitCid: verified.commitCid }
     const batchBackfill = this.opts.batchBackfills ?? true
     if (batchBackfill && prev === null && !(await this.db.selectFrom('record').select('uri').where('did', '=', did).limit(1).executeTakeFirst())) {
       // a first backfill: nothing to compare with; every record goes in with multi-row inserts, in the
       // batch writer (the repos fetched meanwhile share its transaction, their counters summed once)
-      const fresh = freshRecords(did, verified.records)
-      const state = { did, rev: verified.commit.rev, data: verified.commit.data.toString(), commitCid: verified.commitCid.toString() }
+      const fresh = verified.records
       let n = 0
       const written = this.writer.write(async (tx, batch) => {
+        if (writeActor) await writeActor(tx)
         n = await this.indexer.indexFresh(tx, did, fresh, batch.index)
         batch.repoStates.set(did, state)
       })
@@ -882,38 +918,33 @@ export class Ingester {
       this.stats.resyncedRecords += n
       return true
     }
+    if (writeActor) await writeActor(this.db)
     await this.indexer.transact(async (tx) => {
       const existing = new Map<string, string>()
       const rows = await tx.selectFrom('record').select(['uri', 'cid']).where('did', '=', did).execute()
       for (const r of rows) existing.set(r.uri, r.cid)
       if (prev === null && existing.size === 0) {
         // a first backfill: nothing to compare with, every record goes in with multi-row inserts
-        const fresh = freshRecords(did, verified.records)
         // (read after the await: transactions of several accounts run at once on PostgreSQL)
-        const n = await this.indexer.indexFresh(tx, did, fresh)
+        const n = await this.indexer.indexFresh(tx, did, verified.records)
         this.stats.resyncedRecords += n
-        await this.saveRepoState(tx, did, verified.commit.rev, verified.commit.data.toString(), verified.commitCid.toString())
+        await this.saveRepoState(tx, did, state.rev, state.data, state.commitCid)
         return
       }
       for (const rec of verified.records) {
-        if (!INDEXED_COLLECTIONS.has(rec.collection)) continue
-        const uri = `at://${did}/${rec.collection}/${rec.rkey}`
-        const cid = rec.cid.toString()
+        const uri = rec.uri
+        const cid = rec.cid
         const had = existing.get(uri)
         existing.delete(uri)
         if (had === cid) continue
-        let json: Record<string, unknown>
-        try {
-          json = lexToJson(rec.value) as Record<string, unknown>
-        } catch {
-          continue
-        }
+        // (failed validation in the check: indexRecord finds the same and skips it)
+        const json = JSON.parse(rec.json) as Record<string, unknown>
         // a first backfill is history and does not notify; a resync notifies what it finds new
         const r = await this.indexer.indexRecord(tx, uri, cid, json, { notify: prev !== null })
         if (r === 'indexed') this.stats.resyncedRecords++
       }
       for (const uri of existing.keys()) await this.indexer.deleteRecord(tx, uri)
-      await this.saveRepoState(tx, did, verified.commit.rev, verified.commit.data.toString(), verified.commitCid.toString())
+      await this.saveRepoState(tx, did, state.rev, state.data, state.commitCid)
     })
     return true
   }
@@ -949,22 +980,3 @@ async function saveRepoStates(db: Db, rows: { did: string; rev: string; data: st
 type VerifiedCommit =
   | { ok: true; rev: string; newData: CID; commitCid: CID; records: Map<string, Uint8Array> }
   | { ok: false; reason: string; message: string }
-
-/** The indexed records of a repo as a first backfill writes them (records whose JSON form fails are skipped). */
-function freshRecords(
-  did: string,
-  records: Iterable<{ collection: string; rkey: string; cid: { toString(): string }; value: unknown }>,
-): { uri: string; cid: string; collection: string; rkey: string; record: Record<string, unknown> }[] {
-  const fresh = []
-  for (const rec of records) {
-    if (!INDEXED_COLLECTIONS.has(rec.collection)) continue
-    let record: Record<string, unknown>
-    try {
-      record = lexToJson(rec.value as Parameters<typeof lexToJson>[0]) as Record<string, unknown>
-    } catch {
-      continue
-    }
-    fresh.push({ uri: `at://${did}/${rec.collection}/${rec.rkey}`, cid: rec.cid.toString(), collection: rec.collection, rkey: rec.rkey, record })
-  }
-  return fresh
-}
