@@ -10,7 +10,7 @@
 import { sql } from 'kysely'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { AppViewServer } from '../src/server.js'
-import { FakeNetwork, PG_URL, caughtUp, follow, like, mention, post, quote, reply, repost, startAppView, testDb, type Account, type TestDb, type WriteResult } from './helpers.js'
+import { FakeNetwork, PG_URL, caughtUp, follow, like, mention, post, quote, reply, repost, startAppView, testDb, waitFor, type Account, type TestDb, type WriteResult } from './helpers.js'
 
 const dialects: ('sqlite' | 'postgres')[] = PG_URL ? ['sqlite', 'postgres'] : ['sqlite']
 
@@ -92,7 +92,9 @@ describe.each(dialects)('ingest: group commit gives the same index as one commit
     const accounts: Account[] = []
     for (let i = 0; i < 6; i++) accounts.push(await net.createAccount(`batch${i}.test`))
     const posts: WriteResult[][] = accounts.map(() => [])
-    // nothing below waits for the AppViews: the events pile up and are written in batches
+    // nothing below waits for the AppViews: the events pile up and are written in batches (the batched
+    // one's writer is held until several commits wait, so at least one batch holds more than one)
+    batched.ctx.ingester.writer.pause()
     for (let round = 0; round < 8; round++) {
       for (const [i, a] of accounts.entries()) {
         const other = accounts[(i + 1) % accounts.length]!
@@ -126,6 +128,8 @@ describe.each(dialects)('ingest: group commit gives the same index as one commit
       { action: 'create', collection: 'app.bsky.feed.like', rkey: 'batchmultilike', record: { $type: 'app.bsky.feed.like', ...like(posts[2]![1]!) } },
     ])
 
+    await waitFor(() => batched.ctx.ingester.writer.pending >= 2, 30_000, 'writes queued in the held batch writer')
+    batched.ctx.ingester.writer.resume()
     await caughtUp(batched, net)
     await caughtUp(oracle, net)
     const [got, want] = [await dump(batched), await dump(oracle)]

@@ -38,6 +38,19 @@ export class BatchWriter<S> {
 
   constructor(private readonly opts: BatchWriterOptions<S>) {}
 
+  private paused: Promise<void> | null = null
+  private unpause: () => void = () => undefined
+
+  /** Holds the next batches (writes queue up) until `resume` (tests: a batch of a known size). */
+  pause(): void {
+    if (!this.paused) this.paused = new Promise<void>((resolve) => (this.unpause = resolve))
+  }
+
+  resume(): void {
+    this.paused = null
+    this.unpause()
+  }
+
   /** Writes waiting for the next batch. */
   get pending(): number {
     return this.queue.length
@@ -58,6 +71,7 @@ export class BatchWriter<S> {
   private async drain(): Promise<void> {
     try {
       while (this.queue.length > 0) {
+        if (this.paused) await this.paused
         const max = this.opts.maxBatch ?? 500
         const batch = this.queue.length <= max ? this.queue : this.queue.slice(0, max)
         this.queue = this.queue.length <= max ? [] : this.queue.slice(max)
