@@ -174,9 +174,13 @@ export class Backfiller {
         })(),
       )
     }
-    await Promise.all(workers)
-    await listing
-    await this.saveStatuses()
+    try {
+      await Promise.all(workers)
+      await listing
+    } finally {
+      // what the workers finished is saved even when one of them failed
+      await this.saveStatuses()
+    }
     await this.refreshCounts()
     if (this.stopping) {
       this.state = 'idle'
@@ -250,7 +254,10 @@ export class Backfiller {
     let ok = true
     let error: string | null = null
     if (!(state && state.syncStatus === 'synchronized' && row.rev !== null && state.rev >= row.rev)) {
-      ok = await this.opts.ingester.resync(row.did, { retries: 2 })
+      ok = await this.opts.ingester.resync(row.did, { retries: 2 }).catch((err) => {
+        this.opts.log.warn({ did: row.did, err: (err as Error).message }, 'backfill: repo failed')
+        return false
+      })
       if (!ok) error = 'could not fetch and verify the repo (see the log)'
     }
     // stopped midway: the repo stays pending for the next start

@@ -62,6 +62,7 @@ export async function runRepoTask(task: RepoTask): Promise<RepoTaskResult> {
 /** Repo checks in `workers` worker threads (0: in the calling thread). */
 export class RepoVerifier {
   private pool: KeyedWorkerPool<RepoTask, RepoTaskResult> | null = null
+  private closed = false
 
   constructor(private readonly opts: { workers: number; onWorkerError?: (err: unknown, index: number) => void }) {}
 
@@ -86,13 +87,16 @@ export class RepoVerifier {
 
   async verify(task: RepoTask): Promise<RepoTaskResult> {
     if (this.opts.workers <= 0) return runRepoTask(task)
+    if (this.closed) return { ok: false, reason: 'worker', message: 'the repo verifier is closed' }
     const pool = this.workerPool
     // the CAR moves to the worker when it owns its whole buffer (a fetched body does); a view is copied
     const car = task.car.byteOffset === 0 && task.car.byteLength === task.car.buffer.byteLength ? task.car : task.car.slice()
-    return pool.run(task.did, { ...task, car }, [car.buffer as ArrayBuffer])
+    // a worker that died or a pool closed meanwhile (shutting down): the repo is not verified
+    return pool.run(task.did, { ...task, car }, [car.buffer as ArrayBuffer]).catch((err: unknown) => ({ ok: false as const, reason: 'worker', message: (err as Error).message }))
   }
 
   async close(): Promise<void> {
+    this.closed = true
     const pool = this.pool
     this.pool = null
     await pool?.close()
