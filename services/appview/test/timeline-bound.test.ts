@@ -1,6 +1,7 @@
 /**
- * getTimeline's bounded read (a lower bound from each followed account's newest item, or a merge of
- * each account's newest items when fewer accounts than the page size have any): every page, at every
+ * getTimeline's bounded read (a lower bound from each followed account's newest item, the page read
+ * among the accounts at or after it, or a merge of each account's newest items when fewer accounts than
+ * the page size have any): every page, at every
  * page size, equals the plain "all items of the followed accounts and the viewer, newest first" query,
  * including items that share a timestamp across accounts and at page boundaries. On SQLite, and on
  * PostgreSQL when STRATOS_TEST_PG_URL is set.
@@ -41,6 +42,8 @@ describe.each(dialects)('getTimeline at many follows (%s)', (dialect) => {
     }
     for (let i = 5; i < 15; i++) await index(dids[i]!, 'app.bsky.feed.repost', `r${i}`, { subject: posts[(i * 11) % posts.length], createdAt: at(30 + (i % 5)) })
     await index(viewer.did, 'app.bsky.feed.post', 'own', { text: 'mine', createdAt: at(40) })
+    // eight followed accounts whose newest items share one timestamp (ties at the page's bound)
+    for (let i = 20; i < 28; i++) await index(dids[i]!, 'app.bsky.feed.post', 'tie', { text: `tie ${i}`, createdAt: at(65) })
   })
 
   afterAll(async () => {
@@ -49,7 +52,7 @@ describe.each(dialects)('getTimeline at many follows (%s)', (dialect) => {
     await db?.cleanup()
   })
 
-  it('pages at sizes 1, 3, 7, 25 and 100 equal the unbounded query', async () => {
+  it('pages at sizes 1, 2, 3, 4, 7, 25 and 100 equal the unbounded query', async () => {
     const all = await server.ctx.db
       .selectFrom('feed_item')
       .select(['uri'])
@@ -64,7 +67,7 @@ describe.each(dialects)('getTimeline at many follows (%s)', (dialect) => {
       .execute()
     expect(all.length).toBeGreaterThan(150)
     const agent = agentFor(server, viewer)
-    for (const limit of [1, 3, 7, 25, 100]) {
+    for (const limit of [1, 2, 3, 4, 7, 25, 100]) {
       const seen: string[] = []
       let cursor: string | undefined
       for (let guard = 0; guard < 500; guard++) {
