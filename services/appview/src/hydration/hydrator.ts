@@ -8,6 +8,7 @@ import type { DatabaseSchema } from '../indexer/schema.js'
 import { COLLECTIONS, collectionFromUri, didFromUri } from '../indexer/records.js'
 import { LABELER_COLLECTION, labelsFor, type AcceptedLabeler, type ViewLabel } from '../labels/labels.js'
 import { currentLabelers } from '../labels/request.js'
+import { listSql, type ListSql, type PreparedText } from './sql.js'
 
 type Db = Kysely<DatabaseSchema>
 type Json = Record<string, unknown>
@@ -207,11 +208,120 @@ export interface HydratorOptions {
   modServiceDid?: string
 }
 
+interface ActorRow {
+  did: string
+  handle: string | null
+  upstreamStatus: string | null
+  indexedAt: string
+  profileUri: string | null
+  profileCid: string | null
+  displayName: string | null
+  description: string | null
+  avatarCid: string | null
+  bannerCid: string | null
+  pinnedPostUri: string | null
+  pinnedPostCid: string | null
+  createdAt: string | null
+  profileIndexedAt: string | null
+  json: string | null
+  followersCount: number | null
+  followsCount: number | null
+  postsCount: number | null
+  listsCount: number | null
+  feedgensCount: number | null
+  starterPacksCount: number | null
+  labeler: number | null
+}
+
+interface PostRow {
+  uri: string
+  cid: string
+  creator: string
+  indexedAt: string
+  sortAt: string
+  replyRoot: string | null
+  replyParent: string | null
+  quoteUri: string | null
+  violatesThreadGate: number
+  violatesEmbeddingRules: number
+  json: string
+  likeCount: number | null
+  repostCount: number | null
+  replyCount: number | null
+  quoteCount: number | null
+}
+
+/** The hot hydration queries (see ./sql.ts), compiled once per dialect. */
+function hydrationQueries(q: ListSql) {
+  return {
+    // one row per actor: the account, its profile record and counts, and whether it publishes a labeler service
+    actors: q.prepare(`
+      SELECT a.did AS did, a.handle AS handle, a."upstreamStatus" AS "upstreamStatus", a."indexedAt" AS "indexedAt",
+        p.uri AS "profileUri", p.cid AS "profileCid", p."displayName" AS "displayName", p.description AS description,
+        p."avatarCid" AS "avatarCid", p."bannerCid" AS "bannerCid", p."pinnedPostUri" AS "pinnedPostUri",
+        p."pinnedPostCid" AS "pinnedPostCid", p."createdAt" AS "createdAt", p."indexedAt" AS "profileIndexedAt", r.json AS json,
+        g."followersCount" AS "followersCount", g."followsCount" AS "followsCount", g."postsCount" AS "postsCount",
+        g."listsCount" AS "listsCount", g."feedgensCount" AS "feedgensCount", g."starterPacksCount" AS "starterPacksCount",
+        (SELECT 1 FROM record l WHERE l.did = a.did AND l.collection = ? AND l.rkey = 'self') AS labeler
+      FROM actor a
+      LEFT JOIN profile p ON p.creator = a.did
+      LEFT JOIN record r ON r.uri = p.uri
+      LEFT JOIN profile_agg g ON g.did = a.did
+      WHERE a.did IN ?L`),
+    // the viewer's relationships toward a list of actors, one row per (kind, actor)
+    actorViewers: q.prepare(`
+      SELECT 'following' AS k, f.uri AS v, f."subjectDid" AS did FROM follow f WHERE f.creator = ? AND f."subjectDid" IN ?L
+      UNION ALL SELECT 'followedBy', f.uri, f.creator FROM follow f WHERE f."subjectDid" = ? AND f.creator IN ?L
+      UNION ALL SELECT 'blocking', b.uri, b."subjectDid" FROM block b WHERE b.creator = ? AND b."subjectDid" IN ?L
+      UNION ALL SELECT 'blockedBy', b.uri, b.creator FROM block b WHERE b."subjectDid" = ? AND b.creator IN ?L
+      UNION ALL SELECT 'blockingByList', lb."subjectUri", li."subjectDid" FROM list_block lb JOIN list_item li ON li."listUri" = lb."subjectUri"
+        WHERE lb.creator = ? AND li."subjectDid" IN ?L
+      UNION ALL SELECT 'blockedByList', lb."subjectUri", lb.creator FROM list_block lb JOIN list_item li ON li."listUri" = lb."subjectUri"
+        WHERE li."subjectDid" = ? AND lb.creator IN ?L
+      UNION ALL SELECT 'muted', NULL, m."subjectDid" FROM mute m WHERE m."mutedByDid" = ? AND m."subjectDid" IN ?L
+      UNION ALL SELECT 'mutedByList', lm."listUri", li."subjectDid" FROM list_mute lm JOIN list_item li ON li."listUri" = lm."listUri"
+        WHERE lm."mutedByDid" = ? AND li."subjectDid" IN ?L`),
+    // block edges (direct and by list) from the first list of actors toward the second (each creator's blocks
+    // are read and matched against the second list, not one index seek per pair)
+    blocksFrom: q.prepare(`
+      SELECT b.creator AS creator, b."subjectDid" AS "subjectDid" FROM block b WHERE b.creator IN ?L AND ${q.dialect === 'sqlite' ? '+' : ''}b."subjectDid" IN ?L
+      UNION ALL SELECT lb.creator, li."subjectDid" FROM list_block lb JOIN list_item li ON li."listUri" = lb."subjectUri"
+        WHERE lb.creator IN ?L AND li."subjectDid" IN ?L`),
+    posts: q.prepare(`
+      SELECT p.uri AS uri, p.cid AS cid, p.creator AS creator, p."indexedAt" AS "indexedAt", p."sortAt" AS "sortAt",
+        p."replyRoot" AS "replyRoot", p."replyParent" AS "replyParent", p."quoteUri" AS "quoteUri",
+        p."violatesThreadGate" AS "violatesThreadGate", p."violatesEmbeddingRules" AS "violatesEmbeddingRules", r.json AS json,
+        g."likeCount" AS "likeCount", g."repostCount" AS "repostCount", g."replyCount" AS "replyCount", g."quoteCount" AS "quoteCount"
+      FROM post p
+      JOIN record r ON r.uri = p.uri
+      LEFT JOIN record_agg g ON g.uri = p.uri
+      WHERE p.uri IN ?L`),
+    // threadgates of the roots, postgates of the posts
+    gates: q.prepare(`
+      SELECT 'threadgate' AS k, t.uri AS uri, t.cid AS cid, t."postUri" AS "postUri", r.json AS json
+        FROM threadgate t JOIN record r ON r.uri = t.uri WHERE t."postUri" IN ?L
+      UNION ALL SELECT 'postgate', g.uri, g.cid, g."postUri", r.json
+        FROM postgate g JOIN record r ON r.uri = g.uri WHERE g."postUri" IN ?L`),
+    viewerInteractions: q.prepare(`
+      SELECT 'like' AS k, l.uri AS uri, l.subject AS subject FROM "like" l WHERE l.creator = ? AND l.subject IN ?L
+      UNION ALL SELECT 'repost', r.uri, r.subject FROM repost r WHERE r.creator = ? AND r.subject IN ?L`),
+    reposts: q.prepare(`
+      SELECT r.uri AS uri, r.cid AS cid, r.creator AS creator, r.subject AS subject, r."indexedAt" AS "indexedAt", r."sortAt" AS "sortAt"
+      FROM repost r WHERE r.uri IN ?L`),
+  } satisfies Record<string, PreparedText>
+}
+
 export class Hydrator {
+  private readonly q: ListSql
+  private readonly sql: ReturnType<typeof hydrationQueries>
+
   constructor(
     private readonly db: Db,
     private readonly opts: HydratorOptions = {},
-  ) {}
+  ) {
+    this.q = listSql(db)
+    this.sql = hydrationQueries(this.q)
+  }
 
   // labels
   // =
@@ -255,37 +365,8 @@ export class Hydrator {
   /** Actor rows, profiles, counts and the viewer's relationships for `dids`. */
   async actors(state: HydrationState, dids: Iterable<string>, opts: { viewer?: boolean } = {}): Promise<void> {
     const todo = [...new Set(dids)].filter((d) => !state.actors.has(d))
-    for (const batch of chunks(todo)) {
-      const rows = await this.db
-        .selectFrom('actor')
-        .leftJoin('profile', 'profile.creator', 'actor.did')
-        .leftJoin('record', 'record.uri', 'profile.uri')
-        .leftJoin('profile_agg', 'profile_agg.did', 'actor.did')
-        .select([
-          'actor.did',
-          'actor.handle',
-          'actor.upstreamStatus',
-          'actor.indexedAt',
-          'profile.uri as profileUri',
-          'profile.cid as profileCid',
-          'profile.displayName',
-          'profile.description',
-          'profile.avatarCid',
-          'profile.bannerCid',
-          'profile.pinnedPostUri',
-          'profile.pinnedPostCid',
-          'profile.createdAt',
-          'profile.indexedAt as profileIndexedAt',
-          'record.json',
-          'profile_agg.followersCount',
-          'profile_agg.followsCount',
-          'profile_agg.postsCount',
-          'profile_agg.listsCount',
-          'profile_agg.feedgensCount',
-          'profile_agg.starterPacksCount',
-        ])
-        .where('actor.did', 'in', batch)
-        .execute()
+    if (todo.length > 0) {
+      const rows = await this.q.rows<ActorRow>(this.sql.actors, [LABELER_COLLECTION, { list: todo }])
       for (const r of rows) {
         state.actors.set(r.did, {
           did: r.did,
@@ -317,24 +398,18 @@ export class Hydrator {
           feedgens: Number(r.feedgensCount ?? 0),
           starterPacks: Number(r.starterPacksCount ?? 0),
         })
+        if (r.labeler !== null) state.labelerActors.add(r.did)
       }
-      for (const did of batch) if (!state.actors.has(did)) state.actors.set(did, null)
+      for (const did of todo) if (!state.actors.has(did)) state.actors.set(did, null)
       const found = rows.map((r) => r.did)
-      if (found.length === 0) continue
-      const profileUris = found.map((d) => `at://${d}/${COLLECTIONS.profile}/self`)
-      const takedowns = await this.loadLabels(state, [...found, ...profileUris])
-      for (const [did, val] of takedowns) {
-        const a = state.actors.get(did)
-        if (a && !a.upstreamStatus) a.upstreamStatus = val === '!suspend' ? 'suspended' : 'takendown'
+      if (found.length > 0) {
+        const profileUris = found.map((d) => `at://${d}/${COLLECTIONS.profile}/self`)
+        const takedowns = await this.loadLabels(state, [...found, ...profileUris])
+        for (const [did, val] of takedowns) {
+          const a = state.actors.get(did)
+          if (a && !a.upstreamStatus) a.upstreamStatus = val === '!suspend' ? 'suspended' : 'takendown'
+        }
       }
-      const labelers = await this.db
-        .selectFrom('record')
-        .select('did')
-        .where('collection', '=', LABELER_COLLECTION)
-        .where('rkey', '=', 'self')
-        .where('did', 'in', found)
-        .execute()
-      for (const l of labelers) state.labelerActors.add(l.did)
     }
     if (opts.viewer !== false) await this.actorViewers(state, todo)
   }
@@ -344,53 +419,47 @@ export class Hydrator {
     const viewer = state.viewer
     if (!viewer) return
     const todo = [...new Set(dids)].filter((d) => !state.actorViewers.has(d))
+    if (todo.length === 0) return
+    const list = { list: todo }
+    const rows = await this.q.rows<{ k: string; v: string | null; did: string }>(
+      this.sql.actorViewers,
+      [viewer, list, viewer, list, viewer, list, viewer, list, viewer, list, viewer, list, viewer, list, viewer, list],
+    )
+    const vs = new Map<string, ActorViewer>(todo.map((d) => [d, {}]))
     const listUris = new Set<string>()
-    for (const batch of chunks(todo)) {
-      const vs = new Map<string, ActorViewer>(batch.map((d) => [d, {}]))
-      const [following, followedBy, blocking, blockedBy, blockingByList, blockedByList, muted, mutedByList] = await Promise.all([
-        this.db.selectFrom('follow').select(['uri', 'subjectDid as did']).where('creator', '=', viewer).where('subjectDid', 'in', batch).execute(),
-        this.db.selectFrom('follow').select(['uri', 'creator as did']).where('subjectDid', '=', viewer).where('creator', 'in', batch).execute(),
-        this.db.selectFrom('block').select(['uri', 'subjectDid as did']).where('creator', '=', viewer).where('subjectDid', 'in', batch).execute(),
-        this.db.selectFrom('block').select(['uri', 'creator as did']).where('subjectDid', '=', viewer).where('creator', 'in', batch).execute(),
-        this.db
-          .selectFrom('list_block')
-          .innerJoin('list_item', 'list_item.listUri', 'list_block.subjectUri')
-          .select(['list_block.subjectUri as listUri', 'list_item.subjectDid as did'])
-          .where('list_block.creator', '=', viewer)
-          .where('list_item.subjectDid', 'in', batch)
-          .execute(),
-        this.db
-          .selectFrom('list_block')
-          .innerJoin('list_item', 'list_item.listUri', 'list_block.subjectUri')
-          .select(['list_block.subjectUri as listUri', 'list_block.creator as did'])
-          .where('list_item.subjectDid', '=', viewer)
-          .where('list_block.creator', 'in', batch)
-          .execute(),
-        this.db.selectFrom('mute').select(['subjectDid as did']).where('mutedByDid', '=', viewer).where('subjectDid', 'in', batch).execute(),
-        this.db
-          .selectFrom('list_mute')
-          .innerJoin('list_item', 'list_item.listUri', 'list_mute.listUri')
-          .select(['list_mute.listUri as listUri', 'list_item.subjectDid as did'])
-          .where('list_mute.mutedByDid', '=', viewer)
-          .where('list_item.subjectDid', 'in', batch)
-          .execute(),
-      ])
-      for (const r of following) vs.get(r.did)!.following = r.uri
-      for (const r of followedBy) vs.get(r.did)!.followedBy = r.uri
-      for (const r of blocking) vs.get(r.did)!.blocking = r.uri
-      for (const r of blockedBy) vs.get(r.did)!.blockedBy = true
-      for (const r of blockingByList) {
-        vs.get(r.did)!.blockingByList = r.listUri
-        listUris.add(r.listUri)
+    for (const r of rows) {
+      const v = vs.get(r.did)
+      if (!v) continue
+      switch (r.k) {
+        case 'following':
+          v.following = r.v!
+          break
+        case 'followedBy':
+          v.followedBy = r.v!
+          break
+        case 'blocking':
+          v.blocking = r.v!
+          break
+        case 'blockedBy':
+          v.blockedBy = true
+          break
+        case 'blockingByList':
+          v.blockingByList = r.v!
+          listUris.add(r.v!)
+          break
+        case 'blockedByList':
+          v.blockedByList = r.v!
+          break
+        case 'muted':
+          v.muted = true
+          break
+        case 'mutedByList':
+          v.mutedByList = r.v!
+          listUris.add(r.v!)
+          break
       }
-      for (const r of blockedByList) vs.get(r.did)!.blockedByList = r.listUri
-      for (const r of muted) vs.get(r.did)!.muted = true
-      for (const r of mutedByList) {
-        vs.get(r.did)!.mutedByList = r.listUri
-        listUris.add(r.listUri)
-      }
-      for (const [did, v] of vs) state.actorViewers.set(did, v)
     }
+    for (const [did, v] of vs) state.actorViewers.set(did, v)
     if (listUris.size > 0) await this.lists(state, listUris, { creators: false })
   }
 
@@ -402,29 +471,14 @@ export class Hydrator {
       for (const d of fresh) state.blockChecked.add(d)
       return
     }
-    for (const batch of chunks(fresh)) {
-      for (const others of chunks(all)) {
-        const [direct1, direct2, byList1, byList2] = await Promise.all([
-          this.db.selectFrom('block').select(['creator', 'subjectDid']).where('creator', 'in', batch).where('subjectDid', 'in', others).execute(),
-          this.db.selectFrom('block').select(['creator', 'subjectDid']).where('creator', 'in', others).where('subjectDid', 'in', batch).execute(),
-          this.db
-            .selectFrom('list_block')
-            .innerJoin('list_item', 'list_item.listUri', 'list_block.subjectUri')
-            .select(['list_block.creator as creator', 'list_item.subjectDid as subjectDid'])
-            .where('list_block.creator', 'in', batch)
-            .where('list_item.subjectDid', 'in', others)
-            .execute(),
-          this.db
-            .selectFrom('list_block')
-            .innerJoin('list_item', 'list_item.listUri', 'list_block.subjectUri')
-            .select(['list_block.creator as creator', 'list_item.subjectDid as subjectDid'])
-            .where('list_block.creator', 'in', others)
-            .where('list_item.subjectDid', 'in', batch)
-            .execute(),
-        ])
-        for (const r of [...direct1, ...direct2, ...byList1, ...byList2]) state.blockEdges.add(`${r.creator} ${r.subjectDid}`)
-      }
+    const edges = async (from: string[], to: string[]) => {
+      const rows = await this.q.rows<{ creator: string; subjectDid: string }>(this.sql.blocksFrom, [{ list: from }, { list: to }, { list: from }, { list: to }])
+      for (const r of rows) state.blockEdges.add(`${r.creator} ${r.subjectDid}`)
     }
+    // edges from the new actors toward all, and from the ones checked before toward the new ones
+    await edges(fresh, all)
+    const older = all.filter((d) => state.blockChecked.has(d))
+    if (older.length > 0) await edges(older, fresh)
     for (const d of fresh) state.blockChecked.add(d)
   }
 
@@ -483,82 +537,45 @@ export class Hydrator {
 
   private async loadPosts(state: HydrationState, uris: string[]): Promise<PostInfo[]> {
     const todo = [...new Set(uris)].filter((u) => !state.posts.has(u))
-    const out: PostInfo[] = []
-    for (const batch of chunks(todo)) {
-      const rows = await this.db
-        .selectFrom('post')
-        .innerJoin('record', 'record.uri', 'post.uri')
-        .leftJoin('record_agg', 'record_agg.uri', 'post.uri')
-        .select([
-          'post.uri',
-          'post.cid',
-          'post.creator',
-          'post.indexedAt',
-          'post.sortAt',
-          'post.replyRoot',
-          'post.replyParent',
-          'post.quoteUri',
-          'post.violatesThreadGate',
-          'post.violatesEmbeddingRules',
-          'record.json',
-          'record_agg.likeCount',
-          'record_agg.repostCount',
-          'record_agg.replyCount',
-          'record_agg.quoteCount',
-        ])
-        .where('post.uri', 'in', batch)
-        .execute()
-      for (const r of rows) {
-        const info: PostInfo = {
-          uri: r.uri,
-          cid: r.cid,
-          creator: r.creator,
-          record: parseJson(r.json),
-          indexedAt: r.indexedAt,
-          sortAt: r.sortAt,
-          replyRoot: r.replyRoot,
-          replyParent: r.replyParent,
-          quoteUri: r.quoteUri,
-          violatesThreadGate: Number(r.violatesThreadGate) === 1,
-          violatesEmbeddingRules: Number(r.violatesEmbeddingRules) === 1,
-        }
-        state.posts.set(r.uri, info)
-        state.recordAggs.set(r.uri, {
-          likes: Number(r.likeCount ?? 0),
-          reposts: Number(r.repostCount ?? 0),
-          replies: Number(r.replyCount ?? 0),
-          quotes: Number(r.quoteCount ?? 0),
-        })
-        out.push(info)
+    if (todo.length === 0) return []
+    const rows = await this.q.rows<PostRow>(this.sql.posts, [{ list: todo }])
+    let out: PostInfo[] = []
+    for (const r of rows) {
+      const info: PostInfo = {
+        uri: r.uri,
+        cid: r.cid,
+        creator: r.creator,
+        record: parseJson(r.json),
+        indexedAt: r.indexedAt,
+        sortAt: r.sortAt,
+        replyRoot: r.replyRoot,
+        replyParent: r.replyParent,
+        quoteUri: r.quoteUri,
+        violatesThreadGate: Number(r.violatesThreadGate) === 1,
+        violatesEmbeddingRules: Number(r.violatesEmbeddingRules) === 1,
       }
-      for (const u of batch) if (!state.posts.has(u)) state.posts.set(u, null)
-      const found = rows.map((r) => r.uri)
-      if (found.length === 0) continue
-      for (const uri of (await this.loadLabels(state, found)).keys()) {
-        state.posts.set(uri, null)
-        const i = out.findIndex((p) => p.uri === uri)
-        if (i >= 0) out.splice(i, 1)
-      }
-      // gates live at the post's rkey; the root's threadgate matters for every reply
-      const roots = [...new Set([...found, ...rows.map((r) => r.replyRoot).filter((u): u is string => !!u)])]
-      const [tgs, pgs] = await Promise.all([
-        this.db
-          .selectFrom('threadgate')
-          .innerJoin('record', 'record.uri', 'threadgate.uri')
-          .select(['threadgate.uri', 'threadgate.cid', 'threadgate.postUri', 'record.json'])
-          .where('threadgate.postUri', 'in', roots)
-          .execute(),
-        this.db
-          .selectFrom('postgate')
-          .innerJoin('record', 'record.uri', 'postgate.uri')
-          .select(['postgate.uri', 'postgate.cid', 'postgate.postUri', 'record.json'])
-          .where('postgate.postUri', 'in', found)
-          .execute(),
-      ])
-      for (const g of tgs) state.threadgates.set(g.postUri, { uri: g.uri, cid: g.cid, record: parseJson(g.json) })
-      for (const g of pgs) state.postgates.set(g.postUri, { uri: g.uri, cid: g.cid, record: parseJson(g.json) })
-      if (state.viewer) await this.viewerInteractions(state, found)
+      state.posts.set(r.uri, info)
+      state.recordAggs.set(r.uri, {
+        likes: Number(r.likeCount ?? 0),
+        reposts: Number(r.repostCount ?? 0),
+        replies: Number(r.replyCount ?? 0),
+        quotes: Number(r.quoteCount ?? 0),
+      })
+      out.push(info)
     }
+    for (const u of todo) if (!state.posts.has(u)) state.posts.set(u, null)
+    const found = rows.map((r) => r.uri)
+    if (found.length === 0) return out
+    const takenDown = await this.loadLabels(state, found)
+    if (takenDown.size > 0) {
+      for (const uri of takenDown.keys()) state.posts.set(uri, null)
+      out = out.filter((p) => !takenDown.has(p.uri))
+    }
+    // gates live at the post's rkey; the root's threadgate matters for every reply
+    const roots = [...new Set([...found, ...rows.map((r) => r.replyRoot).filter((u): u is string => !!u)])]
+    const gates = await this.q.rows<{ k: string; uri: string; cid: string; postUri: string; json: string }>(this.sql.gates, [{ list: roots }, { list: found }])
+    for (const g of gates) (g.k === 'threadgate' ? state.threadgates : state.postgates).set(g.postUri, { uri: g.uri, cid: g.cid, record: parseJson(g.json) })
+    if (state.viewer) await this.viewerInteractions(state, found)
     return out
   }
 
@@ -566,22 +583,17 @@ export class Hydrator {
   async viewerInteractions(state: HydrationState, uris: string[]): Promise<void> {
     const viewer = state.viewer
     if (!viewer || uris.length === 0) return
-    const [likes, reposts] = await Promise.all([
-      this.db.selectFrom('like').select(['uri', 'subject']).where('creator', '=', viewer).where('subject', 'in', uris).execute(),
-      this.db.selectFrom('repost').select(['uri', 'subject']).where('creator', '=', viewer).where('subject', 'in', uris).execute(),
-    ])
-    for (const l of likes) state.viewerLikes.set(l.subject, l.uri)
-    for (const r of reposts) state.viewerReposts.set(r.subject, r.uri)
+    const rows = await this.q.rows<{ k: string; uri: string; subject: string }>(this.sql.viewerInteractions, [viewer, { list: uris }, viewer, { list: uris }])
+    for (const r of rows) (r.k === 'like' ? state.viewerLikes : state.viewerReposts).set(r.subject, r.uri)
   }
 
   /** Repost records (for feed reasons). */
   async reposts(state: HydrationState, uris: Iterable<string>): Promise<void> {
     const todo = [...new Set(uris)].filter((u) => !state.reposts.has(u))
-    for (const batch of chunks(todo)) {
-      const rows = await this.db.selectFrom('repost').select(['uri', 'cid', 'creator', 'subject', 'indexedAt', 'sortAt']).where('uri', 'in', batch).execute()
-      for (const r of rows) state.reposts.set(r.uri, r)
-      for (const u of batch) if (!state.reposts.has(u)) state.reposts.set(u, null)
-    }
+    if (todo.length === 0) return
+    const rows = await this.q.rows<RepostInfo>(this.sql.reposts, [{ list: todo }])
+    for (const r of rows) state.reposts.set(r.uri, r)
+    for (const u of todo) if (!state.reposts.has(u)) state.reposts.set(u, null)
   }
 
   // lists, feed generators, starter packs

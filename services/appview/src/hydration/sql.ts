@@ -1,0 +1,49 @@
+/**
+ * Hydration's queries as fixed SQL texts, one per query kind and dialect, with every list of keys bound
+ * as ONE parameter (SQLite: a JSON array read with json_each; PostgreSQL: an array compared with ANY).
+ * A query's text is then the same whatever the list's length: it is written and compiled once (no query
+ * builder work per call) and SQLite's statement cache always finds it prepared, instead of one statement
+ * per IN-list length.
+ */
+import { CompiledQuery, PostgresAdapter, type Kysely } from 'kysely'
+
+/** A placeholder in a query template: a scalar, or a list of keys. */
+export type Arg = { list: readonly string[] } | string | number | null
+
+export interface ListSql {
+  readonly dialect: 'sqlite' | 'postgres'
+  /** runs a query written with `?` placeholders (lists: `IN ?L`) */
+  rows<T>(text: PreparedText, args: Arg[]): Promise<T[]>
+  /** compiles a query template once */
+  prepare(template: string): PreparedText
+}
+
+export interface PreparedText {
+  readonly sql: string
+}
+
+/**
+ * Templates use `?` for a scalar and `IN ?L` for a list of keys ("x IN ?L"): SQLite gets
+ * `x IN (SELECT value FROM json_each(?))`, PostgreSQL `x = ANY($n)`.
+ */
+export function listSql(db: Kysely<any>): ListSql {
+  const dialect = db.getExecutor().adapter instanceof PostgresAdapter ? 'postgres' : 'sqlite'
+  return {
+    dialect,
+    prepare(template: string): PreparedText {
+      let n = 0
+      const sql =
+        dialect === 'sqlite'
+          ? template.replace(/(\S+) IN \?L/g, '$1 IN (SELECT value FROM json_each(?))')
+          : template.replace(/(\S+) IN \?L|\?/g, (m, col: string | undefined) => (col ? `${col} = ANY($${++n})` : `$${++n}`))
+      return { sql }
+    },
+    async rows<T>(text: PreparedText, args: Arg[]): Promise<T[]> {
+      const params = args.map((a) =>
+        a !== null && typeof a === 'object' ? (dialect === 'sqlite' ? JSON.stringify(a.list) : [...a.list]) : a,
+      )
+      const res = await db.executeQuery<T>(CompiledQuery.raw(text.sql, params))
+      return res.rows as T[]
+    },
+  }
+}
