@@ -77,6 +77,11 @@ export interface HandlerOutput {
   encoding: string
   body: unknown
   headers?: Record<string, string>
+  /**
+   * The JSON body holds plain JSON values only (no CID or byte values; e.g. views built from records
+   * stored as JSON): it is serialized as it is, without the lex-to-JSON walk (a copy of the whole body).
+   */
+  plainJson?: boolean
 }
 
 export type MethodHandler<A = unknown, P extends Params = Params> = (
@@ -540,7 +545,7 @@ export class XrpcServer {
     const body = output.body
     if (encoding && isJsonEncoding(encoding) && !(body instanceof Readable) && !(body instanceof Uint8Array) && typeof body !== 'string') {
       reply.header('content-type', 'application/json; charset=utf-8')
-      reply.send(JSON.stringify(lexToJson(body as never)))
+      reply.send(JSON.stringify(output.plainJson ? body : lexToJson(body as never)))
       return
     }
     reply.header('content-type', encoding ?? 'application/octet-stream')

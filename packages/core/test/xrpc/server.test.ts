@@ -54,6 +54,36 @@ beforeAll(async () => {
     body: { feed: [], cursor: `${typeof params.limit}:${params.limit}:${params.filter}:${params.includePins}` },
   }))
 
+  // the same record as a lex value (a CID object) and as plain JSON ($link): both are sent as JSON
+  const linkedRecord = (plain: boolean) => ({
+    uri: `at://${DID}/app.bsky.feed.post/3kznmn7xqxl22`,
+    cid: 'bafyreiclp443lavogvhj3d2ob2cxbfuscni2k5jk7bebjzg7khl3esabwq',
+    value: {
+      $type: 'app.bsky.feed.post',
+      text: 'hi',
+      createdAt: NOW,
+      embed: {
+        $type: 'app.bsky.embed.external',
+        external: {
+          uri: 'https://example.com',
+          title: 't',
+          description: 'd',
+          thumb: {
+            $type: 'blob',
+            ref: plain ? { $link: 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku' } : CID.parse('bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku'),
+            mimeType: 'image/jpeg',
+            size: 3,
+          },
+        },
+      },
+    },
+  })
+  server.method('com.atproto.repo.listRecords', ({ params }) => ({
+    encoding: 'application/json',
+    body: { records: [linkedRecord(params.collection === 'com.example.plain')] },
+    plainJson: params.collection === 'com.example.plain',
+  }))
+
   server.method('app.bsky.actor.getProfiles', ({ params }) => ({
     encoding: 'application/json',
     body: {
@@ -150,6 +180,19 @@ describe('xrpc server with the @atproto/api client', () => {
     expect(res.data.cursor).toBe('number:7:posts_with_replies:false')
     const dflt = await agent.app.bsky.feed.getAuthorFeed({ actor: 'alice.test' })
     expect(dflt.data.cursor).toBe('number:50:posts_with_replies:false')
+  })
+
+  it('JSON bodies: lex values are converted (a CID becomes $link); plainJson bodies are sent as they are', async () => {
+    const get = async (collection: string) => {
+      const res = await fetch(`${url}/xrpc/com.atproto.repo.listRecords?repo=${DID}&collection=${collection}`)
+      expect(res.status).toBe(200)
+      expect(res.headers.get('content-type')).toBe('application/json; charset=utf-8')
+      return res.text()
+    }
+    const lex = await get('app.bsky.feed.post')
+    const plain = await get('com.example.plain')
+    expect(JSON.parse(lex).records[0].value.embed.external.thumb.ref).toEqual({ $link: 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku' })
+    expect(plain).toBe(lex)
   })
 
   it('turns repeated keys into arrays', async () => {

@@ -11,8 +11,9 @@ export function viewerOf(auth: AuthResult<ServiceCredentials | null> | AuthResul
   return auth.credentials?.iss ?? null
 }
 
+/** A JSON answer. Views hold plain JSON only (records are stored as JSON): no lex-to-JSON pass is needed. */
 export function json(body: unknown): HandlerOutput {
-  return { encoding: 'application/json', body }
+  return { encoding: 'application/json', body, plainJson: true }
 }
 
 /** DID of an at-identifier (a DID, or a handle the AppView has verified), or undefined. */
