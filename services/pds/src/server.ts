@@ -12,6 +12,7 @@ import { Crawlers } from './crawlers.js'
 import { registerOAuthRoutes } from './oauth/provider.js'
 import { createProxyCatchall } from './proxy/index.js'
 import { registerBasicRoutes } from './well-known.js'
+import { validatesOutput } from './util/json-output.js'
 
 const HOUR = 60 * 60 * 1000
 /** How long close() lets in-flight requests finish before it cuts the remaining connections. */
@@ -57,7 +58,7 @@ export class PdsServer {
       catchall: createProxyCatchall(ctx),
       // responses are checked against their lexicons under test (vitest sets NODE_ENV=test), never in
       // production, where it would cost every request a walk of its output
-      validateOutput: process.env.NODE_ENV === 'test',
+      validateOutput: validatesOutput(),
     })
     registerOAuthRoutes(xrpc.app, ctx, ctx.oauth)
     registerBasicRoutes(xrpc.app, ctx)

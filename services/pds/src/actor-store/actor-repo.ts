@@ -15,6 +15,7 @@ import type { ActorSqlite } from './db.js'
 import { buildCommit, type RepoCommit, type RepoHead } from './commit.js'
 import { RepoMst } from './mst.js'
 import { atUri, backlinksFor, type Backlink, type PreparedWrite } from './prepare.js'
+import { recordJsonCache } from './record-json.js'
 
 export interface RecordRow {
   uri: string
@@ -171,6 +172,31 @@ export class ActorRepo {
     const bytes = this.storage.getBytesSync(CID.parse(row.cid))
     if (!bytes) return null
     return { uri: row.uri, cid: row.cid, value: cborDecode(bytes), takedownRef: row.takedownRef }
+  }
+
+  /**
+   * {@link getRecord} for the read endpoints: the value as JSON text (from the process-wide cache of record
+   * JSON by CID, else read, decoded and converted once). Taken-down records are hidden.
+   */
+  getRecordJson(collection: string, rkey: string, opts: { cid?: string } = {}): { uri: string; cid: string; json: string } | null {
+    const row = this.getRecordRow(collection, rkey)
+    if (!row || row.takedownRef) return null
+    if (opts.cid && row.cid !== opts.cid) return null
+    const json = recordJsonCache.get(row.cid, () => this.storage.getBytesSync(CID.parse(row.cid)))
+    return json === null ? null : { uri: row.uri, cid: row.cid, json }
+  }
+
+  /** {@link listRecords} with each value as JSON text (see {@link getRecordJson}); null when its block is missing. */
+  listRecordsJson(opts: { collection: string; limit: number; cursor?: string; reverse?: boolean }) {
+    const rows = opts.reverse
+      ? this.s.listAsc.all(opts.collection, opts.cursor ?? '', opts.limit)
+      : this.s.listDesc.all(opts.collection, opts.cursor ?? '\u{10FFFF}', opts.limit)
+    return rows.map((row) => ({
+      uri: row.uri,
+      cid: row.cid,
+      rkey: row.rkey,
+      json: recordJsonCache.get(row.cid, () => this.storage.getBytesSync(CID.parse(row.cid))),
+    }))
   }
 
   listRecords(opts: { collection: string; limit: number; cursor?: string; reverse?: boolean }) {

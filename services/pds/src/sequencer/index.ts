@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import type { CID } from 'multiformats/cid'
 import { writeCar } from '@stratos/core/repo'
-import { encodeMessageFrame, SqliteEventLog, WalGroupSync, type LoggedEvent } from '@stratos/core/stream'
+import { encodeMessageFrame, SqliteEventLog, WalGroupSync, type AppendItem, type LoggedEvent } from '@stratos/core/stream'
 import type { CommitOutcome } from '../actor-store/index.js'
 
 export type AccountStatusName = 'takendown' | 'suspended' | 'deleted' | 'deactivated' | 'desynchronized' | 'throttled'
@@ -16,9 +16,11 @@ export interface SequencedEvent extends LoggedEvent {
  * are assigned inside the SQLite write that stores the frame) and is stored as the exact frame bytes
  * subscribers receive, so replay never re-encodes.
  *
- * Durability is a group commit: an append is committed to the WAL without an fsync, and {@link durable}
- * resolves once an fdatasync of the WAL that began after it has completed (on the thread pool, shared by
- * every append made meanwhile, whatever the account). Events reach subscribers (the `event` emit) only
+ * Durability is a group commit, twice over: an append gets its seq and frame at once, and is written to
+ * the log with every other append of the same event-loop turn in one SQLite transaction (committed to the
+ * WAL without an fsync, at `setImmediate`); {@link durable} resolves once that write and then an fdatasync
+ * of the WAL that began after it have completed (on the thread pool, shared by every append made
+ * meanwhile, whatever the account). Events reach subscribers (the `event` emit) only
  * once durable, and once the sync of the account store they describe has settled (the `storeDurable`
  * gate), in seq order. A write is acknowledged after `await durable()` and its store's sync.
  */
@@ -29,6 +31,12 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
   private pending: { evt: SequencedEvent; gateOpen: boolean }[] = []
   /** every event up to this seq is durable in the log */
   private durableSeq = 0
+  /** the last seq handed out (events up to it may still wait in `unwritten`) */
+  private assignedSeq: number
+  /** appended, not yet written to the log (written together at the end of the event-loop turn) */
+  private unwritten: AppendItem[] = []
+  /** the scheduled write of `unwritten`, settling once it is done */
+  private writing: Promise<void> | null = null
 
   constructor(path: string) {
     super()
@@ -36,6 +44,41 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
     const file = path !== ':memory:' && path !== ''
     this.log = new SqliteEventLog(path, { synchronous: file ? 'normal' : 'full' })
     this.walSync = file ? new WalGroupSync(`${path}-wal`) : null
+    this.assignedSeq = this.log.lastAssignedSeq()
+  }
+
+  /** Writes the appends waiting for the end of the turn now (one transaction). */
+  flush(): void {
+    if (this.unwritten.length === 0) return
+    const items = this.unwritten
+    this.unwritten = []
+    const first = this.assignedSeq - items.length + 1
+    let written: LoggedEvent[]
+    try {
+      written = this.log.appendMany(items)
+    } catch (err) {
+      // nothing of the batch was stored (one transaction): its events are dropped, never emitted, and the
+      // requests waiting for them fail; seqs continue from what the log holds
+      this.assignedSeq = this.log.lastAssignedSeq()
+      this.pending = this.pending.filter((p) => p.evt.seq < first)
+      throw err
+    }
+    if (written[0]!.seq !== first) throw new Error(`event log at seq ${written[0]!.seq - 1}, expected ${first - 1}`)
+  }
+
+  private scheduleWrite(): Promise<void> {
+    this.writing ??= new Promise<void>((resolve, reject) => {
+      setImmediate(() => {
+        this.writing = null
+        try {
+          this.flush()
+          resolve()
+        } catch (err) {
+          reject(err)
+        }
+      })
+    })
+    return this.writing
   }
 
   /**
@@ -48,8 +91,11 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
     body: (seq: number) => Record<string, unknown>,
     gate?: Promise<void>,
   ) {
-    const evt = this.log.append(type, did, (seq) => encodeMessageFrame(type, body(seq)))
-    const out: SequencedEvent = { ...evt, type, did }
+    const seq = ++this.assignedSeq
+    const frame = encodeMessageFrame(type, body(seq))
+    this.unwritten.push({ type, did, frame: () => frame, time: Date.now() })
+    void this.scheduleWrite().catch(() => undefined)
+    const out: SequencedEvent = { seq, frame, type, did }
     const entry = { evt: out, gateOpen: !gate }
     this.pending.push(entry)
     if (gate) {
@@ -76,6 +122,7 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
    */
   async durable(): Promise<void> {
     const upTo = this.pending.length === 0 ? 0 : this.pending[this.pending.length - 1]!.evt.seq
+    if (this.unwritten.length > 0) await this.scheduleWrite()
     if (this.walSync) await this.walSync.sync()
     if (upTo > this.durableSeq) this.durableSeq = upTo
     this.emitReady()
@@ -145,12 +192,15 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
     })
   }
 
+  /** The last seq handed out; every event up to it is written to the log (not necessarily synced). */
   lastSeq(): number {
-    return this.log.lastAssignedSeq()
+    this.flush()
+    return this.assignedSeq
   }
 
   /** Waits for the last group commit, then closes the log. */
   async close(): Promise<void> {
+    this.flush()
     if (this.walSync) {
       await this.durable().catch(() => undefined)
       await this.walSync.close()
