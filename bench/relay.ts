@@ -112,13 +112,17 @@ interface ThreadCpu {
   main: number
   workers: number
   other: number
+  /** of which in the kernel (stime) */
+  mainSys?: number
+  workersSys?: number
+  otherSys?: number
 }
 
 const TICK_US = 1e6 / 100 // USER_HZ (100 on Linux)
 
 /** CPU µs so far of a process's threads: the main thread (tid = pid), `verify-*` workers, the rest. */
 function threadCpu(pid: number): ThreadCpu {
-  const out: ThreadCpu = { main: 0, workers: 0, other: 0 }
+  const out: Required<ThreadCpu> = { main: 0, workers: 0, other: 0, mainSys: 0, workersSys: 0, otherSys: 0 }
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     let stat: string
     try {
@@ -129,9 +133,17 @@ function threadCpu(pid: number): ThreadCpu {
     const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
     const us = (Number(fields[11]) + Number(fields[12])) * TICK_US // utime + stime
-    if (Number(tid) === pid) out.main += us
-    else if (comm.startsWith('verify-')) out.workers += us
-    else out.other += us
+    const sys = Number(fields[12]) * TICK_US
+    if (Number(tid) === pid) {
+      out.main += us
+      out.mainSys += sys
+    } else if (comm.startsWith('verify-')) {
+      out.workers += us
+      out.workersSys += sys
+    } else {
+      out.other += us
+      out.otherSys += sys
+    }
   }
   return out
 }
@@ -225,7 +237,8 @@ async function runRelay(cfg: RunConfig, index: { frames: { t: string; did: strin
     if (t !== undefined) lat.push(t - sendTimes[i]!)
   })
   lat.sort((a, b) => a - b)
-  const cpu: ThreadCpu = { main: cpu1.main - cpu0.main, workers: cpu1.workers - cpu0.workers, other: cpu1.other - cpu0.other }
+  const d = (k: keyof ThreadCpu) => (cpu1[k] ?? 0) - (cpu0[k] ?? 0)
+  const cpu: ThreadCpu = { main: d('main'), workers: d('workers'), other: d('other'), mainSys: d('mainSys'), workersSys: d('workersSys'), otherSys: d('otherSys') }
   const seconds = (res.last - stream.first) / 1000
   return {
     cfg,
@@ -235,7 +248,14 @@ async function runRelay(cfg: RunConfig, index: { frames: { t: string; did: strin
     seconds,
     commitsPerSec: up.commits / seconds,
     cpu,
-    cpuPerEvent: { main: cpu.main / up.frames, workers: cpu.workers / up.frames, other: cpu.other / up.frames },
+    cpuPerEvent: {
+      main: cpu.main / up.frames,
+      workers: cpu.workers / up.frames,
+      other: cpu.other / up.frames,
+      mainSys: cpu.mainSys! / up.frames,
+      workersSys: cpu.workersSys! / up.frames,
+      otherSys: cpu.otherSys! / up.frames,
+    },
     p50: percentile(lat, 50),
     p99: percentile(lat, 99),
     peakRssMiB: rss,
@@ -261,7 +281,8 @@ async function runReference(): Promise<{ commits: number; seconds: number; perSe
 function line(r: RunResult): string {
   return (
     `${r.cfg.name.padEnd(34)} ${fmt(r.commitsPerSec).padStart(7)} commits/s  ` +
-    `CPU µs/event main ${fmt(r.cpuPerEvent.main)} workers ${fmt(r.cpuPerEvent.workers)} other ${fmt(r.cpuPerEvent.other)}  ` +
+    `CPU µs/event main ${fmt(r.cpuPerEvent.main)} workers ${fmt(r.cpuPerEvent.workers)} other ${fmt(r.cpuPerEvent.other)} ` +
+    `(kernel ${fmt(r.cpuPerEvent.mainSys ?? NaN)}/${fmt(r.cpuPerEvent.workersSys ?? NaN)}/${fmt(r.cpuPerEvent.otherSys ?? NaN)})  ` +
     `p50 ${fmt(r.p50)} ms p99 ${fmt(r.p99)} ms  RSS ${fmt(r.peakRssMiB)} MiB  missing ${r.missing} dropped ${r.droppedByRelay}` +
     (r.bad.length ? `  problems: ${r.bad.slice(0, 3).join('; ')}` : '')
   )

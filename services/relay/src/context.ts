@@ -104,6 +104,7 @@ export class RelayContext {
       onError: (err) => this.log.debug({ err: (err as Error)?.message }, 'subscriber socket error'),
       batchDelayMs: opts.eventLogBatch?.delayMs,
       maxBatchSize: opts.eventLogBatch?.maxSize,
+      onRollback: () => this.accounts.forgetCached(),
     })
     this.outbox = outbox
 

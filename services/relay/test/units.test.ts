@@ -211,3 +211,40 @@ describe('account status and per-account order', () => {
     expect(q.size).toBe(0)
   })
 })
+
+describe('AccountStore row cache', () => {
+  it('serves rows read before, drops them on every write, and forgets rows read in a rolled-back transaction', async () => {
+    const { openRelayDb } = await import('../src/db.js')
+    const { AccountStore } = await import('../src/accounts/account-store.js')
+    const db = openRelayDb(':memory:')
+    const store = new AccountStore(db)
+    const did = 'did:plc:cachetest0000000000000000'
+    store.create(did, null)
+    const a = store.get(did)!
+    expect(store.get(did)).toBe(a) // cached
+    expect(Object.isFrozen(a)).toBe(true)
+    store.setRepoState(did, { rev: '3kaaaaaaaaaa2', commitCid: 'c1', dataCid: 'd1', syncStatus: 'synchronized' })
+    expect(store.get(did)!.rev).toBe('3kaaaaaaaaaa2')
+    // a write inside a transaction that rolls back: the row read after it is not kept
+    const tx = db.transaction(() => {
+      store.setRepoState(did, { rev: '3kaaaaaaaaab2', commitCid: 'c2', dataCid: 'd2', syncStatus: 'synchronized' })
+      expect(store.get(did)!.rev).toBe('3kaaaaaaaaab2')
+      throw new Error('rolled back')
+    })
+    expect(() => tx()).toThrow('rolled back')
+    store.forgetCached()
+    expect(store.get(did)!.rev).toBe('3kaaaaaaaaaa2')
+    for (const write of [
+      () => store.setHost(did, null),
+      () => store.setUpstreamStatus(did, false, 'deactivated'),
+      () => store.setTakedown(did, true),
+      () => store.setSyncStatus(did, 'desynchronized'),
+    ]) {
+      const before = store.get(did)
+      write()
+      expect(store.get(did)).not.toBe(before)
+    }
+    expect(store.get(did)).toMatchObject({ upstreamActive: false, upstreamStatus: 'deactivated', takedown: true, syncStatus: 'desynchronized' })
+    db.close()
+  })
+})

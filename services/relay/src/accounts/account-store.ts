@@ -60,7 +60,16 @@ export interface RepoStateUpdate {
   syncStatus: SyncStatus
 }
 
+/** most account rows kept in memory (the least recently read go first) */
+const CACHE_MAX = 50_000
+
 export class AccountStore {
+  /**
+   * Rows as last read, by DID (an ingested commit reads its account three times). Every write through this
+   * store drops the DID's entry; a write that is rolled back (a failed event or batch in the outbox's
+   * transaction) must be followed by `forgetCached()`, since a row read inside that transaction may be cached.
+   */
+  private readonly cache = new Map<string, Account>()
   private readonly s: {
     get: SqliteDatabase.Statement<[string], AccountRow>
     insert: SqliteDatabase.Statement<[string, number | null, number, number]>
@@ -91,34 +100,57 @@ export class AccountStore {
     }
   }
 
+  /** The account's row (a frozen object, shared between callers). */
   get(did: string): Account | undefined {
+    const hit = this.cache.get(did)
+    if (hit) {
+      // most recently used last
+      this.cache.delete(did)
+      this.cache.set(did, hit)
+      return hit
+    }
     const row = this.s.get.get(did)
-    return row ? toAccount(row) : undefined
+    if (!row) return undefined
+    const account = Object.freeze(toAccount(row))
+    this.cache.set(did, account)
+    if (this.cache.size > CACHE_MAX) this.cache.delete(this.cache.keys().next().value!)
+    return account
+  }
+
+  /** Drops every cached row (after a rolled-back write). */
+  forgetCached(): void {
+    this.cache.clear()
   }
 
   create(did: string, hostId: number | null): Account {
     const now = Date.now()
+    this.cache.delete(did)
     this.s.insert.run(did, hostId, now, now)
     return this.get(did)!
   }
 
   setHost(did: string, hostId: number | null): void {
+    this.cache.delete(did)
     this.s.host.run(hostId, Date.now(), did)
   }
 
   setUpstreamStatus(did: string, active: boolean, status: string | null): void {
+    this.cache.delete(did)
     this.s.upstream.run(active ? 1 : 0, status, Date.now(), did)
   }
 
   setTakedown(did: string, takedown: boolean): void {
+    this.cache.delete(did)
     this.s.takedown.run(takedown ? 1 : 0, Date.now(), did)
   }
 
   setRepoState(did: string, st: RepoStateUpdate): void {
+    this.cache.delete(did)
     this.s.repo.run(st.rev, st.commitCid, st.dataCid, st.syncStatus, Date.now(), did)
   }
 
   setSyncStatus(did: string, status: SyncStatus): void {
+    this.cache.delete(did)
     this.s.sync.run(status, Date.now(), did)
   }
 

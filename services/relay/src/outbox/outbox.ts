@@ -47,6 +47,8 @@ export interface OutboxOptions {
   batchDelayMs?: number
   /** most events in one transaction (default 1000); a full batch is written at once */
   maxBatchSize?: number
+  /** called after a write was rolled back (an event's savepoint or a whole batch): state cached from it is stale */
+  onRollback?: () => void
 }
 
 /** An event as published (after its commit): what derived streams (Jetstream) are built from. */
@@ -174,6 +176,7 @@ export class Outbox {
         } catch (err) {
           // SQLite aborted the whole transaction (disk full, I/O error...): fail the batch, not just this event
           if (!db.inTransaction) throw err
+          this.opts.onRollback?.()
           return { err }
         }
       }),
@@ -237,6 +240,7 @@ export class Outbox {
       results = this.writeBatch(items)
     } catch (err) {
       // the transaction did not commit: nothing of the batch is stored
+      this.opts.onRollback?.()
       this.stats_.failed += items.length
       for (const item of items) item.reject(err)
       return

@@ -1,0 +1,116 @@
+/**
+ * decodeMstNode's fixed-shape reader (readCanonicalMstNode) against the generic decoder as the oracle: on every
+ * node of trees built by @atproto/repo, and on thousands of corruptions of them, both paths give the same
+ * result or the same error (reason and message).
+ */
+import { MemoryBlockstore, MST } from '@atproto/repo'
+import { CID } from 'multiformats/cid'
+import { describe, expect, it } from 'vitest'
+import { cborDecode, cborEncode, cidForBlock, DAG_CBOR_CODEC } from '../../src/data/index.js'
+import { decodeMstNode, readCanonicalMstNode } from '../../src/repo/mst-walk.js'
+
+function rng(seed: number) {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+const leaf = (i: number) => cidForBlock(new TextEncoder().encode(`record ${i}`), DAG_CBOR_CODEC)
+
+/** Every node block of an @atproto/repo MST with `n` keys. */
+async function treeNodes(n: number, seed: number): Promise<Uint8Array[]> {
+  const store = new MemoryBlockstore()
+  let mst = await MST.create(store)
+  const rand = rng(seed)
+  const colls = ['app.bsky.feed.post', 'app.bsky.feed.like', 'app.bsky.graph.follow', 'x.y']
+  for (let i = 0; i < n; i++) {
+    const rkey = `3k${Math.floor(rand() * 1e12).toString(36).padStart(11, 'a')}`
+    mst = await mst.add(`${colls[i % colls.length]}/${rkey}`, leaf(i))
+  }
+  const { blocks } = await mst.getUnstoredBlocks()
+  const out: Uint8Array[] = []
+  blocks.forEach((bytes) => out.push(bytes))
+  return out
+}
+
+function outcome(bytes: Uint8Array, fixedShape: boolean): unknown {
+  const cid = cidForBlock(bytes, DAG_CBOR_CODEC)
+  try {
+    const { left, entries } = decodeMstNode(cid, bytes, { fixedShape })
+    return {
+      left: left?.toString() ?? null,
+      entries: entries.map((e) => ({ key: [...e.key], keyStr: e.keyStr, value: e.value.toString(), right: e.right?.toString() ?? null })),
+    }
+  } catch (err) {
+    return { error: (err as Error).name, reason: (err as { reason?: string }).reason, message: (err as Error).message }
+  }
+}
+
+describe('decodeMstNode: fixed-shape reader', () => {
+  it('reads every node of real trees as the generic decoder does', async () => {
+    let nodes = 0
+    for (const [n, seed] of [[1, 1], [40, 2], [600, 3]] as const) {
+      for (const bytes of await treeNodes(n, seed)) {
+        expect(readCanonicalMstNode(bytes), 'a canonical node takes the fixed-shape path').not.toBeNull()
+        expect(outcome(bytes, true)).toEqual(outcome(bytes, false))
+        // the object is the one cborDecode gives
+        const fast = readCanonicalMstNode(bytes)!
+        const slow = cborDecode<{ e: { k: Uint8Array; p: number; t: CID | null; v: CID }[]; l: CID | null }>(bytes)
+        expect(fast.l?.toString() ?? null).toBe(slow.l?.toString() ?? null)
+        expect(fast.e.map((e) => [[...e.k], e.p, e.t?.toString() ?? null, e.v.toString()])).toEqual(
+          slow.e.map((e) => [[...e.k], e.p, e.t?.toString() ?? null, e.v.toString()]),
+        )
+        nodes++
+      }
+    }
+    expect(nodes).toBeGreaterThan(20)
+  })
+
+  it('gives the same result or the same error on corrupted and odd nodes', async () => {
+    const rand = rng(7)
+    const base = await treeNodes(200, 11)
+    const counts = { ok: 0, error: 0, fallback: 0 }
+    for (let i = 0; i < 6000; i++) {
+      const m = new Uint8Array(base[i % base.length]!)
+      const edits = 1 + Math.floor(rand() * 2)
+      for (let k = 0; k < edits; k++) {
+        const at = Math.floor(rand() * m.length)
+        const pick = rand()
+        if (pick < 0.5) m[at] = Math.floor(rand() * 256)
+        else m[at] = [0x18, 0x19, 0xf6, 0xf7, 0xd8, 0x2a, 0x00, 0x40, 0x41, 0x58, 0xa2, 0xa3, 0xa4, 0x61, 0x80, 0x81][Math.floor(rand() * 16)]!
+      }
+      const bytes = rand() < 0.1 ? m.subarray(0, Math.floor(rand() * m.length)) : m
+      const a = outcome(bytes, true)
+      expect(a).toEqual(outcome(bytes, false))
+      if (readCanonicalMstNode(bytes) === null) counts.fallback++
+      else if ((a as { error?: string }).error) counts.error++
+      else counts.ok++
+    }
+    // the corpus reached both paths, and semantic refusals on the fixed-shape path
+    expect(counts.fallback).toBeGreaterThan(100)
+    expect(counts.ok + counts.error).toBeGreaterThan(100)
+
+    // odd but valid encodings go to the generic decoder: keys out of order, a non-minimal length, v before t
+    const cid = leaf(1)
+    const odd = [
+      cborEncode({ e: [], l: null }),
+      new Uint8Array([0xa2, 0x61, 0x6c, 0xf6, 0x61, 0x65, 0x80]), // l before e
+      new Uint8Array([0xa2, 0x61, 0x65, 0x98, 0x00, 0x61, 0x6c, 0xf6]), // array length in 2 bytes
+      new Uint8Array([0xa2, 0x61, 0x65, 0x80, 0x61, 0x6c, 0xf6, 0x00]), // trailing byte
+      cborEncode({ e: [{ k: new TextEncoder().encode('a.b/c'), p: 0, v: cid, t: null }], l: null }),
+      cborEncode({ e: [{ k: new TextEncoder().encode('a.b/c'), p: 0, v: cid }], l: null }), // no t
+      cborEncode({ e: [{ k: new TextEncoder().encode('a.b/c'), p: 0, v: cid, t: null, x: 1 }], l: null }), // extra key
+      cborEncode({ e: [{ k: new TextEncoder().encode('a.b/c'), p: 0, v: null, t: null }], l: null }), // v null
+    ]
+    for (const bytes of odd) expect(outcome(bytes, true)).toEqual(outcome(bytes, false))
+    expect(readCanonicalMstNode(odd[1]!)).toBeNull()
+    expect(readCanonicalMstNode(odd[2]!)).toBeNull()
+    expect(readCanonicalMstNode(odd[3]!)).toBeNull()
+    expect(readCanonicalMstNode(odd[4]!)).not.toBeNull()
+  })
+})
