@@ -17,7 +17,7 @@
  */
 import './lib/register.js'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { cpus, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
@@ -107,6 +107,52 @@ async function startNetwork() {
 
 type Network = Awaited<ReturnType<typeof startNetwork>>
 
+/** BENCH_PROFILE=dir: a CPU profile of the main thread per phase (backfill, live) written there. */
+async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  const dir = process.env.BENCH_PROFILE
+  if (!dir) return fn()
+  const { Session } = await import('node:inspector/promises')
+  const { writeFileSync, mkdirSync } = await import('node:fs')
+  const session = new Session()
+  session.connect()
+  await session.post('Profiler.enable')
+  await session.post('Profiler.start')
+  try {
+    return await fn()
+  } finally {
+    const { profile } = await session.post('Profiler.stop')
+    mkdirSync(dir, { recursive: true })
+    writeFileSync(join(dir, `${name}.cpuprofile`), JSON.stringify(profile))
+    session.disconnect()
+  }
+}
+
+/** CPU µs so far of this process's threads: the main thread, verification workers (commits and repos), the rest (GC, libuv). */
+function threadCpu(): { main: number; workers: number; other: number } {
+  const out = { main: 0, workers: 0, other: 0 }
+  for (const tid of readdirSync('/proc/self/task')) {
+    let stat: string
+    try {
+      stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
+    } catch {
+      continue
+    }
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const us = (Number(fields[11]) + Number(fields[12])) * 10_000 // utime + stime, USER_HZ 100
+    if (Number(tid) === process.pid) out.main += us
+    else if (comm.startsWith('verify-') || comm.startsWith('repo-verify-')) out.workers += us
+    else out.other += us
+  }
+  return out
+}
+
+/** Per-thread CPU per event between two threadCpu() readings. */
+function cpuSplit(a: ReturnType<typeof threadCpu>, b: ReturnType<typeof threadCpu>, n: number): string {
+  const f = (k: 'main' | 'workers' | 'other') => Math.round((b[k] - a[k]) / Math.max(1, n))
+  return `main ${f('main')}, workers ${f('workers')}, other ${f('other')}`
+}
+
 function config(net: Network, dbUrl: string, dataDirectory: string, schema?: string) {
   return {
     port: 0,
@@ -149,13 +195,15 @@ async function backfill(net: Network, manifest: Manifest, dialect: 'sqlite' | 'p
   )
   // the worker threads up first (their start-up, module loading from source here, is not per-record work)
   await server.ctx.ingester.verifier?.ready()
-  await server.ctx.ingester.repoVerifier.ready()
+  await server.ctx.ingester.repoVerifier?.ready()
   const t0 = performance.now()
   const cpu0 = process.cpuUsage()
+  const threads0 = threadCpu()
   await server.start()
   await until(async () => (await server.ctx.backfiller.status()).state === 'done', 30 * 60_000, 'backfill')
   const secs = (performance.now() - t0) / 1000
   const cpu = process.cpuUsage(cpu0)
+  const threads1 = threadCpu()
   const records = server.ctx.ingester.stats.resyncedRecords
   const expected = manifest.accounts.reduce((a, b) => a + b.records, 0)
   const cleanup = async () => {
@@ -167,7 +215,7 @@ async function backfill(net: Network, manifest: Manifest, dialect: 'sqlite' | 'p
     }
     rmSync(dir, { recursive: true, force: true })
   }
-  return { server, secs, records, expected, cleanup, cpuUs: (cpu.user + cpu.system) / Math.max(1, records) }
+  return { server, secs, records, expected, cleanup, cpuUs: (cpu.user + cpu.system) / Math.max(1, records), split: cpuSplit(threads0, threads1, records) }
 }
 
 type LiveSet = Awaited<ReturnType<Network['live']>>
@@ -184,13 +232,17 @@ async function livePosts(server: InstanceType<typeof AppViewServer>, dids: strin
 /** Publishes every commit at once (as fast as the socket takes them); commits/s and process CPU per commit. */
 async function liveBurst(net: Network, server: InstanceType<typeof AppViewServer>, set: LiveSet) {
   const cpu0 = process.cpuUsage()
+  const threads0 = threadCpu()
+  const writer0 = { ...server.ctx.ingester.writer.stats }
   const t1 = performance.now()
   const { first, last } = await net.burst(set.set)
   await until(async () => ((await server.ctx.ingester.getCursor(net.pdsUrl)) ?? 0) >= last, 20 * 60_000, 'live commits')
   const secs = (performance.now() - t1) / 1000
   const cpu = process.cpuUsage(cpu0)
-  const w = server.ctx.ingester.writer.stats
-  return { commits: set.commits, secs, cpuUs: (cpu.user + cpu.system) / set.commits, indexed: await livePosts(server, set.dids), first, last, perBatch: w.writes / Math.max(1, w.batches) }
+  const split = cpuSplit(threads0, threadCpu(), set.commits)
+  const w0 = writer0
+  const w = { writes: server.ctx.ingester.writer.stats.writes - w0.writes, batches: server.ctx.ingester.writer.stats.batches - w0.batches }
+  return { commits: set.commits, split, secs, cpuUs: (cpu.user + cpu.system) / set.commits, indexed: await livePosts(server, set.dids), first, last, perBatch: w.writes / Math.max(1, w.batches) }
 }
 
 /** Commits published at `rate`/s (by the network process); lag from publish to indexed (the ingest cursor passing the event). */
@@ -354,19 +406,19 @@ const rows: string[] = []
 let readsMd = ''
 let explainMd = ''
 const backfillRow = (db: string, b: Awaited<ReturnType<typeof backfill>>) =>
-  `| backfill, ${db} | ${REPOS} repos, ${b.records} records indexed of ${b.expected} | ${b.secs.toFixed(1)} s | **${Math.round(b.records / b.secs)} records/s**, ${(REPOS / b.secs).toFixed(1)} repos/s | ${Math.round(b.cpuUs)} µs/record |`
+  `| backfill, ${db} | ${REPOS} repos, ${b.records} records indexed of ${b.expected} | ${b.secs.toFixed(1)} s | **${Math.round(b.records / b.secs)} records/s**, ${(REPOS / b.secs).toFixed(1)} repos/s | ${Math.round(b.cpuUs)} µs/record (${b.split}) |`
 const burstRow = (db: string, l: Awaited<ReturnType<typeof liveBurst>>) =>
-  `| live at full speed, ${db} | ${l.commits} single-op commits over a WebSocket (new accounts), ${l.perBatch.toFixed(0)} commits per transaction on average | ${l.secs.toFixed(1)} s | **${Math.round(l.commits / l.secs)} commits/s** (${l.indexed} posts indexed) | ${Math.round(l.cpuUs)} µs/commit |`
+  `| live at full speed, ${db} | ${l.commits} single-op commits over a WebSocket (new accounts), ${l.perBatch.toFixed(0)} commits per transaction on average | ${l.secs.toFixed(1)} s | **${Math.round(l.commits / l.secs)} commits/s** (${l.indexed} posts indexed) | ${Math.round(l.cpuUs)} µs/commit (${l.split}) |`
 try {
   const burstSet = want('live') || want('firehose') ? await net.live(100, LIVE) : null
   const pacedSet = want('paced') ? await net.live(50, Math.min(2000, Math.ceil(LIVE / 2))) : null
   if (want('backfill') || want('live') || want('paced') || want('reads')) {
-    const sqlite = await backfill(net, manifest, 'sqlite')
+    const sqlite = await profiled('backfill-sqlite', () => backfill(net, manifest, 'sqlite'))
     rows.push(backfillRow('SQLite', sqlite))
     console.log(rows[rows.length - 1])
     let l: Awaited<ReturnType<typeof liveBurst>> | null = null
     if (burstSet && want('live')) {
-      l = await liveBurst(net, sqlite.server, burstSet)
+      l = await profiled('live-sqlite', () => liveBurst(net, sqlite.server, burstSet))
       rows.push(burstRow('SQLite', l))
       console.log(rows[rows.length - 1])
     }
@@ -396,11 +448,11 @@ try {
     }
   }
   if (PG_URL && want('pg')) {
-    const pg = await backfill(net, manifest, 'postgres')
+    const pg = await profiled('backfill-pg', () => backfill(net, manifest, 'postgres'))
     rows.push(backfillRow('PostgreSQL', pg))
     console.log(rows[rows.length - 1])
     const pgSet = await net.live(100, Math.ceil(LIVE / 2))
-    const lp = await liveBurst(net, pg.server, pgSet)
+    const lp = await profiled('live-pg', () => liveBurst(net, pg.server, pgSet))
     rows.push(burstRow('PostgreSQL', lp))
     console.log(rows[rows.length - 1])
     await pg.cleanup()

@@ -78,3 +78,23 @@ export async function insertRows<R = unknown>(
 export function ident(id: string): string {
   return quote(id)
 }
+
+/** PostgreSQL texts of `?`-placeholder statements (the texts are constants of the code: few). */
+const pgTexts = new Map<string, string>()
+
+/**
+ * Runs a fixed statement written with `?` placeholders (numbered `$n` on PostgreSQL) without kysely's
+ * builder; the text must not hold a `?` anywhere else.
+ */
+export async function runQuery<R = unknown>(db: AnyDb, dialect: DbDialect, text: string, params: readonly unknown[]): Promise<R[]> {
+  let t = text
+  if (dialect === 'postgres') {
+    t = pgTexts.get(text) ?? ''
+    if (!t) {
+      let n = 0
+      t = text.replace(/\?/g, () => `$${++n}`)
+      pgTexts.set(text, t)
+    }
+  }
+  return (await db.executeQuery<R>(CompiledQuery.raw(t, params as unknown[]))).rows
+}

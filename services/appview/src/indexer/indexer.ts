@@ -9,7 +9,7 @@ import { parseAtUri } from '@stratos/core/syntax'
 import { INDEXED_COLLECTIONS, didFromUri, mentionedDids, planRecord, type AggTarget, type IndexPlan, type RecordInput } from './records.js'
 import type { DatabaseSchema } from './schema.js'
 import { Search } from './search.js'
-import { ident, insertRows, type InsertShape } from './bulk.js'
+import { compileInsert, ident, insertRows, runQuery, type InsertShape } from './bulk.js'
 
 export type Db = Kysely<DatabaseSchema>
 type AnyDb = Kysely<any>
@@ -95,13 +95,8 @@ export class Indexer {
 
   /** Creates the actor row if missing; true when it was created. */
   async ensureActor(did: string, db: Db = this.db): Promise<boolean> {
-    const res = await db
-      .insertInto('actor')
-      .values({ did, handle: null, indexedAt: this.now(), upstreamStatus: null })
-      .onConflict((oc) => oc.column('did').doNothing())
-      .returning('did')
-      .executeTakeFirst()
-    return res !== undefined
+    const rows = await runQuery(db, this.dialect, 'INSERT INTO "actor" ("did", "handle", "indexedAt", "upstreamStatus") VALUES (?, NULL, ?, NULL) ON CONFLICT ("did") DO NOTHING RETURNING "did"', [did, this.now()])
+    return rows.length > 0
   }
 
   /**
@@ -153,13 +148,13 @@ export class Indexer {
       const v = validateRecord(parts.collection, record)
       if (v.valid !== true) return 'invalid'
     }
-    const existing = await db.selectFrom('record').select(['cid']).where('uri', '=', uri).executeTakeFirst()
+    const [existing] = await runQuery<{ cid: string }>(db, this.dialect, 'SELECT "cid" FROM "record" WHERE "uri" = ?', [uri])
     if (existing?.cid === cid) return 'unchanged'
     const isUpdate = existing !== undefined
     if (isUpdate) await this.deleteRecord(db, uri, { keepNotifications: true, ...(batch ? { batch } : {}) })
 
     const indexedAt = this.now()
-    await db.insertInto('record').values({ uri, cid, did: parts.host, collection: parts.collection, rkey: parts.rkey, json: JSON.stringify(record), indexedAt }).execute()
+    await db.executeQuery(compileInsert(this.dialect, RECORD_INSERT_ONE, [[uri, cid, parts.host, parts.collection, parts.rkey, JSON.stringify(record), indexedAt]]))
     if (!batch?.actors.has(parts.host)) {
       await this.ensureActor(parts.host, db)
       batch?.actors.add(parts.host)
@@ -171,14 +166,10 @@ export class Indexer {
 
     if (plan.main.table === 'post') await this.checkGates(db, plan.main.row)
 
-    const inserted = await (db as AnyDb)
-      .insertInto(plan.main.table)
-      .values(plan.main.row)
-      .onConflict((oc: any) => oc.doNothing())
-      .returning('uri')
-      .executeTakeFirst()
+    const mainRow = plan.main.row as unknown as Record<string, unknown>
+    const inserted = await insertRows(db, this.dialect, { table: plan.main.table, columns: columnsOf([mainRow]), tail: 'ON CONFLICT DO NOTHING RETURNING "uri"' }, [mainRow])
     // a duplicate (a second like of the same post...) is kept in the record table only
-    if (!inserted) return 'indexed'
+    if (inserted.length === 0) return 'indexed'
 
     if (plan.feedItem) {
       if (batch) batch.feedItems.set(uri, plan.feedItem)
@@ -485,6 +476,8 @@ const RECORD_INSERT: InsertShape = {
   columns: ['uri', 'cid', 'did', 'collection', 'rkey', 'json', 'indexedAt'],
   tail: 'ON CONFLICT ("uri") DO NOTHING',
 }
+/** one record of live ingest (a create or an update after its delete): no conflict expected */
+const RECORD_INSERT_ONE: InsertShape = { table: 'record', columns: ['uri', 'cid', 'did', 'collection', 'rkey', 'json', 'indexedAt'] }
 const FEED_ITEM_INSERT: InsertShape = {
   table: 'feed_item',
   columns: ['uri', 'cid', 'type', 'postUri', 'originatorDid', 'sortAt'],

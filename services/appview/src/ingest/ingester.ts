@@ -29,6 +29,8 @@ import { INDEXED_COLLECTIONS } from '../indexer/records.js'
 import { BatchWriter, type BatchTx } from './batch-writer.js'
 import { RepoFetcher, RepoFetchError } from './repo-fetcher.js'
 import { RepoVerifier } from './repo-verify.js'
+import { insertRows, type InsertShape } from '../indexer/bulk.js'
+import type { DbDialect } from '@stratos/core/db'
 
 export const SUBSCRIBE_REPOS = 'com.atproto.sync.subscribeRepos'
 
@@ -243,7 +245,7 @@ export class Ingester {
       begin: () => ({ index: new IndexBatch(), repoStates: new Map() }),
       end: async (tx, b) => {
         await this.indexer.flushBatch(tx, b.index)
-        await saveRepoStates(tx, [...b.repoStates.values()])
+        await saveRepoStates(tx, this.indexer.dialect, [...b.repoStates.values()])
       },
       maxBatch: opts.maxBatch ?? 500,
     })
@@ -957,23 +959,15 @@ interface WriteBatch {
 }
 
 /** The accounts' repo states of a batch, one multi-row upsert per 200 accounts. */
-async function saveRepoStates(db: Db, rows: { did: string; rev: string; data: string; commitCid: string }[]): Promise<void> {
+async function saveRepoStates(db: Db, dialect: DbDialect, rows: { did: string; rev: string; data: string; commitCid: string }[]): Promise<void> {
   const updatedAt = new Date().toISOString()
-  for (let i = 0; i < rows.length; i += 200) {
-    await db
-      .insertInto('repo_state')
-      .values(rows.slice(i, i + 200).map((r) => ({ ...r, syncStatus: 'synchronized', updatedAt })))
-      .onConflict((oc) =>
-        oc.column('did').doUpdateSet((eb) => ({
-          rev: eb.ref('excluded.rev'),
-          data: eb.ref('excluded.data'),
-          commitCid: eb.ref('excluded.commitCid'),
-          syncStatus: eb.ref('excluded.syncStatus'),
-          updatedAt: eb.ref('excluded.updatedAt'),
-        })),
-      )
-      .execute()
-  }
+  await insertRows(db, dialect, REPO_STATE_UPSERT, rows.map((r) => ({ ...r, syncStatus: 'synchronized', updatedAt })))
+}
+
+const REPO_STATE_UPSERT: InsertShape = {
+  table: 'repo_state',
+  columns: ['did', 'rev', 'data', 'commitCid', 'syncStatus', 'updatedAt'],
+  tail: 'ON CONFLICT ("did") DO UPDATE SET "rev" = excluded."rev", "data" = excluded."data", "commitCid" = excluded."commitCid", "syncStatus" = excluded."syncStatus", "updatedAt" = excluded."updatedAt"',
 }
 
 /** A #commit's verdict, from either path: what indexing it needs. */
