@@ -90,8 +90,11 @@ export class ActorRepo {
     readonly lock: AsyncLock = new AsyncLock(),
   ) {
     this.storage = new SqliteRepoStorage(db)
-    // the store's commits are written to its WAL without an fsync (synchronous = NORMAL); durable() syncs it
-    this.walSync = db.memory ? null : new WalGroupSync(`${db.name}-wal`, { keepOpen: false })
+    // the store's commits are written to its WAL without an fsync (synchronous = NORMAL); durable() syncs it.
+    // The WAL stays the same file while this connection is open (SQLite removes it when the last connection
+    // closes, after close() / closeQuietly() have closed the sync's descriptor), so the descriptor is kept
+    // between syncs: one fdatasync per group commit, no open and close around it.
+    this.walSync = db.memory ? null : new WalGroupSync(`${db.name}-wal`, { keepOpen: true })
     this.s = lazyStatements({
       record: () => db.prepare<[string], RecordRow>('SELECT * FROM record WHERE uri = ?'),
       upsertRecord: () => db.prepare<[string, string, string, string, string, string]>(

@@ -20,7 +20,8 @@ const EVICTED_CLOSE_DELAY_MS = 60_000
  * closed after a minute, or earlier when the pool is full (oldest first). Asked for again meanwhile, it is
  * taken back from the pool instead of opening the file again, so accounts written round-robin beyond the
  * cache size reuse their handles rather than each write opening (and leaking) one. At most
- * `2 × cacheSize` handles are open (3 file descriptors each).
+ * `2 × cacheSize` handles are open (4 file descriptors each once written to: the database, its WAL and
+ * shared-memory index, and the WAL's sync descriptor).
  */
 export class ActorStore {
   private readonly open = new Map<string, ActorRepo>()
