@@ -327,4 +327,44 @@ describe('actor store handle cache', () => {
       fs.rmSync(dir, { recursive: true, force: true })
     }
   })
+
+  it("starts a reopened store's new WAL with SQLite's syncs off for that commit only, and keeps the commit", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pds-newwal-'))
+    try {
+      const blobs = new DiskBlobStore(path.join(dir, 'blobs'), path.join(dir, 'blobs', 'temp'))
+      await blobs.init()
+      const key = await generateKeypair()
+      const did = 'did:plc:newwal00000000000000000'
+      const write = (rkey: string) =>
+        prepareCreateOrUpdate({ action: 'create', did, collection: 'app.bsky.feed.post', rkey, record: post(rkey) })
+      let store = new ActorStore(path.join(dir, 'actors'), blobs)
+      await store.create(did).createEmptyRepo(key)
+      await store.get(did)!.durable()
+      await store.get(did)!.closeQuietly()
+      store.close()
+
+      for (const [rkey, next] of [['3aaaaaaaaaa22', '3aaaaaaaaac22'], ['3aaaaaaaaab22', '3aaaaaaaaad22']] as const) {
+        store = new ActorStore(path.join(dir, 'actors'), blobs)
+        const repo = store.get(did)!
+        const wal = `${repo.db.name}-wal`
+        // the last close removed the WAL; opening made it again, empty
+        expect(fs.existsSync(wal) ? fs.statSync(wal).size : 0).toBe(0)
+        await repo.applyWrites([write(rkey)], key)
+        // synchronous = NORMAL (1) again right after the commit that started the WAL
+        expect(repo.db.pragma('synchronous', { simple: true })).toBe(1)
+        expect(fs.statSync(wal).size).toBeGreaterThan(0)
+        const second = repo.applyWrites([write(next)], key)
+        await Promise.all([repo.durable(), second.then(() => repo.durable())])
+        expect(repo.db.pragma('synchronous', { simple: true })).toBe(1)
+        await repo.closeQuietly()
+        store.close()
+      }
+      store = new ActorStore(path.join(dir, 'actors'), blobs)
+      expect(store.get(did)!.recordCount()).toBe(4)
+      expect((await verifyRepoCar(await concatChunks(store.get(did)!.exportRepo()), did, key.did())).records).toHaveLength(4)
+      store.close()
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  })
 })

@@ -1,5 +1,6 @@
 import { BlockMap, CidSet, Repo, getRecords, type CommitData } from '@atproto/repo'
-import { fdatasyncSync, openSync, closeSync } from 'node:fs'
+import { closeSync, fdatasyncSync, openSync, statSync } from 'node:fs'
+import { dirname } from 'node:path'
 import { open } from 'node:fs/promises'
 import { CID } from 'multiformats/cid'
 import type { SigningKeypair } from '@stratos/core/crypto'
@@ -81,6 +82,10 @@ export class ActorRepo {
   private readonly s
   /** the repo as of the last commit written through this handle, with the MST nodes it has loaded */
   private head: RepoHead | null = null
+  /** whether this handle's first commit has been made (until then the WAL may not exist yet) */
+  private committed = false
+  /** the sync of the directory that holds the WAL this handle created (see applyWritesLocked), until done */
+  private dirSynced: Promise<void> | null = null
 
   constructor(
     readonly did: string,
@@ -521,6 +526,35 @@ export class ActorRepo {
 
     const now = new Date().toISOString()
     const dereferenced: string[] = []
+    // A handle opened on a store whose WAL was removed (by the last close) starts a new one with its first
+    // commit (opening the database created it empty), and SQLite then fsyncs the new WAL's header and its
+    // directory on the event loop. For that commit only,
+    // SQLite's syncs are off: durable() fdatasyncs the WAL (header and frames together) and fsyncs the
+    // directory on the thread pool before the write is acknowledged. (Checkpoints, which need SQLite's own
+    // syncs, cannot run on a WAL this small; synchronous is NORMAL again right after.)
+    const createsWal = !this.committed && this.walSync !== null && walIsEmpty(`${this.db.name}-wal`)
+    if (createsWal) this.db.pragma('synchronous = OFF')
+    try {
+      this.commitTransaction(commit, writes, now, newlyReferenced, dereferenced)
+    } finally {
+      if (createsWal) this.db.pragma('synchronous = NORMAL')
+    }
+    this.committed = true
+    if (createsWal) this.dirSynced ??= syncDirectory(dirname(this.db.name))
+    // the stored head is now `next`: the next commit starts from its tree
+    this.head = next
+    for (const cid of dereferenced) await this.blobstore.deletePermanent(this.did, cid)
+
+    return { did: this.did, commit, prevData, ops: commitOps }
+  }
+
+  private commitTransaction(
+    commit: RepoCommit,
+    writes: PreparedWrite[],
+    now: string,
+    newlyReferenced: Map<string, BlobRow>,
+    dereferenced: string[],
+  ): void {
     this.db.transaction(() => {
       // removed blocks first, then new ones (a CID in both stays), then the root
       for (const cid of commit.removedCids) this.s.deleteBlock.run(Buffer.from(cid.bytes.buffer, cid.bytes.byteOffset, cid.bytes.byteLength))
@@ -550,11 +584,6 @@ export class ActorRepo {
       }
       for (const cid of newlyReferenced.keys()) this.s.blobMakePermanent.run(cid)
     })()
-    // the stored head is now `next`: the next commit starts from its tree
-    this.head = next
-    for (const cid of dereferenced) await this.blobstore.deletePermanent(this.did, cid)
-
-    return { did: this.did, commit, prevData, ops: commitOps }
   }
 
   /**
@@ -594,9 +623,19 @@ export class ActorRepo {
   durable(): Promise<void> {
     if (!this.walSync || !this.db.open) return Promise.resolve()
     // closed meanwhile (the WAL may be gone): the close synced the checkpointed database file
-    return this.walSync.sync().catch((err) => {
+    const wal = this.walSync.sync().catch((err) => {
       if (this.db.open) throw err
     })
+    const dir = this.dirSynced
+    if (!dir) return wal
+    // a WAL this handle created: its directory entry too (every write until that sync is done waits for it)
+    const both = Promise.all([wal, dir]).then(() => {
+      if (this.dirSynced === dir) this.dirSynced = null
+    })
+    dir.catch(() => {
+      if (this.dirSynced === dir) this.dirSynced = syncDirectory(dirname(this.db.name))
+    })
+    return both
   }
 
   /** fdatasyncs of this store's WAL done by {@link durable} (for tests and benchmarks). */
@@ -674,6 +713,25 @@ function lazyStatements<T extends Record<string, () => unknown>>(makers: T): { r
     })
   }
   return out as { readonly [K in keyof T]: ReturnType<T[K]> }
+}
+
+/** A WAL file that is missing or holds nothing yet (not even its header). */
+function walIsEmpty(file: string): boolean {
+  try {
+    return statSync(file).size === 0
+  } catch {
+    return true
+  }
+}
+
+/** fsync of a directory (a file created in it stays there after a crash), on the thread pool. */
+async function syncDirectory(dir: string): Promise<void> {
+  const fh = await open(dir, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
 }
 
 async function datasyncFile(file: string): Promise<void> {
