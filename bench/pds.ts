@@ -355,7 +355,7 @@ try {
   const ourProc = await startProcess(
     'Stratos PDS',
     [...prof('stratos'), '--import', 'tsx', '--import', './bench/lib/register.ts', join(ROOT, 'services/pds/src/bin.ts')],
-    { ...common(ourPort, ourDir), NODE_ENV: 'production', PDS_MAX_CONNECTIONS_PER_IP: '10000', PDS_MAX_SUBSCRIPTIONS_PER_IP: '1000', PDS_ACTOR_STORE_CACHE_SIZE: String(OUR_CACHE) },
+    { ...common(ourPort, ourDir), NODE_ENV: 'production', UV_THREADPOOL_SIZE: '16', PDS_MAX_CONNECTIONS_PER_IP: '10000', PDS_MAX_SUBSCRIPTIONS_PER_IP: '1000', PDS_ACTOR_STORE_CACHE_SIZE: String(OUR_CACHE) },
     `http://127.0.0.1:${ourPort}/xrpc/com.atproto.server.describeServer`,
   )
   procs.push(ourProc)
@@ -476,7 +476,7 @@ try {
       `(npm; the last line that runs on Node 20), each in its own process with its own data directory, one in-memory ` +
       `@did-plc/server for both, load from a third process over keep-alive HTTP (undici Pool, plain JSON). ` +
       `Median of ${RUNS} runs of ${SECONDS} s per phase; servers alternate. Posts of ~60 bytes of text. ` +
-      `Both with rate limits off, NODE_ENV=production. ★ = acceptance figure (10x). CPU = utime+stime of the server ` +
+      `Both with rate limits off, NODE_ENV=production (ours also UV_THREADPOOL_SIZE=16, as its Docker image sets). ★ = acceptance figure (10x). CPU = utime+stime of the server ` +
       `process over the phase / requests. Accounts created first: ${MANY} per server ` +
       `(${fmt(setup.stratos!, 1)} s ours, ${fmt(setup.reference!, 1)} s reference); our PDS_ACTOR_STORE_CACHE_SIZE=${OUR_CACHE} ` +
       `(default 500) so that the ${MANY}-account round-robin goes past the handles it keeps.`,
