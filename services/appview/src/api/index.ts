@@ -42,6 +42,7 @@ import notificationUpdateSeen from './app/bsky/notification/updateSeen.js'
 import labelerGetServices from './app/bsky/labeler/getServices.js'
 import { formatContentLabelers } from '../labels/labels.js'
 import { runWithLabelers } from '../labels/request.js'
+import { fixedRows } from '../hydration/sql.js'
 
 const methods = [
   actorGetProfile,
@@ -124,7 +125,7 @@ function withRepoRev(server: XrpcServer, ctx: AppContext): XrpcServer {
 async function addRepoRev(ctx: AppContext, auth: AuthResult<unknown>, out: HandlerOutput | void): Promise<HandlerOutput | void> {
   const viewer = (auth.credentials as { iss?: unknown } | null | undefined)?.iss
   if (!out || typeof viewer !== 'string') return out
-  const row = await ctx.db.selectFrom('repo_state').select('rev').where('did', '=', viewer).executeTakeFirst()
+  const [row] = await fixedRows<{ rev: string }>(ctx.db, 'SELECT rev FROM repo_state WHERE did = ?', [viewer])
   if (!row) return out
   return { ...out, headers: { ...out.headers, 'atproto-repo-rev': row.rev } }
 }

@@ -4,6 +4,7 @@ import type { AuthResult, HandlerOutput, ServiceCredentials, XrpcServer } from '
 import { InvalidRequestError } from '@stratos/core/xrpc'
 import type { AppContext } from '../context.js'
 import type { Db } from '../indexer/indexer.js'
+import { fixedRows } from '../hydration/sql.js'
 
 export type Register = (server: XrpcServer, ctx: AppContext) => void
 
@@ -18,12 +19,10 @@ export function json(body: unknown): HandlerOutput {
 
 /** DID of an at-identifier (a DID, or a handle the AppView has verified), or undefined. */
 export async function resolveActor(db: Db, actor: string): Promise<string | undefined> {
-  if (actor.startsWith('did:')) {
-    const row = await db.selectFrom('actor').select('did').where('did', '=', actor).executeTakeFirst()
-    return row?.did
-  }
-  const row = await db.selectFrom('actor').select('did').where('handle', '=', actor.toLowerCase()).executeTakeFirst()
-  return row?.did
+  const rows = actor.startsWith('did:')
+    ? await fixedRows<{ did: string }>(db, 'SELECT did FROM actor WHERE did = ?', [actor])
+    : await fixedRows<{ did: string }>(db, 'SELECT did FROM actor WHERE handle = ? LIMIT 1', [actor.toLowerCase()])
+  return rows[0]?.did
 }
 
 /** DIDs for at-identifiers, in input order (unknown ones left out). */

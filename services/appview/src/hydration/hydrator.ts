@@ -252,7 +252,7 @@ interface PostRow {
 }
 
 /** The hot hydration queries (see ./sql.ts), compiled once per dialect. */
-function hydrationQueries(q: ListSql) {
+export function hydrationQueries(q: ListSql) {
   return {
     // one row per actor: the account, its profile record and counts, and whether it publishes a labeler service
     actors: q.prepare(`

@@ -47,3 +47,17 @@ export function listSql(db: Kysely<any>): ListSql {
     },
   }
 }
+
+const perDb = new WeakMap<Kysely<any>, { q: ListSql; texts: Map<string, PreparedText> }>()
+
+/**
+ * Runs a fixed query template (see listSql) on `db`, compiling it the first time it is seen: for the
+ * handlers' own small per-request queries (the viewer's repo rev, an actor by DID or handle...).
+ */
+export async function fixedRows<T>(db: Kysely<any>, template: string, args: Arg[]): Promise<T[]> {
+  let entry = perDb.get(db)
+  if (!entry) perDb.set(db, (entry = { q: listSql(db), texts: new Map() }))
+  let text = entry.texts.get(template)
+  if (!text) entry.texts.set(template, (text = entry.q.prepare(template)))
+  return entry.q.rows<T>(text, args)
+}

@@ -1,6 +1,7 @@
 import { XRPCError } from '@stratos/core/xrpc'
 import { HydrationState } from '../../../../hydration/hydrator.js'
 import { threadView } from '../../../../views/thread.js'
+import { fixedRows } from '../../../../hydration/sql.js'
 import { json, viewerOf, type Register } from '../../../util.js'
 
 /** Upper bound of replies read for one thread view. */
@@ -15,7 +16,11 @@ const register: Register = (server, ctx) => {
       const depth = params.depth as number
       const parentHeight = params.parentHeight as number
       const notFound = () => new XRPCError(400, 'NotFound', `Post not found: ${uri}`)
-      const anchor = await ctx.db.selectFrom('post').select(['uri', 'replyRoot', 'replyParent']).where('uri', '=', uri).executeTakeFirst()
+      const [anchor] = await fixedRows<{ uri: string; replyRoot: string | null; replyParent: string | null }>(
+        ctx.db,
+        'SELECT uri, "replyRoot" AS "replyRoot", "replyParent" AS "replyParent" FROM post WHERE uri = ?',
+        [uri],
+      )
       if (!anchor) throw notFound()
       const rootUri = anchor.replyRoot ?? anchor.uri
       // replies: level by level below the anchor, down to `depth` (post_reply_parent_idx), oldest first
@@ -23,13 +28,11 @@ const register: Register = (server, ctx) => {
       const below: string[] = []
       let level = [uri]
       for (let d = 0; d < depth && level.length > 0 && below.length < MAX_THREAD_POSTS; d++) {
-        const rows = await ctx.db
-          .selectFrom('post')
-          .select(['uri', 'replyParent'])
-          .where('replyParent', 'in', level)
-          .orderBy('sortAt', 'asc')
-          .limit(MAX_THREAD_POSTS - below.length)
-          .execute()
+        const rows = await fixedRows<{ uri: string; replyParent: string }>(
+          ctx.db,
+          'SELECT uri, "replyParent" AS "replyParent" FROM post WHERE "replyParent" IN ?L ORDER BY "sortAt" ASC LIMIT ?',
+          [{ list: level }, MAX_THREAD_POSTS - below.length],
+        )
         level = []
         for (const r of rows) {
           const list = children.get(r.replyParent!) ?? []
@@ -44,7 +47,7 @@ const register: Register = (server, ctx) => {
       let parent = anchor.replyParent
       for (let i = 0; parent && i < parentHeight; i++) {
         above.push(parent)
-        const row = await ctx.db.selectFrom('post').select('replyParent').where('uri', '=', parent).executeTakeFirst()
+        const [row] = await fixedRows<{ replyParent: string | null }>(ctx.db, 'SELECT "replyParent" AS "replyParent" FROM post WHERE uri = ?', [parent])
         parent = row?.replyParent ?? null
       }
       const state = new HydrationState(viewer)

@@ -2,11 +2,47 @@ import type { AppBskyNotificationListNotifications } from '@atproto/api'
 import type { AppContext } from '../../../../context.js'
 import { HydrationState } from '../../../../hydration/hydrator.js'
 import { actorInvisible, viewerMutes } from '../../../../views/rules.js'
-import { beforeCursor, decodeCursor, json, nextCursor, viewerOf, type Register } from '../../../util.js'
+import { decodeCursor, json, nextCursor, viewerOf, type KeysetCursor, type Register } from '../../../util.js'
+import { fixedRows, type Arg } from '../../../../hydration/sql.js'
 
 export async function lastSeen(ctx: AppContext, did: string): Promise<string | null> {
-  const row = await ctx.db.selectFrom('actor_state').select('lastSeenNotifs').where('did', '=', did).executeTakeFirst()
+  const [row] = await fixedRows<{ lastSeenNotifs: string | null }>(ctx.db, 'SELECT "lastSeenNotifs" AS "lastSeenNotifs" FROM actor_state WHERE did = ?', [did])
   return row?.lastSeenNotifs ?? null
+}
+
+interface NotificationRow {
+  recordUri: string
+  recordCid: string
+  author: string
+  reason: string
+  reasonSubject: string | null
+  sortAt: string
+  indexedAt: string
+  json: string
+}
+
+/** The viewer's notifications (of `reasons`, if any) after the cursor, newest first. */
+function page(ctx: AppContext, viewer: string, reasons: string[], cursor: KeysetCursor | undefined, limit: number): Promise<NotificationRow[]> {
+  const args: Arg[] = [viewer]
+  let where = ''
+  if (reasons.length > 0) {
+    where += ' AND n.reason IN ?L'
+    args.push({ list: reasons })
+  }
+  if (cursor) {
+    where += ' AND (n."sortAt" < ? OR (n."sortAt" = ? AND n."recordUri" < ?))'
+    args.push(cursor.primary, cursor.primary, cursor.secondary)
+  }
+  args.push(limit)
+  return fixedRows<NotificationRow>(
+    ctx.db,
+    `SELECT n."recordUri" AS "recordUri", n."recordCid" AS "recordCid", n.author AS author, n.reason AS reason,
+       n."reasonSubject" AS "reasonSubject", n."sortAt" AS "sortAt", n."indexedAt" AS "indexedAt", r.json AS json
+     FROM notification n JOIN record r ON r.uri = n."recordUri"
+     WHERE n.did = ?${where}
+     ORDER BY n."sortAt" DESC, n."recordUri" DESC LIMIT ?`,
+    args,
+  )
 }
 
 const register: Register = (server, ctx) => {
@@ -17,30 +53,7 @@ const register: Register = (server, ctx) => {
       const limit = params.limit as number
       const cursor = decodeCursor(params.cursor as string | undefined)
       const reasons = (params.reasons as string[] | undefined) ?? []
-      let qb = ctx.db
-        .selectFrom('notification')
-        .innerJoin('record', 'record.uri', 'notification.recordUri')
-        .select([
-          'notification.recordUri',
-          'notification.recordCid',
-          'notification.author',
-          'notification.reason',
-          'notification.reasonSubject',
-          'notification.sortAt',
-          'notification.indexedAt',
-          'record.json',
-        ])
-        .where('notification.did', '=', viewer)
-      if (reasons.length > 0) qb = qb.where('notification.reason', 'in', reasons)
-      const [rows, seenAt] = await Promise.all([
-        qb
-          .where((eb) => beforeCursor(eb, cursor, 'notification.sortAt', 'notification.recordUri'))
-          .orderBy('notification.sortAt', 'desc')
-          .orderBy('notification.recordUri', 'desc')
-          .limit(limit)
-          .execute(),
-        lastSeen(ctx, viewer),
-      ])
+      const [rows, seenAt] = await Promise.all([page(ctx, viewer, reasons, cursor, limit), lastSeen(ctx, viewer)])
       const state = new HydrationState(viewer)
       const [, takenDown] = await Promise.all([
         ctx.hydrator.actors(state, rows.map((r) => r.author)),
