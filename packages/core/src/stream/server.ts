@@ -53,6 +53,36 @@ export interface ConsumerInfo {
 
 const OPEN = WebSocket.OPEN
 
+/** Unmasked, final, binary WebSocket frames (what `ws.send(frame, {binary: true})` writes) of each event, back to back. */
+function wsFrames(events: readonly { frame: Uint8Array }[]): Buffer {
+  let total = 0
+  for (const e of events) {
+    const len = e.frame.byteLength
+    total += (len < 126 ? 2 : len < 65536 ? 4 : 10) + len
+  }
+  const out = Buffer.allocUnsafe(total)
+  let p = 0
+  for (const e of events) {
+    const len = e.frame.byteLength
+    out[p++] = 0x82
+    if (len < 126) {
+      out[p++] = len
+    } else if (len < 65536) {
+      out[p++] = 126
+      out.writeUInt16BE(len, p)
+      p += 2
+    } else {
+      out[p++] = 127
+      out.writeUInt32BE(Math.floor(len / 2 ** 32), p)
+      out.writeUInt32BE(len >>> 0, p + 4)
+      p += 8
+    }
+    out.set(e.frame, p)
+    p += len
+  }
+  return out
+}
+
 class Consumer {
   phase: 'replay' | 'live' | 'closing' = 'live'
   sent = 0
@@ -159,8 +189,11 @@ export class SubscriptionServer {
       if (!Number.isSafeInteger(e.seq) || e.seq < 1) throw new RangeError(`invalid seq: ${e.seq}`)
       if (e.seq > this.lastPublished) this.lastPublished = e.seq
     }
+    // the batch as WebSocket frames, built once for every consumer it can be written to as it is
+    let framed: Buffer | null = null
     for (const c of this.live.values()) {
       if (c.phase === 'live') {
+        if (this.writeFramed(c, events, (framed ??= wsFrames(events)))) continue
         const socket = (c.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket
         socket?.cork()
         try {
@@ -175,6 +208,33 @@ export class SubscriptionServer {
         for (const e of events) this.bufferDuringReplay(c, e.seq, e.frame)
       }
     }
+  }
+
+  /**
+   * Writes a whole batch, already framed, to a live consumer's socket in one write: only when that is what
+   * sending the events one by one would do (every event new to it, the socket open, ws's sender idle, and
+   * no event would find the consumer over its limits). Otherwise false: send them one by one.
+   */
+  private writeFramed(c: Consumer, events: readonly { seq: number }[], framed: Buffer): boolean {
+    const ws = c.ws as unknown as {
+      readyState: number
+      bufferedAmount: number
+      _socket?: { write(b: Uint8Array, cb: (err?: Error) => void): boolean }
+      _sender?: { _state?: number; _queue?: unknown[] }
+    }
+    const socket = ws._socket
+    const sender = ws._sender
+    if (!socket || !sender || sender._state !== 0 || (sender._queue?.length ?? 0) > 0) return false
+    if (ws.readyState !== OPEN || events[0]!.seq <= c.lastSeq) return false
+    const n = events.length
+    if (c.unflushed + n > this.opts.maxQueuedFrames || ws.bufferedAmount + framed.length >= this.opts.maxQueuedBytes) return false
+    c.unflushed += n
+    c.sent += n
+    c.lastSeq = events[n - 1]!.seq
+    socket.write(framed, () => {
+      for (let i = 0; i < n; i++) c.onFlushed()
+    })
+    return true
   }
 
   /**

@@ -171,6 +171,27 @@ describe('live delivery', () => {
     }
   })
 
+  it('publishBatch: frames of every WebSocket length form (7-bit, 16-bit, 64-bit) arrive intact and in order', async () => {
+    const log = new MemoryEventLog()
+    const s = await serve(log)
+    const cs = [consumer(s.url), consumer(s.url)]
+    await Promise.all(cs.map((c) => c.opened))
+    await waitFor(() => s.server.consumers().length === 2)
+    const frames: Uint8Array[] = []
+    const sizes = [1, 60, 120, 125, 126, 127, 300, 65_000, 65_535, 65_536, 70_000, 5]
+    for (let b = 0; b < 3; b++) {
+      const batch = sizes.map((n) => log.append((seq) => encodeMessageFrame('#identity', { seq, did: 'did:plc:abc', handle: 'x'.repeat(n + b) })))
+      frames.push(...batch.map((e) => e.frame))
+      s.server.publishBatch(batch)
+    }
+    for (const c of cs) {
+      await c.waitForFrames(frames.length)
+      expect(c.seqs()).toEqual(range(1, frames.length))
+      c.raw.forEach((buf, j) => expect(buf.equals(Buffer.from(frames[j]!))).toBe(true))
+    }
+    expect(s.server.consumers().map((c) => c.sent)).toEqual([frames.length, frames.length])
+  })
+
   it('hands the same buffer object to every socket (encode once)', () => {
     const server = new SubscriptionServer({ log: new MemoryEventLog(), pingIntervalMs: 0 })
     const fakes = [0, 1, 2].map(() => {
