@@ -25,7 +25,7 @@
  * of converted events and with it disabled.
  *
  *   node --import tsx bench/jetstream.ts [--rate 5000] [--events 15000] [--ingest 3000] [--runs 1]
- *        [--dictionary legacy_subscribe.zdict]
+ *        [--dictionary legacy_subscribe.zdict] [--only serve|replay|ingest ...]
  *
  * --dictionary: the /subscribe zstd dictionary for the dictionary scenarios (e.g. Jetstream's published
  * legacy_subscribe.zdict, which is not in the repository); without it, one trained with `zstd --train` on
@@ -58,6 +58,9 @@ const RATE = arg('rate', 5_000)
 const EVENTS = arg('events', 15_000)
 const INGEST = arg('ingest', 3_000)
 const RUNS = arg('runs', 1)
+/** --only serve|replay|ingest (repeatable): run those parts and print, without rewriting RESULTS.md */
+const only = argv.flatMap((a, i) => (argv[i - 1] === '--only' ? [a] : []))
+const want = (part: string) => only.length === 0 || only.includes(part)
 const REPLAY = 1_500
 const TIMEOUT_MS = 180_000
 const fmt = (n: number, d = 0) =>
@@ -135,7 +138,14 @@ class Child {
 const TICK_US = 1e6 / 100 // USER_HZ
 /** CPU µs so far of a whole process (every thread, ended ones included): utime + stime of /proc/<pid>/stat. */
 function processCpuUs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  return statCpuUs(`/proc/${pid}/stat`)
+}
+/** CPU µs so far of a process's main thread (the event loop: ingest's main side and all of Jetstream). */
+function mainThreadCpuUs(pid: number): number {
+  return statCpuUs(`/proc/${pid}/task/${pid}/stat`)
+}
+function statCpuUs(path: string): number {
+  const stat = readFileSync(path, 'utf8')
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return (Number(fields[11]) + Number(fields[12])) * TICK_US
 }
@@ -342,8 +352,8 @@ async function servePart(scenarios: Scenario[], extra: Record<string, string>): 
 }
 
 console.log(`Part 1: serving at ${RATE} events/s offered, ${EVENTS} events per scenario`)
-const partA = await servePart(scenariosA, {})
-const partB = dictionary ? await servePart(scenariosB, { RELAY_JETSTREAM_ZSTD_DICTIONARY: dictionary.path }) : null
+const partA = want('serve') ? await servePart(scenariosA, {}) : { rows: [], baselineUs: NaN, baselines: [] }
+const partB = want('serve') && dictionary ? await servePart(scenariosB, { RELAY_JETSTREAM_ZSTD_DICTIONARY: dictionary.path }) : null
 
 // ---------------------------------------------------------------------------------------------------------
 // Part 3 (run before Part 2: same relay kind): replay with and without the converted-event cache
@@ -383,7 +393,7 @@ async function replayPart(): Promise<ReplayRow[]> {
   }
   return out
 }
-const replayRows = await replayPart()
+const replayRows = want('replay') ? await replayPart() : []
 
 // ---------------------------------------------------------------------------------------------------------
 // Part 2: the relay ingesting the same signed commits (real verification), without and with 100 filtered
@@ -394,11 +404,12 @@ interface IngestRow {
   events: number
   seconds: number
   processUs: number
+  mainUs: number
   messages: number
 }
 
 async function ingestPart(): Promise<IngestRow[]> {
-  if (INGEST <= 0) return []
+  if (INGEST <= 0 || !want('ingest')) return []
   const limit = 3 * ACCOUNTS + INGEST
   const up = new Child('lib/relay-upstream.ts', [JSON.stringify({ accounts: ACCOUNTS, commits: COMMITS, rate: 0, limit })])
   const upstream = await up.next<{ url: string; frames: number }>(1_800_000)
@@ -419,20 +430,25 @@ async function ingestPart(): Promise<IngestRow[]> {
         const subs = n > 0 ? await subscribers(urlsFor(relay.url.replace(/^http/, 'ws'), s), Number.MAX_SAFE_INTEGER, 3_000) : null
         noteLoad()
         const cpu0 = processCpuUs(relay.pid)
+        const main0 = mainThreadCpuUs(relay.pid)
         const t0 = wall()
         await relay.child.ask('crawl', { url: upstream.url })
         const done = await relay.child.ask<{ seq: number; stalled?: boolean }>('wait-seq', { seq: upstream.frames })
         const seconds = (wall() - t0) / 1000
         const cpu = processCpuUs(relay.pid) - cpu0
+        const main = mainThreadCpuUs(relay.pid) - main0
         let messages = 0
         if (subs) {
           messages = (await subs.next<{ messages: number }>()).messages
           await subs.stop()
         }
         if (done.stalled) console.log(`ingest stalled at ${done.seq}/${upstream.frames}`)
-        const row = { subscribers: n, events: done.seq, seconds, processUs: cpu / done.seq, messages }
+        const row = { subscribers: n, events: done.seq, seconds, processUs: cpu / done.seq, mainUs: main / done.seq, messages }
         rows.push(row)
-        console.log(`ingest, ${String(n).padStart(3)} filtered subscribers: ${row.events} events in ${fmt(seconds, 1)} s (${fmt(row.events / seconds)}/s), process ${fmt(row.processUs)} µs/event, ${messages} messages (load ${fmt(loadavg()[0]!, 1)})`)
+        console.log(
+          `ingest, ${String(n).padStart(3)} filtered subscribers: ${row.events} events in ${fmt(seconds, 1)} s (${fmt(row.events / seconds)}/s), ` +
+            `process ${fmt(row.processUs)} µs/event (main thread ${fmt(row.mainUs)}), ${messages} messages (load ${fmt(loadavg()[0]!, 1)})`,
+        )
       } finally {
         await stopRelay(relay)
       }
@@ -444,6 +460,10 @@ async function ingestPart(): Promise<IngestRow[]> {
 }
 const ingestRows = await ingestPart()
 rmSync(workDir, { recursive: true, force: true })
+if (only.length > 0) {
+  console.log('--only: bench/RESULTS.md not rewritten')
+  process.exit(0)
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // results
@@ -492,16 +512,17 @@ const without = ingestRows.filter((r) => r.subscribers === 0)
 const withSubs = ingestRows.filter((r) => r.subscribers === 100)
 const ingestUs = median(without.map((r) => r.processUs))
 const ingestDiffUs = median(withSubs.map((r) => r.processUs)) - ingestUs
+const ingestMainDiffUs = median(withSubs.map((r) => r.mainUs)) - median(without.map((r) => r.mainUs))
 const fromRelay = relaySectionIngestUs()
 const pct = (a: number, b: number) => `${fmt((a / b) * 100)}%`
 
 const ingestTable = ingestRows.length
   ? [
-      '| run | events | events/s reached | relay process CPU µs / event | messages to subscribers |',
-      '| --- | ---: | ---: | ---: | ---: |',
+      '| run | events | events/s reached | relay process CPU µs / event | of which main thread | messages to subscribers |',
+      '| --- | ---: | ---: | ---: | ---: | ---: |',
       ...ingestRows.map(
         (r) =>
-          `| ${r.subscribers === 0 ? 'no Jetstream subscriber' : '100 subscribers, one DID each'} | ${r.events} | ${fmt(r.events / r.seconds)} | ${fmt(r.processUs)} | ${r.messages} |`,
+          `| ${r.subscribers === 0 ? 'no Jetstream subscriber' : '100 subscribers, one DID each'} | ${r.events} | ${fmt(r.events / r.seconds)} | ${fmt(r.processUs)} | ${fmt(r.mainUs)} | ${r.messages} |`,
       ),
     ].join('\n')
   : '(not run: --ingest 0)'
@@ -518,7 +539,7 @@ const goalLines = [
   ingestRows.length
     ? `- the relay's ingest in this run (same commits, real verification, worker pool, as fast as it goes): **${fmt(ingestUs)} µs/event** ` +
       `without subscribers → serving is **${pct(goal.servingUs, ingestUs)}** of it (zstd ${pct(goalZ.servingUs, ingestUs)}${goalD ? `, dictionary ${pct(goalD.servingUs, ingestUs)}` : ''}); ` +
-      `with 100 filtered subscribers during ingest the process CPU rose by ${fmt(ingestDiffUs)} µs/event (${pct(ingestDiffUs, ingestUs)});`
+      `with 100 filtered subscribers during ingest the process CPU rose by ${fmt(ingestDiffUs)} µs/event (${pct(ingestDiffUs, ingestUs)}), its main thread's (where Jetstream runs) by ${fmt(ingestMainDiffUs)};`
     : '- no ingest run (--ingest 0);',
   fromRelay
     ? `- against the relay section of this file (\`pnpm bench relay\`, workers (default), 1 consumer: main + workers + other = ${fmt(fromRelay.us)} µs/event): **${pct(goal.servingUs, fromRelay.us)}** (zstd ${pct(goalZ.servingUs, fromRelay.us)}).`

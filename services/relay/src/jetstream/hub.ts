@@ -24,6 +24,11 @@
  *
  * Slow subscribers: a socket holding more than `maxQueuedBytes` unsent bytes is closed (v1: close 1008
  * ConsumerTooSlow; v2: an error frame ConsumerTooSlow, then the close).
+ *
+ * Writes: a subscriber's socket is corked at its first message in a turn of the event loop and uncorked
+ * right after that turn's synchronous work (the outbox publishes a group-committed batch in one step, a
+ * replay sends a page in one step), so what a subscriber gets from one batch leaves in one write instead of
+ * one per message (a write is most of the cost of a message: measured ~20 µs per write here).
  */
 import type { IncomingMessage } from 'node:http'
 import { createRequire } from 'node:module'
@@ -145,8 +150,16 @@ interface Row {
   time_us: number | null
 }
 
+interface Corkable {
+  cork(): void
+  uncork(): void
+  destroyed?: boolean
+}
+
 class Subscriber {
   state: 'hello' | 'replay' | 'live' | 'closed' = 'hello'
+  /** its socket is corked until the end of this turn */
+  corked = false
   filter: Filter
   sent = 0
   readonly v2: boolean
@@ -210,6 +223,8 @@ export class JetstreamHub {
     slowCut: 0,
   }
   private pingTimer: NodeJS.Timeout | null = null
+  /** subscribers whose socket is corked until the end of this turn */
+  private readonly corked: Subscriber[] = []
 
   private constructor(
     private readonly o: JetstreamHubOptions,
@@ -532,7 +547,26 @@ export class JetstreamHub {
 
   private send(sub: Subscriber, plain: Buffer): void {
     const buf = sub.compress ? this.compress(plain, sub.v2 ? this.dictV2 : this.dictV1) : plain
+    this.cork(sub)
     sub.ws.send(buf, { binary: sub.compress })
+  }
+
+  /** Corks the subscriber's socket until the end of this turn (once per turn). */
+  private cork(sub: Subscriber): void {
+    if (sub.corked) return
+    const socket = (sub.ws as unknown as { _socket?: Corkable })._socket
+    if (!socket || socket.destroyed) return
+    socket.cork()
+    sub.corked = true
+    if (this.corked.push(sub) === 1) process.nextTick(() => this.uncorkAll())
+  }
+
+  private uncorkAll(): void {
+    for (const sub of this.corked.splice(0)) {
+      sub.corked = false
+      const socket = (sub.ws as unknown as { _socket?: Corkable })._socket
+      socket?.uncork()
+    }
   }
 
   private deliver(sub: Subscriber, items: JetstreamItem[], from: ((item: JetstreamItem) => boolean) | null): void {
@@ -544,6 +578,7 @@ export class JetstreamHub {
       if (!plain) continue // v1 has no sync events
       if (filter.maxMessageSizeBytes > 0 && plain.byteLength > filter.maxMessageSizeBytes) continue
       const buf = sub.compress ? this.compressed(item, v2) : plain
+      this.cork(sub)
       sub.ws.send(buf, { binary: sub.compress })
       sub.sent++
       this.stats_.messagesSent++
