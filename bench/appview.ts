@@ -368,6 +368,7 @@ function mainThreadCpuMs(): number {
 
 async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manifest) {
   const { Worker } = await import('node:worker_threads')
+  const { cidForCbor } = await import('../packages/core/src/data/index.js')
   const viewer = manifest.accounts[0]!
   const viewerKey = await importKeypair(viewer.keyHex, 'k256')
   const db = server.ctx.db
@@ -378,7 +379,7 @@ async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manif
   if (root) {
     for (let i = 0; i < 200; i++) {
       const liker = manifest.accounts[1 + ((200 + i) % (manifest.accounts.length - 1))]!.did
-      const record = { $type: 'app.bsky.feed.like', subject: { uri: root.uri, cid: root.cid }, createdAt: iso(Date.parse('2026-02-01T00:00:00Z') + i * 1000) }
+      const record = { $type: 'app.bsky.feed.like', subject: { uri: root.uri, cid: root.cid }, createdAt: new Date(Date.parse('2026-02-01T00:00:00Z') + i * 1000).toISOString() }
       await server.ctx.indexer.indexOne(`at://${liker}/app.bsky.feed.like/3lbenchlike${String(i).padStart(3, '0')}`, cidForCbor(record).toString(), record)
     }
   }
@@ -511,6 +512,7 @@ try {
         r.out.map((o) => `| ${o.name} | ${o.p50.toFixed(1)} | ${o.p99.toFixed(1)} | ${Math.round(o.rps)} | ${Math.round(o.cpuUs)} | ${o.bytes} |`).join('\n')
       console.log(readsMd)
       explainMd = await explain(sqlite.server, manifest)
+      console.log(explainMd)
     }
     await sqlite.cleanup()
     if (l && want('firehose')) {
