@@ -30,6 +30,11 @@ export interface CollectionIndexOptions {
   maxRepoBytes: number
   /** repo fetches at once (default 4) */
   concurrency?: number
+  /**
+   * backfills waiting at most before a host's enumeration (listRepos) waits for room (default 10,000): the
+   * queue's memory stays bounded however many repos a host lists (it may pass the bound by one page)
+   */
+  maxQueued?: number
 }
 
 export class CollectionIndex {
@@ -48,6 +53,8 @@ export class CollectionIndex {
   private readonly waiting: { did: string; hostname?: string }[] = []
   private running = 0
   private idleWaiters: (() => void)[] = []
+  /** host enumerations waiting for room in the queue */
+  private roomWaiters: (() => void)[] = []
   private closed = false
   private backfilled = 0
 
@@ -152,7 +159,10 @@ export class CollectionIndex {
     if (!this.o.backfill) return 0
     let cursor: string | undefined
     let n = 0
+    const maxQueued = this.o.maxQueued ?? 10_000
     for (let page = 0; page < 10_000 && !this.closed; page++) {
+      while (!this.closed && this.waiting.length >= maxQueued) await new Promise<void>((r) => this.roomWaiters.push(r))
+      if (this.closed) break
       const url = new URL('/xrpc/com.atproto.sync.listRepos', baseUrl)
       url.searchParams.set('limit', '1000')
       if (cursor) url.searchParams.set('cursor', cursor)
@@ -184,6 +194,13 @@ export class CollectionIndex {
   close(): void {
     this.closed = true
     this.waiting.length = 0
+    this.wakeRoomWaiters()
+  }
+
+  private wakeRoomWaiters(): void {
+    const w = this.roomWaiters
+    this.roomWaiters = []
+    for (const fn of w) fn()
   }
 
   private pump(): void {
@@ -205,6 +222,7 @@ export class CollectionIndex {
           }
         })
     }
+    if (this.roomWaiters.length > 0 && this.waiting.length < (this.o.maxQueued ?? 10_000)) this.wakeRoomWaiters()
   }
 
   private async fetchAndCount(did: string, hostname?: string): Promise<void> {

@@ -1,0 +1,83 @@
+/**
+ * The collection index's backfill of a host's repos keeps its queue bounded: the enumeration
+ * (com.atproto.sync.listRepos, page by page) waits while `maxQueued` backfills are waiting, so memory does
+ * not grow with the number of repos a host lists, and every listed repo is still backfilled once.
+ */
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { CollectionIndex } from '../src/collections/collection-index.js'
+import { openRelayDb, type Db } from '../src/db.js'
+import type { Identities } from '../src/ingest/identities.js'
+import type { Logger } from '../src/logger.js'
+import { sleep, tmpDir, waitFor } from './helpers.js'
+
+const PAGES = 5
+const PER_PAGE = 20
+const dids = Array.from({ length: PAGES * PER_PAGE }, (_, i) => `did:plc:${String(i).padStart(24, 'a')}`)
+let server: Server
+let url: string
+let pagesServed = 0
+let dir: ReturnType<typeof tmpDir>
+let db: Db
+
+beforeAll(async () => {
+  server = createServer((req, res) => {
+    const u = new URL(req.url ?? '/', 'http://x')
+    if (u.pathname !== '/xrpc/com.atproto.sync.listRepos') return void res.writeHead(404).end()
+    const page = Number(u.searchParams.get('cursor') ?? 0)
+    pagesServed++
+    const repos = dids.slice(page * PER_PAGE, (page + 1) * PER_PAGE).map((did) => ({ did, head: 'bafy', rev: '3l3qo2vutsw2b', active: true }))
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ repos, ...(page + 1 < PAGES ? { cursor: String(page + 1) } : {}) }))
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  dir = tmpDir()
+  db = openRelayDb(`${dir.path}/relay.sqlite`)
+})
+
+afterAll(async () => {
+  db?.close()
+  dir?.remove()
+  await new Promise<void>((r) => server.close(() => r()))
+})
+
+describe('collection index: backfilling a host', () => {
+  it('enumerates page by page only while fewer than maxQueued backfills wait, and backfills every repo once', async () => {
+    let release!: () => void
+    const gate = new Promise<void>((r) => (release = r))
+    const ran: string[] = []
+    const resolved: string[] = []
+    const noop = () => undefined
+    const index = new CollectionIndex({
+      db,
+      log: { warn: noop, debug: noop, info: noop, error: noop } as unknown as Logger,
+      // each account's PDS is another host: the backfill stops after resolving (nothing is fetched)
+      identities: { resolve: async (did: string) => (resolved.push(did), { pdsHost: 'elsewhere.test' }) } as unknown as Identities,
+      runForAccount: async (did, task) => {
+        await gate
+        ran.push(did)
+        await task()
+      },
+      backfill: true,
+      allowPrivateAddresses: true,
+      maxRepoBytes: 1 << 20,
+      concurrency: 2,
+      maxQueued: 10,
+    })
+    const done = index.backfillHost('pds.test', url)
+    await waitFor(() => index.stats().pending >= PER_PAGE, 5_000, 'the first page queued')
+    await sleep(200)
+    // the first page filled the queue past maxQueued: the enumeration waits, nothing runs yet
+    expect(pagesServed).toBe(1)
+    expect(index.stats().pending).toBe(PER_PAGE)
+
+    release()
+    expect(await done).toBe(dids.length)
+    await index.idle()
+    expect(pagesServed).toBe(PAGES)
+    expect([...ran].sort()).toEqual([...dids].sort())
+    expect([...resolved].sort()).toEqual([...dids].sort())
+    index.close()
+  })
+})
