@@ -206,6 +206,18 @@ describe.each(dialects)('batched hydration equals a per-relation reference (%s)'
       expect([...state.blockEdges].sort()).toEqual([...edges].sort())
       checkedEdges += edges.size
     }
+    // actors first hydrated without counts (post authors), then asked for with counts: the counts are loaded then
+    const mixed = new HydrationState(null, [])
+    await server.ctx.hydrator.actors(mixed, dids, { counts: false })
+    expect(mixed.profileAggs.size).toBe(0)
+    expect(mixed.labelerActors.size).toBe(0)
+    await server.ctx.hydrator.actors(mixed, dids)
+    for (const did of dids) {
+      const agg = aggs.find((a) => a.did === did)
+      expect(mixed.profileAggs.get(did)?.followers).toBe(Number(agg?.followersCount ?? 0))
+      expect(mixed.labelerActors.has(did)).toBe(labelerDids.has(did))
+    }
+    expect(labelerDids.size).toBe(1)
     // the generated graph exercises what is compared
     expect(checkedEdges).toBeGreaterThan(20)
     expect(checkedRelations).toBeGreaterThan(3)

@@ -40,7 +40,7 @@ export async function presentFeed(
     const r = state.reposts.get(u)
     if (r) reposters.add(r.creator)
   }
-  await ctx.hydrator.actors(state, reposters)
+  await ctx.hydrator.actors(state, reposters, { counts: false })
   const out: AppBskyFeedDefs.FeedViewPost[] = []
   for (const item of items) {
     const post = state.posts.get(item.postUri)

@@ -156,6 +156,8 @@ export class HydrationState {
   readonly labels = new Map<string, ViewLabel[]>()
   /** actors that publish an app.bsky.labeler.service record */
   readonly labelerActors = new Set<string>()
+  /** actors whose counts (profileAggs) and labeler service were loaded (detailed profiles need them) */
+  readonly countsLoaded = new Set<string>()
 
   /**
    * `labelers`: the labelers whose labels the views carry (default: those of the request being served,
@@ -224,6 +226,10 @@ interface ActorRow {
   createdAt: string | null
   profileIndexedAt: string | null
   json: string | null
+}
+
+interface ActorCountsRow {
+  did: string
   followersCount: number | null
   followsCount: number | null
   postsCount: number | null
@@ -254,19 +260,22 @@ interface PostRow {
 /** The hot hydration queries (see ./sql.ts), compiled once per dialect. */
 export function hydrationQueries(q: ListSql) {
   return {
-    // one row per actor: the account, its profile record and counts, and whether it publishes a labeler service
+    // one row per actor: the account and its profile record
     actors: q.prepare(`
       SELECT a.did AS did, a.handle AS handle, a."upstreamStatus" AS "upstreamStatus", a."indexedAt" AS "indexedAt",
         p.uri AS "profileUri", p.cid AS "profileCid", p."displayName" AS "displayName", p.description AS description,
         p."avatarCid" AS "avatarCid", p."bannerCid" AS "bannerCid", p."pinnedPostUri" AS "pinnedPostUri",
-        p."pinnedPostCid" AS "pinnedPostCid", p."createdAt" AS "createdAt", p."indexedAt" AS "profileIndexedAt", r.json AS json,
-        g."followersCount" AS "followersCount", g."followsCount" AS "followsCount", g."postsCount" AS "postsCount",
-        g."listsCount" AS "listsCount", g."feedgensCount" AS "feedgensCount", g."starterPacksCount" AS "starterPacksCount",
-        (SELECT 1 FROM record l WHERE l.did = a.did AND l.collection = ? AND l.rkey = 'self') AS labeler
+        p."pinnedPostCid" AS "pinnedPostCid", p."createdAt" AS "createdAt", p."indexedAt" AS "profileIndexedAt", r.json AS json
       FROM actor a
       LEFT JOIN profile p ON p.creator = a.did
       LEFT JOIN record r ON r.uri = p.uri
-      LEFT JOIN profile_agg g ON g.did = a.did
+      WHERE a.did IN ?L`),
+    // detailed profiles only: an actor's counts, and whether it publishes a labeler service
+    actorCounts: q.prepare(`
+      SELECT a.did AS did, g."followersCount" AS "followersCount", g."followsCount" AS "followsCount", g."postsCount" AS "postsCount",
+        g."listsCount" AS "listsCount", g."feedgensCount" AS "feedgensCount", g."starterPacksCount" AS "starterPacksCount",
+        (SELECT 1 FROM record l WHERE l.did = a.did AND l.collection = ? AND l.rkey = 'self') AS labeler
+      FROM actor a LEFT JOIN profile_agg g ON g.did = a.did
       WHERE a.did IN ?L`),
     // the viewer's relationships toward a list of actors, one row per (kind, actor)
     actorViewers: q.prepare(`
@@ -362,11 +371,15 @@ export class Hydrator {
   // actors
   // =
 
-  /** Actor rows, profiles, counts and the viewer's relationships for `dids`. */
-  async actors(state: HydrationState, dids: Iterable<string>, opts: { viewer?: boolean } = {}): Promise<void> {
-    const todo = [...new Set(dids)].filter((d) => !state.actors.has(d))
+  /**
+   * Actor rows, profiles and the viewer's relationships for `dids`; with `counts` (default) also their
+   * counts and labeler services, which only detailed profiles show.
+   */
+  async actors(state: HydrationState, dids: Iterable<string>, opts: { viewer?: boolean; counts?: boolean } = {}): Promise<void> {
+    const unique = [...new Set(dids)]
+    const todo = unique.filter((d) => !state.actors.has(d))
     if (todo.length > 0) {
-      const rows = await this.q.rows<ActorRow>(this.sql.actors, [LABELER_COLLECTION, { list: todo }])
+      const rows = await this.q.rows<ActorRow>(this.sql.actors, [{ list: todo }])
       for (const r of rows) {
         state.actors.set(r.did, {
           did: r.did,
@@ -390,15 +403,6 @@ export class Hydrator {
                 }
               : null,
         })
-        state.profileAggs.set(r.did, {
-          followers: Number(r.followersCount ?? 0),
-          follows: Number(r.followsCount ?? 0),
-          posts: Number(r.postsCount ?? 0),
-          lists: Number(r.listsCount ?? 0),
-          feedgens: Number(r.feedgensCount ?? 0),
-          starterPacks: Number(r.starterPacksCount ?? 0),
-        })
-        if (r.labeler !== null) state.labelerActors.add(r.did)
       }
       for (const did of todo) if (!state.actors.has(did)) state.actors.set(did, null)
       const found = rows.map((r) => r.did)
@@ -409,6 +413,24 @@ export class Hydrator {
           const a = state.actors.get(did)
           if (a && !a.upstreamStatus) a.upstreamStatus = val === '!suspend' ? 'suspended' : 'takendown'
         }
+      }
+    }
+    if (opts.counts !== false) {
+      const need = unique.filter((d) => state.actors.get(d) && !state.countsLoaded.has(d))
+      if (need.length > 0) {
+        const rows = await this.q.rows<ActorCountsRow>(this.sql.actorCounts, [LABELER_COLLECTION, { list: need }])
+        for (const r of rows) {
+          state.profileAggs.set(r.did, {
+            followers: Number(r.followersCount ?? 0),
+            follows: Number(r.followsCount ?? 0),
+            posts: Number(r.postsCount ?? 0),
+            lists: Number(r.listsCount ?? 0),
+            feedgens: Number(r.feedgensCount ?? 0),
+            starterPacks: Number(r.starterPacksCount ?? 0),
+          })
+          if (r.labeler !== null) state.labelerActors.add(r.did)
+        }
+        for (const d of need) state.countsLoaded.add(d)
       }
     }
     if (opts.viewer !== false) await this.actorViewers(state, todo)
@@ -530,7 +552,8 @@ export class Hydrator {
       if (others.packs.size) await this.starterPacks(state, others.packs)
       level = [...next].filter((u) => !state.posts.has(u))
     }
-    await this.actors(state, authors)
+    // (post views show basic profiles: no counts)
+    await this.actors(state, authors, { counts: false })
     // third-party blocks among the authors: replies and quotes across a block are not shown
     await this.blocksAmong(state, authors)
   }

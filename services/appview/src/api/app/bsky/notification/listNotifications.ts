@@ -56,7 +56,7 @@ const register: Register = (server, ctx) => {
       const [rows, seenAt] = await Promise.all([page(ctx, viewer, reasons, cursor, limit), lastSeen(ctx, viewer)])
       const state = new HydrationState(viewer)
       const [, takenDown] = await Promise.all([
-        ctx.hydrator.actors(state, rows.map((r) => r.author)),
+        ctx.hydrator.actors(state, rows.map((r) => r.author), { counts: false }),
         // the labelers' labels on the notifying records (as every view carries them)
         ctx.hydrator.recordLabels(state, rows.map((r) => r.recordUri)),
       ])
