@@ -27,6 +27,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { writeResultsSection } from './results.js'
 
 const { importKeypair } = await import('../packages/core/src/crypto/index.js')
+const { cidForCbor } = await import('../packages/core/src/data/index.js')
 const { createServiceJwt } = await import('../packages/core/src/auth/index.js')
 const { openPostgres } = await import('../packages/core/src/db/index.js')
 const { AppViewServer } = (await import('../services/appview/src/index.js')) as typeof import('../services/appview/src/index.js')
@@ -51,6 +52,7 @@ interface Manifest {
 }
 
 const wallNow = () => performance.timeOrigin + performance.now()
+const iso = (ms: number) => new Date(ms).toISOString()
 
 const children = new Set<ChildProcess>()
 process.on('exit', () => {
