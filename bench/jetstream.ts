@@ -33,16 +33,14 @@
  *
  * Rewrites the "jetstream" section of bench/RESULTS.md.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
-import { createInterface } from 'node:readline'
-import { fileURLToPath } from 'node:url'
 import { RESULTS_PATH, writeResultsSection } from './results.js'
+import { Child } from './lib/child.js'
 import { loadFixture } from './lib/relay-upstream.js'
 
-const dir = fileURLToPath(new URL('.', import.meta.url))
 const argv = process.argv.slice(2)
 const arg = (name: string, dflt: number) => {
   const i = argv.indexOf(`--${name}`)
@@ -73,68 +71,6 @@ const wall = () => performance.timeOrigin + performance.now()
 const loads: number[] = []
 const noteLoad = () => loads.push(loadavg()[0]!)
 
-const children = new Set<ChildProcess>()
-process.on('exit', () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
-})
-
-/** A child process speaking JSON lines on stdout. */
-class Child {
-  readonly proc: ChildProcess
-  private readonly lines: unknown[] = []
-  private waiters: ((v: unknown) => void)[] = []
-  readonly exited: Promise<number | null>
-
-  constructor(script: string, args: string[], env: Record<string, string> = {}, tsx = true) {
-    this.proc = spawn(process.execPath, [...(tsx ? ['--import', 'tsx'] : []), join(dir, script), ...args], {
-      env: { ...process.env, ...env },
-      stdio: ['pipe', 'pipe', 'inherit'],
-    })
-    children.add(this.proc)
-    createInterface({ input: this.proc.stdout! }).on('line', (line) => {
-      let v: unknown
-      try {
-        v = JSON.parse(line)
-      } catch {
-        process.stderr.write(`[${script}] ${line}\n`)
-        return
-      }
-      const w = this.waiters.shift()
-      if (w) w(v)
-      else this.lines.push(v)
-    })
-    this.exited = new Promise((resolve) =>
-      this.proc.on('exit', (code) => {
-        children.delete(this.proc)
-        resolve(code)
-      }),
-    )
-  }
-
-  next<T>(timeoutMs = TIMEOUT_MS): Promise<T> {
-    if (this.lines.length > 0) return Promise.resolve(this.lines.shift() as T)
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('timed out waiting for a child process')), timeoutMs)
-      this.waiters.push((v) => {
-        clearTimeout(timer)
-        if (v && typeof v === 'object' && 'error' in v) reject(new Error(String((v as { error: unknown }).error)))
-        else resolve(v as T)
-      })
-      void this.exited.then((code) => reject(new Error(`child exited (${code}) before answering`)))
-    })
-  }
-
-  async ask<T>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
-    this.proc.stdin!.write(`${cmd} ${JSON.stringify(args)}\n`)
-    return this.next<T>()
-  }
-
-  async stop(signal: NodeJS.Signals = 'SIGTERM') {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal)
-    await this.exited
-  }
-}
-
 const TICK_US = 1e6 / 100 // USER_HZ
 /** CPU µs so far of a whole process (every thread, ended ones included): utime + stime of /proc/<pid>/stat. */
 function processCpuUs(pid: number): number {
@@ -155,7 +91,7 @@ function statCpuUs(path: string): number {
 
 if (!loadFixture(ACCOUNTS, COMMITS)) {
   console.log(`generating the relay fixture (${ACCOUNTS} accounts, ${COMMITS} commits; cached in bench/.cache)...`)
-  const gen = new Child('lib/relay-upstream.ts', [JSON.stringify({ accounts: ACCOUNTS, commits: COMMITS, rate: 0, limit: 1 })])
+  const gen = new Child('lib/relay-upstream.ts', [JSON.stringify({ accounts: ACCOUNTS, commits: COMMITS, rate: 0, limit: 1 })], { timeoutMs: TIMEOUT_MS })
   await gen.next(1_800_000)
   await gen.stop()
 }
@@ -209,7 +145,7 @@ const relayEnv = (data: string, extra: Record<string, string> = {}): Record<stri
 
 async function startRelay(extra: Record<string, string> = {}): Promise<{ child: Child; url: string; pid: number; data: string }> {
   const data = mkdtempSync(join(tmpdir(), 'stratos-bench-jetstream-relay-'))
-  const child = new Child('lib/jetstream-relay.ts', [], relayEnv(data, extra))
+  const child = new Child('lib/jetstream-relay.ts', [], { env: relayEnv(data, extra), timeoutMs: TIMEOUT_MS })
   const r = await child.next<{ url: string; pid: number }>()
   return { child, url: r.url, pid: r.pid, data }
 }
@@ -221,7 +157,7 @@ async function stopRelay(r: { child: Child; data: string }) {
 
 /** Subscribers in their own process: resolves once they are all connected. */
 async function subscribers(urls: string[], expect: number, idleMs = 3_000) {
-  const child = new Child('lib/jetstream-subscribers.mjs', [JSON.stringify({ urls, expect, idleMs })], {}, false)
+  const child = new Child('lib/jetstream-subscribers.mjs', [JSON.stringify({ urls, expect, idleMs })], { tsx: false, timeoutMs: TIMEOUT_MS })
   const ready = await child.next<{ open: number; failed: number }>()
   if (ready.failed > 0) throw new Error(`${ready.failed} subscribers were refused`)
   return child
@@ -378,7 +314,7 @@ async function replayPart(): Promise<ReplayRow[]> {
       const cpu0 = processCpuUs(relay.pid)
       const t0 = wall()
       const urls = Array.from({ length: 100 }, () => `${relay.url.replace(/^http/, 'ws')}/subscribe?cursor=${first}`)
-      const subs = new Child('lib/jetstream-subscribers.mjs', [JSON.stringify({ urls, expect: REPLAY * 100, idleMs: 5_000 })], {}, false)
+      const subs = new Child('lib/jetstream-subscribers.mjs', [JSON.stringify({ urls, expect: REPLAY * 100, idleMs: 5_000 })], { tsx: false, timeoutMs: TIMEOUT_MS })
       await subs.next() // ready (replays start at connection)
       const res = await subs.next<{ messages: number; last: number }>()
       await subs.stop()
@@ -411,7 +347,7 @@ interface IngestRow {
 async function ingestPart(): Promise<IngestRow[]> {
   if (INGEST <= 0 || !want('ingest')) return []
   const limit = 3 * ACCOUNTS + INGEST
-  const up = new Child('lib/relay-upstream.ts', [JSON.stringify({ accounts: ACCOUNTS, commits: COMMITS, rate: 0, limit })])
+  const up = new Child('lib/relay-upstream.ts', [JSON.stringify({ accounts: ACCOUNTS, commits: COMMITS, rate: 0, limit })], { timeoutMs: TIMEOUT_MS })
   const upstream = await up.next<{ url: string; frames: number }>(1_800_000)
   const rows: IngestRow[] = []
   try {

@@ -16,16 +16,13 @@
  *
  * Rewrites the "relay" section of bench/RESULTS.md (not with --only / --cpu-prof).
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import { cpus, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
-import { fileURLToPath } from 'node:url'
 import { writeResultsSection } from './results.js'
+import { Child } from './lib/child.js'
 import { loadFixture } from './lib/relay-upstream.js'
 
-const dir = fileURLToPath(new URL('.', import.meta.url))
 const argv = process.argv.slice(2)
 const arg = (name: string, dflt: number) => {
   const i = argv.indexOf(`--${name}`)
@@ -47,66 +44,6 @@ const TIMEOUT_MS = arg('timeout', 120) * 1000
 
 const fmt = (n: number, d = 0) =>
   Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d }) : '–'
-
-const children = new Set<ChildProcess>()
-process.on('exit', () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
-})
-
-/** A child process speaking JSON lines on stdout. */
-class Child {
-  readonly proc: ChildProcess
-  private readonly lines: unknown[] = []
-  private waiters: ((v: unknown) => void)[] = []
-  readonly exited: Promise<number | null>
-
-  constructor(script: string, args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []) {
-    this.proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(dir, script), ...args], {
-      env: { ...process.env, ...env },
-      stdio: ['pipe', 'pipe', 'inherit'],
-    })
-    children.add(this.proc)
-    createInterface({ input: this.proc.stdout! }).on('line', (line) => {
-      let v: unknown
-      try {
-        v = JSON.parse(line)
-      } catch {
-        process.stderr.write(`[${script}] ${line}\n`)
-        return
-      }
-      const w = this.waiters.shift()
-      if (w) w(v)
-      else this.lines.push(v)
-    })
-    this.exited = new Promise((resolve) =>
-      this.proc.on('exit', (code) => {
-        children.delete(this.proc)
-        resolve(code)
-      }),
-    )
-  }
-
-  next<T>(timeoutMs = TIMEOUT_MS): Promise<T> {
-    if (this.lines.length > 0) return Promise.resolve(this.lines.shift() as T)
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('timed out waiting for a child process')), timeoutMs)
-      this.waiters.push((v) => {
-        clearTimeout(timer)
-        resolve(v as T)
-      })
-      void this.exited.then((code) => reject(new Error(`child exited (${code}) before answering`)))
-    })
-  }
-
-  send(line: string) {
-    this.proc.stdin!.write(line + '\n')
-  }
-
-  async stop(signal: NodeJS.Signals = 'SIGTERM') {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal)
-    await this.exited
-  }
-}
 
 interface ThreadCpu {
   main: number
@@ -187,7 +124,7 @@ interface RunResult {
 async function runRelay(cfg: RunConfig, index: { frames: { t: string; did: string; rev?: string }[] }): Promise<RunResult> {
   const data = mkdtempSync(join(tmpdir(), 'stratos-bench-relay-'))
   const sendTimesFile = join(data, 'send-times.bin')
-  const upstream = new Child('lib/relay-upstream.ts', [JSON.stringify({ accounts: ACCOUNTS, commits: COMMITS, rate: cfg.rate, sendTimes: sendTimesFile })])
+  const upstream = new Child('lib/relay-upstream.ts', [JSON.stringify({ accounts: ACCOUNTS, commits: COMMITS, rate: cfg.rate, sendTimes: sendTimesFile })], { timeoutMs: TIMEOUT_MS })
   const up = await upstream.next<{ url: string; frames: number; commits: number }>(600_000)
   const env: Record<string, string> = {
     RELAY_PORT: '0',
@@ -208,10 +145,10 @@ async function runRelay(cfg: RunConfig, index: { frames: { t: string; did: strin
   }
   if (cfg.workers !== 'default') env.RELAY_VERIFY_WORKERS = String(cfg.workers)
   const nodeArgs = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : []
-  const relay = new Child('lib/relay-process.ts', [], env, nodeArgs)
+  const relay = new Child('lib/relay-process.ts', [], { env, nodeArgs, timeoutMs: TIMEOUT_MS })
   const r = await relay.next<{ url: string; pid: number; workers: number }>()
   const recvFile = join(data, 'recv.json')
-  const consumers = new Child('lib/relay-consumers.ts', [JSON.stringify({ url: r.url, n: cfg.consumers, expect: up.frames, idleMs: 20_000, recvFile })])
+  const consumers = new Child('lib/relay-consumers.ts', [JSON.stringify({ url: r.url, n: cfg.consumers, expect: up.frames, idleMs: 20_000, recvFile })], { timeoutMs: TIMEOUT_MS })
   await consumers.next<{ ready: true }>()
 
   const cpu0 = threadCpu(r.pid)
@@ -267,9 +204,9 @@ async function runRelay(cfg: RunConfig, index: { frames: { t: string; did: strin
 
 async function runReference(): Promise<{ commits: number; seconds: number; perSec: number; cpuUsPerCommit: number; errors: string[] }> {
   const limit = 3 * ACCOUNTS + REF_COMMITS
-  const upstream = new Child('lib/relay-upstream.ts', [JSON.stringify({ accounts: ACCOUNTS, commits: COMMITS, rate: 0, limit })])
+  const upstream = new Child('lib/relay-upstream.ts', [JSON.stringify({ accounts: ACCOUNTS, commits: COMMITS, rate: 0, limit })], { timeoutMs: TIMEOUT_MS })
   const up = await upstream.next<{ url: string; commits: number }>(600_000)
-  const ref = new Child('lib/relay-firehose-ref.ts', [JSON.stringify({ upstream: up.url, expect: up.commits, idleMs: 20_000 })])
+  const ref = new Child('lib/relay-firehose-ref.ts', [JSON.stringify({ upstream: up.url, expect: up.commits, idleMs: 20_000 })], { timeoutMs: TIMEOUT_MS })
   const stream = await upstream.next<{ first: number }>(TIMEOUT_MS * 3)
   const res = await ref.next<{ commits: number; first: number; last: number; cpuUs: number; errors: string[] }>(TIMEOUT_MS * 3)
   await ref.stop()
@@ -298,7 +235,7 @@ async function main() {
   // generate (or load) the fixture once, in the upstream's own process
   if (!loadFixture(ACCOUNTS, COMMITS)) {
     console.log(`relay: generating ${ACCOUNTS} accounts × ${fmt(COMMITS)} commits into bench/.cache/ (once)...`)
-    const gen = new Child('lib/relay-upstream.ts', [JSON.stringify({ accounts: ACCOUNTS, commits: COMMITS })])
+    const gen = new Child('lib/relay-upstream.ts', [JSON.stringify({ accounts: ACCOUNTS, commits: COMMITS })], { timeoutMs: TIMEOUT_MS })
     await gen.next(900_000)
     await gen.stop()
   }
