@@ -20,7 +20,7 @@ async function dump(server: AppViewServer): Promise<Record<string, unknown[]>> {
   const q = async (text: string) => (await sql.raw(text).execute(db)).rows
   return {
     record: await q('SELECT uri, cid FROM record ORDER BY uri'),
-    post: await q('SELECT uri, "replyParent", "quoteUri", "violatesThreadGate" FROM post ORDER BY uri'),
+    post: await q('SELECT uri, "replyParent", "quoteUri", "violatesThreadGate", "violatesEmbeddingRules", text FROM post ORDER BY uri'),
     like: await q('SELECT uri, subject FROM "like" ORDER BY uri'),
     repost: await q('SELECT uri, subject FROM repost ORDER BY uri'),
     follow: await q('SELECT uri, "subjectDid" FROM follow ORDER BY uri'),
@@ -32,6 +32,7 @@ async function dump(server: AppViewServer): Promise<Record<string, unknown[]>> {
       'SELECT did, "followersCount", "followsCount", "postsCount" FROM profile_agg WHERE "followersCount" + "followsCount" + "postsCount" > 0 ORDER BY did',
     ),
     repo_state: await q('SELECT did, rev, data FROM repo_state ORDER BY did'),
+    post_fts: await q('SELECT uri FROM post_fts ORDER BY uri'),
   }
 }
 
@@ -95,6 +96,7 @@ describe.each(dialects)('ingest: group commit gives the same index as one commit
     // nothing below waits for the AppViews: the events pile up and are written in batches (the batched
     // one's writer is held until several commits wait, so at least one batch holds more than one)
     batched.ctx.ingester.writer.pause()
+    const seq0 = (await net.eventLog.latestSeq()) ?? 0
     for (let round = 0; round < 8; round++) {
       for (const [i, a] of accounts.entries()) {
         const other = accounts[(i + 1) % accounts.length]!
@@ -121,6 +123,29 @@ describe.each(dialects)('ingest: group commit gives the same index as one commit
     await net.delete(a1, posts[1]![2]!.uri)
     await net.create(a0, 'app.bsky.actor.profile', { displayName: 'First' }, 'self')
     await net.update(a0, `at://${a0.did}/app.bsky.actor.profile/self`, { displayName: 'Second' })
+    // gates written in the same batch as the posts they judge (read from the record table), a post
+    // created, updated twice and deleted, and another created and updated, all before the batch commits
+    const a2 = accounts[2]!
+    const a3 = accounts[3]!
+    const gated = await net.create(a2, 'app.bsky.feed.post', post('gated in batch'))
+    const grk = gated.uri.split('/').pop()!
+    await net.create(a2, 'app.bsky.feed.threadgate', { post: gated.uri, allow: [], createdAt: new Date().toISOString() }, grk)
+    await net.create(a2, 'app.bsky.feed.postgate', { post: gated.uri, embeddingRules: [{ $type: 'app.bsky.feed.postgate#disableRule' }], createdAt: new Date().toISOString() }, grk)
+    // accounts are not ordered among themselves: the gates are handed to both writers (the batched one
+    // still held) before the other account's reply and quote are made
+    const seq1 = (await net.eventLog.latestSeq()) ?? 0
+    await waitFor(() => batched.ctx.ingester.writer.pending >= seq1 - seq0, 30_000, 'every commit so far queued in the held writer')
+    await caughtUp(oracle, net, seq1)
+    await net.create(a3, 'app.bsky.feed.post', reply('let me in', gated, gated))
+    await net.create(a3, 'app.bsky.feed.post', quote('quoting anyway', gated))
+    const churn = await net.create(a3, 'app.bsky.feed.post', post('first text'))
+    await net.update(a3, churn.uri, post('second text'))
+    await net.update(a3, churn.uri, post('third text'))
+    await net.delete(a3, churn.uri)
+    const kept = await net.create(a3, 'app.bsky.feed.post', post('kept first'))
+    await net.update(a3, kept.uri, post('kept second'))
+    // an update of a post of an earlier round (already in the table when its batch starts, on the oracle)
+    await net.update(a2, posts[2]![0]!.uri, post('round 0 edited'))
     // one commit with several ops: a post and a like of it, and the delete of an earlier repost
     const rk = 'batchmulti'
     await net.write(a1, [
@@ -128,7 +153,9 @@ describe.each(dialects)('ingest: group commit gives the same index as one commit
       { action: 'create', collection: 'app.bsky.feed.like', rkey: 'batchmultilike', record: { $type: 'app.bsky.feed.like', ...like(posts[2]![1]!) } },
     ])
 
-    await waitFor(() => batched.ctx.ingester.writer.pending >= 2, 30_000, 'writes queued in the held batch writer')
+    // every commit queued in the held writer: they go in one batch
+    const seq2 = (await net.eventLog.latestSeq()) ?? 0
+    await waitFor(() => batched.ctx.ingester.writer.pending >= seq2 - seq0, 30_000, 'writes queued in the held batch writer')
     batched.ctx.ingester.writer.resume()
     await caughtUp(batched, net)
     await caughtUp(oracle, net)
@@ -137,6 +164,9 @@ describe.each(dialects)('ingest: group commit gives the same index as one commit
     expect(want.notification!.length).toBeGreaterThan(50)
     expect(want.feed_item!.length).toBeGreaterThan(60)
     expect(got).toEqual(want)
+    // the gates of the same batch were applied
+    expect(want.post!.filter((p) => (p as { violatesThreadGate: unknown }).violatesThreadGate === 1).length).toBe(1)
+    expect(want.post!.filter((p) => (p as { violatesEmbeddingRules: unknown }).violatesEmbeddingRules === 1).length).toBe(1)
     // and the counters are what the rows say (summed per batch, they must still add up)
     expect(got.record_agg).toEqual(await recount(batched, 'record'))
     expect(got.profile_agg).toEqual(await recount(batched, 'profile'))

@@ -35,6 +35,13 @@ export class IndexBatch {
   readonly feedItems = new Map<string, DatabaseSchema['feed_item']>()
   readonly notifications = new Map<string, DatabaseSchema['notification'][]>()
   readonly posts = new Map<string, string>()
+  /**
+   * What the record table holds for a URI as of this point of the batch (cid, or null when absent), for
+   * the URIs looked up at the batch's start (`prefetch`) or written in it: no lookup statement per record.
+   */
+  readonly known = new Map<string, string | null>()
+  /** record-table rows written by this batch, inserted together (flushRecords) before anything reads them */
+  readonly records = new Map<string, DatabaseSchema['record']>()
 
   bump(agg: AggTarget, delta: number): void {
     const k = `${agg.table}\u0000${agg.column}\u0000${agg.key}`
@@ -148,13 +155,21 @@ export class Indexer {
       const v = validateRecord(parts.collection, record)
       if (v.valid !== true) return 'invalid'
     }
-    const [existing] = await runQuery<{ cid: string }>(db, this.dialect, 'SELECT "cid" FROM "record" WHERE "uri" = ?', [uri])
+    let existing: { cid: string } | undefined
+    const known = batch?.known.get(uri)
+    if (known !== undefined) existing = known === null ? undefined : { cid: known }
+    else [existing] = await runQuery<{ cid: string }>(db, this.dialect, 'SELECT "cid" FROM "record" WHERE "uri" = ?', [uri])
     if (existing?.cid === cid) return 'unchanged'
     const isUpdate = existing !== undefined
     if (isUpdate) await this.deleteRecord(db, uri, { keepNotifications: true, ...(batch ? { batch } : {}) })
 
     const indexedAt = this.now()
-    await db.executeQuery(compileInsert(this.dialect, RECORD_INSERT_ONE, [[uri, cid, parts.host, parts.collection, parts.rkey, JSON.stringify(record), indexedAt]]))
+    if (batch) {
+      batch.records.set(uri, { uri, cid, did: parts.host, collection: parts.collection, rkey: parts.rkey, json: JSON.stringify(record), indexedAt })
+      batch.known.set(uri, cid)
+    } else {
+      await db.executeQuery(compileInsert(this.dialect, RECORD_INSERT_ONE, [[uri, cid, parts.host, parts.collection, parts.rkey, JSON.stringify(record), indexedAt]]))
+    }
     if (!batch?.actors.has(parts.host)) {
       await this.ensureActor(parts.host, db)
       batch?.actors.add(parts.host)
@@ -164,7 +179,11 @@ export class Indexer {
     const plan = planRecord(input)
     if (!plan) return 'indexed'
 
-    if (plan.main.table === 'post') await this.checkGates(db, plan.main.row)
+    if (plan.main.table === 'post') {
+      // the gates are read from the record table: this batch's rows go in first
+      if (batch && (plan.main.row.replyRoot || plan.main.row.quoteUri)) await this.flushRecords(db, batch)
+      await this.checkGates(db, plan.main.row)
+    }
 
     const mainRow = plan.main.row as unknown as Record<string, unknown>
     const inserted = await insertRows(db, this.dialect, { table: plan.main.table, columns: columnsOf([mainRow]), tail: 'ON CONFLICT DO NOTHING RETURNING "uri"' }, [mainRow])
@@ -227,8 +246,14 @@ export class Indexer {
     await insertRows(db, this.dialect, RECORD_INSERT, recordRows)
     // main rows per table; duplicates (a second like of one post) stay in the record table only
     const byTable = new Map<string, IndexPlan[]>()
+    if (batch) {
+      for (const r of recordRows) batch.known.delete(r.uri)
+    }
     for (const plan of plans) {
-      if (plan.main.table === 'post' && (plan.main.row.replyRoot || plan.main.row.quoteUri)) await this.checkGates(db, plan.main.row)
+      if (plan.main.table === 'post' && (plan.main.row.replyRoot || plan.main.row.quoteUri)) {
+        if (batch) await this.flushRecords(db, batch)
+        await this.checkGates(db, plan.main.row)
+      }
       const list = byTable.get(plan.main.table)
       if (list) list.push(plan)
       else byTable.set(plan.main.table, [plan])
@@ -261,6 +286,7 @@ export class Indexer {
 
   /** Writes what a batch collected: feed items, notifications, search entries, counters (in key order). */
   async flushBatch(db: Db, batch: IndexBatch): Promise<void> {
+    await this.flushRecords(db, batch)
     await insertRows(db, this.dialect, FEED_ITEM_INSERT, [...batch.feedItems.values()] as unknown as Record<string, unknown>[])
     const notifications = [...batch.notifications.values()].flat()
     await insertRows(db, this.dialect, NOTIFICATION_INSERT, notifications as unknown as Record<string, unknown>[])
@@ -269,12 +295,42 @@ export class Indexer {
     await writeAggs(db, this.dialect, aggTables([...batch.aggs.values()].filter((a) => a.n !== 0)), { clampInsert: true })
   }
 
+  /** Inserts the record-table rows a batch holds back (multi-row). */
+  async flushRecords(db: Db, batch: IndexBatch): Promise<void> {
+    if (batch.records.size === 0) return
+    const rows = [...batch.records.values()]
+    batch.records.clear()
+    await insertRows(db, this.dialect, RECORD_INSERT_ONE, rows)
+  }
+
+  /**
+   * Looks up the record-table cids of `uris` (one statement per 200) into `batch.known`, so that the
+   * batch's creates, updates and deletes need no lookup of their own.
+   */
+  async prefetch(db: Db, batch: IndexBatch, uris: Iterable<string>): Promise<void> {
+    const todo = [...new Set(uris)].filter((u) => !batch.known.has(u))
+    for (let i = 0; i < todo.length; i += 200) {
+      const slice = todo.slice(i, i + 200)
+      const rows = await runQuery<{ uri: string; cid: string }>(db, this.dialect, `SELECT "uri", "cid" FROM "record" WHERE "uri" IN (${slice.map(() => '?').join(', ')})`, slice)
+      for (const u of slice) batch.known.set(u, null)
+      for (const r of rows) batch.known.set(r.uri, r.cid)
+    }
+  }
+
   /** Deletes `uri`: its rows, its counters, its notifications, its search entry. */
   async deleteRecord(db: Db, uri: string, opts: { keepNotifications?: boolean; batch?: IndexBatch } = {}): Promise<boolean> {
     const batch = opts.batch
-    const stored = await db.selectFrom('record').selectAll().where('uri', '=', uri).executeTakeFirst()
-    if (!stored) return false
-    await db.deleteFrom('record').where('uri', '=', uri).execute()
+    if (batch?.known.get(uri) === null) return false
+    let stored: DatabaseSchema['record'] | undefined = batch?.records.get(uri)
+    if (stored) {
+      // written earlier in this batch: never reached the table
+      batch!.records.delete(uri)
+    } else {
+      stored = await db.selectFrom('record').selectAll().where('uri', '=', uri).executeTakeFirst()
+      if (!stored) return false
+      await db.deleteFrom('record').where('uri', '=', uri).execute()
+    }
+    batch?.known.set(uri, null)
     let plan: IndexPlan | null = null
     try {
       plan = planRecord({

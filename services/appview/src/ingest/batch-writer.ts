@@ -14,6 +14,8 @@ export type BatchTx = Transaction<DatabaseSchema>
 
 interface Item<S> {
   fn: (tx: BatchTx, state: S) => Promise<void>
+  /** what the write will touch (record URIs), looked up for the whole batch at once (`prepare`) */
+  keys?: readonly string[]
   resolve: () => void
   reject: (err: unknown) => void
 }
@@ -23,6 +25,8 @@ export interface BatchWriterOptions<S> {
   transact: <T>(fn: (tx: BatchTx) => Promise<T>) => Promise<T>
   /** what the writes of one batch share (counters summed, rows collected), made anew for each attempt */
   begin: () => S
+  /** at the batch's start, inside its transaction: the keys the batch's writes declared */
+  prepare?: (tx: BatchTx, state: S, keys: string[]) => Promise<void>
   /** after every write of the batch, inside its transaction: writes what they collected */
   end: (tx: BatchTx, state: S) => Promise<void>
   /** writes per transaction at most (default 500) */
@@ -57,9 +61,9 @@ export class BatchWriter<S> {
   }
 
   /** Queues a write; resolves once its batch has committed. */
-  write(fn: (tx: BatchTx, state: S) => Promise<void>): Promise<void> {
+  write(fn: (tx: BatchTx, state: S) => Promise<void>, keys?: readonly string[]): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ fn, resolve, reject })
+      this.queue.push({ fn, resolve, reject, ...(keys ? { keys } : {}) })
       if (!this.running) {
         this.running = true
         // the end of this turn: writes handed in by the same socket read share the batch
@@ -103,6 +107,11 @@ export class BatchWriter<S> {
   private run(batch: Item<S>[]): Promise<void> {
     return this.opts.transact(async (tx) => {
       const state = this.opts.begin()
+      if (this.opts.prepare) {
+        const keys: string[] = []
+        for (const item of batch) if (item.keys) for (const k of item.keys) keys.push(k)
+        if (keys.length > 0) await this.opts.prepare(tx, state, keys)
+      }
       for (const item of batch) await item.fn(tx, state)
       await this.opts.end(tx, state)
     })

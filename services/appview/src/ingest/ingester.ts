@@ -243,6 +243,7 @@ export class Ingester {
     this.writer = new BatchWriter<WriteBatch>({
       transact: (fn) => this.indexer.transact(fn),
       begin: () => ({ index: new IndexBatch(), repoStates: new Map() }),
+      prepare: (tx, b, uris) => this.indexer.prefetch(tx, b.index, uris),
       end: async (tx, b) => {
         await this.indexer.flushBatch(tx, b.index)
         await saveRepoStates(tx, this.indexer.dialect, [...b.repoStates.values()])
@@ -653,7 +654,12 @@ export class Ingester {
     // checked: the account's next commit chains on this state now, before the batch commits
     const state: RepoState = { rev: res.rev, data: res.newData }
     this.repoStates.set(did, state)
-    const committed = this.writer.write((tx, batch) => this.applyCommit(tx, batch, did, evt, res))
+    const uris: string[] = []
+    for (const op of evt.ops) {
+      const slash = op.path.indexOf('/')
+      if (INDEXED_COLLECTIONS.has(op.path.slice(0, slash))) uris.push(`at://${did}/${op.path}`)
+    }
+    const committed = this.writer.write((tx, batch) => this.applyCommit(tx, batch, did, evt, res), uris)
     this.lastWrite.set(did, committed)
     detach()
     return {
