@@ -42,6 +42,8 @@ export interface RelayContextOptions {
    * transaction per event).
    */
   eventLogBatch?: { delayMs?: number; maxSize?: number }
+  /** replaces `process.exit(1)` after a fatal error (the event log's WAL sync failed) (tests) */
+  onFatal?: (err: unknown) => void
 }
 
 export class RelayContext {
@@ -105,6 +107,13 @@ export class RelayContext {
       batchDelayMs: opts.eventLogBatch?.delayMs,
       maxBatchSize: opts.eventLogBatch?.maxSize,
       onRollback: () => this.accounts.forgetCached(),
+      // crash-only: committed events may not be on disk and are never published; a restart resumes every host
+      // from its saved cursor (which never passes an event that was not durable)
+      onSyncError: (err) => {
+        this.log.error({ err }, 'the event log\'s WAL fsync failed: exiting')
+        if (opts.onFatal) opts.onFatal(err)
+        else process.exit(1)
+      },
     })
     this.outbox = outbox
 

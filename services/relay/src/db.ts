@@ -67,8 +67,12 @@ const MIGRATIONS: string[] = [
 export function openRelayDb(path: string): Db {
   const db = new SqliteDatabase(path)
   if (path !== ':memory:') db.pragma('journal_mode = WAL')
-  // every transaction (an event and the account state it changes) is on disk before its seq is published
-  db.pragma('synchronous = FULL')
+  // NORMAL: a COMMIT writes the WAL without an fsync (which would block the event loop); the outbox makes a
+  // batch of events durable with an fdatasync of the WAL on the thread pool before publishing it (outbox.ts).
+  // Checkpoints keep that: in WAL mode with NORMAL, SQLite syncs the WAL before a checkpoint and the database
+  // file after it, before the WAL is reused, so a checkpoint never undoes a synced transaction. Never OFF.
+  // Writes outside the outbox (host cursors, the collection index...) are made durable by the next WAL sync.
+  db.pragma(path === ':memory:' ? 'synchronous = FULL' : 'synchronous = NORMAL')
   db.pragma('busy_timeout = 5000')
   db.pragma('foreign_keys = ON')
   const current = db.pragma('user_version', { simple: true }) as number

@@ -133,4 +133,72 @@ describe('outbox group commit', () => {
     expect(committedSeqs()).toEqual([1])
     await expect(o.emit('#identity', DIDS[1]!, { did: DIDS[1] })).rejects.toThrow(/closed/)
   })
+
+  it('commits without an fsync (synchronous = NORMAL) and publishes once the WAL fdatasync has completed', async () => {
+    expect(db.pragma('synchronous', { simple: true })).toBe(1) // NORMAL, never OFF
+    expect(db.pragma('journal_mode', { simple: true })).toBe('wal')
+    const o = outbox()
+    const results = await Promise.all(DIDS.map((did) => o.emit('#identity', did, { did })))
+    expect(results.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
+    const stats = o.writeStats()
+    expect(stats.batches).toBe(1)
+    expect(stats.syncs).toBeGreaterThanOrEqual(1)
+    expect(o.publishedSeq).toBe(8)
+  })
+
+  it('an event committed but not yet synced is not published, not replayed, and its emit waits', async () => {
+    const releases: (() => void)[] = []
+    const o = outbox({ syncWal: () => new Promise<void>((r) => releases.push(r)) })
+    const published: number[] = []
+    o.onPublish((evt) => published.push(evt.seq))
+    const settled: number[] = []
+    const first = o.emit('#identity', DIDS[0]!, { did: DIDS[0] }).then((e) => settled.push(e.seq))
+    await new Promise((r) => setImmediate(r))
+    const second = o.emit('#identity', DIDS[1]!, { did: DIDS[1] }).then((e) => settled.push(e.seq))
+    await new Promise((r) => setImmediate(r))
+    await new Promise((r) => setImmediate(r))
+    // both batches are committed (another connection reads them), neither is durable yet
+    expect(committedSeqs()).toEqual([1, 2])
+    expect(releases).toHaveLength(2)
+    expect(published).toEqual([])
+    expect(settled).toEqual([])
+    expect(o.publishedSeq).toBe(0)
+    // nothing of them for a consumer replaying the log (the SubscriptionServer's log view)
+    const view = (o.server as unknown as { log: { readAfter(s: number, l: number): Promise<{ seq: number }[]>; latestSeq(): Promise<number | null> } }).log
+    expect((await view.readAfter(0, 10)).map((e) => e.seq)).toEqual([])
+    expect(await view.latestSeq()).toBe(null)
+    // the second batch's sync completing first publishes nothing: batches go out in commit order
+    releases[1]!()
+    await new Promise((r) => setImmediate(r))
+    expect(published).toEqual([])
+    releases[0]!()
+    await Promise.all([first, second])
+    expect(published).toEqual([1, 2])
+    expect(settled).toEqual([1, 2])
+    expect(o.publishedSeq).toBe(2)
+    expect((await view.readAfter(0, 10)).map((e) => e.seq)).toEqual([1, 2])
+  })
+
+  it('a failed WAL sync publishes nothing more, rejects the waiting emits, refuses new ones and reports it once', async () => {
+    let calls = 0
+    const failures: unknown[] = []
+    const o = outbox({
+      syncWal: async () => {
+        if (++calls >= 2) throw new Error('EIO: injected fdatasync failure')
+      },
+      onSyncError: (err) => failures.push(err),
+    })
+    const published: number[] = []
+    o.onPublish((evt) => published.push(evt.seq))
+    expect((await o.emit('#identity', DIDS[0]!, { did: DIDS[0] })).seq).toBe(1)
+    const lost = DIDS.slice(1, 4).map((did) => o.emit('#identity', did, { did }))
+    for (const p of lost) await expect(p).rejects.toThrow(/EIO: injected fdatasync failure/)
+    expect(published).toEqual([1])
+    expect(o.publishedSeq).toBe(1)
+    expect(failures).toHaveLength(1)
+    expect((failures[0] as Error).message).toMatch(/EIO/)
+    await expect(o.emit('#identity', DIDS[5]!, { did: DIDS[5] })).rejects.toThrow(/WAL sync failed/)
+    expect(published).toEqual([1])
+    expect(calls).toBe(2)
+  })
 })

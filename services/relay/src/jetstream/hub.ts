@@ -16,8 +16,9 @@
  * Cursor: a value below 10^15 is a Jetstream seq (relay seq × 1024 + op index, see events.ts), inclusive;
  * at or above it a unix-µs time (each outbound event has a Jetstream clock, relay_event_time: its n ops get
  * time_us t … t+n-1, strictly increasing across events). A cursor replays from the relay's event log, page
- * by page, then switches to live in the same synchronous step as the read that found nothing more (events
- * are published in the step that commits them), so nothing is lost or sent twice. On /subscribe a cursor
+ * by page, only up to the outbox's `publishedSeq` (events committed but not yet durable are not read), then
+ * switches to live in the same synchronous step as the read that found nothing more (a batch is published,
+ * and `publishedSeq` moved, in one step once its WAL sync completed), so nothing is lost or sent twice. On /subscribe a cursor
  * older than the log starts at its oldest event; on v2 a seq cursor older than the log is refused before the
  * upgrade (400 CursorTooOld) and an older time cursor starts at the oldest event after an #info
  * OutdatedCursor frame.
@@ -209,8 +210,8 @@ export class JetstreamHub {
   private liveCount = 0
   private readonly cache: ItemCache
   private readonly stmts: {
-    rows: SqliteDatabase.Statement<[number, number], Row>
-    atOrBefore: SqliteDatabase.Statement<[number], { seq: number }>
+    rows: SqliteDatabase.Statement<[number, number, number], Row>
+    atOrBefore: SqliteDatabase.Statement<[number, number], { seq: number }>
     earliest: SqliteDatabase.Statement<[], { seq: number | null }>
   }
   private readonly stats_: JetstreamStats = {
@@ -234,9 +235,9 @@ export class JetstreamHub {
     this.stmts = {
       rows: o.db.prepare(
         `SELECT e.seq AS seq, e.type AS type, e.did AS did, e.frame AS frame, e.time AS time, t.time_us AS time_us
-         FROM relay_event e LEFT JOIN relay_event_time t ON t.seq = e.seq WHERE e.seq > ? ORDER BY e.seq LIMIT ?`,
+         FROM relay_event e LEFT JOIN relay_event_time t ON t.seq = e.seq WHERE e.seq > ? AND e.seq <= ? ORDER BY e.seq LIMIT ?`,
       ),
-      atOrBefore: o.db.prepare('SELECT seq FROM relay_event_time WHERE time_us <= ? ORDER BY time_us DESC LIMIT 1'),
+      atOrBefore: o.db.prepare('SELECT seq FROM relay_event_time WHERE time_us <= ? AND seq <= ? ORDER BY time_us DESC LIMIT 1'),
       earliest: o.db.prepare('SELECT MIN(seq) AS seq FROM relay_event'),
     }
     this.cache = new ItemCache(o.replayCacheBytes ?? 32 * 1024 * 1024)
@@ -371,7 +372,7 @@ export class JetstreamHub {
     }
     if (p.cursorSeq === undefined) return
     const s = relaySeqOf(p.cursorSeq)
-    const head = this.o.outbox.log.lastAssignedSeq()
+    const head = this.o.outbox.publishedSeq
     if (s > head) return // the future: live
     const earliest = this.stmts.earliest.get()?.seq ?? null
     // events before the oldest logged one were pruned (seqs start at 1)
@@ -444,14 +445,14 @@ export class JetstreamHub {
     if (p.cursorSeq !== undefined) {
       const c = p.cursorSeq
       const s = relaySeqOf(c)
-      if (s <= this.o.outbox.log.lastAssignedSeq()) {
+      if (s <= this.o.outbox.publishedSeq) {
         // inclusive; older than the log: from its oldest event (v2 refused it before the upgrade)
         after = s - 1
         from = (item) => item.seq >= c
       }
     } else if (p.cursorUs !== undefined) {
       const t = p.cursorUs
-      const at = this.stmts.atOrBefore.get(t)
+      const at = this.stmts.atOrBefore.get(t, this.o.outbox.publishedSeq)
       after = at ? at.seq - 1 : 0
       // v1 sends what follows the last time_us a client saw; v2 what was witnessed at or after the time
       from = sub.v2 ? (item) => item.timeUs >= t : (item) => item.timeUs > t
@@ -473,7 +474,7 @@ export class JetstreamHub {
   private async replay(sub: Subscriber, after: number, from: ((item: JetstreamItem) => boolean) | null): Promise<void> {
     for (;;) {
       if (sub.state !== 'replay') return
-      const rows = this.stmts.rows.all(after, REPLAY_PAGE)
+      const rows = this.stmts.rows.all(after, this.o.outbox.publishedSeq, REPLAY_PAGE)
       if (rows.length === 0) {
         // caught up: live from here, in this same step (no event can be published in between)
         this.goLive(sub)

@@ -5,21 +5,32 @@
  * ConsumerTooSlow are the core SubscriptionServer's).
  *
  * Group commit: events emitted close together (by default, during one turn of the event loop; see
- * `batchDelayMs`) are appended in ONE transaction (one fsync) together with the account-state changes they
- * carry, then published in seq order. The guarantees are those of one transaction per event:
- *   - durable before published: nothing is handed to a consumer before its transaction has committed;
- *   - no gap, no duplicate: seqs are assigned consecutively inside the transaction and published in order,
- *     right after the commit, in the same synchronous step (a consumer attaching in between cannot exist);
+ * `batchDelayMs`) are appended in ONE transaction together with the account-state changes they carry. The
+ * database runs with `synchronous = NORMAL` (the COMMIT writes the WAL without an fsync, so the event loop
+ * never waits for the disk); the batch is made durable by an fdatasync of the WAL on libuv's thread pool
+ * (core's WalGroupSync, one fsync shared by every batch committed meanwhile), and only then published, in seq
+ * order. The guarantees are those of one transaction per event:
+ *   - durable before published: nothing is handed to a consumer (firehose, replay, Jetstream) before the WAL
+ *     sync that covers its transaction has completed; replays read the log only up to `publishedSeq`;
+ *   - no gap, no duplicate: seqs are assigned consecutively inside the transaction; batches are published in
+ *     commit order once synced, each in one synchronous step (`publishedSeq` moves in that same step);
+ *   - a failed WAL sync is fatal: the batch (and everything after it) is never published, its `emit`s reject,
+ *     the outbox refuses further events and `onSyncError` is called (the relay exits: crash-only, a restart
+ *     resumes from the durable host cursors);
  *   - one event's failure is its own: each event (its state change and its append) runs in a savepoint, so an
  *     event whose update or encoding throws is rolled back alone and its `emit` rejects; the others commit.
  *     If the commit itself fails, every event of the batch rejects and none is published.
- * `emit` resolves once the event is durable and published. Events are appended in the order of the `emit`
+ * `emit` resolves once the event is durable and published (so the host cursor, which moves once an event
+ * is handled, never passes an event that is not on disk). Events are appended in the order of the `emit`
  * calls, so the ingester may verify an account's next commit before the previous one is durable (it checks
  * the stored state in `update`, see ingester.ts).
  */
+import { closeSync, existsSync, fsyncSync, openSync } from 'node:fs'
+import { dirname, resolve as resolvePath } from 'node:path'
 import {
   SqliteEventLog,
   SubscriptionServer,
+  WalGroupSync,
   decodeFrame,
   encodeMessageFrame,
   type ConsumerInfo,
@@ -49,6 +60,16 @@ export interface OutboxOptions {
   maxBatchSize?: number
   /** called after a write was rolled back (an event's savepoint or a whole batch): state cached from it is stale */
   onRollback?: () => void
+  /**
+   * Makes every batch committed before the call durable. Default: for a file database, an fdatasync of its
+   * WAL on the thread pool (core's WalGroupSync); none for an in-memory one. Tests inject failures here.
+   */
+  syncWal?: () => Promise<void>
+  /**
+   * The WAL sync failed: committed events may not be on disk. They are never published; the outbox is
+   * closed to new events. The caller must not go on as if they were durable (the relay exits).
+   */
+  onSyncError?: (err: unknown) => void
 }
 
 /** An event as published (after its commit): what derived streams (Jetstream) are built from. */
@@ -64,6 +85,15 @@ export interface PublishedEvent {
 /** Jetstream events an outbound event becomes: one per op of a #commit, one otherwise. */
 export function jetstreamSpan(type: string, body: Record<string, unknown>): number {
   return type === '#commit' && Array.isArray(body.ops) ? Math.max(1, body.ops.length) : 1
+}
+
+/** A transaction's outcome, waiting for the WAL sync that makes it durable before it is published. */
+interface CommittedBatch {
+  items: PendingEvent[]
+  /** per item, its logged event or its error; null when the whole transaction failed (`error`) */
+  results: { evt?: LoggedEvent; err?: unknown }[] | null
+  error?: unknown
+  ready: boolean
 }
 
 interface PendingEvent {
@@ -86,8 +116,10 @@ export interface OutboxWriteStats {
   events: number
   /** events rejected (their update or encoding failed, or the commit failed) */
   failed: number
-  /** milliseconds spent in the write transactions, commit (fsync) included */
+  /** milliseconds spent in the write transactions (the commit writes the WAL, without an fsync) */
   txMs: number
+  /** WAL fdatasyncs done (on the thread pool; one covers every batch committed before it began) */
+  syncs: number
 }
 
 /** A published event whose body is decoded from its frame only if a listener reads it. */
@@ -116,7 +148,16 @@ export class Outbox {
   private flushScheduled: NodeJS.Immediate | NodeJS.Timeout | null = null
   private closed = false
   private readonly writeBatch: (items: PendingEvent[]) => { evt?: LoggedEvent; err?: unknown }[]
-  private readonly stats_: OutboxWriteStats = { batches: 0, events: 0, failed: 0, txMs: 0 }
+  private readonly stats_: OutboxWriteStats = { batches: 0, events: 0, failed: 0, txMs: 0, syncs: 0 }
+  /** committed (or failed) batches not yet published / settled, in commit order */
+  private unpublished: CommittedBatch[] = []
+  /** every event up to this seq is durable and was published; replays read no further */
+  private publishedSeq_: number
+  private readonly walSync: WalGroupSync | null = null
+  private readonly syncWal: (() => Promise<void>) | null
+  /** the last WAL sync started (settled on close) */
+  private lastSync: Promise<void> = Promise.resolve()
+  private syncError: unknown = null
   /** next free Jetstream µs (strictly increasing across restarts) */
   private nextTimeUs: number
   private readonly listeners: ((evt: PublishedEvent) => void)[] = []
@@ -135,10 +176,17 @@ export class Outbox {
     this.server = new SubscriptionServer({
       // the head is the last seq ever assigned, so a cursor stays "past" (not FutureCursor) after retention
       // has emptied the log
+      // (published: a seq assigned but not yet durable is never read nor announced)
       log: {
-        latestSeq: async () => log.lastAssignedSeq() || null,
+        latestSeq: async () => this.publishedSeq_ || null,
         earliestSeq: () => log.earliestSeq(),
-        readAfter: (seq, limit) => log.readAfter(seq, limit),
+        readAfter: async (seq, limit) => {
+          const cap = this.publishedSeq_
+          const rows = await log.readAfter(seq, limit)
+          let n = rows.length
+          while (n > 0 && rows[n - 1]!.seq > cap) n--
+          return n === rows.length ? rows : rows.slice(0, n)
+        },
       },
       maxQueuedBytes: opts.maxQueuedBytes,
       maxQueuedFrames: opts.maxQueuedFrames,
@@ -146,6 +194,15 @@ export class Outbox {
       onConsumerClose: opts.onConsumerClose,
       onError: (err) => opts.onError?.(err),
     })
+    if (opts.syncWal) this.syncWal = opts.syncWal
+    else if (!db.memory) {
+      // what a previous run committed without its sync (killed in between) is made durable before it is served
+      syncFilesNow([db.name, `${db.name}-wal`, dirname(resolvePath(db.name))])
+      const walSync = new WalGroupSync(`${db.name}-wal`)
+      this.walSync = walSync
+      this.syncWal = () => walSync.sync()
+    } else this.syncWal = null
+    this.publishedSeq_ = log.lastAssignedSeq()
     const last = db.prepare('SELECT MAX(time_us) AS t FROM relay_event_time').get() as { t: number | null }
     this.nextTimeUs = (last.t ?? 0) + 1
     this.timeStmts = {
@@ -191,7 +248,7 @@ export class Outbox {
    * share one transaction (group commit, see the module comment).
    */
   emit(type: OutboundType, did: string, body: Record<string, unknown>, update?: () => void): Promise<LoggedEvent> {
-    if (this.closed) return Promise.reject(new Error('the outbox is closed'))
+    if (this.closed) return Promise.reject(this.closedError())
     return this.enqueue(type, did, body, null, update)
   }
 
@@ -200,7 +257,7 @@ export class Outbox {
    * CommitFrame): only its seq is written at append time. Listeners get the body decoded from the frame.
    */
   emitCommitFrame(did: string, frame: OutboundCommit, update?: () => void): Promise<LoggedEvent> {
-    if (this.closed) return Promise.reject(new Error('the outbox is closed'))
+    if (this.closed) return Promise.reject(this.closedError())
     return this.enqueue('#commit', did, null, frame, update)
   }
 
@@ -224,7 +281,10 @@ export class Outbox {
     this.flushScheduled = delay > 0 ? setTimeout(() => this.flush(), delay) : setImmediate(() => this.flush())
   }
 
-  /** Writes the pending events now (one transaction), then publishes them in seq order. */
+  /**
+   * Writes the pending events now (one transaction); they are published, in seq order, once the WAL sync
+   * that covers them has completed.
+   */
   flush(): void {
     if (this.flushScheduled) {
       clearTimeout(this.flushScheduled as NodeJS.Timeout)
@@ -234,23 +294,58 @@ export class Outbox {
     const items = this.pending
     if (items.length === 0) return
     this.pending = []
+    if (this.syncError !== null) {
+      for (const item of items) item.reject(this.closedError())
+      return
+    }
     let results: { evt?: LoggedEvent; err?: unknown }[]
     const start = performance.now()
     try {
       results = this.writeBatch(items)
     } catch (err) {
-      // the transaction did not commit: nothing of the batch is stored
+      // the transaction did not commit: nothing of the batch is stored (its emits reject in commit order)
       this.opts.onRollback?.()
-      this.stats_.failed += items.length
-      for (const item of items) item.reject(err)
+      this.unpublished.push({ items, results: null, error: err, ready: true })
+      this.publishReady()
       return
     }
     this.stats_.txMs += performance.now() - start
     this.stats_.batches++
-    // committed: publish in seq order (results are in append order; one corked write per consumer for the
+    const batch: CommittedBatch = { items, results, ready: this.syncWal === null }
+    this.unpublished.push(batch)
+    if (this.syncWal === null) {
+      this.publishReady()
+      return
+    }
+    this.lastSync = this.syncWal().then(
+      () => {
+        batch.ready = true
+        this.publishReady()
+      },
+      (err) => this.syncFailed(err),
+    )
+  }
+
+  /** Publishes (or settles) the batches at the head of the queue whose sync has completed, in order. */
+  private publishReady(): void {
+    while (this.unpublished.length > 0 && this.unpublished[0]!.ready && this.syncError === null) {
+      this.publish(this.unpublished.shift()!)
+    }
+  }
+
+  private publish(batch: CommittedBatch): void {
+    const { items, results } = batch
+    if (results === null) {
+      this.stats_.failed += items.length
+      for (const item of items) item.reject(batch.error)
+      return
+    }
+    if (this.walSync) this.stats_.syncs = this.walSync.syncs
+    // durable: publish in seq order (results are in append order; one corked write per consumer for the
     // whole batch), then the listeners, then tell the callers
     const committed: LoggedEvent[] = []
     for (const r of results) if (r.evt) committed.push(r.evt)
+    if (committed.length > 0) this.publishedSeq_ = committed[committed.length - 1]!.seq
     try {
       this.server.publishBatch(committed)
     } catch (err) {
@@ -280,6 +375,37 @@ export class Outbox {
         items[i]!.reject(r.err)
       }
     })
+  }
+
+  /**
+   * The WAL sync failed: what it covered may not be on disk. Nothing more is published (a consumer must
+   * never see an event a crash could take back), every waiting emit rejects, new ones are refused.
+   */
+  private syncFailed(err: unknown): void {
+    if (this.syncError !== null) return
+    this.syncError = err ?? new Error('WAL sync failed')
+    this.closed = true
+    const waiting = this.unpublished
+    this.unpublished = []
+    for (const b of waiting) {
+      this.stats_.failed += b.items.length
+      for (const item of b.items) item.reject(b.results === null ? b.error : this.closedError())
+    }
+    const pending = this.pending
+    this.pending = []
+    for (const item of pending) item.reject(this.closedError())
+    this.opts.onSyncError?.(err)
+  }
+
+  private closedError(): Error {
+    if (this.syncError === null) return new Error('the outbox is closed')
+    const msg = (this.syncError as Error)?.message ?? String(this.syncError)
+    return new Error(`the event log's WAL sync failed (${msg}): the outbox is closed`, { cause: this.syncError })
+  }
+
+  /** The last seq handed to consumers: every event up to it is durable. Replays read no further. */
+  get publishedSeq(): number {
+    return this.publishedSeq_
   }
 
   /**
@@ -319,12 +445,27 @@ export class Outbox {
     return { ...this.log.stats(), lastSeq: this.log.lastAssignedSeq() }
   }
 
-  /** Writes what is pending, then closes the subscribers. Later `emit`s reject. */
+  /** Writes what is pending, waits for its sync and publication, then closes the subscribers. Later `emit`s reject. */
   async close(): Promise<void> {
     this.flush()
     this.closed = true
+    await this.lastSync.catch(() => undefined)
     if (this.retentionTimer) clearInterval(this.retentionTimer)
     this.retentionTimer = null
     await this.server.close()
+    await this.walSync?.close()
+  }
+}
+
+/** fsyncs the files (and directory) that exist, now (start-up only: this blocks). */
+function syncFilesNow(paths: string[]): void {
+  for (const p of paths) {
+    if (!existsSync(p)) continue
+    const fd = openSync(p, 'r')
+    try {
+      fsyncSync(fd)
+    } finally {
+      closeSync(fd)
+    }
   }
 }
