@@ -142,8 +142,14 @@ describe.each(dialects)('ingest: group commit gives the same index as one commit
     await net.update(a3, churn.uri, post('second text'))
     await net.update(a3, churn.uri, post('third text'))
     await net.delete(a3, churn.uri)
-    const kept = await net.create(a3, 'app.bsky.feed.post', post('kept first'))
-    await net.update(a3, kept.uri, post('kept second'))
+    const kept = await net.create(a3, 'app.bsky.feed.post', reply('kept first', posts[4]![0]!, posts[4]![0]!))
+    await net.update(a3, kept.uri, reply('kept second', posts[4]![0]!, posts[4]![0]!))
+    const liked = await net.create(a3, 'app.bsky.feed.like', like(posts[4]![1]!))
+    // two likes of one post in one batch (the second a duplicate), then the first deleted: no like left
+    const dup1 = await net.create(a3, 'app.bsky.feed.like', like(posts[5]![3]!))
+    await net.create(a3, 'app.bsky.feed.like', like(posts[5]![3]!))
+    await net.delete(a3, dup1.uri)
+    await net.update(a3, liked.uri, like(posts[4]![2]!))
     // an update of a post of an earlier round (already in the table when its batch starts, on the oracle)
     await net.update(a2, posts[2]![0]!.uri, post('round 0 edited'))
     // one commit with several ops: a post and a like of it, and the delete of an earlier repost

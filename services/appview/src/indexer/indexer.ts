@@ -42,6 +42,12 @@ export class IndexBatch {
   readonly known = new Map<string, string | null>()
   /** record-table rows written by this batch, inserted together (flushRecords) before anything reads them */
   readonly records = new Map<string, DatabaseSchema['record']>()
+  /**
+   * Main rows of the common tables (posts, likes, reposts, follows) written by this batch, in order,
+   * inserted with multi-row statements (flushMains) before anything reads or deletes from those tables;
+   * their feed items, counters, notifications and search entries follow from which rows went in.
+   */
+  readonly mains = new Map<string, { plan: IndexPlan; isUpdate: boolean; notify: boolean }>()
 
   bump(agg: AggTarget, delta: number): void {
     const k = `${agg.table}\u0000${agg.column}\u0000${agg.key}`
@@ -184,6 +190,10 @@ export class Indexer {
       if (batch && (plan.main.row.replyRoot || plan.main.row.quoteUri)) await this.flushRecords(db, batch)
       await this.checkGates(db, plan.main.row)
     }
+    if (batch && DEFERRED_MAINS.has(plan.main.table)) {
+      batch.mains.set(uri, { plan, isUpdate, notify: opts.notify !== false })
+      return 'indexed'
+    }
 
     const mainRow = plan.main.row as unknown as Record<string, unknown>
     const inserted = await insertRows(db, this.dialect, { table: plan.main.table, columns: columnsOf([mainRow]), tail: 'ON CONFLICT DO NOTHING RETURNING "uri"' }, [mainRow])
@@ -297,10 +307,40 @@ export class Indexer {
 
   /** Inserts the record-table rows a batch holds back (multi-row). */
   async flushRecords(db: Db, batch: IndexBatch): Promise<void> {
-    if (batch.records.size === 0) return
-    const rows = [...batch.records.values()]
-    batch.records.clear()
-    await insertRows(db, this.dialect, RECORD_INSERT_ONE, rows)
+    if (batch.records.size > 0) {
+      const rows = [...batch.records.values()]
+      batch.records.clear()
+      await insertRows(db, this.dialect, RECORD_INSERT_ONE, rows)
+    }
+    await this.flushMains(db, batch)
+  }
+
+  /** Inserts the main rows a batch holds back (per table, in order) and collects what the inserted ones add. */
+  private async flushMains(db: Db, batch: IndexBatch): Promise<void> {
+    if (batch.mains.size === 0) return
+    const byTable = new Map<string, { uri: string; plan: IndexPlan; isUpdate: boolean; notify: boolean }[]>()
+    for (const [uri, e] of batch.mains) {
+      const list = byTable.get(e.plan.main.table)
+      if (list) list.push({ uri, ...e })
+      else byTable.set(e.plan.main.table, [{ uri, ...e }])
+    }
+    batch.mains.clear()
+    for (const [table, list] of byTable) {
+      const rows = list.map((e) => e.plan.main.row as unknown as Record<string, unknown>)
+      const inserted = await insertRows<{ uri: string }>(db, this.dialect, { table, columns: columnsOf(rows), tail: 'ON CONFLICT DO NOTHING RETURNING "uri"' }, rows)
+      const got = inserted.length === list.length ? null : new Set(inserted.map((r) => r.uri))
+      for (const { uri, plan, isUpdate, notify } of list) {
+        // a duplicate (a second like of the same post...) is kept in the record table only
+        if (got && !got.has(uri)) continue
+        if (plan.feedItem) batch.feedItems.set(uri, plan.feedItem)
+        for (const agg of plan.aggs) batch.bump(agg, 1)
+        if (!isUpdate && notify && plan.notifications.length > 0) {
+          const notifs = plan.main.table === 'post' && plan.main.row.violatesThreadGate ? plan.notifications.filter((n) => n.reason !== 'reply') : plan.notifications
+          if (notifs.length > 0) batch.notifications.set(uri, notifs)
+        }
+        if (plan.postText !== undefined) batch.posts.set(uri, plan.postText)
+      }
+    }
   }
 
   /**
@@ -331,6 +371,16 @@ export class Indexer {
       await db.deleteFrom('record').where('uri', '=', uri).execute()
     }
     batch?.known.set(uri, null)
+    const held = batch?.mains.get(uri)
+    // a held post (its uri is its only key) that notifies no one is dropped; otherwise (a like, repost or
+    // follow may have made a later one of the same subject a duplicate; an update keeps the notifications
+    // of the create it replaces) the held rows go in first and it is deleted like any other
+    if (held && held.plan.main.table === 'post' && !(opts.keepNotifications && !held.isUpdate && held.notify && held.plan.notifications.length > 0)) {
+      batch!.mains.delete(uri)
+      return true
+    }
+    // rows held back by the batch go in before a row of the table is deleted (same conflicts as one by one)
+    if (batch) await this.flushMains(db, batch)
     let plan: IndexPlan | null = null
     try {
       plan = planRecord({
@@ -526,6 +576,9 @@ export interface FreshRecord {
   /** passed lexicon validation (or validation is off) */
   valid: boolean
 }
+
+/** tables whose main rows a batch holds back (flushMains); the others are written at once */
+const DEFERRED_MAINS: ReadonlySet<string> = new Set(['post', 'like', 'repost', 'follow'])
 
 const RECORD_INSERT: InsertShape = {
   table: 'record',
