@@ -44,6 +44,8 @@ export interface RelayContextOptions {
   eventLogBatch?: { delayMs?: number; maxSize?: number }
   /** replaces `process.exit(1)` after a fatal error (the event log's WAL sync failed) (tests) */
   onFatal?: (err: unknown) => void
+  /** replaces the event log's WAL fdatasync (tests: injected failures) */
+  eventLogSync?: () => Promise<void>
 }
 
 export class RelayContext {
@@ -107,6 +109,7 @@ export class RelayContext {
       batchDelayMs: opts.eventLogBatch?.delayMs,
       maxBatchSize: opts.eventLogBatch?.maxSize,
       onRollback: () => this.accounts.forgetCached(),
+      syncWal: opts.eventLogSync,
       // crash-only: committed events may not be on disk and are never published; a restart resumes every host
       // from its saved cursor (which never passes an event that was not durable)
       onSyncError: (err) => {
