@@ -131,6 +131,9 @@ describe('com.atproto.sync.listReposByCollection', () => {
       const r2 = relay2
       await waitFor(() => r2.ctx.collections.stats().backfilled >= 3, 20_000, 'backfill of the three repos')
       for (const a of [alice, bob, carol]) await net.synced(a, r2.url)
+      // an account's state is readable once committed; its commit is handled (and a backfill of a repo the
+      // index does not know queued) once the WAL sync made it durable and it was published
+      await waitFor(() => r2.ctx.outbox.publishedSeq === r2.ctx.outbox.log.lastAssignedSeq(), 10_000, 'every event published')
       await r2.ctx.collections.idle()
       for (const c of [POST, LIKE, PROFILE, CUSTOM]) {
         expect((await listAll(r2.url, c, 2)).dids).toEqual((await listAll(net.relay.url, c, 500)).dids)
