@@ -99,7 +99,7 @@ export class RelayMetrics {
     })
     new Gauge({
       name: 'relay_last_seq',
-      help: 'Last seq assigned on the outbound stream',
+      help: 'Last seq published on the outbound stream (durable)',
       registers,
       collect() {
         this.set(sources.eventLog().lastSeq)

@@ -441,8 +441,9 @@ export class Outbox {
     this.retentionTimer.unref()
   }
 
+  /** `lastSeq`: the last seq published (durable); events committed after it are still waiting for their sync */
   stats(): { count: number; bytes: number; lastSeq: number } {
-    return { ...this.log.stats(), lastSeq: this.log.lastAssignedSeq() }
+    return { ...this.log.stats(), lastSeq: this.publishedSeq_ }
   }
 
   /** Writes what is pending, waits for its sync and publication, then closes the subscribers. Later `emit`s reject. */
