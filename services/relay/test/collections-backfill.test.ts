@@ -81,3 +81,29 @@ describe('collection index: backfilling a host', () => {
     index.close()
   })
 })
+
+describe('collection index: commits against a backfilled state', () => {
+  it('a first commit (no since) older than the backfilled rev does not reset the counts; a newer one does', () => {
+    const noop = () => undefined
+    const index = new CollectionIndex({
+      db,
+      log: { warn: noop, debug: noop, info: noop, error: noop } as unknown as Logger,
+      identities: {} as unknown as Identities,
+      runForAccount: async (_did, task) => task(),
+      backfill: false,
+      allowPrivateAddresses: true,
+      maxRepoBytes: 1 << 20,
+    })
+    const did = 'did:plc:firstcommitafterbackfillaa'
+    index.replace(did, '3l3qo2vutsw5b', new Map([['app.bsky.feed.post', 3]]))
+    // the repo's first commit, replayed after the backfill fetched a newer repo: already counted
+    expect(index.applyCommit(did, '3l3qo2vutsw1b', null, [{ action: 'create', path: 'app.bsky.feed.post/a' }])).toBe(true)
+    expect(index.collectionsOf(did)).toEqual(new Map([['app.bsky.feed.post', 3]]))
+    // an older commit with a since: also already counted
+    expect(index.applyCommit(did, '3l3qo2vutsw2b', '3l3qo2vutsw1b', [{ action: 'create', path: 'app.bsky.feed.post/b' }])).toBe(true)
+    expect(index.collectionsOf(did)).toEqual(new Map([['app.bsky.feed.post', 3]]))
+    // a newer first commit (the repo was recreated): counts start over from it
+    expect(index.applyCommit(did, '3l3qo2vutsw9b', null, [{ action: 'create', path: 'app.bsky.feed.like/c' }])).toBe(true)
+    expect(index.collectionsOf(did)).toEqual(new Map([['app.bsky.feed.like', 1]]))
+  })
+})

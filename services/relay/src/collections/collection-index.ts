@@ -93,13 +93,13 @@ export class CollectionIndex {
    */
   applyCommit(did: string, rev: string, since: string | null | undefined, ops: readonly { action: string; path: string }[]): boolean {
     const state = this.stmts.state.get(did)
-    if (since === null || since === undefined) {
+    if (state && rev <= state.rev) {
+      return true // already counted (a backfill fetched a newer repo; also for a first commit replayed after it)
+    } else if (since === null || since === undefined) {
       // the first commit of the repo: nothing before it
       this.stmts.dropDid.run(did)
     } else if (!state) {
       return false
-    } else if (rev <= state.rev) {
-      return true // already counted (a backfill fetched a newer repo)
     }
     const delta = new Map<string, number>()
     for (const op of ops) {
