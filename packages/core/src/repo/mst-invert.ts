@@ -18,7 +18,7 @@
  * repositories.
  */
 import { CID } from 'multiformats/cid'
-import { DAG_CBOR_CODEC, cidForBlock, cidForCbor } from '../data/index.js'
+import { DAG_CBOR_CODEC, cborHeadLength, cidForBlock, cidForCbor, writeCborHead } from '../data/index.js'
 import { MstWalkError, decodeMstNode, mstKeyLayer, type BlockGetter } from './mst-walk.js'
 
 export type FastInversionResult =
@@ -277,40 +277,11 @@ class PartialMst {
 // DAG-CBOR order (e < l; k < p < t < v), CIDs as tag 42 over 0x00 + the CID bytes. The tests compare
 // every root with @atproto/repo's MST and with nodes encoded by the generic encoder.
 
-function headLength(n: number): number {
-  return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5
-}
-
-function writeHead(out: Uint8Array, pos: number, major: number, n: number): number {
-  const m = major << 5
-  if (n < 24) {
-    out[pos] = m | n
-    return pos + 1
-  }
-  if (n < 0x100) {
-    out[pos] = m | 24
-    out[pos + 1] = n
-    return pos + 2
-  }
-  if (n < 0x10000) {
-    out[pos] = m | 25
-    out[pos + 1] = n >>> 8
-    out[pos + 2] = n & 0xff
-    return pos + 3
-  }
-  out[pos] = m | 26
-  out[pos + 1] = (n >>> 24) & 0xff
-  out[pos + 2] = (n >>> 16) & 0xff
-  out[pos + 3] = (n >>> 8) & 0xff
-  out[pos + 4] = n & 0xff
-  return pos + 5
-}
-
 /** bytes of a nullable CID value: null (1) or tag 42 (2) + byte-string head + 0x00 + CID bytes */
 function cidLength(cid: CID | null): number {
   if (!cid) return 1
   const len = cid.bytes.length + 1
-  return 2 + headLength(len) + len
+  return 2 + cborHeadLength(len) + len
 }
 
 function writeCid(out: Uint8Array, pos: number, cid: CID | null): number {
@@ -320,7 +291,7 @@ function writeCid(out: Uint8Array, pos: number, cid: CID | null): number {
   }
   out[pos] = 0xd8
   out[pos + 1] = 0x2a
-  pos = writeHead(out, pos + 2, 2, cid.bytes.length + 1)
+  pos = writeCborHead(out, pos + 2, 2, cid.bytes.length + 1)
   out[pos] = 0
   out.set(cid.bytes, pos + 1)
   return pos + 1 + cid.bytes.length
@@ -337,14 +308,14 @@ const CHAR_V = 0x76
 export function encodeNode(keys: string[], vals: CID[], rights: (CID | null)[], left: CID | null): Uint8Array {
   const n = keys.length
   const prefix: number[] = new Array(n)
-  let size = 1 + 2 + headLength(n) + 2 + cidLength(left)
+  let size = 1 + 2 + cborHeadLength(n) + 2 + cidLength(left)
   let prev = ''
   for (let i = 0; i < n; i++) {
     const key = keys[i]!
     const p = sharedPrefix(prev, key)
     prefix[i] = p
     const klen = key.length - p
-    size += 1 + 2 + headLength(klen) + klen + 2 + headLength(p) + 2 + cidLength(rights[i]!) + 2 + cidLength(vals[i]!)
+    size += 1 + 2 + cborHeadLength(klen) + klen + 2 + cborHeadLength(p) + 2 + cidLength(rights[i]!) + 2 + cidLength(vals[i]!)
     prev = key
   }
   const out = new Uint8Array(size)
@@ -352,18 +323,18 @@ export function encodeNode(keys: string[], vals: CID[], rights: (CID | null)[], 
   out[pos++] = 0xa2 // map(2)
   out[pos++] = 0x61 // "e"
   out[pos++] = CHAR_E
-  pos = writeHead(out, pos, 4, n)
+  pos = writeCborHead(out, pos, 4, n)
   for (let i = 0; i < n; i++) {
     const key = keys[i]!
     const p = prefix[i]!
     out[pos++] = 0xa4 // map(4)
     out[pos++] = 0x61
     out[pos++] = CHAR_K
-    pos = writeHead(out, pos, 2, key.length - p)
+    pos = writeCborHead(out, pos, 2, key.length - p)
     for (let j = p; j < key.length; j++) out[pos++] = key.charCodeAt(j)
     out[pos++] = 0x61
     out[pos++] = CHAR_P
-    pos = writeHead(out, pos, 0, p)
+    pos = writeCborHead(out, pos, 0, p)
     out[pos++] = 0x61
     out[pos++] = CHAR_T
     pos = writeCid(out, pos, rights[i]!)

@@ -15,7 +15,7 @@
  * decoded path as the oracle (test/stream/commit-frame.test.ts compares them).
  */
 import { CID } from 'multiformats/cid'
-import { CborTruncatedError, scanCborItemStrict } from '../data/index.js'
+import { CborTruncatedError, cborHeadLength, scanCborItemStrict, writeCborHead } from '../data/index.js'
 import { FrameError, messageHeaderBytes } from './frames.js'
 
 /** A tag-42 payload (0x00, then the CID's bytes) that the DAG-CBOR decoder takes for a CID. */
@@ -257,7 +257,7 @@ export class CommitFrame {
 
     // ops: [{cid, path, prev?, action}] (canonical key order: length first, then bytewise)
     const n = this.opCount < 0 ? 0 : this.opCount
-    let opsLen = headLen(n)
+    let opsLen = cborHeadLength(n)
     for (let i = 0; i < n; i++) {
       const o = 8 * i
       const cid = this.opRanges[o + 2 * O_CID]!
@@ -303,7 +303,7 @@ export class CommitFrame {
     put(header)
     out[p++] = 0xa0 | fields
     key(K.ops)
-    p = writeHead(out, p, 4, n)
+    p = writeCborHead(out, p, 4, n)
     for (let i = 0; i < n; i++) {
       const o = 8 * i
       const cid = this.opRanges[o + 2 * O_CID]!
@@ -371,57 +371,19 @@ export class OutboundCommit {
 
   withSeq(seq: number): Uint8Array {
     if (!Number.isSafeInteger(seq) || seq < 0) throw new RangeError(`seq must be a non-negative safe integer, got ${seq}`)
-    const n = headLen(seq)
+    const n = cborHeadLength(seq)
     const out = Buffer.allocUnsafe(this.bytes.length + n)
     out.set(this.bytes.subarray(0, this.seqAt), 0)
-    writeHead(out, this.seqAt, 0, seq)
+    writeCborHead(out, this.seqAt, 0, seq)
     out.set(this.bytes.subarray(this.seqAt), this.seqAt + n)
     return out
   }
 }
 
-function headLen(n: number): number {
-  return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x100000000 ? 5 : 9
-}
-
-function writeHead(out: Uint8Array, p: number, major: number, n: number): number {
-  const m = major << 5
-  if (n < 24) {
-    out[p] = m | n
-    return p + 1
-  }
-  if (n < 0x100) {
-    out[p] = m | 24
-    out[p + 1] = n
-    return p + 2
-  }
-  if (n < 0x10000) {
-    out[p] = m | 25
-    out[p + 1] = n >> 8
-    out[p + 2] = n & 0xff
-    return p + 3
-  }
-  if (n < 0x100000000) {
-    out[p] = m | 26
-    out[p + 1] = n >>> 24
-    out[p + 2] = (n >> 16) & 0xff
-    out[p + 3] = (n >> 8) & 0xff
-    out[p + 4] = n & 0xff
-    return p + 5
-  }
-  out[p] = m | 27
-  let v = n
-  for (let i = 8; i >= 1; i--) {
-    out[p + i] = v % 256
-    v = Math.floor(v / 256)
-  }
-  return p + 9
-}
-
 function textItem(s: string): Uint8Array {
   const bytes = new TextEncoder().encode(s)
-  const out = new Uint8Array(headLen(bytes.length) + bytes.length)
-  const p = writeHead(out, 0, 3, bytes.length)
+  const out = new Uint8Array(cborHeadLength(bytes.length) + bytes.length)
+  const p = writeCborHead(out, 0, 3, bytes.length)
   out.set(bytes, p)
   return out
 }
