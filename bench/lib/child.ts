@@ -91,3 +91,18 @@ export class Child {
     await this.exited
   }
 }
+
+/** In a child process: on SIGTERM or SIGINT, `close()` once, then exit (0 when it resolved, 1 when it threw). */
+export function exitOnSignals(close: () => Promise<unknown>): void {
+  let closing = false
+  const stop = () => {
+    if (closing) return
+    closing = true
+    close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    )
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+}

@@ -25,6 +25,7 @@
  */
 import './register.js'
 import { createInterface } from 'node:readline'
+import { exitOnSignals } from './child.js'
 
 const { RelayServer, readConfig } = await import('../../services/relay/src/index.js')
 const { decodeFrame } = await import('../../packages/core/src/stream/index.js')
@@ -168,14 +169,4 @@ createInterface({ input: process.stdin }).on('line', (line) => {
   })
 })
 
-let closing = false
-const stop = () => {
-  if (closing) return
-  closing = true
-  relay.close().then(
-    () => process.exit(0),
-    () => process.exit(1),
-  )
-}
-process.on('SIGTERM', stop)
-process.on('SIGINT', stop)
+exitOnSignals(() => relay.close())
