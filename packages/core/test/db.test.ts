@@ -1,6 +1,7 @@
 import { sql } from 'kysely'
 import { describe, expect, it } from 'vitest'
-import { migrateToLatest, openDatabase, openSqlite, type Migrations } from '@stratos/core/db'
+import SqliteDatabase from 'better-sqlite3'
+import { MultiRowStatement, migrateToLatest, openDatabase, openSqlite, type Migrations } from '@stratos/core/db'
 
 interface Schema {
   item: { id: number; name: string }
@@ -108,5 +109,25 @@ describe.runIf(process.env.STRATOS_TEST_PG_URL)('db on PostgreSQL: schema isolat
         await database.close()
       }
     }
+  })
+})
+
+describe('MultiRowStatement', () => {
+  it('writes any number of rows in statements of at most maxRows rows, with the same result as one statement per row', () => {
+    const raw = new SqliteDatabase(':memory:')
+    raw.exec('CREATE TABLE a (k INTEGER PRIMARY KEY, v TEXT, n INTEGER); CREATE TABLE b (k INTEGER PRIMARY KEY, v TEXT, n INTEGER)')
+    const multi = new MultiRowStatement(raw, 'INSERT INTO a (k, v, n)', 3, 'ON CONFLICT (k) DO UPDATE SET n = n + excluded.n', 7)
+    const one = raw.prepare('INSERT INTO b (k, v, n) VALUES (?, ?, ?) ON CONFLICT (k) DO UPDATE SET n = n + excluded.n')
+    for (const count of [0, 1, 6, 7, 8, 20, 21, 22]) {
+      const params = Array.from({ length: count }, (_, i) => [i % 15, `v${i}`, i]).flat()
+      multi.run(params)
+      for (let i = 0; i < count; i++) one.run(params.slice(i * 3, i * 3 + 3))
+    }
+    const a = raw.prepare('SELECT * FROM a ORDER BY k').all()
+    expect(a.length).toBe(15)
+    expect(a).toEqual(raw.prepare('SELECT * FROM b ORDER BY k').all())
+    expect(() => multi.run([1, 'x'])).toThrow(RangeError) // not whole rows
+    expect(() => new MultiRowStatement(raw, 'INSERT INTO a (k)', 1, '', 40_000)).toThrow(RangeError)
+    raw.close()
   })
 })

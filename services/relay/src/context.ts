@@ -108,7 +108,10 @@ export class RelayContext {
       onError: (err) => this.log.debug({ err: (err as Error)?.message }, 'subscriber socket error'),
       batchDelayMs: opts.eventLogBatch?.delayMs,
       maxBatchSize: opts.eventLogBatch?.maxSize,
-      onRollback: () => this.accounts.forgetCached(),
+      onRollback: () => {
+        this.accounts.forgetCached()
+        this.collections.forgetCached()
+      },
       syncWal: opts.eventLogSync,
       // crash-only: committed events may not be on disk and are never published; a restart resumes every host
       // from its saved cursor (which never passes an event that was not durable)

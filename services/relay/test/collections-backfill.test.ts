@@ -107,3 +107,43 @@ describe('collection index: commits against a backfilled state', () => {
     expect(index.collectionsOf(did)).toEqual(new Map([['app.bsky.feed.like', 1]]))
   })
 })
+
+describe('collection index: the cached state of each account', () => {
+  it('follows every write, and after a rolled-back transaction and forgetCached() reads what is stored', () => {
+    const noop = () => undefined
+    const opts = {
+      db,
+      log: { warn: noop, debug: noop, info: noop, error: noop } as unknown as Logger,
+      identities: {} as unknown as Identities,
+      runForAccount: async (_did: string, task: () => Promise<void>) => task(),
+      backfill: false,
+      allowPrivateAddresses: true,
+      maxRepoBytes: 1 << 20,
+    }
+    const index = new CollectionIndex(opts)
+    const did = 'did:plc:cachedcollectionstateaa'
+    const fresh = () => new CollectionIndex(opts).isIndexed(did)
+    expect(index.isIndexed(did)).toBe(false)
+    expect(index.applyCommit(did, '3l3qo2vutsw2b', '3l3qo2vutsw1b', [{ action: 'create', path: 'app.bsky.feed.post/a' }])).toBe(false)
+    expect(index.applyCommit(did, '3l3qo2vutsw2b', null, [{ action: 'create', path: 'app.bsky.feed.post/a' }])).toBe(true)
+    expect([index.isIndexed(did), fresh()]).toEqual([true, true])
+    // a commit counted inside a transaction that rolls back
+    const tx = db.transaction(() => {
+      expect(index.applyCommit(did, '3l3qo2vutsw4b', '3l3qo2vutsw2b', [{ action: 'create', path: 'app.bsky.feed.post/b' }])).toBe(true)
+      throw new Error('rolled back')
+    })
+    expect(() => tx()).toThrow('rolled back')
+    index.forgetCached()
+    expect(index.collectionsOf(did)).toEqual(new Map([['app.bsky.feed.post', 1]]))
+    // the same commit again is counted (the rolled-back rev is not taken as already counted)
+    expect(index.applyCommit(did, '3l3qo2vutsw4b', '3l3qo2vutsw2b', [{ action: 'create', path: 'app.bsky.feed.post/b' }])).toBe(true)
+    expect(index.collectionsOf(did)).toEqual(new Map([['app.bsky.feed.post', 2]]))
+    index.invalidate(did)
+    expect([index.isIndexed(did), fresh()]).toEqual([false, false])
+    index.replace(did, '3l3qo2vutsw6b', new Map([['app.bsky.feed.like', 4]]))
+    expect([index.isIndexed(did), fresh()]).toEqual([true, true])
+    index.remove(did)
+    expect([index.isIndexed(did), fresh()]).toEqual([false, false])
+    expect(index.collectionsOf(did)).toEqual(new Map())
+  })
+})

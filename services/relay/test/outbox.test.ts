@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { AccountStore } from '../src/accounts/account-store.js'
 import { openRelayDb, type Db } from '../src/db.js'
 import { Outbox, type OutboxOptions } from '../src/outbox/outbox.js'
+import { decodeFrame } from '@stratos/core/stream'
 import { tmpDir } from './helpers.js'
 
 let dir: ReturnType<typeof tmpDir>
@@ -104,6 +105,80 @@ describe('outbox group commit', () => {
     ])
     expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'fulfilled'])
     expect(committedSeqs()).toEqual([1, 2])
+  })
+
+  it('an event whose state change succeeded but whose frame cannot be encoded is rolled back with its change', async () => {
+    const accounts = new AccountStore(db)
+    // as the relay wires it: a rolled-back write drops the cached rows (the cache holds rows as written)
+    const o = outbox({ onRollback: () => accounts.forgetCached() })
+    for (const did of DIDS) accounts.create(did, null)
+    const set = (did: string, rev: string) => () => accounts.setRepoState(did, { rev, commitCid: `c-${rev}`, dataCid: `d-${rev}`, syncStatus: 'synchronized' })
+    for (const did of DIDS.slice(0, 3)) accounts.get(did) // cached: the write updates the cached row
+    const settled = await Promise.allSettled([
+      o.emit('#sync', DIDS[0]!, { did: DIDS[0], rev: 'r1' }, set(DIDS[0]!, 'r1')),
+      o.emit('#sync', DIDS[1]!, { did: DIDS[1], rev: 'r1', bad: 0.5 }, set(DIDS[1]!, 'r1')), // floats cannot be encoded
+      o.emit('#sync', DIDS[2]!, { did: DIDS[2], rev: 'r1' }, set(DIDS[2]!, 'r1')),
+    ])
+    expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'fulfilled'])
+    expect(committedSeqs()).toEqual([1, 2])
+    expect(o.log.readRowsAfter(0, 10).map((r) => r.did)).toEqual([DIDS[0], DIDS[2]])
+    expect(DIDS.slice(0, 3).map((did) => accounts.get(did)!.rev)).toEqual(['r1', null, 'r1'])
+    const stored = reader.prepare('SELECT did, rev FROM account WHERE did IN (?, ?, ?) ORDER BY did').all(...DIDS.slice(0, 3))
+    expect(stored).toEqual([
+      { did: DIDS[0], rev: 'r1' },
+      { did: DIDS[1], rev: null },
+      { did: DIDS[2], rev: 'r1' },
+    ])
+  })
+
+  it('a batch larger than one multi-row insert: every event once, in emit order, each with its Jetstream time', async () => {
+    const o = outbox()
+    const n = 260
+    const dids = Array.from({ length: n }, (_, i) => `did:plc:many${String(i).padStart(20, 'a')}`)
+    const published: number[] = []
+    o.onPublish((evt) => published.push(evt.seq))
+    const settled = await Promise.allSettled(dids.map((did, i) => o.emit('#identity', did, i === 77 ? { did, bad: 0.5 } : { did })))
+    expect(settled.filter((s) => s.status === 'rejected')).toHaveLength(1)
+    const seqs = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value.seq] : []))
+    expect(seqs).toEqual(Array.from({ length: n - 1 }, (_, i) => i + 1))
+    expect(published).toEqual(seqs)
+    expect(o.writeStats()).toMatchObject({ batches: 1, events: n - 1, failed: 1 })
+    const rows = o.log.readRowsAfter(0, 1000)
+    expect(rows.map((r) => r.did)).toEqual(dids.filter((_, i) => i !== 77))
+    for (const r of rows) {
+      const f = decodeFrame(r.frame)
+      expect(f.op === 1 && f.body.seq).toBe(r.seq)
+    }
+    const times = reader.prepare('SELECT seq, time_us FROM relay_event_time ORDER BY seq').all() as { seq: number; time_us: number }[]
+    expect(times.map((t) => t.seq)).toEqual(seqs)
+    for (let i = 1; i < times.length; i++) expect(times[i]!.time_us).toBeGreaterThan(times[i - 1]!.time_us)
+  })
+
+  it('when writing the log rows fails, the whole batch is rolled back: no event, no state change, no stale cached row', async () => {
+    const rollbacks: number[] = []
+    const accounts = new AccountStore(db)
+    const o = outbox({ onRollback: () => {
+      rollbacks.push(1)
+      accounts.forgetCached()
+    } })
+    for (const did of DIDS) accounts.create(did, null)
+    expect((await o.emit('#identity', DIDS[0]!, { did: DIDS[0] })).seq).toBe(1)
+    // the log refuses one row of the next batch (as a full disk would refuse the insert)
+    db.exec(`CREATE TRIGGER refuse BEFORE INSERT ON relay_event WHEN NEW.did = '${DIDS[5]}' BEGIN SELECT RAISE(ABORT, 'refused'); END`)
+    for (const did of DIDS) accounts.get(did)
+    const settled = await Promise.allSettled(
+      DIDS.map((did) =>
+        o.emit('#sync', did, { did, rev: 'r2' }, () => accounts.setRepoState(did, { rev: 'r2', commitCid: 'c', dataCid: 'd', syncStatus: 'synchronized' })),
+      ),
+    )
+    expect(settled.every((s) => s.status === 'rejected')).toBe(true)
+    expect(rollbacks.length).toBeGreaterThan(0)
+    expect(committedSeqs()).toEqual([1])
+    expect(DIDS.map((did) => accounts.get(did)!.rev)).toEqual(DIDS.map(() => null))
+    expect(reader.prepare('SELECT COUNT(*) AS n FROM account WHERE rev IS NOT NULL').get()).toEqual({ n: 0 })
+    // the next batch continues the sequence
+    db.exec('DROP TRIGGER refuse')
+    expect((await o.emit('#identity', DIDS[1]!, { did: DIDS[1] })).seq).toBe(2)
   })
 
   it('with maxBatchSize 1 every event is its own transaction; a full batch is written without waiting', async () => {

@@ -213,7 +213,7 @@ describe('account status and per-account order', () => {
 })
 
 describe('AccountStore row cache', () => {
-  it('serves rows read before, drops them on every write, and forgets rows read in a rolled-back transaction', async () => {
+  it('serves rows read before, drops them on every write but a repo state (kept as written), and forgets rows cached in a rolled-back transaction', async () => {
     const { openRelayDb } = await import('../src/db.js')
     const { AccountStore } = await import('../src/accounts/account-store.js')
     const db = openRelayDb(':memory:')
@@ -224,7 +224,11 @@ describe('AccountStore row cache', () => {
     expect(store.get(did)).toBe(a) // cached
     expect(Object.isFrozen(a)).toBe(true)
     store.setRepoState(did, { rev: '3kaaaaaaaaaa2', commitCid: 'c1', dataCid: 'd1', syncStatus: 'synchronized' })
-    expect(store.get(did)!.rev).toBe('3kaaaaaaaaaa2')
+    const written = store.get(did)!
+    expect(written).not.toBe(a)
+    expect(Object.isFrozen(written)).toBe(true)
+    expect(written).toEqual(new AccountStore(db).get(did)) // the cached row is the stored one
+    expect(written).toMatchObject({ rev: '3kaaaaaaaaaa2', commitCid: 'c1', dataCid: 'd1' })
     // a write inside a transaction that rolls back: the row read after it is not kept
     const tx = db.transaction(() => {
       store.setRepoState(did, { rev: '3kaaaaaaaaab2', commitCid: 'c2', dataCid: 'd2', syncStatus: 'synchronized' })

@@ -141,3 +141,4 @@ export async function migrateToLatest(db: Kysely<any>, migrations: Migrations): 
     throw new Error(`migration ${failed?.migrationName ?? '(unknown)'} failed: ${reason}`)
   }
 }
+export { MultiRowStatement } from './multi-row.js'

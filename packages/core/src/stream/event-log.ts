@@ -3,6 +3,7 @@
  * so a replay is a sequence of reads and sends with no re-encoding.
  */
 import SqliteDatabase from 'better-sqlite3'
+import { MultiRowStatement } from '../db/multi-row.js'
 
 export interface LoggedEvent {
   seq: number
@@ -154,6 +155,15 @@ export interface AppendItem {
   time?: number
 }
 
+/** An event with its seq already assigned and its frame built (see {@link SqliteEventLog.appendAssigned}). */
+export interface AssignedEvent {
+  seq: number
+  type: string
+  did?: string | null
+  time: number
+  frame: Uint8Array
+}
+
 /**
  * Durable event log on better-sqlite3: table `(seq INTEGER PRIMARY KEY, type, did, time, size, frame BLOB)`.
  * Seqs are assigned as last+1 inside an IMMEDIATE transaction, and the last seq is kept in a side table
@@ -166,7 +176,7 @@ export class SqliteEventLog implements EventLog {
   private readonly stmts: {
     last: SqliteDatabase.Statement<[], { last_seq: number }>
     setLast: SqliteDatabase.Statement<[number]>
-    insert: SqliteDatabase.Statement<[number, string, string | null, number, number, Uint8Array]>
+    insert: MultiRowStatement
     latest: SqliteDatabase.Statement<[], { seq: number | null }>
     earliest: SqliteDatabase.Statement<[], { seq: number | null }>
     readAfter: SqliteDatabase.Statement<[number, number], { seq: number; frame: Buffer }>
@@ -177,6 +187,7 @@ export class SqliteEventLog implements EventLog {
     totals: SqliteDatabase.Statement<[], { count: number; bytes: number | null }>
   }
   private readonly appendTx: (items: AppendItem[]) => LoggedEvent[]
+  private readonly assignedTx: (events: AssignedEvent[]) => void
 
   constructor(pathOrDb: string | SqliteDatabase.Database, opts: SqliteEventLogOptions = {}) {
     const table = opts.table ?? 'stream_event'
@@ -209,7 +220,7 @@ export class SqliteEventLog implements EventLog {
     this.stmts = {
       last: this.db.prepare(`SELECT last_seq FROM ${meta} WHERE id = 1`),
       setLast: this.db.prepare(`UPDATE ${meta} SET last_seq = ? WHERE id = 1`),
-      insert: this.db.prepare(`INSERT INTO ${table} (seq, type, did, time, size, frame) VALUES (?, ?, ?, ?, ?, ?)`),
+      insert: new MultiRowStatement(this.db, `INSERT INTO ${table} (seq, type, did, time, size, frame)`, 6),
       latest: this.db.prepare(`SELECT MAX(seq) AS seq FROM ${table}`),
       earliest: this.db.prepare(`SELECT MIN(seq) AS seq FROM ${table}`),
       readAfter: this.db.prepare(`SELECT seq, frame FROM ${table} WHERE seq > ? ORDER BY seq LIMIT ?`),
@@ -225,15 +236,28 @@ export class SqliteEventLog implements EventLog {
     this.appendTx = this.db.transaction((items: AppendItem[]) => {
       let seq = this.stmts.last.get()!.last_seq
       const out: LoggedEvent[] = []
+      const rows: unknown[] = []
       for (const item of items) {
         seq += 1
         const frame = item.frame(seq)
-        this.stmts.insert.run(seq, item.type, item.did ?? null, item.time ?? Date.now(), frame.byteLength, frame)
+        rows.push(seq, item.type, item.did ?? null, item.time ?? Date.now(), frame.byteLength, frame)
         out.push({ seq, frame })
       }
+      this.stmts.insert.run(rows)
       this.stmts.setLast.run(seq)
       return out
     }).immediate as (items: AppendItem[]) => LoggedEvent[]
+    this.assignedTx = this.db.transaction((events: AssignedEvent[]) => {
+      let seq = this.stmts.last.get()!.last_seq
+      const rows: unknown[] = []
+      for (const e of events) {
+        if (e.seq !== seq + 1) throw new RangeError(`seq ${e.seq} does not follow ${seq}`)
+        seq = e.seq
+        rows.push(seq, e.type, e.did ?? null, e.time, e.frame.byteLength, e.frame)
+      }
+      this.stmts.insert.run(rows)
+      this.stmts.setLast.run(seq)
+    }).immediate as (events: AssignedEvent[]) => void
   }
 
   /** Assigns seq = last + 1, builds the frame with it and stores it durably. */
@@ -245,6 +269,15 @@ export class SqliteEventLog implements EventLog {
   appendMany(items: AppendItem[]): LoggedEvent[] {
     if (items.length === 0) return []
     return this.appendTx(items)
+  }
+
+  /**
+   * Appends events whose seqs the caller assigned: consecutive from `lastAssignedSeq() + 1` (else nothing is
+   * written and it throws), the frames built with them. For a writer that builds each frame inside its own
+   * transaction before the rows are written (one multi-row insert); call it in that same transaction.
+   */
+  appendAssigned(events: AssignedEvent[]): void {
+    if (events.length > 0) this.assignedTx(events)
   }
 
   /** last seq ever assigned (survives pruning), 0 for a new log */

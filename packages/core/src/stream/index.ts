@@ -44,6 +44,7 @@ export {
   type SqliteEventLogOptions,
   type SqliteEventRow,
   type AppendItem,
+  type AssignedEvent,
 } from './event-log.js'
 export {
   SubscriptionServer,

@@ -76,6 +76,41 @@ describe('SqliteEventLog', () => {
     raw.close()
   })
 
+  it('appendMany and appendAssigned write batches past the multi-row statement bound, in seq order', async () => {
+    const log = new SqliteEventLog(join(dir, 'many.sqlite'))
+    // 250 rows: statements of 100, 100 and 50 rows
+    const many = log.appendMany(range(0, 249).map((i) => ({ type: 'identity', did: `did:plc:m${i}`, frame: (seq) => frameFor(seq), time: 1000 + i })))
+    expect(many.map((e) => e.seq)).toEqual(range(1, 250))
+    const assigned = range(0, 129).map((i) => ({ seq: 251 + i, type: 'account', did: i % 2 ? null : `did:plc:a${i}`, time: 5000 + i, frame: frameFor(251 + i, i) }))
+    log.appendAssigned(assigned)
+    expect(log.lastAssignedSeq()).toBe(380)
+    const rows = log.readRowsAfter(0, 1000)
+    expect(rows.map((r) => r.seq)).toEqual(range(1, 380))
+    expect(rows[0]).toMatchObject({ type: 'identity', did: 'did:plc:m0', time: 1000 })
+    expect(rows[251]).toMatchObject({ seq: 252, type: 'account', did: null, time: 5001 })
+    for (const r of rows) {
+      const f = decodeFrame(r.frame)
+      expect(f.op === 1 && f.body.seq).toBe(r.seq)
+    }
+    expect(log.stats()).toEqual({ count: 380, bytes: rows.reduce((n, r) => n + r.frame.byteLength, 0) })
+    log.close()
+  })
+
+  it('appendAssigned refuses seqs that do not follow the last one, and writes none of them', async () => {
+    const log = new SqliteEventLog(join(dir, 'assigned.sqlite'))
+    log.append('identity', null, (seq) => frameFor(seq))
+    const ev = (seq: number) => ({ seq, type: 'identity', time: 1, frame: frameFor(seq) })
+    expect(() => log.appendAssigned([ev(3)])).toThrow(RangeError) // a gap
+    expect(() => log.appendAssigned([ev(1)])).toThrow(RangeError) // a seq reused
+    expect(() => log.appendAssigned([ev(2), ev(3), ev(5)])).toThrow(RangeError) // a gap inside the batch
+    expect(log.lastAssignedSeq()).toBe(1)
+    expect((await log.readAfter(0, 10)).map((e) => e.seq)).toEqual([1])
+    log.appendAssigned([ev(2), ev(3)])
+    log.appendAssigned([])
+    expect((await log.readAfter(0, 10)).map((e) => e.seq)).toEqual([1, 2, 3])
+    log.close()
+  })
+
   it('a failing frame factory stores nothing and burns no seq', async () => {
     const log = new SqliteEventLog(join(dir, 'e.sqlite'))
     log.append('identity', 'did:plc:a', (seq) => frameFor(seq))

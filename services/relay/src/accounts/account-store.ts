@@ -66,7 +66,8 @@ const CACHE_MAX = 50_000
 export class AccountStore {
   /**
    * Rows as last read, by DID (an ingested commit reads its account three times). Every write through this
-   * store drops the DID's entry; a write that is rolled back (a failed event or batch in the outbox's
+   * store drops the DID's entry, except a new repo state, which updates it to the row as written (so the
+   * account's next commit reads no row); a write that is rolled back (a failed event or batch in the outbox's
    * transaction) must be followed by `forgetCached()`, since a row read inside that transaction may be cached.
    */
   private readonly cache = new Map<string, Account>()
@@ -145,8 +146,12 @@ export class AccountStore {
   }
 
   setRepoState(did: string, st: RepoStateUpdate): void {
+    const now = Date.now()
+    const hit = this.cache.get(did)
     this.cache.delete(did)
-    this.s.repo.run(st.rev, st.commitCid, st.dataCid, st.syncStatus, Date.now(), did)
+    this.s.repo.run(st.rev, st.commitCid, st.dataCid, st.syncStatus, now, did)
+    // the row as written (each commit of an account reads it again): kept when the account was cached
+    if (hit) this.cache.set(did, Object.freeze({ ...hit, rev: st.rev, commitCid: st.commitCid, dataCid: st.dataCid, syncStatus: st.syncStatus, updatedAt: now }))
   }
 
   setSyncStatus(did: string, status: SyncStatus): void {

@@ -37,6 +37,9 @@ export interface CollectionIndexOptions {
   maxQueued?: number
 }
 
+/** most account states kept in memory (the least recently cached go first) */
+const REV_CACHE_MAX = 50_000
+
 export class CollectionIndex {
   private readonly stmts: {
     state: SqliteDatabase.Statement<[string], { rev: string }>
@@ -49,6 +52,11 @@ export class CollectionIndex {
     collectionsOf: SqliteDatabase.Statement<[string], { collection: string; records: number }>
   }
   private readonly replaceTx: (did: string, rev: string, counts: Map<string, number>) => void
+  /**
+   * repo_collection_state as last read or written, by DID (null: no row); every commit reads it. Writes go
+   * through {@link setRev} / {@link dropRev}; after a rolled-back write, {@link forgetCached} must be called.
+   */
+  private readonly revs = new Map<string, string | null>()
   private readonly queued = new Set<string>()
   private readonly waiting: { did: string; hostname?: string }[] = []
   private running = 0
@@ -83,8 +91,35 @@ export class CollectionIndex {
     this.replaceTx = db.transaction((did: string, rev: string, counts: Map<string, number>) => {
       this.stmts.dropDid.run(did)
       for (const [collection, n] of counts) if (n > 0) this.stmts.add.run(collection, did, n)
-      this.stmts.setState.run(did, rev)
+      this.setRev(did, rev)
     })
+  }
+
+  /** The rev the account's counts are exact at, or null when they are not known. */
+  private indexedRev(did: string): string | null {
+    const hit = this.revs.get(did)
+    if (hit !== undefined) return hit
+    const rev = this.stmts.state.get(did)?.rev ?? null
+    this.revs.set(did, rev)
+    if (this.revs.size > REV_CACHE_MAX) this.revs.delete(this.revs.keys().next().value!)
+    return rev
+  }
+
+  private setRev(did: string, rev: string): void {
+    this.revs.delete(did)
+    this.stmts.setState.run(did, rev)
+    this.revs.set(did, rev)
+    if (this.revs.size > REV_CACHE_MAX) this.revs.delete(this.revs.keys().next().value!)
+  }
+
+  private dropRev(did: string): void {
+    this.revs.delete(did)
+    this.stmts.dropState.run(did)
+  }
+
+  /** Drops every cached state (after a rolled-back write: what was cached inside it may not be stored). */
+  forgetCached(): void {
+    this.revs.clear()
   }
 
   /**
@@ -92,13 +127,13 @@ export class CollectionIndex {
    * starting point is unknown (then call {@link backfill} once the commit is stored).
    */
   applyCommit(did: string, rev: string, since: string | null | undefined, ops: readonly { action: string; path: string }[]): boolean {
-    const state = this.stmts.state.get(did)
-    if (state && rev <= state.rev) {
+    const indexed = this.indexedRev(did)
+    if (indexed !== null && rev <= indexed) {
       return true // already counted (a backfill fetched a newer repo; also for a first commit replayed after it)
     } else if (since === null || since === undefined) {
       // the first commit of the repo: nothing before it
       this.stmts.dropDid.run(did)
-    } else if (!state) {
+    } else if (indexed === null) {
       return false
     }
     const delta = new Map<string, number>()
@@ -113,7 +148,7 @@ export class CollectionIndex {
       this.stmts.add.run(collection, did, n)
       if (n < 0) this.stmts.dropEmpty.run(collection, did)
     }
-    this.stmts.setState.run(did, rev)
+    this.setRev(did, rev)
     return true
   }
 
@@ -124,13 +159,13 @@ export class CollectionIndex {
 
   /** The account's starting point is no longer known (#sync): keep its rows until a backfill replaces them. */
   invalidate(did: string): void {
-    this.stmts.dropState.run(did)
+    this.dropRev(did)
   }
 
   /** The account is gone (deleted): drop it from the index. */
   remove(did: string): void {
     this.stmts.dropDid.run(did)
-    this.stmts.dropState.run(did)
+    this.dropRev(did)
   }
 
   /** One page of active DIDs with at least one record in `collection`, in DID order, after `cursor`. */
@@ -143,7 +178,7 @@ export class CollectionIndex {
   }
 
   isIndexed(did: string): boolean {
-    return this.stmts.state.get(did) !== undefined
+    return this.indexedRev(did) !== null
   }
 
   /** Queues a repo fetch for the account (once; `hostname`: only if its PDS is that host). */
@@ -235,8 +270,8 @@ export class CollectionIndex {
       maxBytes: this.o.maxRepoBytes,
     })
     if (this.closed || !this.o.db.open) return
-    const state = this.stmts.state.get(did)
-    if (state && state.rev >= repo.rev) return
+    const indexed = this.indexedRev(did)
+    if (indexed !== null && indexed >= repo.rev) return
     this.replaceTx(did, repo.rev, repo.collections)
     this.backfilled++
     this.o.log.debug({ did, rev: repo.rev, collections: repo.collections.size }, 'collection index backfilled')

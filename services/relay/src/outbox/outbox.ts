@@ -17,9 +17,11 @@
  *   - a failed WAL sync is fatal: the batch (and everything after it) is never published, its `emit`s reject,
  *     the outbox refuses further events and `onSyncError` is called (the relay exits: crash-only, a restart
  *     resumes from the durable host cursors);
- *   - one event's failure is its own: each event (its state change and its append) runs in a savepoint, so an
- *     event whose update or encoding throws is rolled back alone and its `emit` rejects; the others commit.
- *     If the commit itself fails, every event of the batch rejects and none is published.
+ *   - one event's failure is its own: each event's state change and the encoding of its frame run in a
+ *     savepoint, so an event whose update or encoding throws is rolled back alone (its seq goes to the next
+ *     event) and its `emit` rejects; the others commit. The log rows of the events that succeeded are then
+ *     written with one multi-row insert. If that or the commit fails, every event of the batch rejects and
+ *     none is published.
  * `emit` resolves once the event is durable and published (so the host cursor, which moves once an event
  * is handled, never passes an event that is not on disk). Events are appended in the order of the `emit`
  * calls, so the ingester may verify an account's next commit before the previous one is durable (it checks
@@ -34,9 +36,11 @@ import {
   decodeFrame,
   encodeMessageFrame,
   type ConsumerInfo,
+  type AssignedEvent,
   type LoggedEvent,
   type OutboundCommit,
 } from '@stratos/core/stream'
+import { MultiRowStatement } from '@stratos/core/db'
 import type SqliteDatabase from 'better-sqlite3'
 import type { Db } from '../db.js'
 
@@ -162,7 +166,7 @@ export class Outbox {
   private nextTimeUs: number
   private readonly listeners: ((evt: PublishedEvent) => void)[] = []
   private readonly timeStmts: {
-    insert: SqliteDatabase.Statement<[number, number]>
+    insert: MultiRowStatement
     pruneBelow: SqliteDatabase.Statement<[number]>
     pruneAll: SqliteDatabase.Statement<[]>
   }
@@ -206,38 +210,49 @@ export class Outbox {
     const last = db.prepare('SELECT MAX(time_us) AS t FROM relay_event_time').get() as { t: number | null }
     this.nextTimeUs = (last.t ?? 0) + 1
     this.timeStmts = {
-      insert: db.prepare('INSERT OR REPLACE INTO relay_event_time (seq, time_us) VALUES (?, ?)'),
+      insert: new MultiRowStatement(db, 'INSERT OR REPLACE INTO relay_event_time (seq, time_us)', 2),
       pruneBelow: db.prepare('DELETE FROM relay_event_time WHERE seq < ?'),
       pruneAll: db.prepare('DELETE FROM relay_event_time'),
     }
-    // one event: its state change and its append, in a savepoint of the batch transaction
-    const one = db.transaction((item: PendingEvent): LoggedEvent => {
-      item.update?.()
-      const timeUs = Math.max(Date.now() * 1000, this.nextTimeUs)
-      const encoded = item.encoded
-      this.nextTimeUs = timeUs + (encoded ? Math.max(1, encoded.opCount) : jetstreamSpan(item.type, item.body!))
-      const evt = log.append(
-        item.type,
-        item.did,
-        encoded ? (seq) => encoded.withSeq(seq) : (seq) => encodeMessageFrame(item.type, { seq, ...item.body }),
-        Math.floor(timeUs / 1000),
-      )
-      this.timeStmts.insert.run(evt.seq, timeUs)
-      item.timeUs = timeUs
-      return evt
-    })
-    this.writeBatch = db.transaction((items: PendingEvent[]) =>
-      items.map((item) => {
+    // an event with a state change: the change and its frame in a savepoint of the batch transaction, so that
+    // a failure rolls back this event alone
+    const withUpdate = db.transaction((item: PendingEvent, seq: number): Uint8Array => this.build(item, seq))
+    // the batch: each event's change and frame in turn, seqs assigned to the events that succeed; then the log
+    // rows and their Jetstream times, one multi-row insert each
+    this.writeBatch = db.transaction((items: PendingEvent[]) => {
+      let seq = log.lastAssignedSeq()
+      const results: { evt?: LoggedEvent; err?: unknown }[] = []
+      const rows: AssignedEvent[] = []
+      const times: number[] = []
+      for (const item of items) {
         try {
-          return { evt: one(item) }
+          const frame = item.update ? withUpdate(item, seq + 1) : this.build(item, seq + 1)
+          seq++
+          rows.push({ seq, type: item.type, did: item.did, time: Math.floor(item.timeUs! / 1000), frame })
+          times.push(seq, item.timeUs!)
+          results.push({ evt: { seq, frame } })
         } catch (err) {
           // SQLite aborted the whole transaction (disk full, I/O error...): fail the batch, not just this event
           if (!db.inTransaction) throw err
           this.opts.onRollback?.()
-          return { err }
+          results.push({ err })
         }
-      }),
-    ).immediate as (items: PendingEvent[]) => { evt?: LoggedEvent; err?: unknown }[]
+      }
+      log.appendAssigned(rows)
+      this.timeStmts.insert.run(times)
+      return results
+    }).immediate as (items: PendingEvent[]) => { evt?: LoggedEvent; err?: unknown }[]
+  }
+
+  /** Runs the event's state change, then builds its frame with `seq` and sets its Jetstream time. */
+  private build(item: PendingEvent, seq: number): Uint8Array {
+    item.update?.()
+    const timeUs = Math.max(Date.now() * 1000, this.nextTimeUs)
+    const encoded = item.encoded
+    const frame = encoded ? encoded.withSeq(seq) : encodeMessageFrame(item.type, { seq, ...item.body })
+    this.nextTimeUs = timeUs + (encoded ? Math.max(1, encoded.opCount) : jetstreamSpan(item.type, item.body!))
+    item.timeUs = timeUs
+    return frame
   }
 
   /**
