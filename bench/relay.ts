@@ -12,7 +12,10 @@
  * Comparison: @atproto/sync's verifying Firehose (bench/lib/relay-firehose-ref.ts) on the same upstream frames.
  *
  *   node --import tsx bench/relay.ts [--accounts 50] [--commits 10000] [--runs 3] [--ref-commits 2000]
- *        [--only workers|inline|latency|ref ...] [--cpu-prof DIR]
+ *        [--latency-rates 1000,2000,5000] [--only workers|workers1|workers100|inline|latency|ref ...] [--cpu-prof DIR]
+ *
+ * `workers` is both workers1 (1 consumer) and workers100 (100 consumers). `latency`: one run per offered rate
+ * (frames/s, paced by the upstream), 1 consumer: the latency when the relay keeps up, next to the rates it cannot.
  *
  * Rewrites the "relay" section of bench/RESULTS.md (not with --only / --cpu-prof).
  */
@@ -36,7 +39,8 @@ const ACCOUNTS = arg('accounts', 50)
 const COMMITS = arg('commits', 10_000)
 const RUNS = arg('runs', 3)
 const REF_COMMITS = arg('ref-commits', 2_000)
-const LATENCY_RATE = arg('latency-rate', 5_000)
+const LATENCY_RATES = (argStr('latency-rates') ?? '1000,2000,5000').split(',').map(Number)
+if (LATENCY_RATES.some((r) => !Number.isFinite(r) || r <= 0)) throw new Error('--latency-rates: frames/s, comma-separated')
 const CPU_PROF = argStr('cpu-prof')
 const only = argv.flatMap((a, i) => (argv[i - 1] === '--only' ? [a] : []))
 const want = (k: string) => only.length === 0 || only.includes(k)
@@ -242,10 +246,8 @@ async function main() {
   const fixture = loadFixture(ACCOUNTS, COMMITS)!
   const index = fixture.index
   const configs: RunConfig[] = []
-  if (want('workers')) {
-    configs.push({ name: 'workers (default), 1 consumer', workers: 'default', consumers: 1, rate: 0 })
-    configs.push({ name: 'workers (default), 100 consumers', workers: 'default', consumers: 100, rate: 0 })
-  }
+  if (want('workers') || want('workers1')) configs.push({ name: 'workers (default), 1 consumer', workers: 'default', consumers: 1, rate: 0 })
+  if (want('workers') || want('workers100')) configs.push({ name: 'workers (default), 100 consumers', workers: 'default', consumers: 100, rate: 0 })
   if (want('inline')) configs.push({ name: 'RELAY_VERIFY_WORKERS=0, 1 consumer', workers: 0, consumers: 1, rate: 0 })
   console.log(
     `relay: ${ACCOUNTS} accounts, ${fmt(fixture.frames.length)} upstream frames (${fmt(index.frames.filter((f) => f.t === '#commit').length)} commits); ` +
@@ -259,10 +261,13 @@ async function main() {
       console.log(line(r))
     }
   }
-  let latency: RunResult | undefined
+  const latency: RunResult[] = []
   if (want('latency')) {
-    latency = await runRelay({ name: `workers, 1 consumer, ${fmt(LATENCY_RATE)} frames/s offered`, workers: 'default', consumers: 1, rate: LATENCY_RATE }, index)
-    console.log(line(latency))
+    for (const rate of LATENCY_RATES) {
+      const r = await runRelay({ name: `workers, 1 consumer, ${fmt(rate)} frames/s offered`, workers: 'default', consumers: 1, rate }, index)
+      latency.push(r)
+      console.log(line(r))
+    }
   }
   let ref: Awaited<ReturnType<typeof runReference>> | undefined
   if (want('ref')) {
@@ -273,7 +278,7 @@ async function main() {
   if (only.length === 0 && !CPU_PROF) report(configs, results, latency, ref)
 }
 
-function report(configs: RunConfig[], results: RunResult[], latency: RunResult | undefined, ref: Awaited<ReturnType<typeof runReference>> | undefined) {
+function report(configs: RunConfig[], results: RunResult[], latency: RunResult[], ref: Awaited<ReturnType<typeof runReference>> | undefined) {
   const cpu = cpus()[0]?.model ?? 'unknown cpu'
   const rows = configs.map((cfg) => {
     const rs = results.filter((r) => r.cfg === cfg)
@@ -285,8 +290,7 @@ function report(configs: RunConfig[], results: RunResult[], latency: RunResult |
       `${Math.max(...rs.map((r) => r.missing))} / ${Math.max(...rs.map((r) => r.droppedByRelay))} |`
     )
   })
-  if (latency) {
-    const r = latency
+  for (const r of latency) {
     rows.push(
       `| ${r.cfg.name} | ${r.workers} | ${fmt(r.commitsPerSec)} | ${fmt(r.cpuPerEvent.main)} | ${fmt(r.cpuPerEvent.workers)} | ${fmt(r.cpuPerEvent.other)} | ` +
         `**${fmt(r.p50)} / ${fmt(r.p99)}** | ${fmt(r.peakRssMiB)} | ${r.missing} / ${r.droppedByRelay} |`,
@@ -307,14 +311,15 @@ function report(configs: RunConfig[], results: RunResult[], latency: RunResult |
         `${Math.round(totalmem() / 2 ** 30)} GiB; **shared with other jobs** unless stated otherwise). Upstream: ${ACCOUNTS} accounts, ` +
         `${fmt(COMMITS)} single-create commits interleaved across them (real signed sync-1.1 commits with \`prevData\`, built with ` +
         '@atproto/repo, cached in bench/.cache/) after each account\'s #identity, #account and first commit, replayed over a WebSocket ' +
-        'as fast as the relay reads (send buffer ≤ 1 MiB). Relay: services/relay from source, fresh data directory, WAL + ' +
-        '`synchronous = FULL`, Jetstream and collection backfill off. Consumers: raw WebSocket subscribers in a third process.',
+        'as fast as the relay reads (send buffer ≤ 1 MiB), or paced at a fixed rate (the "offered" rows). Relay: services/relay from source, ' +
+        'fresh data directory, WAL with `synchronous = NORMAL` and an fdatasync of the WAL before each batch is published, Jetstream and collection backfill off. Consumers: raw WebSocket subscribers in a third process.',
       '',
       '- commits/s: commits ÷ (first upstream frame sent → last frame received by the last consumer); median of the runs, runs in brackets.',
       '- CPU µs per event (all upstream frames), per thread of the relay process from /proc/<pid>/task: main thread, verification workers ' +
         '(sum over the pool), other threads (GC helpers, libuv).',
       '- latency: upstream send → consumer-0 receive, per commit (wall clocks of one machine); in the rows offered as fast as the relay ' +
-        'reads, it includes the wait in the upstream socket, so only the fixed-rate row measures latency.',
+        'reads, it includes the wait in the upstream socket, so only the fixed-rate rows measure latency (and only where the relay keeps up ' +
+        'with the offered rate: its commits/s equal to the rate).',
       '- missing: frames some consumer did not get (must be 0); dropped: the relay\'s `relay_events_dropped_total` (must be 0).',
       '',
       '| configuration | workers | verified commits/s | CPU µs/event main | CPU µs/event workers | CPU µs/event other | latency p50 / p99 ms | peak RSS MiB | missing / dropped |',
