@@ -17,7 +17,7 @@
  */
 import './lib/register.js'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { cpus, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
@@ -109,7 +109,7 @@ async function startNetwork() {
 
 type Network = Awaited<ReturnType<typeof startNetwork>>
 
-/** BENCH_PROFILE=dir: a CPU profile of the main thread per phase (backfill, live) written there. */
+/** BENCH_PROFILE=dir: a CPU profile of the main thread per phase (backfill, live, and each read method) written there. */
 async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T> {
   const dir = process.env.BENCH_PROFILE
   if (!dir) return fn()
@@ -190,6 +190,11 @@ async function backfill(net: Network, manifest: Manifest, dialect: 'sqlite' | 'p
   const dir = mkdtempSync(join(tmpdir(), 'bench-appview-'))
   let schema: string | undefined
   if (dialect === 'postgres') schema = `bench_appview_${process.pid}`
+  // BENCH_DB_SNAPSHOT=file (SQLite): start from that backfilled database when it exists (the backfill then only
+  // re-lists the repos), else save one there after the backfill; for repeated reads runs
+  const snapshot = dialect === 'sqlite' ? process.env.BENCH_DB_SNAPSHOT : undefined
+  const fromSnapshot = !!snapshot && existsSync(snapshot)
+  if (fromSnapshot) copyFileSync(snapshot, join(dir, 'appview.sqlite'))
   const batch = process.env.BENCH_BATCH_BACKFILLS
   const server = await AppViewServer.create(
     config(net, dialect === 'postgres' ? PG_URL! : join(dir, 'appview.sqlite'), dir, schema),
@@ -207,6 +212,7 @@ async function backfill(net: Network, manifest: Manifest, dialect: 'sqlite' | 'p
   const cpu = process.cpuUsage(cpu0)
   const threads1 = threadCpu()
   const records = server.ctx.ingester.stats.resyncedRecords
+  if (snapshot && !fromSnapshot) server.ctx.database.sqlite!.prepare('VACUUM INTO ?').run(snapshot)
   const expected = manifest.accounts.reduce((a, b) => a + b.records, 0)
   const cleanup = async () => {
     await server.close()
@@ -415,7 +421,7 @@ async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manif
       await run(await build(32)) // warm-up
       const reqs = await build(READS)
       const cpu0 = mainThreadCpuMs()
-      const r = await run(reqs)
+      const r = await profiled(`reads-${name}`, () => run(reqs))
       const cpuMs = mainThreadCpuMs() - cpu0
       if (r.failed > 0) throw new Error(`${name}: ${r.failed} requests failed`)
       const times = r.times.sort((a, b) => a - b)
@@ -452,7 +458,8 @@ async function explain(server: InstanceType<typeof AppViewServer>, manifest: Man
     ],
     ['thread replies (one level)', `select "uri", "replyParent" from "post" where "replyParent" in (?) order by "sortAt" asc limit ?`, ['at://x/app.bsky.feed.post/y', 5000]],
     ['hydration: posts with their record and counts', h.posts.sql, [list]],
-    ['hydration: actors with profile, counts, labeler service', h.actors.sql, ['app.bsky.labeler.service', list]],
+    ['hydration: actors with their profile', h.actors.sql, [list]],
+    ['hydration: detailed actors: counts, labeler service', h.actorCounts.sql, ['app.bsky.labeler.service', list]],
     ["hydration: the viewer's relationships (8 kinds, one statement)", h.actorViewers.sql, Array.from({ length: 8 }, () => [did, list]).flat()],
     ['hydration: block edges among authors', h.blocksFrom.sql, [list, list, list, list]],
     ['hydration: gates', h.gates.sql, [list, list]],

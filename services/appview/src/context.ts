@@ -21,6 +21,7 @@ import {
 import type { AppViewConfig } from './config.js'
 import { didWebFor } from './config.js'
 import { Hydrator } from './hydration/hydrator.js'
+import { readDirectly } from './hydration/sql.js'
 import { BlobCache } from './image/blob-cache.js'
 import { Indexer } from './indexer/indexer.js'
 import { appviewMigrations } from './indexer/migrations.js'
@@ -125,6 +126,7 @@ export class AppContext {
       throw err
     }
 
+    if (database.sqlite) readDirectly(database.db, database.sqlite)
     const indexer = new Indexer(database, opts.now ? { now: opts.now } : {})
     const hydrator = new Hydrator(database.db, config.modServiceDid ? { modServiceDid: config.modServiceDid } : {})
     const publicUrl = config.publicUrl ?? `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${config.port}`

@@ -8,7 +8,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { cidForCbor, jsonToLex } from '@stratos/core/data'
-import { HydrationState } from '../src/hydration/hydrator.js'
+import { HydrationState, Hydrator } from '../src/hydration/hydrator.js'
+import { fixedRows } from '../src/hydration/sql.js'
 import type { AppViewServer } from '../src/server.js'
 import { FakeNetwork, PG_URL, startAppView, testDb, type TestDb } from './helpers.js'
 
@@ -277,5 +278,74 @@ describe.each(dialects)('batched hydration equals a per-relation reference (%s)'
       for (const u of expectedUris) expect(state.actors.has(postRows.find((p) => p.uri === u)!.creator)).toBe(true)
     }
     expect(interactions).toBeGreaterThan(5)
+  })
+
+  it('reads started while a write transaction is open see only committed rows', async () => {
+    const did = 'did:plc:uncommittedreadaaaaaaaaaa'
+    const read = () => fixedRows<{ did: string }>(server.ctx.db, 'SELECT did FROM actor WHERE did IN ?L', [{ list: [did] }])
+    let during: Promise<{ did: string }[]> | undefined
+    await expect(
+      server.ctx.db.transaction().execute(async (tx) => {
+        await tx.insertInto('actor').values({ did, handle: null, indexedAt: '2025-01-01T00:00:00.000Z', upstreamStatus: null }).execute()
+        during = read()
+        await new Promise((r) => setTimeout(r, 20))
+        throw new Error('rolled back')
+      }),
+    ).rejects.toThrow('rolled back')
+    expect(await during).toEqual([])
+    expect(await read()).toEqual([])
+  })
+
+  it('posts: record versions kept parsed between requests follow edits, deletions, re-creations and counts', async () => {
+    const idx = server.ctx.indexer
+    const index = async (uri: string, record: Record<string, unknown>) => {
+      const cid = cidForCbor(jsonToLex(record)).toString()
+      await idx.indexOne(uri, cid, record)
+      return cid
+    }
+    const author = dids[1]!
+    const uri = `at://${author}/app.bsky.feed.post/cached1`
+    const quoted = posts[3]!
+    const first = { $type: 'app.bsky.feed.post', text: 'first', createdAt: '2025-02-01T00:00:00.000Z' }
+    const edited = {
+      $type: 'app.bsky.feed.post',
+      text: 'edited',
+      embed: { $type: 'app.bsky.embed.record', record: { uri: quoted.uri, cid: quoted.cid } },
+      // ahead of the clock: it sorts at its indexedAt, which a re-creation changes
+      createdAt: '2100-01-01T00:00:00.000Z',
+    }
+    // the server's hydrator (its cache warm from every earlier call) against a new one (nothing cached)
+    const same = async (step: string, viewer: string | null) => {
+      const cached = new HydrationState(viewer, [])
+      const fresh = new HydrationState(viewer, [])
+      await server.ctx.hydrator.posts(cached, [uri, ...posts.slice(0, 20).map((p) => p.uri)], { replyContext: true })
+      await new Hydrator(server.ctx.db).posts(fresh, [uri, ...posts.slice(0, 20).map((p) => p.uri)], { replyContext: true })
+      expect([...cached.posts].sort(), step).toEqual([...fresh.posts].sort())
+      expect([...cached.recordAggs].sort(), step).toEqual([...fresh.recordAggs].sort())
+      expect(server.ctx.views.post(cached, uri), step).toEqual(server.ctx.views.post(fresh, uri))
+      return cached.posts.get(uri)
+    }
+    await index(uri, first)
+    expect((await same('created', null))?.record.text).toBe('first')
+    await same('created, again (cached)', dids[2]!)
+    const editedCid = await index(uri, edited)
+    const afterEdit = await same('edited', dids[2]!)
+    expect(afterEdit?.cid).toBe(editedCid)
+    expect(afterEdit?.quoteUri).toBe(quoted.uri)
+    expect(afterEdit?.record.text).toBe('edited')
+    await index(`at://${dids[3]}/app.bsky.feed.like/cachedlike`, { $type: 'app.bsky.feed.like', subject: { uri, cid: editedCid }, createdAt: '2025-02-03T00:00:00.000Z' })
+    await same('liked', dids[3]!)
+    const liked = new HydrationState(null, [])
+    await server.ctx.hydrator.posts(liked, [uri])
+    expect(liked.recordAggs.get(uri)?.likes).toBe(1)
+    await idx.deleteOne(uri)
+    expect(await same('deleted', null)).toBeNull()
+    // written again with the same content (same CID): indexed anew
+    await new Promise((r) => setTimeout(r, 5))
+    await index(uri, edited)
+    const again = await same('re-created', dids[2]!)
+    expect(again?.cid).toBe(editedCid)
+    expect(again?.indexedAt).not.toBe(afterEdit?.indexedAt)
+    expect(again?.sortAt).toBe(again?.indexedAt)
   })
 })

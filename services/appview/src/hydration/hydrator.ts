@@ -239,22 +239,66 @@ interface ActorCountsRow {
   labeler: number | null
 }
 
-interface PostRow {
+/** What changes about a post without a new record version: its gate checks and counts. */
+interface PostHeadRow {
   uri: string
   cid: string
-  creator: string
   indexedAt: string
-  sortAt: string
-  replyRoot: string | null
-  replyParent: string | null
-  quoteUri: string | null
   violatesThreadGate: number
   violatesEmbeddingRules: number
-  json: string
   likeCount: number | null
   repostCount: number | null
   replyCount: number | null
   quoteCount: number | null
+}
+
+interface PostRow extends PostHeadRow {
+  creator: string
+  sortAt: string
+  replyRoot: string | null
+  replyParent: string | null
+  quoteUri: string | null
+  json: string
+}
+
+/**
+ * A post's fields that are fixed by its record version (URI and CID: the record's content) and the time it
+ * was indexed (sortAt derives from the record's createdAt and indexedAt), with the record parsed.
+ */
+interface PostVersion {
+  cid: string
+  indexedAt: string
+  creator: string
+  sortAt: string
+  replyRoot: string | null
+  replyParent: string | null
+  quoteUri: string | null
+  record: Json
+}
+
+/** Posts whose record versions are kept parsed (about 2 KB each), the oldest entries leaving first. */
+export const POST_CACHE_SIZE = 20_000
+
+/**
+ * Parsed post records by URI, shared by every request. An entry is used only when the post's current
+ * row (read on every hydration) has the same CID and indexedAt: a record version's content never
+ * changes, and a post deleted and written again gets a new indexedAt, so no invalidation is needed.
+ * Views must treat the records as read-only (they are shared between requests).
+ */
+class PostVersionCache {
+  private readonly entries = new Map<string, PostVersion>()
+  constructor(private readonly size: number) {}
+
+  get(uri: string, cid: string, indexedAt: string): PostVersion | undefined {
+    const v = this.entries.get(uri)
+    return v && v.cid === cid && v.indexedAt === indexedAt ? v : undefined
+  }
+
+  set(uri: string, v: PostVersion): void {
+    this.entries.delete(uri)
+    this.entries.set(uri, v)
+    if (this.entries.size > this.size) this.entries.delete(this.entries.keys().next().value!)
+  }
 }
 
 /** The hot hydration queries (see ./sql.ts), compiled once per dialect. */
@@ -296,6 +340,14 @@ export function hydrationQueries(q: ListSql) {
       SELECT b.creator AS creator, b."subjectDid" AS "subjectDid" FROM block b WHERE b.creator IN ?L AND ${q.dialect === 'sqlite' ? '+' : ''}b."subjectDid" IN ?L
       UNION ALL SELECT lb.creator, li."subjectDid" FROM list_block lb JOIN list_item li ON li."listUri" = lb."subjectUri"
         WHERE lb.creator IN ?L AND li."subjectDid" IN ?L`),
+    // a post's current version (CID, indexedAt), gate checks and counts: enough when its record is cached
+    postHeads: q.prepare(`
+      SELECT p.uri AS uri, p.cid AS cid, p."indexedAt" AS "indexedAt",
+        p."violatesThreadGate" AS "violatesThreadGate", p."violatesEmbeddingRules" AS "violatesEmbeddingRules",
+        g."likeCount" AS "likeCount", g."repostCount" AS "repostCount", g."replyCount" AS "replyCount", g."quoteCount" AS "quoteCount"
+      FROM post p
+      LEFT JOIN record_agg g ON g.uri = p.uri
+      WHERE p.uri IN ?L`),
     posts: q.prepare(`
       SELECT p.uri AS uri, p.cid AS cid, p.creator AS creator, p."indexedAt" AS "indexedAt", p."sortAt" AS "sortAt",
         p."replyRoot" AS "replyRoot", p."replyParent" AS "replyParent", p."quoteUri" AS "quoteUri",
@@ -323,6 +375,7 @@ export function hydrationQueries(q: ListSql) {
 export class Hydrator {
   private readonly q: ListSql
   private readonly sql: ReturnType<typeof hydrationQueries>
+  private readonly postVersions = new PostVersionCache(POST_CACHE_SIZE)
 
   constructor(
     private readonly db: Db,
@@ -561,19 +614,43 @@ export class Hydrator {
   private async loadPosts(state: HydrationState, uris: string[]): Promise<PostInfo[]> {
     const todo = [...new Set(uris)].filter((u) => !state.posts.has(u))
     if (todo.length === 0) return []
-    const rows = await this.q.rows<PostRow>(this.sql.posts, [{ list: todo }])
+    // each post's current version, counts and gate checks; the whole row and record only for versions not cached
+    const heads = await this.q.rows<PostHeadRow>(this.sql.postHeads, [{ list: todo }])
+    const misses = heads.filter((h) => !this.postVersions.get(h.uri, h.cid, h.indexedAt)).map((h) => h.uri)
+    const fetched = new Map<string, PostRow>()
+    if (misses.length > 0) {
+      for (const r of await this.q.rows<PostRow>(this.sql.posts, [{ list: misses }])) {
+        fetched.set(r.uri, r)
+        this.postVersions.set(r.uri, {
+          cid: r.cid,
+          indexedAt: r.indexedAt,
+          creator: r.creator,
+          sortAt: r.sortAt,
+          replyRoot: r.replyRoot,
+          replyParent: r.replyParent,
+          quoteUri: r.quoteUri,
+          record: parseJson(r.json),
+        })
+      }
+    }
+    const rows: PostHeadRow[] = []
     let out: PostInfo[] = []
-    for (const r of rows) {
+    for (const head of heads) {
+      // a post written again between the two reads: its second read is the one shown
+      const r = fetched.get(head.uri) ?? head
+      const v = this.postVersions.get(r.uri, r.cid, r.indexedAt)
+      if (!v) continue // deleted between the two reads
+      rows.push(r)
       const info: PostInfo = {
         uri: r.uri,
         cid: r.cid,
-        creator: r.creator,
-        record: parseJson(r.json),
+        creator: v.creator,
+        record: v.record,
         indexedAt: r.indexedAt,
-        sortAt: r.sortAt,
-        replyRoot: r.replyRoot,
-        replyParent: r.replyParent,
-        quoteUri: r.quoteUri,
+        sortAt: v.sortAt,
+        replyRoot: v.replyRoot,
+        replyParent: v.replyParent,
+        quoteUri: v.quoteUri,
         violatesThreadGate: Number(r.violatesThreadGate) === 1,
         violatesEmbeddingRules: Number(r.violatesEmbeddingRules) === 1,
       }
@@ -589,13 +666,13 @@ export class Hydrator {
     for (const u of todo) if (!state.posts.has(u)) state.posts.set(u, null)
     const found = rows.map((r) => r.uri)
     if (found.length === 0) return out
+    // gates live at the post's rkey; the root's threadgate matters for every reply
+    const roots = [...new Set([...found, ...out.map((p) => p.replyRoot).filter((u): u is string => !!u)])]
     const takenDown = await this.loadLabels(state, found)
     if (takenDown.size > 0) {
       for (const uri of takenDown.keys()) state.posts.set(uri, null)
       out = out.filter((p) => !takenDown.has(p.uri))
     }
-    // gates live at the post's rkey; the root's threadgate matters for every reply
-    const roots = [...new Set([...found, ...rows.map((r) => r.replyRoot).filter((u): u is string => !!u)])]
     const gates = await this.q.rows<{ k: string; uri: string; cid: string; postUri: string; json: string }>(this.sql.gates, [{ list: roots }, { list: found }])
     for (const g of gates) (g.k === 'threadgate' ? state.threadgates : state.postgates).set(g.postUri, { uri: g.uri, cid: g.cid, record: parseJson(g.json) })
     if (state.viewer) await this.viewerInteractions(state, found)
