@@ -11,8 +11,8 @@
  *    followed accounts). With fewer active accounts than `limit`, each one's newest items are read and
  *    merged.
  */
-import { sql } from 'kysely'
 import type { Db } from '../indexer/indexer.js'
+import { fixedRows, type Arg } from '../hydration/sql.js'
 import type { KeysetCursor } from './util.js'
 
 export interface TimelineRow {
@@ -23,12 +23,12 @@ export interface TimelineRow {
   sortAt: string
 }
 
-/** (sortAt, uri) strictly below the cursor */
-function below(c: KeysetCursor | undefined) {
-  return c ? sql`AND fi."sortAt" <= ${c.primary} AND (fi."sortAt" < ${c.primary} OR fi.uri < ${c.secondary})` : sql``
+/** (sortAt, uri) strictly below the cursor: the condition's text and its arguments */
+function below(c: KeysetCursor | undefined): [string, Arg[]] {
+  return c ? [' AND fi."sortAt" <= ? AND (fi."sortAt" < ? OR fi.uri < ?)', [c.primary, c.primary, c.secondary]] : ['', []]
 }
 
-const COLS = sql`fi.uri AS uri, fi.type AS type, fi."postUri" AS "postUri", fi."originatorDid" AS "originatorDid", fi."sortAt" AS "sortAt"`
+const COLS = 'fi.uri AS uri, fi.type AS type, fi."postUri" AS "postUri", fi."originatorDid" AS "originatorDid", fi."sortAt" AS "sortAt"'
 
 /** (sortAt, uri) descending */
 function newestFirst(a: TimelineRow, b: TimelineRow): number {
@@ -36,25 +36,31 @@ function newestFirst(a: TimelineRow, b: TimelineRow): number {
   return a.uri < b.uri ? 1 : a.uri > b.uri ? -1 : 0
 }
 
-/** The page of the viewer's Following timeline after `cursor` (at most `limit` rows, newest first). */
+/**
+ * The page of the viewer's Following timeline after `cursor` (at most `limit` rows, newest first). The
+ * statements are fixed texts (one per shape: with or without a cursor...), run through fixedRows.
+ */
 export async function timelineSkeleton(db: Db, viewer: string, limit: number, cursor: KeysetCursor | undefined): Promise<TimelineRow[]> {
+  const [cond, condArgs] = below(cursor)
   // 1. each account's newest item before the cursor (the viewer's own and the followed ones), newest first
-  const newest = await sql<{ did: string; latest: string | null }>`
-    SELECT a.did AS did,
-      (SELECT fi."sortAt" FROM feed_item fi WHERE fi."originatorDid" = a.did ${below(cursor)} ORDER BY fi."sortAt" DESC LIMIT 1) AS latest
-    FROM (SELECT ${viewer} AS did UNION SELECT f."subjectDid" AS did FROM follow f WHERE f.creator = ${viewer}) a
-    ORDER BY latest DESC NULLS LAST LIMIT ${2 * limit}`.execute(db)
-  const active = newest.rows.filter((r): r is { did: string; latest: string } => r.latest !== null)
+  const newest = await fixedRows<{ did: string; latest: string | null }>(
+    db,
+    `SELECT a.did AS did,
+      (SELECT fi."sortAt" FROM feed_item fi WHERE fi."originatorDid" = a.did${cond} ORDER BY fi."sortAt" DESC LIMIT 1) AS latest
+    FROM (SELECT ? AS did UNION SELECT f."subjectDid" AS did FROM follow f WHERE f.creator = ?) a
+    ORDER BY latest DESC NULLS LAST LIMIT ?`,
+    [...condArgs, viewer, viewer, 2 * limit],
+  )
+  const active = newest.filter((r): r is { did: string; latest: string } => r.latest !== null)
   if (active.length < limit) {
     // few accounts have items: the newest `limit` of each, merged
     const lists = await Promise.all(
-      active.map(
-        async (r) =>
-          (
-            await sql<TimelineRow>`
-              SELECT ${COLS} FROM feed_item fi WHERE fi."originatorDid" = ${r.did} ${below(cursor)}
-              ORDER BY fi."sortAt" DESC, fi.uri DESC LIMIT ${limit}`.execute(db)
-          ).rows,
+      active.map((r) =>
+        fixedRows<TimelineRow>(
+          db,
+          `SELECT ${COLS} FROM feed_item fi WHERE fi."originatorDid" = ?${cond} ORDER BY fi."sortAt" DESC, fi.uri DESC LIMIT ?`,
+          [r.did, ...condArgs, limit],
+        ),
       ),
     )
     return lists.flat().sort(newestFirst).slice(0, limit)
@@ -63,13 +69,15 @@ export async function timelineSkeleton(db: Db, viewer: string, limit: number, cu
   const bound = active[limit - 1]!.latest
   const inPage = active.filter((r) => r.latest >= bound).map((r) => r.did)
   // more accounts than were listed may share the bound's timestamp: then ask among all of them
-  const accounts =
-    inPage.length < active.length || active.length < 2 * limit
-      ? sql`(${sql.join(inPage)})`
-      : sql`(SELECT f."subjectDid" FROM follow f WHERE f.creator = ${viewer} UNION SELECT ${viewer})`
-  const rows = await sql<TimelineRow>`
-    SELECT ${COLS} FROM feed_item fi
-    WHERE fi."originatorDid" IN ${accounts} AND fi."sortAt" >= ${bound} ${below(cursor)}
-    ORDER BY fi."sortAt" DESC, fi.uri DESC LIMIT ${limit}`.execute(db)
-  return rows.rows
+  const listed = inPage.length < active.length || active.length < 2 * limit
+  const [accounts, accountArgs]: [string, Arg[]] = listed
+    ? ['fi."originatorDid" IN ?L', [{ list: inPage }]]
+    : ['fi."originatorDid" IN (SELECT f."subjectDid" FROM follow f WHERE f.creator = ? UNION SELECT ?)', [viewer, viewer]]
+  return fixedRows<TimelineRow>(
+    db,
+    `SELECT ${COLS} FROM feed_item fi
+    WHERE ${accounts} AND fi."sortAt" >= ?${cond}
+    ORDER BY fi."sortAt" DESC, fi.uri DESC LIMIT ?`,
+    [...accountArgs, bound, ...condArgs, limit],
+  )
 }
