@@ -441,23 +441,21 @@ async function explain(server: InstanceType<typeof AppViewServer>, manifest: Man
   const { listSql } = await import('../services/appview/src/hydration/sql.js')
   const did = manifest.accounts[0]!.did
   const list = JSON.stringify([did])
-  const h = hydrationQueries(listSql(server.ctx.db))
-  // the timeline's statements as api/timeline.ts writes them (first page); the hydration ones as they are
+  const q = listSql(server.ctx.db)
+  const h = hydrationQueries(q)
+  const { newestItemsSql, pageSql, LISTED_ACCOUNTS } = await import('../services/appview/src/api/timeline.js')
+  const { REPLIES_SQL } = await import('../services/appview/src/api/app/bsky/feed/getPostThread.js')
+  // the statements as the code writes them (the timeline's first page; step 2's bound is a placeholder)
   const queries: [string, string, unknown[]][] = [
-    [
-      "timeline, step 1 (each followed account's newest item, one index seek each; the newest 2 × limit accounts)",
-      `SELECT a.did AS did, (SELECT fi."sortAt" FROM feed_item fi WHERE fi."originatorDid" = a.did ORDER BY fi."sortAt" DESC LIMIT 1) AS latest
-       FROM (SELECT ? AS did UNION SELECT f."subjectDid" AS did FROM follow f WHERE f.creator = ?) a ORDER BY latest DESC NULLS LAST LIMIT ?`,
-      [did, did, 100],
-    ],
+    ["timeline, step 1 (each followed account's newest item, one index seek each; the newest 2 × limit accounts)", q.prepare(newestItemsSql('')).sql, [did, did, 100]],
     [
       'timeline, step 2 (the page: items at or after the bound of the accounts listed in step 1)',
-      `SELECT fi.uri AS uri, fi.type AS type, fi."postUri" AS "postUri", fi."originatorDid" AS "originatorDid", fi."sortAt" AS "sortAt" FROM feed_item fi
-       WHERE fi."originatorDid" IN (?, ?, ?) AND fi."sortAt" >= ? ORDER BY fi."sortAt" DESC, fi.uri DESC LIMIT ?`,
-      [did, did, did, '2026-01-01T00:00:00.000Z', 50],
+      q.prepare(pageSql(LISTED_ACCOUNTS, '')).sql,
+      [JSON.stringify([did, did, did]), '2026-01-01T00:00:00.000Z', 50],
     ],
-    ['thread replies (one level)', `select "uri", "replyParent" from "post" where "replyParent" in (?) order by "sortAt" asc limit ?`, ['at://x/app.bsky.feed.post/y', 5000]],
-    ['hydration: posts with their record and counts', h.posts.sql, [list]],
+    ['thread replies (one level)', q.prepare(REPLIES_SQL).sql, [JSON.stringify(['at://x/app.bsky.feed.post/y']), 5000]],
+    ['hydration: posts, current versions and counts (every request)', h.postHeads.sql, [list]],
+    ['hydration: posts with their record (versions not cached)', h.posts.sql, [list]],
     ['hydration: actors with their profile', h.actors.sql, [list]],
     ['hydration: detailed actors: counts, labeler service', h.actorCounts.sql, ['app.bsky.labeler.service', list]],
     ["hydration: the viewer's relationships (8 kinds, one statement)", h.actorViewers.sql, Array.from({ length: 8 }, () => [did, list]).flat()],
@@ -467,9 +465,9 @@ async function explain(server: InstanceType<typeof AppViewServer>, manifest: Man
     ['notifications', `select * from "notification" where "notification"."did" = ? order by "notification"."sortAt" desc, "notification"."recordUri" desc limit ?`, [did, 50]],
   ]
   let md = ''
-  for (const [name, q, params] of queries) {
+  for (const [name, text, params] of queries) {
     try {
-      const rows = sqlite.prepare(`EXPLAIN QUERY PLAN ${q}`).all(...params) as { detail: string }[]
+      const rows = sqlite.prepare(`EXPLAIN QUERY PLAN ${text}`).all(...params) as { detail: string }[]
       md += `- ${name}: \`${rows.map((r) => r.detail).join('; ')}\`\n`
     } catch (err) {
       md += `- ${name}: (${(err as Error).message})\n`
@@ -561,7 +559,7 @@ ${rows.join('\n')}
 
 ${readsMd}
 
-EXPLAIN QUERY PLAN (SQLite) of the hot queries (the timeline's bound in step 2 is a placeholder):
+EXPLAIN QUERY PLAN (SQLite) of the hot queries, as the code writes them (the timeline's bound in step 2 is a placeholder):
 
 ${explainMd}`,
 )

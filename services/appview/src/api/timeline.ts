@@ -28,12 +28,30 @@ function below(c: KeysetCursor | undefined): [string, Arg[]] {
   return c ? [' AND fi."sortAt" <= ? AND (fi."sortAt" < ? OR fi.uri < ?)', [c.primary, c.primary, c.secondary]] : ['', []]
 }
 
+/** step 2's accounts: those listed in step 1 */
+export const LISTED_ACCOUNTS = 'fi."originatorDid" IN ?L'
+
 const COLS = 'fi.uri AS uri, fi.type AS type, fi."postUri" AS "postUri", fi."originatorDid" AS "originatorDid", fi."sortAt" AS "sortAt"'
 
 /** (sortAt, uri) descending */
 function newestFirst(a: TimelineRow, b: TimelineRow): number {
   if (a.sortAt !== b.sortAt) return a.sortAt < b.sortAt ? 1 : -1
   return a.uri < b.uri ? 1 : a.uri > b.uri ? -1 : 0
+}
+
+/** Step 1's statement (`cond`: the cursor's condition or nothing): the accounts' newest items, newest first. */
+export function newestItemsSql(cond: string): string {
+  return `SELECT a.did AS did,
+      (SELECT fi."sortAt" FROM feed_item fi WHERE fi."originatorDid" = a.did${cond} ORDER BY fi."sortAt" DESC LIMIT 1) AS latest
+    FROM (SELECT ? AS did UNION SELECT f."subjectDid" AS did FROM follow f WHERE f.creator = ?) a
+    ORDER BY latest DESC NULLS LAST LIMIT ?`
+}
+
+/** Step 2's statement: the page among `accounts` (a condition on fi."originatorDid") from the bound on. */
+export function pageSql(accounts: string, cond: string): string {
+  return `SELECT ${COLS} FROM feed_item fi
+    WHERE ${accounts} AND fi."sortAt" >= ?${cond}
+    ORDER BY fi."sortAt" DESC, fi.uri DESC LIMIT ?`
 }
 
 /**
@@ -43,14 +61,7 @@ function newestFirst(a: TimelineRow, b: TimelineRow): number {
 export async function timelineSkeleton(db: Db, viewer: string, limit: number, cursor: KeysetCursor | undefined): Promise<TimelineRow[]> {
   const [cond, condArgs] = below(cursor)
   // 1. each account's newest item before the cursor (the viewer's own and the followed ones), newest first
-  const newest = await fixedRows<{ did: string; latest: string | null }>(
-    db,
-    `SELECT a.did AS did,
-      (SELECT fi."sortAt" FROM feed_item fi WHERE fi."originatorDid" = a.did${cond} ORDER BY fi."sortAt" DESC LIMIT 1) AS latest
-    FROM (SELECT ? AS did UNION SELECT f."subjectDid" AS did FROM follow f WHERE f.creator = ?) a
-    ORDER BY latest DESC NULLS LAST LIMIT ?`,
-    [...condArgs, viewer, viewer, 2 * limit],
-  )
+  const newest = await fixedRows<{ did: string; latest: string | null }>(db, newestItemsSql(cond), [...condArgs, viewer, viewer, 2 * limit])
   const active = newest.filter((r): r is { did: string; latest: string } => r.latest !== null)
   if (active.length < limit) {
     // few accounts have items: the newest `limit` of each, merged
@@ -71,13 +82,7 @@ export async function timelineSkeleton(db: Db, viewer: string, limit: number, cu
   // more accounts than were listed may share the bound's timestamp: then ask among all of them
   const listed = inPage.length < active.length || active.length < 2 * limit
   const [accounts, accountArgs]: [string, Arg[]] = listed
-    ? ['fi."originatorDid" IN ?L', [{ list: inPage }]]
+    ? [LISTED_ACCOUNTS, [{ list: inPage }]]
     : ['fi."originatorDid" IN (SELECT f."subjectDid" FROM follow f WHERE f.creator = ? UNION SELECT ?)', [viewer, viewer]]
-  return fixedRows<TimelineRow>(
-    db,
-    `SELECT ${COLS} FROM feed_item fi
-    WHERE ${accounts} AND fi."sortAt" >= ?${cond}
-    ORDER BY fi."sortAt" DESC, fi.uri DESC LIMIT ?`,
-    [...accountArgs, bound, ...condArgs, limit],
-  )
+  return fixedRows<TimelineRow>(db, pageSql(accounts, cond), [...accountArgs, bound, ...condArgs, limit])
 }

@@ -4,6 +4,9 @@ import { threadView } from '../../../../views/thread.js'
 import { fixedRows } from '../../../../hydration/sql.js'
 import { json, viewerOf, type Register } from '../../../util.js'
 
+/** One level of replies (of the posts listed), oldest first. */
+export const REPLIES_SQL = 'SELECT uri, "replyParent" AS "replyParent" FROM post WHERE "replyParent" IN ?L ORDER BY "sortAt" ASC LIMIT ?'
+
 /** Upper bound of replies read for one thread view. */
 const MAX_THREAD_POSTS = 5000
 
@@ -28,11 +31,7 @@ const register: Register = (server, ctx) => {
       const below: string[] = []
       let level = [uri]
       for (let d = 0; d < depth && level.length > 0 && below.length < MAX_THREAD_POSTS; d++) {
-        const rows = await fixedRows<{ uri: string; replyParent: string }>(
-          ctx.db,
-          'SELECT uri, "replyParent" AS "replyParent" FROM post WHERE "replyParent" IN ?L ORDER BY "sortAt" ASC LIMIT ?',
-          [{ list: level }, MAX_THREAD_POSTS - below.length],
-        )
+        const rows = await fixedRows<{ uri: string; replyParent: string }>(ctx.db, REPLIES_SQL, [{ list: level }, MAX_THREAD_POSTS - below.length])
         level = []
         for (const r of rows) {
           const list = children.get(r.replyParent!) ?? []
