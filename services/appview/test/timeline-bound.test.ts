@@ -78,5 +78,5 @@ describe.each(dialects)('getTimeline at many follows (%s)', (dialect) => {
       }
       expect(seen, `limit ${limit}`).toEqual(all.map((r) => r.uri))
     }
-  })
+  }, 180_000) // every page at 7 sizes over HTTP: 26 s on PostgreSQL at load ~17, over the 30 s default at load ~30 (before this branch too)
 })
