@@ -47,7 +47,7 @@ export interface AppContextOptions {
   minBackoffMs?: number
   maxBackoffMs?: number
   /** ingest bounds and retry delays (tests make them small) */
-  ingest?: Pick<IngesterOptions, 'maxInFlight' | 'maxPerAccount' | 'maxBuffered' | 'identityRetryDelaysMs' | 'resyncRetryDelaysMs' | 'maxBatch' | 'batchBackfills'>
+  ingest?: Pick<IngesterOptions, 'maxInFlight' | 'maxPerAccount' | 'maxBuffered' | 'identityRetryDelaysMs' | 'resyncRetryDelaysMs' | 'maxBatch' | 'batchBackfills' | 'rawFrames'>
 }
 
 export interface AuthVerifiers {

@@ -4,7 +4,8 @@
  * like created and deleted before its batch commits) indexed by an AppView writing hundreds of commits
  * per transaction ends with exactly the same rows, counters and notifications as an AppView writing one
  * commit per transaction and verifying in its main thread (the oracle), both following the same PDS; the
- * batched one verifies in worker threads. On SQLite, and on PostgreSQL when
+ * batched one verifies in worker threads, from the frames' bytes (the raw-frame path: nothing decoded in its
+ * main thread), the oracle from the frames decoded in its main thread. On SQLite, and on PostgreSQL when
  * STRATOS_TEST_PG_URL is set.
  */
 import { sql } from 'kysely'
@@ -78,7 +79,7 @@ describe.each(dialects)('ingest: group commit gives the same index as one commit
     dbOracle = await testDb(dialect)
     // the batched one also verifies in 2 worker threads; the oracle in its main thread
     batched = await startAppView(net, dbBatched, { verifyWorkers: 2 })
-    oracle = await startAppView(net, dbOracle, {}, { ingest: { maxBatch: 1 } })
+    oracle = await startAppView(net, dbOracle, {}, { ingest: { maxBatch: 1, rawFrames: false } })
   })
 
   afterAll(async () => {

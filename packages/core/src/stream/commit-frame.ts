@@ -218,6 +218,34 @@ export class CommitFrame {
     return this.has(F_REV) ? textAt(this.frame, this.ranges[2 * F_REV]!) : undefined
   }
 
+  /** `since` is present and not null (a decoded body's `since != null`). */
+  hasSince(): boolean {
+    return this.has(F_SINCE) && this.first(F_SINCE) !== CBOR_NULL
+  }
+
+  /**
+   * The ops of a verified commit (every op is a map with string action and path, and cid a CID or null):
+   * action, path and the cid as a string (null when absent or not a CID), as the decoded ops give them.
+   */
+  ops(): { action: string; path: string; cid: string | null }[] {
+    const b = this.frame
+    const out: { action: string; path: string; cid: string | null }[] = []
+    for (let i = 0; i < this.opCount; i++) {
+      const o = 8 * i
+      const a = this.opRanges[o + 2 * O_ACTION]!
+      const p = this.opRanges[o + 2 * O_PATH]!
+      const c = this.opRanges[o + 2 * O_CID]!
+      let cid: string | null = null
+      if (c >= 0 && b[c] === TAG42) {
+        // tag 42 (2 bytes), a byte string: 0x00 then the CID's bytes
+        const [, len, at] = head(b, c + 2)
+        cid = CID.decode(b.subarray(at + 1, at + len)).toString()
+      }
+      out.push({ action: a >= 0 ? (textAt(b, a) ?? '') : '', path: p >= 0 ? (textAt(b, p) ?? '') : '', cid })
+    }
+    return out
+  }
+
   /** The ops' actions and paths (of a verified commit: every op is a map with string action and path). */
   opsActionPath(): { action: string; path: string }[] {
     const out: { action: string; path: string }[] = []

@@ -320,6 +320,25 @@ describe('CommitFrame.outbound: the frame the decoded path built', () => {
     expect(cf.since()).toBe(body.since)
     expect(cf.opsActionPath()).toEqual((body.ops as { action: string; path: string }[]).map(({ action, path }) => ({ action, path })))
     expect(Buffer.from(cf.body).equals(Buffer.from(dagCbor.encode(body)))).toBe(true)
+    expect(cf.hasSince()).toBe(true)
+    const ops = body.ops as { action: string; path: string; cid: CID | null }[]
+    expect(cf.ops()).toEqual(ops.map(({ action, path, cid }) => ({ action, path, cid: cid ? cid.toString() : null })))
+    // since absent or null: hasSince() is what `since != null` says of the decoded body
+    const { since: _since, ...noSince } = body
+    expect(indexCommitFrame(frameOf(noSince), HEADER.length).hasSince()).toBe(false)
+    expect(indexCommitFrame(frameOf({ ...body, since: null }), HEADER.length).hasSince()).toBe(false)
+    expect(indexCommitFrame(frameOf({ ...body, since: 7 }), HEADER.length).hasSince()).toBe(true)
+    // an op without a cid (a delete), with a raw-codec cid, and with an identity-hash CIDv1 (not the common form)
+    const odd = [
+      { action: 'delete', path: 'a.b/c', prev: cid('p') },
+      { action: 'create', path: 'a.b/d', cid: cid('r', RAW_CODEC) },
+      { action: 'create', path: 'a.b/e', cid: CID.createV1(DAG_CBOR_CODEC, { code: 0, size: 3, digest: new Uint8Array([1, 2, 3]), bytes: new Uint8Array([0, 3, 1, 2, 3]) }) },
+    ]
+    expect(indexCommitFrame(frameOf({ ...body, ops: odd }), HEADER.length).ops()).toEqual([
+      { action: 'delete', path: 'a.b/c', cid: null },
+      { action: 'create', path: 'a.b/d', cid: (odd[1]!.cid as CID).toString() },
+      { action: 'create', path: 'a.b/e', cid: (odd[2]!.cid as CID).toString() },
+    ])
     const noRepo = indexCommitFrame(frameOf({ ...body, repo: 12 }), HEADER.length)
     expect(noRepo.repo).toBeUndefined()
     const opsNotArray = indexCommitFrame(frameOf({ ...body, ops: 'x' }), HEADER.length)

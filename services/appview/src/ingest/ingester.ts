@@ -22,8 +22,8 @@ import {
   type RepoState,
   type SyncEvent,
 } from '@stratos/core/repo'
-import { SubscriptionClient, type StreamEvent } from '@stratos/core/stream'
-import type { CommitVerifier } from '@stratos/core/workers'
+import { SubscriptionClient, indexCommitFrame, type CommitFrame, type StreamEvent } from '@stratos/core/stream'
+import { CommitVerifier } from '@stratos/core/workers'
 import { HIDDEN_STATUSES, IndexBatch, type Db, type Indexer } from '../indexer/indexer.js'
 import { INDEXED_COLLECTIONS } from '../indexer/records.js'
 import { BatchWriter, type BatchTx } from './batch-writer.js'
@@ -65,6 +65,12 @@ export interface IngesterOptions {
   /** verifies #commit events in worker threads when it has any (default: in this thread) */
   verifier?: CommitVerifier
   /**
+   * #commit frames are not decoded in this thread (default true): each is checked as the frame decoder
+   * checks it, read in place (repo, rev, since, ops) and verified from its body's bytes (handed to the
+   * verifier's worker as they are). false: decoded here first (the reference path, for tests).
+   */
+  rawFrames?: boolean
+  /**
    * worker threads that verify fetched repos (getRepo CARs) and turn their records into JSON (default:
    * as many as the verifier has; 0: in this thread)
    */
@@ -104,6 +110,16 @@ class BoundedMap<K, V> extends Map<K, V> {
     if (!this.has(key) && this.size >= this.max) this.delete(this.keys().next().value as K)
     return super.set(key, value)
   }
+}
+
+/** A #commit as received: decoded, or indexed in its frame's bytes (the raw-frame path). */
+type CommitInput = { evt: CommitEvent; frame?: undefined } | { evt?: undefined; frame: CommitFrame }
+
+/** An op of a verified commit, as the indexer takes it. */
+interface CommitOp {
+  action: string
+  path: string
+  cid: string | null
 }
 
 /** What a commit handed to the batch writer: its outcome once the batch has committed. */
@@ -167,8 +183,8 @@ class SeqTracker {
   }
 }
 
-function eventDid(evt: Pick<StreamEvent, 't' | 'body'>): string | undefined {
-  const v = evt.t === '#commit' ? evt.body.repo : evt.body.did
+function eventDid(evt: Pick<StreamEvent, 't' | 'body'>, commit: CommitFrame | undefined): string | undefined {
+  const v = evt.t === '#commit' ? (commit ? commit.repo : evt.body.repo) : evt.body.did
   return typeof v === 'string' ? v : undefined
 }
 
@@ -195,8 +211,12 @@ export class Ingester {
     account: 0,
     sync: 0,
   }
+  /** dropped events by reason (the reason without its message: `commit rejected (bad-signature)`) */
+  readonly dropReasons = new Map<string, number>()
   readonly fetcher: RepoFetcher
   readonly verifier: CommitVerifier | undefined
+  /** the raw-frame path's verifier: the given one, or one that checks in this thread */
+  private readonly bytesVerifier: CommitVerifier
   readonly repoVerifier: RepoVerifier
   private readonly clients: SubscriptionClient[] = []
   /** group commit of verified commits */
@@ -236,6 +256,7 @@ export class Ingester {
     this.log = opts.log
     this.fetcher = opts.fetcher ?? new RepoFetcher({ allowPrivateAddresses: opts.allowPrivateAddresses ?? false })
     this.verifier = opts.verifier
+    this.bytesVerifier = opts.verifier ?? new CommitVerifier({ workers: 0 })
     this.repoVerifier = new RepoVerifier({
       workers: opts.repoWorkers ?? opts.verifier?.workers ?? 0,
       onWorkerError: (err, index) => this.log.error({ err, worker: index }, 'a repo verification worker died; restarted'),
@@ -262,6 +283,7 @@ export class Ingester {
       const client = new SubscriptionClient({
         url: `${source.url.replace(/\/+$/, '')}/xrpc/${SUBSCRIBE_REPOS}`,
         getCursor: () => this.getCursor(key),
+        ...(this.opts.rawFrames === false ? {} : { rawTypes: ['#commit'] }),
         onEvent: (evt) => this.dispatch(source, key, evt),
         onInfo: (info) => this.log.info({ source: key, info }, 'stream info'),
         onError: (err) => this.log.warn({ source: key, err: err.message }, 'stream error'),
@@ -334,7 +356,9 @@ export class Ingester {
       this.trackers.set(key, tracker)
     }
     const item = evt.seq !== undefined ? tracker.add(evt.seq) : null
-    const did = eventDid(evt)
+    // a #commit left undecoded by the client: read in place (checked by the client as a decode would)
+    const commit = evt.t === '#commit' && evt.bodyStart !== undefined ? indexCommitFrame(evt.frame, evt.bodyStart) : undefined
+    const did = eventDid(evt, commit)
     const behind = did !== undefined && this.queue.size(did) > 0
     this.inFlight++
     if (behind) this.buffered++
@@ -360,7 +384,7 @@ export class Ingester {
     }
     let detach: () => void = () => undefined
     const detached = new Promise<void>((resolve) => (detach = resolve))
-    const task = this.handleEvent(source, evt, detach)
+    const task = this.handleEvent(source, evt, detach, commit)
       .catch((err) => this.log.warn({ did, seq: evt.seq, err: (err as Error).message }, 'event handling failed'))
       .finally(finish)
     // behind earlier work of its account (a resync): the event waits there, the stream does not
@@ -397,16 +421,17 @@ export class Ingester {
    * Routes one stream message to its handler (unknown types are ignored), in its account's queue.
    * `detach` is called before slow work (network fetches): the caller stops waiting for this event then.
    */
-  async handleEvent(source: IngestSource | null, evt: Pick<StreamEvent, 't' | 'body'>, detach: () => void = () => undefined): Promise<IngestOutcome> {
+  async handleEvent(source: IngestSource | null, evt: Pick<StreamEvent, 't' | 'body'>, detach: () => void = () => undefined, commit?: CommitFrame): Promise<IngestOutcome> {
+    if (evt.t === '#commit') {
+      const input: CommitInput = commit ? { frame: commit } : { evt: evt.body as unknown as CommitEvent }
+      const did = commit ? (commit.repo ?? '') : typeof evt.body.repo === 'string' ? evt.body.repo : ''
+      // the account's next event starts once this one is verified and handed to the batch writer;
+      // this event is done when its batch has committed
+      const r = await this.queue.run(did, () => this.checkCommit(source, input, detach))
+      return typeof r === 'string' ? r : r.committed
+    }
     const body = evt.body
     switch (evt.t) {
-      case '#commit': {
-        const did = typeof body.repo === 'string' ? body.repo : ''
-        // the account's next event starts once this one is verified and handed to the batch writer;
-        // this event is done when its batch has committed
-        const r = await this.queue.run(did, () => this.checkCommit(source, body as unknown as CommitEvent, detach))
-        return typeof r === 'string' ? r : r.committed
-      }
       case '#sync': {
         const did = typeof body.did === 'string' ? body.did : ''
         return this.queue.run(did, () => this.handleSync(source, body as unknown as SyncEvent, detach))
@@ -594,7 +619,7 @@ export class Ingester {
 
   /** Handles one #commit and waits for its write to commit. */
   async handleCommit(source: IngestSource | null, evt: CommitEvent, detach: () => void = () => undefined): Promise<IngestOutcome> {
-    const r = await this.checkCommit(source, evt, detach)
+    const r = await this.checkCommit(source, { evt }, detach)
     return typeof r === 'string' ? r : r.committed
   }
 
@@ -602,8 +627,9 @@ export class Ingester {
    * Checks one #commit against the account's last verified state and hands its writes to the batch
    * writer (then `detach`es: the stream goes on while the batch commits).
    */
-  private async checkCommit(source: IngestSource | null, evt: CommitEvent, detach: () => void = () => undefined): Promise<IngestOutcome | Pending> {
-    const did = evt.repo
+  private async checkCommit(source: IngestSource | null, input: CommitInput, detach: () => void = () => undefined): Promise<IngestOutcome | Pending> {
+    const { evt, frame } = input
+    const did: unknown = frame ? frame.repo : evt.repo
     if (typeof did !== 'string' || !did.startsWith('did:')) return this.drop('malformed #commit')
     this.stats.commits++
     let actor: { upstreamStatus: string | null } | undefined
@@ -624,21 +650,23 @@ export class Ingester {
 
     let prev = await this.repoState(did)
     const overflowed = this.needsResync.delete(did)
-    if (overflowed || (!prev && evt.since !== null && evt.since !== undefined)) {
+    const hasSince = frame ? frame.hasSince() : evt.since !== null && evt.since !== undefined
+    if (overflowed || (!prev && hasSince)) {
       // first sight of an existing repo (or events lost while it was stuck): fetch it whole, then apply
       // this commit on top if newer. Only this account waits: later events of it queue behind.
       detach()
       const ok = await this.resyncNow(did, identity)
       if (!ok) return 'dropped'
       prev = await this.repoState(did)
-      if (prev && prev.rev >= evt.rev) return 'resynced'
+      const rev: unknown = frame ? frame.rev() : evt.rev
+      if (prev && typeof rev === 'string' && prev.rev >= rev) return 'resynced'
     }
 
-    let res = await this.verifyCommit(did, evt, identity.signingKey!, prev, detach)
+    let res = await this.verifyCommit(did, input, identity.signingKey!, prev, detach)
     if (!res.ok && res.reason === 'bad-signature') {
       const fresh = await this.idResolver.resolveAtprotoData(did, { forceRefresh: true }).catch(() => null)
       if (fresh?.signingKey && fresh.signingKey !== identity.signingKey) {
-        res = await this.verifyCommit(did, evt, fresh.signingKey, prev, detach)
+        res = await this.verifyCommit(did, input, fresh.signingKey, prev, detach)
       }
     }
     if (!res.ok) {
@@ -649,17 +677,20 @@ export class Ingester {
         await this.markDesynchronized(did)
         return (await this.resyncNow(did, identity)) ? 'resynced' : 'dropped'
       }
-      return this.drop(`commit rejected (${res.reason}): ${res.message}`, did)
+      return this.drop(`commit rejected (${res.reason})`, did, res.message)
     }
     // checked: the account's next commit chains on this state now, before the batch commits
     const state: RepoState = { rev: res.rev, data: res.newData }
     this.repoStates.set(did, state)
+    // (verified: every op is a map with string action and path, cid a CID or null)
+    const ops: CommitOp[] = frame ? frame.ops() : evt.ops.map((op) => ({ action: op.action, path: op.path, cid: op.cid ? op.cid.toString() : null }))
     const uris: string[] = []
-    for (const op of evt.ops) {
+    for (const op of ops) {
       const slash = op.path.indexOf('/')
       if (INDEXED_COLLECTIONS.has(op.path.slice(0, slash))) uris.push(`at://${did}/${op.path}`)
     }
-    const committed = this.writer.write((tx, batch) => this.applyCommit(tx, batch, did, evt, res), uris)
+    const rev = res.rev
+    const committed = this.writer.write((tx, batch) => this.applyCommit(tx, batch, did, ops, res), uris)
     this.lastWrite.set(did, committed)
     detach()
     return {
@@ -672,7 +703,7 @@ export class Ingester {
           if (this.lastWrite.get(did) === committed) this.lastWrite.delete(did)
           // the state in memory is ahead of the database: the next commit sees the break and resyncs
           if (this.repoStates.get(did) === state) this.repoStates.delete(did)
-          this.log.warn({ did, rev: evt.rev, err: (err as Error).message }, 'commit could not be written')
+          this.log.warn({ did, rev, err: (err as Error).message }, 'commit could not be written')
           return this.drop('write failed', did)
         },
       ),
@@ -683,7 +714,15 @@ export class Ingester {
    * core's sync-1.1 check of a #commit, in a worker thread when there are any (the stream goes on
    * meanwhile: `detach`; the account's next event waits in its queue), else in this thread.
    */
-  private async verifyCommit(did: string, evt: CommitEvent, signingKey: string, prev: RepoState | null, detach: () => void): Promise<VerifiedCommit> {
+  private async verifyCommit(did: string, input: CommitInput, signingKey: string, prev: RepoState | null, detach: () => void): Promise<VerifiedCommit> {
+    if (input.frame) {
+      // the body's bytes as received (the worker decodes them; in this thread without workers)
+      if (this.bytesVerifier.workers > 0) detach()
+      const res = await this.bytesVerifier.verifyCommitBytes(did, input.frame.body, { signingKey, prev, now: Date.now(), withRecords: true })
+      if (!res.ok) return res
+      return { ok: true, rev: res.rev, newData: res.newData, commitCid: res.commitCid, records: res.records ?? new Map() }
+    }
+    const evt = input.evt
     if (!this.verifier || this.verifier.workers === 0) {
       const res = await verifyCommitEvent(evt, { signingKey, prev })
       if (!res.ok) return res
@@ -695,9 +734,9 @@ export class Ingester {
     return { ok: true, rev: res.rev, newData: res.newData, commitCid: res.commitCid, records: res.records ?? new Map() }
   }
 
-  private async applyCommit(tx: BatchTx, batch: WriteBatch, did: string, evt: CommitEvent, res: Extract<VerifiedCommit, { ok: true }>): Promise<void> {
+  private async applyCommit(tx: BatchTx, batch: WriteBatch, did: string, ops: readonly CommitOp[], res: Extract<VerifiedCommit, { ok: true }>): Promise<void> {
     {
-      for (const op of evt.ops) {
+      for (const op of ops) {
         const slash = op.path.indexOf('/')
         const collection = op.path.slice(0, slash)
         if (!INDEXED_COLLECTIONS.has(collection)) continue
@@ -713,7 +752,7 @@ export class Ingester {
           } catch {
             continue
           }
-          const r = await this.indexer.indexRecord(tx, uri, op.cid.toString(), json, { batch: batch.index })
+          const r = await this.indexer.indexRecord(tx, uri, op.cid, json, { batch: batch.index })
           if (r === 'indexed') this.stats.indexedOps++
         }
       }
@@ -735,9 +774,10 @@ export class Ingester {
     await this.db.updateTable('repo_state').set({ syncStatus: 'desynchronized' }).where('did', '=', did).execute()
   }
 
-  private drop(reason: string, did?: string): IngestOutcome {
+  private drop(reason: string, did?: string, message?: string): IngestOutcome {
     this.stats.dropped++
-    this.log.debug({ did, reason }, 'event dropped')
+    this.dropReasons.set(reason, (this.dropReasons.get(reason) ?? 0) + 1)
+    this.log.debug({ did, reason, ...(message !== undefined ? { message } : {}) }, 'event dropped')
     return 'dropped'
   }
 
@@ -759,7 +799,7 @@ export class Ingester {
     }
     if (!res.ok) {
       if (res.reason === 'rev-not-newer') return 'ignored'
-      return this.drop(`#sync rejected (${res.reason}): ${res.message}`, did)
+      return this.drop(`#sync rejected (${res.reason})`, did, res.message)
     }
     if (!res.changed) return 'ignored'
     detach()
