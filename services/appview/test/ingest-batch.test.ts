@@ -184,5 +184,32 @@ describe.each(dialects)('ingest: group commit gives the same index as one commit
     expect(o.writes).toBe(o.batches)
     expect(batched.ctx.ingester.verifier?.workers).toBe(2)
     expect(oracle.ctx.ingester.verifier?.workers).toBe(0)
+    // (two AppViews indexing ~150 commits, one of them a commit per transaction: ~25 s on a loaded machine)
+  }, 120_000)
+
+  it('the actor rows of a batch\'s records are made at its end (one statement), as one record at a time makes them', async () => {
+    const { indexer, writer } = { indexer: batched.ctx.indexer, writer: batched.ctx.ingester.writer }
+    const dids = ['did:plc:batchactor0000000000000a', 'did:plc:batchactor0000000000000b']
+    const rec = (did: string, i: number) => ({ uri: `at://${did}/app.bsky.feed.post/3kbatchactor${i}`, json: { $type: 'app.bsky.feed.post', ...post(`by a new actor ${i}`) } })
+    const cid = 'bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm'
+    const actorRows = async (server: AppViewServer, list: string[]) =>
+      (await server.ctx.db.selectFrom('actor').select(['did', 'handle', 'upstreamStatus']).where('did', 'in', list).orderBy('did').execute()).map((r) => ({ ...r, did: r.did.slice(-1) }))
+    expect(await actorRows(batched, dids)).toEqual([])
+    // two records of each of two accounts that have no actor row, in one batch
+    writer.pause()
+    const writes = [0, 1, 2, 3].map((i) => writer.write(async (tx, b) => void (await indexer.indexRecord(tx, rec(dids[i % 2]!, i).uri, cid, rec(dids[i % 2]!, i).json, { batch: b.index }))))
+    writer.resume()
+    await Promise.all(writes)
+    // the same records one at a time, outside any batch
+    const alone = dids.map((d) => d.replace('batchactor', 'aloneactor0'))
+    for (const i of [0, 1, 2, 3]) expect(await oracle.ctx.indexer.indexOne(rec(alone[i % 2]!, i).uri, cid, rec(alone[i % 2]!, i).json)).toBe('indexed')
+    const got = await actorRows(batched, dids)
+    expect(got).toEqual([
+      { did: 'a', handle: null, upstreamStatus: null },
+      { did: 'b', handle: null, upstreamStatus: null },
+    ])
+    expect(got).toEqual(await actorRows(oracle, alone))
+    const posts = await batched.ctx.db.selectFrom('post').select('uri').where('creator', 'in', dids).execute()
+    expect(posts.length).toBe(4)
   })
 })

@@ -29,7 +29,10 @@ export interface IndexerOptions {
  * at the end of the batch (`flush`). A record deleted in the same batch takes its pending rows with it.
  */
 export class IndexBatch {
-  /** actors known to exist in this batch (ensureActor once) */
+  /**
+   * actors of this batch's records: their rows are made (where missing) with one statement at the batch's
+   * end (flushBatch), not one ensureActor per record (live ingest made them already, before the check)
+   */
   readonly actors = new Set<string>()
   readonly aggs = new Map<string, { agg: AggTarget; n: number }>()
   readonly feedItems = new Map<string, DatabaseSchema['feed_item']>()
@@ -176,10 +179,8 @@ export class Indexer {
     } else {
       await db.executeQuery(compileInsert(this.dialect, RECORD_INSERT_ONE, [[uri, cid, parts.host, parts.collection, parts.rkey, JSON.stringify(record), indexedAt]]))
     }
-    if (!batch?.actors.has(parts.host)) {
-      await this.ensureActor(parts.host, db)
-      batch?.actors.add(parts.host)
-    }
+    if (batch) batch.actors.add(parts.host)
+    else await this.ensureActor(parts.host, db)
 
     const input: RecordInput = { uri, cid, did: parts.host, collection: parts.collection, rkey: parts.rkey, record, indexedAt }
     const plan = planRecord(input)
@@ -296,6 +297,12 @@ export class Indexer {
 
   /** Writes what a batch collected: feed items, notifications, search entries, counters (in key order). */
   async flushBatch(db: Db, batch: IndexBatch): Promise<void> {
+    if (batch.actors.size > 0) {
+      // (sorted: concurrent transactions on PostgreSQL take the rows' locks in the same order)
+      const indexedAt = this.now()
+      await insertRows(db, this.dialect, ACTOR_INSERT, [...batch.actors].sort().map((did) => ({ did, indexedAt })))
+      batch.actors.clear()
+    }
     await this.flushRecords(db, batch)
     await insertRows(db, this.dialect, FEED_ITEM_INSERT, [...batch.feedItems.values()] as unknown as Record<string, unknown>[])
     const notifications = [...batch.notifications.values()].flat()
@@ -587,6 +594,8 @@ const RECORD_INSERT: InsertShape = {
 }
 /** one record of live ingest (a create or an update after its delete): no conflict expected */
 const RECORD_INSERT_ONE: InsertShape = { table: 'record', columns: ['uri', 'cid', 'did', 'collection', 'rkey', 'json', 'indexedAt'] }
+/** a batch's actors, made where missing (handle and hosting status unknown: NULL) */
+const ACTOR_INSERT: InsertShape = { table: 'actor', columns: ['did', 'indexedAt'], tail: 'ON CONFLICT ("did") DO NOTHING' }
 const FEED_ITEM_INSERT: InsertShape = {
   table: 'feed_item',
   columns: ['uri', 'cid', 'type', 'postUri', 'originatorDid', 'sortAt'],
