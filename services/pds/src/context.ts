@@ -7,6 +7,7 @@ import type { OAuthProvider } from '@atproto/oauth-provider/provider'
 import { importKeypair, type SigningKeypair } from '@stratos/core/crypto'
 import type { Database } from '@stratos/core/db'
 import { IdentityResolver, SqliteIdentityCache } from '@stratos/core/identity'
+import { WalCheckpointer } from '@stratos/core/stream'
 import { openAccountDb, type AccountDbSchema } from './account/db.js'
 import { AccountManager } from './account/manager.js'
 import { PlcClient } from './account/plc.js'
@@ -32,6 +33,8 @@ export interface AppContext {
   blobstore: DiskBlobStore
   actorStore: ActorStore
   sequencer: Sequencer
+  /** checkpoints the actor stores' and the event log's WALs in a worker thread */
+  walCheckpointer: WalCheckpointer
   repoWriter: RepoWriter
   plc: PlcClient
   /** the PDS's did:plc rotation key (PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX) */
@@ -76,8 +79,12 @@ export async function createContext(
     vault,
     sqlite: accountDb.sqlite,
   })
-  const actorStore = new ActorStore(cfg.db.actorStoreDirectory, blobstore, cfg.db.actorStoreCacheSize)
-  const sequencer = new Sequencer(cfg.db.sequencerDbPath)
+  const walCheckpointer = new WalCheckpointer({
+    name: 'wal-checkpoint',
+    onWorkerError: (err) => logger.error({ err }, 'WAL checkpoint worker died (restarted)'),
+  })
+  const actorStore = new ActorStore(cfg.db.actorStoreDirectory, blobstore, cfg.db.actorStoreCacheSize, walCheckpointer)
+  const sequencer = new Sequencer(cfg.db.sequencerDbPath, { checkpointer: walCheckpointer })
   const plcRotationKey = await importKeypair(cfg.secrets.plcRotationKeyHex, 'k256')
   const didCache = await SqliteIdentityCache.open(cfg.db.didCacheDbPath)
   const idResolver = new IdentityResolver({
@@ -101,6 +108,7 @@ export async function createContext(
     blobstore,
     actorStore,
     sequencer,
+    walCheckpointer,
     repoWriter: new RepoWriter(accounts, actorStore, sequencer),
     plc: new PlcClient(cfg.identity.plcUrl),
     plcRotationKey,
@@ -116,8 +124,9 @@ export async function createContext(
 
 export async function closeContext(ctx: AppContext): Promise<void> {
   ctx.mailer.close()
-  ctx.actorStore.close()
+  await ctx.actorStore.close()
   await ctx.sequencer.close()
+  await ctx.walCheckpointer.close()
   await ctx.accountDb.close()
   await ctx.didCache.close()
 }

@@ -12,6 +12,21 @@ import { generateKeypair, type SigningKeypair } from '@stratos/core/crypto'
 import { ActorStore, prepareCreateOrUpdate } from '../src/actor-store/index.js'
 import { DiskBlobStore } from '../src/blobstore.js'
 import { Sequencer, type SequencedEvent } from '../src/sequencer/index.js'
+import { WalCheckpointer } from '@stratos/core/stream'
+import { nextTid } from '@stratos/core/syntax'
+
+/** The WAL header's checkpoint sequence number: it goes up each time a write restarts the WAL after a checkpoint. */
+function walRestarts(dbFile: string): number {
+  const fd = fs.openSync(`${dbFile}-wal`, 'r')
+  try {
+    const header = Buffer.alloc(16)
+    fs.readSync(fd, header, 0, 16, 0)
+    return header.readUInt32BE(12)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+const tick = () => new Promise((resolve) => setImmediate(resolve))
 
 const DIDS = ['did:plc:durable00000000000000001', 'did:plc:durable00000000000000002']
 const post = (did: string, rkey: string, text: string) =>
@@ -91,5 +106,52 @@ describe('durability of acknowledged writes', () => {
     expect(again.syncCount).toBe(1)
     expect(fs.existsSync(`${file}-wal`)).toBe(true)
     reopened.close()
+  })
+
+  it('checkpoints the stores and the event log in a worker while commits go on (the WALs restart; nothing is lost)', async () => {
+    const checkpointer = new WalCheckpointer({ name: 'test-ckpt' })
+    await checkpointer.ready()
+    const store = new ActorStore(path.join(dir, 'c'), blobs, 10, checkpointer)
+    const sequencer = new Sequencer(path.join(dir, 'c-seq.sqlite'), { checkpointer, checkpointEvery: 50 })
+    const repo = store.create(DIDS[0]!)
+    await repo.createEmptyRepo(key)
+    expect(repo.db.pragma('wal_autocheckpoint', { simple: true })).toBe(0)
+    expect(sequencer.log.db.pragma('wal_autocheckpoint', { simple: true })).toBe(0)
+    const storeRestarts = walRestarts(repo.db.name)
+    const logRestarts = walRestarts(sequencer.log.db.name)
+    // commits of one account pipelined 8 at a time, each acknowledged once durable, as the write path does
+    const rkeys: string[] = []
+    let lastRkey: string | undefined
+    const write = async (i: number) => {
+      const rkey = (lastRkey = nextTid(lastRkey))
+      const outcome = await repo.lock.run(async () => {
+        const o = await repo.applyWritesLocked([post(DIDS[0]!, rkey, `post ${i}`)], key)
+        sequencer.sequenceCommit(o, repo.durable())
+        return o
+      })
+      await Promise.all([repo.durable(), sequencer.durable()])
+      rkeys.push(rkey)
+      return outcome
+    }
+    for (let i = 0; i < 240; i += 8) {
+      await Promise.all(Array.from({ length: 8 }, (_, k) => write(i + k)))
+      await tick()
+    }
+    await repo.lock.run(async () => undefined)
+    expect(walRestarts(repo.db.name)).toBeGreaterThan(storeRestarts)
+    expect(walRestarts(sequencer.log.db.name)).toBeGreaterThan(logRestarts)
+    expect(sequencer.lastSeq()).toBe(240)
+
+    await store.close()
+    await sequencer.close()
+    await checkpointer.close()
+    const reopened = new ActorStore(path.join(dir, 'c'), blobs, 10)
+    const again = reopened.get(DIDS[0]!)!
+    expect(again.recordCount()).toBe(240)
+    for (const rkey of rkeys.slice(-5)) expect(again.getRecord('app.bsky.feed.post', rkey)).not.toBeNull()
+    const log = new Sequencer(path.join(dir, 'c-seq.sqlite'))
+    expect(log.lastSeq()).toBe(240)
+    await log.close()
+    await reopened.close()
   })
 })

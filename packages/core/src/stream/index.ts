@@ -35,6 +35,12 @@ export {
 } from './commit-frame.js'
 export { WalGroupSync } from './group-sync.js'
 export {
+  WalCheckpointer,
+  WalCheckpointSchedule,
+  type WalCheckpointResult,
+  type WalCheckpointScheduleOptions,
+} from './wal-checkpoint.js'
+export {
   MemoryEventLog,
   SqliteEventLog,
   type EventLog,

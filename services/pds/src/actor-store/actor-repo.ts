@@ -5,7 +5,7 @@ import { open } from 'node:fs/promises'
 import { CID } from 'multiformats/cid'
 import type { SigningKeypair } from '@stratos/core/crypto'
 import { cborDecode } from '@stratos/core/data'
-import { WalGroupSync } from '@stratos/core/stream'
+import { WalCheckpointSchedule, WalGroupSync, type WalCheckpointer } from '@stratos/core/stream'
 import { SqliteRepoStorage, repoCarStream, walkMst, writeCar, type VerifiedRepoCar } from '@stratos/core/repo'
 import { isValidNsid, isValidRecordKey, nextTid } from '@stratos/core/syntax'
 import type { DiskBlobStore } from '../blobstore.js'
@@ -54,6 +54,11 @@ export interface CommitOutcome {
 }
 
 const MAX_WRITES = 200
+/**
+ * Commits between two checkpoints of a store's WAL (done in a worker thread when the store has a
+ * checkpointer). A commit writes about 20-30 WAL pages: this is close to SQLite's automatic 1,000 pages.
+ */
+const CHECKPOINT_EVERY_COMMITS = 32
 
 /** What an import changed (com.atproto.repo.importRepo). */
 export interface ImportOutcome {
@@ -78,6 +83,8 @@ export interface ImportOutcome {
 export class ActorRepo {
   readonly storage: SqliteRepoStorage
   private readonly walSync: WalGroupSync | null
+  /** checkpoints of the WAL in a worker thread instead of SQLite's automatic ones in the COMMIT (fsyncs on the event loop) */
+  private readonly checkpoints: WalCheckpointSchedule | null
   /** prepared on first use: a handle reopened for one write prepares only the statements a write needs */
   private readonly s
   /** the repo as of the last commit written through this handle, with the MST nodes it has loaded */
@@ -93,6 +100,7 @@ export class ActorRepo {
     private readonly blobstore: DiskBlobStore,
     /** shared by every handle on this account's file, so writes stay serialised across handles */
     readonly lock: AsyncLock = new AsyncLock(),
+    checkpointer?: WalCheckpointer,
   ) {
     this.storage = new SqliteRepoStorage(db)
     // the store's commits are written to its WAL without an fsync (synchronous = NORMAL); durable() syncs it.
@@ -100,6 +108,15 @@ export class ActorRepo {
     // closes, after close() / closeQuietly() have closed the sync's descriptor), so the descriptor is kept
     // between syncs: one fdatasync per group commit, no open and close around it.
     this.walSync = db.memory ? null : new WalGroupSync(`${db.name}-wal`, { keepOpen: true })
+    this.checkpoints =
+      checkpointer && !db.memory
+        ? new WalCheckpointSchedule(db, checkpointer, {
+            everyWrites: CHECKPOINT_EVERY_COMMITS,
+            // the end of each checkpoint under the account's lock: no commit in between, so the next one
+            // restarts the WAL instead of growing it
+            exclusive: (fn) => this.lock.run(fn),
+          })
+        : null
     this.s = lazyStatements({
       record: () => db.prepare<[string], RecordRow>('SELECT * FROM record WHERE uri = ?'),
       upsertRecord: () => db.prepare<[string, string, string, string, string, string]>(
@@ -308,6 +325,7 @@ export class ActorRepo {
       if (this.storage.getRootSync()) throw new Error(`repo of ${this.did} already exists`)
       const commit = await Repo.formatInitCommit(this.storage, this.did, signingKey as never)
       this.storage.applyCommitSync(commit)
+      this.checkpoints?.wrote()
       return commit
     })
   }
@@ -445,6 +463,8 @@ export class ActorRepo {
       }
       for (const blob of pending) this.s.blobMakePermanent.run(blob.cid)
     })()
+    // a whole repo written at once: checkpoint it now
+    this.checkpoints?.wrote(CHECKPOINT_EVERY_COMMITS)
     for (const cid of dereferenced) await this.blobstore.deletePermanent(this.did, cid)
 
     const missingBlobs = [...referenced].filter((cid) => {
@@ -532,14 +552,18 @@ export class ActorRepo {
     // SQLite's syncs are off: durable() fdatasyncs the WAL (header and frames together) and fsyncs the
     // directory on the thread pool before the write is acknowledged. (Checkpoints, which need SQLite's own
     // syncs, cannot run on a WAL this small; synchronous is NORMAL again right after.)
+    // The same holds for the first commit after a checkpoint of the whole WAL, which restarts the WAL from its
+    // beginning with a new header (see WalCheckpointSchedule.restartPending).
     const createsWal = !this.committed && this.walSync !== null && walIsEmpty(`${this.db.name}-wal`)
-    if (createsWal) this.db.pragma('synchronous = OFF')
+    const syncsOff = createsWal || (this.checkpoints?.restartPending ?? false)
+    if (syncsOff) this.db.pragma('synchronous = OFF')
     try {
       this.commitTransaction(commit, writes, now, newlyReferenced, dereferenced)
     } finally {
-      if (createsWal) this.db.pragma('synchronous = NORMAL')
+      if (syncsOff) this.db.pragma('synchronous = NORMAL')
     }
     this.committed = true
+    this.checkpoints?.wrote()
     if (createsWal) this.dirSynced ??= syncDirectory(dirname(this.db.name))
     // the stored head is now `next`: the next commit starts from its tree
     this.head = next
@@ -658,8 +682,11 @@ export class ActorRepo {
   async closeQuietly(): Promise<void> {
     if (!this.db.open) return
     const file = this.db.name
-    // a durable() still in flight (its write acknowledged after it) completes before the file is touched
+    // a durable() still in flight (its write acknowledged after it) completes before the file is touched,
+    // and a checkpoint in the worker before this connection checkpoints and closes (else this close could
+    // find the worker's connection gone and be the last one, checkpointing with fsyncs on the event loop)
     await this.walSync?.close()
+    await this.checkpoints?.settled()
     if (!this.db.open) return
     let checkpointed = false
     try {

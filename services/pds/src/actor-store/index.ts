@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { secureDir, secureFile } from '../util/secure-fs.js'
 import fs from 'node:fs'
 import path from 'node:path'
+import { WalCheckpointer } from '@stratos/core/stream'
 import type { DiskBlobStore } from '../blobstore.js'
 import { AsyncLock } from '../util/lock.js'
 import { ActorRepo } from './actor-repo.js'
@@ -27,12 +28,20 @@ export class ActorStore {
   private readonly open = new Map<string, ActorRepo>()
   private readonly evicted = new Map<string, { repo: ActorRepo; timer: NodeJS.Timeout }>()
   private readonly locks = new Map<string, AsyncLock>()
+  /** checkpoints every store's WAL in a worker thread (SQLite's automatic checkpoints would fsync on the event loop) */
+  private readonly checkpointer: WalCheckpointer
+  private readonly ownsCheckpointer: boolean
 
   constructor(
     readonly directory: string,
     readonly blobstore: DiskBlobStore,
     private readonly cacheSize = 500,
-  ) {}
+    /** shared with other databases of the process; one of its own when not given (closed by {@link close}) */
+    checkpointer?: WalCheckpointer,
+  ) {
+    this.ownsCheckpointer = !checkpointer
+    this.checkpointer = checkpointer ?? new WalCheckpointer({ name: 'actor-wal-ckpt' })
+  }
 
   dirFor(did: string): string {
     const shard = createHash('sha256').update(did).digest('hex').slice(0, 2)
@@ -53,7 +62,7 @@ export class ActorStore {
     secureDir(path.dirname(this.dirFor(did)))
     secureDir(this.dirFor(did))
     secureFile(this.fileFor(did))
-    return this.remember(did, new ActorRepo(did, openActorDb(this.fileFor(did)), this.blobstore, this.lockFor(did)))
+    return this.remember(did, new ActorRepo(did, openActorDb(this.fileFor(did)), this.blobstore, this.lockFor(did), this.checkpointer))
   }
 
   /** The store of an existing account, or null. */
@@ -71,7 +80,7 @@ export class ActorStore {
       return this.remember(did, parked.repo)
     }
     if (!this.exists(did)) return null
-    return this.remember(did, new ActorRepo(did, openActorDb(this.fileFor(did)), this.blobstore, this.lockFor(did)))
+    return this.remember(did, new ActorRepo(did, openActorDb(this.fileFor(did)), this.blobstore, this.lockFor(did), this.checkpointer))
   }
 
   private lockFor(did: string): AsyncLock {
@@ -147,7 +156,8 @@ export class ActorStore {
     }
   }
 
-  close(): void {
+  /** Closes every handle; resolves once the checkpoint worker (when this store's own) has stopped. */
+  close(): Promise<void> {
     for (const repo of this.open.values()) repo.close()
     this.open.clear()
     for (const { repo, timer } of this.evicted.values()) {
@@ -155,5 +165,6 @@ export class ActorStore {
       repo.close()
     }
     this.evicted.clear()
+    return this.ownsCheckpointer ? this.checkpointer.close() : Promise.resolve()
   }
 }

@@ -1,8 +1,19 @@
 import { EventEmitter } from 'node:events'
 import type { CID } from 'multiformats/cid'
 import { writeCar } from '@stratos/core/repo'
-import { encodeMessageFrame, SqliteEventLog, WalGroupSync, type AppendItem, type LoggedEvent } from '@stratos/core/stream'
+import {
+  encodeMessageFrame,
+  SqliteEventLog,
+  WalCheckpointSchedule,
+  WalGroupSync,
+  type AppendItem,
+  type LoggedEvent,
+  type WalCheckpointer,
+} from '@stratos/core/stream'
 import type { CommitOutcome } from '../actor-store/index.js'
+
+/** events appended between two checkpoints of the log's WAL (a #commit frame takes about half a page) */
+const CHECKPOINT_EVERY_EVENTS = 500
 
 export type AccountStatusName = 'takendown' | 'suspended' | 'deleted' | 'deactivated' | 'desynchronized' | 'throttled'
 
@@ -37,13 +48,29 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
   private unwritten: AppendItem[] = []
   /** the scheduled write of `unwritten`, settling once it is done */
   private writing: Promise<void> | null = null
+  /** the log's checkpoints, in a worker thread when given a checkpointer (else SQLite's, in the COMMIT) */
+  private readonly checkpoints: WalCheckpointSchedule | null
+  /** while set, the end-of-turn write of the appends waits for it (the end of a checkpoint of the log) */
+  private writesHeld: Promise<void> | null = null
 
-  constructor(path: string) {
+  /**
+   * `checkpointer`: checkpoints the log's WAL off the event loop (SQLite's automatic ones fsync on it),
+   * every `checkpointEvery` events (default 500).
+   */
+  constructor(path: string, opts: { checkpointer?: WalCheckpointer; checkpointEvery?: number } = {}) {
     super()
     this.setMaxListeners(0)
     const file = path !== ':memory:' && path !== ''
     this.log = new SqliteEventLog(path, { synchronous: file ? 'normal' : 'full' })
     this.walSync = file ? new WalGroupSync(`${path}-wal`) : null
+    this.checkpoints =
+      file && opts.checkpointer
+        ? new WalCheckpointSchedule(this.log.db, opts.checkpointer, {
+            everyWrites: opts.checkpointEvery ?? CHECKPOINT_EVERY_EVENTS,
+            // the end of each checkpoint with the end-of-turn writes held back (see holdingWrites)
+            exclusive: (fn) => this.holdingWrites(fn),
+          })
+        : null
     this.assignedSeq = this.log.lastAssignedSeq()
   }
 
@@ -54,6 +81,10 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
     this.unwritten = []
     const first = this.assignedSeq - items.length + 1
     let written: LoggedEvent[]
+    // the first write after a checkpoint of the whole WAL restarts it: SQLite would fsync the new header on
+    // the event loop; durable() fdatasyncs it with the frames before anything relies on them
+    const syncsOff = this.checkpoints?.restartPending ?? false
+    if (syncsOff) this.log.db.pragma('synchronous = OFF')
     try {
       written = this.log.appendMany(items)
     } catch (err) {
@@ -62,13 +93,20 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
       this.assignedSeq = this.log.lastAssignedSeq()
       this.pending = this.pending.filter((p) => p.evt.seq < first)
       throw err
+    } finally {
+      if (syncsOff) this.log.db.pragma('synchronous = NORMAL')
     }
+    this.checkpoints?.wrote(items.length)
     if (written[0]!.seq !== first) throw new Error(`event log at seq ${written[0]!.seq - 1}, expected ${first - 1}`)
   }
 
   private scheduleWrite(): Promise<void> {
     this.writing ??= new Promise<void>((resolve, reject) => {
-      setImmediate(() => {
+      const write = () => {
+        if (this.writesHeld) {
+          void this.writesHeld.then(() => setImmediate(write))
+          return
+        }
         this.writing = null
         try {
           this.flush()
@@ -76,9 +114,23 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
         } catch (err) {
           reject(err)
         }
-      })
+      }
+      setImmediate(write)
     })
     return this.writing
+  }
+
+  /** Runs `fn` with the end-of-turn writes of appends held back until it settles. */
+  private async holdingWrites<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.writesHeld) await this.writesHeld
+    let release!: () => void
+    this.writesHeld = new Promise<void>((resolve) => (release = resolve))
+    try {
+      return await fn()
+    } finally {
+      this.writesHeld = null
+      release()
+    }
   }
 
   /**
@@ -205,6 +257,7 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
       await this.durable().catch(() => undefined)
       await this.walSync.close()
     }
+    await this.checkpoints?.settled()
     this.log.close()
   }
 }

@@ -1,0 +1,130 @@
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import SqliteDatabase from 'better-sqlite3'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { WalCheckpointSchedule, WalCheckpointer } from '../../src/stream/index.js'
+
+let dir: string
+let checkpointer: WalCheckpointer
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'stratos-wal-ckpt-'))
+  checkpointer = new WalCheckpointer({ name: 'test-ckpt' })
+  await checkpointer.ready()
+})
+afterAll(async () => {
+  await checkpointer.close()
+  rmSync(dir, { recursive: true, force: true })
+})
+
+function openDb(name: string) {
+  const db = new SqliteDatabase(join(dir, name))
+  db.pragma('journal_mode = WAL')
+  db.pragma('synchronous = NORMAL')
+  db.exec('CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)')
+  const insert = db.prepare<[Buffer]>('INSERT INTO t (v) VALUES (?)')
+  return { db, write: () => insert.run(Buffer.alloc(2000, 7)) }
+}
+
+/** The WAL header's checkpoint sequence number: it goes up each time a write restarts the WAL. */
+function walRestarts(db: SqliteDatabase.Database): number {
+  const fd = openSync(`${db.name}-wal`, 'r')
+  try {
+    const header = Buffer.alloc(16)
+    readSync(fd, header, 0, 16, 0)
+    return header.readUInt32BE(12)
+  } finally {
+    closeSync(fd)
+  }
+}
+const tick = () => new Promise((resolve) => setImmediate(resolve))
+
+describe('WalCheckpointer', () => {
+  it('checkpoints a database in its worker: every frame copied, and the next write restarts the WAL', async () => {
+    const { db, write } = openDb('a.sqlite')
+    db.pragma('wal_autocheckpoint = 0')
+    for (let i = 0; i < 50; i++) write()
+    const restarts = walRestarts(db)
+    const r = await checkpointer.run(db.name)
+    expect(r.busy).toBe(false)
+    expect(r.log).toBeGreaterThanOrEqual(50)
+    expect(r.checkpointed).toBe(r.log)
+    expect(walRestarts(db)).toBe(restarts)
+    write()
+    expect(walRestarts(db)).toBe(restarts + 1)
+    db.close()
+    const again = new SqliteDatabase(join(dir, 'a.sqlite'))
+    expect((again.prepare('SELECT count(*) AS n FROM t').get() as { n: number }).n).toBe(51)
+    again.close()
+  })
+
+  it('rejects a database file that does not exist', async () => {
+    await expect(checkpointer.run(join(dir, 'missing.sqlite'))).rejects.toThrow()
+  })
+})
+
+describe('WalCheckpointSchedule', () => {
+  it("turns SQLite's automatic checkpoints off and checkpoints in the worker: the WAL stays bounded under steady writes", async () => {
+    const { db, write } = openDb('b.sqlite')
+    let exclusiveRuns = 0
+    let held = false
+    const schedule = new WalCheckpointSchedule(db, checkpointer, {
+      everyWrites: 20,
+      exclusive: async (fn) => {
+        exclusiveRuns++
+        held = true
+        try {
+          return await fn()
+        } finally {
+          held = false
+        }
+      },
+    })
+    expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(0)
+    // 1,000 writes of one page each, a few per event-loop turn, never while the schedule holds writes off
+    let writes = 0
+    while (writes < 1000) {
+      await tick()
+      if (held) continue
+      for (let i = 0; i < 5; i++) {
+        write()
+        schedule.wrote()
+        writes++
+      }
+    }
+    await schedule.settled()
+    while (held) await tick()
+    expect(schedule.completed).toBeGreaterThan(0)
+    expect(exclusiveRuns).toBeGreaterThan(0)
+    expect(schedule.inlineRuns).toBe(0)
+    // without checkpoints the WAL would hold every write (over 1,000 pages, 4 MB)
+    expect(statSync(`${db.name}-wal`).size).toBeLessThan(1000 * 4096)
+    expect((db.prepare('SELECT count(*) AS n FROM t').get() as { n: number }).n).toBe(1000)
+    db.close()
+  })
+
+  it('checkpoints on the writer’s connection when the worker cannot (inlineAfter)', async () => {
+    const { db, write } = openDb('c.sqlite')
+    const broken = new WalCheckpointer({ name: 'test-ckpt-closed' })
+    await broken.close()
+    const schedule = new WalCheckpointSchedule(db, broken, { everyWrites: 10, inlineAfter: 40 })
+    const restarts = walRestarts(db)
+    for (let i = 0; i < 39; i++) {
+      write()
+      schedule.wrote()
+      await tick()
+    }
+    await schedule.settled()
+    expect(schedule.inlineRuns).toBe(0)
+    expect(schedule.completed).toBe(0)
+    write()
+    expect(walRestarts(db)).toBe(restarts)
+    // the 40th write without a completed checkpoint: one on this connection
+    schedule.wrote()
+    expect(schedule.inlineRuns).toBe(1)
+    write()
+    expect(walRestarts(db)).toBe(restarts + 1)
+    db.close()
+  })
+})
