@@ -367,4 +367,33 @@ describe('actor store handle cache', () => {
       fs.rmSync(dir, { recursive: true, force: true })
     }
   })
+
+  it('a commit starts from the stored head when another connection wrote to the store since this handle last did', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pds-twohandles-'))
+    try {
+      const blobs = new DiskBlobStore(path.join(dir, 'blobs'), path.join(dir, 'blobs', 'temp'))
+      await blobs.init()
+      const key = await generateKeypair()
+      const did = 'did:plc:twohandles000000000000000'
+      const write = (rkey: string) =>
+        prepareCreateOrUpdate({ action: 'create', did, collection: 'app.bsky.feed.post', rkey, record: post(rkey) })
+      const one = new ActorStore(path.join(dir, 'actors'), blobs)
+      const a = one.create(did)
+      await a.createEmptyRepo(key)
+      await a.applyWrites([write('3aaaaaaaaaa22')], key)
+      // a second handle on the same file (another ActorStore): its commit moves the stored head
+      const two = new ActorStore(path.join(dir, 'actors'), blobs)
+      const b = two.get(did)!
+      await b.applyWrites([write('3aaaaaaaaab22')], key)
+      // the first handle's kept tree is stale: its next commit must build on b's, not drop b's record
+      const third = await a.applyWrites([write('3aaaaaaaaac22')], key)
+      expect(third.ops.map((op) => op.path)).toEqual(['app.bsky.feed.post/3aaaaaaaaac22'])
+      const verified = await verifyRepoCar(await concatChunks(a.exportRepo()), did, key.did())
+      expect(verified.records.map((r) => r.rkey).sort()).toEqual(['3aaaaaaaaaa22', '3aaaaaaaaab22', '3aaaaaaaaac22'])
+      await two.close()
+      await one.close()
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  })
 })

@@ -89,6 +89,8 @@ export class ActorRepo {
   private readonly s
   /** the repo as of the last commit written through this handle, with the MST nodes it has loaded */
   private head: RepoHead | null = null
+  /** `PRAGMA data_version` when {@link head} was kept (it changes when another connection commits) */
+  private headVersion = -1
   /** whether this handle's first commit has been made (until then the WAL may not exist yet) */
   private committed = false
   /** the sync of the directory that holds the WAL this handle created (see applyWritesLocked), until done */
@@ -119,6 +121,7 @@ export class ActorRepo {
         : null
     this.s = lazyStatements({
       record: () => db.prepare<[string], RecordRow>('SELECT * FROM record WHERE uri = ?'),
+      dataVersion: () => db.prepare<[], number>('PRAGMA data_version').pluck(),
       upsertRecord: () => db.prepare<[string, string, string, string, string, string]>(
         `INSERT INTO record (uri, cid, collection, rkey, repoRev, indexedAt) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (uri) DO UPDATE SET cid = excluded.cid, repoRev = excluded.repoRev, indexedAt = excluded.indexedAt`,
@@ -325,6 +328,7 @@ export class ActorRepo {
       if (this.storage.getRootSync()) throw new Error(`repo of ${this.did} already exists`)
       const commit = await Repo.formatInitCommit(this.storage, this.did, signingKey as never)
       this.storage.applyCommitSync(commit)
+      this.head = null
       this.checkpoints?.wrote()
       return commit
     })
@@ -463,6 +467,7 @@ export class ActorRepo {
       }
       for (const blob of pending) this.s.blobMakePermanent.run(blob.cid)
     })()
+    this.head = null
     // a whole repo written at once: checkpoint it now
     this.checkpoints?.wrote(CHECKPOINT_EVERY_COMMITS)
     for (const cid of dereferenced) await this.blobstore.deletePermanent(this.did, cid)
@@ -567,6 +572,7 @@ export class ActorRepo {
     if (createsWal) this.dirSynced ??= syncDirectory(dirname(this.db.name))
     // the stored head is now `next`: the next commit starts from its tree
     this.head = next
+    this.headVersion = this.s.dataVersion.get()!
     for (const cid of dereferenced) await this.blobstore.deletePermanent(this.did, cid)
 
     return { did: this.did, commit, prevData, ops: commitOps }
@@ -611,11 +617,13 @@ export class ActorRepo {
   }
 
   /**
-   * The repo at the stored head: the head kept from this handle's last commit when the head is still that
-   * commit (nothing else wrote meanwhile: an import, another handle), else read from storage (the tree's
+   * The repo at the stored head: the head kept from this handle's last commit while nothing else has written
+   * to the file since (SQLite's `data_version` moves when another connection commits; this connection's
+   * other writers, createEmptyRepo and importRepo, drop the kept head), else read from storage (the tree's
    * nodes are then loaded as commits reach them).
    */
   private currentHead(): RepoHead {
+    if (this.head && this.s.dataVersion.get() === this.headVersion) return this.head
     const root = this.storage.getRootSync()
     if (!root) throw new Error(`repo of ${this.did} has no commit`)
     if (this.head && root.cid.equals(this.head.cid)) return this.head
