@@ -15,7 +15,9 @@
  * - getRecord and listRecords (limit 50) requests/s at concurrency 16 on the account written above;
  * - firehose: 50 subscribeRepos consumers attached while the 50-account load runs; lag = when the k-th
  *   #commit frame reached the consumers (median / last of the 50) minus when the k-th write was acknowledged;
- * - CPU µs per request of each server process (utime+stime from /proc/<pid>/stat over the phase);
+ * - CPU µs per request of each server process (utime+stime from /proc/<pid>/stat over the phase), and of its
+ *   main thread alone for the writes (/proc/<pid>/task/<pid>/stat: the event loop, the bound of a Node server;
+ *   the rest is the thread pool's fsyncs and worker threads, on the other cores);
  * - fsyncs per write: `strace -f -c -e trace=fsync,fdatasync` attached to the server process (all threads)
  *   during a separate 200-write phase at concurrency 8 on one account (strace slows the process, so the
  *   throughput phases run without it). Skipped when strace is missing.
@@ -103,8 +105,9 @@ async function startProcess(name: string, args: string[], env: Record<string, st
   return child
 }
 
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+/** utime+stime of a process (all its threads), or of its main thread (the event loop) with `mainThread` */
+function cpuTicks(pid: number, mainThread = false): number {
+  const stat = readFileSync(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8')
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return Number(fields[11]) + Number(fields[12]) // utime, stime (fields 14, 15 of stat)
 }
@@ -174,6 +177,8 @@ interface PhaseResult {
   seconds: number
   rate: number
   cpuUsPerOp: number
+  /** the server's main thread (its event loop) only */
+  mainUsPerOp: number
   /** this (load) process's CPU per op */
   clientUsPerOp: number
   p50: number
@@ -188,6 +193,7 @@ async function phase(t: Target, seconds: number, concurrency: number, op: (worke
   const acks: number[] = []
   let i = 0
   const cpu0 = cpuTicks(t.proc.pid!)
+  const main0 = cpuTicks(t.proc.pid!, true)
   const client0 = process.cpuUsage()
   const start = performance.now()
   const deadline = start + seconds * 1000
@@ -204,6 +210,7 @@ async function phase(t: Target, seconds: number, concurrency: number, op: (worke
   )
   const elapsed = (performance.now() - start) / 1000
   const cpuUs = ((cpuTicks(t.proc.pid!) - cpu0) / CLK_TCK) * 1e6
+  const mainUs = ((cpuTicks(t.proc.pid!, true) - main0) / CLK_TCK) * 1e6
   const client = process.cpuUsage(client0)
   lat.sort((a, b) => a - b)
   acks.sort((a, b) => a - b)
@@ -212,6 +219,7 @@ async function phase(t: Target, seconds: number, concurrency: number, op: (worke
     seconds: elapsed,
     rate: lat.length / elapsed,
     cpuUsPerOp: cpuUs / lat.length,
+    mainUsPerOp: mainUs / lat.length,
     clientUsPerOp: (client.user + client.system) / lat.length,
     p50: lat[Math.floor(lat.length * 0.5)] ?? NaN,
     p99: lat[Math.floor(lat.length * 0.99)] ?? NaN,
@@ -380,7 +388,7 @@ try {
       const few = t.accounts.slice(0, FEW)
       const many = t.accounts.slice(0, MANY)
       // --phases c1,c8,w50,wMany,get,list,fh,fsync: run only these (profiling); the others report nothing
-      const skipped: PhaseResult = { ops: 0, seconds: 0, rate: NaN, cpuUsPerOp: NaN, clientUsPerOp: NaN, p50: NaN, p99: NaN, acks: [] }
+      const skipped: PhaseResult = { ops: 0, seconds: 0, rate: NaN, cpuUsPerOp: NaN, mainUsPerOp: NaN, clientUsPerOp: NaN, p50: NaN, p99: NaN, acks: [] }
       const maybe = <T>(name: string, fn: () => Promise<T>, dflt: T) => (!PHASES || PHASES.has(name) ? fn() : Promise.resolve(dflt))
       const c1 = await maybe('c1', () => phase(t, SECONDS, 1, () => t.createRecord(one)), skipped)
       const c8 = await maybe('c8', () => phase(t, SECONDS, 8, () => t.createRecord(one)), skipped)
@@ -406,13 +414,16 @@ try {
         c8p50: c8.p50,
         c8p99: c8.p99,
         c8cpu: c8.cpuUsPerOp,
+        c8main: c8.mainUsPerOp,
         w50: w50.rate,
         w50p50: w50.p50,
         w50p99: w50.p99,
         w50cpu: w50.cpuUsPerOp,
+        w50main: w50.mainUsPerOp,
         wMany: wMany.rate,
         wManyp99: wMany.p99,
         wManycpu: wMany.cpuUsPerOp,
+        wManymain: wMany.mainUsPerOp,
         get: get.rate,
         getcpu: get.cpuUsPerOp,
         getclient: get.clientUsPerOp,
@@ -424,7 +435,7 @@ try {
         fhLagP99: fh.lagP99,
       }
       results[t.name]!.push(row)
-      console.log(`run ${run + 1} ${t.name}: ${Object.entries(row).map(([k, v]) => `${k}=${v.toFixed(k.endsWith('cpu') || k.startsWith('c8p') ? 0 : 1)}`).join(' ')}`)
+      console.log(`run ${run + 1} ${t.name}: ${Object.entries(row).map(([k, v]) => `${k}=${v.toFixed(k.endsWith('cpu') || k.endsWith('main') || k.startsWith('c8p') ? 0 : 1)}`).join(' ')}`)
     }
   }
   const fsyncs: Record<string, number> = {}
@@ -449,13 +460,16 @@ try {
     line('— latency p50 (c=8)', 'c8p50', 'ms', { lower: true, digits: 1 }),
     line('— latency p99 (c=8)', 'c8p99', 'ms', { lower: true, digits: 1 }),
     line('— server CPU per write (c=8)', 'c8cpu', 'µs', { lower: true }),
+    line('— of which its main thread (event loop)', 'c8main', 'µs', { lower: true }),
     line(`writes, ${FEW} accounts, 50 writers`, 'w50', '/s', { accept: true }),
     line('— latency p50', 'w50p50', 'ms', { lower: true, digits: 1 }),
     line('— latency p99', 'w50p99', 'ms', { lower: true, digits: 1 }),
     line('— server CPU per write', 'w50cpu', 'µs', { lower: true }),
+    line('— of which its main thread (event loop)', 'w50main', 'µs', { lower: true }),
     line(`writes, ${MANY} accounts round-robin, 50 writers`, 'wMany', '/s'),
     line('— latency p99', 'wManyp99', 'ms', { lower: true, digits: 1 }),
     line('— server CPU per write', 'wManycpu', 'µs', { lower: true }),
+    line('— of which its main thread (event loop)', 'wManymain', 'µs', { lower: true }),
     line('getRecord, concurrency 16', 'get', '/s', { accept: true }),
     line('— server CPU per request', 'getcpu', 'µs', { lower: true }),
     line('— load generator CPU per request (same client for both)', 'getclient', 'µs', { noRatio: true }),
