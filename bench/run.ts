@@ -1,7 +1,8 @@
 /**
  * Runs every benchmark in bench/ (each `*.ts` file except this runner and helper modules) one after the
  * other, each in its own Node process: `pnpm bench` (= `node --import tsx bench/run.ts`).
- * Pass names to run a subset: `pnpm bench crypto-verify`.
+ * Pass names to run a subset: `pnpm bench crypto-verify`; the arguments from the first one that starts with `-`
+ * on are passed to each benchmark run: `pnpm bench pds --only stratos --phases c8,w50`.
  */
 import { spawnSync } from 'node:child_process'
 import { readdirSync } from 'node:fs'
@@ -9,7 +10,10 @@ import { fileURLToPath } from 'node:url'
 
 const dir = fileURLToPath(new URL('.', import.meta.url))
 const HELPERS = new Set(['run.ts', 'results.ts'])
-const only = process.argv.slice(2).filter((a) => !a.startsWith('-'))
+const args = process.argv.slice(2)
+const firstFlag = args.findIndex((a) => a.startsWith('-'))
+const only = firstFlag < 0 ? args : args.slice(0, firstFlag)
+const benchArgs = firstFlag < 0 ? [] : args.slice(firstFlag)
 
 const files = readdirSync(dir)
   .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts') && !HELPERS.has(f))
@@ -19,7 +23,7 @@ const files = readdirSync(dir)
 let failed = 0
 for (const file of files) {
   console.log(`\n=== bench/${file} ===`)
-  const res = spawnSync(process.execPath, ['--import', 'tsx', `${dir}${file}`], { stdio: 'inherit' })
+  const res = spawnSync(process.execPath, ['--import', 'tsx', `${dir}${file}`, ...benchArgs], { stdio: 'inherit' })
   if (res.status !== 0) {
     failed++
     console.error(`bench/${file} failed (exit ${res.status ?? res.signal})`)
