@@ -254,6 +254,48 @@ describe('outbox group commit', () => {
     expect((await view.readAfter(0, 10)).map((e) => e.seq)).toEqual([1, 2])
   })
 
+  it('batches made durable by one WAL sync go to the consumers together, in seq order, and the callers are settled in order (an event refused in the last one too)', async () => {
+    let releaseAll: () => void = () => undefined
+    const gate = new Promise<void>((r) => (releaseAll = r))
+    // one sync covering every batch committed so far (as core's WalGroupSync does): all complete at once
+    const o = outbox({ syncWal: () => gate })
+    const calls: number[][] = []
+    const publishBatch = o.server.publishBatch.bind(o.server)
+    vi.spyOn(o.server, 'publishBatch').mockImplementation((events) => {
+      calls.push(events.map((e) => e.seq))
+      publishBatch(events)
+    })
+    const published: number[] = []
+    o.onPublish((evt) => published.push(evt.seq))
+    const settled: string[] = []
+    const track = (p: Promise<{ seq: number }>, name: string) =>
+      p.then(
+        (e) => settled.push(`${name}:${e.seq}`),
+        () => settled.push(`${name}:rejected`),
+      )
+    const all = [
+      track(o.emit('#identity', DIDS[0]!, { did: DIDS[0] }), 'a'),
+      track(o.emit('#identity', DIDS[1]!, { did: DIDS[1] }), 'b'),
+    ]
+    await new Promise((r) => setImmediate(r))
+    all.push(track(o.emit('#identity', DIDS[2]!, { did: DIDS[2] }), 'c'))
+    await new Promise((r) => setImmediate(r))
+    all.push(
+      track(o.emit('#identity', DIDS[3]!, { did: DIDS[3] }), 'd'),
+      track(o.emit('#identity', DIDS[4]!, { did: DIDS[4], bad: 0.5 }), 'e'),
+    )
+    await new Promise((r) => setImmediate(r))
+    expect(committedSeqs()).toEqual([1, 2, 3, 4])
+    expect(calls).toEqual([])
+    releaseAll()
+    await Promise.all(all)
+    expect(calls).toEqual([[1, 2, 3, 4]])
+    expect(published).toEqual([1, 2, 3, 4])
+    expect(settled).toEqual(['a:1', 'b:2', 'c:3', 'd:4', 'e:rejected'])
+    expect(o.publishedSeq).toBe(4)
+    expect(o.writeStats()).toMatchObject({ batches: 3, events: 4, failed: 1 })
+  })
+
   it('a failed WAL sync publishes nothing more, rejects the waiting emits, refuses new ones and reports it once', async () => {
     let calls = 0
     const failures: unknown[] = []

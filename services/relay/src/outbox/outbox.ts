@@ -155,6 +155,8 @@ export class Outbox {
   private readonly stats_: OutboxWriteStats = { batches: 0, events: 0, failed: 0, txMs: 0, syncs: 0 }
   /** committed (or failed) batches not yet published / settled, in commit order */
   private unpublished: CommittedBatch[] = []
+  /** a microtask will publish the batches whose sync has completed */
+  private publishScheduled = false
   /** every event up to this seq is durable and was published; replays read no further */
   private publishedSeq_: number
   private readonly walSync: WalGroupSync | null = null
@@ -335,61 +337,85 @@ export class Outbox {
     this.lastSync = this.syncWal().then(
       () => {
         batch.ready = true
-        this.publishReady()
+        this.schedulePublish()
       },
       (err) => this.syncFailed(err),
     )
   }
 
-  /** Publishes (or settles) the batches at the head of the queue whose sync has completed, in order. */
+  /**
+   * Publishes (or settles) the batches at the head of the queue whose sync has completed, in order, together:
+   * their events go to each consumer in one write.
+   */
   private publishReady(): void {
-    while (this.unpublished.length > 0 && this.unpublished[0]!.ready && this.syncError === null) {
-      this.publish(this.unpublished.shift()!)
-    }
+    let n = 0
+    while (n < this.unpublished.length && this.unpublished[n]!.ready && this.syncError === null) n++
+    if (n > 0) this.publish(this.unpublished.splice(0, n))
   }
 
-  private publish(batch: CommittedBatch): void {
-    const { items, results } = batch
-    if (results === null) {
-      this.stats_.failed += items.length
-      for (const item of items) item.reject(batch.error)
-      return
-    }
+  /**
+   * Publishes once the microtasks queued so far have run: one WAL sync completes every batch it covers,
+   * each in its own microtask, so those batches are published together.
+   */
+  private schedulePublish(): void {
+    if (this.publishScheduled) return
+    this.publishScheduled = true
+    queueMicrotask(() => {
+      this.publishScheduled = false
+      this.publishReady()
+    })
+  }
+
+  private publish(batches: CommittedBatch[]): void {
     if (this.walSync) this.stats_.syncs = this.walSync.syncs
-    // durable: publish in seq order (results are in append order; one corked write per consumer for the
-    // whole batch), then the listeners, then tell the callers
+    // durable: publish in seq order (each batch's results are in append order; one write per consumer for
+    // all the batches), then the listeners, then tell the callers
     const committed: LoggedEvent[] = []
-    for (const r of results) if (r.evt) committed.push(r.evt)
-    if (committed.length > 0) this.publishedSeq_ = committed[committed.length - 1]!.seq
-    try {
-      this.server.publishBatch(committed)
-    } catch (err) {
-      this.opts.onError?.(err) // stored: consumers that missed it get it on replay
+    for (const b of batches) if (b.results) for (const r of b.results) if (r.evt) committed.push(r.evt)
+    if (committed.length > 0) {
+      this.publishedSeq_ = committed[committed.length - 1]!.seq
+      try {
+        this.server.publishBatch(committed)
+      } catch (err) {
+        this.opts.onError?.(err) // stored: consumers that missed it get it on replay
+      }
     }
-    results.forEach((r, i) => {
-      if (!r.evt) return
-      if (this.listeners.length === 0) return
-      const item = items[i]!
-      const published: PublishedEvent = item.body
-        ? { seq: r.evt.seq, timeUs: item.timeUs!, type: item.type, did: item.did, body: item.body }
-        : lazyPublished(r.evt, item.timeUs!, item.type, item.did)
-      for (const l of this.listeners) {
-        try {
-          l(published)
-        } catch (err) {
-          this.opts.onError?.(err)
+    if (this.listeners.length > 0) {
+      for (const { items, results } of batches) {
+        results?.forEach((r, i) => {
+          if (!r.evt) return
+          const item = items[i]!
+          const published: PublishedEvent = item.body
+            ? { seq: r.evt.seq, timeUs: item.timeUs!, type: item.type, did: item.did, body: item.body }
+            : lazyPublished(r.evt, item.timeUs!, item.type, item.did)
+          for (const l of this.listeners) {
+            try {
+              l(published)
+            } catch (err) {
+              this.opts.onError?.(err)
+            }
+          }
+        })
+      }
+    }
+    for (const batch of batches) {
+      const { items, results } = batch
+      if (results === null) {
+        // the transaction did not commit: nothing of the batch is stored
+        this.stats_.failed += items.length
+        for (const item of items) item.reject(batch.error)
+        continue
+      }
+      results.forEach((r, i) => {
+        if (r.evt) {
+          this.stats_.events++
+          items[i]!.resolve(r.evt)
+        } else {
+          this.stats_.failed++
+          items[i]!.reject(r.err)
         }
-      }
-    })
-    results.forEach((r, i) => {
-      if (r.evt) {
-        this.stats_.events++
-        items[i]!.resolve(r.evt)
-      } else {
-        this.stats_.failed++
-        items[i]!.reject(r.err)
-      }
-    })
+      })
+    }
   }
 
   /**
