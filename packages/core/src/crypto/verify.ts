@@ -10,9 +10,12 @@
  * Signatures must be exactly 64 bytes (r‖s, big-endian); DER or any other length is invalid.
  * The parsed key material is cached per did:key in a small LRU.
  */
-import { createHash, createPublicKey, verify as nodeVerify, type KeyObject } from 'node:crypto'
+import { createPublicKey, verify as nodeVerify, type KeyObject } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { compressPublicKey, decompressPublicKey, parseDidKey, type Curve } from './keys.js'
+import { sha256 } from './sha256.js'
+
+export { sha256 }
 
 interface NativeSecp256k1 {
   ecdsaVerify(sig: Uint8Array, msg32: Uint8Array, pubkey: Uint8Array): boolean
@@ -60,11 +63,6 @@ export function isLowS(curve: Curve, sig: Uint8Array): boolean {
     if (a !== b) return a < b
   }
   return true
-}
-
-export function sha256(bytes: Uint8Array | string): Uint8Array {
-  const digest = createHash('sha256').update(bytes).digest()
-  return new Uint8Array(digest.buffer, digest.byteOffset, digest.byteLength)
 }
 
 export function publicKeyObject(curve: Curve, compressedPoint: Uint8Array): KeyObject {
@@ -143,7 +141,7 @@ export function verifySignatureWithKey(
 
 function verifyWith(verifier: Verifier, msg: Uint8Array, sig: Uint8Array): boolean {
   if (verifier.native) {
-    const hash = createHash('sha256').update(msg).digest()
+    const hash = sha256(msg)
     try {
       // libsecp256k1 returns false for high-S (non-normalized) signatures; it throws when r or s >= n.
       return nativeSecp256k1!.ecdsaVerify(sig, hash, verifier.point)

@@ -5,7 +5,7 @@
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { create as createDigest } from 'multiformats/hashes/digest'
-import { createHash } from 'node:crypto'
+import { sha256 } from '../crypto/sha256.js'
 import { scanCborItem, DEFAULT_MAX_DEPTH, type CborLimits } from './cbor-scan.js'
 import { DataModelError } from './errors.js'
 
@@ -137,11 +137,6 @@ function decodeChecked(bytes: Uint8Array): unknown {
   } catch (err) {
     throw new DataModelError(`invalid DAG-CBOR: ${(err as Error).message}`)
   }
-}
-
-function sha256(bytes: Uint8Array): Uint8Array {
-  const d = createHash('sha256').update(bytes).digest()
-  return new Uint8Array(d.buffer, d.byteOffset, d.byteLength)
 }
 
 /** CIDv1, sha2-256, for a block with the given codec (0x71 dag-cbor, 0x55 raw). */

@@ -12,10 +12,11 @@ import { mstUtil } from '@atproto/repo'
 import { CID } from 'multiformats/cid'
 import { sha256 } from '../crypto/index.js'
 import { cborDecode } from '../data/index.js'
+import { fixedArg, fixedCid } from '../data/cbor-fixed.js'
 
 /** MST layer of a key: leading zero bits of SHA-256(key), divided by 2 (fanout 4). */
 export function mstKeyLayer(key: string | Uint8Array): number {
-  const hash = sha256(typeof key === 'string' ? utf8.encode(key) : key)
+  const hash = sha256(key)
   let zeros = 0
   for (const byte of hash) {
     if (byte === 0) {
@@ -53,7 +54,6 @@ export type MstWalkItem =
 
 export type BlockGetter = (cid: CID) => Uint8Array | undefined | null
 
-const utf8 = new TextEncoder()
 const utf8Strict = new TextDecoder('utf-8', { fatal: true })
 
 export interface DecodedMstEntry {
@@ -66,54 +66,6 @@ export interface DecodedMstEntry {
 // ---------------------------------------------------------------------------------------------------
 // fixed-shape reader: an MST node as every writer encodes it, read without the generic decoder
 
-/** The argument of a head of major type `major` in its shortest form (at most 4 bytes), or -1. */
-function argAt(b: Uint8Array, pos: number, major: number, out: { pos: number }): number {
-  const ib = b[pos]
-  if (ib === undefined || ib >> 5 !== major) return -1
-  const ai = ib & 0x1f
-  if (ai < 24) {
-    out.pos = pos + 1
-    return ai
-  }
-  if (ai === 24) {
-    const v = b[pos + 1]
-    if (v === undefined || v < 24) return -1
-    out.pos = pos + 2
-    return v
-  }
-  if (ai === 25) {
-    if (pos + 2 >= b.length) return -1
-    const v = (b[pos + 1]! << 8) | b[pos + 2]!
-    if (v < 0x100) return -1
-    out.pos = pos + 3
-    return v
-  }
-  if (ai === 26) {
-    if (pos + 4 >= b.length) return -1
-    const v = ((b[pos + 1]! << 24) | (b[pos + 2]! << 16) | (b[pos + 3]! << 8) | b[pos + 4]!) >>> 0
-    if (v < 0x10000) return -1
-    out.pos = pos + 5
-    return v
-  }
-  return -1
-}
-
-/** A CID link (tag 42, 0x00 + CID bytes) at `out.pos`, or undefined. */
-function cidAt(b: Uint8Array, out: { pos: number }): CID | undefined {
-  const pos = out.pos
-  if (b[pos] !== 0xd8 || b[pos + 1] !== 0x2a) return undefined
-  const len = argAt(b, pos + 2, 2, out)
-  if (len < 1 || out.pos + len > b.length || b[out.pos] !== 0) return undefined
-  let cid: CID
-  try {
-    cid = CID.decode(b.subarray(out.pos + 1, out.pos + len))
-  } catch {
-    return undefined
-  }
-  out.pos += len
-  return cid
-}
-
 /**
  * An MST node in its canonical encoding (`{e: [{k, p, t, v}...], l}`, keys in that order, shortest heads,
  * links as CIDs or null): the object `cborDecode` gives for it, read directly (no tokens, no copies). Any
@@ -124,19 +76,19 @@ export function readCanonicalMstNode(b: Uint8Array): { e: { k: Uint8Array; p: nu
   const at = { pos: 0 }
   // {"e": ...
   if (b[0] !== 0xa2 || b[1] !== 0x61 || b[2] !== 0x65) return null
-  const n = argAt(b, 3, 4, at)
+  const n = fixedArg(b, 3, 4, at)
   if (n < 0) return null
   const e: { k: Uint8Array; p: number; t: CID | null; v: CID }[] = []
   for (let i = 0; i < n; i++) {
     let p = at.pos
     // {"k": bytes, "p": uint, "t": link | null, "v": link}
     if (b[p] !== 0xa4 || b[p + 1] !== 0x61 || b[p + 2] !== 0x6b) return null
-    const klen = argAt(b, p + 3, 2, at)
+    const klen = fixedArg(b, p + 3, 2, at)
     if (klen < 0 || at.pos + klen > b.length) return null
     const k = b.subarray(at.pos, at.pos + klen)
     p = at.pos + klen
     if (b[p] !== 0x61 || b[p + 1] !== 0x70) return null
-    const prefix = argAt(b, p + 2, 0, at)
+    const prefix = fixedArg(b, p + 2, 0, at)
     if (prefix < 0) return null
     p = at.pos
     if (b[p] !== 0x61 || b[p + 1] !== 0x74) return null
@@ -145,14 +97,14 @@ export function readCanonicalMstNode(b: Uint8Array): { e: { k: Uint8Array; p: nu
       at.pos = p + 3
     } else {
       at.pos = p + 2
-      const c = cidAt(b, at)
+      const c = fixedCid(b, at)
       if (!c) return null
       t = c
     }
     p = at.pos
     if (b[p] !== 0x61 || b[p + 1] !== 0x76) return null
     at.pos = p + 2
-    const v = cidAt(b, at)
+    const v = fixedCid(b, at)
     if (!v) return null
     e.push({ k, p: prefix, t, v })
   }
@@ -164,7 +116,7 @@ export function readCanonicalMstNode(b: Uint8Array): { e: { k: Uint8Array; p: nu
     p += 3
   } else {
     at.pos = p + 2
-    const c = cidAt(b, at)
+    const c = fixedCid(b, at)
     if (!c) return null
     l = c
     p = at.pos

@@ -29,7 +29,8 @@
  */
 import { BlockMap, MST, ReadableBlockstore, mstUtil } from '@atproto/repo'
 import { CID } from 'multiformats/cid'
-import { cborDecode } from '../data/index.js'
+import { cborDecode, scanCborItemStrict } from '../data/index.js'
+import { isCidPayload } from '../data/cbor-fixed.js'
 import { CarError, readCarSync, type CarLimits } from './car.js'
 import { CommitDecodeError, checkCommitSignature, decodeCommit, isTid, tidTimestampMs, type SignedCommit } from './commit.js'
 import { invertMstOps } from './mst-invert.js'
@@ -324,6 +325,28 @@ function revChecks(rev: string, ctx: CommitCheckContext, limits: CommitCheckLimi
   return null
 }
 
+/**
+ * Why a record block is not a DAG-CBOR map (null when it is). A strict scan (which builds nothing and accepts
+ * only what `cborDecode` decodes) settles the common case; anything it refuses is decoded for the message.
+ */
+export function recordProblem(bytes: Uint8Array): string | null {
+  try {
+    if (scanCborItemStrict(bytes, 0, isCidPayload) === bytes.length && bytes[0]! >> 5 === 5) return null
+  } catch {
+    // refused: the decoder says why
+  }
+  let value: unknown
+  try {
+    value = cborDecode(bytes)
+  } catch (err) {
+    return `is not DAG-CBOR: ${(err as Error).message}`
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array || CID.asCID(value)) {
+    return 'is not a map'
+  }
+  return null
+}
+
 /** The sync 1.1 check of a `#commit` event. Pure: no I/O, no clock unless ctx.now is omitted. */
 export async function verifyCommitEvent(evt: CommitEvent, ctx: CommitCheckContext): Promise<CommitCheckResult> {
   const limits = { ...DEFAULT_COMMIT_LIMITS, ...ctx.limits }
@@ -376,15 +399,8 @@ export async function verifyCommitEvent(evt: CommitEvent, ctx: CommitCheckContex
       if (ctx.allowMissingRecords) continue
       return fail('missing-block', `record block ${op.cid} for ${op.path} is not in blocks`)
     }
-    let value: unknown
-    try {
-      value = cborDecode(bytes)
-    } catch (err) {
-      return fail('malformed', `record ${op.path} is not DAG-CBOR: ${(err as Error).message}`)
-    }
-    if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Uint8Array || CID.asCID(value)) {
-      return fail('malformed', `record ${op.path} is not a map`)
-    }
+    const bad = recordProblem(bytes)
+    if (bad !== null) return fail('malformed', `record ${op.path} ${bad}`)
     records.set(op.path, bytes)
   }
 

@@ -14,22 +14,11 @@
  * ASCII (invalid UTF-8 would decode to U+FFFD): it is decoded and encoded again. Keep `decodeFrame` and the
  * decoded path as the oracle (test/stream/commit-frame.test.ts compares them).
  */
-import { CID } from 'multiformats/cid'
 import { CborTruncatedError, cborHeadLength, scanCborItemStrict, writeCborHead } from '../data/index.js'
+import { isCidPayload } from '../data/cbor-fixed.js'
 import { FrameError, messageHeaderBytes } from './frames.js'
 
-/** A tag-42 payload (0x00, then the CID's bytes) that the DAG-CBOR decoder takes for a CID. */
-export function isCidPayload(p: Uint8Array): boolean {
-  // the common form: CIDv1, dag-cbor or raw, sha2-256 with a 32-byte digest
-  if (p.length === 37 && p[0] === 0 && p[1] === 1 && (p[2] === 0x71 || p[2] === 0x55) && p[3] === 0x12 && p[4] === 0x20) return true
-  if (p[0] !== 0) return false
-  try {
-    CID.decode(p.subarray(1))
-    return true
-  } catch {
-    return false
-  }
-}
+export { isCidPayload }
 
 /**
  * The type of a frame whose header is, byte for byte, the canonical message header (`{op: 1, t}`) of one of

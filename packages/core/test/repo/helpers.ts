@@ -118,3 +118,15 @@ export function filterSlice(evt: CommitEvent, keep: (cid: CID) => boolean, add?:
   if (add) blocks.addMap(add)
   return { ...evt, blocks: writeCar(car.roots, blocks) }
 }
+
+/** a small deterministic PRNG (mulberry32) */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}

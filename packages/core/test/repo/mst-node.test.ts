@@ -8,17 +8,7 @@ import { CID } from 'multiformats/cid'
 import { describe, expect, it } from 'vitest'
 import { cborDecode, cborEncode, cidForBlock, DAG_CBOR_CODEC } from '../../src/data/index.js'
 import { decodeMstNode, readCanonicalMstNode } from '../../src/repo/mst-walk.js'
-
-function rng(seed: number) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { rng } from './helpers.js'
 
 const leaf = (i: number) => cidForBlock(new TextEncoder().encode(`record ${i}`), DAG_CBOR_CODEC)
 

@@ -20,21 +20,10 @@ import {
   matchMessageHeader,
   messageHeaderBytes,
 } from '../../src/stream/index.js'
+import { rng } from '../repo/helpers.js'
 
 const HEADER = messageHeaderBytes('#commit')
 const cid = (s: string, codec = DAG_CBOR_CODEC) => cidForBlock(new TextEncoder().encode(s), codec)
-
-/** a small deterministic PRNG (mulberry32) */
-function rng(seed: number) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 function baseBody(i = 0): Record<string, unknown> {
   return {
