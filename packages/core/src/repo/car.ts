@@ -13,6 +13,7 @@ import { BlockMap } from '@atproto/repo'
 import { CID } from 'multiformats/cid'
 import { sha256 } from '../crypto/index.js'
 import { cborDecode, cborEncode } from '../data/index.js'
+import { fixedArg, fixedBytesAt, fixedCid, type FixedPos } from '../data/cbor-fixed.js'
 
 export type CarErrorCode =
   | 'too-big'
@@ -218,6 +219,154 @@ function parseHeader(header: unknown, maxRoots: number): CID[] {
     if (!cid) throw new CarError('bad-header', 'header root is not a CID')
     return cid
   })
+}
+
+// ---------------------------------------------------------------------------------------------
+// the hot path: a commit's CAR slice, read without CID objects or string keys
+
+/** A varint at `pos` in its minimal form (at most 4 bytes), as [value, next]; null for anything else. */
+function varintAt(b: Uint8Array, pos: number): [number, number] | null {
+  let value = 0
+  for (let i = 0; i < 4; i++) {
+    const x = b[pos + i]
+    if (x === undefined) return null
+    value += (x & 0x7f) * 2 ** (7 * i)
+    if ((x & 0x80) === 0) return x === 0 && i > 0 ? null : [value, pos + i + 1]
+  }
+  return null
+}
+
+const CAR_KEY_ROOTS = Uint8Array.of(0x65, 0x72, 0x6f, 0x6f, 0x74, 0x73) // "roots"
+const CAR_KEY_VERSION = Uint8Array.of(0x67, 0x76, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e) // "version"
+
+/**
+ * The blocks of a CAR by their CID's bytes. Built by `readCarSlice` without CID objects or string keys
+ * (a BlockMap keys blocks by the CID's base32 form); `get` takes anything with the CID's `bytes`.
+ */
+export class CarBlocks {
+  private readonly first = new Map<number, number>()
+  private readonly next: number[] = []
+  private readonly cids: Uint8Array[] = []
+  private readonly datas: Uint8Array[] = []
+
+  /** Blocks added (a CID given twice counts twice; `get` returns the first). */
+  get size(): number {
+    return this.cids.length
+  }
+
+  private static bucket(cid: Uint8Array): number {
+    const n = cid.length
+    return n < 4 ? n : ((cid[n - 4]! << 24) | (cid[n - 3]! << 16) | (cid[n - 2]! << 8) | cid[n - 1]!) | 0
+  }
+
+  add(cid: Uint8Array, data: Uint8Array): void {
+    const i = this.cids.length
+    this.cids.push(cid)
+    this.datas.push(data)
+    const key = CarBlocks.bucket(cid)
+    const head = this.first.get(key)
+    if (head === undefined) {
+      this.first.set(key, i)
+      this.next.push(-1)
+      return
+    }
+    // appended to its bucket's chain, so `get` finds the first block given for a CID
+    let j = head
+    while (this.next[j]! >= 0) j = this.next[j]!
+    this.next[j] = i
+    this.next.push(-1)
+  }
+
+  get(cid: { bytes: Uint8Array }): Uint8Array | undefined {
+    const want = cid.bytes
+    for (let j = this.first.get(CarBlocks.bucket(want)) ?? -1; j >= 0; j = this.next[j]!) {
+      const have = this.cids[j]!
+      if (have.length === want.length && bytesEqual(have, want)) return this.datas[j]
+    }
+    return undefined
+  }
+
+  has(cid: { bytes: Uint8Array }): boolean {
+    return this.get(cid) !== undefined
+  }
+
+  /** The same blocks as a BlockMap (CID objects, for @atproto/repo). */
+  toBlockMap(): BlockMap {
+    const out = new BlockMap()
+    for (let i = this.cids.length - 1; i >= 0; i--) out.set(CID.decode(this.cids[i]!), this.datas[i]!)
+    return out
+  }
+
+  static fromBlockMap(blocks: BlockMap): CarBlocks {
+    const out = new CarBlocks()
+    blocks.forEach((data, cid) => out.add(cid.bytes, data))
+    return out
+  }
+}
+
+/**
+ * A CAR in the form every writer produces (header `{roots, version: 1}` in canonical DAG-CBOR, CIDv1 sha2-256
+ * blocks with a one-byte codec, minimal varints), read with the checks of `readCarSync` (limits, every block's
+ * hash), or null for anything else, valid or not.
+ */
+export function readCanonicalCar(bytes: Uint8Array, lim: Required<CarLimits>): { roots: CID[]; blocks: CarBlocks } | null {
+  if (!(bytes instanceof Uint8Array) || bytes.length === 0 || bytes.length > lim.maxBytes) return null
+  const h = varintAt(bytes, 0)
+  if (!h || h[0] === 0) return null
+  const [headerLen, headerStart] = h
+  const headerEnd = headerStart + headerLen
+  if (headerEnd > bytes.length) return null
+  // {"roots": [link...], "version": 1}
+  const header = bytes.subarray(0, headerEnd)
+  if (header[headerStart] !== 0xa2 || !fixedBytesAt(header, headerStart + 1, CAR_KEY_ROOTS)) return null
+  const at: FixedPos = { pos: 0 }
+  const n = fixedArg(header, headerStart + 1 + CAR_KEY_ROOTS.length, 4, at)
+  if (n < 0 || n > lim.maxRoots) return null
+  const roots: CID[] = []
+  for (let i = 0; i < n; i++) {
+    const cid = fixedCid(header, at)
+    if (!cid) return null
+    roots.push(cid)
+  }
+  if (!fixedBytesAt(header, at.pos, CAR_KEY_VERSION) || at.pos + CAR_KEY_VERSION.length + 1 !== headerEnd) return null
+  if (header[headerEnd - 1] !== 0x01) return null
+
+  const blocks = new CarBlocks()
+  let pos = headerEnd
+  let count = 0
+  while (pos < bytes.length) {
+    if (++count > lim.maxBlocks) return null
+    const sec = varintAt(bytes, pos)
+    if (!sec || sec[0] === 0) return null
+    const [sectionLen, start] = sec
+    const end = start + sectionLen
+    // CIDv1, a one-byte codec, sha2-256, 32 bytes
+    if (end > bytes.length || start + 36 > end) return null
+    if (bytes[start] !== 1 || bytes[start + 1]! >= 0x80 || bytes[start + 2] !== SHA2_256 || bytes[start + 3] !== 0x20) return null
+    const data = bytes.subarray(start + 36, end)
+    if (data.length > lim.maxBlockBytes) return null
+    const digest = sha256(data)
+    for (let i = 0; i < 32; i++) if (digest[i] !== bytes[start + 4 + i]) return null
+    blocks.add(bytes.subarray(start, start + 36), data)
+    pos = end
+  }
+  return { roots, blocks }
+}
+
+/**
+ * `readCarSync` for a commit's slice, with the blocks as CarBlocks: a canonical CAR is read by
+ * `readCanonicalCar`, anything else by `readCarSync` (which accepts it, or throws the CarError it always threw);
+ * `fixedShape: false` always uses `readCarSync` (the tests' oracle).
+ */
+export function readCarSlice(
+  bytes: Uint8Array,
+  limits: CarLimits = {},
+  opts: { fixedShape?: boolean } = {},
+): { roots: CID[]; blocks: CarBlocks } {
+  const fast = opts.fixedShape === false ? null : readCanonicalCar(bytes, { ...DEFAULT_CAR_LIMITS, ...limits })
+  if (fast) return fast
+  const car = readCarSync(bytes, limits)
+  return { roots: car.roots, blocks: CarBlocks.fromBlockMap(car.blocks) }
 }
 
 /** Async form of `readCarSync` (the contract's `readCar`). */

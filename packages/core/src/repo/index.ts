@@ -1,5 +1,6 @@
 export { SqliteRepoStorage, type RepoRoot, type SqliteRepoStorageOptions } from './storage.js'
 export {
+  CarBlocks,
   CarError,
   DEFAULT_CAR_LIMITS,
   DAG_CBOR_CODEC,
@@ -9,6 +10,7 @@ export {
   encodeCarHeader,
   encodeVarint,
   readCar,
+  readCarSlice,
   readCarSync,
   readCarWithRoot,
   readVarint,
@@ -25,6 +27,7 @@ export {
   checkCommitSignature,
   decodeCommit,
   isTid,
+  readCanonicalCommit,
   tidTimestampMs,
   type SignedCommit,
 } from './commit.js'

@@ -31,7 +31,7 @@ import { BlockMap, MST, ReadableBlockstore, mstUtil } from '@atproto/repo'
 import { CID } from 'multiformats/cid'
 import { cborDecode, scanCborItemStrict } from '../data/index.js'
 import { isCidPayload } from '../data/cbor-fixed.js'
-import { CarError, readCarSync, type CarLimits } from './car.js'
+import { CarBlocks, CarError, readCarSlice, readCarSync, type CarLimits } from './car.js'
 import { CommitDecodeError, checkCommitSignature, decodeCommit, isTid, tidTimestampMs, type SignedCommit } from './commit.js'
 import { invertMstOps } from './mst-invert.js'
 import { MstWalkError, walkMst } from './mst-walk.js'
@@ -116,6 +116,11 @@ export interface CommitCheckContext {
   requirePrevData?: boolean
   /** MST inversion implementation (default 'fast'; 'oracle' = @atproto/repo's MST, for tests) */
   mstInversion?: MstInversionImpl
+  /**
+   * 'generic': read the CAR, the commit and the records with the generic decoders only, never the fixed-shape
+   * readers (the tests' oracle; the verdict is the same either way)
+   */
+  readers?: 'fixed' | 'generic'
 }
 
 /**
@@ -132,7 +137,7 @@ export interface CommitCheckOk {
   newData: CID
   /** record bytes of create/update ops, by path */
   records: Map<string, Uint8Array>
-  /** every block of the slice */
+  /** every block of the slice (built on first read) */
   blocks: BlockMap
   /** false when the inversion was skipped (first commit without prevData) */
   inverted: boolean
@@ -236,13 +241,13 @@ export type InversionResult =
  * MstInversionImpl).
  */
 export async function invertCommitOps(
-  blocks: BlockMap,
+  blocks: BlockMap | CarBlocks,
   data: CID,
   ops: { action: string; path: string; cid: CID | null; prev?: CID | null }[],
   opts: { impl?: MstInversionImpl } = {},
 ): Promise<InversionResult> {
   if ((opts.impl ?? 'fast') === 'fast') return invertMstOps((cid) => blocks.get(cid), data, ops)
-  return invertWithAtprotoMst(blocks, data, ops)
+  return invertWithAtprotoMst(blocks instanceof CarBlocks ? blocks.toBlockMap() : blocks, data, ops)
 }
 
 /** The reference inversion, through @atproto/repo's MST (kept as the oracle of the tests). */
@@ -299,13 +304,14 @@ function carFailure(err: unknown, limits: CommitCheckLimits): CommitCheckFailure
 }
 
 function loadCommit(
-  blocks: BlockMap,
+  blocks: { get(cid: CID): Uint8Array | undefined },
   cid: CID,
+  fixedShape = true,
 ): { commit: SignedCommit; unsignedBytes: Uint8Array } | CommitCheckFailure {
   const bytes = blocks.get(cid)
   if (!bytes) return fail('missing-block', `commit block ${cid} is not in blocks`)
   try {
-    return decodeCommit(bytes)
+    return decodeCommit(bytes, { fixedShape })
   } catch (err) {
     if (err instanceof CommitDecodeError) return fail(err.reason, err.message)
     throw err
@@ -329,9 +335,9 @@ function revChecks(rev: string, ctx: CommitCheckContext, limits: CommitCheckLimi
  * Why a record block is not a DAG-CBOR map (null when it is). A strict scan (which builds nothing and accepts
  * only what `cborDecode` decodes) settles the common case; anything it refuses is decoded for the message.
  */
-export function recordProblem(bytes: Uint8Array): string | null {
+export function recordProblem(bytes: Uint8Array, scanFirst = true): string | null {
   try {
-    if (scanCborItemStrict(bytes, 0, isCidPayload) === bytes.length && bytes[0]! >> 5 === 5) return null
+    if (scanFirst && scanCborItemStrict(bytes, 0, isCidPayload) === bytes.length && bytes[0]! >> 5 === 5) return null
   } catch {
     // refused: the decoder says why
   }
@@ -350,6 +356,7 @@ export function recordProblem(bytes: Uint8Array): string | null {
 /** The sync 1.1 check of a `#commit` event. Pure: no I/O, no clock unless ctx.now is omitted. */
 export async function verifyCommitEvent(evt: CommitEvent, ctx: CommitCheckContext): Promise<CommitCheckResult> {
   const limits = { ...DEFAULT_COMMIT_LIMITS, ...ctx.limits }
+  const generic = ctx.readers === 'generic'
 
   // 1-3: shape and size limits
   const shape = checkShape(evt)
@@ -361,12 +368,13 @@ export async function verifyCommitEvent(evt: CommitEvent, ctx: CommitCheckContex
 
   // 4-5: the CAR slice
   let roots: CID[]
-  let blocks: BlockMap
+  let blocks: CarBlocks
   try {
-    ;({ roots, blocks } = readCarSync(evt.blocks, {
-      maxBytes: limits.maxBlocksBytes,
-      maxBlockBytes: limits.maxRecordBytes,
-    }))
+    ;({ roots, blocks } = readCarSlice(
+      evt.blocks,
+      { maxBytes: limits.maxBlocksBytes, maxBlockBytes: limits.maxRecordBytes },
+      { fixedShape: !generic },
+    ))
   } catch (err) {
     return carFailure(err, limits)
   }
@@ -375,7 +383,7 @@ export async function verifyCommitEvent(evt: CommitEvent, ctx: CommitCheckContex
   }
 
   // 6-7: the commit object
-  const loaded = loadCommit(blocks, shape.commit)
+  const loaded = loadCommit(blocks, shape.commit, !generic)
   if ('ok' in loaded) return loaded
   const { commit, unsignedBytes } = loaded
   if (commit.did !== evt.repo) return fail('did-mismatch', `commit did ${commit.did} is not the event repo ${evt.repo}`)
@@ -399,7 +407,7 @@ export async function verifyCommitEvent(evt: CommitEvent, ctx: CommitCheckContex
       if (ctx.allowMissingRecords) continue
       return fail('missing-block', `record block ${op.cid} for ${op.path} is not in blocks`)
     }
-    const bad = recordProblem(bytes)
+    const bad = recordProblem(bytes, !generic)
     if (bad !== null) return fail('malformed', `record ${op.path} ${bad}`)
     records.set(op.path, bytes)
   }
@@ -434,7 +442,19 @@ export async function verifyCommitEvent(evt: CommitEvent, ctx: CommitCheckContex
     }
   }
 
-  return { ok: true, commit, commitCid: shape.commit, newData: commit.data, records, blocks, inverted }
+  // the slice as a BlockMap (CID objects, base32 keys) only for a caller that asks for it
+  let blockMap: BlockMap | undefined
+  return {
+    ok: true,
+    commit,
+    commitCid: shape.commit,
+    newData: commit.data,
+    records,
+    get blocks() {
+      return (blockMap ??= blocks.toBlockMap())
+    },
+    inverted,
+  }
 }
 
 export interface SyncCheckOk {

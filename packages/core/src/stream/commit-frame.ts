@@ -14,7 +14,9 @@
  * ASCII (invalid UTF-8 would decode to U+FFFD): it is decoded and encoded again. Keep `decodeFrame` and the
  * decoded path as the oracle (test/stream/commit-frame.test.ts compares them).
  */
+import { CID } from 'multiformats/cid'
 import { CborTruncatedError, cborHeadLength, scanCborItemStrict, writeCborHead } from '../data/index.js'
+import type { CommitEvent, CommitEventOp } from '../repo/verify.js'
 import { isCidPayload } from '../data/cbor-fixed.js'
 import { FrameError, messageHeaderBytes } from './frames.js'
 
@@ -247,6 +249,43 @@ export class CommitFrame {
   }
 
   /**
+   * The fields of the body that `verifyCommitEvent` reads (repo, commit, rev, since, blocks, ops with action, path,
+   * cid and prev, prevData), as `cborDecode` of the body gives them (an absent field undefined), built from the
+   * index; null when one of them has a form this does not build (text that is not ASCII, a value of another type
+   * than the field's, an op that is not a map): decode the body instead.
+   */
+  commitEvent(): CommitEvent | null {
+    const b = this.frame
+    const r = this.ranges
+    const field = (f: number): unknown => (r[2 * f]! < 0 ? undefined : plainValueAt(b, r[2 * f]!))
+    const repo = field(F_REPO)
+    const commit = field(F_COMMIT)
+    const rev = field(F_REV)
+    const since = field(F_SINCE)
+    const blocks = field(F_BLOCKS)
+    const prevData = field(F_PREVDATA)
+    if (repo === BAIL || commit === BAIL || rev === BAIL || since === BAIL || blocks === BAIL || prevData === BAIL) return null
+    let ops: CommitEventOp[] | undefined
+    if (this.opCount >= 0) {
+      ops = new Array(this.opCount)
+      const o = this.opRanges
+      for (let i = 0; i < this.opCount; i++) {
+        if (o[8 * i] === -2) return null
+        const op: Record<string, unknown> = {}
+        for (let f = 0; f < 4; f++) {
+          const at = o[8 * i + 2 * f]!
+          if (at < 0) continue
+          const v = plainValueAt(b, at)
+          if (v === BAIL) return null
+          op[OP_FIELDS[f]!] = v
+        }
+        ops[i] = op as unknown as CommitEventOp
+      }
+    } else if (r[2 * F_OPS]! >= 0) return null
+    return { repo, commit, rev, since, blocks, ops, prevData } as CommitEvent
+  }
+
+  /**
    * The relay's outbound `#commit` for this (verified) commit, built from the body's bytes:
    * `{seq, rebase: false, tooBig: false, repo, commit, rev, since, blocks, ops, blobs: [], time, prevData?}`
    * with each op reduced to `{action, path, cid (null if absent), prev (if a CID)}`, `since` null unless a
@@ -403,6 +442,36 @@ function textItem(s: string): Uint8Array {
   const p = writeCborHead(out, 0, 3, bytes.length)
   out.set(bytes, p)
   return out
+}
+
+const OP_FIELDS = ['action', 'path', 'cid', 'prev'] as const // in the order of O_ACTION..O_PREV
+const BAIL = Symbol('bail')
+
+/**
+ * The (valid) item at `pos` as `cborDecode` gives it, for the scalar forms of a commit's fields: ASCII text,
+ * bytes (a view), a link (CID), null, true/false, a small unsigned integer; BAIL for anything else.
+ */
+function plainValueAt(b: Uint8Array, pos: number): unknown {
+  const ib = b[pos]!
+  if (ib === CBOR_NULL) return null
+  if (ib === CBOR_FALSE) return false
+  if (ib === CBOR_FALSE + 1) return true
+  const [major, arg, at] = head(b, pos)
+  switch (major) {
+    case 0:
+      return Number.isSafeInteger(arg) ? arg : BAIL
+    case 2:
+      return b.subarray(at, at + arg)
+    case 3:
+      return isAscii(b, at, at + arg) ? textAt(b, pos) : BAIL
+    case 6: {
+      // tag 42 over 0x00 + the CID's bytes (checkFrameBody checked the payload)
+      const [, len, p] = head(b, at)
+      return CID.decode(b.subarray(p + 1, p + len))
+    }
+    default:
+      return BAIL
+  }
 }
 
 /**

@@ -19,6 +19,7 @@ import {
   type CommitEvent,
   type SyncEvent,
 } from '../repo/index.js'
+import { checkFrameBody, indexCommitFrame } from '../stream/commit-frame.js'
 import { KeyedWorkerPool } from './pool.js'
 
 /** The verdict on an event, the same from both paths. */
@@ -105,8 +106,22 @@ async function check(kind: 'commit' | 'sync', evt: unknown, ctx: CommitCheckCont
   return { ok: true, rev: res.commit.rev, commitCid: res.commitCid, newData: res.newData, changed: res.changed, inverted: false }
 }
 
-/** An event body given as bytes: decoded as a frame reader would (strict DAG-CBOR), or a `malformed` verdict. */
+/**
+ * An event body given as bytes: decoded as a frame reader would (strict DAG-CBOR), or a `malformed` verdict. A
+ * `#commit` body that passes the strict scan is read by the frame indexer (`CommitFrame.commitEvent`: the fields
+ * the verification reads, nothing else built); anything it does not build is decoded.
+ */
 function decodeBody(kind: 'commit' | 'sync', body: Uint8Array): { evt: unknown } | { fail: VerifySummary & { ok: false } } {
+  if (kind === 'commit') {
+    let evt: CommitEvent | null = null
+    try {
+      checkFrameBody(body, 0)
+      evt = indexCommitFrame(body, 0).commitEvent()
+    } catch {
+      // refused by the scan: the decoder below says why
+    }
+    if (evt) return { evt }
+  }
   let evt: unknown
   try {
     evt = cborDecode(body)

@@ -10,19 +10,7 @@ import { describe, expect, it } from 'vitest'
 import { cborDecode, cborEncode, cidForCbor } from '../../src/data/index.js'
 import { decodeCommit, readCanonicalCommit } from '../../src/repo/commit.js'
 import { recordProblem } from '../../src/repo/verify.js'
-import { createOp, newKeypair, post, rng, toCid, updateOp } from './helpers.js'
-
-/** Corrupts a copy of `base`: a byte or two set to random or CBOR-significant values, sometimes truncated. */
-function corrupt(base: Uint8Array, rand: () => number): Uint8Array {
-  const m = new Uint8Array(base)
-  const edits = 1 + Math.floor(rand() * 2)
-  for (let k = 0; k < edits; k++) {
-    const at = Math.floor(rand() * m.length)
-    if (rand() < 0.5) m[at] = Math.floor(rand() * 256)
-    else m[at] = [0x18, 0x19, 0xf6, 0xf7, 0xd8, 0x2a, 0x00, 0x01, 0x03, 0x40, 0x41, 0x58, 0x60, 0x78, 0xa5, 0xa6, 0xa7, 0x61, 0x63, 0x64, 0x80][Math.floor(rand() * 21)]!
-  }
-  return rand() < 0.1 ? m.subarray(0, Math.floor(rand() * m.length)) : m
-}
+import { corrupt, createOp, newKeypair, post, rng, toCid, updateOp } from './helpers.js'
 
 function commitOutcome(bytes: Uint8Array, fixedShape: boolean): unknown {
   try {

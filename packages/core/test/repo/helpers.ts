@@ -130,3 +130,17 @@ export function rng(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
 }
+
+/** CBOR-significant byte values (heads of small and 1-/2-byte items, null, tag 42, CID prefixes) */
+const SPECIAL_BYTES = [0x00, 0x01, 0x03, 0x12, 0x18, 0x19, 0x20, 0x2a, 0x40, 0x41, 0x55, 0x58, 0x59, 0x60, 0x61, 0x63, 0x64, 0x71, 0x78, 0x80, 0xa1, 0xa2, 0xa4, 0xa5, 0xa6, 0xa7, 0xd8, 0xf6, 0xf7]
+
+/** A corrupted copy of `base`: one or two bytes set to random or CBOR-significant values, sometimes truncated. */
+export function corrupt(base: Uint8Array, rand: () => number): Uint8Array {
+  const m = new Uint8Array(base)
+  const edits = 1 + Math.floor(rand() * 2)
+  for (let k = 0; k < edits; k++) {
+    const at = Math.floor(rand() * m.length)
+    m[at] = rand() < 0.5 ? Math.floor(rand() * 256) : SPECIAL_BYTES[Math.floor(rand() * SPECIAL_BYTES.length)]!
+  }
+  return rand() < 0.08 ? m.subarray(0, Math.floor(rand() * m.length)) : m
+}
