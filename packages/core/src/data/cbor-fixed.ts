@@ -5,6 +5,7 @@
  * DAG-CBOR decoder would refuse; they may refuse encodings it accepts (the fallback handles those).
  */
 import { CID } from 'multiformats/cid'
+import { Digest } from 'multiformats/hashes/digest'
 
 /** A read position, advanced by the readers. */
 export interface FixedPos {
@@ -52,19 +53,36 @@ export function fixedCid(b: Uint8Array, out: FixedPos): CID | undefined {
   if (b[pos] !== 0xd8 || b[pos + 1] !== 0x2a) return undefined
   const len = fixedArg(b, pos + 2, 2, out)
   if (len < 1 || out.pos + len > b.length || b[out.pos] !== 0) return undefined
-  const payload = b.subarray(out.pos + 1, out.pos + len)
+  const cid = cidAt(b, out.pos + 1, len - 1)
+  if (!cid) return undefined
+  out.pos += len
+  return cid
+}
+
+/**
+ * The CID whose binary form is the `len` bytes at `start`, as `CID.decode` gives it (same version, codec,
+ * multihash and bytes), or undefined when CID.decode refuses them or would normalize them to other bytes (a
+ * reader that copies bytes must copy what an encoder of the decoded value writes). The common form (CIDv1, a
+ * one-byte codec, sha2-256, 32 bytes) is built directly: one 36-byte copy, no varint parsing, no re-encoding.
+ */
+export function cidAt(b: Uint8Array, start: number, len: number): CID | undefined {
+  if (len === 36 && b[start] === 1 && b[start + 1]! < 0x80 && b[start + 2] === 0x12 && b[start + 3] === 0x20) {
+    // a copy (not a view that would keep a whole socket buffer alive), a plain Uint8Array as CID.decode gives
+    const plain = new Uint8Array(36)
+    plain.set(b.subarray(start, start + 36))
+    const multihash = plain.subarray(2)
+    return new CID(1, plain[1]!, new Digest(0x12, 32, multihash.subarray(2), multihash), plain)
+  }
+  const payload = b.subarray(start, start + len)
   let cid: CID
   try {
     cid = CID.decode(payload)
   } catch {
     return undefined
   }
-  // a CID whose bytes are not the ones read (CID.decode normalizes some forms) is left to the generic path:
-  // a reader that copies bytes must copy what an encoder of the decoded value would write
   const cb = cid.bytes
   if (cb.length !== payload.length) return undefined
   for (let i = 0; i < cb.length; i++) if (cb[i] !== payload[i]) return undefined
-  out.pos += len
   return cid
 }
 

@@ -124,6 +124,28 @@ export function readCanonicalMstNode(b: Uint8Array): { e: { k: Uint8Array; p: nu
   return p === b.length ? { e, l } : null
 }
 
+/** [a-zA-Z0-9_~\-:.] as a byte table (the characters of a record path's two parts) */
+const KEY_CHAR = new Uint8Array(128)
+for (const c of 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_~-:.') KEY_CHAR[c.charCodeAt(0)] = 1
+
+/**
+ * `mstUtil.isValidMstKey` on a key's bytes (no string, no split, no regexp): at most 1024 bytes, two non-empty
+ * parts of [a-zA-Z0-9_~\-:.] around one '/'. A key of these bytes is ASCII, so its string is its bytes.
+ */
+export function isValidMstKeyBytes(key: Uint8Array): boolean {
+  const n = key.length
+  if (n > 1024) return false
+  let slash = -1
+  for (let i = 0; i < n; i++) {
+    const c = key[i]!
+    if (c === 0x2f) {
+      if (slash >= 0) return false
+      slash = i
+    } else if (c >= 0x80 || KEY_CHAR[c] === 0) return false
+  }
+  return slash > 0 && slash < n - 1
+}
+
 function asNullableCid(v: unknown, what: string, at: CID): CID | null {
   if (v === null || v === undefined) return null
   const cid = CID.asCID(v)
@@ -174,13 +196,18 @@ export function decodeMstNode(
       throw new MstWalkError('malformed', `MST node ${cid}: entry ${i} prefix compression is not exact`, cid)
     }
     let keyStr: string
-    try {
-      keyStr = utf8Strict.decode(key)
-    } catch {
-      throw new MstWalkError('malformed', `MST node ${cid}: entry ${i} key is not UTF-8`, cid)
-    }
-    if (!mstUtil.isValidMstKey(keyStr)) {
-      throw new MstWalkError('malformed', `MST node ${cid}: invalid key ${JSON.stringify(keyStr)}`, cid)
+    if (isValidMstKeyBytes(key)) {
+      keyStr = String.fromCharCode.apply(null, key as unknown as number[]) // ASCII
+    } else {
+      // refused (or an odd form): decoded and checked as text, for the message
+      try {
+        keyStr = utf8Strict.decode(key)
+      } catch {
+        throw new MstWalkError('malformed', `MST node ${cid}: entry ${i} key is not UTF-8`, cid)
+      }
+      if (!mstUtil.isValidMstKey(keyStr)) {
+        throw new MstWalkError('malformed', `MST node ${cid}: invalid key ${JSON.stringify(keyStr)}`, cid)
+      }
     }
     const value = CID.asCID(e.v)
     if (!value) throw new MstWalkError('malformed', `MST node ${cid}: entry ${i} value is not a CID`, cid)

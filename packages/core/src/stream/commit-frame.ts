@@ -14,10 +14,9 @@
  * ASCII (invalid UTF-8 would decode to U+FFFD): it is decoded and encoded again. Keep `decodeFrame` and the
  * decoded path as the oracle (test/stream/commit-frame.test.ts compares them).
  */
-import { CID } from 'multiformats/cid'
 import { CborTruncatedError, cborHeadLength, scanCborItemStrict, writeCborHead } from '../data/index.js'
 import type { CommitEvent, CommitEventOp } from '../repo/verify.js'
-import { isCidPayload } from '../data/cbor-fixed.js'
+import { cidAt, isCidPayload } from '../data/cbor-fixed.js'
 import { FrameError, messageHeaderBytes } from './frames.js'
 
 export { isCidPayload }
@@ -467,7 +466,7 @@ function plainValueAt(b: Uint8Array, pos: number): unknown {
     case 6: {
       // tag 42 over 0x00 + the CID's bytes (checkFrameBody checked the payload)
       const [, len, p] = head(b, at)
-      return CID.decode(b.subarray(p + 1, p + len))
+      return cidAt(b, p + 1, len - 1) ?? BAIL
     }
     default:
       return BAIL

@@ -6,8 +6,10 @@
  *    as decoding the record, on real records and thousands of corruptions.
  */
 import { MemoryBlockstore, Repo } from '@atproto/repo'
+import { CID } from 'multiformats/cid'
 import { describe, expect, it } from 'vitest'
 import { cborDecode, cborEncode, cidForCbor } from '../../src/data/index.js'
+import { cidAt } from '../../src/data/cbor-fixed.js'
 import { decodeCommit, readCanonicalCommit } from '../../src/repo/commit.js'
 import { recordProblem } from '../../src/repo/verify.js'
 import { corrupt, createOp, newKeypair, post, rng, toCid, updateOp } from './helpers.js'
@@ -159,5 +161,47 @@ describe('record check: strict scan before a decode', () => {
     expect(counts.refused).toBeGreaterThan(1000)
     const odd = [new Uint8Array([]), cborEncode([1, 2]), cborEncode('text'), cborEncode(null), cborEncode(toCid(cidForCbor({ a: 1 }))), cborEncode({})]
     for (const bytes of odd) expect(recordProblem(bytes)).toBe(decodedRecordProblem(bytes))
+  })
+})
+
+describe('cidAt: the CID of a byte range', () => {
+  it('builds the CID CID.decode gives, or refuses what it refuses or would normalize', () => {
+    const rand = rng(17)
+    const digest = () => Array.from({ length: 32 }, () => Math.floor(rand() * 256))
+    const forms: number[][] = []
+    for (let i = 0; i < 300; i++) {
+      const d = digest()
+      forms.push(
+        [0x01, 0x71, 0x12, 0x20, ...d], // dag-cbor
+        [0x01, 0x55, 0x12, 0x20, ...d], // raw
+        [0x01, 0x70, 0x12, 0x20, ...d], // dag-pb
+        [0x01, 0x85, 0x01, 0x12, 0x20, ...d], // a two-byte codec
+        [0x12, 0x20, ...d], // CIDv0
+        [0x00, 0x71, 0x12, 0x20, ...d], // version 0 spelled out: normalized by CID.decode
+        [0x01, 0x71, 0x12, 0x20, ...d.slice(1)], // short digest
+        [0x01, 0x71, 0x00, 0x03, 1, 2, 3], // identity multihash
+      )
+    }
+    for (let i = 0; i < 2000; i++) forms.push([...corrupt(Uint8Array.from(forms[i % 8]!), rand)])
+    const view = (c: CID) => ({ v: c.version, code: c.code, mh: c.multihash.code, size: c.multihash.size, digest: [...c.multihash.digest], mhBytes: [...c.multihash.bytes], bytes: [...c.bytes], s: c.toString() })
+    let built = 0
+    for (const f of forms) {
+      const buf = Uint8Array.from([0xff, ...f, 0xff])
+      let expected: unknown
+      try {
+        const c = CID.decode(buf.subarray(1, 1 + f.length))
+        expected = c.bytes.length === f.length && c.bytes.every((x, j) => x === f[j]) ? view(c) : undefined
+      } catch {
+        expected = undefined
+      }
+      const got = cidAt(buf, 1, f.length)
+      expect(got ? view(got) : undefined).toEqual(expected)
+      if (got) {
+        built++
+        expect(got.equals(CID.decode(Uint8Array.from(f)))).toBe(true)
+        expect(got.bytes.constructor).toBe(Uint8Array)
+      }
+    }
+    expect(built).toBeGreaterThan(1000)
   })
 })

@@ -3,11 +3,11 @@
  * node of trees built by @atproto/repo, and on thousands of corruptions of them, both paths give the same
  * result or the same error (reason and message).
  */
-import { MemoryBlockstore, MST } from '@atproto/repo'
+import { MemoryBlockstore, MST, mstUtil } from '@atproto/repo'
 import { CID } from 'multiformats/cid'
 import { describe, expect, it } from 'vitest'
 import { cborDecode, cborEncode, cidForBlock, DAG_CBOR_CODEC } from '../../src/data/index.js'
-import { decodeMstNode, readCanonicalMstNode } from '../../src/repo/mst-walk.js'
+import { decodeMstNode, isValidMstKeyBytes, readCanonicalMstNode } from '../../src/repo/mst-walk.js'
 import { rng } from './helpers.js'
 
 const leaf = (i: number) => cidForBlock(new TextEncoder().encode(`record ${i}`), DAG_CBOR_CODEC)
@@ -102,5 +102,31 @@ describe('decodeMstNode: fixed-shape reader', () => {
     expect(readCanonicalMstNode(odd[2]!)).toBeNull()
     expect(readCanonicalMstNode(odd[3]!)).toBeNull()
     expect(readCanonicalMstNode(odd[4]!)).not.toBeNull()
+  })
+})
+
+describe('isValidMstKeyBytes', () => {
+  it('agrees with @atproto/repo isValidMstKey on the key decoded as text', () => {
+    const rand = rng(13)
+    const alphabet = [...'abcXYZ019_~-:./', '/', '/', ' ', '\u00e9', '\u0000', '\u007f', '%', '*']
+    const samples = ['app.bsky.feed.post/3k2a4', 'a/b', '/b', 'a/', 'a//b', 'a/b/c', '', '/', 'a.b/' + 'x'.repeat(1020), 'a.b/' + 'x'.repeat(1021)]
+    for (let i = 0; i < 5000; i++) {
+      const part = () => {
+        const len = Math.floor(rand() * 12)
+        let s = ''
+        for (let j = 0; j < len; j++) s += alphabet[Math.floor(rand() * alphabet.length)]!
+        return s
+      }
+      samples.push(rand() < 0.5 ? part() + part() : `${part()}/${part()}`)
+    }
+    let valid = 0
+    for (const s of samples) {
+      const bytes = new TextEncoder().encode(s)
+      expect(isValidMstKeyBytes(bytes), JSON.stringify(s)).toBe(mstUtil.isValidMstKey(s))
+      if (mstUtil.isValidMstKey(s)) valid++
+    }
+    // raw bytes that are not UTF-8 are never valid keys
+    expect(isValidMstKeyBytes(new Uint8Array([0x61, 0x2f, 0xff]))).toBe(false)
+    expect(valid).toBeGreaterThan(100)
   })
 })
