@@ -14,6 +14,7 @@
  * ASCII (invalid UTF-8 would decode to U+FFFD): it is decoded and encoded again. Keep `decodeFrame` and the
  * decoded path as the oracle (test/stream/commit-frame.test.ts compares them).
  */
+import { CID } from 'multiformats/cid'
 import { CborTruncatedError, cborHeadLength, scanCborItemStrict, writeCborHead } from '../data/index.js'
 import type { CommitEvent, CommitEventOp } from '../repo/verify.js'
 import { cidAt, isCidPayload } from '../data/cbor-fixed.js'
