@@ -172,7 +172,9 @@ function config(net: Network, dbUrl: string, dataDirectory: string, schema?: str
     // (required: left out, the labeler lookup ran every millisecond, a full scan of the record table each time)
     labelerRefreshMs: 30_000,
     backfillOnStart: true,
-    backfillConcurrency: Number(process.env.BENCH_BACKFILL_CONCURRENCY ?? 8),
+    // (unset: the AppView's defaults, APPVIEW_BACKFILL_CONCURRENCY / APPVIEW_BACKFILL_MAX_BYTES)
+    ...(process.env.BENCH_BACKFILL_CONCURRENCY ? { backfillConcurrency: Number(process.env.BENCH_BACKFILL_CONCURRENCY) } : {}),
+    ...(process.env.BENCH_BACKFILL_MAX_BYTES ? { backfillMaxBytes: Number(process.env.BENCH_BACKFILL_MAX_BYTES) } : {}),
     verifyWorkers: Number(process.env.BENCH_VERIFY_WORKERS ?? 2),
     repoFetch: { concurrency: 16, hostConcurrency: 16 },
   }

@@ -37,8 +37,10 @@ export interface AppViewConfig {
   repoFetch?: RepoFetchConfig
   /** backfill every upstream repo on first start (and resume an unfinished one); default true */
   backfillOnStart?: boolean
-  /** repos fetched and indexed at once by the network backfill (default 8) */
+  /** repos fetched and indexed at once by the network backfill (default 32) */
   backfillConcurrency?: number
+  /** CAR bytes of the repos in flight above which the backfill starts no new repo (default 64 MiB) */
+  backfillMaxBytes?: number
   /** worker threads verifying live #commit events (0 or unset: in the main thread) */
   verifyWorkers?: number
   /** labelers followed whatever records say, and applied when a request names none (atproto-accept-labelers) */
@@ -191,6 +193,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): AppViewConfig 
   const backfillRaw = nonEmpty(env, 'APPVIEW_BACKFILL')
   const backfillOnStart = backfillRaw === undefined ? true : parseBool(backfillRaw, 'APPVIEW_BACKFILL', errors)
   const backfillConcurrency = int('APPVIEW_BACKFILL_CONCURRENCY', 1, 1024)
+  const backfillMaxBytes = int('APPVIEW_BACKFILL_MAX_BYTES', 1024 * 1024, Number.MAX_SAFE_INTEGER)
   const verifyWorkers = int('APPVIEW_VERIFY_WORKERS', 0, 256) ?? defaultVerifyWorkers()
   const labelers: string[] = []
   for (const part of (nonEmpty(env, 'APPVIEW_LABELERS') ?? '').split(',')) {
@@ -249,6 +252,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): AppViewConfig 
   }
   if (Object.keys(repoFetch).length > 0) config.repoFetch = repoFetch
   if (backfillConcurrency !== undefined) config.backfillConcurrency = backfillConcurrency
+  if (backfillMaxBytes !== undefined) config.backfillMaxBytes = backfillMaxBytes
   config.verifyWorkers = verifyWorkers
   if (modServiceDid) config.modServiceDid = modServiceDid
   if (imageCacheMaxBytes !== undefined) config.imageCacheMaxBytes = imageCacheMaxBytes

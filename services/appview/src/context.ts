@@ -166,6 +166,7 @@ export class AppContext {
       log: log.child({ component: 'backfill' }),
       upstreams: config.relayUrl ? [config.relayUrl] : config.pdsUrls,
       concurrency: config.backfillConcurrency,
+      maxBytesInFlight: config.backfillMaxBytes,
     })
     const blobs = new BlobCache({
       dir: config.dataDirectory && config.dbUrl !== ':memory:' ? join(config.dataDirectory, 'blob-cache') : null,

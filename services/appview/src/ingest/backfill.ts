@@ -5,6 +5,11 @@
  * runs meanwhile: a repo's resync takes its turn in that account's queue, so its live events are applied
  * after the fetched repo when newer, and a repo already indexed at the listed rev is skipped.
  *
+ * Memory: at most `concurrency` repos are in flight, and a new one starts only while the CAR bytes of
+ * those in flight (fetched and not indexed yet; one still being fetched counts as the average repo so
+ * far, an equal share of the bound before the first) leave room for another average repo under `maxBytesInFlight`. One repo always may run, however
+ * big (the fetcher's size cap bounds it).
+ *
  * Progress is kept in the database (backfill_source, backfill_repo): a backfill stopped midway resumes
  * where it stopped on the next start. A repo that cannot be fetched (after retries) is marked failed;
  * a new backfill (admin call) tries it again.
@@ -20,8 +25,10 @@ export interface BackfillOptions {
   log: Logger
   /** http(s) base URLs to enumerate (the relay, or the PDSes) */
   upstreams: string[]
-  /** repos fetched and indexed at once (default 8) */
+  /** repos fetched and indexed at once, at most (default 32) */
   concurrency?: number
+  /** CAR bytes of the repos in flight above which no new repo starts (default 64 MiB) */
+  maxBytesInFlight?: number
   /** progress log interval (default 10 s) */
   progressEveryMs?: number
 }
@@ -37,6 +44,9 @@ export interface BackfillStatus {
   reposDone: number
   reposFailed: number
   reposPending: number
+  /** repos being fetched, checked or indexed now, and their CAR bytes (fetched ones) */
+  reposInFlight: number
+  bytesInFlight: number
   /** records indexed by this run */
   records: number
   recordsPerSec: number
@@ -52,6 +62,8 @@ interface RepoRow {
 }
 
 const PAGE = 1000
+export const DEFAULT_BACKFILL_CONCURRENCY = 32
+export const DEFAULT_BACKFILL_MAX_BYTES = 64 * 1024 * 1024
 
 function httpBase(url: string): string {
   const u = new URL(url)
@@ -73,6 +85,15 @@ export class Backfiller {
   private unsaved: { did: string; status: string; attempts: number; error: string | null; updatedAt: string }[] = []
   private saveTimer: NodeJS.Timeout | null = null
   private saving: Promise<void> = Promise.resolve()
+  /** repos in flight: their CAR size once fetched (null before) */
+  private readonly inFlight = new Map<string, number | null>()
+  private bytesInFlight = 0
+  /** room taken by a worker that is picking its next repo (counted like a repo not fetched yet) */
+  private reserved = 0
+  /** repos fetched by this process and their bytes (the estimate of a repo not fetched yet) */
+  private fetchedRepos = 0
+  private fetchedBytes = 0
+  private readonly roomWaiters: (() => void)[] = []
 
   constructor(private readonly opts: BackfillOptions) {}
 
@@ -111,6 +132,7 @@ export class Backfiller {
   /** Stops after the repos in progress (the rest stays pending for the next start). */
   async stop(): Promise<void> {
     this.stopping = true
+    this.wake()
     await this.running
   }
 
@@ -162,14 +184,28 @@ export class Backfiller {
         await new Promise((r) => setTimeout(r, 100))
       }
     }
-    const concurrency = this.opts.concurrency ?? 8
+    const concurrency = this.opts.concurrency ?? DEFAULT_BACKFILL_CONCURRENCY
     for (let i = 0; i < concurrency; i++) {
       workers.push(
         (async () => {
           for (;;) {
-            const row = await next()
-            if (!row) return
-            await this.backfillOne(row)
+            await this.room()
+            let row: RepoRow | null
+            try {
+              row = await next()
+            } finally {
+              this.reserved--
+            }
+            if (!row) {
+              this.wake()
+              return
+            }
+            this.inFlight.set(row.did, null)
+            try {
+              await this.backfillOne(row)
+            } finally {
+              this.release(row.did)
+            }
           }
         })(),
       )
@@ -194,6 +230,50 @@ export class Backfiller {
     }
     this.state = 'done'
     this.opts.log.info(this.progress(), 'backfill finished')
+  }
+
+  /** The byte size a repo not fetched yet is counted at: the average so far (before any: an equal share of the bound). */
+  private get estimate(): number {
+    if (this.fetchedRepos > 0) return this.fetchedBytes / this.fetchedRepos
+    return (this.opts.maxBytesInFlight ?? DEFAULT_BACKFILL_MAX_BYTES) / (this.opts.concurrency ?? DEFAULT_BACKFILL_CONCURRENCY)
+  }
+
+  /** Bytes in flight, repos still being fetched counted at the estimate. */
+  private bytesHeld(): number {
+    let unknown = this.reserved
+    for (const v of this.inFlight.values()) if (v === null) unknown++
+    return this.bytesInFlight + unknown * this.estimate
+  }
+
+  /** Resolves once another repo fits under the byte bound (at once when none is in flight), and takes that room. */
+  private async room(): Promise<void> {
+    const max = this.opts.maxBytesInFlight ?? DEFAULT_BACKFILL_MAX_BYTES
+    while (this.inFlight.size + this.reserved > 0 && !this.stopping && this.bytesHeld() + this.estimate > max) {
+      await new Promise<void>((resolve) => this.roomWaiters.push(resolve))
+    }
+    this.reserved++
+  }
+
+  private wake(): void {
+    for (const w of this.roomWaiters.splice(0)) w()
+  }
+
+  private fetched(did: string, bytes: number): void {
+    if (!this.inFlight.has(did)) return
+    const before = this.inFlight.get(did)
+    this.bytesInFlight += bytes - (before ?? 0)
+    this.inFlight.set(did, bytes)
+    // (a repo fetched again, after a key change: counted once in the average)
+    if (before === null) {
+      this.fetchedRepos++
+      this.fetchedBytes += bytes
+    }
+  }
+
+  private release(did: string): void {
+    this.bytesInFlight -= this.inFlight.get(did) ?? 0
+    this.inFlight.delete(did)
+    this.wake()
   }
 
   /** Pages through listRepos of every upstream, from the saved cursor; rows go in as pending. */
@@ -254,7 +334,7 @@ export class Backfiller {
     let ok = true
     let error: string | null = null
     if (!(state && state.syncStatus === 'synchronized' && row.rev !== null && state.rev >= row.rev)) {
-      ok = await this.opts.ingester.resync(row.did, { retries: 2 }).catch((err) => {
+      ok = await this.opts.ingester.resync(row.did, { retries: 2, onFetched: (bytes) => this.fetched(row.did, bytes) }).catch((err) => {
         this.opts.log.warn({ did: row.did, err: (err as Error).message }, 'backfill: repo failed')
         return false
       })
@@ -332,6 +412,8 @@ export class Backfiller {
       reposDone: this.counts.done,
       reposFailed: this.counts.failed,
       reposPending: pending,
+      reposInFlight: this.inFlight.size,
+      bytesInFlight: this.bytesInFlight,
       records,
       recordsPerSec: elapsed > 0 ? Math.round(records / elapsed) : 0,
       reposPerSec: Math.round(reposPerSec * 10) / 10,

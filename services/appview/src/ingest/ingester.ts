@@ -858,7 +858,7 @@ export class Ingester {
    * Resynchronizes one account now, in its turn: after the events of it already queued, before the
    * ones that come next (admin backfill, network backfill).
    */
-  resync(did: string, opts: { retries?: number } = {}): Promise<boolean> {
+  resync(did: string, opts: ResyncOptions = {}): Promise<boolean> {
     return this.queue.run(did, () => this.resyncNow(did, undefined, opts))
   }
 
@@ -867,12 +867,12 @@ export class Ingester {
    * limits), verifies it, and brings the indexed records in line with it: new and changed records
    * indexed, missing ones deleted. Runs inside the account's queue.
    */
-  private async resyncNow(did: string, known?: AtprotoIdentity, opts: { retries?: number } = {}): Promise<boolean> {
+  private async resyncNow(did: string, known?: AtprotoIdentity, opts: ResyncOptions = {}): Promise<boolean> {
     this.stats.resyncs++
     // the account's batched writes first: the fetched repo is compared with what they leave
     await this.written(did)
     this.repoStates.delete(did)
-    const ok = await this.fetchAndApply(did, known, opts.retries ?? 0)
+    const ok = await this.fetchAndApply(did, known, opts)
     if (!ok) {
       this.stats.resyncFailures++
       await this.markDesynchronized(did)
@@ -880,7 +880,7 @@ export class Ingester {
     return ok
   }
 
-  private async fetchAndApply(did: string, known: AtprotoIdentity | undefined, retries: number): Promise<boolean> {
+  private async fetchAndApply(did: string, known: AtprotoIdentity | undefined, opts: ResyncOptions): Promise<boolean> {
     let identity = known
     if (!identity) {
       try {
@@ -900,7 +900,7 @@ export class Ingester {
       if (newHandle !== undefined && (await this.indexer.ensureActor(did, db))) await this.indexer.setHandle(did, newHandle, db, { fresh: true })
     }
     try {
-      return await this.fetchVerifyApply(did, identity, retries, actorWritten ? null : writeActor)
+      return await this.fetchVerifyApply(did, identity, opts, actorWritten ? null : writeActor)
     } finally {
       if (!actorWritten) await writeActor(this.db)
       if (newHandle !== undefined) this.handleChecked(did, newHandle)
@@ -908,12 +908,15 @@ export class Ingester {
   }
 
   /** getRepo, the repo check, then the index brought in line with it; `writeActor`: a new account's actor row and handle. */
-  private async fetchVerifyApply(did: string, identity: AtprotoIdentity, retries: number, writeActor: ((db: Db) => Promise<void>) | null): Promise<boolean> {
+  private async fetchVerifyApply(did: string, identity: AtprotoIdentity, opts: ResyncOptions, writeActor: ((db: Db) => Promise<void>) | null): Promise<boolean> {
     const pds = identity.pdsEndpoint!
+    const retries = opts.retries ?? 0
     const fetchRepo = async (): Promise<Uint8Array | null> => {
       for (let attempt = 0; ; attempt++) {
         try {
-          return await this.fetcher.getRepo(pds, did)
+          const car = await this.fetcher.getRepo(pds, did)
+          opts.onFetched?.(car.byteLength)
+          return car
         } catch (err) {
           const retry = err instanceof RepoFetchError && err.retryable && attempt < retries
           this.log.warn({ did, err: (err as Error).message, attempt, retry }, 'resync: getRepo failed')
@@ -996,6 +999,13 @@ export class Ingester {
     })
     return true
   }
+}
+
+export interface ResyncOptions {
+  /** getRepo retries after a retryable failure (default 0) */
+  retries?: number
+  /** told the CAR's size once fetched (the backfill's bound on bytes in flight) */
+  onFetched?: (bytes: number) => void
 }
 
 /** What one batch of live writes shares: the index's pending rows and each account's last repo state. */
