@@ -45,6 +45,15 @@ describe('config', () => {
     }
   })
 
+  it('backfill bounds: repos and CAR bytes in flight', () => {
+    const c = readConfig({ APPVIEW_DATA_DIRECTORY: '/tmp/av', APPVIEW_BACKFILL_CONCURRENCY: '64', APPVIEW_BACKFILL_MAX_BYTES: String(256 * 1024 * 1024) })
+    expect(c.backfillConcurrency).toBe(64)
+    expect(c.backfillMaxBytes).toBe(256 * 1024 * 1024)
+    expect(readConfig({ APPVIEW_DATA_DIRECTORY: '/tmp/av' }).backfillMaxBytes).toBeUndefined()
+    // below 1 MiB or not an integer: refused at start-up
+    for (const bad of ['1000', '64MiB', '-1']) expect(() => readConfig({ APPVIEW_BACKFILL_MAX_BYTES: bad })).toThrow(/APPVIEW_BACKFILL_MAX_BYTES/)
+  })
+
   it('did:web from the public URL', () => {
     expect(didWebFor('https://api.example')).toBe('did:web:api.example')
     expect(didWebFor('http://localhost:2585')).toBe('did:web:localhost%3A2585')
