@@ -16,8 +16,12 @@ import { PG_URL, testDb, type TestDb } from './helpers.js'
 const MiB = 1024 * 1024
 const dialects: ('sqlite' | 'postgres')[] = PG_URL ? ['sqlite', 'postgres'] : ['sqlite']
 
-/** A stand-in ingester: listRepos answers `dids`; each resync reports `size(did)` bytes fetched, then holds. */
-function fakeIngester(dids: string[], size: (did: string) => number) {
+/**
+ * A stand-in ingester: listRepos answers `dids`; each resync reports `size(did)` bytes fetched, then
+ * holds until `fill` repos are fetched and in flight (or every repo has started), so that how many
+ * run at once depends on the backfill's bounds alone, not on timing.
+ */
+function fakeIngester(dids: string[], size: (did: string) => number, fill: number) {
   const starts: { did: string; othersInFlight: number; bytesOfOthers: number }[] = []
   const inFlight = new Map<string, number>()
   let resyncedRecords = 0
@@ -35,7 +39,8 @@ function fakeIngester(dids: string[], size: (did: string) => number) {
       await new Promise((r) => setTimeout(r, 1))
       inFlight.set(did, size(did))
       opts.onFetched?.(size(did))
-      await new Promise((r) => setTimeout(r, 2))
+      while (inFlight.size < fill && starts.length < dids.length) await new Promise((r) => setTimeout(r, 1))
+      await new Promise((r) => setTimeout(r, 1))
       inFlight.delete(did)
       resyncedRecords += 10
       return true
@@ -66,7 +71,7 @@ describe.each(dialects)('backfill bounds (%s)', (dialect) => {
 
   it('starts no repo while the bytes in flight leave no room for another average one', async () => {
     const { db } = await open()
-    const { ingester, starts } = fakeIngester(dids, () => MiB)
+    const { ingester, starts } = fakeIngester(dids, () => MiB, 3)
     const backfiller = new Backfiller({ db, ingester, log: pino({ level: 'silent' }), upstreams: ['http://relay.test'], concurrency: 8, maxBytesInFlight: 3 * MiB })
     await backfiller.start()
     const status = await backfiller.status()
@@ -85,7 +90,7 @@ describe.each(dialects)('backfill bounds (%s)', (dialect) => {
 
   it('keeps going one at a time with repos bigger than the bound', async () => {
     const { db } = await open()
-    const { ingester, starts } = fakeIngester(dids.slice(0, 20), () => 10 * MiB)
+    const { ingester, starts } = fakeIngester(dids.slice(0, 20), () => 10 * MiB, 1)
     const backfiller = new Backfiller({ db, ingester, log: pino({ level: 'silent' }), upstreams: ['http://relay.test'], concurrency: 4, maxBytesInFlight: 3 * MiB })
     await backfiller.start()
     expect(await backfiller.status()).toMatchObject({ state: 'done', reposDone: 20, reposInFlight: 0, bytesInFlight: 0 })
@@ -94,7 +99,7 @@ describe.each(dialects)('backfill bounds (%s)', (dialect) => {
 
   it('without a byte bound in the way, the count bound holds', async () => {
     const { db } = await open()
-    const { ingester, starts } = fakeIngester(dids, () => 1000)
+    const { ingester, starts } = fakeIngester(dids, () => 1000, 5)
     const backfiller = new Backfiller({ db, ingester, log: pino({ level: 'silent' }), upstreams: ['http://relay.test'], concurrency: 5, maxBytesInFlight: 64 * MiB })
     await backfiller.start()
     expect(await backfiller.status()).toMatchObject({ state: 'done', reposDone: 60 })
