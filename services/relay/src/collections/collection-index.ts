@@ -100,14 +100,18 @@ export class CollectionIndex {
     const hit = this.revs.get(did)
     if (hit !== undefined) return hit
     const rev = this.stmts.state.get(did)?.rev ?? null
-    this.revs.set(did, rev)
-    if (this.revs.size > REV_CACHE_MAX) this.revs.delete(this.revs.keys().next().value!)
+    this.cacheRev(did, rev)
     return rev
   }
 
   private setRev(did: string, rev: string): void {
-    this.revs.delete(did)
+    this.revs.delete(did) // (not cached if the write throws)
     this.stmts.setState.run(did, rev)
+    this.cacheRev(did, rev)
+  }
+
+  /** Remembers an account's rev as stored, the least recently cached leaving first. */
+  private cacheRev(did: string, rev: string | null): void {
     this.revs.set(did, rev)
     if (this.revs.size > REV_CACHE_MAX) this.revs.delete(this.revs.keys().next().value!)
   }
