@@ -36,6 +36,9 @@ export class RelayServer {
   async start(): Promise<string> {
     if (this.started) return this.url
     this.started = true
+    // the verification workers are up before anything arrives (a worker that cannot start fails the start here,
+    // instead of the first events waiting on it)
+    await this.ctx.verifier.ready()
     const url = await this.ctx.xrpc.listen({ port: this.config.port, host: this.config.host })
     this.ctx.outbox.prune()
     this.ctx.outbox.startRetention(this.config.retentionIntervalMs, (err) =>

@@ -131,6 +131,11 @@ describe('com.atproto.sync.listReposByCollection', () => {
       const r2 = relay2
       await waitFor(() => r2.ctx.collections.stats().backfilled >= 3, 20_000, 'backfill of the three repos')
       for (const a of [alice, bob, carol]) await net.synced(a, r2.url)
+      // every event of the PDS's stream handled: the replay holds alice's #account deactivation and reactivation,
+      // and her latest commit is older than both (she is listed again only once the reactivation is handled)
+      const pdsHead = net.pds.ctx.sequencer.log.lastAssignedSeq()
+      const pdsHost = r2.ctx.hosts.get(new URL(net.pdsUrl).host)!
+      await waitFor(() => (r2.ctx.slurper.cursorOf(pdsHost.id) ?? 0) >= pdsHead, 10_000, 'the PDS stream replayed to its head')
       // an account's state is readable once committed; its commit is handled (and a backfill of a repo the
       // index does not know queued) once the WAL sync made it durable and it was published
       await waitFor(() => r2.ctx.outbox.publishedSeq === r2.ctx.outbox.log.lastAssignedSeq(), 10_000, 'every event published')
