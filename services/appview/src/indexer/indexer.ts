@@ -117,14 +117,22 @@ export class Indexer {
 
   /**
    * Sets the verified handle (null = invalid) and refreshes the actor's search entry. `fresh`: the actor
-   * row was created just now (by ensureActor), so it has no search entry or profile yet.
+   * row was created just now (by ensureActor), so it has no search entry or profile yet. `ifChanged`:
+   * nothing is written when the actor row holds that handle already (a re-check that found the same).
    */
-  async setHandle(did: string, handle: string | null, db: Db = this.db, opts: { fresh?: boolean } = {}): Promise<void> {
+  async setHandle(did: string, handle: string | null, db: Db = this.db, opts: { fresh?: boolean; ifChanged?: boolean } = {}): Promise<void> {
     if (opts.fresh) {
-      if (handle) await db.updateTable('actor').set({ handle: null }).where('handle', '=', handle).where('did', '!=', did).execute()
-      await db.updateTable('actor').set({ handle }).where('did', '=', did).execute()
+      // (a fresh row's handle is NULL already)
+      if (handle) {
+        await db.updateTable('actor').set({ handle: null }).where('handle', '=', handle).where('did', '!=', did).execute()
+        await db.updateTable('actor').set({ handle }).where('did', '=', did).execute()
+      }
       await this.search.setActor(db, did, handle, null, { fresh: true })
       return
+    }
+    if (opts.ifChanged) {
+      const row = await db.selectFrom('actor').select('handle').where('did', '=', did).executeTakeFirst()
+      if (row && row.handle === handle) return
     }
     await this.ensureActor(did, db)
     // a handle belongs to one account at a time
@@ -235,9 +243,10 @@ export class Indexer {
    * inserts and counters added up once per batch. History: no notifications. Same outcome as calling
    * indexRecord for each (`valid`: the record's lexicon verdict, from the repo check; see repo-verify.ts);
    * returns how many were indexed. With `batch`, the feed items, search entries and counters wait for
-   * the batch's end (flushBatch), summed over every repo of the batch.
+   * the batch's end (flushBatch), summed over every repo of the batch. `actorExists`: the caller made
+   * the account's actor row already (no statement for it here).
    */
-  async indexFresh(db: Db, did: string, records: readonly FreshRecord[], batch?: IndexBatch): Promise<number> {
+  async indexFresh(db: Db, did: string, records: readonly FreshRecord[], batch?: IndexBatch, opts: { actorExists?: boolean } = {}): Promise<number> {
     const indexedAt = this.now()
     const recordRows: DatabaseSchema['record'][] = []
     const plans: IndexPlan[] = []
@@ -250,7 +259,7 @@ export class Indexer {
       if (plan) plans.push(plan)
     }
     if (recordRows.length === 0) return 0
-    if (!batch?.actors.has(did)) {
+    if (!opts.actorExists && !batch?.actors.has(did)) {
       await this.ensureActor(did, db)
       batch?.actors.add(did)
     }

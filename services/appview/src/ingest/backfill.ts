@@ -330,16 +330,14 @@ export class Backfiller {
 
   private async backfillOne(row: RepoRow): Promise<void> {
     const updatedAt = () => new Date().toISOString()
-    const state = await this.db.selectFrom('repo_state').select(['rev', 'syncStatus']).where('did', '=', row.did).executeTakeFirst()
-    let ok = true
     let error: string | null = null
-    if (!(state && state.syncStatus === 'synchronized' && row.rev !== null && state.rev >= row.rev)) {
-      ok = await this.opts.ingester.resync(row.did, { retries: 2, onFetched: (bytes) => this.fetched(row.did, bytes) }).catch((err) => {
-        this.opts.log.warn({ did: row.did, err: (err as Error).message }, 'backfill: repo failed')
-        return false
-      })
-      if (!ok) error = 'could not fetch and verify the repo (see the log)'
-    }
+    // (a repo already indexed at the listed rev, or later, is not fetched: checked in the account's queue)
+    const ok = await this.opts.ingester.resync(row.did, { retries: 2, listedRev: row.rev, onFetched: (bytes) => this.fetched(row.did, bytes) }).catch((err) => {
+      this.opts.log.warn({ did: row.did, err: (err as Error).message }, 'backfill: repo failed')
+      return false
+    })
+    if (!ok) error = 'could not fetch and verify the repo (see the log)'
+
     // stopped midway: the repo stays pending for the next start
     if (!ok && this.stopping) return
     const attempts = row.attempts + 1

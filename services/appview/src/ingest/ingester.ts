@@ -29,7 +29,7 @@ import { INDEXED_COLLECTIONS } from '../indexer/records.js'
 import { BatchWriter, type BatchTx } from './batch-writer.js'
 import { RepoFetcher, RepoFetchError } from './repo-fetcher.js'
 import { RepoVerifier } from './repo-verify.js'
-import { insertRows, type InsertShape } from '../indexer/bulk.js'
+import { insertRows, runQuery, type InsertShape } from '../indexer/bulk.js'
 import type { DbDialect } from '@stratos/core/db'
 
 export const SUBSCRIBE_REPOS = 'com.atproto.sync.subscribeRepos'
@@ -488,24 +488,32 @@ export class Ingester {
   }
 
   private async refreshHandle(did: string, forceRefresh = false, fresh = false): Promise<void> {
-    const handle = await this.checkHandle(did, forceRefresh)
-    await this.indexer.setHandle(did, handle, undefined, { fresh })
-    this.handleChecked(did, handle)
+    const check = await this.checkHandle(did, forceRefresh)
+    await this.indexer.setHandle(did, check.handle, undefined, fresh ? { fresh } : { ifChanged: true })
+    this.handleChecked(did, check)
   }
 
-  /** The account's verified handle, or null (invalid, or not verified now). */
-  private async checkHandle(did: string, forceRefresh = false): Promise<string | null> {
+  /**
+   * The account's verified handle, or null (invalid, or not verified now). `retry`: it did not verify
+   * while the DID document claims one (maybe transient: checked again later); a document that claims no
+   * handle at all has nothing to retry until it changes (an #identity event).
+   */
+  private async checkHandle(did: string, forceRefresh = false): Promise<HandleCheck> {
+    let h: string
     try {
-      const h = await this.idResolver.verifyHandle(did, { forceRefresh })
-      return h === 'handle.invalid' ? null : h
+      h = await this.idResolver.verifyHandle(did, { forceRefresh })
     } catch {
-      return null
+      return { handle: null, retry: true }
     }
+    if (h !== 'handle.invalid') return { handle: h, retry: false }
+    // (the document was just resolved: from the cache)
+    const id = await this.resolveIdentity(did).catch(() => null)
+    return { handle: null, retry: id === null || id.handle !== undefined }
   }
 
-  /** After a handle check: a handle that did not verify is checked again later. */
-  private handleChecked(did: string, handle: string | null): void {
-    if (handle !== null) {
+  /** After a handle check: a claimed handle that did not verify is checked again later. */
+  private handleChecked(did: string, check: HandleCheck): void {
+    if (!check.retry) {
       this.cancelHandleRetry(did)
     } else {
       // maybe transient (a slow or unreachable DID directory, DNS or PDS): checked again later
@@ -863,16 +871,31 @@ export class Ingester {
   }
 
   /**
+   * What the index holds of an account, in one statement: its repo state, whether it has an actor row
+   * and any record (a resync reads it once, in the account's queue, before fetching).
+   */
+  private async accountSnapshot(did: string): Promise<AccountSnapshot> {
+    const [row] = await runQuery<{ rev: string | null; data: string | null; syncStatus: string | null; actor: unknown; records: unknown }>(this.db, this.indexer.dialect, ACCOUNT_SNAPSHOT_SQL, [did, did, did])
+    const prev = row && row.rev !== null && row.data !== null ? { rev: row.rev, data: CID.parse(row.data) } : null
+    // (EXISTS: 0/1 on SQLite, a boolean on PostgreSQL)
+    return { prev, syncStatus: row?.syncStatus ?? null, actor: !!row?.actor && row.actor !== '0', records: !!row?.records && row.records !== '0' }
+  }
+
+  /**
    * Fetches the whole repo from the account's PDS (com.atproto.sync.getRepo, through the fetcher's
    * limits), verifies it, and brings the indexed records in line with it: new and changed records
-   * indexed, missing ones deleted. Runs inside the account's queue.
+   * indexed, missing ones deleted. Runs inside the account's queue. `opts.listedRev`: nothing is done
+   * when the account is synchronized at that rev or later already (a backfill's listed repo).
    */
   private async resyncNow(did: string, known?: AtprotoIdentity, opts: ResyncOptions = {}): Promise<boolean> {
-    this.stats.resyncs++
     // the account's batched writes first: the fetched repo is compared with what they leave
     await this.written(did)
     this.repoStates.delete(did)
-    const ok = await this.fetchAndApply(did, known, opts)
+    // (read once here: while this account's queue waits for the resync, nothing else writes its rows)
+    const snap = await this.accountSnapshot(did)
+    if (opts.listedRev !== undefined && opts.listedRev !== null && snap.syncStatus === 'synchronized' && snap.prev && snap.prev.rev >= opts.listedRev) return true
+    this.stats.resyncs++
+    const ok = await this.fetchAndApply(did, known, opts, snap)
     if (!ok) {
       this.stats.resyncFailures++
       await this.markDesynchronized(did)
@@ -880,7 +903,7 @@ export class Ingester {
     return ok
   }
 
-  private async fetchAndApply(did: string, known: AtprotoIdentity | undefined, opts: ResyncOptions): Promise<boolean> {
+  private async fetchAndApply(did: string, known: AtprotoIdentity | undefined, opts: ResyncOptions, snap: AccountSnapshot): Promise<boolean> {
     let identity = known
     if (!identity) {
       try {
@@ -893,14 +916,14 @@ export class Ingester {
     if (!identity.pdsEndpoint || !identity.signingKey) return false
     // an account first seen through a backfill gets its verified handle too: checked now, written with
     // its records (a first backfill: in the batch writer's transaction) or before them
-    const newHandle = (await this.db.selectFrom('actor').select('did').where('did', '=', did).executeTakeFirst()) ? undefined : await this.checkHandle(did)
+    const newHandle = snap.actor ? undefined : await this.checkHandle(did)
     let actorWritten = newHandle === undefined
     const writeActor = async (db: Db) => {
       actorWritten = true
-      if (newHandle !== undefined && (await this.indexer.ensureActor(did, db))) await this.indexer.setHandle(did, newHandle, db, { fresh: true })
+      if (newHandle !== undefined && (await this.indexer.ensureActor(did, db))) await this.indexer.setHandle(did, newHandle.handle, db, { fresh: true })
     }
     try {
-      return await this.fetchVerifyApply(did, identity, opts, actorWritten ? null : writeActor)
+      return await this.fetchVerifyApply(did, identity, opts, snap, actorWritten ? null : writeActor)
     } finally {
       if (!actorWritten) await writeActor(this.db)
       if (newHandle !== undefined) this.handleChecked(did, newHandle)
@@ -908,7 +931,7 @@ export class Ingester {
   }
 
   /** getRepo, the repo check, then the index brought in line with it; `writeActor`: a new account's actor row and handle. */
-  private async fetchVerifyApply(did: string, identity: AtprotoIdentity, opts: ResyncOptions, writeActor: ((db: Db) => Promise<void>) | null): Promise<boolean> {
+  private async fetchVerifyApply(did: string, identity: AtprotoIdentity, opts: ResyncOptions, snap: AccountSnapshot, writeActor: ((db: Db) => Promise<void>) | null): Promise<boolean> {
     const pds = identity.pdsEndpoint!
     const retries = opts.retries ?? 0
     const fetchRepo = async (): Promise<Uint8Array | null> => {
@@ -942,7 +965,7 @@ export class Ingester {
       this.log.warn({ did, err: verified.message }, 'resync: repo did not verify')
       return false
     }
-    const prev = await this.repoState(did)
+    const prev = snap.prev
     if (prev && prev.rev > verified.rev) {
       // the index already holds a later state (live commits got there first)
       this.log.debug({ did, have: prev.rev, got: verified.rev }, 'resync: fetched repo is older than the indexed state')
@@ -950,14 +973,15 @@ export class Ingester {
     }
     const state = { did, rev: verified.rev, data: verified.data, commitCid: verified.commitCid }
     const batchBackfill = this.opts.batchBackfills ?? true
-    if (batchBackfill && prev === null && !(await this.db.selectFrom('record').select('uri').where('did', '=', did).limit(1).executeTakeFirst())) {
+    if (batchBackfill && prev === null && !snap.records) {
       // a first backfill: nothing to compare with; every record goes in with multi-row inserts, in the
       // batch writer (the repos fetched meanwhile share its transaction, their counters summed once)
       const fresh = verified.records
       let n = 0
       const written = this.writer.write(async (tx, batch) => {
         if (writeActor) await writeActor(tx)
-        n = await this.indexer.indexFresh(tx, did, fresh, batch.index)
+        // (the actor row: there before, or made by writeActor just now)
+        n = await this.indexer.indexFresh(tx, did, fresh, batch.index, { actorExists: true })
         batch.repoStates.set(did, state)
       })
       this.lastWrite.set(did, written)
@@ -977,7 +1001,7 @@ export class Ingester {
       if (prev === null && existing.size === 0) {
         // a first backfill: nothing to compare with, every record goes in with multi-row inserts
         // (read after the await: transactions of several accounts run at once on PostgreSQL)
-        const n = await this.indexer.indexFresh(tx, did, verified.records)
+        const n = await this.indexer.indexFresh(tx, did, verified.records, undefined, { actorExists: true })
         this.stats.resyncedRecords += n
         await this.saveRepoState(tx, did, state.rev, state.data, state.commitCid)
         return
@@ -1001,7 +1025,24 @@ export class Ingester {
   }
 }
 
+/** What the index holds of an account when its resync starts (accountSnapshot). */
+interface AccountSnapshot {
+  prev: RepoState | null
+  syncStatus: string | null
+  /** it has an actor row */
+  actor: boolean
+  /** it has a record in the record table */
+  records: boolean
+}
+
+const ACCOUNT_SNAPSHOT_SQL =
+  'SELECT s."rev" AS "rev", s."data" AS "data", s."syncStatus" AS "syncStatus", ' +
+  'EXISTS (SELECT 1 FROM "actor" WHERE "did" = ?) AS "actor", EXISTS (SELECT 1 FROM "record" WHERE "did" = ?) AS "records" ' +
+  'FROM (SELECT 1 AS "one") AS "o" LEFT JOIN "repo_state" AS s ON s."did" = ?'
+
 export interface ResyncOptions {
+  /** the rev a backfill listed the repo at: nothing is done when the account is synchronized at it or later */
+  listedRev?: string | null
   /** getRepo retries after a retryable failure (default 0) */
   retries?: number
   /** told the CAR's size once fetched (the backfill's bound on bytes in flight) */
@@ -1024,6 +1065,12 @@ const REPO_STATE_UPSERT: InsertShape = {
   table: 'repo_state',
   columns: ['did', 'rev', 'data', 'commitCid', 'syncStatus', 'updatedAt'],
   tail: 'ON CONFLICT ("did") DO UPDATE SET "rev" = excluded."rev", "data" = excluded."data", "commitCid" = excluded."commitCid", "syncStatus" = excluded."syncStatus", "updatedAt" = excluded."updatedAt"',
+}
+
+/** A handle check: the verified handle (null: none), and whether to check again later. */
+interface HandleCheck {
+  handle: string | null
+  retry: boolean
 }
 
 /** A #commit's verdict, from either path: what indexing it needs. */
