@@ -30,6 +30,7 @@ import { DbIdentityCache } from './ingest/identity-cache.js'
 import { Ingester, type IngestSource, type IngesterOptions } from './ingest/ingester.js'
 import { RepoFetcher } from './ingest/repo-fetcher.js'
 import { CommitVerifier } from '@stratos/core/workers'
+import { WalCheckpointer } from '@stratos/core/stream'
 import { parseAcceptLabelers, type AcceptedLabeler } from './labels/labels.js'
 import type { LabelSubscriptions } from './labels/subscriber.js'
 import { Backfiller } from './ingest/backfill.js'
@@ -127,7 +128,12 @@ export class AppContext {
     }
 
     if (database.sqlite) readDirectly(database.db, database.sqlite)
-    const indexer = new Indexer(database, opts.now ? { now: opts.now } : {})
+    // SQLite files: WAL checkpoints in a worker thread, not inside the COMMIT of a batch on the event loop
+    const checkpointer =
+      database.sqlite && !database.sqlite.memory
+        ? new WalCheckpointer({ name: 'appview-wal', onWorkerError: (err) => log.error({ err }, 'the WAL checkpoint worker died; restarted') })
+        : undefined
+    const indexer = new Indexer(database, { ...(opts.now ? { now: opts.now } : {}), ...(checkpointer ? { checkpointer } : {}) })
     const hydrator = new Hydrator(database.db, config.modServiceDid ? { modServiceDid: config.modServiceDid } : {})
     const publicUrl = config.publicUrl ?? `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${config.port}`
     const views = new Views({ publicUrl })

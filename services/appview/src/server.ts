@@ -122,6 +122,7 @@ export class AppViewServer {
     await this.ctx.ingester.verifier?.close()
     this.started = false
     await this.xrpc.close()
+    await this.ctx.indexer.close()
     await this.ctx.database.close()
   }
 

@@ -9,6 +9,8 @@ import { parseAtUri } from '@stratos/core/syntax'
 import { INDEXED_COLLECTIONS, didFromUri, mentionedDids, planRecord, type AggTarget, type IndexPlan, type RecordInput } from './records.js'
 import type { DatabaseSchema } from './schema.js'
 import { Search } from './search.js'
+import { statSync } from 'node:fs'
+import { WalCheckpointSchedule, type WalCheckpointer } from '@stratos/core/stream'
 import { compileInsert, ident, insertRows, runQuery, type InsertShape } from './bulk.js'
 
 export type Db = Kysely<DatabaseSchema>
@@ -21,7 +23,18 @@ export interface IndexerOptions {
   now?: () => string
   /** lexicon-validate records before indexing (default true) */
   validate?: boolean
+  /**
+   * SQLite file databases: the WAL is checkpointed by this worker (core's WalCheckpointSchedule: every
+   * CHECKPOINT_EVERY_WRITES write transactions, SQLite's automatic checkpoints inside a COMMIT turned off)
+   */
+  checkpointer?: WalCheckpointer
 }
+
+/** write transactions (batches of live commits or backfilled repos) between two WAL checkpoints */
+const CHECKPOINT_EVERY_WRITES = 32
+/** the WAL's size is looked at this often; above WAL_CHECK_BYTES a checkpoint runs (writes made outside transact) */
+const WAL_CHECK_MS = 10_000
+const WAL_CHECK_BYTES = 64 * 1024 * 1024
 
 /**
  * Rows and counter moves of many records written at once (live ingest's group commit): counters are
@@ -75,6 +88,38 @@ export class Indexer {
     this.search = new Search(database.dialect)
     this.now = opts.now ?? (() => new Date().toISOString())
     this.validate = opts.validate ?? true
+    const sqlite = database.sqlite
+    this.checkpointer = opts.checkpointer ?? null
+    if (opts.checkpointer && sqlite && !sqlite.memory) {
+      const schedule = new WalCheckpointSchedule(sqlite, opts.checkpointer, {
+        everyWrites: CHECKPOINT_EVERY_WRITES,
+        // the end of each checkpoint with the connection reserved: no write in between, so the next one
+        // restarts the WAL instead of growing it
+        exclusive: (fn) => this.db.connection().execute(() => fn()),
+      })
+      this.checkpoints = schedule
+      const wal = `${sqlite.name}-wal`
+      this.walTimer = setInterval(() => {
+        try {
+          if (sqlite.open && statSync(wal).size > WAL_CHECK_BYTES) schedule.wrote(CHECKPOINT_EVERY_WRITES)
+        } catch {
+          // no WAL file (yet)
+        }
+      }, WAL_CHECK_MS)
+      this.walTimer.unref()
+    }
+  }
+
+  /** the database's WAL checkpoints (SQLite file databases with a checkpointer) */
+  readonly checkpoints: WalCheckpointSchedule | null = null
+  private readonly walTimer: NodeJS.Timeout | null = null
+  private readonly checkpointer: WalCheckpointer | null
+
+  /** Stops the WAL checks and the checkpointer, once its checkpoint in flight is done (before the database closes). */
+  async close(): Promise<void> {
+    if (this.walTimer) clearInterval(this.walTimer)
+    await this.checkpoints?.settled()
+    await this.checkpointer?.close()
   }
 
   get db(): Db {
@@ -97,7 +142,9 @@ export class Indexer {
   async transact<T>(fn: (tx: Transaction<DatabaseSchema>) => Promise<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.db.transaction().execute(fn)
+        const out = await this.db.transaction().execute(fn)
+        this.checkpoints?.wrote()
+        return out
       } catch (err) {
         const code = (err as { code?: string }).code
         if (attempt >= 8 || (code !== '40P01' && code !== '40001')) throw err

@@ -499,16 +499,21 @@ export class Ingester {
    * handle at all has nothing to retry until it changes (an #identity event).
    */
   private async checkHandle(did: string, forceRefresh = false): Promise<HandleCheck> {
-    let h: string
+    // (the identity parsed once per cached document: verifyHandle would parse it again)
+    let id: AtprotoIdentity
     try {
-      h = await this.idResolver.verifyHandle(did, { forceRefresh })
+      id = await this.resolveIdentity(did, forceRefresh)
     } catch {
       return { handle: null, retry: true }
     }
-    if (h !== 'handle.invalid') return { handle: h, retry: false }
-    // (the document was just resolved: from the cache)
-    const id = await this.resolveIdentity(did).catch(() => null)
-    return { handle: null, retry: id === null || id.handle !== undefined }
+    if (!id.handle) return { handle: null, retry: false }
+    try {
+      // bidirectional: the claimed handle resolves back to the DID
+      const resolved = await this.idResolver.resolveHandle(id.handle)
+      return resolved === did ? { handle: id.handle, retry: false } : { handle: null, retry: true }
+    } catch {
+      return { handle: null, retry: true }
+    }
   }
 
   /** After a handle check: a claimed handle that did not verify is checked again later. */
@@ -907,7 +912,7 @@ export class Ingester {
     let identity = known
     if (!identity) {
       try {
-        identity = await this.idResolver.resolveAtprotoData(did)
+        identity = await this.resolveIdentity(did)
       } catch (err) {
         this.log.warn({ did, err: (err as Error).message }, 'resync: identity not resolved')
         return false
