@@ -57,13 +57,15 @@ interface ThreadCpu {
   mainSys?: number
   workersSys?: number
   otherSys?: number
+  /** the other threads' CPU µs by thread name (V8's platform workers: GC and JIT; libuv's pool: fdatasyncs...) */
+  otherByName?: Record<string, number>
 }
 
 const TICK_US = 1e6 / 100 // USER_HZ (100 on Linux)
 
 /** CPU µs so far of a process's threads: the main thread (tid = pid), `verify-*` workers, the rest. */
 function threadCpu(pid: number): ThreadCpu {
-  const out: Required<ThreadCpu> = { main: 0, workers: 0, other: 0, mainSys: 0, workersSys: 0, otherSys: 0 }
+  const out: Required<ThreadCpu> = { main: 0, workers: 0, other: 0, mainSys: 0, workersSys: 0, otherSys: 0, otherByName: {} }
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     let stat: string
     try {
@@ -84,9 +86,23 @@ function threadCpu(pid: number): ThreadCpu {
     } else {
       out.other += us
       out.otherSys += sys
+      const name = comm.replace(/[0-9]+$/, '').trim()
+      out.otherByName[name] = (out.otherByName[name] ?? 0) + us
     }
   }
   return out
+}
+
+/** CPU µs so far of a whole process (all its threads). */
+function processCpu(pid: number | undefined): number {
+  if (pid === undefined) return NaN
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = fields.slice(fields.lastIndexOf(')') + 2).split(' ')
+    return (Number(f[11]) + Number(f[12])) * TICK_US // utime + stime (all threads)
+  } catch {
+    return NaN
+  }
 }
 
 function peakRssMiB(pid: number): number {
@@ -117,6 +133,11 @@ interface RunResult {
   commitsPerSec: number
   cpu: ThreadCpu
   cpuPerEvent: ThreadCpu
+  /** the other threads' CPU µs per event by thread name */
+  otherByName: Record<string, number>
+  /** CPU µs per event of the upstream and consumer processes (they share the machine's cores with the relay) */
+  upstreamCpuPerEvent: number
+  consumersCpuPerEvent: number
   p50: number
   p99: number
   peakRssMiB: number
@@ -156,9 +177,13 @@ async function runRelay(cfg: RunConfig, index: { frames: { t: string; did: strin
   await consumers.next<{ ready: true }>()
 
   const cpu0 = threadCpu(r.pid)
+  const upCpu0 = processCpu(upstream.proc.pid)
+  const conCpu0 = processCpu(consumers.proc.pid)
   relay.send(`crawl ${up.url}`)
   const res = await consumers.next<{ min: number; max: number; first: number; last: number; bad: string[] }>()
   const cpu1 = threadCpu(r.pid)
+  const upCpu1 = processCpu(upstream.proc.pid)
+  const conCpu1 = processCpu(consumers.proc.pid)
   const stream = await upstream.next<{ first: number; last: number; sent: number }>()
   const rss = peakRssMiB(r.pid)
   const metrics = await (await fetch(`${r.url}/metrics`)).text()
@@ -197,6 +222,11 @@ async function runRelay(cfg: RunConfig, index: { frames: { t: string; did: strin
       workersSys: cpu.workersSys! / up.frames,
       otherSys: cpu.otherSys! / up.frames,
     },
+    otherByName: Object.fromEntries(
+      Object.entries(cpu1.otherByName ?? {}).map(([k, v]) => [k, Math.round((v - (cpu0.otherByName?.[k] ?? 0)) / up.frames)]),
+    ),
+    upstreamCpuPerEvent: (upCpu1 - upCpu0) / up.frames,
+    consumersCpuPerEvent: (conCpu1 - conCpu0) / up.frames,
     p50: percentile(lat, 50),
     p99: percentile(lat, 99),
     peakRssMiB: rss,
@@ -223,7 +253,9 @@ function line(r: RunResult): string {
   return (
     `${r.cfg.name.padEnd(34)} ${fmt(r.commitsPerSec).padStart(7)} commits/s  ` +
     `CPU µs/event main ${fmt(r.cpuPerEvent.main)} workers ${fmt(r.cpuPerEvent.workers)} other ${fmt(r.cpuPerEvent.other)} ` +
-    `(kernel ${fmt(r.cpuPerEvent.mainSys ?? NaN)}/${fmt(r.cpuPerEvent.workersSys ?? NaN)}/${fmt(r.cpuPerEvent.otherSys ?? NaN)})  ` +
+    `(kernel ${fmt(r.cpuPerEvent.mainSys ?? NaN)}/${fmt(r.cpuPerEvent.workersSys ?? NaN)}/${fmt(r.cpuPerEvent.otherSys ?? NaN)}; ` +
+    `upstream process ${fmt(r.upstreamCpuPerEvent)}, consumers process ${fmt(r.consumersCpuPerEvent)}; ` +
+    `other: ${Object.entries(r.otherByName).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')})  ` +
     `p50 ${fmt(r.p50)} ms p99 ${fmt(r.p99)} ms  RSS ${fmt(r.peakRssMiB)} MiB  missing ${r.missing} dropped ${r.droppedByRelay}` +
     (r.bad.length ? `  problems: ${r.bad.slice(0, 3).join('; ')}` : '')
   )
