@@ -8,6 +8,7 @@ import { IdentityResolver, SqliteIdentityCache } from '@stratos/core/identity'
 import { networkServerOptions } from '@stratos/core/config'
 import { createXrpcServer, type XrpcServer } from '@stratos/core/xrpc'
 import { CommitVerifier } from '@stratos/core/workers'
+import { WalCheckpointer } from '@stratos/core/stream'
 import { AccountStore } from './accounts/account-store.js'
 import type { RelayConfig } from './config.js'
 import { openRelayDb, type Db } from './db.js'
@@ -64,6 +65,8 @@ export class RelayContext {
   readonly verifier: CommitVerifier
   /** GET /subscribe (null when RELAY_JETSTREAM_ENABLED=false) */
   jetstream: JetstreamHub | null = null
+  /** checkpoints relay.sqlite's WAL off the event loop (null for an in-memory database) */
+  private readonly walCheckpointer: WalCheckpointer | null
 
   private constructor(
     readonly config: RelayConfig,
@@ -98,7 +101,14 @@ export class RelayContext {
       consumers: () => outbox?.server.consumers().length ?? 0,
       eventLog: () => outbox?.stats() ?? { count: 0, bytes: 0, lastSeq: 0 },
     })
+    this.walCheckpointer = db.memory
+      ? null
+      : new WalCheckpointer({
+          name: 'wal-checkpoint',
+          onWorkerError: (err) => this.log.error({ err }, 'the WAL checkpoint worker died (restarted)'),
+        })
     outbox = new Outbox(db, {
+      checkpointer: this.walCheckpointer ?? undefined,
       replayWindowMs: config.replayWindowMs,
       replayMaxBytes: config.replayMaxBytes,
       maxQueuedBytes: config.consumerMaxQueuedBytes,
@@ -228,6 +238,7 @@ export class RelayContext {
   /** Closes what the context opened (after the server and subscriptions are stopped). */
   async closeStores(): Promise<void> {
     await this.verifier.close()
+    await this.walCheckpointer?.close()
     await this.identityCache.close()
     if (this.db.open) this.db.close()
   }

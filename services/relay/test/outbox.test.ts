@@ -9,7 +9,8 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { AccountStore } from '../src/accounts/account-store.js'
 import { openRelayDb, type Db } from '../src/db.js'
 import { Outbox, type OutboxOptions } from '../src/outbox/outbox.js'
-import { decodeFrame } from '@stratos/core/stream'
+import { WalCheckpointer, decodeFrame } from '@stratos/core/stream'
+import { openSync, readSync, closeSync } from 'node:fs'
 import { tmpDir } from './helpers.js'
 
 let dir: ReturnType<typeof tmpDir>
@@ -23,6 +24,18 @@ function outbox(opts: Partial<OutboxOptions> = {}): Outbox {
   const o = new Outbox(db, { replayWindowMs: 3600_000, replayMaxBytes: undefined, maxQueuedBytes: 1 << 20, maxQueuedFrames: 1000, pingIntervalMs: 0, ...opts })
   outboxes.push(o)
   return o
+}
+
+/** The WAL header's checkpoint sequence number: it goes up each time a write restarts the WAL after a checkpoint. */
+function walRestarts(dbFile: string): number {
+  const fd = openSync(`${dbFile}-wal`, 'r')
+  try {
+    const header = Buffer.alloc(16)
+    readSync(fd, header, 0, 16, 0)
+    return header.readUInt32BE(12)
+  } finally {
+    closeSync(fd)
+  }
 }
 
 /** seqs of the rows another connection can read (i.e. committed) */
@@ -317,5 +330,36 @@ describe('outbox group commit', () => {
     await expect(o.emit('#identity', DIDS[5]!, { did: DIDS[5] })).rejects.toThrow(/WAL sync failed/)
     expect(published).toEqual([1])
     expect(calls).toBe(2)
+  })
+
+  it('with a checkpointer, the WAL is checkpointed in its worker (not in a COMMIT) and restarts; every event stays, in order', async () => {
+    const checkpointer = new WalCheckpointer({ name: 'test-ckpt' })
+    try {
+      await checkpointer.ready()
+      const o = outbox({ checkpointer, checkpointEvery: 20 })
+      expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(0)
+      const accounts = new AccountStore(db)
+      for (const did of DIDS) accounts.create(did, null)
+      const before = walRestarts(db.name)
+      const seqs: number[] = []
+      // batches of 8 (one per DID), each with its account change, one event-loop turn apart
+      for (let round = 0; round < 40; round++) {
+        const batch = DIDS.map((did, i) =>
+          o.emit('#account', did, { did, active: false, status: `r${round}` }, () => accounts.setUpstreamStatus(did, false, `r${round}-${i}`)),
+        )
+        seqs.push(...(await Promise.all(batch)).map((e) => e.seq))
+      }
+      expect(seqs).toEqual(Array.from({ length: 320 }, (_, i) => i + 1))
+      expect(walRestarts(db.name)).toBeGreaterThan(before)
+      await o.close()
+      // everything is there for another connection, events and state changes
+      expect(committedSeqs()).toEqual(seqs)
+      expect(reader.prepare('SELECT upstream_status FROM account ORDER BY did').all().map((r) => (r as { upstream_status: string }).upstream_status)).toEqual(
+        DIDS.map((_, i) => `r39-${i}`),
+      )
+      expect(db.pragma('synchronous', { simple: true })).toBe(1) // back to NORMAL after a restarting write
+    } finally {
+      await checkpointer.close()
+    }
   })
 })
