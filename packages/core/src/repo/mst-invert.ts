@@ -7,6 +7,11 @@
  * place on those decoded nodes, and only the nodes that changed are re-encoded and hashed. A node that
  * is needed but not in the slice gives 'missing-block'.
  *
+ * Links (entry values, subtrees, node CIDs) are kept as CID bytes, not CID objects: a node in its canonical
+ * encoding whose links are all in the common form (CIDv1, a one-byte codec, sha2-256) is read in place, its
+ * links as views into the block (`readNodeLinks`); any other node goes through `decodeMstNode` (the generic
+ * decoder), so what is accepted or refused, and why, is the same. Only the resulting root becomes a CID.
+ *
  * The tree is the canonical MST of the repository spec (fanout 4): a key's layer is the number of
  * leading zero bits of SHA-256(key) divided by 2; a node on layer L holds the keys of layer L in its
  * range, with subtrees on layer L-1 between them (null where the range holds no key); the root is on the
@@ -18,8 +23,30 @@
  * repositories.
  */
 import { CID } from 'multiformats/cid'
-import { DAG_CBOR_CODEC, cborHeadLength, cidForBlock, cidForCbor, writeCborHead } from '../data/index.js'
-import { MstWalkError, decodeMstNode, mstKeyLayer, type BlockGetter } from './mst-walk.js'
+import { DAG_CBOR_CODEC, cborHeadLength, cidForCbor, writeCborHead } from '../data/index.js'
+import { fixedArg, type FixedPos } from '../data/cbor-fixed.js'
+import { sha256 } from '../crypto/sha256.js'
+import { MstWalkError, decodeMstNode, isValidMstKeyAscii, mstKeyLayer, type BlockGetter } from './mst-walk.js'
+
+/** A CID as its binary form (a view into a block, or the bytes of a CID object). */
+type Link = Uint8Array
+
+/** Reads a block by its CID's bytes. */
+export type LinkGetter = (cid: Uint8Array) => Uint8Array | undefined | null
+
+const linkStr = (l: Link): string => {
+  try {
+    return CID.decode(l).toString()
+  } catch {
+    return '(invalid CID)'
+  }
+}
+
+function linkEquals(a: Link, b: Link): boolean {
+  if (a.length !== b.length) return false
+  for (let i = a.length - 1; i >= 0; i--) if (a[i] !== b[i]) return false
+  return true
+}
 
 export type FastInversionResult =
   | { ok: true; root: CID }
@@ -46,11 +73,90 @@ class Node {
   constructor(
     readonly layer: number,
     public keys: string[],
-    public vals: CID[],
-    /** keys.length + 1 subtrees: not yet loaded (CID), loaded (Node) or none (null) */
-    public kids: (Node | CID | null)[],
-    public cid: CID | null,
+    public vals: Link[],
+    /** keys.length + 1 subtrees: not yet loaded (Link), loaded (Node) or none (null) */
+    public kids: (Node | Link | null)[],
+    public cid: Link | null,
   ) {}
+}
+
+/** tag 42, byte string of 37 bytes, 0x00: the head of a common-form CID link (then CIDv1 sha2-256 32 bytes) */
+function commonLinkAt(b: Uint8Array, pos: number): boolean {
+  return (
+    b[pos] === 0xd8 &&
+    b[pos + 1] === 0x2a &&
+    b[pos + 2] === 0x58 &&
+    b[pos + 3] === 37 &&
+    b[pos + 4] === 0 &&
+    b[pos + 5] === 1 &&
+    b[pos + 6]! < 0x80 &&
+    b[pos + 7] === 0x12 &&
+    b[pos + 8] === 0x20 &&
+    pos + 41 <= b.length
+  )
+}
+
+/**
+ * An MST node in its canonical encoding with every link in the common form, read in place: keys as strings
+ * (ASCII record paths), links as 36-byte views into `b`. The checks `decodeMstNode` makes (prefix lengths in
+ * range and exact, valid keys) plus keys in strictly increasing order; null for anything else (another shape
+ * or encoding, another CID form, a check that fails), which the caller hands to the generic path for the
+ * verdict and its message.
+ */
+export function readNodeLinks(b: Uint8Array): { keys: string[]; vals: Link[]; rights: (Link | null)[]; left: Link | null } | null {
+  const at: FixedPos = { pos: 0 }
+  if (b[0] !== 0xa2 || b[1] !== 0x61 || b[2] !== 0x65) return null
+  const n = fixedArg(b, 3, 4, at)
+  if (n < 0) return null
+  const keys: string[] = new Array(n)
+  const vals: Link[] = new Array(n)
+  const rights: (Link | null)[] = new Array(n)
+  let prev = ''
+  for (let i = 0; i < n; i++) {
+    let p = at.pos
+    // {"k": bytes, "p": uint, "t": link | null, "v": link}
+    if (b[p] !== 0xa4 || b[p + 1] !== 0x61 || b[p + 2] !== 0x6b) return null
+    const klen = fixedArg(b, p + 3, 2, at)
+    if (klen < 0 || at.pos + klen > b.length) return null
+    const kStart = at.pos
+    p = kStart + klen
+    if (b[p] !== 0x61 || b[p + 1] !== 0x70) return null
+    const prefix = fixedArg(b, p + 2, 0, at)
+    if (prefix < 0 || prefix > prev.length || (i === 0 && prefix !== 0)) return null
+    for (let j = kStart; j < p; j++) if (b[j]! >= 0x80) return null
+    const key = (prefix > 0 ? prev.slice(0, prefix) : '') + String.fromCharCode.apply(null, b.subarray(kStart, p) as unknown as number[])
+    // exact prefix compression: the shared prefix with the previous key is exactly `prefix` long
+    if (i > 0 && prefix < prev.length && prefix < key.length && prev.charCodeAt(prefix) === key.charCodeAt(prefix)) return null
+    if (!isValidMstKeyAscii(key) || (i > 0 && !(prev < key))) return null
+    p = at.pos
+    if (b[p] !== 0x61 || b[p + 1] !== 0x74) return null
+    let t: Link | null = null
+    if (b[p + 2] === 0xf6) {
+      p += 3
+    } else {
+      if (!commonLinkAt(b, p + 2)) return null
+      t = b.subarray(p + 7, p + 43)
+      p += 43
+    }
+    if (b[p] !== 0x61 || b[p + 1] !== 0x76 || !commonLinkAt(b, p + 2)) return null
+    keys[i] = key
+    vals[i] = b.subarray(p + 7, p + 43)
+    rights[i] = t
+    at.pos = p + 43
+    prev = key
+  }
+  // "l": link | null
+  let p = at.pos
+  if (b[p] !== 0x61 || b[p + 1] !== 0x6c) return null
+  let left: Link | null = null
+  if (b[p + 2] === 0xf6) {
+    p += 3
+  } else {
+    if (!commonLinkAt(b, p + 2)) return null
+    left = b.subarray(p + 7, p + 43)
+    p += 43
+  }
+  return p === b.length ? { keys, vals, rights, left } : null
 }
 
 const isEmpty = (n: Node): boolean => n.keys.length === 0 && n.kids[0] === null
@@ -83,44 +189,61 @@ class PartialMst {
   root: Node | null
 
   constructor(
-    private readonly get: BlockGetter,
-    rootCid: CID,
+    private readonly get: LinkGetter,
+    rootCid: Link,
   ) {
     this.root = this.load(rootCid, null)
     if (this.root && isEmpty(this.root)) this.root = null
   }
 
   /** Decodes a node; `layer` is the layer its parent puts it on (null for the root). */
-  private load(cid: CID, layer: number | null): Node {
+  private load(cid: Link, layer: number | null): Node {
     const bytes = this.get(cid)
-    if (!bytes) throw new InversionError('missing-block', `MST node ${cid} needed for inversion is not in the slice`)
-    let decoded
-    try {
-      decoded = decodeMstNode(cid, bytes)
-    } catch (err) {
-      if (err instanceof MstWalkError) throw new InversionError('malformed', err.message)
-      throw err
-    }
-    const { left, entries } = decoded
-    const keys: string[] = new Array(entries.length)
-    const vals: CID[] = new Array(entries.length)
-    const kids: (Node | CID | null)[] = new Array(entries.length + 1)
-    kids[0] = left
-    for (let i = 0; i < entries.length; i++) {
-      const e = entries[i]!
-      keys[i] = e.keyStr
-      vals[i] = e.value
-      kids[i + 1] = e.right
-      if (i > 0 && !(keys[i - 1]! < e.keyStr)) throw new InversionError('malformed', `MST node ${cid}: keys out of order`)
+    if (!bytes) throw new InversionError('missing-block', `MST node ${linkStr(cid)} needed for inversion is not in the slice`)
+    let keys: string[]
+    let vals: Link[]
+    let kids: (Node | Link | null)[]
+    let left: Link | null
+    const fixed = readNodeLinks(bytes)
+    if (fixed) {
+      keys = fixed.keys
+      vals = fixed.vals
+      left = fixed.left
+      kids = new Array(keys.length + 1)
+      kids[0] = left
+      for (let i = 0; i < keys.length; i++) kids[i + 1] = fixed.rights[i]!
+    } else {
+      // the generic path: the verdict (and the message) of decodeMstNode
+      const cidObj = CID.decode(cid)
+      let decoded
+      try {
+        decoded = decodeMstNode(cidObj, bytes)
+      } catch (err) {
+        if (err instanceof MstWalkError) throw new InversionError('malformed', err.message)
+        throw err
+      }
+      const entries = decoded.entries
+      left = decoded.left ? decoded.left.bytes : null
+      keys = new Array(entries.length)
+      vals = new Array(entries.length)
+      kids = new Array(entries.length + 1)
+      kids[0] = left
+      for (let i = 0; i < entries.length; i++) {
+        const e = entries[i]!
+        keys[i] = e.keyStr
+        vals[i] = e.value.bytes
+        kids[i + 1] = e.right ? e.right.bytes : null
+        if (i > 0 && !(keys[i - 1]! < e.keyStr)) throw new InversionError('malformed', `MST node ${cidObj}: keys out of order`)
+      }
     }
     let nodeLayer: number
     if (keys.length > 0) {
       nodeLayer = mstKeyLayer(keys[0]!)
       if (layer !== null && nodeLayer !== layer) {
-        throw new InversionError('malformed', `MST node ${cid} is on layer ${nodeLayer}, expected ${layer}`)
+        throw new InversionError('malformed', `MST node ${linkStr(cid)} is on layer ${nodeLayer}, expected ${layer}`)
       }
     } else if (layer !== null) {
-      if (left === null) throw new InversionError('malformed', `MST node ${cid} is empty`)
+      if (left === null) throw new InversionError('malformed', `MST node ${linkStr(cid)} is empty`)
       nodeLayer = layer
     } else if (left === null) {
       nodeLayer = 0 // the empty tree
@@ -131,9 +254,9 @@ class PartialMst {
       kids[0] = child
     }
     if (nodeLayer === 0 && kids.some((k) => k !== null)) {
-      throw new InversionError('malformed', `MST node ${cid} on layer 0 has subtrees`)
+      throw new InversionError('malformed', `MST node ${linkStr(cid)} on layer 0 has subtrees`)
     }
-    if (nodeLayer > 128) throw new InversionError('malformed', `MST node ${cid}: layer ${nodeLayer} is impossible`)
+    if (nodeLayer > 128) throw new InversionError('malformed', `MST node ${linkStr(cid)}: layer ${nodeLayer} is impossible`)
     return new Node(nodeLayer, keys, vals, kids, cid)
   }
 
@@ -146,7 +269,7 @@ class PartialMst {
     return c
   }
 
-  lookup(key: string): CID | null {
+  lookup(key: string): Link | null {
     let n = this.root
     while (n) {
       const { i, found } = search(n.keys, key)
@@ -158,7 +281,7 @@ class PartialMst {
   }
 
   /** Sets the value of a key that is in the tree. */
-  update(key: string, val: CID): void {
+  update(key: string, val: Link): void {
     let n = this.root
     while (n) {
       n.cid = null
@@ -201,7 +324,7 @@ class PartialMst {
    * Joins two adjacent subtrees of layer `layer` (`a` entirely before `b`). A subtree is loaded only
    * when both sides exist (joining with nothing keeps the other side as it is, even unloaded).
    */
-  private merge(a: Node | CID | null, b: Node | CID | null, layer: number): Node | CID | null {
+  private merge(a: Node | Link | null, b: Node | Link | null, layer: number): Node | Link | null {
     if (!a) return b
     if (!b) return a
     const an = a instanceof Node ? a : this.load(a, layer)
@@ -215,7 +338,7 @@ class PartialMst {
   }
 
   /** Inserts a key that is not in the tree. */
-  insert(key: string, val: CID): void {
+  insert(key: string, val: Link): void {
     const h = mstKeyLayer(key)
     let root = this.root
     if (root && root.layer < h) {
@@ -225,7 +348,7 @@ class PartialMst {
     this.root = this.insertInto(root, root ? root.layer : h, key, val, h)
   }
 
-  private insertInto(n: Node | null, layer: number, key: string, val: CID, h: number): Node {
+  private insertInto(n: Node | null, layer: number, key: string, val: Link, h: number): Node {
     if (!n) n = new Node(layer, [], [], [null], null)
     const { i, found } = search(n.keys, key)
     if (found) throw new InversionError('inversion-mismatch', `${key} is already in the tree`)
@@ -248,7 +371,7 @@ class PartialMst {
     const [cl, cr] = n.layer > 0 ? this.split(this.child(n, i), key) : [null, null]
     const lkids = n.kids.slice(0, i)
     lkids.push(cl)
-    const rkids: (Node | CID | null)[] = [cr]
+    const rkids: (Node | Link | null)[] = [cr]
     for (let j = i + 1; j < n.kids.length; j++) rkids.push(n.kids[j]!)
     const left = new Node(n.layer, n.keys.slice(0, i), n.vals.slice(0, i), lkids, null)
     const right = new Node(n.layer, n.keys.slice(i), n.vals.slice(i), rkids, null)
@@ -256,18 +379,25 @@ class PartialMst {
   }
 
   rootCid(): CID {
-    return this.root ? this.cidOf(this.root) : EMPTY_ROOT
+    return this.root ? CID.decode(this.cidOf(this.root)) : EMPTY_ROOT
   }
 
-  /** Re-encodes the changed nodes under `n` (post-order) and returns n's CID. */
-  private cidOf(n: Node): CID {
+  /** Re-encodes the changed nodes under `n` (post-order) and returns n's CID (bytes). */
+  private cidOf(n: Node): Link {
     if (n.cid) return n.cid
-    const sub = (k: Node | CID | null | undefined): CID | null => (k === null || k === undefined ? null : k instanceof Node ? this.cidOf(k) : k)
+    const sub = (k: Node | Link | null | undefined): Link | null => (k === null || k === undefined ? null : k instanceof Node ? this.cidOf(k) : k)
     const left = sub(n.kids[0])
-    const rights: (CID | null)[] = new Array(n.keys.length)
+    const rights: (Link | null)[] = new Array(n.keys.length)
     for (let i = 0; i < n.keys.length; i++) rights[i] = sub(n.kids[i + 1])
-    n.cid = cidForBlock(encodeNode(n.keys, n.vals, rights, left), DAG_CBOR_CODEC)
-    return n.cid
+    // CIDv1 dag-cbor sha2-256
+    const link = new Uint8Array(36)
+    link[0] = 1
+    link[1] = DAG_CBOR_CODEC
+    link[2] = 0x12
+    link[3] = 0x20
+    link.set(sha256(encodeNode(n.keys, n.vals, rights, left)), 4)
+    n.cid = link
+    return link
   }
 }
 
@@ -277,24 +407,30 @@ class PartialMst {
 // DAG-CBOR order (e < l; k < p < t < v), CIDs as tag 42 over 0x00 + the CID bytes. The tests compare
 // every root with @atproto/repo's MST and with nodes encoded by the generic encoder.
 
+/** A link as a CID object or as its bytes. */
+type CidLike = CID | Uint8Array
+
+const linkBytes = (c: CidLike): Uint8Array => (c instanceof Uint8Array ? c : c.bytes)
+
 /** bytes of a nullable CID value: null (1) or tag 42 (2) + byte-string head + 0x00 + CID bytes */
-function cidLength(cid: CID | null): number {
+function cidLength(cid: CidLike | null): number {
   if (!cid) return 1
-  const len = cid.bytes.length + 1
+  const len = linkBytes(cid).length + 1
   return 2 + cborHeadLength(len) + len
 }
 
-function writeCid(out: Uint8Array, pos: number, cid: CID | null): number {
+function writeCid(out: Uint8Array, pos: number, cid: CidLike | null): number {
   if (!cid) {
     out[pos] = 0xf6
     return pos + 1
   }
+  const bytes = linkBytes(cid)
   out[pos] = 0xd8
   out[pos + 1] = 0x2a
-  pos = writeCborHead(out, pos + 2, 2, cid.bytes.length + 1)
+  pos = writeCborHead(out, pos + 2, 2, bytes.length + 1)
   out[pos] = 0
-  out.set(cid.bytes, pos + 1)
-  return pos + 1 + cid.bytes.length
+  out.set(bytes, pos + 1)
+  return pos + 1 + bytes.length
 }
 
 const CHAR_E = 0x65
@@ -304,8 +440,8 @@ const CHAR_P = 0x70
 const CHAR_T = 0x74
 const CHAR_V = 0x76
 
-/** DAG-CBOR bytes of an MST node (keys are ASCII record paths, checked when decoded). */
-export function encodeNode(keys: string[], vals: CID[], rights: (CID | null)[], left: CID | null): Uint8Array {
+/** DAG-CBOR bytes of an MST node (keys are ASCII record paths, checked when decoded); links as CIDs or CID bytes. */
+export function encodeNode(keys: string[], vals: CidLike[], rights: (CidLike | null)[], left: CidLike | null): Uint8Array {
   const n = keys.length
   const prefix: number[] = new Array(n)
   let size = 1 + 2 + cborHeadLength(n) + 2 + cidLength(left)
@@ -355,35 +491,40 @@ export function encodeNode(keys: string[], vals: CID[], rights: (CID | null)[], 
  * key must hold `cid`, set it back to `prev`; delete → the key must be absent, insert `prev`.
  * Synchronous; never throws for bad input.
  */
-export function invertMstOps(get: BlockGetter, data: CID, ops: InversionOp[]): FastInversionResult {
+export function invertMstOps(
+  get: BlockGetter,
+  data: CID,
+  ops: InversionOp[],
+  opts: { getBytes?: LinkGetter } = {},
+): FastInversionResult {
   // nothing to undo: the tree is unchanged (an empty commit's slice need not carry the root node)
   if (ops.length === 0) return { ok: true, root: data }
   try {
-    const tree = new PartialMst(get, data)
+    const tree = new PartialMst(opts.getBytes ?? ((link) => get(CID.decode(link))), data.bytes)
     for (const op of ops) {
       if (typeof op.path !== 'string' || !/^[\x21-\x7e]{1,1024}$/.test(op.path)) {
         return { ok: false, reason: 'malformed', message: `op path ${JSON.stringify(op.path)} is not an MST key` }
       }
       const current = tree.lookup(op.path)
       if (op.action === 'create' || op.action === 'update') {
-        if (!current || !op.cid || !current.equals(op.cid)) {
+        if (!current || !op.cid || !linkEquals(current, op.cid.bytes)) {
           return {
             ok: false,
             reason: 'inversion-mismatch',
-            message: `${op.action} ${op.path}: tree holds ${current ?? 'nothing'}, op says ${op.cid}`,
+            message: `${op.action} ${op.path}: tree holds ${current ? linkStr(current) : 'nothing'}, op says ${op.cid}`,
           }
         }
         if (op.action === 'create') tree.remove(op.path)
         else {
           if (!op.prev) return { ok: false, reason: 'malformed', message: `update ${op.path} without prev` }
-          tree.update(op.path, op.prev)
+          tree.update(op.path, op.prev.bytes)
         }
       } else if (op.action === 'delete') {
         if (current) {
           return { ok: false, reason: 'inversion-mismatch', message: `delete ${op.path}: key still present in the tree` }
         }
         if (!op.prev) return { ok: false, reason: 'malformed', message: `delete ${op.path} without prev` }
-        tree.insert(op.path, op.prev)
+        tree.insert(op.path, op.prev.bytes)
       } else {
         return { ok: false, reason: 'malformed', message: `unknown action ${op.action}` }
       }

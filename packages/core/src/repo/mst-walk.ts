@@ -146,6 +146,21 @@ export function isValidMstKeyBytes(key: Uint8Array): boolean {
   return slash > 0 && slash < n - 1
 }
 
+/** `isValidMstKeyBytes` on a string of char codes below 0x80 (false for any other char). */
+export function isValidMstKeyAscii(key: string): boolean {
+  const n = key.length
+  if (n > 1024) return false
+  let slash = -1
+  for (let i = 0; i < n; i++) {
+    const c = key.charCodeAt(i)
+    if (c === 0x2f) {
+      if (slash >= 0) return false
+      slash = i
+    } else if (c >= 0x80 || KEY_CHAR[c] === 0) return false
+  }
+  return slash > 0 && slash < n - 1
+}
+
 function asNullableCid(v: unknown, what: string, at: CID): CID | null {
   if (v === null || v === undefined) return null
   const cid = CID.asCID(v)

@@ -246,7 +246,11 @@ export async function invertCommitOps(
   ops: { action: string; path: string; cid: CID | null; prev?: CID | null }[],
   opts: { impl?: MstInversionImpl } = {},
 ): Promise<InversionResult> {
-  if ((opts.impl ?? 'fast') === 'fast') return invertMstOps((cid) => blocks.get(cid), data, ops)
+  if ((opts.impl ?? 'fast') === 'fast') {
+    // a CarBlocks is read by CID bytes (no CID objects); a BlockMap needs CIDs
+    if (blocks instanceof CarBlocks) return invertMstOps((cid) => blocks.get(cid), data, ops, { getBytes: (bytes) => blocks.get({ bytes }) })
+    return invertMstOps((cid) => blocks.get(cid), data, ops)
+  }
   return invertWithAtprotoMst(blocks instanceof CarBlocks ? blocks.toBlockMap() : blocks, data, ops)
 }
 

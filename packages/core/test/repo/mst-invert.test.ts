@@ -8,6 +8,7 @@ import { CID } from 'multiformats/cid'
 import { describe, expect, it } from 'vitest'
 import { cborEncode, cidForCbor } from '../../src/data/index.js'
 import { buildProofBlocks, invertCommitOps, invertMstOps, mstKeyLayer, type CommitEventOp } from '../../src/repo/index.js'
+import { CarBlocks } from '../../src/repo/car.js'
 import { readInteropJson, reportVectors } from '../util/vectors.js'
 
 interface ProofFixture {
@@ -27,6 +28,10 @@ const outcome = (r: { ok: true; root: CID } | { ok: false; reason: string }): Ou
 
 async function both(blocks: BlockMap, data: CID, ops: CommitEventOp[]): Promise<{ fast: Outcome; oracle: Outcome }> {
   const fast = outcome(await invertCommitOps(blocks, data, ops, { impl: 'fast' }))
+  // the worker's path: the slice as CarBlocks, read by CID bytes; the same outcome (and message) as from a BlockMap
+  const fromCar = await invertCommitOps(CarBlocks.fromBlockMap(blocks), data, ops, { impl: 'fast' })
+  expect(fromCar).toEqual(await invertCommitOps(blocks, data, ops, { impl: 'fast' }))
+  expect(outcome(fromCar)).toBe(fast)
   const oracle = outcome(await invertCommitOps(blocks, data, ops, { impl: 'oracle' }))
   return { fast, oracle }
 }

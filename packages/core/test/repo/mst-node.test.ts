@@ -8,6 +8,7 @@ import { CID } from 'multiformats/cid'
 import { describe, expect, it } from 'vitest'
 import { cborDecode, cborEncode, cidForBlock, DAG_CBOR_CODEC } from '../../src/data/index.js'
 import { decodeMstNode, isValidMstKeyBytes, readCanonicalMstNode } from '../../src/repo/mst-walk.js'
+import { readNodeLinks } from '../../src/repo/mst-invert.js'
 import { rng } from './helpers.js'
 
 const leaf = (i: number) => cidForBlock(new TextEncoder().encode(`record ${i}`), DAG_CBOR_CODEC)
@@ -102,6 +103,60 @@ describe('decodeMstNode: fixed-shape reader', () => {
     expect(readCanonicalMstNode(odd[2]!)).toBeNull()
     expect(readCanonicalMstNode(odd[3]!)).toBeNull()
     expect(readCanonicalMstNode(odd[4]!)).not.toBeNull()
+  })
+})
+
+/** The inversion's in-place reader (links as bytes) as decodeMstNode's result, or null. */
+function linksOutcome(bytes: Uint8Array): unknown {
+  const r = readNodeLinks(bytes)
+  if (!r) return null
+  const str = (l: Uint8Array | null) => (l ? CID.decode(l).toString() : null)
+  return {
+    left: str(r.left),
+    entries: r.keys.map((k, i) => ({ key: [...new TextEncoder().encode(k)], keyStr: k, value: str(r.vals[i]!), right: str(r.rights[i]!) })),
+  }
+}
+
+/** decodeMstNode's result when it accepts the node and its keys are in strictly increasing order (what the inversion accepts). */
+function acceptedOutcome(bytes: Uint8Array): unknown {
+  const a = outcome(bytes, false) as { error?: string; entries?: { keyStr: string }[] }
+  if (a.error) return null
+  for (let i = 1; i < a.entries!.length; i++) if (!(a.entries![i - 1]!.keyStr < a.entries![i]!.keyStr)) return null
+  return a
+}
+
+describe('MST inversion: links read in place (readNodeLinks)', () => {
+  it('reads every node of real trees as decodeMstNode does; on corrupted nodes it gives that result or hands the node to it', async () => {
+    for (const [n, seed] of [[1, 1], [40, 2], [600, 3]] as const) {
+      for (const bytes of await treeNodes(n, seed)) {
+        expect(linksOutcome(bytes), 'a canonical node is read in place').not.toBeNull()
+        expect(linksOutcome(bytes)).toEqual(outcome(bytes, false))
+      }
+    }
+    const rand = rng(17)
+    const base = await treeNodes(200, 19)
+    const counts = { inPlace: 0, handedOver: 0, handedOverValid: 0 }
+    for (let i = 0; i < 6000; i++) {
+      const m = new Uint8Array(base[i % base.length]!)
+      const edits = 1 + Math.floor(rand() * 2)
+      for (let k = 0; k < edits; k++) {
+        const at = Math.floor(rand() * m.length)
+        if (rand() < 0.5) m[at] = Math.floor(rand() * 256)
+        else m[at] = [0x18, 0x19, 0xf6, 0xf7, 0xd8, 0x2a, 0x00, 0x40, 0x41, 0x58, 0xa2, 0xa3, 0xa4, 0x61, 0x80, 0x81, 0x2f, 0x7a][Math.floor(rand() * 18)]!
+      }
+      const bytes = rand() < 0.1 ? m.subarray(0, Math.floor(rand() * m.length)) : m
+      const fast = linksOutcome(bytes)
+      if (fast === null) {
+        counts.handedOver++
+        if (acceptedOutcome(bytes) !== null) counts.handedOverValid++
+      } else {
+        counts.inPlace++
+        // never accepts what decodeMstNode (plus the key order check) refuses, never reads it differently
+        expect(fast).toEqual(acceptedOutcome(bytes))
+      }
+    }
+    expect(counts.inPlace).toBeGreaterThan(100)
+    expect(counts.handedOver).toBeGreaterThan(100)
   })
 })
 
