@@ -145,12 +145,20 @@ class Target {
   }
 
   async createAccount(i: number): Promise<Account> {
-    const handle = `b${i}-${Math.random().toString(36).slice(2, 8)}.test`
-    const text = await this.call('POST', 'com.atproto.server.createAccount', {
-      body: { handle, email: `${handle}@example.com`, password: 'bench-password' },
-    })
-    const out = JSON.parse(text) as { did: string; accessJwt: string }
-    return { did: out.did, jwt: out.accessJwt, rkeys: [] }
+    // a few tries: under load the PLC directory (shared by both servers) may not answer in time (502)
+    for (let attempt = 1; ; attempt++) {
+      const handle = `b${i}-${Math.random().toString(36).slice(2, 8)}.test`
+      try {
+        const text = await this.call('POST', 'com.atproto.server.createAccount', {
+          body: { handle, email: `${handle}@example.com`, password: 'bench-password' },
+        })
+        const out = JSON.parse(text) as { did: string; accessJwt: string }
+        return { did: out.did, jwt: out.accessJwt, rkeys: [] }
+      } catch (err) {
+        if (attempt >= 3 || !/: 5\d\d /.test((err as Error).message)) throw err
+        console.log(`  ${(err as Error).message.slice(0, 160)}; trying again`)
+      }
+    }
   }
 
   async createRecord(acct: Account): Promise<void> {

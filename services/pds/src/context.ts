@@ -127,6 +127,7 @@ export async function closeContext(ctx: AppContext): Promise<void> {
   await ctx.actorStore.close()
   await ctx.sequencer.close()
   await ctx.walCheckpointer.close()
+  ctx.accounts.flushRepoRoots()
   await ctx.accountDb.close()
   await ctx.didCache.close()
 }

@@ -6,6 +6,8 @@ import { generateKeypair } from '@stratos/core/crypto'
 import { openAccountDb } from '../src/account/db.js'
 import { ensureServiceHandleConstraints, normalizeAndValidateHandle } from '../src/account/handle.js'
 import { AccountManager } from '../src/account/manager.js'
+import { AccountSettings } from '../src/account/settings.js'
+import { KeyVault } from '../src/account/key-vault.js'
 import { generateAppPassword, hashPassword, verifyPassword, APP_PASSWORD_REGEX } from '../src/account/password.js'
 import { createGenesisOp, didForGenesisOp } from '../src/account/plc.js'
 import { AuthScope, SessionTokens, TokenError } from '../src/account/tokens.js'
@@ -221,5 +223,69 @@ describe('AccountManager', () => {
     })
     await expect(mgr.ensureInviteAvailable(code)).rejects.toMatchObject({ error: 'InvalidInviteCode' })
     await expect(mgr.ensureInviteAvailable('pds-test-nope-nope')).rejects.toMatchObject({ error: 'InvalidInviteCode' })
+  })
+})
+
+describe('AccountManager repo heads (the write path notes them, written once per event-loop turn)', () => {
+  let dir: string
+  let close: () => Promise<void>
+  let mgr: AccountManager
+  let sqlite: import('better-sqlite3').Database
+  const tokens = new SessionTokens('secret', SERVICE_DID, 7200, 86400)
+  const CID0 = 'bafyreib2rxk3rybk3aobmv5cjuql3bm2twh4jo5uxgf5nhncmxvrnsjz5e'
+  const stored = (did: string) => sqlite.prepare('SELECT cid, rev FROM repo_root WHERE did = ?').get(did) as { cid: string; rev: string } | undefined
+  const nextTurn = () => new Promise((r) => setImmediate(r))
+  const create = async (did: string, rev = '3jzfcijpj2z2a') =>
+    mgr.createAccount({ did, handle: `${did.slice(8)}.pds.test`, email: null, password: null, signingKey: await generateKeypair(), repoCid: CID0, repoRev: rev })
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pds-acct-roots-'))
+    const database = await openAccountDb(path.join(dir, 'account.sqlite'))
+    close = database.close
+    sqlite = database.sqlite!
+    mgr = new AccountManager(database.db, tokens, { refreshGraceMs: 60_000, hostname: 'pds.test', sqlite })
+    await create('did:plc:carol')
+    await create('did:plc:dave')
+  })
+  afterAll(async () => {
+    await close()
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('serves the last noted head to readers in the same turn, and writes it at the end of the turn', async () => {
+    mgr.updateRepoRootSync('did:plc:carol', 'bafy-c1', '3kaaaaaaaaaa1')
+    mgr.updateRepoRootSync('did:plc:dave', 'bafy-d1', '3kaaaaaaaaaa1')
+    mgr.updateRepoRootSync('did:plc:carol', 'bafy-c2', '3kaaaaaaaaaa2')
+    expect(stored('did:plc:carol')).toEqual({ cid: CID0, rev: '3jzfcijpj2z2a' })
+    await nextTurn()
+    expect(stored('did:plc:carol')).toEqual({ cid: 'bafy-c2', rev: '3kaaaaaaaaaa2' })
+    expect(stored('did:plc:dave')).toEqual({ cid: 'bafy-d1', rev: '3kaaaaaaaaaa1' })
+
+    mgr.updateRepoRootSync('did:plc:carol', 'bafy-c3', '3kaaaaaaaaaa3')
+    expect(await mgr.getRepoRoot('did:plc:carol')).toEqual({ cid: 'bafy-c3', rev: '3kaaaaaaaaaa3' })
+    mgr.updateRepoRootSync('did:plc:dave', 'bafy-d2', '3kaaaaaaaaaa2')
+    const listed = await mgr.listRepos({ limit: 10 })
+    expect(listed.find((r) => r.did === 'did:plc:dave')).toMatchObject({ head: 'bafy-d2', rev: '3kaaaaaaaaaa2' })
+  })
+
+  it('lets a later head written directly (import, recovery) win over one still noted', async () => {
+    mgr.updateRepoRootSync('did:plc:carol', 'bafy-old', '3kaaaaaaaaab1')
+    await mgr.updateRepoRoot('did:plc:carol', 'bafy-new', '3kaaaaaaaaab2')
+    await nextTurn()
+    expect(stored('did:plc:carol')).toEqual({ cid: 'bafy-new', rev: '3kaaaaaaaaab2' })
+  })
+
+  it('adds no row for an account deleted before the flush, and does not carry a head over to a new account of the DID', async () => {
+    await create('did:plc:erin')
+    mgr.updateRepoRootSync('did:plc:erin', 'bafy-e1', '3kaaaaaaaaac1')
+    sqlite.prepare('DELETE FROM repo_root WHERE did = ?').run('did:plc:erin')
+    await nextTurn()
+    expect(stored('did:plc:erin')).toBeUndefined()
+
+    mgr.updateRepoRootSync('did:plc:erin', 'bafy-e2', '3kaaaaaaaaac2')
+    await new AccountSettings(mgr.db, new KeyVault(null)).deleteAccount('did:plc:erin')
+    await create('did:plc:erin', '3kaaaaaaaaac9')
+    await nextTurn()
+    expect(stored('did:plc:erin')).toEqual({ cid: CID0, rev: '3kaaaaaaaaac9' })
   })
 })

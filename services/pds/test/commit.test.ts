@@ -10,7 +10,8 @@ import { MemoryBlockstore, Repo, WriteOpAction } from '@atproto/repo'
 import { CID } from 'multiformats/cid'
 import { generateKeypair, type SigningKeypair } from '@stratos/core/crypto'
 import { invertMstOps } from '@stratos/core/repo'
-import { buildCommit, type RepoHead } from '../src/actor-store/commit.js'
+import { cborEncode } from '@stratos/core/data'
+import { buildCommit, encodeCommitObject, type CommitObject, type RepoHead } from '../src/actor-store/commit.js'
 import { RepoMst } from '../src/actor-store/mst.js'
 import { prepareCreateOrUpdate, prepareDelete, type PreparedWrite } from '../src/actor-store/index.js'
 
@@ -180,3 +181,25 @@ describe('buildCommit', () => {
     for (let round = 0; round < 10; round++) await h.commit(h.writes(rand, 4))
   })
 })
+
+describe('encodeCommitObject', () => {
+  it('writes the bytes cborEncode writes: unsigned and signed, with and without prev, short and long fields', () => {
+    const rand = rng(5)
+    const cids = ['bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm', 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku'].map((c) => CID.parse(c))
+    const cid = (n: number) => cids[n % 2]!
+    const dids = [DID, 'did:web:a.b', `did:web:${'x'.repeat(300)}.example`, 'did:plc:é']
+    for (let i = 0; i < 40; i++) {
+      const sigLen = [0, 64, 23, 24, 255, 256][i % 6]!
+      const commit: CommitObject = {
+        did: dids[i % dids.length]!,
+        version: 3,
+        rev: i % 5 === 0 ? 'x'.repeat(30) : '3kabcdefghijk',
+        prev: i % 2 === 0 ? null : cid(i),
+        data: cid(i + 1),
+      }
+      if (sigLen > 0) commit.sig = Uint8Array.from({ length: sigLen }, () => Math.floor(rand() * 256))
+      expect(Buffer.from(encodeCommitObject(commit)).equals(Buffer.from(cborEncode(commit)))).toBe(true)
+    }
+  })
+})
+

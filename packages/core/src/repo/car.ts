@@ -12,7 +12,7 @@
 import { BlockMap } from '@atproto/repo'
 import { CID } from 'multiformats/cid'
 import { sha256 } from '../crypto/index.js'
-import { cborDecode, cborEncode } from '../data/index.js'
+import { cborDecode, cborEncode, cborHeadLength, writeCborHead } from '../data/index.js'
 import { fixedArg, fixedBytesAt, fixedCid, type FixedPos } from '../data/cbor-fixed.js'
 
 export type CarErrorCode =
@@ -403,9 +403,40 @@ function rootList(root: CID | CID[] | null | undefined): CID[] {
   return Array.isArray(root) ? root : [root]
 }
 
-/** Encodes the CAR header (length prefix included). */
+/** `{"roots": [...], "version": 1}` in canonical key order: the map head and the key "roots" */
+const HEADER_START = Uint8Array.of(0xa2, 0x65, 0x72, 0x6f, 0x6f, 0x74, 0x73)
+/** the key "version" and the value 1 */
+const HEADER_END = Uint8Array.of(0x67, 0x76, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e, 0x01)
+
+/**
+ * Encodes the CAR header (length prefix included). Written by hand (one per `#commit` frame and export):
+ * the bytes are those `cborEncode({ version: 1, roots })` gives (test/repo/car.test.ts checks it).
+ */
 export function encodeCarHeader(root: CID | CID[] | null | undefined): Uint8Array {
-  const header = cborEncode({ version: 1, roots: rootList(root) })
+  const roots = rootList(root)
+  let len = HEADER_START.length + cborHeadLength(roots.length) + HEADER_END.length
+  for (const cid of roots) {
+    if (!CID.asCID(cid)) return encodeCarHeaderGeneric(roots)
+    len += 2 + cborHeadLength(cid.bytes.length + 1) + 1 + cid.bytes.length
+  }
+  const out = new Uint8Array(varintLength(len) + len)
+  let p = writeVarint(len, out, 0)
+  out.set(HEADER_START, p)
+  p = writeCborHead(out, p + HEADER_START.length, 4, roots.length)
+  for (const cid of roots) {
+    out[p++] = 0xd8 // tag 42
+    out[p++] = 0x2a
+    p = writeCborHead(out, p, 2, cid.bytes.length + 1)
+    out[p++] = 0
+    out.set(cid.bytes, p)
+    p += cid.bytes.length
+  }
+  out.set(HEADER_END, p)
+  return out
+}
+
+function encodeCarHeaderGeneric(roots: CID[]): Uint8Array {
+  const header = cborEncode({ version: 1, roots })
   const out = new Uint8Array(varintLength(header.length) + header.length)
   out.set(header, writeVarint(header.length, out, 0))
   return out

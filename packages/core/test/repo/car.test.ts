@@ -84,6 +84,19 @@ describe('writeCar / readCar', () => {
     expect(String((await readCarWithRoot(car)).root)).toBe(repoRoot.toString())
   })
 
+  it('writes the header as cborEncode({ version: 1, roots }) does, for no root, one, several and other CID forms', () => {
+    const v0 = CID.createV0(Digest.create(0x12, new Uint8Array(32).fill(7)))
+    const rawCid = CID.createV1(0x55, Digest.create(0x12, new Uint8Array(32).fill(9)))
+    const longHash = CID.createV1(0x71, Digest.create(0x13, new Uint8Array(64).fill(3)))
+    const cases: (CID | CID[] | null)[] = [null, [], repoRoot, [repoRoot, rawCid], v0, longHash, Array.from({ length: 30 }, () => repoRoot)]
+    for (const root of cases) {
+      const roots = root === null ? [] : Array.isArray(root) ? root : [root]
+      const header = cborEncode({ version: 1, roots })
+      const expected = Buffer.concat([Buffer.from(encodeVarint(header.length)), Buffer.from(header)])
+      expect(Buffer.from(encodeCarHeader(root)).equals(expected)).toBe(true)
+    }
+  })
+
   it('streams the same bytes in chunks of bounded size', async () => {
     const whole = writeCar(repoRoot, repoBlocks)
     for (const chunkSize of [64, 1000, 64 * 1024]) {

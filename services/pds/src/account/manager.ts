@@ -71,12 +71,19 @@ const toAccount = (row: AccountTable): Account => ({
   invitesDisabled: row.invitesDisabled === 1,
 })
 
+interface PendingRoot {
+  cid: string
+  rev: string
+  at: string
+}
+
 export class AccountManager {
   /** prepared statements for the per-request paths (account lookup, repo head), when on SQLite */
   private readonly hot: {
     byDid: SqliteDatabase.Statement<[string], AccountTable>
     byHandle: SqliteDatabase.Statement<[string], AccountTable>
     setRoot: SqliteDatabase.Statement<[string, string, string, string]>
+    tx: SqliteDatabase.Transaction<(roots: Map<string, PendingRoot>) => void>
   } | null
 
   constructor(
@@ -89,12 +96,36 @@ export class AccountManager {
       ? {
           byDid: s.prepare('SELECT * FROM account WHERE did = ?'),
           byHandle: s.prepare('SELECT * FROM account WHERE handle = ?'),
-          setRoot: s.prepare(
-            `INSERT INTO repo_root (did, cid, rev, indexedAt) VALUES (?, ?, ?, ?)
-             ON CONFLICT (did) DO UPDATE SET cid = excluded.cid, rev = excluded.rev, indexedAt = excluded.indexedAt`,
-          ),
+          // an update, not an upsert: a head noted for an account deleted before the flush adds no row
+          setRoot: s.prepare('UPDATE repo_root SET cid = ?, rev = ?, indexedAt = ? WHERE did = ?'),
+          tx: s.transaction((roots: Map<string, PendingRoot>) => {
+            for (const [did, r] of roots) this.hot!.setRoot.run(r.cid, r.rev, r.at, did)
+          }),
         }
       : null
+  }
+
+  /**
+   * Repo heads noted by the write path ({@link updateRepoRootSync}), written together in one transaction at
+   * the end of the event-loop turn (a write is acknowledged later, after its fsyncs); every reader of
+   * repo_root writes them first.
+   */
+  private pendingRoots = new Map<string, PendingRoot>()
+  private rootsScheduled = false
+
+  /** Writes the repo heads noted since the last flush (one transaction). */
+  flushRepoRoots(): void {
+    if (this.pendingRoots.size === 0 || !this.hot) return
+    const roots = this.pendingRoots
+    this.pendingRoots = new Map()
+    try {
+      this.hot.tx(roots)
+    } catch (err) {
+      // kept for the next flush (unless a newer head came meanwhile); a head never written is found
+      // behind the account's store at start-up (PdsServer's recovery)
+      for (const [did, r] of roots) if (!this.pendingRoots.has(did)) this.pendingRoots.set(did, r)
+      throw err
+    }
   }
 
   private get vault(): KeyVault {
@@ -161,6 +192,8 @@ export class AccountManager {
     deactivated?: boolean
   }): Promise<void> {
     const passwordScrypt = opts.password !== null ? await hashPassword(opts.password) : null
+    // a head noted for an earlier account of this DID (deleted since) is not this one's
+    this.pendingRoots.delete(opts.did)
     const now = new Date().toISOString()
     await this.db.transaction().execute(async (tx) => {
       if (opts.inviteCode) {
@@ -204,6 +237,8 @@ export class AccountManager {
   }
 
   async updateRepoRoot(did: string, cid: string, rev: string): Promise<void> {
+    // newer than a head still waiting to be written
+    this.pendingRoots.delete(did)
     await this.db
       .insertInto('repo_root')
       .values({ did, cid, rev, indexedAt: new Date().toISOString() })
@@ -214,16 +249,30 @@ export class AccountManager {
   /** {@link updateRepoRoot} without a round through Kysely (the write path), falling back to it. */
   updateRepoRootSync(did: string, cid: string, rev: string): void | Promise<void> {
     if (!this.hot) return this.updateRepoRoot(did, cid, rev)
-    this.hot.setRoot.run(did, cid, rev, new Date().toISOString())
+    // the account's row exists from its creation on; noted now, written at the end of the turn
+    this.pendingRoots.set(did, { cid, rev, at: new Date().toISOString() })
+    if (!this.rootsScheduled) {
+      this.rootsScheduled = true
+      setImmediate(() => {
+        this.rootsScheduled = false
+        try {
+          this.flushRepoRoots()
+        } catch {
+          // left pending: the next write's flush, or a reader's, tries again
+        }
+      })
+    }
   }
 
   async getRepoRoot(did: string): Promise<{ cid: string; rev: string } | null> {
+    this.flushRepoRoots()
     const row = await this.db.selectFrom('repo_root').select(['cid', 'rev']).where('did', '=', did).executeTakeFirst()
     return row ?? null
   }
 
   /** Accounts with their repo heads, ordered by creation then DID (stable cursor). */
   async listRepos(opts: { limit: number; cursor?: string }): Promise<Array<Account & { head: string; rev: string }>> {
+    this.flushRepoRoots()
     let q = this.db
       .selectFrom('account')
       .innerJoin('repo_root', 'repo_root.did', 'account.did')

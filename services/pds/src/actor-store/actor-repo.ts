@@ -572,7 +572,6 @@ export class ActorRepo {
     if (createsWal) this.dirSynced ??= syncDirectory(dirname(this.db.name))
     // the stored head is now `next`: the next commit starts from its tree
     this.head = next
-    this.headVersion = this.s.dataVersion.get()!
     for (const cid of dereferenced) await this.blobstore.deletePermanent(this.did, cid)
 
     return { did: this.did, commit, prevData, ops: commitOps }
@@ -623,7 +622,11 @@ export class ActorRepo {
    * nodes are then loaded as commits reach them).
    */
   private currentHead(): RepoHead {
-    if (this.head && this.s.dataVersion.get() === this.headVersion) return this.head
+    const version = this.s.dataVersion.get()!
+    if (this.head && version === this.headVersion) return this.head
+    // this connection's own commits leave data_version as it is: the value read now stays valid for the
+    // head this commit makes (all writers to the file hold the account's lock)
+    this.headVersion = version
     const root = this.storage.getRootSync()
     if (!root) throw new Error(`repo of ${this.did} has no commit`)
     if (this.head && root.cid.equals(this.head.cid)) return this.head

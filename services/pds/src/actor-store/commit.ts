@@ -1,9 +1,10 @@
 import type { CommitData } from '@atproto/repo'
 import { CID } from 'multiformats/cid'
 import type { SigningKeypair } from '@stratos/core/crypto'
+import { cborHeadLength, writeCborHead } from '@stratos/core/data'
 import { commitSliceBlocks } from '@stratos/core/repo'
 import { nextTid } from '@stratos/core/syntax'
-import { cborEncode, cidForBlock } from '../util/ipld.js'
+import { cidForBlock } from '../util/ipld.js'
 import { RepoMst, type Block, type MstOp } from './mst.js'
 import type { PreparedWrite } from './prepare.js'
 
@@ -48,6 +49,79 @@ export function repoCommitFromData(commit: CommitData): RepoCommit {
     removedCids: commit.removedCids.toList().map((c) => CID.decode(c.bytes)),
     sliceBlocks: toBlocks(commitSliceBlocks(commit)),
   }
+}
+
+/** A v3 commit object: signed when `sig` is given. */
+export interface CommitObject {
+  did: string
+  version: 3
+  rev: string
+  prev: CID | null
+  data: CID
+  sig?: Uint8Array
+}
+
+const utf8 = new TextEncoder()
+// map keys with their text heads, in DAG-CBOR's canonical order (shorter first, then bytewise):
+// did, rev, sig, data, prev, version
+const KEY_DID = Uint8Array.of(0x63, 0x64, 0x69, 0x64)
+const KEY_REV = Uint8Array.of(0x63, 0x72, 0x65, 0x76)
+const KEY_SIG = Uint8Array.of(0x63, 0x73, 0x69, 0x67)
+const KEY_DATA = Uint8Array.of(0x64, 0x64, 0x61, 0x74, 0x61)
+const KEY_PREV = Uint8Array.of(0x64, 0x70, 0x72, 0x65, 0x76)
+const KEY_VERSION_3 = Uint8Array.of(0x67, 0x76, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e, 0x03)
+
+/**
+ * DAG-CBOR bytes of a commit object, written by hand (twice per commit: the bytes signed, then the block):
+ * the bytes `cborEncode(commit)` gives (test/commit.test.ts checks it against it).
+ */
+export function encodeCommitObject(commit: CommitObject): Uint8Array {
+  if (commit.version !== 3) throw new Error(`commit version ${String(commit.version)} is not 3`)
+  const did = utf8.encode(commit.did)
+  const rev = utf8.encode(commit.rev)
+  const sig = commit.sig
+  const cidLen = (cid: CID) => 2 + cborHeadLength(cid.bytes.length + 1) + 1 + cid.bytes.length
+  const size =
+    1 +
+    KEY_DID.length + cborHeadLength(did.length) + did.length +
+    KEY_REV.length + cborHeadLength(rev.length) + rev.length +
+    (sig ? KEY_SIG.length + cborHeadLength(sig.length) + sig.length : 0) +
+    KEY_DATA.length + cidLen(commit.data) +
+    KEY_PREV.length + (commit.prev ? cidLen(commit.prev) : 1) +
+    KEY_VERSION_3.length
+  const out = new Uint8Array(size)
+  let p = 0
+  out[p++] = sig ? 0xa6 : 0xa5
+  const put = (bytes: Uint8Array) => {
+    out.set(bytes, p)
+    p += bytes.length
+  }
+  const putCid = (cid: CID) => {
+    out[p++] = 0xd8 // tag 42
+    out[p++] = 0x2a
+    p = writeCborHead(out, p, 2, cid.bytes.length + 1)
+    out[p++] = 0
+    put(cid.bytes)
+  }
+  put(KEY_DID)
+  p = writeCborHead(out, p, 3, did.length)
+  put(did)
+  put(KEY_REV)
+  p = writeCborHead(out, p, 3, rev.length)
+  put(rev)
+  if (sig) {
+    put(KEY_SIG)
+    p = writeCborHead(out, p, 2, sig.length)
+    put(sig)
+  }
+  put(KEY_DATA)
+  putCid(commit.data)
+  put(KEY_PREV)
+  if (commit.prev) putCid(commit.prev)
+  else out[p++] = 0xf6 // null
+  put(KEY_VERSION_3)
+  if (p !== size) throw new Error(`commit encoding: wrote ${p} of ${size} bytes`)
+  return out
 }
 
 const has = (list: CID[], cid: CID) => list.some((c) => c.equals(cid))
@@ -102,8 +176,7 @@ export async function buildCommit(
 
   const rev = nextTid(head.rev)
   const unsigned = { did: head.did, version: 3 as const, rev, prev: null, data: update.root }
-  const signed = { ...unsigned, sig: await signingKey.sign(cborEncode(unsigned)) }
-  const commitBytes = cborEncode(signed)
+  const commitBytes = encodeCommitObject({ ...unsigned, sig: await signingKey.sign(encodeCommitObject(unsigned)) })
   const commitCid = cidForBlock(commitBytes, 0x71)
   const commitBlock = { cid: commitCid, bytes: commitBytes }
   const commit: RepoCommit = {
