@@ -11,6 +11,7 @@ import {
   type WalCheckpointer,
 } from '@stratos/core/stream'
 import type { CommitOutcome } from '../actor-store/index.js'
+import { encodeCommitFrame } from './commit-frame.js'
 
 /** events appended between two checkpoints of the log's WAL (a #commit frame takes about half a page) */
 const CHECKPOINT_EVERY_EVENTS = 500
@@ -140,11 +141,11 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
   private append(
     type: SequencedEvent['type'],
     did: string,
-    body: (seq: number) => Record<string, unknown>,
+    frameOf: (seq: number) => Uint8Array,
     gate?: Promise<void>,
   ) {
     const seq = ++this.assignedSeq
-    const frame = encodeMessageFrame(type, body(seq))
+    const frame = frameOf(seq)
     this.unwritten.push({ type, did, frame: () => frame, time: Date.now() })
     void this.scheduleWrite().catch(() => undefined)
     const out: SequencedEvent = { seq, frame, type, did }
@@ -194,36 +195,31 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
   sequenceCommit(outcome: CommitOutcome, storeDurable?: Promise<void>): SequencedEvent {
     const { did, commit } = outcome
     const blocks = writeCar(commit.cid, commit.sliceBlocks)
-    const ops = outcome.ops.map((op) => {
-      const o: Record<string, unknown> = { action: op.action, path: op.path, cid: op.cid }
-      if (op.prev) o.prev = op.prev
-      return o
-    })
     const time = new Date().toISOString()
-    return this.append('#commit', did, (seq) => {
-      const body: Record<string, unknown> = {
-        seq,
-        rebase: false,
-        tooBig: false,
-        repo: did,
-        commit: commit.cid,
-        rev: commit.rev,
-        since: commit.since,
-        blocks,
-        ops,
-        blobs: [],
-        time,
-      }
-      if (outcome.prevData) body.prevData = outcome.prevData
-      return body
-    }, storeDurable)
+    return this.append(
+      '#commit',
+      did,
+      (seq) =>
+        encodeCommitFrame({
+          seq,
+          repo: did,
+          commit: commit.cid,
+          rev: commit.rev,
+          since: commit.since,
+          blocks,
+          ops: outcome.ops,
+          time,
+          prevData: outcome.prevData ?? undefined,
+        }),
+      storeDurable,
+    )
   }
 
   /** #sync: the signed commit alone (the repo's state may have been reset). */
   sequenceSync(did: string, commitCid: CID, commitBytes: Uint8Array, rev: string, storeDurable?: Promise<void>): SequencedEvent {
     const blocks = writeCar(commitCid, [[commitCid, commitBytes]])
     const time = new Date().toISOString()
-    return this.append('#sync', did, (seq) => ({ seq, did, blocks, rev, time }), storeDurable)
+    return this.append('#sync', did, (seq) => encodeMessageFrame('#sync', { seq, did, blocks, rev, time }), storeDurable)
   }
 
   sequenceIdentity(did: string, handle?: string): SequencedEvent {
@@ -231,7 +227,7 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
     return this.append('#identity', did, (seq) => {
       const body: Record<string, unknown> = { seq, did, time }
       if (handle) body.handle = handle
-      return body
+      return encodeMessageFrame('#identity', body)
     })
   }
 
@@ -240,7 +236,7 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
     return this.append('#account', did, (seq) => {
       const body: Record<string, unknown> = { seq, did, time, active }
       if (status) body.status = status
-      return body
+      return encodeMessageFrame('#account', body)
     })
   }
 
