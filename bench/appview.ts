@@ -43,6 +43,7 @@ const LIVE = arg('live', 5000)
 const READS = arg('reads', 200)
 const PACED = arg('paced-rate', 200)
 const PG_URL = process.env.STRATOS_TEST_PG_URL
+const READ_WORKERS = Number(process.env.BENCH_READ_WORKERS ?? 2)
 /** `--only backfill,live,paced,reads,firehose,pg` (any of them): just those phases (for profiles); RESULTS.md is not rewritten */
 const ONLY = process.argv.flatMap((a, i) => (process.argv[i - 1] === '--only' ? a.split(',') : []))
 const want = (phase: string) => ONLY.length === 0 || ONLY.includes(phase)
@@ -176,6 +177,8 @@ function config(net: Network, dbUrl: string, dataDirectory: string, schema?: str
     ...(process.env.BENCH_BACKFILL_CONCURRENCY ? { backfillConcurrency: Number(process.env.BENCH_BACKFILL_CONCURRENCY) } : {}),
     ...(process.env.BENCH_BACKFILL_MAX_BYTES ? { backfillMaxBytes: Number(process.env.BENCH_BACKFILL_MAX_BYTES) } : {}),
     verifyWorkers: Number(process.env.BENCH_VERIFY_WORKERS ?? 2),
+    // reads answered by worker threads on read-only connections (0: in the main thread)
+    readWorkers: READ_WORKERS,
     repoFetch: { concurrency: 16, hostConcurrency: 16 },
   }
 }
@@ -205,6 +208,7 @@ async function backfill(net: Network, manifest: Manifest, dialect: 'sqlite' | 'p
   // the worker threads up first (their start-up, module loading from source here, is not per-record work)
   await server.ctx.ingester.verifier?.ready()
   await server.ctx.ingester.repoVerifier?.ready()
+  await server.ctx.readPool?.ready()
   const t0 = performance.now()
   const cpu0 = process.cpuUsage()
   const threads0 = threadCpu()
@@ -340,6 +344,7 @@ async function firehoseReference(net: Network, first: number, last: number) {
  * signed beforehand); keep-alive HTTP, `concurrency` requests in flight.
  */
 const READS_CLIENT = `
+try { require('node:fs').writeFileSync('/proc/thread-self/comm', 'bench-client') } catch {}
 const { parentPort } = require('node:worker_threads')
 const http = require('node:http')
 const { performance } = require('node:perf_hooks')
@@ -369,11 +374,25 @@ parentPort.on('message', async ({ base, reqs, concurrency }) => {
   parentPort.postMessage({ times, secs: (performance.now() - t0) / 1000, failed })
 })`
 
-/** CPU time of this process's main thread (the AppView's event loop), from /proc (clock ticks of 10 ms). */
-function mainThreadCpuMs(): number {
-  const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) * 10
+/** CPU ms so far (clock ticks of 10 ms, from /proc) of the AppView's main thread (its event loop), of its read workers, and of all its threads (the bench's client thread left out). */
+function readsCpuMs(): { main: number; readers: number; all: number } {
+  const out = { main: 0, readers: 0, all: 0 }
+  for (const tid of readdirSync('/proc/self/task')) {
+    let stat: string
+    try {
+      stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
+    } catch {
+      continue
+    }
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+    if (comm === 'bench-client') continue
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const ms = (Number(fields[11]) + Number(fields[12])) * 10
+    if (Number(tid) === process.pid) out.main += ms
+    else if (comm.startsWith('appview-read')) out.readers += ms
+    out.all += ms
+  }
+  return out
 }
 
 async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manifest) {
@@ -412,7 +431,7 @@ async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manif
       client.once('message', resolve)
       client.postMessage({ base: server.url, reqs, concurrency: 16 })
     })
-  const out: { name: string; p50: number; p99: number; rps: number; cpuUs: number; bytes: number }[] = []
+  const out: { name: string; p50: number; p99: number; rps: number; cpuUs: number; readersUs: number; allUs: number; bytes: number }[] = []
   try {
     for (const [name, call] of Object.entries(calls)) {
       const build = async (n: number) => Promise.all(Array.from({ length: n }, async () => (call.nsid ? { path: call.path, auth: await auth(call.nsid) } : { path: call.path })))
@@ -422,13 +441,14 @@ async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manif
       const bytes = (await first.arrayBuffer()).byteLength
       await run(await build(32)) // warm-up
       const reqs = await build(READS)
-      const cpu0 = mainThreadCpuMs()
+      const cpu0 = readsCpuMs()
       const r = await profiled(`reads-${name}`, () => run(reqs))
-      const cpuMs = mainThreadCpuMs() - cpu0
+      const cpu1 = readsCpuMs()
       if (r.failed > 0) throw new Error(`${name}: ${r.failed} requests failed`)
       const times = r.times.sort((a, b) => a - b)
       const q = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))]!
-      out.push({ name, p50: q(0.5), p99: q(0.99), rps: times.length / r.secs, cpuUs: (cpuMs * 1000) / times.length, bytes })
+      const us = (k: 'main' | 'readers' | 'all') => ((cpu1[k] - cpu0[k]) * 1000) / times.length
+      out.push({ name, p50: q(0.5), p99: q(0.99), rps: times.length / r.secs, cpuUs: us('main'), readersUs: us('readers'), allUs: us('all'), bytes })
     }
   } finally {
     await client.terminate()
@@ -515,10 +535,10 @@ try {
       const r = await reads(sqlite.server, manifest)
       readsMd =
         `Reads on SQLite at concurrency 16, ${READS} requests each (timeline viewer follows ${r.follows} accounts; thread root has ${r.replies} replies; ` +
-        `the viewer has ${r.notifications} notifications), load generated from a worker thread; main-thread CPU = the AppView's event loop ` +
-        `(HTTP, auth, SQLite, hydration, views, JSON; not GC helper threads) per request:\n\n` +
-        '| method | p50 ms | p99 ms | req/s | main-thread CPU µs/request | response bytes |\n|---|---|---|---|---|---|\n' +
-        r.out.map((o) => `| ${o.name} | ${o.p50.toFixed(1)} | ${o.p99.toFixed(1)} | ${Math.round(o.rps)} | ${Math.round(o.cpuUs)} | ${o.bytes} |`).join('\n')
+        `the viewer has ${r.notifications} notifications), load generated from a worker thread; ${READ_WORKERS} read workers; CPU per request: main thread = the AppView's event loop ` +
+        `(HTTP, auth; with no read workers also SQLite, hydration, views, JSON), read workers (SQLite, hydration, views, JSON), all = every AppView thread (GC helpers included; the load generator left out):\n\n` +
+        '| method | p50 ms | p99 ms | req/s | CPU µs/request: main thread | read workers | all | response bytes |\n|---|---|---|---|---|---|---|---|\n' +
+        r.out.map((o) => `| ${o.name} | ${o.p50.toFixed(1)} | ${o.p99.toFixed(1)} | ${Math.round(o.rps)} | ${Math.round(o.cpuUs)} | ${Math.round(o.readersUs)} | ${Math.round(o.allUs)} | ${o.bytes} |`).join('\n')
       console.log(readsMd)
       explainMd = await explain(sqlite.server, manifest)
       console.log(explainMd)

@@ -43,6 +43,8 @@ export interface AppViewConfig {
   backfillMaxBytes?: number
   /** worker threads verifying live #commit events (0 or unset: in the main thread) */
   verifyWorkers?: number
+  /** worker threads answering the read-only methods on read-only connections (SQLite files; 0 or unset: in the main thread) */
+  readWorkers?: number
   /** labelers followed whatever records say, and applied when a request names none (atproto-accept-labelers) */
   labelers: string[]
   /** the AppView's own moderation service: its !takedown / !suspend labels remove content; always applied */
@@ -195,6 +197,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): AppViewConfig 
   const backfillConcurrency = int('APPVIEW_BACKFILL_CONCURRENCY', 1, 1024)
   const backfillMaxBytes = int('APPVIEW_BACKFILL_MAX_BYTES', 1024 * 1024, Number.MAX_SAFE_INTEGER)
   const verifyWorkers = int('APPVIEW_VERIFY_WORKERS', 0, 256) ?? defaultVerifyWorkers()
+  const readWorkers = int('APPVIEW_READ_WORKERS', 0, 256) ?? defaultVerifyWorkers()
   const labelers: string[] = []
   for (const part of (nonEmpty(env, 'APPVIEW_LABELERS') ?? '').split(',')) {
     const d = part.trim()
@@ -254,6 +257,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): AppViewConfig 
   if (backfillConcurrency !== undefined) config.backfillConcurrency = backfillConcurrency
   if (backfillMaxBytes !== undefined) config.backfillMaxBytes = backfillMaxBytes
   config.verifyWorkers = verifyWorkers
+  config.readWorkers = readWorkers
   if (modServiceDid) config.modServiceDid = modServiceDid
   if (imageCacheMaxBytes !== undefined) config.imageCacheMaxBytes = imageCacheMaxBytes
   if (dbSchema) config.dbSchema = dbSchema

@@ -35,6 +35,7 @@ import { parseAcceptLabelers, type AcceptedLabeler } from './labels/labels.js'
 import type { LabelSubscriptions } from './labels/subscriber.js'
 import { Backfiller } from './ingest/backfill.js'
 import { Views } from './views/views.js'
+import { ReadPool } from './api/read-pool.js'
 
 export interface AppContextOptions {
   /** replaces the identity resolver built from the config (tests) */
@@ -66,6 +67,8 @@ export class AppContext {
   readonly defaultLabelers: AcceptedLabeler[]
   /** set by AppViewServer: the subscriptions to the labelers' streams */
   labelSubscriptions: LabelSubscriptions | null = null
+  /** the read workers (APPVIEW_READ_WORKERS; SQLite files only), or null: reads in the main thread */
+  readPool: ReadPool | null = null
 
   private constructor(
     readonly config: AppViewConfig,
@@ -201,6 +204,14 @@ export class AppContext {
         }
     const auth: AuthVerifiers = { optional: optional(serviceAuth), required: serviceAuth, admin }
     self.ctx = new AppContext(config, database, indexer, hydrator, views, idResolver, ingester, backfiller, blobs, signingKey, log, auth)
+    if (!isPg && config.dbUrl !== ':memory:' && (config.readWorkers ?? 0) > 0) {
+      self.ctx.readPool = new ReadPool({
+        size: config.readWorkers!,
+        dbPath: config.dbUrl,
+        ...(config.modServiceDid ? { modServiceDid: config.modServiceDid } : {}),
+        onWorkerError: (err, index) => log.error({ err, worker: index }, 'a read worker died'),
+      })
+    }
     return self.ctx
   }
 }

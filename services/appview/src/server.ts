@@ -120,6 +120,7 @@ export class AppViewServer {
     }
     await backfill
     await this.ctx.ingester.verifier?.close()
+    await this.ctx.readPool?.close()
     this.started = false
     await this.xrpc.close()
     await this.ctx.indexer.close()

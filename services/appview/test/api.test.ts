@@ -36,7 +36,7 @@ if (!PG_URL) {
 
 const uris = (feed: AppBskyFeedDefs.FeedViewPost[]) => feed.map((f) => f.post.uri)
 
-function apiSuite(dialect: 'sqlite' | 'postgres') {
+function apiSuite(dialect: 'sqlite' | 'postgres', opts: { readWorkers?: number } = {}) {
   let net: FakeNetwork
   let db: TestDb
   let server: AppViewServer
@@ -48,7 +48,8 @@ function apiSuite(dialect: 'sqlite' | 'postgres') {
   beforeAll(async () => {
     net = await FakeNetwork.start()
     db = await testDb(dialect)
-    server = await startAppView(net, db)
+    server = await startAppView(net, db, opts.readWorkers ? { readWorkers: opts.readWorkers } : {})
+    if (opts.readWorkers) await server.ctx.readPool!.ready()
     alice = await net.createAccount('alice.test')
     bob = await net.createAccount('bob.test')
     carol = await net.createAccount('carol.test')
@@ -85,6 +86,8 @@ function apiSuite(dialect: 'sqlite' | 'postgres') {
   }, 60_000)
 
   afterAll(async () => {
+    // the read methods were answered by the workers (the same assertions as in the main thread)
+    if (opts.readWorkers && server) expect(server.ctx.readPool!.served).toBeGreaterThan(30)
     await server?.close()
     await net?.close()
     await db?.cleanup()
@@ -532,4 +535,5 @@ function apiSuite(dialect: 'sqlite' | 'postgres') {
 }
 
 describe('AppView API on SQLite', () => apiSuite('sqlite'))
+describe('AppView API on SQLite, reads in worker threads', () => apiSuite('sqlite', { readWorkers: 2 }))
 describe.runIf(!!PG_URL)('AppView API on PostgreSQL', () => apiSuite('postgres'))

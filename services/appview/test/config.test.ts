@@ -54,6 +54,13 @@ describe('config', () => {
     for (const bad of ['1000', '64MiB', '-1']) expect(() => readConfig({ APPVIEW_BACKFILL_MAX_BYTES: bad })).toThrow(/APPVIEW_BACKFILL_MAX_BYTES/)
   })
 
+  it('read workers: a count, 0 for the main thread', () => {
+    expect(readConfig({ APPVIEW_DATA_DIRECTORY: '/tmp/av', APPVIEW_READ_WORKERS: '3' }).readWorkers).toBe(3)
+    expect(readConfig({ APPVIEW_DATA_DIRECTORY: '/tmp/av', APPVIEW_READ_WORKERS: '0' }).readWorkers).toBe(0)
+    expect(readConfig({ APPVIEW_DATA_DIRECTORY: '/tmp/av' }).readWorkers).toBeGreaterThanOrEqual(1)
+    for (const bad of ['two', '-1', '1.5']) expect(() => readConfig({ APPVIEW_READ_WORKERS: bad })).toThrow(/APPVIEW_READ_WORKERS/)
+  })
+
   it('did:web from the public URL', () => {
     expect(didWebFor('https://api.example')).toBe('did:web:api.example')
     expect(didWebFor('http://localhost:2585')).toBe('did:web:localhost%3A2585')

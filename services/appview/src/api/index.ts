@@ -43,8 +43,12 @@ import labelerGetServices from './app/bsky/labeler/getServices.js'
 import { formatContentLabelers } from '../labels/labels.js'
 import { runWithLabelers } from '../labels/request.js'
 import { fixedRows } from '../hydration/sql.js'
+import { validateOutput } from '@stratos/core/lexicon'
+import { InternalServerError } from '@stratos/core/xrpc'
+import { WORKER_METHODS, readOutput } from './read-pool.js'
 
-const methods = [
+/** Every method's registration (the read workers register the read-only ones the same way). */
+export const methods: ((server: XrpcServer, ctx: AppContext) => void)[] = [
   actorGetProfile,
   actorGetProfiles,
   actorGetSuggestions,
@@ -107,6 +111,43 @@ function withRepoRev(server: XrpcServer, ctx: AppContext): XrpcServer {
       }
       return (nsid: string, configOrHandler: MethodConfig<any, any> | MethodHandler<any, any>) => {
         const config = typeof configOrHandler === 'function' ? { handler: configOrHandler } : configOrHandler
+        const pool = WORKER_METHODS.has(nsid) ? ctx.readPool : null
+        if (pool) {
+          // answered by a read worker once one is up (the output validated there), else here as before
+          const validate = config.validateOutput ?? ctx.config.validateOutput
+          target.method(nsid, {
+            ...config,
+            validateOutput: false,
+            handler: async (call) => {
+              const labelers = ctx.acceptedLabelers(call.req.headers['atproto-accept-labelers'])
+              const contentLabelers = formatContentLabelers(labelers)
+              if (pool.available) {
+                const viewer = (call.auth.credentials as { iss?: unknown } | null | undefined)?.iss
+                const res = await pool.run({
+                  nsid,
+                  params: call.params,
+                  viewer: typeof viewer === 'string' ? viewer : null,
+                  labelers,
+                  publicUrl: ctx.publicUrl,
+                  validate,
+                })
+                const out = readOutput(res)
+                return { ...out, headers: { ...out.headers, 'atproto-content-labelers': contentLabelers } }
+              }
+              const out = await addRepoRev(ctx, call.auth, await runWithLabelers(labelers, () => config.handler(call)))
+              if (!out) return out
+              if (validate) {
+                try {
+                  validateOutput(nsid, out.encoding, out.body)
+                } catch (err) {
+                  throw new InternalServerError(`Invalid output for ${nsid}: ${(err as Error).message}`, undefined, { cause: err })
+                }
+              }
+              return { ...out, headers: { ...out.headers, 'atproto-content-labelers': contentLabelers } }
+            },
+          })
+          return receiver
+        }
         target.method(nsid, {
           ...config,
           handler: async (call) => {

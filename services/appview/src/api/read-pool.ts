@@ -1,0 +1,211 @@
+/**
+ * Read workers: the read-only XRPC methods answered in worker threads, each with its own read-only
+ * connection to the SQLite file (WAL: readers see every committed transaction and never wait for the
+ * writer), its own hydrator and views. The main thread keeps HTTP, auth and every write; a worker runs
+ * the method's handler (the same code as in the main thread) inside one read transaction (a consistent
+ * snapshot: the viewer's repo rev is read in it too, before the handler's reads), serializes the answer to
+ * JSON bytes and hands them back (the buffer moved, not copied), so both cores serve reads.
+ *
+ * Until the workers are up, and for PostgreSQL or an in-memory SQLite database, the methods run in the
+ * main thread as before.
+ */
+import { Worker } from 'node:worker_threads'
+import { createRequire } from 'node:module'
+import { pathToFileURL } from 'node:url'
+import { XRPCError } from '@stratos/core/xrpc'
+import type { AcceptedLabeler } from '../labels/labels.js'
+
+/** The methods that only read (no input, no writes, no network calls): the ones read workers answer. */
+export const WORKER_METHODS: ReadonlySet<string> = new Set([
+  'app.bsky.actor.getProfile',
+  'app.bsky.actor.getProfiles',
+  'app.bsky.feed.getActorLikes',
+  'app.bsky.feed.getAuthorFeed',
+  'app.bsky.feed.getLikes',
+  'app.bsky.feed.getListFeed',
+  'app.bsky.feed.getPostThread',
+  'app.bsky.feed.getPosts',
+  'app.bsky.feed.getQuotes',
+  'app.bsky.feed.getRepostedBy',
+  'app.bsky.feed.getTimeline',
+  'app.bsky.graph.getFollowers',
+  'app.bsky.graph.getFollows',
+  'app.bsky.graph.getList',
+  'app.bsky.graph.getLists',
+  'app.bsky.notification.listNotifications',
+])
+
+/** One request for a read worker. */
+export interface ReadTask {
+  nsid: string
+  params: Record<string, unknown>
+  /** the authenticated viewer (service JWT iss), or null */
+  viewer: string | null
+  labelers: AcceptedLabeler[]
+  /** the AppView's public URL (image URLs) */
+  publicUrl: string
+  /** validate the output against the lexicons (APPVIEW_VALIDATE_OUTPUT) */
+  validate: boolean
+}
+
+/** A worker's answer: the JSON body's UTF-8 bytes and headers, or the XRPC error to answer with. */
+export type ReadResult =
+  | { ok: true; body: Uint8Array; headers: Record<string, string> }
+  | { ok: false; status: number; error: string; message: string; headers: Record<string, string> }
+
+export interface ReadPoolOptions {
+  /** worker threads (at least 1) */
+  size: number
+  /** the SQLite database file (opened read-only by each worker) */
+  dbPath: string
+  modServiceDid?: string
+  onWorkerError?: (err: unknown, index: number) => void
+}
+
+interface Slot {
+  worker: Worker
+  ready: boolean
+  inFlight: Map<number, { resolve: (r: ReadResult) => void; reject: (e: unknown) => void }>
+}
+
+function workerSource(url: URL): { source: string | URL; eval: boolean } {
+  if (!url.pathname.endsWith('.ts')) return { source: url, eval: false }
+  // running the TypeScript sources (tests, benches): register tsx in the worker first
+  const require = createRequire(import.meta.url)
+  const tsxApi = pathToFileURL(require.resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href
+  return {
+    source:
+      `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}) })` +
+      `.catch((err) => { setImmediate(() => { throw err }) })`,
+    eval: true,
+  }
+}
+
+/** a worker that dies this many times without answering is not started again */
+const MAX_RESTARTS = 5
+
+export class ReadPool {
+  private readonly slots: Slot[] = []
+  private nextId = 1
+  private closed = false
+  private failures = 0
+  /** requests answered by the workers */
+  served = 0
+
+  constructor(private readonly o: ReadPoolOptions) {
+    if (!Number.isInteger(o.size) || o.size < 1) throw new RangeError(`read workers must be an integer >= 1, got ${o.size}`)
+    for (let i = 0; i < o.size; i++) this.slots.push(this.spawn(i))
+  }
+
+  get size(): number {
+    return this.slots.length
+  }
+
+  /** The thread ids of the workers. */
+  threadIds(): number[] {
+    return this.slots.map((s) => s.worker.threadId)
+  }
+
+  /** At least one worker is up (else the caller answers in its own thread). */
+  get available(): boolean {
+    return !this.closed && this.slots.some((s) => s.ready)
+  }
+
+  /** Resolves once every worker has opened the database (rejects if one cannot start). */
+  async ready(): Promise<void> {
+    await Promise.all(
+      this.slots.map(
+        (slot, i) =>
+          new Promise<void>((resolve, reject) => {
+            if (slot.ready) return resolve()
+            const onMsg = (m: { ready?: true }) => {
+              if (m.ready) {
+                slot.worker.off('message', onMsg)
+                resolve()
+              }
+            }
+            slot.worker.on('message', onMsg)
+            slot.worker.once('exit', (code) => reject(new Error(`read worker ${i} exited with code ${code}`)))
+          }),
+      ),
+    )
+  }
+
+  /** Runs a read on the least busy ready worker. */
+  run(task: ReadTask): Promise<ReadResult> {
+    let best: Slot | undefined
+    for (const s of this.slots) if (s.ready && (!best || s.inFlight.size < best.inFlight.size)) best = s
+    if (!best || this.closed) return Promise.reject(new Error('no read worker is available'))
+    const slot = best
+    const id = this.nextId++
+    return new Promise<ReadResult>((resolve, reject) => {
+      slot.inFlight.set(id, { resolve, reject })
+      if (slot.inFlight.size === 1) slot.worker.ref()
+      slot.worker.postMessage({ id, task })
+    })
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await Promise.all(
+      this.slots.map(async (slot) => {
+        for (const t of slot.inFlight.values()) t.reject(new Error('the read pool is closed'))
+        slot.inFlight.clear()
+        await slot.worker.terminate()
+      }),
+    )
+  }
+
+  private spawn(index: number): Slot {
+    const url = new URL(`./read-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url)
+    const { source, eval: isEval } = workerSource(url)
+    const name = `appview-read-${index}`
+    const worker = new Worker(source, {
+      eval: isEval,
+      execArgv: process.execArgv.filter(
+        (a) => !a.startsWith('--input-type') && !a.startsWith('--cpu-prof-name') && a !== '--expose-gc' && a !== '--expose_gc',
+      ),
+      workerData: { dbPath: this.o.dbPath, modServiceDid: this.o.modServiceDid, name },
+      name,
+    })
+    const slot: Slot = { worker, ready: false, inFlight: new Map() }
+    worker.on('message', (m: { ready?: true; id?: number; res?: ReadResult; err?: string }) => {
+      if (m.ready) {
+        slot.ready = true
+        this.failures = 0
+        return
+      }
+      const t = m.id !== undefined ? slot.inFlight.get(m.id) : undefined
+      if (!t) return
+      slot.inFlight.delete(m.id!)
+      if (slot.inFlight.size === 0) worker.unref()
+      this.served++
+      if (m.err !== undefined) t.reject(new Error(m.err))
+      else t.resolve(m.res!)
+    })
+    const died = (err: unknown) => {
+      if (this.closed || this.slots[index] !== slot) return
+      this.o.onWorkerError?.(err, index)
+      for (const t of slot.inFlight.values()) t.reject(err)
+      slot.inFlight.clear()
+      slot.ready = false
+      // (a worker that cannot start stays down: the methods run in the main thread)
+      if (++this.failures < MAX_RESTARTS) this.slots[index] = this.spawn(index)
+    }
+    worker.on('error', died)
+    worker.on('exit', (code) => died(new Error(`read worker ${index} exited with code ${code}`)))
+    worker.unref()
+    return slot
+  }
+}
+
+/** The answer of a worker as the XRPC server takes it (its error rethrown). */
+export function readOutput(res: ReadResult): { encoding: string; body: Buffer; headers: Record<string, string> } {
+  if (!res.ok) throw new XRPCError(res.status, res.error, res.message, res.headers)
+  return {
+    encoding: 'application/json; charset=utf-8',
+    body: Buffer.from(res.body.buffer, res.body.byteOffset, res.body.byteLength),
+    headers: res.headers,
+  }
+}
