@@ -179,6 +179,8 @@ function config(net: Network, dbUrl: string, dataDirectory: string, schema?: str
     verifyWorkers: Number(process.env.BENCH_VERIFY_WORKERS ?? 2),
     // reads answered by worker threads on read-only connections (0: in the main thread)
     readWorkers: READ_WORKERS,
+    // BENCH_READ_CACHE_ROWS=0: the read workers keep no statement results
+    ...(process.env.BENCH_READ_CACHE_ROWS ? { readCacheRows: Number(process.env.BENCH_READ_CACHE_ROWS) } : {}),
     repoFetch: { concurrency: 16, hostConcurrency: 16 },
   }
 }
@@ -433,7 +435,10 @@ async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manif
     })
   const out: { name: string; p50: number; p99: number; rps: number; cpuUs: number; readersUs: number; allUs: number; bytes: number }[] = []
   try {
+    // `--calls getTimeline,getPostThread`: only those methods (for profiles)
+    const only = process.argv.flatMap((a, i) => (process.argv[i - 1] === '--calls' ? a.split(',') : []))
     for (const [name, call] of Object.entries(calls)) {
+      if (only.length > 0 && !only.includes(name)) continue
       const build = async (n: number) => Promise.all(Array.from({ length: n }, async () => (call.nsid ? { path: call.path, auth: await auth(call.nsid) } : { path: call.path })))
       const probe = (await build(1))[0]!
       const first = await fetch(server.url + probe.path, { headers: probe.auth ? { authorization: probe.auth } : {} })

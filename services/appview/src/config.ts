@@ -45,6 +45,8 @@ export interface AppViewConfig {
   verifyWorkers?: number
   /** worker threads answering the read-only methods on read-only connections (SQLite files; 0 or unset: in the main thread) */
   readWorkers?: number
+  /** rows of statement results each read worker keeps while the database does not change (0: none; default 200,000) */
+  readCacheRows?: number
   /** labelers followed whatever records say, and applied when a request names none (atproto-accept-labelers) */
   labelers: string[]
   /** the AppView's own moderation service: its !takedown / !suspend labels remove content; always applied */

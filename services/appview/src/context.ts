@@ -207,6 +207,7 @@ export class AppContext {
     if (!isPg && config.dbUrl !== ':memory:' && (config.readWorkers ?? 0) > 0) {
       self.ctx.readPool = new ReadPool({
         size: config.readWorkers!,
+        ...(config.readCacheRows !== undefined ? { cacheRows: config.readCacheRows } : {}),
         dbPath: config.dbUrl,
         ...(config.modServiceDid ? { modServiceDid: config.modServiceDid } : {}),
         onWorkerError: (err, index) => log.error({ err, worker: index }, 'a read worker died'),

@@ -59,6 +59,8 @@ export interface ReadPoolOptions {
   /** the SQLite database file (opened read-only by each worker) */
   dbPath: string
   modServiceDid?: string
+  /** statement results each worker keeps while the database does not change, in rows (0: none; default 200,000) */
+  cacheRows?: number
   onWorkerError?: (err: unknown, index: number) => void
 }
 
@@ -80,6 +82,9 @@ function workerSource(url: URL): { source: string | URL; eval: boolean } {
     eval: true,
   }
 }
+
+/** rows of statement results a worker keeps by default (a few tens of MB) */
+export const DEFAULT_CACHE_ROWS = 200_000
 
 /** a worker that dies this many times without answering is not started again */
 const MAX_RESTARTS = 5
@@ -166,7 +171,7 @@ export class ReadPool {
       execArgv: process.execArgv.filter(
         (a) => !a.startsWith('--input-type') && !a.startsWith('--cpu-prof-name') && a !== '--expose-gc' && a !== '--expose_gc',
       ),
-      workerData: { dbPath: this.o.dbPath, modServiceDid: this.o.modServiceDid, name },
+      workerData: { dbPath: this.o.dbPath, modServiceDid: this.o.modServiceDid, name, cacheRows: this.o.cacheRows ?? DEFAULT_CACHE_ROWS },
       name,
     })
     const slot: Slot = { worker, ready: false, inFlight: new Map() }

@@ -9,14 +9,14 @@ import { nameThisThread } from '@stratos/core/workers'
 import { XRPCError, type AuthVerifier, type HandlerOutput, type MethodConfig, type MethodHandler, type XrpcServer } from '@stratos/core/xrpc'
 import type { AppContext } from '../context.js'
 import { Hydrator } from '../hydration/hydrator.js'
-import { readDirectly } from '../hydration/sql.js'
+import { ReadCache, cacheReads, readDirectly } from '../hydration/sql.js'
 import type { DatabaseSchema } from '../indexer/schema.js'
 import { runWithLabelers } from '../labels/request.js'
 import { Views } from '../views/views.js'
 import { methods } from './index.js'
 import { WORKER_METHODS, type ReadResult, type ReadTask } from './read-pool.js'
 
-const data = workerData as { dbPath: string; modServiceDid?: string; name: string }
+const data = workerData as { dbPath: string; modServiceDid?: string; name: string; cacheRows: number }
 const port = parentPort!
 nameThisThread(data.name)
 
@@ -25,11 +25,17 @@ const sqlite = database.sqlite!
 // every request runs in one read transaction of this connection (below): the handlers' statements are
 // part of it, so they go to the handle directly
 readDirectly(database.db, { inTransaction: false, prepare: (source) => sqlite.prepare(source) })
+// statement results kept while the database does not change (checked at the start of every request)
+const cache = data.cacheRows > 0 ? new ReadCache(data.cacheRows) : null
+if (cache) cacheReads(database.db, cache)
 const hydrator = new Hydrator(database.db, data.modServiceDid ? { modServiceDid: data.modServiceDid } : {})
 const views = new Views({ publicUrl: 'http://localhost' })
 const begin = sqlite.prepare('BEGIN')
 const commit = sqlite.prepare('COMMIT')
 const repoRev = sqlite.prepare('SELECT rev FROM repo_state WHERE did = ?').pluck()
+// (any read starts the transaction's snapshot; data_version then says whether another connection committed since the last one)
+const snapshot = sqlite.prepare('SELECT 1 FROM sqlite_master LIMIT 1')
+const dataVersion = sqlite.prepare('PRAGMA data_version').pluck()
 
 // the handlers, registered as the main thread registers them, with a context that only reads
 const noAuth: AuthVerifier<never> = () => {
@@ -59,6 +65,10 @@ async function answer(task: ReadTask): Promise<ReadResult> {
   if (views.publicUrl !== task.publicUrl) views.publicUrl = task.publicUrl
   begin.run()
   try {
+    if (cache) {
+      snapshot.get()
+      cache.begin(Number(dataVersion.get()))
+    }
     const headers: Record<string, string> = {}
     if (task.viewer) {
       const rev = repoRev.get(task.viewer) as string | undefined

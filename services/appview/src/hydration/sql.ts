@@ -29,6 +29,59 @@ export interface SqliteHandle {
 }
 
 const sqliteHandles = new WeakMap<Kysely<any>, SqliteHandle>()
+const readCaches = new WeakMap<Kysely<any>, ReadCache>()
+
+/**
+ * Results of the listSql / fixedRows statements run on one read-only connection, kept while the database
+ * does not change: `begin` is called at the start of each read transaction with the connection's
+ * `PRAGMA data_version`, which changes whenever another connection commits, and any change empties the
+ * cache. A cached result is therefore exactly what the statement would return in the current snapshot
+ * (never stale). The rows are shared between requests: callers must not modify them.
+ */
+export class ReadCache {
+  private version: number | null = null
+  private readonly entries = new Map<string, unknown[]>()
+  private rowsHeld = 0
+  hits = 0
+  misses = 0
+
+  /** `maxRows`: the rows kept at most (over all entries); the oldest entries leave first */
+  constructor(private readonly maxRows: number) {}
+
+  begin(dataVersion: number): void {
+    if (dataVersion === this.version) return
+    this.version = dataVersion
+    this.entries.clear()
+    this.rowsHeld = 0
+  }
+
+  get(key: string): unknown[] | undefined {
+    const rows = this.entries.get(key)
+    if (rows) this.hits++
+    else this.misses++
+    return rows
+  }
+
+  set(key: string, rows: unknown[]): void {
+    const size = rows.length + 1
+    if (size > this.maxRows) return
+    this.entries.set(key, rows)
+    this.rowsHeld += size
+    while (this.rowsHeld > this.maxRows) {
+      const [oldest, held] = this.entries.entries().next().value!
+      this.entries.delete(oldest)
+      this.rowsHeld -= held.length + 1
+    }
+  }
+}
+
+/**
+ * Keeps the results of listSql / fixedRows statements run directly on `db` (a read-only connection that
+ * only ever reads inside transactions whose start calls cache.begin) in `cache`.
+ */
+export function cacheReads(db: Kysely<any>, cache: ReadCache): void {
+  readCaches.set(db, cache)
+}
 
 /**
  * Lets the queries of listSql / fixedRows on `db` (a SQLite database) run on its better-sqlite3 handle
@@ -65,7 +118,14 @@ export function listSql(db: Kysely<any>): ListSql {
       if (direct && !direct.inTransaction) {
         let stmt = statements.get(text.sql)
         if (!stmt) statements.set(text.sql, (stmt = direct.prepare(text.sql)))
-        if (stmt.reader) return stmt.all(params) as T[]
+        if (stmt.reader) {
+          const cache = readCaches.get(db)
+          if (!cache) return stmt.all(params) as T[]
+          const key = `${text.sql}\u0000${JSON.stringify(params)}`
+          let rows = cache.get(key)
+          if (!rows) cache.set(key, (rows = stmt.all(params)))
+          return rows as T[]
+        }
       }
       const res = await db.executeQuery<T>(CompiledQuery.raw(text.sql, params))
       return res.rows as T[]
