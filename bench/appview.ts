@@ -377,8 +377,8 @@ parentPort.on('message', async ({ base, reqs, concurrency }) => {
 })`
 
 /** CPU ms so far (clock ticks of 10 ms, from /proc) of the AppView's main thread (its event loop), of its read workers, and of all its threads (the bench's client thread left out). */
-function readsCpuMs(): { main: number; readers: number; all: number } {
-  const out = { main: 0, readers: 0, all: 0 }
+function readsCpuMs(): { main: number; readers: number; all: number; byName: Map<string, number> } {
+  const out = { main: 0, readers: 0, all: 0, byName: new Map<string, number>() }
   for (const tid of readdirSync('/proc/self/task')) {
     let stat: string
     try {
@@ -390,6 +390,7 @@ function readsCpuMs(): { main: number; readers: number; all: number } {
     if (comm === 'bench-client') continue
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
     const ms = (Number(fields[11]) + Number(fields[12])) * 10
+    out.byName.set(comm, (out.byName.get(comm) ?? 0) + ms)
     if (Number(tid) === process.pid) out.main += ms
     else if (comm.startsWith('appview-read')) out.readers += ms
     out.all += ms
@@ -453,6 +454,10 @@ async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manif
       const times = r.times.sort((a, b) => a - b)
       const q = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))]!
       const us = (k: 'main' | 'readers' | 'all') => ((cpu1[k] - cpu0[k]) * 1000) / times.length
+      if (process.env.BENCH_THREADS) {
+        const per = [...cpu1.byName].map(([n, ms]) => `${n} ${Math.round(((ms - (cpu0.byName.get(n) ?? 0)) * 1000) / times.length)}`)
+        console.log(`${name}: CPU µs/request by thread name: ${per.join(', ')}`)
+      }
       out.push({ name, p50: q(0.5), p99: q(0.99), rps: times.length / r.secs, cpuUs: us('main'), readersUs: us('readers'), allUs: us('all'), bytes })
     }
   } finally {

@@ -141,6 +141,8 @@ function labelSuite(dialect: 'sqlite' | 'postgres') {
     await label(lab, LIST.uri, 'spam')
     const agent = viewer()
     await waitForAsync(async () => (await agent.getPosts({ uris: [P1.uri] })).data.posts[0]!.labels!.length > 0, 10_000, 'the porn label')
+    // (the three labels may be indexed in separate batches: wait for the last one too)
+    await waitForAsync(async () => ((await agent.app.bsky.graph.getList({ list: LIST.uri })).data.list.labels ?? []).length > 0, 10_000, 'the spam label')
     const res = await agent.getPosts({ uris: [P1.uri] })
     expect(res.data.posts[0]!.labels).toEqual([expect.objectContaining({ src: labAcct.did, uri: P1.uri, val: 'porn', ver: 1 })])
     expect(res.headers['atproto-content-labelers']).toContain(labAcct.did)

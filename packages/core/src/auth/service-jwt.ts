@@ -127,12 +127,22 @@ function isValidIss(iss: string): boolean {
   return did.length <= 2048 && DID_RE.test(did)
 }
 
+/** JWT alg of each did:key seen (null: not a supported did:key), so the key is parsed (base58, point check) once, not per token */
+const keyAlgs = new Map<string, string | null>()
+const KEY_ALG_CACHE_SIZE = 10_000
+
 function keyAlg(didKey: string): string | null {
+  const known = keyAlgs.get(didKey)
+  if (known !== undefined) return known
+  let alg: string | null
   try {
-    return parseDidKey(didKey).jwtAlg
+    alg = parseDidKey(didKey).jwtAlg
   } catch {
-    return null
+    alg = null
   }
+  keyAlgs.set(didKey, alg)
+  if (keyAlgs.size > KEY_ALG_CACHE_SIZE) keyAlgs.delete(keyAlgs.keys().next().value!)
+  return alg
 }
 
 /**

@@ -301,6 +301,41 @@ class PostVersionCache {
   }
 }
 
+/**
+ * Parsed profiles and gate records by the row they come from: a row kept by a read worker's statement cache
+ * (see ./sql.ts) is the same object for every request until the database changes, so its record is parsed
+ * once. (Rows read afresh are new objects: a miss.) The parsed values are shared: read-only.
+ */
+const parsedProfiles = new WeakMap<ActorRow, ProfileInfo>()
+const parsedGates = new WeakMap<object, GateInfo>()
+
+function profileOf(r: ActorRow): ProfileInfo {
+  let p = parsedProfiles.get(r)
+  if (!p) {
+    p = {
+      uri: r.profileUri!,
+      cid: r.profileCid!,
+      record: parseJson(r.json ?? '{}'),
+      displayName: r.displayName,
+      description: r.description,
+      avatarCid: r.avatarCid,
+      bannerCid: r.bannerCid,
+      pinnedPostUri: r.pinnedPostUri,
+      pinnedPostCid: r.pinnedPostCid,
+      createdAt: r.createdAt,
+      indexedAt: r.profileIndexedAt ?? r.indexedAt,
+    }
+    parsedProfiles.set(r, p)
+  }
+  return p
+}
+
+function gateOf(g: { uri: string; cid: string; json: string }): GateInfo {
+  let info = parsedGates.get(g)
+  if (!info) parsedGates.set(g, (info = { uri: g.uri, cid: g.cid, record: parseJson(g.json) }))
+  return info
+}
+
 /** The hot hydration queries (see ./sql.ts), compiled once per dialect. */
 export function hydrationQueries(q: ListSql) {
   return {
@@ -439,22 +474,7 @@ export class Hydrator {
           handle: r.handle,
           upstreamStatus: r.upstreamStatus,
           indexedAt: r.indexedAt,
-          profile:
-            r.profileUri && r.profileCid
-              ? {
-                  uri: r.profileUri,
-                  cid: r.profileCid,
-                  record: parseJson(r.json ?? '{}'),
-                  displayName: r.displayName,
-                  description: r.description,
-                  avatarCid: r.avatarCid,
-                  bannerCid: r.bannerCid,
-                  pinnedPostUri: r.pinnedPostUri,
-                  pinnedPostCid: r.pinnedPostCid,
-                  createdAt: r.createdAt,
-                  indexedAt: r.profileIndexedAt ?? r.indexedAt,
-                }
-              : null,
+          profile: r.profileUri && r.profileCid ? profileOf(r) : null,
         })
       }
       for (const did of todo) if (!state.actors.has(did)) state.actors.set(did, null)
@@ -674,7 +694,7 @@ export class Hydrator {
       out = out.filter((p) => !takenDown.has(p.uri))
     }
     const gates = await this.q.rows<{ k: string; uri: string; cid: string; postUri: string; json: string }>(this.sql.gates, [{ list: roots }, { list: found }])
-    for (const g of gates) (g.k === 'threadgate' ? state.threadgates : state.postgates).set(g.postUri, { uri: g.uri, cid: g.cid, record: parseJson(g.json) })
+    for (const g of gates) (g.k === 'threadgate' ? state.threadgates : state.postgates).set(g.postUri, gateOf(g))
     if (state.viewer) await this.viewerInteractions(state, found)
     return out
   }

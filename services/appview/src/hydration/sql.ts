@@ -76,6 +76,23 @@ export class ReadCache {
 }
 
 /**
+ * A statement and its parameters as one string: each parameter tagged with its type and strings with their
+ * length, so that no two different parameter lists give the same key (whatever characters they hold).
+ */
+function cacheKey(sql: string, params: unknown[]): string {
+  let key = sql
+  for (const p of params) {
+    if (p === null) key += '\u0000n'
+    else if (typeof p === 'number') key += `\u0000#${p}`
+    else {
+      const str = String(p)
+      key += `\u0000${str.length}:${str}`
+    }
+  }
+  return key
+}
+
+/**
  * Keeps the results of listSql / fixedRows statements run directly on `db` (a read-only connection that
  * only ever reads inside transactions whose start calls cache.begin) in `cache`.
  */
@@ -121,7 +138,7 @@ export function listSql(db: Kysely<any>): ListSql {
         if (stmt.reader) {
           const cache = readCaches.get(db)
           if (!cache) return stmt.all(params) as T[]
-          const key = `${text.sql}\u0000${JSON.stringify(params)}`
+          const key = cacheKey(text.sql, params)
           let rows = cache.get(key)
           if (!rows) cache.set(key, (rows = stmt.all(params)))
           return rows as T[]
