@@ -387,10 +387,10 @@ function readsCpuMs(): { main: number; readers: number; all: number; byName: Map
       continue
     }
     const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
-    if (comm === 'bench-client') continue
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
     const ms = (Number(fields[11]) + Number(fields[12])) * 10
-    out.byName.set(comm, (out.byName.get(comm) ?? 0) + ms)
+    out.byName.set(Number(tid) === process.pid ? 'main' : comm, (out.byName.get(Number(tid) === process.pid ? 'main' : comm) ?? 0) + ms)
+    if (comm === 'bench-client') continue
     if (Number(tid) === process.pid) out.main += ms
     else if (comm.startsWith('appview-read')) out.readers += ms
     out.all += ms
