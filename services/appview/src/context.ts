@@ -156,6 +156,8 @@ export class AppContext {
     const fetcher = new RepoFetcher({ ...config.repoFetch, allowPrivateAddresses: config.devMode })
     const verifier = new CommitVerifier({
       workers: config.verifyWorkers ?? 0,
+      // (#commit records are decoded and lexicon-checked in the workers)
+      preloadLexicons: true,
       onWorkerError: (err, index) => log.error({ err, worker: index }, 'a verification worker died; restarted'),
     })
     const ingester = new Ingester({

@@ -10,7 +10,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { CID } from 'multiformats/cid'
-import { cborDecode } from '../data/index.js'
+import { cborDecode, lexToJson } from '../data/index.js'
 import {
   verifyCommitEvent,
   verifySyncEvent,
@@ -37,6 +37,8 @@ export type VerifySummary =
       inverted: boolean
       /** #commit with `withRecords`: the verified record blocks of the ops, by path */
       records?: Map<string, Uint8Array>
+      /** #commit with `withRecords: 'json'`: those records in JSON form instead (see RecordJson), by path */
+      recordsJson?: Map<string, RecordJson>
     }
   | { ok: false; reason: CommitCheckReason; message: string }
 
@@ -44,9 +46,21 @@ export interface VerifyTaskContext {
   signingKey: string
   prev: { rev: string; data: CID } | null
   now: number
-  /** also hand back the ops' record blocks (a consumer that indexes them: the AppView) */
-  withRecords?: boolean
+  /**
+   * also hand back the ops' records (a consumer that indexes them: the AppView): their blocks (true), or
+   * 'json': decoded in the worker to their JSON form with their lexicon verdict (RecordJson)
+   */
+  withRecords?: boolean | 'json'
+  /** with `withRecords: 'json'`: lexicon-validate the records (default true) */
+  validateRecords?: boolean
 }
+
+/**
+ * A record of a verified #commit in JSON form (`lexToJson` of its DAG-CBOR), as a JSON text, with its
+ * verdict: `valid` when its `$type` is its collection and it passes lexicon validation (or validation is
+ * off). null: the block does not decode to a record.
+ */
+export type RecordJson = { json: string; valid: boolean } | null
 
 /** What is posted to a worker. */
 export interface VerifyTask {
@@ -58,12 +72,13 @@ export interface VerifyTask {
   signingKey: string
   prev: { rev: string; data: Uint8Array } | null
   now: number
-  withRecords?: boolean
+  withRecords?: boolean | 'json'
+  validateRecords?: boolean
 }
 
 /** What a worker answers. */
 export type PortableSummary =
-  | { ok: true; rev: string; commitCid: Uint8Array; newData: Uint8Array; changed: boolean; inverted: boolean; records?: [string, Uint8Array][] }
+  | { ok: true; rev: string; commitCid: Uint8Array; newData: Uint8Array; changed: boolean; inverted: boolean; records?: [string, Uint8Array][]; recordsJson?: [string, RecordJson][] }
   | { ok: false; reason: CommitCheckReason; message: string }
 
 const CID_MARK = 'cid'
@@ -93,12 +108,45 @@ export function fromPortable(v: unknown, depth = 0): unknown {
   return out
 }
 
-async function check(kind: 'commit' | 'sync', evt: unknown, ctx: CommitCheckContext, withRecords = false): Promise<VerifySummary> {
+/** lexicon validation, loaded on first use (a relay's workers never need it) */
+let lexicon: Promise<typeof import('../lexicon/index.js').validateRecord> | null = null
+
+/** Loads the lexicons (`withRecords: 'json'` validates with them). */
+export function preloadLexicons(): Promise<typeof import('../lexicon/index.js').validateRecord> {
+  lexicon ??= import('../lexicon/index.js').then((m) => m.validateRecord)
+  return lexicon
+}
+
+/** The records of a verified commit in JSON form with their lexicon verdict (see RecordJson). */
+export async function recordsToJson(records: Map<string, Uint8Array>, validate = true): Promise<Map<string, RecordJson>> {
+  const validateRecord = await preloadLexicons()
+  const out = new Map<string, RecordJson>()
+  for (const [path, bytes] of records) {
+    const collection = path.slice(0, path.indexOf('/'))
+    let record: Record<string, unknown>
+    try {
+      record = lexToJson(cborDecode(bytes) as Parameters<typeof lexToJson>[0]) as Record<string, unknown>
+    } catch {
+      out.set(path, null)
+      continue
+    }
+    if (typeof record !== 'object' || record === null || Array.isArray(record)) {
+      out.set(path, null)
+      continue
+    }
+    const valid = record.$type === collection && (!validate || validateRecord(collection, record).valid === true)
+    out.set(path, { json: JSON.stringify(record), valid })
+  }
+  return out
+}
+
+async function check(kind: 'commit' | 'sync', evt: unknown, ctx: CommitCheckContext, withRecords: boolean | 'json' = false, validateRecords = true): Promise<VerifySummary> {
   if (kind === 'commit') {
     const res = await verifyCommitEvent(evt as CommitEvent, ctx)
     if (!res.ok) return { ok: false, reason: res.reason, message: res.message }
     const out: VerifySummary = { ok: true, rev: res.commit.rev, commitCid: res.commitCid, newData: res.newData, changed: true, inverted: res.inverted }
-    if (withRecords) out.records = res.records
+    if (withRecords === 'json') out.recordsJson = await recordsToJson(res.records, validateRecords)
+    else if (withRecords) out.records = res.records
     return out
   }
   const res = await verifySyncEvent(evt as SyncEvent, ctx)
@@ -149,10 +197,23 @@ export async function runVerifyTask(task: VerifyTask): Promise<PortableSummary> 
   } else {
     evt = fromPortable(task.evt)
   }
-  const res = await check(task.kind, evt, ctx, task.withRecords === true)
+  const res = await check(task.kind, evt, ctx, task.withRecords ?? false, task.validateRecords ?? true)
   if (!res.ok) return res
-  const { records, ...rest } = res
-  return { ...rest, commitCid: res.commitCid.bytes, newData: res.newData.bytes, ...(records ? { records: [...records] } : {}) }
+  const { records, recordsJson, ...rest } = res
+  return { ...rest, commitCid: res.commitCid.bytes, newData: res.newData.bytes, ...(records ? { records: [...records] } : {}), ...(recordsJson ? { recordsJson: [...recordsJson] } : {}) }
+}
+
+/** A worker's answer as the caller sees it (CIDs and maps rebuilt). */
+function fromPortableSummary(res: PortableSummary): VerifySummary {
+  if (!res.ok) return res
+  const { records, recordsJson, ...rest } = res
+  return {
+    ...rest,
+    commitCid: CID.decode(res.commitCid),
+    newData: CID.decode(res.newData),
+    ...(records ? { records: new Map(records) } : {}),
+    ...(recordsJson ? { recordsJson: new Map(recordsJson) } : {}),
+  }
 }
 
 export interface CommitVerifierOptions {
@@ -160,6 +221,8 @@ export interface CommitVerifierOptions {
   workers: number
   /** called when a worker dies (it is restarted; its tasks in flight fail) */
   onWorkerError?: (err: unknown, index: number) => void
+  /** the workers load the lexicons when they start (a caller of `withRecords: 'json'`), not at the first such task */
+  preloadLexicons?: boolean
 }
 
 /** The default number of verification workers: one per core the process may use. */
@@ -178,6 +241,7 @@ export class CommitVerifier {
             workerUrl: new URL(`./verify-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url),
             name: 'verify',
             onWorkerError: opts.onWorkerError,
+            ...(opts.preloadLexicons ? { workerData: { lexicons: true } } : {}),
           })
         : null
   }
@@ -217,26 +281,24 @@ export class CommitVerifier {
   }
 
   private async run(kind: 'commit' | 'sync', did: string, evt: unknown, ctx: VerifyTaskContext): Promise<VerifySummary> {
-    if (!this.pool) return check(kind, evt, ctx, ctx.withRecords === true)
+    if (!this.pool) return check(kind, evt, ctx, ctx.withRecords ?? false, ctx.validateRecords ?? true)
     const task: VerifyTask = {
       kind,
       evt: toPortable(evt),
       signingKey: ctx.signingKey,
       prev: ctx.prev ? { rev: ctx.prev.rev, data: ctx.prev.data.bytes } : null,
       now: ctx.now,
-      ...(ctx.withRecords ? { withRecords: true } : {}),
+      ...(ctx.withRecords ? { withRecords: ctx.withRecords } : {}),
+      ...(ctx.validateRecords === false ? { validateRecords: false } : {}),
     }
-    const res = await this.pool.run(did, task)
-    if (!res.ok) return res
-    const { records, ...rest } = res
-    return { ...rest, commitCid: CID.decode(res.commitCid), newData: CID.decode(res.newData), ...(records ? { records: new Map(records) } : {}) }
+    return fromPortableSummary(await this.pool.run(did, task))
   }
 
   private async runBytes(kind: 'commit' | 'sync', did: string, body: Uint8Array, ctx: VerifyTaskContext): Promise<VerifySummary> {
     if (!this.pool) {
       const d = decodeBody(kind, body)
       if ('fail' in d) return d.fail
-      return check(kind, d.evt, ctx, ctx.withRecords === true)
+      return check(kind, d.evt, ctx, ctx.withRecords ?? false, ctx.validateRecords ?? true)
     }
     // a view into the frame (itself in a socket buffer) cannot be transferred: copy it into its own buffer
     // (not `slice()`: on a Buffer that is a view too)
@@ -249,12 +311,10 @@ export class CommitVerifier {
       signingKey: ctx.signingKey,
       prev: ctx.prev ? { rev: ctx.prev.rev, data: ctx.prev.data.bytes } : null,
       now: ctx.now,
-      ...(ctx.withRecords ? { withRecords: true } : {}),
+      ...(ctx.withRecords ? { withRecords: ctx.withRecords } : {}),
+      ...(ctx.validateRecords === false ? { validateRecords: false } : {}),
     }
-    const res = await this.pool.run(did, task, [own.buffer])
-    if (!res.ok) return res
-    const { records, ...rest } = res
-    return { ...rest, commitCid: CID.decode(res.commitCid), newData: CID.decode(res.newData), ...(records ? { records: new Map(records) } : {}) }
+    return fromPortableSummary(await this.pool.run(did, task, [own.buffer]))
   }
 
   /** Resolves once every worker is up (at once with 0 workers). */

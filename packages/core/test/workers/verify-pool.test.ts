@@ -109,6 +109,47 @@ describe('CommitVerifier', () => {
     expect(plainRes.ok && plainRes.records).toBeFalsy()
   })
 
+  it("withRecords 'json': the records in JSON form with their lexicon verdict, the same from a worker as in-thread and as lexToJson + validateRecord give them", async () => {
+    const { verifyCommitEvent } = await import('../../src/repo/index.js')
+    const { cborDecode, cborEncode, lexToJson } = await import('../../src/data/index.js')
+    const { validateRecord } = await import('../../src/lexicon/index.js')
+    // a valid post, a post whose text is a number (fails validation), a record whose $type is not its collection, a like with a CID
+    let repo = await Repo.create(new MemoryBlockstore(), DID, keypair, [createOp(rk(50), post('seed'))])
+    const records = [
+      createOp(rk(51), post('hello', { langs: ['en'] })),
+      createOp(rk(52), { ...post('x'), text: 5 }),
+      createOp(rk(53), post('wrong type'), 'app.bsky.feed.repost'),
+      createOp(rk(54), { $type: 'app.bsky.feed.like', subject: { uri: `at://${DID}/app.bsky.feed.post/${rk(50)}`, cid: String(cases[0]!.evt.commit) }, createdAt: '2024-01-01T00:00:00.000Z' }, 'app.bsky.feed.like'),
+    ]
+    for (const op of records) {
+      const prev = { rev: repo.commit.rev, data: toCid(repo.commit.data) }
+      const { evt, next } = await commitEvent(repo, [op], keypair)
+      repo = next
+      const direct = await verifyCommitEvent(evt, { signingKey: keypair.did(), prev })
+      if (!direct.ok) throw new Error('did not verify')
+      const expected = [...direct.records].map(([path, bytes]) => {
+        const json = lexToJson(cborDecode(bytes) as never) as Record<string, unknown>
+        const collection = path.split('/')[0]!
+        return [path, { json: JSON.stringify(json), valid: json.$type === collection && validateRecord(collection, json).valid === true }]
+      })
+      expect(expected).toHaveLength(1)
+      const bytes = cborEncode(Object.fromEntries(Object.entries(evt).filter(([, v]) => v !== undefined)))
+      for (const [name, v] of [['inline', inline], ['pooled', pooled]] as const) {
+        const ctx = { signingKey: keypair.did(), prev, now: Date.now(), withRecords: 'json' as const }
+        const a = await v.verifyCommit(DID, evt, ctx)
+        const b = await v.verifyCommitBytes(DID, bytes, ctx)
+        if (!a.ok || !b.ok) throw new Error(`${name}: did not verify`)
+        expect(a.records, name).toBeUndefined()
+        expect([...a.recordsJson!], name).toEqual(expected)
+        expect([...b.recordsJson!], name).toEqual(expected)
+        // validation off: only the $type is checked
+        const off = await v.verifyCommitBytes(DID, bytes, { ...ctx, validateRecords: false })
+        if (!off.ok) throw new Error(`${name}: did not verify`)
+        expect([...off.recordsJson!].map(([p, r]) => [p, r!.valid]), name).toEqual(expected.map(([p, r]) => [p, !String(p).startsWith('app.bsky.feed.repost')]))
+      }
+    }
+  })
+
   it('keeps CIDs apart from look-alike values when crossing to a worker', () => {
     const cid = cases[0]!.evt.commit
     const lookalike = { '/': cid.toString(), cid: new Uint8Array(cid.bytes) }

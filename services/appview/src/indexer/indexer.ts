@@ -202,7 +202,20 @@ export class Indexer {
    * Indexes a create or update of `uri` with `record` (JSON form). Collections the AppView does not
    * index are skipped; records failing lexicon validation are not indexed ('invalid').
    */
-  async indexRecord(db: Db, uri: string, cid: string, record: Record<string, unknown>, opts: { notify?: boolean; batch?: IndexBatch } = {}): Promise<IndexResult> {
+  async indexRecord(
+    db: Db,
+    uri: string,
+    cid: string,
+    record: Record<string, unknown>,
+    opts: {
+      notify?: boolean
+      batch?: IndexBatch
+      /** the record's lexicon verdict, found already (the verifier's worker): not validated again */
+      valid?: boolean
+      /** JSON.stringify(record), made already */
+      json?: string
+    } = {},
+  ): Promise<IndexResult> {
     const batch = opts.batch
     let parsed
     try {
@@ -216,8 +229,8 @@ export class Indexer {
     const parts = { host: parsed.authority, collection, rkey }
     if (record.$type !== parts.collection) return 'invalid'
     if (this.validate) {
-      const v = validateRecord(parts.collection, record)
-      if (v.valid !== true) return 'invalid'
+      const valid = opts.valid ?? validateRecord(parts.collection, record).valid === true
+      if (!valid) return 'invalid'
     }
     let existing: { cid: string } | undefined
     const known = batch?.known.get(uri)
@@ -228,11 +241,12 @@ export class Indexer {
     if (isUpdate) await this.deleteRecord(db, uri, { keepNotifications: true, ...(batch ? { batch } : {}) })
 
     const indexedAt = this.now()
+    const json = opts.json ?? JSON.stringify(record)
     if (batch) {
-      batch.records.set(uri, { uri, cid, did: parts.host, collection: parts.collection, rkey: parts.rkey, json: JSON.stringify(record), indexedAt })
+      batch.records.set(uri, { uri, cid, did: parts.host, collection: parts.collection, rkey: parts.rkey, json, indexedAt })
       batch.known.set(uri, cid)
     } else {
-      await db.executeQuery(compileInsert(this.dialect, RECORD_INSERT_ONE, [[uri, cid, parts.host, parts.collection, parts.rkey, JSON.stringify(record), indexedAt]]))
+      await db.executeQuery(compileInsert(this.dialect, RECORD_INSERT_ONE, [[uri, cid, parts.host, parts.collection, parts.rkey, json, indexedAt]]))
     }
     if (batch) batch.actors.add(parts.host)
     else await this.ensureActor(parts.host, db)

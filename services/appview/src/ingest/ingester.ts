@@ -23,7 +23,7 @@ import {
   type SyncEvent,
 } from '@stratos/core/repo'
 import { SubscriptionClient, indexCommitFrame, type CommitFrame, type StreamEvent } from '@stratos/core/stream'
-import { CommitVerifier } from '@stratos/core/workers'
+import { CommitVerifier, type RecordJson } from '@stratos/core/workers'
 import { HIDDEN_STATUSES, IndexBatch, type Db, type Indexer } from '../indexer/indexer.js'
 import { INDEXED_COLLECTIONS } from '../indexer/records.js'
 import { BatchWriter, type BatchTx } from './batch-writer.js'
@@ -731,9 +731,10 @@ export class Ingester {
     if (input.frame) {
       // the body's bytes as received (the worker decodes them; in this thread without workers)
       if (this.bytesVerifier.workers > 0) detach()
-      const res = await this.bytesVerifier.verifyCommitBytes(did, input.frame.body, { signingKey, prev, now: Date.now(), withRecords: true })
+      // (the records decoded to JSON and lexicon-checked there too, not in this thread)
+      const res = await this.bytesVerifier.verifyCommitBytes(did, input.frame.body, { signingKey, prev, now: Date.now(), withRecords: 'json', validateRecords: this.indexer.validates })
       if (!res.ok) return res
-      return { ok: true, rev: res.rev, newData: res.newData, commitCid: res.commitCid, records: res.records ?? new Map() }
+      return { ok: true, rev: res.rev, newData: res.newData, commitCid: res.commitCid, records: new Map(), recordsJson: res.recordsJson ?? new Map() }
     }
     const evt = input.evt
     if (!this.verifier || this.verifier.workers === 0) {
@@ -757,15 +758,24 @@ export class Ingester {
         if (op.action === 'delete') {
           await this.indexer.deleteRecord(tx, uri, { batch: batch.index })
         } else if (op.action === 'create' || op.action === 'update') {
-          const bytes = res.records.get(op.path)
-          if (!bytes || !op.cid) continue
-          let json: Record<string, unknown>
-          try {
-            json = lexToJson(cborDecode(bytes)) as Record<string, unknown>
-          } catch {
-            continue
+          if (!op.cid) continue
+          let r
+          if (res.recordsJson) {
+            // decoded and checked in the verifier's worker
+            const rec = res.recordsJson.get(op.path)
+            if (!rec) continue
+            r = await this.indexer.indexRecord(tx, uri, op.cid, JSON.parse(rec.json) as Record<string, unknown>, { batch: batch.index, valid: rec.valid, json: rec.json })
+          } else {
+            const bytes = res.records.get(op.path)
+            if (!bytes) continue
+            let json: Record<string, unknown>
+            try {
+              json = lexToJson(cborDecode(bytes)) as Record<string, unknown>
+            } catch {
+              continue
+            }
+            r = await this.indexer.indexRecord(tx, uri, op.cid, json, { batch: batch.index })
           }
-          const r = await this.indexer.indexRecord(tx, uri, op.cid, json, { batch: batch.index })
           if (r === 'indexed') this.stats.indexedOps++
         }
       }
@@ -1080,5 +1090,5 @@ interface HandleCheck {
 
 /** A #commit's verdict, from either path: what indexing it needs. */
 type VerifiedCommit =
-  | { ok: true; rev: string; newData: CID; commitCid: CID; records: Map<string, Uint8Array> }
+  | { ok: true; rev: string; newData: CID; commitCid: CID; records: Map<string, Uint8Array>; recordsJson?: Map<string, RecordJson> }
   | { ok: false; reason: string; message: string }
