@@ -29,6 +29,8 @@ export interface RecordValidationOptions {
   lexicons?: Lexicons
   /** When given, also checked against the record def's `key` type (tid / nsid / literal:x / any). */
   rkey?: string
+  /** The record is in JSON form (e.g. parsed JSON): converted to lex form directly, without a pass through lexToJson. */
+  jsonForm?: boolean
 }
 
 /** The query / procedure / subscription def of an NSID, or undefined. */
@@ -80,7 +82,7 @@ export function validateRecord(
     if (keyErr) return { valid: false, message: keyErr }
   }
   try {
-    const lexValue = toLexValue(record)
+    const lexValue = opts.jsonForm ? jsonToLex(record as never) : toLexValue(record)
     const value = lex.assertValidRecord(collection, lexValue) as Record<string, unknown>
     const blobErr = checkBlobConstraints(lex, collection, value)
     if (blobErr) return { valid: false, message: blobErr }

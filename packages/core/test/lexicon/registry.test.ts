@@ -179,6 +179,23 @@ describe('validateRecord on app.bsky records', () => {
     expect(validateRecord('app.bsky.feed.post', 'text').valid).toBe(false)
   })
 
+  it('gives the same answers for a record declared in JSON form (jsonForm: no pass through lexToJson)', () => {
+    const cases: [string, Record<string, unknown>][] = [
+      ['app.bsky.feed.post', post('hello', { langs: ['en'], embed: image('image/png', 1000) })],
+      ['app.bsky.feed.post', post('x', { embed: image('image/png', 2_000_001) })],
+      ['app.bsky.feed.post', post('x', { embed: image('video/mp4', 10) })],
+      ['app.bsky.feed.post', post('a'.repeat(3001))],
+      ['app.bsky.feed.post', post('x', { facets: [{ index: { byteStart: 0, byteEnd: 1 }, features: [{ $type: 'app.bsky.richtext.facet#link', uri: 'https://x.y' }] }] })],
+      ['app.bsky.feed.like', { $type: 'app.bsky.feed.like', createdAt: NOW, subject: { uri: `at://${DID}/app.bsky.feed.post/3kznmn7xqxl22`, cid: CID_STR } }],
+      ['app.bsky.feed.like', { $type: 'app.bsky.feed.like', createdAt: NOW }],
+      ['com.example.thing', { $type: 'com.example.thing', link: { $link: CID_STR }, data: { $bytes: 'AAEC' } }],
+    ]
+    for (const [collection, json] of cases) {
+      const asJson = validateRecord(collection, json, { rkey: '3kznmn7xqxl22', jsonForm: true })
+      expect(asJson).toEqual(validateRecord(collection, json, { rkey: '3kznmn7xqxl22' }))
+    }
+  })
+
   it('checks the record key against the key type', () => {
     expect(validateRecord('app.bsky.actor.profile', { $type: 'app.bsky.actor.profile' }, { rkey: 'self' }).valid).toBe(true)
     expect(validateRecord('app.bsky.actor.profile', { $type: 'app.bsky.actor.profile' }, { rkey: 'other' }).valid).toBe(false)

@@ -60,7 +60,8 @@ function checkCollectionAndKey(collection: string, rkey: string) {
  */
 function validate(collection: string, rkey: string, record: unknown, mode: boolean | undefined): ValidationStatus {
   if (mode === false) return undefined
-  const res = validateRecord(collection, record, { rkey })
+  // `record` is the JSON form ipldToJson gave
+  const res = validateRecord(collection, record, { rkey, jsonForm: true })
   if (res.valid === 'unknown') {
     if (mode === true) throw new InvalidRequestError(`Lexicon not found: lex:${collection}`)
     return 'unknown'
