@@ -15,7 +15,7 @@
  */
 import { createRequire } from 'node:module'
 import { writeFileSync } from 'node:fs'
-import { Worker, parentPort, threadId, type Transferable } from 'node:worker_threads'
+import { Worker, parentPort, threadId, type Transferable, type WorkerOptions } from 'node:worker_threads'
 import { pathToFileURL } from 'node:url'
 
 export interface KeyedWorkerPoolOptions {
@@ -66,15 +66,62 @@ export function keyHash(key: string): number {
   return h >>> 0
 }
 
-function bootstrapSource(workerUrl: URL): { source: string; eval: boolean } {
-  if (!workerUrl.pathname.endsWith('.ts')) return { source: workerUrl.href, eval: false }
-  // the TypeScript sources: register tsx in this worker, then load the module
-  const require = createRequire(import.meta.url)
-  const tsxApi = pathToFileURL(require.resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href
-  const source =
-    `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(workerUrl.href)}) })` +
-    `.catch((err) => { setImmediate(() => { throw err }) })`
-  return { source, eval: true }
+
+/** the parent's flags a worker never takes: main-script-only flags and flags for one thread's profile or GC */
+function inheritable(a: string): boolean {
+  return !a.startsWith('--input-type') && !a.startsWith('--cpu-prof-name') && a !== '--expose-gc' && a !== '--expose_gc'
+}
+
+/** flags a Worker refused, once found (V8 and per-process options: --max-old-space-size, --single-threaded-gc...) */
+const refusedFlags = new Set<string>()
+
+const flagName = (a: string): string => a.split('=', 1)[0]!
+
+/** The parent's command-line flags a worker thread is started with: a loader such as tsx, not the refused ones. */
+export function workerExecArgv(execArgv: readonly string[] = process.execArgv): string[] {
+  const out: string[] = []
+  for (let i = 0; i < execArgv.length; i++) {
+    const a = execArgv[i]!
+    if (!inheritable(a)) continue
+    if (refusedFlags.has(flagName(a))) {
+      // a refused flag given as `--flag value`: its value goes too
+      if (!a.includes('=') && execArgv[i + 1] !== undefined && !execArgv[i + 1]!.startsWith('-')) i++
+      continue
+    }
+    out.push(a)
+  }
+  return out
+}
+
+/**
+ * `new Worker` for a worker module (`.ts`: through tsx, for the sources), with the parent's flags (see {@link workerExecArgv}). Node refuses V8 and per-process options in a
+ * worker's execArgv (ERR_WORKER_INVALID_EXEC_ARGV): an operator running `node --max-old-space-size=4096 ...` would
+ * get no workers at all. The refused flags (named in the error) are left out, for this worker and the next ones;
+ * they still apply to the main thread. Heap limits of a worker are `resourceLimits`.
+ */
+export function startWorker(workerUrl: URL, options: Omit<WorkerOptions, 'execArgv' | 'eval'> = {}): Worker {
+  // the TypeScript sources (tests, benches): a bootstrap registers tsx in the worker, then loads the module
+  let source: string | URL = workerUrl
+  let isEval = false
+  if (workerUrl.pathname.endsWith('.ts')) {
+    const require = createRequire(import.meta.url)
+    const tsxApi = pathToFileURL(require.resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href
+    source =
+      `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(workerUrl.href)}) })` +
+      `.catch((err) => { setImmediate(() => { throw err }) })`
+    isEval = true
+  }
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return new Worker(source, { ...options, eval: isEval, execArgv: workerExecArgv() })
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException
+      if (e.code !== 'ERR_WORKER_INVALID_EXEC_ARGV' || attempt > 0) throw err
+      const listed = e.message.slice(e.message.indexOf(':') + 1).split(',').map((f) => flagName(f.trim())).filter((f) => f.startsWith('-'))
+      if (listed.length === 0) throw err
+      for (const f of listed) refusedFlags.add(f)
+    }
+  }
 }
 
 interface Answer<Res> {
@@ -190,14 +237,8 @@ export class KeyedWorkerPool<Req, Res> {
   }
 
   private spawn(index: number): Slot {
-    const { source, eval: isEval } = bootstrapSource(this.o.workerUrl)
-    const worker = new Worker(isEval ? source : new URL(source), {
-      eval: isEval,
-      // the parent's flags (a loader such as tsx), minus those that only make sense for a main script
-      // and the per-process ones a worker refuses (ERR_WORKER_INVALID_EXEC_ARGV)
-      execArgv: process.execArgv.filter(
-        (a) => !a.startsWith('--input-type') && !a.startsWith('--cpu-prof-name') && a !== '--expose-gc' && a !== '--expose_gc',
-      ),
+    // the parent's flags (a loader such as tsx), minus those a worker refuses (startWorker)
+    const worker = startWorker(this.o.workerUrl, {
       workerData: this.o.workerData,
       name: `${this.o.name ?? 'pool'}-${index}`,
       env: { ...process.env, STRATOS_WORKER_NAME: `${this.o.name ?? 'pool'}-${index}` },

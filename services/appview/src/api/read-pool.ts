@@ -9,9 +9,8 @@
  * Until the workers are up, and for PostgreSQL or an in-memory SQLite database, the methods run in the
  * main thread as before.
  */
-import { Worker } from 'node:worker_threads'
-import { createRequire } from 'node:module'
-import { pathToFileURL } from 'node:url'
+import type { Worker } from 'node:worker_threads'
+import { startWorker } from '@stratos/core/workers'
 import { XRPCError } from '@stratos/core/xrpc'
 import type { AcceptedLabeler } from '../labels/labels.js'
 
@@ -70,18 +69,6 @@ interface Slot {
   inFlight: Map<number, { resolve: (r: ReadResult) => void; reject: (e: unknown) => void }>
 }
 
-function workerSource(url: URL): { source: string | URL; eval: boolean } {
-  if (!url.pathname.endsWith('.ts')) return { source: url, eval: false }
-  // running the TypeScript sources (tests, benches): register tsx in the worker first
-  const require = createRequire(import.meta.url)
-  const tsxApi = pathToFileURL(require.resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href
-  return {
-    source:
-      `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}) })` +
-      `.catch((err) => { setImmediate(() => { throw err }) })`,
-    eval: true,
-  }
-}
 
 /** rows of statement results a worker keeps by default (a few tens of MB) */
 export const DEFAULT_CACHE_ROWS = 200_000
@@ -164,13 +151,8 @@ export class ReadPool {
 
   private spawn(index: number): Slot {
     const url = new URL(`./read-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url)
-    const { source, eval: isEval } = workerSource(url)
     const name = `appview-read-${index}`
-    const worker = new Worker(source, {
-      eval: isEval,
-      execArgv: process.execArgv.filter(
-        (a) => !a.startsWith('--input-type') && !a.startsWith('--cpu-prof-name') && a !== '--expose-gc' && a !== '--expose_gc',
-      ),
+    const worker = startWorker(url, {
       workerData: { dbPath: this.o.dbPath, modServiceDid: this.o.modServiceDid, name, cacheRows: this.o.cacheRows ?? DEFAULT_CACHE_ROWS },
       name,
     })
