@@ -42,3 +42,18 @@ export function writeCborHead(out: Uint8Array, p: number, major: number, n: numb
   }
   return p + 9
 }
+
+/** Bytes of a CID link whose CID is `cidLength` bytes (tag 42, a byte string of 0x00 and the CID). */
+export function cborCidLength(cidLength: number): number {
+  return 2 + cborHeadLength(cidLength + 1) + 1 + cidLength
+}
+
+/** Writes a CID link (tag 42 over a byte string: 0x00, then the CID's bytes) at `p`; returns the offset after it. */
+export function writeCborCid(out: Uint8Array, p: number, cid: Uint8Array): number {
+  out[p] = 0xd8
+  out[p + 1] = 0x2a
+  p = writeCborHead(out, p + 2, 2, cid.length + 1)
+  out[p] = 0
+  out.set(cid, p + 1)
+  return p + 1 + cid.length
+}

@@ -18,7 +18,7 @@ export {
   verifyCidForBytes,
 } from './cbor.js'
 export { scanCborItem, scanCborItemStrict, type CidCheck } from './cbor-scan.js'
-export { cborHeadLength, writeCborHead } from './cbor-head.js'
+export { cborCidLength, cborHeadLength, writeCborCid, writeCborHead } from './cbor-head.js'
 export {
   decodeBase64,
   encodeBase64,

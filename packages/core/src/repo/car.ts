@@ -12,7 +12,7 @@
 import { BlockMap } from '@atproto/repo'
 import { CID } from 'multiformats/cid'
 import { sha256 } from '../crypto/index.js'
-import { cborDecode, cborEncode, cborHeadLength, writeCborHead } from '../data/index.js'
+import { cborCidLength, cborDecode, cborEncode, cborHeadLength, writeCborCid, writeCborHead } from '../data/index.js'
 import { fixedArg, fixedBytesAt, fixedCid, type FixedPos } from '../data/cbor-fixed.js'
 
 export type CarErrorCode =
@@ -417,20 +417,13 @@ export function encodeCarHeader(root: CID | CID[] | null | undefined): Uint8Arra
   let len = HEADER_START.length + cborHeadLength(roots.length) + HEADER_END.length
   for (const cid of roots) {
     if (!CID.asCID(cid)) return encodeCarHeaderGeneric(roots)
-    len += 2 + cborHeadLength(cid.bytes.length + 1) + 1 + cid.bytes.length
+    len += cborCidLength(cid.bytes.length)
   }
   const out = new Uint8Array(varintLength(len) + len)
   let p = writeVarint(len, out, 0)
   out.set(HEADER_START, p)
   p = writeCborHead(out, p + HEADER_START.length, 4, roots.length)
-  for (const cid of roots) {
-    out[p++] = 0xd8 // tag 42
-    out[p++] = 0x2a
-    p = writeCborHead(out, p, 2, cid.bytes.length + 1)
-    out[p++] = 0
-    out.set(cid.bytes, p)
-    p += cid.bytes.length
-  }
+  for (const cid of roots) p = writeCborCid(out, p, cid.bytes)
   out.set(HEADER_END, p)
   return out
 }

@@ -23,7 +23,7 @@
  * repositories.
  */
 import { CID } from 'multiformats/cid'
-import { DAG_CBOR_CODEC, cborHeadLength, cidForCbor, writeCborHead } from '../data/index.js'
+import { DAG_CBOR_CODEC, cborHeadLength, cidForCbor, writeCborCid, writeCborHead } from '../data/index.js'
 import { fixedArg, type FixedPos } from '../data/cbor-fixed.js'
 import { sha256 } from '../crypto/sha256.js'
 import { MstWalkError, decodeMstNode, isValidMstKeyAscii, mstKeyLayer, type BlockGetter } from './mst-walk.js'
@@ -424,13 +424,7 @@ function writeCid(out: Uint8Array, pos: number, cid: CidLike | null): number {
     out[pos] = 0xf6
     return pos + 1
   }
-  const bytes = linkBytes(cid)
-  out[pos] = 0xd8
-  out[pos + 1] = 0x2a
-  pos = writeCborHead(out, pos + 2, 2, bytes.length + 1)
-  out[pos] = 0
-  out.set(bytes, pos + 1)
-  return pos + 1 + bytes.length
+  return writeCborCid(out, pos, linkBytes(cid))
 }
 
 const CHAR_E = 0x65

@@ -37,6 +37,7 @@ export { WalGroupSync } from './group-sync.js'
 export {
   WalCheckpointer,
   WalCheckpointSchedule,
+  WriteHold,
   type WalCheckpointResult,
   type WalCheckpointScheduleOptions,
 } from './wal-checkpoint.js'

@@ -79,6 +79,28 @@ export interface WalCheckpointScheduleOptions {
 }
 
 /** The checkpoints of one connection's database, done by a {@link WalCheckpointer} (see the module's notes). */
+/**
+ * A writer's batch writes held back while a task runs (for {@link WalCheckpointScheduleOptions}' `exclusive`: the
+ * end of a checkpoint). The writer checks `held` before a write and waits for it; `run` waits for an earlier hold,
+ * then holds until its task settles.
+ */
+export class WriteHold {
+  /** while set, writes wait; settles when released */
+  held: Promise<void> | null = null
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.held) await this.held
+    let release!: () => void
+    this.held = new Promise<void>((resolve) => (release = resolve))
+    try {
+      return await fn()
+    } finally {
+      this.held = null
+      release()
+    }
+  }
+}
+
 export class WalCheckpointSchedule {
   private sinceRequest = 0
   private sinceDone = 0

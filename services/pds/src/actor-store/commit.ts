@@ -1,7 +1,7 @@
 import type { CommitData } from '@atproto/repo'
 import { CID } from 'multiformats/cid'
 import type { SigningKeypair } from '@stratos/core/crypto'
-import { cborHeadLength, writeCborHead } from '@stratos/core/data'
+import { cborCidLength, cborHeadLength, writeCborCid, writeCborHead } from '@stratos/core/data'
 import { commitSliceBlocks } from '@stratos/core/repo'
 import { nextTid } from '@stratos/core/syntax'
 import { cidForBlock } from '../util/ipld.js'
@@ -80,7 +80,7 @@ export function encodeCommitObject(commit: CommitObject): Uint8Array {
   const did = utf8.encode(commit.did)
   const rev = utf8.encode(commit.rev)
   const sig = commit.sig
-  const cidLen = (cid: CID) => 2 + cborHeadLength(cid.bytes.length + 1) + 1 + cid.bytes.length
+  const cidLen = (cid: CID) => cborCidLength(cid.bytes.length)
   const size =
     1 +
     KEY_DID.length + cborHeadLength(did.length) + did.length +
@@ -97,11 +97,7 @@ export function encodeCommitObject(commit: CommitObject): Uint8Array {
     p += bytes.length
   }
   const putCid = (cid: CID) => {
-    out[p++] = 0xd8 // tag 42
-    out[p++] = 0x2a
-    p = writeCborHead(out, p, 2, cid.bytes.length + 1)
-    out[p++] = 0
-    put(cid.bytes)
+    p = writeCborCid(out, p, cid.bytes)
   }
   put(KEY_DID)
   p = writeCborHead(out, p, 3, did.length)

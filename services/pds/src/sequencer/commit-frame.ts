@@ -1,5 +1,5 @@
 import type { CID } from 'multiformats/cid'
-import { cborHeadLength, writeCborHead } from '@stratos/core/data'
+import { cborCidLength, cborHeadLength, writeCborCid, writeCborHead } from '@stratos/core/data'
 import { messageHeaderBytes } from '@stratos/core/stream'
 
 /** The body of a `#commit` frame as the PDS makes it (every field the sync spec asks for; prevData when known). */
@@ -55,7 +55,7 @@ export function encodeCommitFrame(body: CommitFrameBody): Uint8Array {
   const time = utf8.encode(body.time)
   const ops = body.ops.map((op) => ({ op, path: utf8.encode(op.path), action: utf8.encode(op.action) }))
   const text = (b: Uint8Array) => cborHeadLength(b.length) + b.length
-  const cid = (c: CID) => 2 + cborHeadLength(c.bytes.length + 1) + 1 + c.bytes.length
+  const cid = (c: CID) => cborCidLength(c.bytes.length)
   if (!Number.isSafeInteger(body.seq) || body.seq < 0) throw new TypeError(`#commit seq must be a non-negative integer: ${body.seq}`)
 
   let size = header.length + 1
@@ -82,11 +82,7 @@ export function encodeCommitFrame(body: CommitFrameBody): Uint8Array {
     put(b)
   }
   const putCid = (c: CID) => {
-    out[p++] = 0xd8 // tag 42
-    out[p++] = 0x2a
-    p = writeCborHead(out, p, 2, c.bytes.length + 1)
-    out[p++] = 0
-    put(c.bytes)
+    p = writeCborCid(out, p, c.bytes)
   }
   put(header)
   out[p++] = body.prevData ? 0xac : 0xab // map of 12 / 11

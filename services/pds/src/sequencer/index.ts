@@ -5,6 +5,7 @@ import {
   encodeMessageFrame,
   SqliteEventLog,
   WalCheckpointSchedule,
+  WriteHold,
   WalGroupSync,
   type AppendItem,
   type LoggedEvent,
@@ -52,7 +53,7 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
   /** the log's checkpoints, in a worker thread when given a checkpointer (else SQLite's, in the COMMIT) */
   private readonly checkpoints: WalCheckpointSchedule | null
   /** while set, the end-of-turn write of the appends waits for it (the end of a checkpoint of the log) */
-  private writesHeld: Promise<void> | null = null
+  private readonly writeHold = new WriteHold()
 
   /**
    * `checkpointer`: checkpoints the log's WAL off the event loop (SQLite's automatic ones fsync on it),
@@ -68,8 +69,8 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
       file && opts.checkpointer
         ? new WalCheckpointSchedule(this.log.db, opts.checkpointer, {
             everyWrites: opts.checkpointEvery ?? CHECKPOINT_EVERY_EVENTS,
-            // the end of each checkpoint with the end-of-turn writes held back (see holdingWrites)
-            exclusive: (fn) => this.holdingWrites(fn),
+            // the end of each checkpoint with the end-of-turn writes held back (writeHold)
+            exclusive: (fn) => this.writeHold.run(fn),
           })
         : null
     this.assignedSeq = this.log.lastAssignedSeq()
@@ -104,8 +105,8 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
   private scheduleWrite(): Promise<void> {
     this.writing ??= new Promise<void>((resolve, reject) => {
       const write = () => {
-        if (this.writesHeld) {
-          void this.writesHeld.then(() => setImmediate(write))
+        if (this.writeHold.held) {
+          void this.writeHold.held.then(() => setImmediate(write))
           return
         }
         this.writing = null
@@ -119,19 +120,6 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
       setImmediate(write)
     })
     return this.writing
-  }
-
-  /** Runs `fn` with the end-of-turn writes of appends held back until it settles. */
-  private async holdingWrites<T>(fn: () => Promise<T>): Promise<T> {
-    while (this.writesHeld) await this.writesHeld
-    let release!: () => void
-    this.writesHeld = new Promise<void>((resolve) => (release = resolve))
-    try {
-      return await fn()
-    } finally {
-      this.writesHeld = null
-      release()
-    }
   }
 
   /**

@@ -33,6 +33,7 @@ import {
   SqliteEventLog,
   SubscriptionServer,
   WalCheckpointSchedule,
+  WriteHold,
   WalGroupSync,
   type WalCheckpointer,
   decodeFrame,
@@ -180,9 +181,9 @@ export class Outbox {
   private readonly listeners: ((evt: PublishedEvent) => void)[] = []
   /** the WAL's checkpoints, in a worker (null: SQLite's automatic ones) */
   private readonly checkpoints: WalCheckpointSchedule | null = null
-  /** while set, batches are not written (the end of a checkpoint, see holdingWrites); settles when released */
-  private writesHeld: Promise<void> | null = null
-  /** a flush waits for `writesHeld` */
+  /** while held, batches are not written (the end of a checkpoint); a flush waits for it */
+  private readonly writeHold = new WriteHold()
+  /** a flush waits for the hold to end */
   private flushAfterHold = false
   private readonly timeStmts: {
     insert: MultiRowStatement
@@ -229,7 +230,7 @@ export class Outbox {
       this.checkpoints = new WalCheckpointSchedule(db, opts.checkpointer, {
         everyWrites: opts.checkpointEvery ?? 1000,
         // the rest of the WAL is copied with the batch writes held back, so that the WAL restarts
-        exclusive: (fn) => this.holdingWrites(fn),
+        exclusive: (fn) => this.writeHold.run(fn),
       })
     }
     this.publishedSeq_ = log.lastAssignedSeq()
@@ -333,11 +334,11 @@ export class Outbox {
       this.flushScheduled = null
     }
     if (this.pending.length === 0) return
-    if (this.writesHeld) {
+    if (this.writeHold.held) {
       // a checkpoint is copying the end of the WAL: write once it is done
       if (!this.flushAfterHold) {
         this.flushAfterHold = true
-        void this.writesHeld.then(() => {
+        void this.writeHold.held.then(() => {
           this.flushAfterHold = false
           this.flush()
         })
@@ -384,19 +385,6 @@ export class Outbox {
       },
       (err) => this.syncFailed(err),
     )
-  }
-
-  /** Runs `fn` with the batch writes held back until it settles (the end of a WAL checkpoint). */
-  private async holdingWrites<T>(fn: () => Promise<T>): Promise<T> {
-    while (this.writesHeld) await this.writesHeld
-    let release!: () => void
-    this.writesHeld = new Promise<void>((resolve) => (release = resolve))
-    try {
-      return await fn()
-    } finally {
-      this.writesHeld = null
-      release()
-    }
   }
 
   /**
@@ -547,7 +535,7 @@ export class Outbox {
   async close(): Promise<void> {
     this.closed = true
     // (a checkpoint holding the writes back finishes first)
-    while (this.writesHeld) await this.writesHeld
+    while (this.writeHold.held) await this.writeHold.held
     this.flush()
     await this.lastSync.catch(() => undefined)
     await this.checkpoints?.settled()
