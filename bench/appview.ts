@@ -17,7 +17,7 @@
  */
 import './lib/register.js'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { cpus, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
@@ -25,6 +25,7 @@ import { performance } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { writeResultsSection } from './results.js'
+import { threadTimes } from './lib/thread-cpu.js'
 
 const { importKeypair } = await import('../packages/core/src/crypto/index.js')
 const { cidForCbor } = await import('../packages/core/src/data/index.js')
@@ -133,19 +134,10 @@ async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T> {
 /** CPU µs so far of this process's threads: the main thread, verification workers (commits and repos), the rest (GC, libuv). */
 function threadCpu(): { main: number; workers: number; other: number } {
   const out = { main: 0, workers: 0, other: 0 }
-  for (const tid of readdirSync('/proc/self/task')) {
-    let stat: string
-    try {
-      stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
-    } catch {
-      continue
-    }
-    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const us = (Number(fields[11]) + Number(fields[12])) * 10_000 // utime + stime, USER_HZ 100
-    if (Number(tid) === process.pid) out.main += us
-    else if (comm.startsWith('verify-') || comm.startsWith('repo-verify-')) out.workers += us
-    else out.other += us
+  for (const t of threadTimes()) {
+    if (t.main) out.main += t.us
+    else if (t.name.startsWith('verify-') || t.name.startsWith('repo-verify-')) out.workers += t.us
+    else out.other += t.us
   }
   return out
 }
@@ -379,20 +371,13 @@ parentPort.on('message', async ({ base, reqs, concurrency }) => {
 /** CPU ms so far (clock ticks of 10 ms, from /proc) of the AppView's main thread (its event loop), of its read workers, and of all its threads (the bench's client thread left out). */
 function readsCpuMs(): { main: number; readers: number; all: number; byName: Map<string, number> } {
   const out = { main: 0, readers: 0, all: 0, byName: new Map<string, number>() }
-  for (const tid of readdirSync('/proc/self/task')) {
-    let stat: string
-    try {
-      stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
-    } catch {
-      continue
-    }
-    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const ms = (Number(fields[11]) + Number(fields[12])) * 10
-    out.byName.set(Number(tid) === process.pid ? 'main' : comm, (out.byName.get(Number(tid) === process.pid ? 'main' : comm) ?? 0) + ms)
-    if (comm === 'bench-client') continue
-    if (Number(tid) === process.pid) out.main += ms
-    else if (comm.startsWith('appview-read')) out.readers += ms
+  for (const t of threadTimes()) {
+    const ms = t.us / 1000
+    const name = t.main ? 'main' : t.name
+    out.byName.set(name, (out.byName.get(name) ?? 0) + ms)
+    if (t.name === 'bench-client') continue
+    if (t.main) out.main += ms
+    else if (t.name.startsWith('appview-read')) out.readers += ms
     out.all += ms
   }
   return out

@@ -19,11 +19,12 @@
  *
  * Rewrites the "relay" section of bench/RESULTS.md (not with --only / --cpu-prof).
  */
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { cpus, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { writeResultsSection } from './results.js'
 import { Child } from './lib/child.js'
+import { threadTimes } from './lib/thread-cpu.js'
 import { loadFixture } from './lib/relay-upstream.js'
 
 const argv = process.argv.slice(2)
@@ -66,18 +67,8 @@ const TICK_US = 1e6 / 100 // USER_HZ (100 on Linux)
 /** CPU µs so far of a process's threads: the main thread (tid = pid), `verify-*` workers, the rest. */
 function threadCpu(pid: number): ThreadCpu {
   const out: Required<ThreadCpu> = { main: 0, workers: 0, other: 0, mainSys: 0, workersSys: 0, otherSys: 0, otherByName: {} }
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    let stat: string
-    try {
-      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
-    } catch {
-      continue // the thread ended
-    }
-    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const us = (Number(fields[11]) + Number(fields[12])) * TICK_US // utime + stime
-    const sys = Number(fields[12]) * TICK_US
-    if (Number(tid) === pid) {
+  for (const { name: comm, main, us, sysUs: sys } of threadTimes(pid)) {
+    if (main) {
       out.main += us
       out.mainSys += sys
     } else if (comm.startsWith('verify-')) {

@@ -6,8 +6,9 @@
  * libuv's pool with the WAL fdatasyncs, V8's helpers).
  */
 import './register.js'
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
+import { threadTimes } from './thread-cpu.js'
 import { join } from 'node:path'
 
 const { openRelayDb } = await import('../../services/relay/src/db.js')
@@ -19,16 +20,9 @@ const checkpointEvery = process.argv[4] ? Number(process.argv[4]) : undefined
 /** CPU µs of the main thread and of the other threads of this process */
 function cpu(): { main: number; other: number } {
   const out = { main: 0, other: 0 }
-  for (const tid of readdirSync('/proc/self/task')) {
-    try {
-      const st = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
-      const f = st.slice(st.lastIndexOf(')') + 2).split(' ')
-      const us = (Number(f[11]) + Number(f[12])) * 10_000
-      if (Number(tid) === process.pid) out.main += us
-      else out.other += us
-    } catch {
-      // the thread ended
-    }
+  for (const t of threadTimes()) {
+    if (t.main) out.main += t.us
+    else out.other += t.us
   }
   return out
 }
