@@ -4,7 +4,10 @@
  *              generated once, cached in bench/.cache/), replayed over a WebSocket as fast as the relay reads
  *              (or at a fixed rate), plus the PLC documents of the accounts;
  *   relay      bench/lib/relay-process.ts: services/relay from source, a fresh data directory per run;
- *   consumers  bench/lib/relay-consumers.ts: 1 or 100 raw subscribeRepos consumers.
+ *   consumers  bench/lib/relay-consumers.ts: 1 or 100 subscribeRepos consumers, read by the `raw` instrument (a
+ *              hand-written WebSocket frame reader; every consumer checks every seq in place) or, with
+ *              `--instrument ws`, by the `ws` library as before 2026-12-07 (a heavier instrument: with 100
+ *              consumers it took 310-400 µs CPU per event from the same 2 cores). Rows say which.
  * Per run: verified commits/s from the first upstream frame to the last frame at the last consumer; the
  * relay's CPU per event per thread (main, verification workers, the rest: GC and libuv threads), from
  * /proc/<pid>/task/*\/stat; latency p50/p99 from upstream send to consumer-0 receive (wall clocks of one
@@ -13,6 +16,7 @@
  *
  *   node --import tsx bench/relay.ts [--accounts 50] [--commits 10000] [--runs 3] [--ref-commits 2000]
  *        [--latency-rates 1000,2000,5000] [--only workers|workers1|workers100|inline|latency|ref ...] [--cpu-prof DIR]
+ *        [--instrument raw|ws|raw,ws]   (consumer instrument; several: each configuration runs with each, alternating)
  *
  * `workers` is both workers1 (1 consumer) and workers100 (100 consumers). `latency`: one run per offered rate
  * (frames/s, paced by the upstream), 1 consumer: the latency when the relay keeps up, next to the rates it cannot.
@@ -46,6 +50,9 @@ const CPU_PROF = argStr('cpu-prof')
 const only = argv.flatMap((a, i) => (argv[i - 1] === '--only' ? [a] : []))
 const want = (k: string) => only.length === 0 || only.includes(k)
 const TIMEOUT_MS = arg('timeout', 120) * 1000
+type Instrument = 'raw' | 'ws'
+const INSTRUMENTS = (argStr('instrument') ?? 'raw').split(',') as Instrument[]
+if (INSTRUMENTS.some((i) => i !== 'raw' && i !== 'ws')) throw new Error('--instrument: raw, ws or raw,ws')
 
 const fmt = (n: number, d = 0) =>
   Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d }) : '–'
@@ -84,15 +91,15 @@ function threadCpu(pid: number): ThreadCpu {
   return out
 }
 
-/** CPU µs so far of a whole process (all its threads). */
-function processCpu(pid: number | undefined): number {
-  if (pid === undefined) return NaN
+/** CPU µs so far of a whole process (all its threads), and of it in the kernel. */
+function processCpu(pid: number | undefined): { us: number; sysUs: number } {
+  if (pid === undefined) return { us: NaN, sysUs: NaN }
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8')
     const f = fields.slice(fields.lastIndexOf(')') + 2).split(' ')
-    return (Number(f[11]) + Number(f[12])) * TICK_US // utime + stime (all threads)
+    return { us: (Number(f[11]) + Number(f[12])) * TICK_US, sysUs: Number(f[12]) * TICK_US } // utime + stime (all threads)
   } catch {
-    return NaN
+    return { us: NaN, sysUs: NaN }
   }
 }
 
@@ -113,6 +120,8 @@ interface RunConfig {
   consumers: number
   /** frames/s offered (0 = as fast as the relay reads) */
   rate: number
+  /** how the consumers read (see bench/lib/relay-consumers.ts) */
+  instrument: Instrument
 }
 
 interface RunResult {
@@ -129,6 +138,8 @@ interface RunResult {
   /** CPU µs per event of the upstream and consumer processes (they share the machine's cores with the relay) */
   upstreamCpuPerEvent: number
   consumersCpuPerEvent: number
+  /** of which in the kernel (the loopback TCP reads) */
+  consumersSysPerEvent: number
   p50: number
   p99: number
   peakRssMiB: number
@@ -164,7 +175,7 @@ async function runRelay(cfg: RunConfig, index: { frames: { t: string; did: strin
   const relay = new Child('lib/relay-process.ts', [], { env, nodeArgs, timeoutMs: TIMEOUT_MS })
   const r = await relay.next<{ url: string; pid: number; workers: number }>()
   const recvFile = join(data, 'recv.json')
-  const consumers = new Child('lib/relay-consumers.ts', [JSON.stringify({ url: r.url, n: cfg.consumers, expect: up.frames, idleMs: 20_000, recvFile })], { timeoutMs: TIMEOUT_MS })
+  const consumers = new Child('lib/relay-consumers.ts', [JSON.stringify({ url: r.url, n: cfg.consumers, expect: up.frames, idleMs: 20_000, recvFile, instrument: cfg.instrument })], { timeoutMs: TIMEOUT_MS })
   await consumers.next<{ ready: true }>()
 
   const cpu0 = threadCpu(r.pid)
@@ -216,8 +227,9 @@ async function runRelay(cfg: RunConfig, index: { frames: { t: string; did: strin
     otherByName: Object.fromEntries(
       Object.entries(cpu1.otherByName ?? {}).map(([k, v]) => [k, Math.round((v - (cpu0.otherByName?.[k] ?? 0)) / up.frames)]),
     ),
-    upstreamCpuPerEvent: (upCpu1 - upCpu0) / up.frames,
-    consumersCpuPerEvent: (conCpu1 - conCpu0) / up.frames,
+    upstreamCpuPerEvent: (upCpu1.us - upCpu0.us) / up.frames,
+    consumersCpuPerEvent: (conCpu1.us - conCpu0.us) / up.frames,
+    consumersSysPerEvent: (conCpu1.sysUs - conCpu0.sysUs) / up.frames,
     p50: percentile(lat, 50),
     p99: percentile(lat, 99),
     peakRssMiB: rss,
@@ -245,7 +257,7 @@ function line(r: RunResult): string {
     `${r.cfg.name.padEnd(34)} ${fmt(r.commitsPerSec).padStart(7)} commits/s  ` +
     `CPU µs/event main ${fmt(r.cpuPerEvent.main)} workers ${fmt(r.cpuPerEvent.workers)} other ${fmt(r.cpuPerEvent.other)} ` +
     `(kernel ${fmt(r.cpuPerEvent.mainSys ?? NaN)}/${fmt(r.cpuPerEvent.workersSys ?? NaN)}/${fmt(r.cpuPerEvent.otherSys ?? NaN)}; ` +
-    `upstream process ${fmt(r.upstreamCpuPerEvent)}, consumers process ${fmt(r.consumersCpuPerEvent)}; ` +
+    `upstream process ${fmt(r.upstreamCpuPerEvent)}, consumers process ${fmt(r.consumersCpuPerEvent)} (kernel ${fmt(r.consumersSysPerEvent)}); ` +
     `other: ${Object.entries(r.otherByName).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')})  ` +
     `p50 ${fmt(r.p50)} ms p99 ${fmt(r.p99)} ms  RSS ${fmt(r.peakRssMiB)} MiB  missing ${r.missing} dropped ${r.droppedByRelay}` +
     (r.bad.length ? `  problems: ${r.bad.slice(0, 3).join('; ')}` : '')
@@ -269,9 +281,12 @@ async function main() {
   const fixture = loadFixture(ACCOUNTS, COMMITS)!
   const index = fixture.index
   const configs: RunConfig[] = []
-  if (want('workers') || want('workers1')) configs.push({ name: 'workers (default), 1 consumer', workers: 'default', consumers: 1, rate: 0 })
-  if (want('workers') || want('workers100')) configs.push({ name: 'workers (default), 100 consumers', workers: 'default', consumers: 100, rate: 0 })
-  if (want('inline')) configs.push({ name: 'RELAY_VERIFY_WORKERS=0, 1 consumer', workers: 0, consumers: 1, rate: 0 })
+  const label = (instrument: Instrument) => (instrument === 'ws' ? ' (ws-library consumers)' : '')
+  // (with several instruments, each configuration runs with each in turn: old and new instrument in the same minute)
+  const each = (f: (instrument: Instrument, l: string) => RunConfig) => INSTRUMENTS.forEach((i) => configs.push(f(i, label(i))))
+  if (want('workers') || want('workers1')) each((instrument, l) => ({ name: `workers (default), 1 consumer${l}`, workers: 'default', consumers: 1, rate: 0, instrument }))
+  if (want('workers') || want('workers100')) each((instrument, l) => ({ name: `workers (default), 100 consumers${l}`, workers: 'default', consumers: 100, rate: 0, instrument }))
+  if (want('inline')) each((instrument, l) => ({ name: `RELAY_VERIFY_WORKERS=0, 1 consumer${l}`, workers: 0, consumers: 1, rate: 0, instrument }))
   console.log(
     `relay: ${ACCOUNTS} accounts, ${fmt(fixture.frames.length)} upstream frames (${fmt(index.frames.filter((f) => f.t === '#commit').length)} commits); ` +
       `${RUNS} runs per configuration, each with fresh processes\n`,
@@ -287,7 +302,7 @@ async function main() {
   const latency: RunResult[] = []
   if (want('latency')) {
     for (const rate of LATENCY_RATES) {
-      const r = await runRelay({ name: `workers, 1 consumer, ${fmt(rate)} frames/s offered`, workers: 'default', consumers: 1, rate }, index)
+      const r = await runRelay({ name: `workers, 1 consumer, ${fmt(rate)} frames/s offered`, workers: 'default', consumers: 1, rate, instrument: INSTRUMENTS[0]! }, index)
       latency.push(r)
       console.log(line(r))
     }
@@ -335,7 +350,11 @@ function report(configs: RunConfig[], results: RunResult[], latency: RunResult[]
         `${fmt(COMMITS)} single-create commits interleaved across them (real signed sync-1.1 commits with \`prevData\`, built with ` +
         '@atproto/repo, cached in bench/.cache/) after each account\'s #identity, #account and first commit, replayed over a WebSocket ' +
         'as fast as the relay reads (send buffer ≤ 1 MiB), or paced at a fixed rate (the "offered" rows). Relay: services/relay from source, ' +
-        'fresh data directory, WAL with `synchronous = NORMAL` and an fdatasync of the WAL before each batch is published, Jetstream and collection backfill off. Consumers: raw WebSocket subscribers in a third process.',
+        'fresh data directory, WAL with `synchronous = NORMAL` and an fdatasync of the WAL before each batch is published, Jetstream and collection backfill off. ' +
+        'Consumers: subscribers in a third process, read with a hand-written WebSocket frame reader (bench/lib/raw-ws.ts; every consumer ' +
+        'checks every seq in place, consumer 0 indexes each #commit for the latency). Until 2026-12-07 they were read with the `ws` library, ' +
+        'consumer 0 decoding every frame: that instrument took 310-400 µs CPU per event with 100 consumers from the same 2 cores, so the ' +
+        '100-consumer figures before that date measure the relay and a heavier consumer process together (rows marked "ws-library consumers" use it).',
       '',
       '- commits/s: commits ÷ (first upstream frame sent → last frame received by the last consumer); median of the runs, runs in brackets.',
       '- CPU µs per event (all upstream frames), per thread of the relay process from /proc/<pid>/task: main thread, verification workers ' +
