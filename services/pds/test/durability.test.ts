@@ -12,20 +12,9 @@ import { generateKeypair, type SigningKeypair } from '@stratos/core/crypto'
 import { ActorStore, prepareCreateOrUpdate } from '../src/actor-store/index.js'
 import { DiskBlobStore } from '../src/blobstore.js'
 import { Sequencer, type SequencedEvent } from '../src/sequencer/index.js'
-import { WalCheckpointer } from '@stratos/core/stream'
+import { WalCheckpointer, walCheckpointSequence } from '@stratos/core/stream'
 import { nextTid } from '@stratos/core/syntax'
 
-/** The WAL header's checkpoint sequence number: it goes up each time a write restarts the WAL after a checkpoint. */
-function walRestarts(dbFile: string): number {
-  const fd = fs.openSync(`${dbFile}-wal`, 'r')
-  try {
-    const header = Buffer.alloc(16)
-    fs.readSync(fd, header, 0, 16, 0)
-    return header.readUInt32BE(12)
-  } finally {
-    fs.closeSync(fd)
-  }
-}
 const tick = () => new Promise((resolve) => setImmediate(resolve))
 
 const DIDS = ['did:plc:durable00000000000000001', 'did:plc:durable00000000000000002']
@@ -117,8 +106,8 @@ describe('durability of acknowledged writes', () => {
     await repo.createEmptyRepo(key)
     expect(repo.db.pragma('wal_autocheckpoint', { simple: true })).toBe(0)
     expect(sequencer.log.db.pragma('wal_autocheckpoint', { simple: true })).toBe(0)
-    const storeRestarts = walRestarts(repo.db.name)
-    const logRestarts = walRestarts(sequencer.log.db.name)
+    const storeRestarts = walCheckpointSequence(repo.db.name)
+    const logRestarts = walCheckpointSequence(sequencer.log.db.name)
     // commits of one account pipelined 8 at a time, each acknowledged once durable, as the write path does
     const rkeys: string[] = []
     let lastRkey: string | undefined
@@ -138,8 +127,8 @@ describe('durability of acknowledged writes', () => {
       await tick()
     }
     await repo.lock.run(async () => undefined)
-    expect(walRestarts(repo.db.name)).toBeGreaterThan(storeRestarts)
-    expect(walRestarts(sequencer.log.db.name)).toBeGreaterThan(logRestarts)
+    expect(walCheckpointSequence(repo.db.name)).toBeGreaterThan(storeRestarts)
+    expect(walCheckpointSequence(sequencer.log.db.name)).toBeGreaterThan(logRestarts)
     expect(sequencer.lastSeq()).toBe(240)
 
     await store.close()

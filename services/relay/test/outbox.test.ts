@@ -9,8 +9,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { AccountStore } from '../src/accounts/account-store.js'
 import { openRelayDb, type Db } from '../src/db.js'
 import { Outbox, type OutboxOptions } from '../src/outbox/outbox.js'
-import { WalCheckpointer, decodeFrame } from '@stratos/core/stream'
-import { openSync, readSync, closeSync } from 'node:fs'
+import { WalCheckpointer, decodeFrame, walCheckpointSequence } from '@stratos/core/stream'
 import { tmpDir } from './helpers.js'
 
 let dir: ReturnType<typeof tmpDir>
@@ -26,17 +25,6 @@ function outbox(opts: Partial<OutboxOptions> = {}): Outbox {
   return o
 }
 
-/** The WAL header's checkpoint sequence number: it goes up each time a write restarts the WAL after a checkpoint. */
-function walRestarts(dbFile: string): number {
-  const fd = openSync(`${dbFile}-wal`, 'r')
-  try {
-    const header = Buffer.alloc(16)
-    readSync(fd, header, 0, 16, 0)
-    return header.readUInt32BE(12)
-  } finally {
-    closeSync(fd)
-  }
-}
 
 /** seqs of the rows another connection can read (i.e. committed) */
 function committedSeqs(): number[] {
@@ -340,7 +328,7 @@ describe('outbox group commit', () => {
       expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(0)
       const accounts = new AccountStore(db)
       for (const did of DIDS) accounts.create(did, null)
-      const before = walRestarts(db.name)
+      const before = walCheckpointSequence(db.name)
       const seqs: number[] = []
       // batches of 8 (one per DID), each with its account change, one event-loop turn apart
       for (let round = 0; round < 40; round++) {
@@ -350,7 +338,7 @@ describe('outbox group commit', () => {
         seqs.push(...(await Promise.all(batch)).map((e) => e.seq))
       }
       expect(seqs).toEqual(Array.from({ length: 320 }, (_, i) => i + 1))
-      expect(walRestarts(db.name)).toBeGreaterThan(before)
+      expect(walCheckpointSequence(db.name)).toBeGreaterThan(before)
       await o.close()
       // everything is there for another connection, events and state changes
       expect(committedSeqs()).toEqual(seqs)

@@ -38,6 +38,7 @@ export {
   WalCheckpointer,
   WalCheckpointSchedule,
   WriteHold,
+  walCheckpointSequence,
   type WalCheckpointResult,
   type WalCheckpointScheduleOptions,
 } from './wal-checkpoint.js'

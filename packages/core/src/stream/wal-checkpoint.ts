@@ -16,6 +16,7 @@
  * the schedule checkpoints on the writer's connection once `inlineAfter` writes have gone by without one,
  * so the WAL never grows without bound.
  */
+import { closeSync, openSync, readSync } from 'node:fs'
 import type SqliteDatabase from 'better-sqlite3'
 import { KeyedWorkerPool } from '../workers/pool.js'
 
@@ -197,5 +198,21 @@ export class WalCheckpointSchedule {
     this.restartNext = false
     this.sinceRequest = 0
     this.sinceDone = 0
+  }
+}
+
+/**
+ * The checkpoint sequence number in a database's WAL header (`<dbFile>-wal`): SQLite increments it each time a
+ * write restarts the WAL from its start after a complete checkpoint, so a rising value shows that checkpoints
+ * keep the WAL from growing. For tests and diagnostics; throws if the WAL file does not exist.
+ */
+export function walCheckpointSequence(dbFile: string): number {
+  const fd = openSync(`${dbFile}-wal`, 'r')
+  try {
+    const header = Buffer.alloc(16)
+    readSync(fd, header, 0, 16, 0)
+    return header.readUInt32BE(12)
+  } finally {
+    closeSync(fd)
   }
 }

@@ -1,9 +1,9 @@
-import { closeSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import SqliteDatabase from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { WalCheckpointSchedule, WalCheckpointer } from '../../src/stream/index.js'
+import { WalCheckpointSchedule, WalCheckpointer, walCheckpointSequence } from '../../src/stream/index.js'
 
 let dir: string
 let checkpointer: WalCheckpointer
@@ -27,17 +27,6 @@ function openDb(name: string) {
   return { db, write: () => insert.run(Buffer.alloc(2000, 7)) }
 }
 
-/** The WAL header's checkpoint sequence number: it goes up each time a write restarts the WAL. */
-function walRestarts(db: SqliteDatabase.Database): number {
-  const fd = openSync(`${db.name}-wal`, 'r')
-  try {
-    const header = Buffer.alloc(16)
-    readSync(fd, header, 0, 16, 0)
-    return header.readUInt32BE(12)
-  } finally {
-    closeSync(fd)
-  }
-}
 const tick = () => new Promise((resolve) => setImmediate(resolve))
 
 describe('WalCheckpointer', () => {
@@ -45,14 +34,14 @@ describe('WalCheckpointer', () => {
     const { db, write } = openDb('a.sqlite')
     db.pragma('wal_autocheckpoint = 0')
     for (let i = 0; i < 50; i++) write()
-    const restarts = walRestarts(db)
+    const restarts = walCheckpointSequence(db.name)
     const r = await checkpointer.run(db.name)
     expect(r.busy).toBe(false)
     expect(r.log).toBeGreaterThanOrEqual(50)
     expect(r.checkpointed).toBe(r.log)
-    expect(walRestarts(db)).toBe(restarts)
+    expect(walCheckpointSequence(db.name)).toBe(restarts)
     write()
-    expect(walRestarts(db)).toBe(restarts + 1)
+    expect(walCheckpointSequence(db.name)).toBe(restarts + 1)
     db.close()
     const again = new SqliteDatabase(join(dir, 'a.sqlite'))
     expect((again.prepare('SELECT count(*) AS n FROM t').get() as { n: number }).n).toBe(51)
@@ -84,7 +73,7 @@ describe('WalCheckpointSchedule', () => {
       },
     })
     expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(0)
-    const restarts = walRestarts(db)
+    const restarts = walCheckpointSequence(db.name)
     let writes = 0
     const writeSome = (n: number) => {
       for (let i = 0; i < n; i++) {
@@ -102,15 +91,15 @@ describe('WalCheckpointSchedule', () => {
         if (!held) writeSome(3)
       }
       expect(schedule.restartPending).toBe(true)
-      const before = walRestarts(db)
+      const before = walCheckpointSequence(db.name)
       writeSome(1)
       expect(schedule.restartPending).toBe(false)
-      expect(walRestarts(db)).toBe(before + 1)
+      expect(walCheckpointSequence(db.name)).toBe(before + 1)
     }
     await schedule.settled()
     expect(exclusiveRuns).toBeGreaterThanOrEqual(5)
     expect(schedule.inlineRuns).toBe(0)
-    expect(walRestarts(db)).toBe(restarts + 5)
+    expect(walCheckpointSequence(db.name)).toBe(restarts + 5)
     expect((db.prepare('SELECT count(*) AS n FROM t').get() as { n: number }).n).toBe(writes)
     db.close()
   })
@@ -120,7 +109,7 @@ describe('WalCheckpointSchedule', () => {
     const broken = new WalCheckpointer({ name: 'test-ckpt-closed' })
     await broken.close()
     const schedule = new WalCheckpointSchedule(db, broken, { everyWrites: 10, inlineAfter: 40 })
-    const restarts = walRestarts(db)
+    const restarts = walCheckpointSequence(db.name)
     for (let i = 0; i < 39; i++) {
       write()
       schedule.wrote()
@@ -130,12 +119,12 @@ describe('WalCheckpointSchedule', () => {
     expect(schedule.inlineRuns).toBe(0)
     expect(schedule.completed).toBe(0)
     write()
-    expect(walRestarts(db)).toBe(restarts)
+    expect(walCheckpointSequence(db.name)).toBe(restarts)
     // the 40th write without a completed checkpoint: one on this connection
     schedule.wrote()
     expect(schedule.inlineRuns).toBe(1)
     write()
-    expect(walRestarts(db)).toBe(restarts + 1)
+    expect(walCheckpointSequence(db.name)).toBe(restarts + 1)
     db.close()
   })
 })
