@@ -57,6 +57,9 @@ export const scopeFor = (appPassword: AppPasswordDescript | null): AuthScope =>
 /** A scrypt hash of a random password: unknown accounts are checked against it, to take the same time. */
 const DUMMY_PASSWORD_HASH = `${randomBytes(16).toString('hex')}:${randomBytes(64).toString('hex')}`
 
+/** Account rows {@link AccountManager} keeps between writes (emptied when full). */
+const MAX_CACHED_ROWS = 10_000
+
 const SPENT_TOKEN_RETENTION_MS = 7 * 24 * 60 * 60 * 1000
 
 const toAccount = (row: AccountTable): Account => ({
@@ -84,7 +87,20 @@ export class AccountManager {
     byHandle: SqliteDatabase.Statement<[string], AccountTable>
     setRoot: SqliteDatabase.Statement<[string, string, string, string]>
     tx: SqliteDatabase.Transaction<(roots: Map<string, PendingRoot>) => void>
+    /** rows changed through this connection since it opened (no transaction, no lock: a cheap counter read) */
+    changes: SqliteDatabase.Statement<[], number>
   } | null
+
+  /**
+   * Account rows read by {@link getAccount} (key: DID, or `@` + handle; null: no such account), valid while
+   * `total_changes()` of the connection stays at {@link rowsGeneration}: every write to the service
+   * database goes through this one connection (Kysely's and the hot statements alike), so any insert,
+   * update or delete empties the cache before the next read. The head updates of the write path
+   * ({@link flushRepoRoots}) touch repo_root only and leave it as it is. Rows read inside a transaction
+   * are not kept (it may be rolled back).
+   */
+  private readonly rows = new Map<string, AccountTable | null>()
+  private rowsGeneration = -1
 
   constructor(
     readonly db: Kysely<AccountDbSchema>,
@@ -101,6 +117,7 @@ export class AccountManager {
           tx: s.transaction((roots: Map<string, PendingRoot>) => {
             for (const [did, r] of roots) this.hot!.setRoot.run(r.cid, r.rev, r.at, did)
           }),
+          changes: s.prepare<[], number>('SELECT total_changes()').pluck(),
         }
       : null
   }
@@ -118,8 +135,11 @@ export class AccountManager {
     if (this.pendingRoots.size === 0 || !this.hot) return
     const roots = this.pendingRoots
     this.pendingRoots = new Map()
+    // repo_root rows only: cached account rows stay valid across this write (unless already stale)
+    const before = this.hot.changes.get()!
     try {
       this.hot.tx(roots)
+      if (this.rowsGeneration === before) this.rowsGeneration = this.hot.changes.get()!
     } catch (err) {
       // kept for the next flush (unless a newer head came meanwhile); a head never written is found
       // behind the account's store at start-up (PdsServer's recovery)
@@ -141,7 +161,7 @@ export class AccountManager {
   ): Promise<Account | null> {
     const isDid = handleOrDid.startsWith('did:')
     if (this.hot) {
-      const row = isDid ? this.hot.byDid.get(handleOrDid) : this.hot.byHandle.get(handleOrDid.toLowerCase())
+      const row = this.accountRow(isDid ? handleOrDid : `@${handleOrDid.toLowerCase()}`)
       if (!row) return null
       if (row.takedownRef && !opts.includeTakenDown) return null
       if (row.deactivatedAt && !opts.includeDeactivated) return null
@@ -156,6 +176,24 @@ export class AccountManager {
     if (row.takedownRef && !opts.includeTakenDown) return null
     if (row.deactivatedAt && !opts.includeDeactivated) return null
     return toAccount(row)
+  }
+
+  /** The account row by DID or `@` + lowercased handle, through the row cache (see {@link rows}). */
+  private accountRow(key: string): AccountTable | null {
+    const hot = this.hot!
+    const generation = hot.changes.get()!
+    if (generation !== this.rowsGeneration) {
+      this.rows.clear()
+      this.rowsGeneration = generation
+    }
+    const hit = this.rows.get(key)
+    if (hit !== undefined) return hit
+    const row = (key.startsWith('@') ? hot.byHandle.get(key.slice(1)) : hot.byDid.get(key)) ?? null
+    if (!this.opts.sqlite!.inTransaction) {
+      if (this.rows.size >= MAX_CACHED_ROWS) this.rows.clear()
+      this.rows.set(key, row)
+    }
+    return row
   }
 
   async getAccountByEmail(email: string): Promise<Account | null> {

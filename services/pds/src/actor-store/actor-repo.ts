@@ -54,6 +54,8 @@ export interface CommitOutcome {
 }
 
 const MAX_WRITES = 200
+/** record rows a handle keeps for getRecord between writes (see ActorRepo#readRows; emptied when full) */
+const MAX_CACHED_READS = 256
 /**
  * Commits between two checkpoints of a store's WAL (done in a worker thread when the store has a
  * checkpointer). A commit writes about 20-30 WAL pages: this is close to SQLite's automatic 1,000 pages.
@@ -95,6 +97,14 @@ export class ActorRepo {
   private committed = false
   /** the sync of the directory that holds the WAL this handle created (see applyWritesLocked), until done */
   private dirSynced: Promise<void> | null = null
+  /**
+   * What {@link getRecordJson} found by `collection/rkey` (null: no visible record), valid while the
+   * connection's `total_changes()` stays at {@link readsGeneration}: the account's file is written through
+   * this connection only (one handle per account; the checkpoint worker's connection copies pages, it
+   * changes no row), so any insert, update or delete (a commit, an import, a takedown) empties it first.
+   */
+  private readonly readRows = new Map<string, { uri: string; cid: string } | null>()
+  private readsGeneration = -1
 
   constructor(
     readonly did: string,
@@ -122,6 +132,8 @@ export class ActorRepo {
     this.s = lazyStatements({
       record: () => db.prepare<[string], RecordRow>('SELECT * FROM record WHERE uri = ?'),
       dataVersion: () => db.prepare<[], number>('PRAGMA data_version').pluck(),
+      // no table, so no transaction and no lock: a counter of the connection
+      changes: () => db.prepare<[], number>('SELECT total_changes()').pluck(),
       upsertRecord: () => db.prepare<[string, string, string, string, string, string]>(
         `INSERT INTO record (uri, cid, collection, rkey, repoRev, indexedAt) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (uri) DO UPDATE SET cid = excluded.cid, repoRev = excluded.repoRev, indexedAt = excluded.indexedAt`,
@@ -207,11 +219,31 @@ export class ActorRepo {
    * JSON by CID, else read, decoded and converted once). Taken-down records are hidden.
    */
   getRecordJson(collection: string, rkey: string, opts: { cid?: string } = {}): { uri: string; cid: string; json: string } | null {
-    const row = this.getRecordRow(collection, rkey)
-    if (!row || row.takedownRef) return null
+    const row = this.visibleRecord(collection, rkey)
+    if (!row) return null
     if (opts.cid && row.cid !== opts.cid) return null
     const json = recordJsonCache.get(row.cid, () => this.storage.getBytesSync(CID.parse(row.cid)))
     return json === null ? null : { uri: row.uri, cid: row.cid, json }
+  }
+
+  /** uri and CID of a record that is not taken down, through {@link readRows} */
+  private visibleRecord(collection: string, rkey: string): { uri: string; cid: string } | null {
+    const generation = this.s.changes.get()!
+    if (generation !== this.readsGeneration) {
+      this.readRows.clear()
+      this.readsGeneration = generation
+    }
+    const key = `${collection}/${rkey}`
+    const hit = this.readRows.get(key)
+    if (hit !== undefined) return hit
+    const row = this.getRecordRow(collection, rkey)
+    const found = row && !row.takedownRef ? { uri: row.uri, cid: row.cid } : null
+    // rows read inside a transaction (which may yet be rolled back) are not kept
+    if (!this.db.inTransaction) {
+      if (this.readRows.size >= MAX_CACHED_READS) this.readRows.clear()
+      this.readRows.set(key, found)
+    }
+    return found
   }
 
   /** {@link listRecords} with each value as JSON text (see {@link getRecordJson}); null when its block is missing. */
