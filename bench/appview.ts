@@ -2,7 +2,8 @@
  * AppView at size: network backfill from a fake PDS serving real signed repos (CAR files generated once
  * and cached under bench/.cache/, git-ignored), then live single-op commits over a WebSocket, then reads
  * at concurrency 16 on the loaded dataset. The fake network (PLC, PDS, the live publisher: bench/lib/appview-network.ts)
- * runs in a child process; the AppView (from source) runs in this one, so this process's CPU is the AppView's.
+ * runs in a child process, the reads' load generator in another; the AppView (from source) runs in this one, so this
+ * process's CPU is the AppView's.
  *
  *   node --import tsx bench/appview.ts [--repos 2000] [--records 25] [--live 5000] [--reads 200]
  *   (the issue's full size: --repos 2000 --records 500 --live 20000; generating it takes long here)
@@ -333,13 +334,15 @@ async function firehoseReference(net: Network, first: number, last: number) {
 }
 
 /**
- * The reads' load generator, in a worker thread: the AppView's event loop (the main thread) serves the
- * requests and does nothing else, as it would in its own process. Requests are pre-built (service JWTs
- * signed beforehand); keep-alive HTTP, `concurrency` requests in flight.
+ * The reads' load generator: by default in a child process of its own (the issue's setup: the load from
+ * another process, so none of its CPU, event loop or GC shares the AppView's process); with
+ * BENCH_READS_CLIENT=thread in a worker thread of this process, as the earlier figures were measured (the
+ * AppView's event loop still serves only the requests, but the client's V8 heap and GC share the process).
+ * Requests are pre-built (service JWTs signed beforehand); keep-alive HTTP, `concurrency` requests in flight.
  */
-const READS_CLIENT = `
-try { require('node:fs').writeFileSync('/proc/thread-self/comm', 'bench-client') } catch {}
-const { parentPort } = require('node:worker_threads')
+const READS_CLIENT_MODE = process.env.BENCH_READS_CLIENT ?? 'process'
+if (READS_CLIENT_MODE !== 'process' && READS_CLIENT_MODE !== 'thread') throw new Error(`BENCH_READS_CLIENT must be process or thread, got ${READS_CLIENT_MODE}`)
+const READS_CLIENT_BODY = `
 const http = require('node:http')
 const { performance } = require('node:perf_hooks')
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
@@ -352,7 +355,7 @@ function get(base, r) {
     req.on('error', reject)
   })
 }
-parentPort.on('message', async ({ base, reqs, concurrency }) => {
+async function runReads({ base, reqs, concurrency }) {
   const times = []
   let next = 0
   let failed = 0
@@ -365,8 +368,56 @@ parentPort.on('message', async ({ base, reqs, concurrency }) => {
       times.push(performance.now() - s)
     }
   }))
-  parentPort.postMessage({ times, secs: (performance.now() - t0) / 1000, failed })
-})`
+  return { times, secs: (performance.now() - t0) / 1000, failed }
+}`
+const READS_CLIENT_THREAD = `
+try { require('node:fs').writeFileSync('/proc/thread-self/comm', 'bench-client') } catch {}
+const { parentPort } = require('node:worker_threads')
+${READS_CLIENT_BODY}
+parentPort.on('message', async (m) => parentPort.postMessage(await runReads(m)))`
+const READS_CLIENT_PROCESS = `
+${READS_CLIENT_BODY}
+process.on('message', async (m) => process.send(await runReads(m)))
+process.on('disconnect', () => process.exit(0))`
+
+/** The load generator (see READS_CLIENT_MODE): run(message) → its answer; close() ends it. */
+async function readsClient(): Promise<{ run: (m: unknown) => Promise<any>; close: () => Promise<void> }> {
+  let failure: unknown = null
+  const waiters: { resolve: (v: any) => void; reject: (e: unknown) => void }[] = []
+  const fail = (err: unknown) => {
+    failure = err
+    for (const w of waiters.splice(0)) w.reject(err)
+  }
+  const settle = (v: unknown) => waiters.shift()?.resolve(v)
+  const ask = (send: () => void) =>
+    new Promise<any>((resolve, reject) => {
+      if (failure) return reject(failure)
+      waiters.push({ resolve, reject })
+      send()
+    })
+  if (READS_CLIENT_MODE === 'thread') {
+    const { Worker } = await import('node:worker_threads')
+    const w = new Worker(READS_CLIENT_THREAD, { eval: true })
+    w.on('error', fail)
+    w.on('message', settle)
+    return { run: (m) => ask(() => w.postMessage(m)), close: async () => void (await w.terminate()) }
+  }
+  const proc = spawn(process.execPath, ['-e', READS_CLIENT_PROCESS], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  children.add(proc)
+  proc.on('error', fail)
+  proc.on('exit', (code) => fail(new Error(`the reads client exited with code ${code}`)))
+  proc.on('message', settle)
+  return {
+    run: (m) => ask(() => proc.send(m as never)),
+    close: async () => {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        const exited = new Promise((r) => proc.once('exit', r))
+        proc.disconnect()
+        await exited
+      }
+    },
+  }
+}
 
 /** CPU ms so far (clock ticks of 10 ms, from /proc) of the AppView's main thread (its event loop), of its read workers, and of all its threads (the bench's client thread left out). */
 function readsCpuMs(): { main: number; readers: number; all: number; byName: Map<string, number> } {
@@ -384,7 +435,6 @@ function readsCpuMs(): { main: number; readers: number; all: number; byName: Map
 }
 
 async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manifest) {
-  const { Worker } = await import('node:worker_threads')
   const { cidForCbor } = await import('../packages/core/src/data/index.js')
   const viewer = manifest.accounts[0]!
   const viewerKey = await importKeypair(viewer.keyHex, 'k256')
@@ -410,15 +460,9 @@ async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manif
     getAuthorFeed: { path: `/xrpc/app.bsky.feed.getAuthorFeed?actor=${manifest.accounts[7]!.did}&limit=50`, nsid: 'app.bsky.feed.getAuthorFeed' },
     listNotifications: { path: '/xrpc/app.bsky.notification.listNotifications?limit=50', nsid: 'app.bsky.notification.listNotifications' },
   }
-  const client = new Worker(READS_CLIENT, { eval: true })
-  let clientError: unknown = null
-  client.on('error', (err) => (clientError = err))
-  const run = (reqs: { path: string; auth?: string }[]) =>
-    new Promise<{ times: number[]; secs: number; failed: number }>((resolve, reject) => {
-      if (clientError) return reject(clientError)
-      client.once('message', resolve)
-      client.postMessage({ base: server.url, reqs, concurrency: 16 })
-    })
+  const client = await readsClient()
+  const run = (reqs: { path: string; auth?: string }[]): Promise<{ times: number[]; secs: number; failed: number }> =>
+    client.run({ base: server.url, reqs, concurrency: 16 })
   const out: { name: string; p50: number; p99: number; rps: number; cpuUs: number; readersUs: number; allUs: number; bytes: number }[] = []
   try {
     // `--calls getTimeline,getPostThread`: only those methods (for profiles)
@@ -446,7 +490,7 @@ async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manif
       out.push({ name, p50: q(0.5), p99: q(0.99), rps: times.length / r.secs, cpuUs: us('main'), readersUs: us('readers'), allUs: us('all'), bytes })
     }
   } finally {
-    await client.terminate()
+    await client.close()
   }
   return { out, replies, follows, notifications }
 }
@@ -530,7 +574,7 @@ try {
       const r = await reads(sqlite.server, manifest)
       readsMd =
         `Reads on SQLite at concurrency 16, ${READS} requests each (timeline viewer follows ${r.follows} accounts; thread root has ${r.replies} replies; ` +
-        `the viewer has ${r.notifications} notifications), load generated from a worker thread; ${READ_WORKERS} read workers; CPU per request: main thread = the AppView's event loop ` +
+        `the viewer has ${r.notifications} notifications), load generated from ${READS_CLIENT_MODE === 'process' ? 'another process' : 'a worker thread of the AppView\'s process (BENCH_READS_CLIENT=thread)'}; ${READ_WORKERS} read workers; CPU per request: main thread = the AppView's event loop ` +
         `(HTTP, auth; with no read workers also SQLite, hydration, views, JSON), read workers (SQLite, hydration, views, JSON), all = every AppView thread (GC helpers included; the load generator left out):\n\n` +
         '| method | p50 ms | p99 ms | req/s | CPU µs/request: main thread | read workers | all | response bytes |\n|---|---|---|---|---|---|---|---|\n' +
         r.out.map((o) => `| ${o.name} | ${o.p50.toFixed(1)} | ${o.p99.toFixed(1)} | ${Math.round(o.rps)} | ${Math.round(o.cpuUs)} | ${Math.round(o.readersUs)} | ${Math.round(o.allUs)} | ${o.bytes} |`).join('\n')
@@ -568,7 +612,7 @@ if (ONLY.length === 0) writeResultsSection(
 ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; shared with other jobs.
 Dataset: ${REPOS} repos × ${RECORDS} records = ${totalRecords} records (posts 30 %, likes 40 %, reposts 15 %, follows 15 %; the viewer also follows up to 1,000), real signed
 CARs served by a fake PDS over HTTP (listRepos + getRepo); \`node --import tsx bench/appview.ts --repos ${REPOS} --records ${RECORDS} --live ${LIVE} --reads ${READS} --paced-rate ${PACED}\`.
-The fake PLC and PDS (and the live publisher) run in a child process; the AppView runs in the bench process, and CPU per record / commit is that process's (user + system, worker threads included; the reads' HTTP clients also run there).
+The fake PLC and PDS (and the live publisher) run in a child process; the AppView runs in the bench process, and CPU per record / commit is that process's (user + system, worker threads included); the reads' load generator runs in a process of its own (BENCH_READS_CLIENT=thread: in a worker thread of the bench process, as before).
 
 | phase | work | time | rate | process CPU |
 |---|---|---|---|---|
