@@ -8,7 +8,7 @@ import type { DatabaseSchema } from '../indexer/schema.js'
 import { COLLECTIONS, collectionFromUri, didFromUri } from '../indexer/records.js'
 import { LABELER_COLLECTION, labelsFor, type AcceptedLabeler, type ViewLabel } from '../labels/labels.js'
 import { currentLabelers } from '../labels/request.js'
-import { listSql, type ListSql, type PreparedText } from './sql.js'
+import { isKeptResult, listSql, type ListSql, type PreparedText } from './sql.js'
 
 type Db = Kysely<DatabaseSchema>
 type Json = Record<string, unknown>
@@ -303,14 +303,16 @@ class PostVersionCache {
 
 /**
  * Parsed profiles and gate records by the row they come from: a row kept by a read worker's statement cache
- * (see ./sql.ts) is the same object for every request until the database changes, so its record is parsed
- * once. (Rows read afresh are new objects: a miss.) The parsed values are shared: read-only.
+ * (see ./sql.ts) is the same object for every request until its data changes, so its record is parsed
+ * once. Only rows of such kept results are remembered (`shared`): rows read afresh are new objects every
+ * time, and a WeakMap entry per fresh row only made work for the garbage collector (ephemerons). The parsed
+ * values are shared: read-only.
  */
 const parsedProfiles = new WeakMap<ActorRow, ProfileInfo>()
 const parsedGates = new WeakMap<object, GateInfo>()
 
-function profileOf(r: ActorRow): ProfileInfo {
-  let p = parsedProfiles.get(r)
+function profileOf(r: ActorRow, shared: boolean): ProfileInfo {
+  let p = shared ? parsedProfiles.get(r) : undefined
   if (!p) {
     p = {
       uri: r.profileUri!,
@@ -325,14 +327,17 @@ function profileOf(r: ActorRow): ProfileInfo {
       createdAt: r.createdAt,
       indexedAt: r.profileIndexedAt ?? r.indexedAt,
     }
-    parsedProfiles.set(r, p)
+    if (shared) parsedProfiles.set(r, p)
   }
   return p
 }
 
-function gateOf(g: { uri: string; cid: string; json: string }): GateInfo {
-  let info = parsedGates.get(g)
-  if (!info) parsedGates.set(g, (info = { uri: g.uri, cid: g.cid, record: parseJson(g.json) }))
+function gateOf(g: { uri: string; cid: string; json: string }, shared: boolean): GateInfo {
+  let info = shared ? parsedGates.get(g) : undefined
+  if (!info) {
+    info = { uri: g.uri, cid: g.cid, record: parseJson(g.json) }
+    if (shared) parsedGates.set(g, info)
+  }
   return info
 }
 
@@ -468,13 +473,14 @@ export class Hydrator {
     const todo = unique.filter((d) => !state.actors.has(d))
     if (todo.length > 0) {
       const rows = await this.q.rows<ActorRow>(this.sql.actors, [{ list: todo }])
+      const shared = isKeptResult(rows)
       for (const r of rows) {
         state.actors.set(r.did, {
           did: r.did,
           handle: r.handle,
           upstreamStatus: r.upstreamStatus,
           indexedAt: r.indexedAt,
-          profile: r.profileUri && r.profileCid ? profileOf(r) : null,
+          profile: r.profileUri && r.profileCid ? profileOf(r, shared) : null,
         })
       }
       for (const did of todo) if (!state.actors.has(did)) state.actors.set(did, null)
@@ -694,7 +700,8 @@ export class Hydrator {
       out = out.filter((p) => !takenDown.has(p.uri))
     }
     const gates = await this.q.rows<{ k: string; uri: string; cid: string; postUri: string; json: string }>(this.sql.gates, [{ list: roots }, { list: found }])
-    for (const g of gates) (g.k === 'threadgate' ? state.threadgates : state.postgates).set(g.postUri, gateOf(g))
+    const shared = isKeptResult(gates)
+    for (const g of gates) (g.k === 'threadgate' ? state.threadgates : state.postgates).set(g.postUri, gateOf(g, shared))
     if (state.viewer) await this.viewerInteractions(state, found)
     return out
   }

@@ -30,6 +30,13 @@ export interface SqliteHandle {
 
 const sqliteHandles = new WeakMap<Kysely<any>, SqliteHandle>()
 const readCaches = new WeakMap<Kysely<any>, ReadCache>()
+/** the results a ReadCache holds (their rows are the same objects for every request that reads them) */
+const keptResults = new WeakSet<unknown[]>()
+
+/** Whether `rows` is a result kept by a read cache: its row objects are shared by the requests that read it. */
+export function isKeptResult(rows: unknown[]): boolean {
+  return keptResults.has(rows)
+}
 
 /**
  * Results of the listSql / fixedRows statements run on one read-only connection, kept while the database
@@ -65,6 +72,7 @@ export class ReadCache {
   set(key: string, rows: unknown[]): void {
     const size = rows.length + 1
     if (size > this.maxRows) return
+    keptResults.add(rows)
     this.entries.set(key, rows)
     this.rowsHeld += size
     while (this.rowsHeld > this.maxRows) {
