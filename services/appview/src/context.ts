@@ -35,7 +35,8 @@ import { parseAcceptLabelers, type AcceptedLabeler } from './labels/labels.js'
 import type { LabelSubscriptions } from './labels/subscriber.js'
 import { Backfiller } from './ingest/backfill.js'
 import { Views } from './views/views.js'
-import { ReadPool } from './api/read-pool.js'
+import { DEFAULT_CACHE_ROWS, ReadPool } from './api/read-pool.js'
+import { ChangeFeed } from './hydration/change-feed.js'
 
 export interface AppContextOptions {
   /** replaces the identity resolver built from the config (tests) */
@@ -207,8 +208,15 @@ export class AppContext {
     const auth: AuthVerifiers = { optional: optional(serviceAuth), required: serviceAuth, admin }
     self.ctx = new AppContext(config, database, indexer, hydrator, views, idResolver, ingester, backfiller, blobs, signingKey, log, auth)
     if (!isPg && config.dbUrl !== ':memory:' && (config.readWorkers ?? 0) > 0) {
+      // what each write touches, told to the workers so that their kept results survive unrelated writes
+      let changes: ChangeFeed | undefined
+      if ((config.readCacheRows ?? DEFAULT_CACHE_ROWS) > 0) {
+        changes = new ChangeFeed()
+        changes.attach(database.sqlite!)
+      }
       self.ctx.readPool = new ReadPool({
         size: config.readWorkers!,
+        ...(changes ? { changes } : {}),
         ...(config.readCacheRows !== undefined ? { cacheRows: config.readCacheRows } : {}),
         dbPath: config.dbUrl,
         ...(config.modServiceDid ? { modServiceDid: config.modServiceDid } : {}),

@@ -559,6 +559,56 @@ function apiSuite(dialect: 'sqlite' | 'postgres', opts: { readWorkers?: number }
     await caughtUp(server, net)
     expect((await thread()).post.likeCount).toBe(0)
   })
+
+  it('a read after a write sees it: follows, profile edits, reposts, blocks; kept results survive writes of other accounts', async () => {
+    const E2 = await net.create(dan, 'app.bsky.feed.post', post('dan again'))
+    await caughtUp(server, net)
+    const profile = async () => (await agentFor(server, carol).app.bsky.actor.getProfile({ actor: dan.did })).data
+    const thread = async () => (await agentFor(server, carol).app.bsky.feed.getPostThread({ uri: E2.uri })).data.thread
+    // read twice (the second read can be answered from what the first one read)
+    for (let i = 0; i < 2; i++) {
+      const p = await profile()
+      expect(p.viewer?.following).toBeUndefined()
+      expect(p.displayName).toBe('Dan')
+      const t = (await thread()) as AppBskyFeedDefs.ThreadViewPost
+      expect(t.post.repostCount).toBe(0)
+      expect(t.post.author.displayName).toBe('Dan')
+    }
+    if (opts.readWorkers) {
+      // another account's post: every statement of the thread's answer is kept (none runs again)
+      await net.create(eve, 'app.bsky.feed.post', post('unrelated'))
+      await caughtUp(server, net)
+      const total = async () => (await server.ctx.readPool!.cacheStats()).reduce((a, b) => ({ hits: a.hits + b.hits, misses: a.misses + b.misses }), { hits: 0, misses: 0 })
+      const before = await total()
+      expect(((await thread()) as AppBskyFeedDefs.ThreadViewPost).post.author.displayName).toBe('Dan')
+      const after = await total()
+      expect(after.misses).toBe(before.misses)
+      expect(after.hits).toBeGreaterThan(before.hits)
+    }
+    const F = await net.create(carol, 'app.bsky.graph.follow', follow(dan.did))
+    await net.update(dan, `at://${dan.did}/app.bsky.actor.profile/self`, { displayName: 'Daniel' })
+    const RP = await net.create(carol, 'app.bsky.feed.repost', repost(E2))
+    await caughtUp(server, net)
+    const p = await profile()
+    expect(p.viewer?.following).toBe(F.uri)
+    expect(p.displayName).toBe('Daniel')
+    const t = (await thread()) as AppBskyFeedDefs.ThreadViewPost
+    expect(t.post.repostCount).toBe(1)
+    expect(t.post.viewer?.repost).toBe(RP.uri)
+    expect(t.post.author.displayName).toBe('Daniel')
+    const BL = await net.create(carol, 'app.bsky.graph.block', block(dan.did))
+    await caughtUp(server, net)
+    expect((await profile()).viewer?.blocking).toBe(BL.uri)
+    expect((await thread()).$type).toBe('app.bsky.feed.defs#blockedPost')
+    await net.delete(carol, BL.uri)
+    await net.delete(carol, F.uri)
+    await net.delete(carol, RP.uri)
+    await caughtUp(server, net)
+    const p2 = await profile()
+    expect(p2.viewer?.blocking).toBeUndefined()
+    expect(p2.viewer?.following).toBeUndefined()
+    expect(((await thread()) as AppBskyFeedDefs.ThreadViewPost).post.repostCount).toBe(0)
+  })
 }
 
 describe('AppView API on SQLite', () => apiSuite('sqlite'))

@@ -13,6 +13,7 @@ import type { Worker } from 'node:worker_threads'
 import { startWorker } from '@stratos/core/workers'
 import { XRPCError } from '@stratos/core/xrpc'
 import type { AcceptedLabeler } from '../labels/labels.js'
+import type { ChangeFeed } from '../hydration/change-feed.js'
 
 /** The methods that only read (no input, no writes, no network calls): the ones read workers answer. */
 export const WORKER_METHODS: ReadonlySet<string> = new Set([
@@ -58,15 +59,20 @@ export interface ReadPoolOptions {
   /** the SQLite database file (opened read-only by each worker) */
   dbPath: string
   modServiceDid?: string
-  /** statement results each worker keeps while the database does not change, in rows (0: none; default 200,000) */
+  /** statement results each worker keeps while what they read does not change, in rows (0: none; default 200,000) */
   cacheRows?: number
+  /**
+   * the writer's change feed (attached to the connection that writes): kept results survive the writes that
+   * do not touch them; without it, every commit empties the workers' caches
+   */
+  changes?: ChangeFeed
   onWorkerError?: (err: unknown, index: number) => void
 }
 
 interface Slot {
   worker: Worker
   ready: boolean
-  inFlight: Map<number, { resolve: (r: ReadResult) => void; reject: (e: unknown) => void }>
+  inFlight: Map<number, { resolve: (r: any) => void; reject: (e: unknown) => void }>
 }
 
 
@@ -137,6 +143,21 @@ export class ReadPool {
     })
   }
 
+  /** Each worker's statement cache counters (for tests and benches). */
+  async cacheStats(): Promise<{ hits: number; misses: number; kept: number }[]> {
+    return Promise.all(
+      this.slots.map(
+        (slot) =>
+          new Promise<{ hits: number; misses: number; kept: number }>((resolve, reject) => {
+            const id = this.nextId++
+            slot.inFlight.set(id, { resolve, reject })
+            if (slot.inFlight.size === 1) slot.worker.ref()
+            slot.worker.postMessage({ id, stats: true })
+          }),
+      ),
+    )
+  }
+
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
@@ -153,11 +174,17 @@ export class ReadPool {
     const url = new URL(`./read-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url)
     const name = `appview-read-${index}`
     const worker = startWorker(url, {
-      workerData: { dbPath: this.o.dbPath, modServiceDid: this.o.modServiceDid, name, cacheRows: this.o.cacheRows ?? DEFAULT_CACHE_ROWS },
+      workerData: {
+        dbPath: this.o.dbPath,
+        modServiceDid: this.o.modServiceDid,
+        name,
+        cacheRows: this.o.cacheRows ?? DEFAULT_CACHE_ROWS,
+        ...(this.o.changes ? { changes: this.o.changes.buffer } : {}),
+      },
       name,
     })
     const slot: Slot = { worker, ready: false, inFlight: new Map() }
-    worker.on('message', (m: { ready?: true; id?: number; res?: ReadResult; err?: string }) => {
+    worker.on('message', (m: { ready?: true; id?: number; res?: ReadResult; stats?: unknown; err?: string }) => {
       if (m.ready) {
         slot.ready = true
         this.failures = 0
@@ -167,6 +194,7 @@ export class ReadPool {
       if (!t) return
       slot.inFlight.delete(m.id!)
       if (slot.inFlight.size === 0) worker.unref()
+      if (m.stats) return t.resolve(m.stats)
       this.served++
       if (m.err !== undefined) t.reject(new Error(m.err))
       else t.resolve(m.res!)

@@ -10,13 +10,14 @@ import { XRPCError, type AuthVerifier, type HandlerOutput, type MethodConfig, ty
 import type { AppContext } from '../context.js'
 import { Hydrator } from '../hydration/hydrator.js'
 import { ReadCache, cacheReads, readDirectly } from '../hydration/sql.js'
+import { ChangeReader } from '../hydration/change-feed.js'
 import type { DatabaseSchema } from '../indexer/schema.js'
 import { runWithLabelers } from '../labels/request.js'
 import { Views } from '../views/views.js'
 import { methods } from './index.js'
 import { WORKER_METHODS, type ReadResult, type ReadTask } from './read-pool.js'
 
-const data = workerData as { dbPath: string; modServiceDid?: string; name: string; cacheRows: number }
+const data = workerData as { dbPath: string; modServiceDid?: string; name: string; cacheRows: number; changes?: SharedArrayBuffer }
 const port = parentPort!
 nameThisThread(data.name)
 
@@ -25,8 +26,10 @@ const sqlite = database.sqlite!
 // every request runs in one read transaction of this connection (below): the handlers' statements are
 // part of it, so they go to the handle directly
 readDirectly(database.db, { inTransaction: false, prepare: (source) => sqlite.prepare(source) })
-// statement results kept while the database does not change (checked at the start of every request)
+// statement results kept while what they read does not change (checked at the start of every request:
+// data_version, and what the writer's change feed says it touched)
 const cache = data.cacheRows > 0 ? new ReadCache(data.cacheRows) : null
+const changes = cache && data.changes ? new ChangeReader(data.changes) : null
 if (cache) cacheReads(database.db, cache)
 const hydrator = new Hydrator(database.db, data.modServiceDid ? { modServiceDid: data.modServiceDid } : {})
 const views = new Views({ publicUrl: 'http://localhost' })
@@ -66,8 +69,10 @@ async function answer(task: ReadTask): Promise<ReadResult> {
   begin.run()
   try {
     if (cache) {
+      // (how far the writer's changes had settled, read before the snapshot starts; what it wrote, after)
+      const settled = changes?.settled() ?? 0
       snapshot.get()
-      cache.begin(Number(dataVersion.get()))
+      cache.begin(Number(dataVersion.get()), changes?.read(settled))
     }
     const headers: Record<string, string> = {}
     if (task.viewer) {
@@ -94,9 +99,13 @@ async function answer(task: ReadTask): Promise<ReadResult> {
 
 // one request at a time (each in its own transaction of the one connection), in arrival order
 let queue: Promise<void> = Promise.resolve()
-port.on('message', (m: { id: number; task: ReadTask }) => {
+port.on('message', (m: { id: number; task?: ReadTask; stats?: true }) => {
+  if (m.stats) {
+    port.postMessage({ id: m.id, stats: { hits: cache?.hits ?? 0, misses: cache?.misses ?? 0, kept: cache?.size ?? 0 } })
+    return
+  }
   queue = queue.then(() =>
-    answer(m.task).then(
+    answer(m.task!).then(
       (res) => port.postMessage({ id: m.id, res }, res.ok ? [res.body.buffer as ArrayBuffer] : []),
       (err: unknown) => port.postMessage({ id: m.id, err: (err as Error)?.message ?? String(err) }),
     ),

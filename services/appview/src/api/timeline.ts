@@ -71,6 +71,8 @@ export async function timelineSkeleton(db: Db, viewer: string, limit: number, cu
           db,
           `SELECT ${COLS} FROM feed_item fi WHERE fi."originatorDid" = ?${cond} ORDER BY fi."sortAt" DESC, fi.uri DESC LIMIT ?`,
           [r.did, ...condArgs, limit],
+          // (one account's items: kept across writes of other accounts)
+          { keyed: true },
         ),
       ),
     )
@@ -84,5 +86,6 @@ export async function timelineSkeleton(db: Db, viewer: string, limit: number, cu
   const [accounts, accountArgs]: [string, Arg[]] = listed
     ? [LISTED_ACCOUNTS, [{ list: inPage }]]
     : ['fi."originatorDid" IN (SELECT f."subjectDid" FROM follow f WHERE f.creator = ? UNION SELECT ?)', [viewer, viewer]]
-  return fixedRows<TimelineRow>(db, pageSql(accounts, cond), [...accountArgs, bound, ...condArgs, limit])
+  // (the listed accounts' items: kept across writes of other accounts; the variant that reads the follows is not keyed)
+  return fixedRows<TimelineRow>(db, pageSql(accounts, cond), [...accountArgs, bound, ...condArgs, limit], { keyed: listed })
 }

@@ -341,7 +341,12 @@ function gateOf(g: { uri: string; cid: string; json: string }, shared: boolean):
   return info
 }
 
-/** The hot hydration queries (see ./sql.ts), compiled once per dialect. */
+/**
+ * The hot hydration queries (see ./sql.ts), compiled once per dialect. All are keyed (see PreparedText in
+ * ./sql.ts): each reads only rows that carry a DID its parameters name.
+ */
+const KEYED = { keyed: true }
+
 export function hydrationQueries(q: ListSql) {
   return {
     // one row per actor: the account and its profile record
@@ -353,14 +358,14 @@ export function hydrationQueries(q: ListSql) {
       FROM actor a
       LEFT JOIN profile p ON p.creator = a.did
       LEFT JOIN record r ON r.uri = p.uri
-      WHERE a.did IN ?L`),
+      WHERE a.did IN ?L`, KEYED),
     // detailed profiles only: an actor's counts, and whether it publishes a labeler service
     actorCounts: q.prepare(`
       SELECT a.did AS did, g."followersCount" AS "followersCount", g."followsCount" AS "followsCount", g."postsCount" AS "postsCount",
         g."listsCount" AS "listsCount", g."feedgensCount" AS "feedgensCount", g."starterPacksCount" AS "starterPacksCount",
         (SELECT 1 FROM record l WHERE l.did = a.did AND l.collection = ? AND l.rkey = 'self') AS labeler
       FROM actor a LEFT JOIN profile_agg g ON g.did = a.did
-      WHERE a.did IN ?L`),
+      WHERE a.did IN ?L`, KEYED),
     // the viewer's relationships toward a list of actors, one row per (kind, actor)
     actorViewers: q.prepare(`
       SELECT 'following' AS k, f.uri AS v, f."subjectDid" AS did FROM follow f WHERE f.creator = ? AND f."subjectDid" IN ?L
@@ -373,13 +378,13 @@ export function hydrationQueries(q: ListSql) {
         WHERE li."subjectDid" = ? AND lb.creator IN ?L
       UNION ALL SELECT 'muted', NULL, m."subjectDid" FROM mute m WHERE m."mutedByDid" = ? AND m."subjectDid" IN ?L
       UNION ALL SELECT 'mutedByList', lm."listUri", li."subjectDid" FROM list_mute lm JOIN list_item li ON li."listUri" = lm."listUri"
-        WHERE lm."mutedByDid" = ? AND li."subjectDid" IN ?L`),
+        WHERE lm."mutedByDid" = ? AND li."subjectDid" IN ?L`, KEYED),
     // block edges (direct and by list) from the first list of actors toward the second (each creator's blocks
     // are read and matched against the second list, not one index seek per pair)
     blocksFrom: q.prepare(`
       SELECT b.creator AS creator, b."subjectDid" AS "subjectDid" FROM block b WHERE b.creator IN ?L AND ${q.dialect === 'sqlite' ? '+' : ''}b."subjectDid" IN ?L
       UNION ALL SELECT lb.creator, li."subjectDid" FROM list_block lb JOIN list_item li ON li."listUri" = lb."subjectUri"
-        WHERE lb.creator IN ?L AND li."subjectDid" IN ?L`),
+        WHERE lb.creator IN ?L AND li."subjectDid" IN ?L`, KEYED),
     // a post's current version (CID, indexedAt), gate checks and counts: enough when its record is cached
     postHeads: q.prepare(`
       SELECT p.uri AS uri, p.cid AS cid, p."indexedAt" AS "indexedAt",
@@ -387,7 +392,7 @@ export function hydrationQueries(q: ListSql) {
         g."likeCount" AS "likeCount", g."repostCount" AS "repostCount", g."replyCount" AS "replyCount", g."quoteCount" AS "quoteCount"
       FROM post p
       LEFT JOIN record_agg g ON g.uri = p.uri
-      WHERE p.uri IN ?L`),
+      WHERE p.uri IN ?L`, KEYED),
     posts: q.prepare(`
       SELECT p.uri AS uri, p.cid AS cid, p.creator AS creator, p."indexedAt" AS "indexedAt", p."sortAt" AS "sortAt",
         p."replyRoot" AS "replyRoot", p."replyParent" AS "replyParent", p."quoteUri" AS "quoteUri",
@@ -396,19 +401,19 @@ export function hydrationQueries(q: ListSql) {
       FROM post p
       JOIN record r ON r.uri = p.uri
       LEFT JOIN record_agg g ON g.uri = p.uri
-      WHERE p.uri IN ?L`),
+      WHERE p.uri IN ?L`, KEYED),
     // threadgates of the roots, postgates of the posts
     gates: q.prepare(`
       SELECT 'threadgate' AS k, t.uri AS uri, t.cid AS cid, t."postUri" AS "postUri", r.json AS json
         FROM threadgate t JOIN record r ON r.uri = t.uri WHERE t."postUri" IN ?L
       UNION ALL SELECT 'postgate', g.uri, g.cid, g."postUri", r.json
-        FROM postgate g JOIN record r ON r.uri = g.uri WHERE g."postUri" IN ?L`),
+        FROM postgate g JOIN record r ON r.uri = g.uri WHERE g."postUri" IN ?L`, KEYED),
     viewerInteractions: q.prepare(`
       SELECT 'like' AS k, l.uri AS uri, l.subject AS subject FROM "like" l WHERE l.creator = ? AND l.subject IN ?L
-      UNION ALL SELECT 'repost', r.uri, r.subject FROM repost r WHERE r.creator = ? AND r.subject IN ?L`),
+      UNION ALL SELECT 'repost', r.uri, r.subject FROM repost r WHERE r.creator = ? AND r.subject IN ?L`, KEYED),
     reposts: q.prepare(`
       SELECT r.uri AS uri, r.cid AS cid, r.creator AS creator, r.subject AS subject, r."indexedAt" AS "indexedAt", r."sortAt" AS "sortAt"
-      FROM repost r WHERE r.uri IN ?L`),
+      FROM repost r WHERE r.uri IN ?L`, KEYED),
   } satisfies Record<string, PreparedText>
 }
 

@@ -6,6 +6,7 @@
  * per IN-list length.
  */
 import { CompiledQuery, PostgresAdapter, type Kysely } from 'kysely'
+import { didHashesOf, type ChangeSet } from './change-feed.js'
 
 /** A placeholder in a query template: a scalar, or a list of keys. */
 export type Arg = { list: readonly string[] } | string | number | null
@@ -14,12 +15,19 @@ export interface ListSql {
   readonly dialect: 'sqlite' | 'postgres'
   /** runs a query written with `?` placeholders (lists: `IN ?L`) */
   rows<T>(text: PreparedText, args: Arg[]): Promise<T[]>
-  /** compiles a query template once */
-  prepare(template: string): PreparedText
+  /** compiles a query template once (`keyed`: see PreparedText) */
+  prepare(template: string, opts?: { keyed?: boolean }): PreparedText
 }
 
 export interface PreparedText {
   readonly sql: string
+  /**
+   * Every row the statement reads carries, in the key columns of a table of WATCHED_TABLES
+   * (./change-feed.ts), a DID that its parameters name (bare, in an AT-URI, in a list): a read worker's cache
+   * then keeps its result across writes that touch none of those DIDs. Only for statements that read
+   * nothing else (test/read-cache.test.ts checks the tables).
+   */
+  readonly keyed?: boolean
 }
 
 /** The parts of a better-sqlite3 handle that reads use. */
@@ -39,46 +47,109 @@ export function isKeptResult(rows: unknown[]): boolean {
 }
 
 /**
- * Results of the listSql / fixedRows statements run on one read-only connection, kept while the database
- * does not change: `begin` is called at the start of each read transaction with the connection's
- * `PRAGMA data_version`, which changes whenever another connection commits, and any change empties the
- * cache. A cached result is therefore exactly what the statement would return in the current snapshot
- * (never stale). The rows are shared between requests: callers must not modify them.
+ * Results of the listSql / fixedRows statements run on one read-only connection, kept while what they read
+ * does not change. `begin` is called at the start of each read transaction with the connection's
+ * `PRAGMA data_version`, which changes whenever another connection commits, and (with a ChangeFeed on the
+ * writer, see ./change-feed.ts) with what the writer changed since the last request:
+ * - a keyed statement's result (see `keyed` in listSql's prepare) depends only on rows that carry a DID of
+ *   its parameters: it goes when a write touches one of those DIDs, and survives the others;
+ * - any other result goes at every commit.
+ * Without a change feed, every result goes at every commit. A kept result is therefore exactly what the
+ * statement would return in the current snapshot (never stale). The rows are shared between requests:
+ * callers must not modify them.
  */
 export class ReadCache {
   private version: number | null = null
-  private readonly entries = new Map<string, unknown[]>()
+  private readonly entries = new Map<string, { rows: unknown[]; deps: readonly number[] | null }>()
+  /** keyed entries by the hash of each DID they depend on */
+  private readonly byDid = new Map<number, Set<string>>()
+  private readonly unkeyed = new Set<string>()
   private rowsHeld = 0
+  private fed = false
+  private unsettled: ReadonlySet<number> = new Set()
+  private blind = false
   hits = 0
   misses = 0
 
   /** `maxRows`: the rows kept at most (over all entries); the oldest entries leave first */
   constructor(private readonly maxRows: number) {}
 
-  begin(dataVersion: number): void {
+  /** At the start of a read transaction, after its snapshot started: the connection's data_version and, with a change feed, what changed. */
+  begin(dataVersion: number, changes?: ChangeSet): void {
+    if (changes) {
+      this.fed = true
+      if (changes.all) for (const key of [...this.entries.keys()]) this.remove(key)
+      else for (const h of changes.changed) this.dropDid(h)
+      this.unsettled = changes.unsettled
+      this.blind = changes.blind
+    }
     if (dataVersion === this.version) return
     this.version = dataVersion
-    this.entries.clear()
-    this.rowsHeld = 0
+    if (!this.fed) {
+      this.entries.clear()
+      this.byDid.clear()
+      this.unkeyed.clear()
+      this.rowsHeld = 0
+    } else {
+      for (const key of this.unkeyed) this.remove(key)
+    }
   }
 
   get(key: string): unknown[] | undefined {
-    const rows = this.entries.get(key)
-    if (rows) this.hits++
+    const e = this.entries.get(key)
+    if (e) this.hits++
     else this.misses++
-    return rows
+    return e?.rows
   }
 
-  set(key: string, rows: unknown[]): void {
+  /** Keeps `rows`; `deps`: the hashes of the DIDs a keyed statement's parameters name (null: not keyed). */
+  set(key: string, rows: unknown[], deps: readonly number[] | null = null): void {
     const size = rows.length + 1
     if (size > this.maxRows) return
+    if (deps && deps.length === 0) deps = null
+    if (deps && this.fed) {
+      // (from this snapshot, a result on a DID whose write may not be in it yet would be stale once it is)
+      if (this.blind) return
+      for (const h of deps) if (this.unsettled.has(h)) return
+    }
+    this.remove(key)
     keptResults.add(rows)
-    this.entries.set(key, rows)
+    this.entries.set(key, { rows, deps })
     this.rowsHeld += size
-    while (this.rowsHeld > this.maxRows) {
-      const [oldest, held] = this.entries.entries().next().value!
-      this.entries.delete(oldest)
-      this.rowsHeld -= held.length + 1
+    if (deps) {
+      for (const h of deps) {
+        let keys = this.byDid.get(h)
+        if (!keys) this.byDid.set(h, (keys = new Set()))
+        keys.add(key)
+      }
+    } else this.unkeyed.add(key)
+    while (this.rowsHeld > this.maxRows) this.remove(this.entries.keys().next().value!)
+  }
+
+  /** entries kept */
+  get size(): number {
+    return this.entries.size
+  }
+
+  private dropDid(h: number): void {
+    const keys = this.byDid.get(h)
+    if (keys) for (const key of [...keys]) this.remove(key)
+  }
+
+  private remove(key: string): void {
+    const e = this.entries.get(key)
+    if (!e) return
+    this.entries.delete(key)
+    this.rowsHeld -= e.rows.length + 1
+    if (!e.deps) {
+      this.unkeyed.delete(key)
+      return
+    }
+    for (const h of e.deps) {
+      const keys = this.byDid.get(h)
+      if (!keys) continue
+      keys.delete(key)
+      if (keys.size === 0) this.byDid.delete(h)
     }
   }
 }
@@ -128,13 +199,13 @@ export function listSql(db: Kysely<any>): ListSql {
   const statements = new Map<string, ReturnType<SqliteHandle['prepare']>>()
   return {
     dialect,
-    prepare(template: string): PreparedText {
+    prepare(template: string, opts: { keyed?: boolean } = {}): PreparedText {
       let n = 0
       const sql =
         dialect === 'sqlite'
           ? template.replace(/(\S+) IN \?L/g, '$1 IN (SELECT value FROM json_each(?))')
           : template.replace(/(\S+) IN \?L|\?/g, (m, col: string | undefined) => (col ? `${col} = ANY($${++n})` : `$${++n}`))
-      return { sql }
+      return opts.keyed ? { sql, keyed: true } : { sql }
     },
     async rows<T>(text: PreparedText, args: Arg[]): Promise<T[]> {
       const params = args.map((a) =>
@@ -148,7 +219,7 @@ export function listSql(db: Kysely<any>): ListSql {
           if (!cache) return stmt.all(params) as T[]
           const key = cacheKey(text.sql, params)
           let rows = cache.get(key)
-          if (!rows) cache.set(key, (rows = stmt.all(params)))
+          if (!rows) cache.set(key, (rows = stmt.all(params)), text.keyed ? didHashesOf(params) : null)
           return rows as T[]
         }
       }
@@ -158,16 +229,18 @@ export function listSql(db: Kysely<any>): ListSql {
   }
 }
 
-const perDb = new WeakMap<Kysely<any>, { q: ListSql; texts: Map<string, PreparedText> }>()
+const perDb = new WeakMap<Kysely<any>, { q: ListSql; texts: Map<string, PreparedText>; keyedTexts: Map<string, PreparedText> }>()
 
 /**
  * Runs a fixed query template (see listSql) on `db`, compiling it the first time it is seen: for the
  * handlers' own small per-request queries (the viewer's repo rev, an actor by DID or handle...).
+ * `keyed`: see PreparedText.
  */
-export async function fixedRows<T>(db: Kysely<any>, template: string, args: Arg[]): Promise<T[]> {
+export async function fixedRows<T>(db: Kysely<any>, template: string, args: Arg[], opts: { keyed?: boolean } = {}): Promise<T[]> {
   let entry = perDb.get(db)
-  if (!entry) perDb.set(db, (entry = { q: listSql(db), texts: new Map() }))
-  let text = entry.texts.get(template)
-  if (!text) entry.texts.set(template, (text = entry.q.prepare(template)))
+  if (!entry) perDb.set(db, (entry = { q: listSql(db), texts: new Map(), keyedTexts: new Map() }))
+  const texts = opts.keyed ? entry.keyedTexts : entry.texts
+  let text = texts.get(template)
+  if (!text) texts.set(template, (text = entry.q.prepare(template, opts)))
   return entry.q.rows<T>(text, args)
 }

@@ -7,6 +7,9 @@ import { json, viewerOf, type Register } from '../../../util.js'
 /** One level of replies (of the posts listed), oldest first. */
 export const REPLIES_SQL = 'SELECT uri, "replyParent" AS "replyParent" FROM post WHERE "replyParent" IN ?L ORDER BY "sortAt" ASC LIMIT ?'
 
+/** The thread's statements read posts by URI and by parent URI: keyed (see PreparedText in hydration/sql.ts). */
+const KEYED = { keyed: true }
+
 /** Upper bound of replies read for one thread view. */
 const MAX_THREAD_POSTS = 5000
 
@@ -23,6 +26,7 @@ const register: Register = (server, ctx) => {
         ctx.db,
         'SELECT uri, "replyRoot" AS "replyRoot", "replyParent" AS "replyParent" FROM post WHERE uri = ?',
         [uri],
+        KEYED,
       )
       if (!anchor) throw notFound()
       const rootUri = anchor.replyRoot ?? anchor.uri
@@ -31,7 +35,7 @@ const register: Register = (server, ctx) => {
       const below: string[] = []
       let level = [uri]
       for (let d = 0; d < depth && level.length > 0 && below.length < MAX_THREAD_POSTS; d++) {
-        const rows = await fixedRows<{ uri: string; replyParent: string }>(ctx.db, REPLIES_SQL, [{ list: level }, MAX_THREAD_POSTS - below.length])
+        const rows = await fixedRows<{ uri: string; replyParent: string }>(ctx.db, REPLIES_SQL, [{ list: level }, MAX_THREAD_POSTS - below.length], KEYED)
         level = []
         for (const r of rows) {
           const list = children.get(r.replyParent!) ?? []
@@ -46,7 +50,7 @@ const register: Register = (server, ctx) => {
       let parent = anchor.replyParent
       for (let i = 0; parent && i < parentHeight; i++) {
         above.push(parent)
-        const [row] = await fixedRows<{ replyParent: string | null }>(ctx.db, 'SELECT "replyParent" AS "replyParent" FROM post WHERE uri = ?', [parent])
+        const [row] = await fixedRows<{ replyParent: string | null }>(ctx.db, 'SELECT "replyParent" AS "replyParent" FROM post WHERE uri = ?', [parent], KEYED)
         parent = row?.replyParent ?? null
       }
       const state = new HydrationState(viewer)
