@@ -46,6 +46,9 @@ const READS = arg('reads', 200)
 const PACED = arg('paced-rate', 200)
 const PG_URL = process.env.STRATOS_TEST_PG_URL
 const READ_WORKERS = Number(process.env.BENCH_READ_WORKERS ?? 2)
+/** BENCH_READS_LIVE=rate: during each read method's run, live commits (posts of new accounts) published at that rate (commits/s): reads as an AppView under live ingest serves them */
+const READS_LIVE = Number(process.env.BENCH_READS_LIVE ?? 0)
+if (!Number.isFinite(READS_LIVE) || READS_LIVE < 0) throw new Error(`BENCH_READS_LIVE must be a rate >= 0, got ${process.env.BENCH_READS_LIVE}`)
 /** `--only backfill,live,paced,reads,firehose,pg` (any of them): just those phases (for profiles); RESULTS.md is not rewritten */
 const ONLY = process.argv.flatMap((a, i) => (process.argv[i - 1] === '--only' ? a.split(',') : []))
 const want = (phase: string) => ONLY.length === 0 || ONLY.includes(phase)
@@ -434,7 +437,7 @@ function readsCpuMs(): { main: number; readers: number; all: number; byName: Map
   return out
 }
 
-async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manifest) {
+async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manifest, net: Network) {
   const { cidForCbor } = await import('../packages/core/src/data/index.js')
   const viewer = manifest.accounts[0]!
   const viewerKey = await importKeypair(viewer.keyHex, 'k256')
@@ -476,9 +479,13 @@ async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manif
       const bytes = (await first.arrayBuffer()).byteLength
       await run(await build(32)) // warm-up
       const reqs = await build(READS)
+      // (BENCH_READS_LIVE: commits for about as long as the run lasts at 50 requests/s, built before it)
+      const live = READS_LIVE > 0 ? await net.live(50, Math.ceil((READS_LIVE * READS) / 50)) : null
       const cpu0 = readsCpuMs()
+      const publishing = live ? net.paced(live.set, READS_LIVE) : null
       const r = await profiled(`reads-${name}`, () => run(reqs))
       const cpu1 = readsCpuMs()
+      if (publishing) await publishing
       if (r.failed > 0) throw new Error(`${name}: ${r.failed} requests failed`)
       const times = r.times.sort((a, b) => a - b)
       const q = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))]!
@@ -571,10 +578,10 @@ try {
       console.log(rows[rows.length - 1])
     }
     if (want('reads')) {
-      const r = await reads(sqlite.server, manifest)
+      const r = await reads(sqlite.server, manifest, net)
       readsMd =
         `Reads on SQLite at concurrency 16, ${READS} requests each (timeline viewer follows ${r.follows} accounts; thread root has ${r.replies} replies; ` +
-        `the viewer has ${r.notifications} notifications), load generated from ${READS_CLIENT_MODE === 'process' ? 'another process' : 'a worker thread of the AppView\'s process (BENCH_READS_CLIENT=thread)'}; ${READ_WORKERS} read workers; CPU per request: main thread = the AppView's event loop ` +
+        `the viewer has ${r.notifications} notifications), ${READS_LIVE > 0 ? `while live commits (posts of new accounts) were indexed at ${READS_LIVE}/s (their CPU counts in the AppView's threads), ` : ''}load generated from ${READS_CLIENT_MODE === 'process' ? 'another process' : 'a worker thread of the AppView\'s process (BENCH_READS_CLIENT=thread)'}; ${READ_WORKERS} read workers; CPU per request: main thread = the AppView's event loop ` +
         `(HTTP, auth; with no read workers also SQLite, hydration, views, JSON), read workers (SQLite, hydration, views, JSON), all = every AppView thread (GC helpers included; the load generator left out):\n\n` +
         '| method | p50 ms | p99 ms | req/s | CPU µs/request: main thread | read workers | all | response bytes |\n|---|---|---|---|---|---|---|---|\n' +
         r.out.map((o) => `| ${o.name} | ${o.p50.toFixed(1)} | ${o.p99.toFixed(1)} | ${Math.round(o.rps)} | ${Math.round(o.cpuUs)} | ${Math.round(o.readersUs)} | ${Math.round(o.allUs)} | ${o.bytes} |`).join('\n')
