@@ -8,6 +8,9 @@
  * turn of the event loop go in one message (`{ batch: [{ id, req }...] }`, their transfer lists together),
  * and the worker answers with one message per batch of answers (`{ batch: [{ id, res } | { id, err }...] }`),
  * so the per-message cost (a postMessage, a wake-up of the other thread) is paid per batch, not per task.
+ * Bytes given with `runBytes` travel together: the batch's byte strings are copied into ONE buffer, transferred
+ * with the message (`{ batch, bytes }`; each task names its range), and the handler gets its range as a view
+ * (one allocation and one transfer per batch instead of one per task).
  * A worker that dies rejects its tasks in flight and is started again.
  *
  * Sources or build: a worker URL ending in `.ts` (tests and benches running the TypeScript sources) is
@@ -43,8 +46,10 @@ interface Slot {
   inFlight: Map<number, InFlight>
   /** the worker's thread id (`threadId`) */
   threadId: number
-  /** tasks not posted yet (sent at the end of the event-loop turn) */
-  outbox: { id: number; req: unknown }[]
+  /** tasks not posted yet (sent at the end of the event-loop turn), with their bytes (runBytes) */
+  outbox: { id: number; req: unknown; bytes?: Uint8Array }[]
+  /** total length of the outbox's bytes */
+  outboxBytes: number
   transfer: Transferable[]
 }
 
@@ -167,6 +172,19 @@ export class KeyedWorkerPool<Req, Res> {
 
   /** Runs `req` on the key's worker; resolves with the handler's result, rejects with its error. */
   run(key: string, req: Req, transfer?: readonly Transferable[]): Promise<Res> {
+    return this.submit(key, req, undefined, transfer)
+  }
+
+  /**
+   * `run` with a byte string for the handler (its second argument, a view valid during the task): the bytes
+   * are copied (at the end of the event-loop turn) into the one buffer that carries the batch's bytes to the
+   * worker, so `bytes` may be a view into a larger buffer (a socket's read) and must not change until then.
+   */
+  runBytes(key: string, req: Req, bytes: Uint8Array): Promise<Res> {
+    return this.submit(key, req, bytes, undefined)
+  }
+
+  private submit(key: string, req: Req, bytes: Uint8Array | undefined, transfer: readonly Transferable[] | undefined): Promise<Res> {
     if (this.closed) return Promise.reject(new Error('the worker pool is closed'))
     if (this.broken) return Promise.reject(new Error(`the worker pool is broken: ${this.broken.message}`))
     const slot = this.slots[this.indexOf(key)]!
@@ -175,7 +193,10 @@ export class KeyedWorkerPool<Req, Res> {
       slot.inFlight.set(id, { resolve, reject })
       if (slot.inFlight.size === 1) slot.worker.ref() // a task in flight keeps the process alive
       this.pendingCount++
-      slot.outbox.push({ id, req })
+      if (bytes) {
+        slot.outbox.push({ id, req, bytes })
+        slot.outboxBytes += bytes.byteLength
+      } else slot.outbox.push({ id, req })
       if (transfer) for (const t of transfer) slot.transfer.push(t)
       this.flushScheduled ??= setImmediate(this.flush)
     })
@@ -186,12 +207,31 @@ export class KeyedWorkerPool<Req, Res> {
     this.flushScheduled = null
     for (const slot of this.slots) {
       if (slot.outbox.length === 0) continue
-      const batch = slot.outbox
+      const tasks = slot.outbox
       const transfer = slot.transfer
+      const total = slot.outboxBytes
       slot.outbox = []
       slot.transfer = []
+      slot.outboxBytes = 0
+      const batch: { id: number; req: unknown; at?: number; len?: number }[] = new Array(tasks.length)
+      let bytes: ArrayBuffer | undefined
+      if (total > 0) {
+        // every task's bytes in one buffer of its own (transferred, not copied again)
+        const all = new Uint8Array(total)
+        let at = 0
+        for (let i = 0; i < tasks.length; i++) {
+          const t = tasks[i]!
+          if (t.bytes) {
+            all.set(t.bytes, at)
+            batch[i] = { id: t.id, req: t.req, at, len: t.bytes.byteLength }
+            at += t.bytes.byteLength
+          } else batch[i] = { id: t.id, req: t.req }
+        }
+        bytes = all.buffer
+        transfer.push(bytes)
+      } else for (let i = 0; i < tasks.length; i++) batch[i] = { id: tasks[i]!.id, req: tasks[i]!.req }
       try {
-        slot.worker.postMessage({ batch }, transfer)
+        slot.worker.postMessage(bytes ? { batch, bytes } : { batch }, transfer)
       } catch (err) {
         // (a request that cannot be cloned): fail the batch's tasks, not the pool
         for (const { id } of batch) {
@@ -249,6 +289,7 @@ export class KeyedWorkerPool<Req, Res> {
       inFlight: new Map(),
       threadId: worker.threadId,
       outbox: [],
+      outboxBytes: 0,
       transfer: [],
     }
     const answer = (msg: Answer<Res>) => {
@@ -296,13 +337,15 @@ export class KeyedWorkerPool<Req, Res> {
 
 /**
  * In a worker module: answers the pool's tasks with `handler`, one at a time in arrival order (a handler
- * that returns a promise is awaited before the next task starts, so per-key order holds).
+ * that returns a promise is awaited before the next task starts, so per-key order holds). A task submitted with
+ * `runBytes` gets its bytes as the second argument: a view into the batch's buffer, which the answer must not
+ * carry back (copy what it returns: a view would clone the whole buffer).
  */
-export function serveTasks<Req, Res>(handler: (req: Req) => Res | Promise<Res>): void {
+export function serveTasks<Req, Res>(handler: (req: Req, bytes?: Uint8Array) => Res | Promise<Res>): void {
   const port = parentPort
   if (!port) throw new Error('serveTasks must run in a worker thread')
   nameThisThread(process.env.STRATOS_WORKER_NAME ?? `worker-${threadId}`)
-  const queue: { id: number; req: Req }[] = []
+  const queue: { id: number; req: Req; bytes?: Uint8Array }[] = []
   let head = 0
   let busy = false
   let replies: Answer<Res>[] = []
@@ -316,14 +359,14 @@ export function serveTasks<Req, Res>(handler: (req: Req) => Res | Promise<Res>):
   const drain = async () => {
     busy = true
     while (head < queue.length) {
-      const { id, req } = queue[head]!
+      const { id, req, bytes } = queue[head]!
       queue[head++] = undefined as never
       if (head > 1024 && head * 2 > queue.length) {
         queue.splice(0, head)
         head = 0
       }
       try {
-        const res = await handler(req)
+        const res = await handler(req, bytes)
         replies.push({ id, res })
       } catch (err) {
         replies.push({ id, err: (err as Error)?.message ?? String(err) })
@@ -337,9 +380,13 @@ export function serveTasks<Req, Res>(handler: (req: Req) => Res | Promise<Res>):
     send()
     busy = false
   }
-  port.on('message', (msg: { id: number; req: Req; ping?: true } | { batch: { id: number; req: Req }[] }) => {
+  port.on('message', (msg: { id: number; req: Req; ping?: true } | { batch: { id: number; req: Req; at?: number; len?: number }[]; bytes?: ArrayBuffer }) => {
     if ('batch' in msg) {
-      for (const t of msg.batch) queue.push(t)
+      const all = msg.bytes
+      for (const t of msg.batch) {
+        // (runBytes: the task's range of the batch's buffer)
+        queue.push(all && t.len !== undefined ? { id: t.id, req: t.req, bytes: new Uint8Array(all, t.at, t.len) } : { id: t.id, req: t.req })
+      }
     } else {
       if (msg.ping) return void port.postMessage({ id: msg.id, res: null })
       queue.push(msg)

@@ -53,6 +53,12 @@ export interface VerifyTaskContext {
   withRecords?: boolean | 'json'
   /** with `withRecords: 'json'`: lexicon-validate the records (default true) */
   validateRecords?: boolean
+  /**
+   * verifyCommitBytes: the body was checked already, exactly as `checkFrameBody` checks it (a frame reader
+   * did: core's SubscriptionClient checks every frame before handing it out), so it is not scanned again
+   * before it is read in place. Only for bytes that passed that check: the in-place reader trusts them.
+   */
+  checked?: boolean
 }
 
 /**
@@ -67,8 +73,13 @@ export interface VerifyTask {
   kind: 'commit' | 'sync'
   /** the decoded event (made portable), or undefined when `body` is set */
   evt: unknown
-  /** the event's body as DAG-CBOR bytes (decoded in the worker), instead of `evt` */
+  /**
+   * the event's body as DAG-CBOR bytes (decoded in the worker), instead of `evt`; undefined when it comes as
+   * the task's bytes (KeyedWorkerPool.runBytes)
+   */
   body?: Uint8Array
+  /** the body passed checkFrameBody already (VerifyTaskContext.checked) */
+  checked?: boolean
   signingKey: string
   prev: { rev: string; data: Uint8Array } | null
   now: number
@@ -159,11 +170,11 @@ async function check(kind: 'commit' | 'sync', evt: unknown, ctx: CommitCheckCont
  * `#commit` body that passes the strict scan is read by the frame indexer (`CommitFrame.commitEvent`: the fields
  * the verification reads, nothing else built); anything it does not build is decoded.
  */
-function decodeBody(kind: 'commit' | 'sync', body: Uint8Array): { evt: unknown } | { fail: VerifySummary & { ok: false } } {
+function decodeBody(kind: 'commit' | 'sync', body: Uint8Array, checked = false): { evt: unknown } | { fail: VerifySummary & { ok: false } } {
   if (kind === 'commit') {
     let evt: CommitEvent | null = null
     try {
-      checkFrameBody(body, 0)
+      if (!checked) checkFrameBody(body, 0)
       evt = indexCommitFrame(body, 0).commitEvent()
     } catch {
       // refused by the scan: the decoder below says why
@@ -182,16 +193,20 @@ function decodeBody(kind: 'commit' | 'sync', body: Uint8Array): { evt: unknown }
   return { evt }
 }
 
-/** The worker side: one task. */
-export async function runVerifyTask(task: VerifyTask): Promise<PortableSummary> {
+/**
+ * The worker side: one task (`bytes`: the body, when it came as the task's bytes: a view into the batch's
+ * buffer, so nothing of it goes back in the answer without a copy).
+ */
+export async function runVerifyTask(task: VerifyTask, bytes?: Uint8Array): Promise<PortableSummary> {
   const ctx: CommitCheckContext = {
     signingKey: task.signingKey,
     prev: task.prev ? { rev: task.prev.rev, data: CID.decode(task.prev.data) } : null,
     now: task.now,
   }
   let evt: unknown
-  if (task.body !== undefined) {
-    const d = decodeBody(task.kind, task.body)
+  const body = task.body ?? bytes
+  if (body !== undefined) {
+    const d = decodeBody(task.kind, body, task.checked === true)
     if ('fail' in d) return d.fail
     evt = d.evt
   } else {
@@ -200,7 +215,15 @@ export async function runVerifyTask(task: VerifyTask): Promise<PortableSummary> 
   const res = await check(task.kind, evt, ctx, task.withRecords ?? false, task.validateRecords ?? true)
   if (!res.ok) return res
   const { records, recordsJson, ...rest } = res
-  return { ...rest, commitCid: res.commitCid.bytes, newData: res.newData.bytes, ...(records ? { records: [...records] } : {}), ...(recordsJson ? { recordsJson: [...recordsJson] } : {}) }
+  // CIDs and record blocks are views into the body: copied, so the answer carries only them (a view would
+  // take its whole buffer along)
+  return {
+    ...rest,
+    commitCid: new Uint8Array(res.commitCid.bytes),
+    newData: new Uint8Array(res.newData.bytes),
+    ...(records ? { records: [...records].map(([path, b]): [string, Uint8Array] => [path, new Uint8Array(b)]) } : {}),
+    ...(recordsJson ? { recordsJson: [...recordsJson] } : {}),
+  }
 }
 
 /** A worker's answer as the caller sees it (CIDs and maps rebuilt). */
@@ -268,7 +291,9 @@ export class CommitVerifier {
 
   /**
    * Checks a `#commit` of `did` given as its body's DAG-CBOR bytes (the frame's body, as received): the bytes
-   * go to the worker as they are (one copy, transferred), and are decoded there. The verdict is the one
+   * go to the worker as they are (copied once, with the batch's other bodies, into one transferred buffer; they
+   * must not change before the end of the event-loop turn), and are decoded there (`ctx.checked`: without
+   * scanning them again). The verdict is the one
    * `verifyCommit` gives for the decoded body; bytes that do not decode to a map are `malformed`.
    */
   verifyCommitBytes(did: string, body: Uint8Array, ctx: VerifyTaskContext): Promise<VerifySummary> {
@@ -296,25 +321,23 @@ export class CommitVerifier {
 
   private async runBytes(kind: 'commit' | 'sync', did: string, body: Uint8Array, ctx: VerifyTaskContext): Promise<VerifySummary> {
     if (!this.pool) {
-      const d = decodeBody(kind, body)
+      const d = decodeBody(kind, body, ctx.checked === true)
       if ('fail' in d) return d.fail
       return check(kind, d.evt, ctx, ctx.withRecords ?? false, ctx.validateRecords ?? true)
     }
-    // a view into the frame (itself in a socket buffer) cannot be transferred: copy it into its own buffer
-    // (not `slice()`: on a Buffer that is a view too)
-    const own = new Uint8Array(body.byteLength)
-    own.set(body)
+    // the body goes as the task's bytes: copied, with the other tasks' bodies of the batch, into one buffer
+    // transferred to the worker (KeyedWorkerPool.runBytes)
     const task: VerifyTask = {
       kind,
       evt: undefined,
-      body: own,
       signingKey: ctx.signingKey,
       prev: ctx.prev ? { rev: ctx.prev.rev, data: ctx.prev.data.bytes } : null,
       now: ctx.now,
+      ...(ctx.checked ? { checked: true } : {}),
       ...(ctx.withRecords ? { withRecords: ctx.withRecords } : {}),
       ...(ctx.validateRecords === false ? { validateRecords: false } : {}),
     }
-    return fromPortableSummary(await this.pool.run(did, task, [own.buffer]))
+    return fromPortableSummary(await this.pool.runBytes(did, task, body))
   }
 
   /** Resolves once every worker is up (at once with 0 workers). */

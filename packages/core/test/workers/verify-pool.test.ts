@@ -82,6 +82,36 @@ describe('CommitVerifier', () => {
       // the caller's bytes are left as they were (copied, not transferred away)
       expect(framed.byteLength).toBe(bytes.length)
     }
+    // many bodies at once (one batch per worker, their bytes in one buffer), and `checked` (the frame reader
+    // scanned them: not scanned again): the same verdicts; the answers' CIDs are copies, not views into the batch
+    const { checkFrameBody } = await import('../../src/stream/index.js')
+    const bodies = cases.map((c) => cborEncode(Object.fromEntries(Object.entries(c.evt).filter(([, v]) => v !== undefined))))
+    const expected = await Promise.all(cases.map(async (c) => plain(await inline.verifyCommit(DID, c.evt, { signingKey: c.key, prev: c.prev, now: Date.now() }))))
+    for (const checked of [false, true]) {
+      const got = await Promise.all(
+        cases.map((c, i) => {
+          if (checked) checkFrameBody(bodies[i]!, 0) // (what the caller promises with `checked`)
+          return pooled.verifyCommitBytes(DID, bodies[i]!, { signingKey: c.key, prev: c.prev, now: Date.now(), checked })
+        }),
+      )
+      got.forEach((g, i) => {
+        expect(plain(g), `${cases[i]!.name} checked=${checked}`).toEqual(expected[i])
+        if (g.ok) {
+          expect(g.commitCid.bytes.buffer.byteLength).toBe(g.commitCid.bytes.byteLength)
+          expect(g.newData.bytes.buffer.byteLength).toBe(g.newData.bytes.byteLength)
+        }
+      })
+      for (const [i, c] of cases.entries()) {
+        expect(plain(await inline.verifyCommitBytes(DID, bodies[i]!, { signingKey: c.key, prev: c.prev, now: Date.now(), checked })), c.name).toEqual(expected[i])
+      }
+    }
+    // records from a body that came in a batch's buffer: copies of their own
+    const withRecords = await Promise.all(cases.slice(0, 3).map((c, i) => pooled.verifyCommitBytes(DID, bodies[i]!, { signingKey: c.key, prev: c.prev, now: Date.now(), withRecords: true })))
+    for (const r of withRecords) {
+      if (!r.ok) throw new Error('did not verify')
+      expect(r.records!.size).toBe(1)
+      for (const b of r.records!.values()) expect(b.buffer.byteLength).toBe(b.byteLength)
+    }
     // bytes that are not a DAG-CBOR map: malformed, from both paths
     for (const bad of [new Uint8Array([0x82, 0x01, 0x02]), new Uint8Array([0xa1, 0x61]), new Uint8Array([0xfb, 0, 0, 0, 0, 0, 0, 0, 0])]) {
       const ctx = { signingKey: keypair.did(), prev: null, now: Date.now() }
@@ -175,6 +205,35 @@ describe('KeyedWorkerPool', () => {
       }
       await expect(pool.run('key-0', { n: 1, fail: true })).rejects.toThrow('task 1 failed')
       expect((await pool.run('key-0', { n: 2 })).n).toBe(2)
+      expect(pool.pending).toBe(0)
+    } finally {
+      await pool.close()
+    }
+  })
+
+  it('runBytes: each task gets exactly its bytes (the batch\'s bytes travel in one buffer), mixed with plain tasks, the caller\'s buffers untouched', async () => {
+    const url = new URL('./echo-worker.ts', import.meta.url)
+    const pool = new KeyedWorkerPool<{ n: number; fail?: boolean }, { n: number; thread: number; bytes?: number[]; viewOffset?: number }>({ size: 2, workerUrl: url })
+    try {
+      // views into one larger buffer (as frames in a socket's read), of various lengths (0 included)
+      const big = Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 31) % 256))
+      const before = Buffer.from(big)
+      const slices = Array.from({ length: 60 }, (_, n) => big.subarray(n * 50, n * 50 + ((n * 13) % 70)))
+      // submitted in one turn: one batch per worker
+      const results = await Promise.all(
+        slices.map((b, n) => (n % 5 === 4 ? pool.run(`key-${n % 6}`, { n }) : pool.runBytes(`key-${n % 6}`, { n }, b))),
+      )
+      results.forEach((r, n) => {
+        expect(r.n).toBe(n)
+        if (n % 5 === 4) expect(r.bytes).toBeUndefined()
+        else expect(r.bytes, `task ${n}`).toEqual([...slices[n]!])
+      })
+      // several tasks' bytes shared one buffer in the worker (offsets past 0)
+      expect(results.some((r) => (r.viewOffset ?? 0) > 0)).toBe(true)
+      expect(big.equals(before)).toBe(true)
+      // one key's tasks stay in order on one worker
+      for (let k = 0; k < 6; k++) expect(new Set(results.filter((r) => r.n % 6 === k).map((r) => r.thread)).size).toBe(1)
+      await expect(pool.runBytes('key-0', { n: 7, fail: true }, big.subarray(0, 10))).rejects.toThrow('task 7 failed')
       expect(pool.pending).toBe(0)
     } finally {
       await pool.close()

@@ -178,7 +178,9 @@ export class Ingester {
       let outcome: Dropped | void = undefined
       switch (evt.t) {
         case '#commit':
-          outcome = await this.handleCommit(host, did, commit!, release)
+          // a frame as received was checked by the frame reader (see UpstreamEvent.frame): the verification
+          // does not scan it again
+          outcome = await this.handleCommit(host, did, commit!, release, evt.frame !== undefined)
           break
         case '#sync':
           await this.writesSettled(did)
@@ -266,6 +268,7 @@ export class Ingester {
     did: string,
     cf: CommitFrame,
     release: () => void,
+    checked: boolean,
     retried = false,
   ): Promise<Dropped | void> {
     const existing = this.o.accounts.get(did)
@@ -286,7 +289,7 @@ export class Ingester {
     const flight = this.inFlight.get(did)
     const gen = flight?.gen ?? 0
     const prev = flight?.state ?? Ingester.repoState(account)
-    const ctx = { signingKey: ident.signingKey, prev, now: this.now() }
+    const ctx = { signingKey: ident.signingKey, prev, now: this.now(), checked }
     let res: VerifySummary = await this.o.verifier.verifyCommitBytes(did, cf.body, ctx)
     if (!res.ok && res.reason === 'bad-signature') {
       // the key may have been rotated: look again (once)
@@ -304,7 +307,7 @@ export class Ingester {
         await this.writesSettled(did)
         const stored = this.o.accounts.get(did)
         if (!retried && stored && !sameState(prev, stored.rev, stored.dataCid)) {
-          return this.handleCommit(host, did, cf, release, true)
+          return this.handleCommit(host, did, cf, release, checked, true)
         }
       }
       if (res.reason === 'chain-break') {
@@ -316,7 +319,7 @@ export class Ingester {
     if (flight && flight.gen !== gen && !retried) {
       // a write of the account failed while this commit was verified against its state: judge it again
       // against the stored state
-      return this.handleCommit(host, did, cf, release, true)
+      return this.handleCommit(host, did, cf, release, checked, true)
     }
 
     // the outbound #commit, from the upstream body's bytes (see core's CommitFrame.outbound: rebase and
