@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { startNetwork, xrpc, type TestNetwork } from './_network.js'
 
 /**
@@ -125,6 +125,34 @@ describe('read caches follow every change', () => {
     expect((await getRecord(rkey)).status).toBe(400)
     net.pds.ctx.accountDb.sqlite.prepare('UPDATE account SET takedownRef = NULL WHERE did = ?').run(did)
     expect((await getRecord(rkey)).status).toBe(200)
+  })
+
+  it("getRecord's fast path (core's fastQuery) answers as the regular handler does", async () => {
+    const { uri } = await post('fast path')
+    const rkey = uri.split('/').pop()!
+    const { accounts } = net.pds.ctx
+    const slow = vi.spyOn(accounts, 'getAccount')
+    const fast = vi.spyOn(accounts, 'getAccountSync')
+    try {
+      const url = `${net.url}/xrpc/com.atproto.repo.getRecord?repo=${encodeURIComponent(did)}&collection=app.bsky.feed.post&rkey=${rkey}`
+      const read = async (headers: Record<string, string> = {}) => {
+        const res = await fetch(url, { headers })
+        const keep = ['content-type', 'content-length', 'access-control-allow-origin', 'access-control-expose-headers']
+        return { status: res.status, body: await res.text(), headers: Object.fromEntries(keep.map((k) => [k, res.headers.get(k)])) }
+      }
+      const viaFast = await read()
+      expect(fast).toHaveBeenCalledTimes(1)
+      expect(slow).not.toHaveBeenCalled()
+      // a request with a DPoP proof is declined (the OAuth hook answers those with a nonce): regular path
+      const viaRegular = await read({ dpop: 'not-a-proof' })
+      expect(slow).toHaveBeenCalledTimes(1)
+      expect(viaFast).toEqual(viaRegular)
+      expect(viaFast.status).toBe(200)
+      expect(JSON.parse(viaFast.body)).toMatchObject({ uri, value: { text: 'fast path' } })
+    } finally {
+      slow.mockRestore()
+      fast.mockRestore()
+    }
   })
 
   it('an account row read inside a transaction that rolls back is not kept', async () => {

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { performance } from 'node:perf_hooks'
 import { Readable } from 'node:stream'
 import cors, { type FastifyCorsOptions } from '@fastify/cors'
 import Fastify, {
@@ -88,6 +90,17 @@ export type MethodHandler<A = unknown, P extends Params = Params> = (
   ctx: HandlerContext<A, P>,
 ) => Promise<HandlerOutput | void> | HandlerOutput | void
 
+/**
+ * A hot query answered without fastify's routing, hooks and reply object (see {@link MethodConfig.fastQuery}):
+ * the JSON text of a 200 response, or undefined to leave the request to the regular path, which then answers
+ * it as always (errors included). It must have no side effects: whatever it declines or throws is answered
+ * from scratch by the regular handler.
+ */
+export type FastQueryHandler<P extends Params = Params> = (
+  params: P,
+  req: IncomingMessage,
+) => { body: string; headers?: Record<string, string> } | undefined
+
 export interface MethodConfig<A = unknown, P extends Params = Params> {
   auth?: AuthVerifier<A>
   rateLimit?: MethodRateLimit<HandlerContext<A, P>> | MethodRateLimit<HandlerContext<A, P>>[]
@@ -98,6 +111,15 @@ export interface MethodConfig<A = unknown, P extends Params = Params> {
   /** Overrides the server's `validateOutput` for this method. */
   validateOutput?: boolean
   handler: MethodHandler<A, P>
+  /**
+   * For a query without `auth` or rate limits: a synchronous handler for its successful answers, run from the
+   * HTTP server's request event before fastify sees the request. The request is plain (GET, the canonical
+   * `/xrpc/<nsid>` path, no body) and its params are validated as on the regular path; the response gets
+   * the same CORS headers, content type and metrics. Not used while fastify logs requests (log level info or
+   * lower, so every request keeps its log lines), with custom CORS or fastify options. Hooks a service adds to `app`
+   * do not run for it: the handler declines requests they would answer differently.
+   */
+  fastQuery?: FastQueryHandler<P>
 }
 
 export interface CatchallContext {
@@ -167,6 +189,8 @@ export interface XrpcServerOptions {
   /** Timeouts and connection caps (defaults in ./hardening.ts). */
   connections?: ConnectionOptions
   catchall?: CatchallHandler
+  /** Use the methods' {@link MethodConfig.fastQuery} handlers where they apply (default true). */
+  fastQueries?: boolean
   /** Further fastify options. */
   fastify?: Omit<FastifyServerOptions, 'logger' | 'loggerInstance'>
 }
@@ -240,6 +264,10 @@ export class XrpcServer {
   private readonly globalRules: { id: string; rule: RateLimitRule }[]
   private readonly sharedRules = new Map<string, RateLimitRule<HandlerContext>>()
   private readonly metricLabels = new WeakMap<FastifyRequest, string>()
+  /** the methods answered by {@link tryFastQuery}, by NSID */
+  private readonly fastQueries = new Map<string, { handler: FastQueryHandler<any>; validate: boolean; counted?: { inc(): void }; timed?: { observe(v: number): void } }>()
+  /** response headers of the fast path: what the CORS hook sets on every XRPC response (null: no fast path) */
+  private readonly fastHeaders: Record<string, string> | null
 
   constructor(opts: XrpcServerOptions = {}) {
     this.opts = opts
@@ -296,6 +324,15 @@ export class XrpcServer {
       this.app.register(cors, { origin: '*', exposedHeaders: EXPOSED_HEADERS, maxAge: 86400, ...corsOpts })
     }
 
+    // the fast path adds the headers @fastify/cors adds with the default options (origin '*'); custom options
+    // are left to the plugin alone
+    this.fastHeaders =
+      opts.fastQueries === false || opts.fastify !== undefined || (opts.cors !== undefined && opts.cors !== true && opts.cors !== false)
+        ? null
+        : opts.cors === false
+          ? {}
+          : { 'access-control-allow-origin': '*', 'access-control-expose-headers': EXPOSED_HEADERS.join(', ') }
+
     this.app.get('/xrpc/_health', async (req, reply) => {
       this.metricLabels.set(req, '_health')
       let extra: unknown
@@ -345,7 +382,74 @@ export class XrpcServer {
       return { id: `shared:${limit.name}`, rule }
     })
     this.methods.set(nsid, { def, config, rules })
+    const rateLimited = this.rateLimitsEnabled && (rules.length > 0 || this.globalRules.length > 0)
+    if (config.fastQuery && def.type === 'query' && !config.auth && !rateLimited && this.fastHeaders) {
+      const validate = config.validateOutput ?? this.opts.validateOutput ?? false
+      if (this.fastQueries.size === 0 && !this.listenFirst()) return this
+      this.fastQueries.set(nsid, { handler: config.fastQuery, validate })
+    }
     return this
+  }
+
+  /**
+   * Puts {@link tryFastQuery} ahead of fastify's request listener (the server stays fastify's, with its
+   * options and timeouts). False when the server does not have the one listener expected.
+   */
+  private listenFirst(): boolean {
+    const server = this.app.server
+    const listeners = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[]
+    if (listeners.length !== 1) return false
+    const fastifyHandler = listeners[0]!
+    server.removeAllListeners('request')
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      if (!this.tryFastQuery(req, res)) fastifyHandler.call(server, req, res)
+    })
+    return true
+  }
+
+  /**
+   * Answers a request for a method with a {@link MethodConfig.fastQuery} handler when it applies; false
+   * leaves the request to fastify untouched (nothing has been read or written).
+   */
+  private tryFastQuery(req: IncomingMessage, res: ServerResponse): boolean {
+    if (req.method !== 'GET' || this.fastQueries.size === 0) return false
+    const url = req.url ?? ''
+    if (!url.startsWith('/xrpc/')) return false
+    const q = url.indexOf('?')
+    const nsid = q < 0 ? url.slice(6) : url.slice(6, q)
+    const fast = this.fastQueries.get(nsid)
+    if (!fast) return false
+    const h = req.headers
+    if ((h['content-length'] !== undefined && h['content-length'] !== '0') || h['transfer-encoding'] !== undefined) return false
+    // fastify writes a log line per request at info: those requests keep the regular path
+    const log = this.app.log as { isLevelEnabled?: (level: string) => boolean }
+    if (typeof log.isLevelEnabled === 'function' && log.isLevelEnabled('info')) return false
+    const start = performance.now()
+    let out: { body: string; headers?: Record<string, string> } | undefined
+    try {
+      const params = validateParams(nsid, new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), this.lexicons)
+      out = fast.handler(params, req)
+      if (!out) return false
+      if (fast.validate) validateOutput(nsid, 'application/json', JSON.parse(out.body), this.lexicons)
+    } catch {
+      // the regular path answers (a 400 for bad params, a 500 for an invalid output, ...)
+      return false
+    }
+    const headers: Record<string, string | number> = {
+      ...this.fastHeaders,
+      ...out.headers,
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(out.body),
+    }
+    res.writeHead(200, headers)
+    res.end(out.body)
+    if (this.metrics) {
+      fast.counted ??= this.metrics.requests.labels({ nsid, method: 'GET', status: '200' })
+      fast.timed ??= this.metrics.duration.labels({ nsid, status: '200' })
+      fast.counted.inc()
+      fast.timed.observe((performance.now() - start) / 1000)
+    }
+    return true
   }
 
   hasMethod(nsid: string): boolean {

@@ -196,6 +196,19 @@ export class AccountManager {
     return row
   }
 
+  /**
+   * {@link getAccount} without a promise, for synchronous read paths; undefined when the service database is
+   * not SQLite (the caller then takes its asynchronous path).
+   */
+  getAccountSync(handleOrDid: string, opts: { includeDeactivated?: boolean; includeTakenDown?: boolean } = {}): Account | null | undefined {
+    if (!this.hot) return undefined
+    const row = this.accountRow(handleOrDid.startsWith('did:') ? handleOrDid : `@${handleOrDid.toLowerCase()}`)
+    if (!row) return null
+    if (row.takedownRef && !opts.includeTakenDown) return null
+    if (row.deactivatedAt && !opts.includeDeactivated) return null
+    return toAccount(row)
+  }
+
   async getAccountByEmail(email: string): Promise<Account | null> {
     const row = await this.db
       .selectFrom('account')

@@ -38,6 +38,14 @@ export async function readableRepo(ctx: AppContext, repoParam: string): Promise<
   return repo ? { account, repo } : null
 }
 
+/** {@link readableRepo} without a promise; undefined when it cannot answer synchronously. */
+export function readableRepoSync(ctx: AppContext, repoParam: string): { account: Account; repo: ActorRepo } | null | undefined {
+  const account = ctx.accounts.getAccountSync(repoParam)
+  if (!account) return account
+  const repo = ctx.actorStore.get(account.did)
+  return repo ? { account, repo } : null
+}
+
 /**
  * For com.atproto.sync.*: the repo of a DID hosted here, with the spec's errors for accounts that are
  * not active (RepoNotFound, RepoTakendown, RepoDeactivated).
