@@ -48,6 +48,9 @@ const PG_URL = process.env.STRATOS_TEST_PG_URL
 const READ_WORKERS = Number(process.env.BENCH_READ_WORKERS ?? 2)
 /** BENCH_READS_LIVE=rate: during each read method's run, live commits (posts of new accounts) published at that rate (commits/s): reads as an AppView under live ingest serves them */
 const READS_LIVE = Number(process.env.BENCH_READS_LIVE ?? 0)
+/** BENCH_READS_WARMUP=n: requests of each read method before the measured ones (default 400) */
+const READS_WARMUP = Number(process.env.BENCH_READS_WARMUP ?? 400)
+if (!Number.isInteger(READS_WARMUP) || READS_WARMUP < 0) throw new Error(`BENCH_READS_WARMUP must be an integer >= 0, got ${process.env.BENCH_READS_WARMUP}`)
 if (!Number.isFinite(READS_LIVE) || READS_LIVE < 0) throw new Error(`BENCH_READS_LIVE must be a rate >= 0, got ${process.env.BENCH_READS_LIVE}`)
 /** `--only backfill,live,paced,reads,firehose,pg` (any of them): just those phases (for profiles); RESULTS.md is not rewritten */
 const ONLY = process.argv.flatMap((a, i) => (process.argv[i - 1] === '--only' ? a.split(',') : []))
@@ -477,7 +480,9 @@ async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manif
       const first = await fetch(server.url + probe.path, { headers: probe.auth ? { authorization: probe.auth } : {} })
       if (!first.ok) throw new Error(`${name}: ${first.status} ${await first.text()}`)
       const bytes = (await first.arrayBuffer()).byteLength
-      await run(await build(32)) // warm-up
+      // warm-up: with 32 requests, V8 was still compiling the read path during the measured run (its helper
+      // threads' CPU per request fell from ~1,500 to ~850 µs between runs of 300 and 1,500 requests)
+      await run(await build(READS_WARMUP))
       const reqs = await build(READS)
       // (BENCH_READS_LIVE: commits for about as long as the run lasts at 50 requests/s, built before it)
       const live = READS_LIVE > 0 ? await net.live(50, Math.ceil((READS_LIVE * READS) / 50)) : null
