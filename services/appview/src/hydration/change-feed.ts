@@ -28,42 +28,75 @@ import type SqliteDatabase from 'better-sqlite3'
  */
 export const WATCHED_TABLES: Readonly<Record<string, readonly string[]>> = {
   actor: ['did'],
-  profile: ['uri', 'creator'],
-  record: ['did', 'uri'],
+  // (a record's URI names its creator: the creator column stands for both)
+  profile: ['creator'],
+  record: ['did'],
   profile_agg: ['did'],
   record_agg: ['uri'],
-  post: ['uri', 'creator', 'replyRoot', 'replyParent', 'quoteUri'],
-  feed_item: ['uri', 'originatorDid', 'postUri'],
-  like: ['uri', 'creator', 'subject'],
-  repost: ['uri', 'creator', 'subject'],
-  follow: ['uri', 'creator', 'subjectDid'],
-  block: ['uri', 'creator', 'subjectDid'],
-  list_item: ['uri', 'creator', 'subjectDid', 'listUri'],
-  list_block: ['uri', 'creator', 'subjectUri'],
+  post: ['creator', 'replyRoot', 'replyParent', 'quoteUri'],
+  feed_item: ['originatorDid', 'postUri'],
+  like: ['creator', 'subject'],
+  repost: ['creator', 'subject'],
+  follow: ['creator', 'subjectDid'],
+  block: ['creator', 'subjectDid'],
+  list_item: ['creator', 'subjectDid', 'listUri'],
+  list_block: ['creator', 'subjectUri'],
   list_mute: ['mutedByDid', 'listUri'],
   mute: ['mutedByDid', 'subjectDid'],
-  threadgate: ['uri', 'creator', 'postUri'],
-  postgate: ['uri', 'creator', 'postUri'],
+  threadgate: ['creator', 'postUri'],
+  postgate: ['creator', 'postUri'],
 }
 
-/** DIDs as they appear in values: bare, in an AT-URI's authority, in a JSON list of either */
-const DID_RE = /did:[a-z0-9]+:[a-zA-Z0-9._:%-]+/g
-
-/** FNV-1a of a string's UTF-16 units, as a 32-bit integer */
-export function didHash(did: string): number {
+/** FNV-1a of the UTF-16 units of `s` from `start` to `end`, as a 32-bit integer */
+function hashRange(s: string, start: number, end: number): number {
   let h = 0x811c9dc5
-  for (let i = 0; i < did.length; i++) h = Math.imul(h ^ did.charCodeAt(i), 0x01000193)
+  for (let i = start; i < end; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193)
   return h | 0
 }
 
-/** The hashes of the DIDs found in `values` (strings; anything else is left out), each once. */
-export function didHashesOf(values: readonly unknown[]): number[] {
+/**
+ * The hash of the DID a value names: a DID itself, or the authority of an AT-URI when it is a DID; null for
+ * anything else. The writer (row values) and the readers (statement parameters) both go through this.
+ */
+export function didHashOf(v: unknown): number | null {
+  if (typeof v !== 'string') return null
+  if (v.startsWith('did:')) return hashRange(v, 0, v.length)
+  if (v.startsWith('at://did:')) {
+    const end = v.indexOf('/', 5)
+    return hashRange(v, 5, end < 0 ? v.length : end)
+  }
+  return null
+}
+
+/** The hash of a DID. */
+export function didHash(did: string): number {
+  return hashRange(did, 0, did.length)
+}
+
+/**
+ * The hashes of the DIDs statement parameters name (scalars, or lists bound as one JSON array: see
+ * ./sql.ts), each once.
+ */
+export function didHashesOf(params: readonly unknown[]): number[] {
   const out = new Set<number>()
-  for (const v of values) {
-    if (typeof v !== 'string' || !v.includes('did:')) continue
-    for (const m of v.matchAll(DID_RE)) out.add(didHash(m[0]))
+  for (const p of params) {
+    if (typeof p === 'string' && p.startsWith('[')) {
+      let list: unknown
+      try {
+        list = JSON.parse(p)
+      } catch {
+        continue
+      }
+      if (Array.isArray(list)) for (const v of list) add(out, didHashOf(v))
+    } else if (Array.isArray(p)) {
+      for (const v of p) add(out, didHashOf(v))
+    } else add(out, didHashOf(p))
   }
   return [...out]
+}
+
+function add(set: Set<number>, h: number | null): void {
+  if (h !== null) set.add(h)
 }
 
 /** ring slots (hashes) by default: 4 MiB of shared memory */
@@ -118,9 +151,9 @@ export class ChangeFeed {
   /** Records the DIDs in `values` as changed (called by the triggers, inside the writing transaction). */
   touch(values: readonly unknown[]): void {
     let w = this.written
-    for (const v of values) {
-      if (typeof v !== 'string' || !v.includes('did:')) continue
-      for (const m of v.matchAll(DID_RE)) this.ring[w++ & this.mask] = didHash(m[0])
+    for (let i = 0; i < values.length; i++) {
+      const h = didHashOf(values[i])
+      if (h !== null) this.ring[w++ & this.mask] = h
     }
     if (w === this.written) return
     this.written = w
