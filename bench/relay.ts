@@ -67,13 +67,15 @@ interface ThreadCpu {
   otherSys?: number
   /** the other threads' CPU µs by thread name (V8's platform workers: GC and JIT; libuv's pool: fdatasyncs...) */
   otherByName?: Record<string, number>
+  /** each verification worker's CPU µs (`verify-0`, `verify-1`...): accounts go to workers by a hash of the DID, so with few accounts the split can be uneven */
+  workersByName?: Record<string, number>
 }
 
 const TICK_US = 1e6 / 100 // USER_HZ (100 on Linux)
 
 /** CPU µs so far of a process's threads: the main thread (tid = pid), `verify-*` workers, the rest. */
 function threadCpu(pid: number): ThreadCpu {
-  const out: Required<ThreadCpu> = { main: 0, workers: 0, other: 0, mainSys: 0, workersSys: 0, otherSys: 0, otherByName: {} }
+  const out: Required<ThreadCpu> = { main: 0, workers: 0, other: 0, mainSys: 0, workersSys: 0, otherSys: 0, otherByName: {}, workersByName: {} }
   for (const { name: comm, main, us, sysUs: sys } of threadTimes(pid)) {
     if (main) {
       out.main += us
@@ -81,6 +83,7 @@ function threadCpu(pid: number): ThreadCpu {
     } else if (comm.startsWith('verify-')) {
       out.workers += us
       out.workersSys += sys
+      out.workersByName[comm] = (out.workersByName[comm] ?? 0) + us
     } else {
       out.other += us
       out.otherSys += sys
@@ -135,6 +138,8 @@ interface RunResult {
   cpuPerEvent: ThreadCpu
   /** the other threads' CPU µs per event by thread name */
   otherByName: Record<string, number>
+  /** each verification worker's CPU µs per event */
+  workersByName: Record<string, number>
   /** CPU µs per event of the upstream and consumer processes (they share the machine's cores with the relay) */
   upstreamCpuPerEvent: number
   consumersCpuPerEvent: number
@@ -227,6 +232,9 @@ async function runRelay(cfg: RunConfig, index: { frames: { t: string; did: strin
     otherByName: Object.fromEntries(
       Object.entries(cpu1.otherByName ?? {}).map(([k, v]) => [k, Math.round((v - (cpu0.otherByName?.[k] ?? 0)) / up.frames)]),
     ),
+    workersByName: Object.fromEntries(
+      Object.entries(cpu1.workersByName ?? {}).map(([k, v]) => [k, Math.round((v - (cpu0.workersByName?.[k] ?? 0)) / up.frames)]),
+    ),
     upstreamCpuPerEvent: (upCpu1.us - upCpu0.us) / up.frames,
     consumersCpuPerEvent: (conCpu1.us - conCpu0.us) / up.frames,
     consumersSysPerEvent: (conCpu1.sysUs - conCpu0.sysUs) / up.frames,
@@ -255,7 +263,9 @@ async function runReference(): Promise<{ commits: number; seconds: number; perSe
 function line(r: RunResult): string {
   return (
     `${r.cfg.name.padEnd(34)} ${fmt(r.commitsPerSec).padStart(7)} commits/s  ` +
-    `CPU µs/event main ${fmt(r.cpuPerEvent.main)} workers ${fmt(r.cpuPerEvent.workers)} other ${fmt(r.cpuPerEvent.other)} ` +
+    `CPU µs/event main ${fmt(r.cpuPerEvent.main)} workers ${fmt(r.cpuPerEvent.workers)}` +
+    (Object.keys(r.workersByName).length > 1 ? ` (${Object.entries(r.workersByName).sort().map(([, v]) => fmt(v)).join(' + ')})` : '') +
+    ` other ${fmt(r.cpuPerEvent.other)} ` +
     `(kernel ${fmt(r.cpuPerEvent.mainSys ?? NaN)}/${fmt(r.cpuPerEvent.workersSys ?? NaN)}/${fmt(r.cpuPerEvent.otherSys ?? NaN)}; ` +
     `upstream process ${fmt(r.upstreamCpuPerEvent)}, consumers process ${fmt(r.consumersCpuPerEvent)} (kernel ${fmt(r.consumersSysPerEvent)}); ` +
     `other: ${Object.entries(r.otherByName).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ')})  ` +
