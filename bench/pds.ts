@@ -2,10 +2,13 @@
  * The Stratos PDS against the reference PDS (@atproto/pds from the npm registry, a dev dependency of bench/
  * only), side by side in one run. Four processes: an in-memory did:plc directory (@did-plc/server), the
  * reference PDS, our PDS (services/pds from source), each in its own process, and the load from this one
- * (an undici Pool per server, keep-alive, plain JSON requests: no client library in the way). Firehose
- * consumers run in a fifth process.
+ * (keep-alive, plain JSON requests: no client library in the way; by default the lean HTTP/1.1 client of
+ * lib/lean-http.ts, 128 sockets per server, one request in flight per socket; `--client undici` for an undici
+ * Pool with the same settings, the client of earlier runs, which spends ~2.5x the CPU per request: at the
+ * getRecord rates it took a third of the machine's two cores). The same client loads both servers.
+ * Firehose consumers run in a fifth process.
  *
- *   pnpm bench pds   (= node --import tsx bench/pds.ts [--runs 3] [--seconds 3] [--many 300] [--cache 100] [--prof])
+ *   pnpm bench pds   (= node --import tsx bench/pds.ts [--runs 3] [--seconds 3] [--many 300] [--cache 100] [--prof] [--client lean|undici])
  *
  * Per run and server (servers alternate within a run; the figure is the median of the runs):
  * - createRecord/s on one account at concurrency 1 and 8 (p50/p99 latency at 8);
@@ -34,6 +37,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { LeanPool } from './lib/lean-http.js'
 import { writeResultsSection } from './results.js'
 
 const benchRequire = createRequire(import.meta.url)
@@ -54,6 +58,8 @@ const FEW = 50
 const PROF = process.argv.includes('--prof')
 const PHASES = process.argv.includes('--phases') ? new Set(process.argv[process.argv.indexOf('--phases') + 1]!.split(',')) : null
 const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : null
+const CLIENT = process.argv.includes('--client') ? process.argv[process.argv.indexOf('--client') + 1]! : 'lean'
+if (CLIENT !== 'lean' && CLIENT !== 'undici') throw new Error(`--client must be lean or undici (got ${CLIENT})`)
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100
 const HAVE_STRACE = spawnSync('strace', ['-V']).status === 0
 
@@ -119,28 +125,38 @@ interface Account {
 }
 
 class Target {
-  pool: InstanceType<typeof Pool>
+  pool: InstanceType<typeof Pool> | null = null
+  lean: LeanPool | null = null
   accounts: Account[] = []
   constructor(
     readonly name: string,
     readonly url: string,
     readonly proc: ChildProcess,
   ) {
-    this.pool = new Pool(url, { connections: 128, pipelining: 1, keepAliveTimeout: 60_000 })
+    if (CLIENT === 'lean') this.lean = new LeanPool(url, { connections: 128 })
+    else this.pool = new Pool(url, { connections: 128, pipelining: 1, keepAliveTimeout: 60_000 })
   }
 
   async call(method: 'GET' | 'POST', nsid: string, opts: { query?: string; body?: unknown; jwt?: string } = {}) {
     const headers: Record<string, string> = {}
     if (opts.body !== undefined) headers['content-type'] = 'application/json'
     if (opts.jwt) headers.authorization = `Bearer ${opts.jwt}`
-    const res = await this.pool.request({
+    const request = {
       method,
       path: `/xrpc/${nsid}${opts.query ? `?${opts.query}` : ''}`,
       headers,
       body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-    })
-    const text = await res.body.text()
-    if (res.statusCode !== 200) throw new Error(`${this.name} ${nsid}: ${res.statusCode} ${text.slice(0, 300)}`)
+    }
+    let text: string
+    let statusCode: number
+    if (this.lean) {
+      ;({ statusCode, body: text } = await this.lean.request(request))
+    } else {
+      const res = await this.pool!.request(request)
+      statusCode = res.statusCode
+      text = await res.body.text()
+    }
+    if (statusCode !== 200) throw new Error(`${this.name} ${nsid}: ${statusCode} ${text.slice(0, 300)}`)
     return text
   }
 
@@ -496,7 +512,7 @@ try {
     `${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpuModel}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}. ` +
       `Stratos PDS (services/pds from source) vs reference @atproto/pds ${benchRequire('@atproto/pds/package.json').version} ` +
       `(npm; the last line that runs on Node 20), each in its own process with its own data directory, one in-memory ` +
-      `@did-plc/server for both, load from a third process over keep-alive HTTP (undici Pool, plain JSON). ` +
+      `@did-plc/server for both, load from a third process over keep-alive HTTP (${CLIENT === 'lean' ? 'the lean client of bench/lib/lean-http.ts' : 'undici Pool'}, 128 sockets, plain JSON; the same for both servers). ` +
       `Median of ${RUNS} runs of ${SECONDS} s per phase; servers alternate. Posts of ~60 bytes of text. ` +
       `Both with rate limits off, NODE_ENV=production (ours also UV_THREADPOOL_SIZE=16, as its Docker image sets). ★ = acceptance figure (10x). CPU = utime+stime of the server ` +
       `process over the phase / requests. Accounts created first: ${MANY} per server ` +
