@@ -6,7 +6,7 @@ import {
   type LexXrpcSubscription,
   type Lexicons,
 } from '@atproto/lexicon'
-import { isValidNsid, isValidRecordKey, isValidTid } from '@atproto/syntax'
+import { isAtIdentifierString, isAtUriString, isValidDid, isValidHandle, isValidNsid, isValidRecordKey, isValidTid } from '@atproto/syntax'
 import { checkBlobConstraints, mimeMatches } from './blob-constraints.js'
 import { lexicons as defaultLexicons } from './registry.js'
 
@@ -168,9 +168,15 @@ export function validateParams(
   nsid: string,
   params: RawParams,
   lex: Lexicons = defaultLexicons,
+  /** `generic: true`: @atproto/lexicon's check alone (the oracle of the fast path's differential test) */
+  opts: { generic?: boolean } = {},
 ): Record<string, unknown> {
   const def = getMethodDef(nsid, lex)
   if (!def) throw new LexiconValidationError(`Lexicon not found: ${nsid}`)
+  if (params instanceof URLSearchParams && !opts.generic) {
+    const fast = fastParams(nsid, def, lex, params)
+    if (fast) return fast
+  }
   const coerced = coerceParams(def, params)
   // @atproto/lexicon makes (and drops) an error object for every optional param that is absent: without
   // stack traces, which cost more than the rest of the check (a 400 needs none)
@@ -183,6 +189,81 @@ export function validateParams(
   } finally {
     Error.stackTraceLimit = stackTraceLimit
   }
+}
+
+/**
+ * String formats checked by the same @atproto/syntax functions @atproto/lexicon's validators call. A `cid`
+ * param (and any other format) is left to the library whenever it is present.
+ */
+const FAST_FORMATS: Record<string, (v: string) => boolean> = {
+  'at-identifier': isAtIdentifierString,
+  'at-uri': isAtUriString,
+  did: isValidDid,
+  handle: isValidHandle,
+  nsid: isValidNsid,
+  'record-key': isValidRecordKey,
+  tid: isValidTid,
+}
+
+/** A param of a method whose params are all plain strings: its check, or null to leave a present value to the library. */
+interface FastParam {
+  key: string
+  required: boolean
+  check: ((v: string) => boolean) | null
+}
+
+/** Per registry and NSID: the params' fast checks, or null when some param is more than a plain string. */
+const fastSpecs = new WeakMap<Lexicons, Map<string, FastParam[] | null>>()
+
+function fastSpecOf(nsid: string, def: MethodDef, lex: Lexicons): FastParam[] | null {
+  let byNsid = fastSpecs.get(lex)
+  if (!byNsid) {
+    byNsid = new Map()
+    fastSpecs.set(lex, byNsid)
+  }
+  let spec = byNsid.get(nsid)
+  if (spec === undefined) {
+    spec = null
+    const params = def.parameters
+    if (params && params.type === 'params' && typeof params.properties === 'object') {
+      const required = new Set(params.required ?? [])
+      const out: FastParam[] = []
+      for (const [key, prop] of Object.entries(params.properties as Record<string, Record<string, unknown>>)) {
+        // a string with nothing but a format (no length, enum, const, default, known values...)
+        if (prop.type !== 'string' || Object.keys(prop).some((k) => k !== 'type' && k !== 'format' && k !== 'description')) {
+          out.length = 0
+          break
+        }
+        const format = prop.format as string | undefined
+        out.push({ key, required: required.has(key), check: format === undefined ? () => true : (FAST_FORMATS[format] ?? null) })
+      }
+      if (out.length === Object.keys(params.properties).length) spec = out
+    }
+    byNsid.set(nsid, spec)
+  }
+  return spec
+}
+
+/**
+ * {@link validateParams} for methods whose params are all plain strings, when every param checks out (each
+ * given at most once, the required ones present, each format valid): the result the library gives for
+ * such params (the known params given, in schema order). Undefined leaves the params to the library, which
+ * also makes every error message.
+ */
+function fastParams(nsid: string, def: MethodDef, lex: Lexicons, raw: URLSearchParams): Record<string, unknown> | undefined {
+  const spec = fastSpecOf(nsid, def, lex)
+  if (!spec) return undefined
+  const out: Record<string, unknown> = {}
+  for (const p of spec) {
+    const values = raw.getAll(p.key)
+    if (values.length === 0) {
+      if (p.required) return undefined
+      continue
+    }
+    if (values.length > 1 || !p.check || !p.check(values[0]!)) return undefined
+    out[p.key] = values[0]
+  }
+  return out
 }
 
 /** True when a Content-Type matches a lexicon encoding (`*\/*`, `type/*`, exact; params ignored). */
