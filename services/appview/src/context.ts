@@ -147,6 +147,8 @@ export class AppContext {
         plcUrl: config.plcUrl,
         cache: new DbIdentityCache(database.db),
         allowPrivateAddresses: config.devMode,
+        // (a backfill resolves every account's DID: one connection to the directory, not one per DID)
+        plcKeepAlive: true,
         handleResolverHttpBase: config.handleResolverUrl,
         onBackgroundError: (err, did) => log.debug({ did, err: String(err) }, 'background DID refresh failed'),
         ...opts.identityOptions,

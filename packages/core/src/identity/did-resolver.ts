@@ -36,6 +36,8 @@ export interface DidFetcherOptions {
   /** development: did:web on localhost over http, and private addresses reachable */
   allowPrivateAddresses?: boolean
   lookup?: LookupAllFn
+  /** keep connections to the PLC directory open between requests (safeFetch's keepAlive; default false) */
+  plcKeepAlive?: boolean
 }
 
 function isLocalhost(host: string): boolean {
@@ -87,6 +89,7 @@ export class DidFetcher {
   private readonly maxBytes: number
   private readonly dev: boolean
   private readonly lookup: LookupAllFn | undefined
+  private readonly plcKeepAlive: boolean
 
   constructor(opts: DidFetcherOptions) {
     this.plcUrl = opts.plcUrl.replace(/\/+$/, '')
@@ -94,6 +97,7 @@ export class DidFetcher {
     this.maxBytes = opts.maxResponseBytes ?? 256 * 1024
     this.dev = opts.allowPrivateAddresses ?? false
     this.lookup = opts.lookup
+    this.plcKeepAlive = opts.plcKeepAlive ?? false
   }
 
   async fetch(did: string): Promise<DidDocument | null> {
@@ -101,15 +105,15 @@ export class DidFetcher {
     if (did.startsWith('did:plc:')) {
       if (!DID_PLC_RE.test(did)) throw new DidResolutionError('bad-syntax', `invalid did:plc: ${did}`)
       // the directory URL is operator configuration, so it may live on a private network
-      return this.fetchDoc(did, `${this.plcUrl}/${encodeURIComponent(did)}`, true)
+      return this.fetchDoc(did, `${this.plcUrl}/${encodeURIComponent(did)}`, true, this.plcKeepAlive)
     }
     if (did.startsWith('did:web:')) {
-      return this.fetchDoc(did, didWebUrl(did, this.dev).toString(), this.dev)
+      return this.fetchDoc(did, didWebUrl(did, this.dev).toString(), this.dev, false)
     }
     throw new DidResolutionError('unsupported-method', `unsupported DID method: ${did.split(':')[1]}`)
   }
 
-  private async fetchDoc(did: string, url: string, allowPrivate: boolean): Promise<DidDocument | null> {
+  private async fetchDoc(did: string, url: string, allowPrivate: boolean, keepAlive: boolean): Promise<DidDocument | null> {
     let res
     try {
       res = await safeFetch(url, {
@@ -118,6 +122,7 @@ export class DidFetcher {
         allowPrivateAddresses: allowPrivate,
         headers: { accept: 'application/did+ld+json, application/json' },
         lookup: this.lookup,
+        keepAlive,
       })
     } catch (err) {
       const why = err instanceof SafeFetchError ? `${err.code}: ${err.message}` : String(err)

@@ -32,6 +32,8 @@ export interface IdentityResolverOptions {
   resolveTxt?: ResolveTxtFn
   /** replaces dns.lookup for outbound requests (tests) */
   lookup?: LookupAllFn
+  /** keep connections to the PLC directory open between requests (default false) */
+  plcKeepAlive?: boolean
   /** clock, ms since epoch (tests) */
   now?: () => number
   /**
@@ -72,6 +74,7 @@ export class IdentityResolver {
       maxResponseBytes: opts.maxResponseBytes,
       allowPrivateAddresses: opts.allowPrivateAddresses,
       lookup: opts.lookup,
+      plcKeepAlive: opts.plcKeepAlive,
     })
     this.handles = new HandleResolver({
       timeoutMs: opts.timeoutMs,

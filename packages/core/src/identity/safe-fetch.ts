@@ -69,6 +69,15 @@ export interface SafeFetchOptions {
    * large bodies that go to disk or are hashed on the way. A throw aborts the request with that error.
    */
   onChunk?: (chunk: Buffer) => void
+  /**
+   * Reuse connections (HTTP keep-alive) between requests with the same scheme, host, port, private-address
+   * setting and resolver (`lookup`). Each pooled connection was dialled through the same address check as
+   * a fresh one (its address checked when it was made), so a reused one reaches an address the check let
+   * through under the same rule; a connection is pooled only after a response read to its end (a refused,
+   * oversized, timed-out, aborted or redirected response closes its connection). Default false: a fresh
+   * connection per request.
+   */
+  keepAlive?: boolean
 }
 
 export interface SafeFetchResponse {
@@ -259,6 +268,40 @@ function makeLookup(lookupAll: LookupAllFn, allowPrivate: boolean, onForbidden: 
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Keep-alive
+
+/** how long an idle pooled connection is kept (below the usual servers' 5 s keep-alive timeout) */
+const KEEP_ALIVE_IDLE_MS = 4_000
+/** idle pooled connections per host and port, at most */
+const KEEP_ALIVE_MAX_FREE = 32
+
+/**
+ * Keep-alive agents by resolver, then scheme and private-address setting: a connection is only ever
+ * reused by a request that would have dialled it through the same check (a connection made while private
+ * addresses were allowed never serves a request that refuses them, nor one made with another resolver).
+ */
+const keepAliveAgents = new WeakMap<LookupAllFn, Map<string, http.Agent>>()
+
+function keepAliveAgent(protocol: string, allowPrivate: boolean, lookupAll: LookupAllFn): http.Agent {
+  let agents = keepAliveAgents.get(lookupAll)
+  if (!agents) {
+    agents = new Map()
+    keepAliveAgents.set(lookupAll, agents)
+  }
+  const key = `${protocol}${allowPrivate ? 'private' : 'public'}`
+  let agent = agents.get(key)
+  if (!agent) {
+    const opts: http.AgentOptions = { keepAlive: true, maxFreeSockets: KEEP_ALIVE_MAX_FREE, timeout: KEEP_ALIVE_IDLE_MS, scheduling: 'lifo' }
+    agent = protocol === 'https:' ? new https.Agent(opts) : new http.Agent(opts)
+    agents.set(key, agent)
+  }
+  return agent
+}
+
+/** A request that failed on a pooled connection before any response (the server had closed it meanwhile). */
+class StaleConnectionError extends Error {}
+
 interface HopResult {
   status: number
   headers: http.IncomingHttpHeaders
@@ -291,12 +334,14 @@ function requestHop(
   maxBytes: number,
   allowPrivate: boolean,
   lookupAll: LookupAllFn,
-  onData?: (bytesSoFar: number) => void,
-  onChunk?: (chunk: Buffer) => void,
+  onData: ((bytesSoFar: number) => void) | undefined,
+  onChunk: ((chunk: Buffer) => void) | undefined,
+  agent: http.Agent | false,
 ): Promise<HopResult> {
   return new Promise<HopResult>((resolve, reject) => {
     let forbidden: SafeFetchError | null = null
     let settled = false
+    let responded = false
     const fail = (err: unknown) => {
       if (settled) return
       settled = true
@@ -307,15 +352,22 @@ function requestHop(
       method,
       headers,
       signal,
+      // (a new connection, pooled or not, is dialled through this check)
       lookup: makeLookup(lookupAll, allowPrivate, (e) => (forbidden = e)) as unknown as net.LookupFunction,
-      // a fresh connection per request: keeps the address check tied to this request
-      agent: false,
+      // false: a fresh connection per request; a keep-alive agent: see keepAliveAgent
+      agent,
     })
-    req.on('error', (err) => fail(forbidden ?? err))
+    req.on('error', (err) => {
+      // a pooled connection the server closed while it was idle: the caller tries once on a new one (reads only)
+      if (!forbidden && !responded && req.reusedSocket && !signal.aborted && (method === 'GET' || method === 'HEAD')) fail(new StaleConnectionError(err.message))
+      else fail(forbidden ?? err)
+    })
     req.on('response', (res) => {
+      responded = true
       const status = res.statusCode ?? 0
       if (isRedirect(status) && res.headers.location) {
-        res.resume()
+        // (its body is not read: the connection is closed, not pooled)
+        res.destroy()
         settled = true
         resolve({ status, headers: res.headers, rawHeaders: res.rawHeaders, body: null })
         return
@@ -411,7 +463,14 @@ export async function safeFetch(input: string | URL, opts: SafeFetchOptions = {}
 
     let result: HopResult
     try {
-      result = await requestHop(url, method, headers, body, signal, maxBytes, allowPrivate, lookupAll, opts.onData, opts.onChunk)
+      const agent = opts.keepAlive ? keepAliveAgent(url.protocol, allowPrivate, lookupAll) : false
+      try {
+        result = await requestHop(url, method, headers, body, signal, maxBytes, allowPrivate, lookupAll, opts.onData, opts.onChunk, agent)
+      } catch (err) {
+        // once, on a fresh connection (nothing was received: safe to send again)
+        if (!(err instanceof StaleConnectionError)) throw err
+        result = await requestHop(url, method, headers, body, signal, maxBytes, allowPrivate, lookupAll, opts.onData, opts.onChunk, false)
+      }
     } catch (err) {
       if (err instanceof SafeFetchError) throw err
       if (timeoutSignal.aborted) {

@@ -98,6 +98,25 @@ describe('IdentityResolver', () => {
     expect(await r.getSigningKey(alice)).toBe(keyA.did())
   })
 
+  it('with plcKeepAlive, fetches documents from the directory over one connection', async () => {
+    let connections = 0
+    const count = () => connections++
+    plc.server.on('connection', count)
+    try {
+      const r = resolver({ plcKeepAlive: true })
+      expect((await r.resolveDid(alice))?.id).toBe(alice)
+      expect((await r.resolveDid(bob))?.id).toBe(bob)
+      expect(await r.resolveDid(missing)).toBeNull()
+      expect(connections).toBe(1)
+      const plain = resolver()
+      await plain.resolveDid(alice)
+      await plain.resolveDid(bob)
+      expect(connections).toBe(3)
+    } finally {
+      plc.server.off('connection', count)
+    }
+  })
+
   it('returns null for unknown DIDs and rejects bad ones', async () => {
     const r = resolver({ allowPrivateAddresses: true })
     expect(await r.resolveDid(missing)).toBeNull()

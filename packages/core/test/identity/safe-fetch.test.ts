@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import net from 'node:net'
 import { isPublicAddress, safeFetch, SafeFetchError } from '@stratos/core/identity'
 import { FakeServer } from './fake-servers.js'
 
@@ -143,5 +144,113 @@ describe('safeFetch', () => {
     expect(err.code).toBe('bad-url')
     expect((await fetchError(safeFetch('ftp://example.com/'))).code).toBe('bad-url')
     expect((await fetchError(safeFetch('not a url'))).code).toBe('bad-url')
+  })
+})
+
+describe('safeFetch with keepAlive', () => {
+  const server = new FakeServer()
+  let connections = 0
+  beforeAll(async () => {
+    await server.start()
+    server.server.on('connection', () => connections++)
+    server.routes.set('/hello', (_req, res) => res.end('hi there'))
+    server.routes.set('/big', (_req, res) => res.end(Buffer.alloc(5000, 'a')))
+    server.routes.set('/big-chunked', (_req, res) => {
+      let sent = 0
+      const tick = () => {
+        if (sent >= 20) return res.end()
+        sent++
+        res.write(Buffer.alloc(1000, 'b'))
+        setTimeout(tick, 1)
+      }
+      tick()
+    })
+    server.routes.set('/slow', () => {
+      // never answers
+    })
+    server.routes.set('/redirect', (_req, res) => {
+      res.statusCode = 302
+      res.setHeader('location', '/hello')
+      res.end()
+    })
+    server.routes.set('/loop', (_req, res) => {
+      res.statusCode = 301
+      res.setHeader('location', '/loop')
+      res.end()
+    })
+  })
+  afterAll(() => server.stop())
+
+  const opts = { allowPrivateAddresses: true, keepAlive: true } as const
+
+  it('reuses one connection for requests one after another, and opens one per request without it', async () => {
+    const before = connections
+    for (let i = 0; i < 5; i++) expect((await safeFetch(`${server.url}/hello`, opts)).text()).toBe('hi there')
+    expect(connections - before).toBe(1)
+    const plain = connections
+    for (let i = 0; i < 3; i++) await safeFetch(`${server.url}/hello`, { allowPrivateAddresses: true })
+    expect(connections - plain).toBe(3)
+  })
+
+  it('still refuses non-public destinations, by address or by name', async () => {
+    for (const url of [`http://127.0.0.1:${server.port}/hello`, `http://localhost:${server.port}/hello`, 'http://169.254.169.254/', 'http://[::1]/']) {
+      const err = await fetchError(safeFetch(url, { keepAlive: true, timeoutMs: 2000 }))
+      expect([url, err.code]).toEqual([url, 'forbidden-address'])
+    }
+    // a name that resolves to a private address is checked at every new connection
+    const lookup = async () => [{ address: '10.0.0.7', family: 4 }]
+    expect((await fetchError(safeFetch('http://rebind.example.com/', { keepAlive: true, lookup, timeoutMs: 2000 }))).code).toBe('forbidden-address')
+  })
+
+  it('never hands a connection made with private addresses allowed to a request that refuses them', async () => {
+    // one resolver for both requests: pooled.example resolves to this loopback server
+    const lookup = async () => [{ address: '127.0.0.1', family: 4 }]
+    const url = `http://pooled.example:${server.port}/hello`
+    const ok = await safeFetch(url, { allowPrivateAddresses: true, keepAlive: true, lookup })
+    expect(ok.text()).toBe('hi there')
+    const hits = server.count('/hello')
+    const err = await fetchError(safeFetch(url, { keepAlive: true, lookup, timeoutMs: 2000 }))
+    expect(err.code).toBe('forbidden-address')
+    expect(server.count('/hello')).toBe(hits)
+  })
+
+  it('does not pool a connection whose response was refused, cut short or redirected', async () => {
+    await safeFetch(`${server.url}/hello`, opts)
+    const before = connections
+    expect((await fetchError(safeFetch(`${server.url}/big`, { ...opts, maxBytes: 4999 }))).code).toBe('too-large')
+    expect((await fetchError(safeFetch(`${server.url}/big-chunked`, { ...opts, maxBytes: 4500 }))).code).toBe('too-large')
+    expect((await fetchError(safeFetch(`${server.url}/slow`, { ...opts, timeoutMs: 200 }))).code).toBe('timeout')
+    // each of those took a connection and closed it: the next request still gets a working one
+    expect((await safeFetch(`${server.url}/hello`, opts)).text()).toBe('hi there')
+    expect((await safeFetch(`${server.url}/big`, { ...opts, maxBytes: 5000 })).body.length).toBe(5000)
+    expect(connections - before).toBeGreaterThanOrEqual(3)
+    const res = await safeFetch(`${server.url}/redirect`, opts)
+    expect([res.url, res.text()]).toEqual([`${server.url}/hello`, 'hi there'])
+    const loops = server.count('/loop')
+    expect((await fetchError(safeFetch(`${server.url}/loop`, { ...opts, maxRedirects: 2 }))).code).toBe('too-many-redirects')
+    expect(server.count('/loop') - loops).toBe(3)
+  })
+
+  it('sends a read again on a new connection when the server closed the pooled one', async () => {
+    // answers the first request of each connection, then drops the connection at the next one
+    let conns = 0
+    const raw = net.createServer((socket) => {
+      conns++
+      let served = false
+      socket.on('data', () => {
+        if (served) return socket.destroy()
+        served = true
+        socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\nkeep-alive: timeout=30\r\n\r\nok')
+      })
+    })
+    await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve))
+    try {
+      const url = `http://127.0.0.1:${(raw.address() as net.AddressInfo).port}/`
+      expect((await safeFetch(url, opts)).text()).toBe('ok')
+      expect((await safeFetch(url, opts)).text()).toBe('ok')
+      expect(conns).toBe(2)
+    } finally {
+      raw.close()
+    }
   })
 })

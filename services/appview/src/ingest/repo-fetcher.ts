@@ -26,6 +26,8 @@ export interface RepoFetcherOptions {
   /** how long a failing host is paused (default 60 s) */
   hostPauseMs?: number
   allowPrivateAddresses?: boolean
+  /** reuse connections to a host between fetches (safeFetch's keepAlive: each made through the address check; default true) */
+  keepAlive?: boolean
 }
 
 export type RepoFetchErrorCode = 'host-busy' | 'host-paused' | 'too-slow' | 'status' | 'fetch' | 'stopped'
@@ -107,6 +109,7 @@ export class RepoFetcher {
       hostFailureLimit: opts.hostFailureLimit ?? 5,
       hostPauseMs: opts.hostPauseMs ?? 60_000,
       allowPrivateAddresses: opts.allowPrivateAddresses ?? false,
+      keepAlive: opts.keepAlive ?? true,
     }
     this.global = new Semaphore(this.opts.concurrency)
   }
@@ -215,6 +218,7 @@ export class RepoFetcher {
         timeoutMs: this.opts.timeoutMs,
         maxBytes: this.opts.maxBytes,
         allowPrivateAddresses: this.opts.allowPrivateAddresses,
+        keepAlive: this.opts.keepAlive,
         headers,
         signal: AbortSignal.any([ctl.signal, stopped]),
         onData: (n) => {
