@@ -321,6 +321,22 @@ async function backfill(db: AnyDb): Promise<void> {
   await db.schema.createIndex('backfill_repo_status_idx').on('backfill_repo').columns(['status', 'did']).execute()
 }
 
+/**
+ * SQLite: where each search entry sits in its FTS5 table (its rowid), by key, so that replacing or deleting
+ * an entry is a lookup and not a scan of the table by its UNINDEXED did / uri column. Filled from the
+ * entries there are (one scan; an account or post with more than one entry keeps its newest).
+ */
+async function searchRowidsSqlite(db: AnyDb): Promise<void> {
+  for (const [fts, key] of [
+    ['actor_fts', 'did'],
+    ['post_fts', 'uri'],
+  ] as const) {
+    await sql.raw(`CREATE TABLE ${fts}_rowid ("${key}" text PRIMARY KEY, "id" integer NOT NULL) WITHOUT ROWID`).execute(db)
+    await sql.raw(`INSERT INTO ${fts}_rowid ("${key}", "id") SELECT ${key}, max(rowid) FROM ${fts} GROUP BY ${key}`).execute(db)
+    await sql.raw(`DELETE FROM ${fts} WHERE rowid NOT IN (SELECT "id" FROM ${fts}_rowid)`).execute(db)
+  }
+}
+
 /** The migrations for one dialect (the same tables; full-text search built the dialect's way). */
 export function appviewMigrations(dialect: DbDialect): Migrations {
   const migrations: Record<string, Migration> = {
@@ -328,6 +344,8 @@ export function appviewMigrations(dialect: DbDialect): Migrations {
     '002-search': { up: dialect === 'postgres' ? ftsPostgres : ftsSqlite },
     '003-labels': { up: labels },
     '004-backfill': { up: backfill },
+    // (PostgreSQL's search tables are keyed by did / uri already)
+    '005-search-rowids': { up: dialect === 'postgres' ? async () => undefined : searchRowidsSqlite },
   }
   return migrations
 }

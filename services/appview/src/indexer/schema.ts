@@ -321,4 +321,7 @@ export interface DatabaseSchema {
   // full-text search (dialect-specific shape, written with raw SQL; see search.ts)
   post_fts: { uri: string; text: string }
   actor_fts: { did: string; handle: string; displayName: string }
+  /** SQLite: the FTS5 rowid of each search entry (search.ts) */
+  actor_fts_rowid: { did: string; id: number }
+  post_fts_rowid: { uri: string; id: number }
 }

@@ -5,7 +5,7 @@
 import { sql, type Expression, type Kysely, type SqlBool } from 'kysely'
 import type { DbDialect } from '@stratos/core/db'
 import type { DatabaseSchema } from './schema.js'
-import { insertRows } from './bulk.js'
+import { insertRows, runQuery, type InsertShape } from './bulk.js'
 
 type Db = Kysely<DatabaseSchema>
 
@@ -34,41 +34,54 @@ export class Search {
 
   async setPost(db: Db, uri: string, text: string): Promise<void> {
     await this.deletePost(db, uri)
-    if (this.dialect === 'postgres') {
-      await sql`INSERT INTO post_fts (uri, tsv) VALUES (${uri}, to_tsvector('simple', ${text}))`.execute(db)
-    } else {
-      await sql`INSERT INTO post_fts (uri, text) VALUES (${uri}, ${text})`.execute(db)
-    }
+    await this.setPosts(db, [{ uri, text }])
   }
 
-  /** Many posts at once (multi-row statements). */
+  /**
+   * Many posts at once (multi-row statements), none of which has an entry yet. On SQLite each entry's
+   * FTS5 rowid is chosen here (after the highest in use) and kept in post_fts_rowid, so that deletePost
+   * finds it by key: a DELETE by the FTS5 table's UNINDEXED uri column would scan the whole table.
+   */
   async setPosts(db: Db, posts: { uri: string; text: string }[]): Promise<void> {
     if (posts.length === 0) return
     if (this.dialect === 'postgres') {
       await insertRows(db, 'postgres', { table: 'post_fts', columns: ['uri', 'tsv'], exprs: { tsv: "to_tsvector('simple', {})" } }, posts.map((p) => ({ uri: p.uri, tsv: p.text })))
-    } else {
-      await insertRows(db, 'sqlite', { table: 'post_fts', columns: ['uri', 'text'] }, posts)
+      return
     }
+    const [top] = await runQuery<{ id: number }>(db, 'sqlite', 'SELECT rowid AS "id" FROM post_fts ORDER BY rowid DESC LIMIT 1', [])
+    let id = Number(top?.id ?? 0)
+    const rows = posts.map((p) => ({ rowid: ++id, uri: p.uri, text: p.text }))
+    await insertRows(db, 'sqlite', POST_FTS_INSERT, rows)
+    await insertRows(db, 'sqlite', POST_FTS_ROWID_UPSERT, rows.map((r) => ({ uri: r.uri, id: r.rowid })))
   }
 
   async deletePost(db: Db, uri: string): Promise<void> {
-    await sql`DELETE FROM post_fts WHERE uri = ${uri}`.execute(db)
+    if (this.dialect === 'postgres') {
+      await sql`DELETE FROM post_fts WHERE uri = ${uri}`.execute(db)
+      return
+    }
+    await runQuery(db, 'sqlite', 'DELETE FROM post_fts WHERE rowid IN (SELECT "id" FROM post_fts_rowid WHERE "uri" = ?)', [uri])
+    await runQuery(db, 'sqlite', 'DELETE FROM post_fts_rowid WHERE "uri" = ?', [uri])
   }
 
   /**
-   * The actor's search entry. `fresh`: the actor was created just now and has none yet (the DELETE by
-   * the FTS5 table's UNINDEXED did column scans the whole table on SQLite: skipped for new accounts).
+   * The actor's search entry. `fresh`: the actor was created just now and has none yet (no delete). On
+   * SQLite the entry's FTS5 rowid is kept in actor_fts_rowid, so the old entry is deleted by rowid (by the
+   * UNINDEXED did column it would be a scan of the whole table).
    */
   async setActor(db: Db, did: string, handle: string | null, displayName: string | null, opts: { fresh?: boolean } = {}): Promise<void> {
-    if (!opts.fresh) await sql`DELETE FROM actor_fts WHERE did = ${did}`.execute(db)
     const h = handle ?? ''
     const name = displayName ?? ''
     if (this.dialect === 'postgres') {
+      if (!opts.fresh) await sql`DELETE FROM actor_fts WHERE did = ${did}`.execute(db)
       await sql`INSERT INTO actor_fts (did, handle, "displayName", tsv)
         VALUES (${did}, ${h}, ${name}, to_tsvector('simple', ${actorText(h, name)}))`.execute(db)
-    } else {
-      await sql`INSERT INTO actor_fts (did, handle, "displayName") VALUES (${did}, ${h}, ${name})`.execute(db)
+      return
     }
+    if (!opts.fresh) await runQuery(db, 'sqlite', 'DELETE FROM actor_fts WHERE rowid IN (SELECT "id" FROM actor_fts_rowid WHERE "did" = ?)', [did])
+    await runQuery(db, 'sqlite', 'INSERT INTO actor_fts (did, handle, "displayName") VALUES (?, ?, ?)', [did, h, name])
+    // (the rowid the FTS5 insert just took)
+    await runQuery(db, 'sqlite', 'INSERT INTO actor_fts_rowid ("did", "id") VALUES (?, last_insert_rowid()) ON CONFLICT ("did") DO UPDATE SET "id" = excluded."id"', [did])
   }
 
   /** A condition on `post.uri`: the post's text matches every token. */
@@ -87,3 +100,7 @@ export class Search {
     return sql<SqlBool>`actor.did IN (SELECT did FROM actor_fts WHERE actor_fts MATCH ${fts5Query(tokens, prefix)})`
   }
 }
+
+/** SQLite: post entries with the rowids setPosts chose */
+const POST_FTS_INSERT: InsertShape = { table: 'post_fts', columns: ['rowid', 'uri', 'text'] }
+const POST_FTS_ROWID_UPSERT: InsertShape = { table: 'post_fts_rowid', columns: ['uri', 'id'], tail: 'ON CONFLICT ("uri") DO UPDATE SET "id" = excluded."id"' }
