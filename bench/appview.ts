@@ -139,9 +139,12 @@ async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T> {
 }
 
 /** CPU µs so far of this process's threads: the main thread, verification workers (commits and repos), the rest (GC, libuv). */
-function threadCpu(): { main: number; workers: number; other: number } {
-  const out = { main: 0, workers: 0, other: 0 }
+function threadCpu(): { main: number; workers: number; other: number; byName: Map<string, number> } {
+  const out = { main: 0, workers: 0, other: 0, byName: new Map<string, number>() }
   for (const t of threadTimes()) {
+    const name = t.main ? 'main' : t.name
+    out.byName.set(name, (out.byName.get(name) ?? 0) + t.us)
+    if (t.main) out.byName.set('main (system)', (out.byName.get('main (system)') ?? 0) + t.sysUs)
     if (t.main) out.main += t.us
     else if (t.name.startsWith('verify-') || t.name.startsWith('repo-verify-')) out.workers += t.us
     else out.other += t.us
@@ -152,6 +155,11 @@ function threadCpu(): { main: number; workers: number; other: number } {
 /** Per-thread CPU per event between two threadCpu() readings. */
 function cpuSplit(a: ReturnType<typeof threadCpu>, b: ReturnType<typeof threadCpu>, n: number): string {
   const f = (k: 'main' | 'workers' | 'other') => Math.round((b[k] - a[k]) / Math.max(1, n))
+  // BENCH_THREADS=1: every thread name's share too (the "other" threads: V8's platform threads, libuv, the checkpointer)
+  if (process.env.BENCH_THREADS) {
+    const per = [...b.byName].map(([name, us]) => [name, Math.round((us - (a.byName.get(name) ?? 0)) / Math.max(1, n))] as const).filter(([, us]) => us > 0)
+    console.log(`CPU µs per event by thread name: ${per.map(([name, us]) => `${name} ${us}`).join(', ')}`)
+  }
   return `main ${f('main')}, workers ${f('workers')}, other ${f('other')}`
 }
 
