@@ -14,6 +14,8 @@ export type BatchTx = Transaction<DatabaseSchema>
 
 interface Item<S> {
   fn: (tx: BatchTx, state: S) => Promise<void>
+  /** how much work the write is (records), for the linger rule */
+  weight: number
   /** what the write will touch (record URIs), looked up for the whole batch at once (`prepare`) */
   keys?: readonly string[]
   resolve: () => void
@@ -31,14 +33,31 @@ export interface BatchWriterOptions<S> {
   end: (tx: BatchTx, state: S) => Promise<void>
   /** writes per transaction at most (default 500) */
   maxBatch?: number
+  /**
+   * Under load, a batch waits up to this long for more writes before it starts (default 0: never). A
+   * transaction costs much less per write when it holds many writes: each page it changes (an index
+   * leaf, a table page) goes to the WAL once per transaction, and with random keys (URIs) most writes
+   * change pages of their own in every index. The batch waits only while the previous batch was large
+   * (at least `lingerAbove` in weight: an idle stream's writes are not delayed), only while writes keep
+   * coming (it starts as soon as none came in a millisecond) and only until `lingerUntil` is queued.
+   */
+  lingerMs?: number
+  /** default 16 */
+  lingerAbove?: number
+  /** default 1,000 */
+  lingerUntil?: number
   /** after each batch: how many writes it held and how long it took */
   onBatch?: (size: number, ms: number) => void
 }
 
 export class BatchWriter<S> {
   private queue: Item<S>[] = []
+  /** the queue's total weight */
+  private queued = 0
   private running = false
-  readonly stats = { batches: 0, writes: 0, fallbacks: 0 }
+  /** the weight of the last batch */
+  private lastWeight = 0
+  readonly stats = { batches: 0, writes: 0, fallbacks: 0, lingered: 0 }
 
   constructor(private readonly opts: BatchWriterOptions<S>) {}
 
@@ -60,10 +79,11 @@ export class BatchWriter<S> {
     return this.queue.length
   }
 
-  /** Queues a write; resolves once its batch has committed. */
-  write(fn: (tx: BatchTx, state: S) => Promise<void>, keys?: readonly string[]): Promise<void> {
+  /** Queues a write (`weight`: how many records it writes, default 1); resolves once its batch has committed. */
+  write(fn: (tx: BatchTx, state: S) => Promise<void>, keys?: readonly string[], weight = 1): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ fn, resolve, reject, ...(keys ? { keys } : {}) })
+      this.queue.push({ fn, weight, resolve, reject, ...(keys ? { keys } : {}) })
+      this.queued += weight
       if (!this.running) {
         this.running = true
         // the end of this turn: writes handed in by the same socket read share the batch
@@ -77,8 +97,13 @@ export class BatchWriter<S> {
       while (this.queue.length > 0) {
         if (this.paused) await this.paused
         const max = this.opts.maxBatch ?? 500
+        await this.linger(max)
         const batch = this.queue.length <= max ? this.queue : this.queue.slice(0, max)
         this.queue = this.queue.length <= max ? [] : this.queue.slice(max)
+        let weight = 0
+        for (const item of batch) weight += item.weight
+        this.queued -= weight
+        this.lastWeight = weight
         const t0 = performance.now()
         try {
           await this.run(batch)
@@ -102,6 +127,22 @@ export class BatchWriter<S> {
     } finally {
       this.running = false
     }
+  }
+
+  /** See `lingerMs`: waits while the last batch was large and writes keep coming, up to `lingerUntil` queued. */
+  private async linger(max: number): Promise<void> {
+    const ms = this.opts.lingerMs ?? 0
+    if (ms <= 0 || this.lastWeight < (this.opts.lingerAbove ?? 16)) return
+    const until = this.opts.lingerUntil ?? 1000
+    const deadline = performance.now() + ms
+    let lingered = false
+    while (this.queued < until && this.queue.length < max && performance.now() < deadline) {
+      const before = this.queue.length
+      await new Promise((r) => setTimeout(r, 1))
+      lingered = true
+      if (this.queue.length === before) break
+    }
+    if (lingered) this.stats.lingered++
   }
 
   private run(batch: Item<S>[]): Promise<void> {

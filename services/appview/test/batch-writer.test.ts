@@ -1,0 +1,81 @@
+/**
+ * The batch writer's linger rule (BatchWriterOptions.lingerMs): after a large batch, the next one waits
+ * while writes keep coming, so a burst is written in fewer, larger transactions; after a small batch (an
+ * idle stream) a write is not held. What is checked is how the writes were grouped into transactions
+ * (the transaction function here records each batch), not how long anything took.
+ */
+import { describe, expect, it } from 'vitest'
+import { BatchWriter, type BatchTx } from '../src/ingest/batch-writer.js'
+
+/** A writer whose "transactions" record the writes they ran (ids), in order. */
+function recordingWriter(opts: { lingerMs?: number; lingerAbove?: number; lingerUntil?: number; maxBatch?: number }) {
+  const batches: number[][] = []
+  let current: number[] = []
+  const writer = new BatchWriter<null>({
+    transact: async (fn) => {
+      current = []
+      const out = await fn(null as unknown as BatchTx)
+      batches.push(current)
+      return out
+    },
+    begin: () => null,
+    end: async () => undefined,
+    ...opts,
+  })
+  const write = (id: number, weight = 1) => writer.write(async () => void current.push(id), undefined, weight)
+  return { writer, batches, write }
+}
+
+/** `n` writes handed in one per event-loop turn (as a socket's frames or workers' answers arrive). */
+async function trickle(write: (id: number) => Promise<void>, from: number, n: number): Promise<void> {
+  const done: Promise<void>[] = []
+  for (let i = 0; i < n; i++) {
+    done.push(write(from + i))
+    await new Promise((r) => setImmediate(r))
+  }
+  await Promise.all(done)
+}
+
+describe('BatchWriter linger', () => {
+  it('after a large batch, writes that keep coming join the next batch (up to lingerUntil)', async () => {
+    const { writer, batches, write } = recordingWriter({ lingerMs: 10_000, lingerAbove: 4, lingerUntil: 20 })
+    // a first batch of 5 (all handed in at once): large enough to linger after
+    await Promise.all([1, 2, 3, 4, 5].map((i) => write(i)))
+    expect(batches).toEqual([[1, 2, 3, 4, 5]])
+    await trickle(write, 100, 40)
+    // the trickle is written in batches of about lingerUntil, every write once and in order
+    const later = batches.slice(1)
+    expect(later.flat()).toEqual(Array.from({ length: 40 }, (_, i) => 100 + i))
+    expect(later[0]!.length).toBeGreaterThanOrEqual(20)
+    expect(writer.stats.lingered).toBeGreaterThan(0)
+  })
+
+  it('without linger, the same trickle goes out as it arrives (the reference)', async () => {
+    const { batches, write } = recordingWriter({})
+    await Promise.all([1, 2, 3, 4, 5].map((i) => write(i)))
+    await trickle(write, 100, 40)
+    const later = batches.slice(1)
+    expect(later.flat()).toEqual(Array.from({ length: 40 }, (_, i) => 100 + i))
+    expect(Math.max(...later.map((b) => b.length))).toBeLessThan(20)
+  })
+
+  it('after a small batch, a write is not held', async () => {
+    const { writer, batches, write } = recordingWriter({ lingerMs: 10_000, lingerAbove: 4, lingerUntil: 20 })
+    await write(1)
+    await write(2)
+    await trickle(write, 100, 3)
+    expect(batches).toEqual([[1], [2], [100], [101], [102]])
+    expect(writer.stats.lingered).toBe(0)
+  })
+
+  it('weights count: one write of many records is a large batch', async () => {
+    const { writer, batches, write } = recordingWriter({ lingerMs: 10_000, lingerAbove: 50, lingerUntil: 100 })
+    await write(1, 60)
+    await trickle((id) => write(id, 10), 100, 12)
+    expect(batches[0]).toEqual([1])
+    // lingered until 100 in weight (10 writes of 10) were queued
+    expect(batches[1]!.length).toBeGreaterThanOrEqual(10)
+    expect(batches.slice(1).flat()).toEqual(Array.from({ length: 12 }, (_, i) => 100 + i))
+    expect(writer.stats.lingered).toBeGreaterThan(0)
+  })
+})
