@@ -210,10 +210,11 @@ async function backfill(net: Network, manifest: Manifest, dialect: 'sqlite' | 'p
   const fromSnapshot = !!snapshot && existsSync(snapshot)
   if (fromSnapshot) copyFileSync(snapshot, join(dir, 'appview.sqlite'))
   const batch = process.env.BENCH_BATCH_BACKFILLS
-  const server = await AppViewServer.create(
-    config(net, dialect === 'postgres' ? PG_URL! : join(dir, 'appview.sqlite'), dir, schema),
-    batch === undefined ? {} : { ingest: { batchBackfills: batch === '1' } },
-  )
+  // BENCH_BATCH_LINGER_MS: the ingester's batchLingerMs (unset: its default)
+  const linger = process.env.BENCH_BATCH_LINGER_MS
+  const server = await AppViewServer.create(config(net, dialect === 'postgres' ? PG_URL! : join(dir, 'appview.sqlite'), dir, schema), {
+    ingest: { ...(batch === undefined ? {} : { batchBackfills: batch === '1' }), ...(linger === undefined ? {} : { batchLingerMs: Number(linger) }) },
+  })
   // the worker threads up first (their start-up, module loading from source here, is not per-record work)
   await server.ctx.ingester.verifier?.ready()
   await server.ctx.ingester.repoVerifier?.ready()
