@@ -78,4 +78,19 @@ describe('BatchWriter linger', () => {
     expect(batches.slice(1).flat()).toEqual(Array.from({ length: 12 }, (_, i) => 100 + i))
     expect(writer.stats.lingered).toBeGreaterThan(0)
   })
+
+  it('a pause that comes while a batch lingers holds that batch until resume', async () => {
+    const { writer, batches, write } = recordingWriter({ lingerMs: 10_000, lingerAbove: 4, lingerUntil: 1000 })
+    await Promise.all([1, 2, 3, 4, 5].map((i) => write(i)))
+    const first = write(100)
+    // the batch is lingering now (writes keep coming): held from here
+    await new Promise((r) => setImmediate(r))
+    writer.pause()
+    const more = trickle(write, 101, 5)
+    await new Promise((r) => setTimeout(r, 20))
+    expect(batches).toEqual([[1, 2, 3, 4, 5]])
+    writer.resume()
+    await Promise.all([first, more])
+    expect(batches.slice(1).flat()).toEqual([100, 101, 102, 103, 104, 105])
+  })
 })

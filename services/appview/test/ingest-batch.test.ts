@@ -93,6 +93,9 @@ describe.each(dialects)('ingest: group commit gives the same index as one commit
   it('a rapid mix of creates, updates and deletes of 6 accounts', async () => {
     const accounts: Account[] = []
     for (let i = 0; i < 6; i++) accounts.push(await net.createAccount(`batch${i}.test`))
+    // the accounts' own first events written before the writer is held: the count of queued writes
+    // below must be of this test's commits only
+    await caughtUp(batched, net)
     const posts: WriteResult[][] = accounts.map(() => [])
     // nothing below waits for the AppViews: the events pile up and are written in batches (the batched
     // one's writer is held until several commits wait, so at least one batch holds more than one)

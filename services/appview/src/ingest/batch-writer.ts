@@ -98,6 +98,8 @@ export class BatchWriter<S> {
         if (this.paused) await this.paused
         const max = this.opts.maxBatch ?? 500
         await this.linger(max)
+        // (a pause that came while lingering holds this batch too)
+        if (this.paused) await this.paused
         const batch = this.queue.length <= max ? this.queue : this.queue.slice(0, max)
         this.queue = this.queue.length <= max ? [] : this.queue.slice(max)
         let weight = 0
