@@ -231,7 +231,9 @@ describe('AppView network backfill on the dev network', () => {
 
   for (const dialect of dialects) {
     it(`an AppView started after 50 accounts wrote their history shows all of it (${dialect})`, async () => {
-      const { server } = await freshAppView(dialect)
+      // one PDS host holds every repo: with one fetch at a time and one waiting allowed per host, the
+      // backfill's 32 repos in flight wait for the host instead of being refused (and marked failed)
+      const { server } = await freshAppView(dialect, { APPVIEW_REPO_FETCH_HOST_CONCURRENCY: '1', APPVIEW_REPO_FETCH_HOST_QUEUE: '1' })
       try {
         await waitUntil(async () => (await server.ctx.backfiller.status()).state === 'done', 60_000, 'the backfill to finish')
         const status = await server.ctx.backfiller.status()

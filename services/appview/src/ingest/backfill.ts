@@ -332,7 +332,13 @@ export class Backfiller {
     const updatedAt = () => new Date().toISOString()
     let error: string | null = null
     // (a repo already indexed at the listed rev, or later, is not fetched: checked in the account's queue)
-    const ok = await this.opts.ingester.resync(row.did, { retries: 2, listedRev: row.rev, onFetched: (bytes) => this.fetched(row.did, bytes) }).catch((err) => {
+    const ok = await this.opts.ingester.resync(row.did, {
+      retries: 2,
+      listedRev: row.rev,
+      // its repos in flight are bounded by its concurrency: one PDS host serving all of them is a queue, not a refusal
+      waitForHost: true,
+      onFetched: (bytes) => this.fetched(row.did, bytes),
+    }).catch((err) => {
       this.opts.log.warn({ did: row.did, err: (err as Error).message }, 'backfill: repo failed')
       return false
     })

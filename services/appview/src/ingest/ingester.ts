@@ -959,7 +959,7 @@ export class Ingester {
     const fetchRepo = async (): Promise<Uint8Array | null> => {
       for (let attempt = 0; ; attempt++) {
         try {
-          const car = await this.fetcher.getRepo(pds, did)
+          const car = await this.fetcher.getRepo(pds, did, { queue: opts.waitForHost ? 'wait' : 'refuse' })
           opts.onFetched?.(car.byteLength)
           return car
         } catch (err) {
@@ -1069,6 +1069,8 @@ export interface ResyncOptions {
   retries?: number
   /** told the CAR's size once fetched (the backfill's bound on bytes in flight) */
   onFetched?: (bytes: number) => void
+  /** wait for a slot on the PDS host even when its fetch queue is full (the backfill bounds its own fetches) */
+  waitForHost?: boolean
 }
 
 /** What one batch of live writes shares: the index's pending rows and each account's last repo state. */

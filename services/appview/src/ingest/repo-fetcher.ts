@@ -90,6 +90,11 @@ function hostOf(endpoint: string): string {
   }
 }
 
+export interface FetchQueueOptions {
+  /** 'refuse' (default): host-busy when the host's queue is full; 'wait': wait for a slot regardless */
+  queue?: 'refuse' | 'wait'
+}
+
 export class RepoFetcher {
   private readonly global: Semaphore
   private readonly hosts = new Map<string, HostState>()
@@ -141,21 +146,25 @@ export class RepoFetcher {
     }))
   }
 
-  /** GET {pdsEndpoint}/xrpc/com.atproto.sync.getRepo?did=… within the limits; the CAR bytes. */
-  async getRepo(pdsEndpoint: string, did: string): Promise<Uint8Array> {
+  /**
+   * GET {pdsEndpoint}/xrpc/com.atproto.sync.getRepo?did=… within the limits; the CAR bytes. `queue: 'wait'`
+   * waits for a slot on the host however many fetches already wait (a caller that bounds its own fetches in
+   * flight, such as the network backfill); by default a fetch is refused (host-busy) when the host's queue is full.
+   */
+  async getRepo(pdsEndpoint: string, did: string, opts: FetchQueueOptions = {}): Promise<Uint8Array> {
     const url = `${pdsEndpoint.replace(/\/+$/, '')}/xrpc/com.atproto.sync.getRepo?did=${encodeURIComponent(did)}`
-    return this.fetchBytes(url, { accept: 'application/vnd.ipld.car' })
+    return this.fetchBytes(url, { accept: 'application/vnd.ipld.car' }, opts)
   }
 
   /** Any GET on a host within the same limits (listRepos pages use it too). */
-  async fetchBytes(url: string, headers: Record<string, string> = {}): Promise<Uint8Array> {
+  async fetchBytes(url: string, headers: Record<string, string> = {}, opts: FetchQueueOptions = {}): Promise<Uint8Array> {
     const name = hostOf(url)
     const h = this.host(name)
     if (h.pausedUntil > Date.now()) {
       this.stats.refused++
       throw new RepoFetchError('host-paused', `${name} is paused after ${this.opts.hostFailureLimit} failed fetches in a row`, true)
     }
-    if (h.slots.active >= h.slots.limit && h.slots.waiting.length >= this.opts.hostQueueLimit) {
+    if (opts.queue !== 'wait' && h.slots.active >= h.slots.limit && h.slots.waiting.length >= this.opts.hostQueueLimit) {
       this.stats.refused++
       throw new RepoFetchError('host-busy', `${name} has ${h.slots.waiting.length} fetches waiting already`, true)
     }
