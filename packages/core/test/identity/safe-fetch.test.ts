@@ -30,36 +30,42 @@ describe('isPublicAddress', () => {
   })
 })
 
+/** The routes both safeFetch suites use: a small and a large body, one streamed without a length, one that
+ * never answers, a redirect and a redirect loop. */
+function addCommonRoutes(server: FakeServer): void {
+  server.routes.set('/hello', (_req, res) => res.end('hi there'))
+  server.routes.set('/big', (_req, res) => res.end(Buffer.alloc(5000, 'a')))
+  server.routes.set('/big-chunked', (_req, res) => {
+    // no content-length: the limit has to be enforced while streaming
+    let sent = 0
+    const tick = () => {
+      if (sent >= 20) return res.end()
+      sent++
+      res.write(Buffer.alloc(1000, 'b'))
+      setTimeout(tick, 1)
+    }
+    tick()
+  })
+  server.routes.set('/slow', () => {
+    // never answers
+  })
+  server.routes.set('/redirect', (_req, res) => {
+    res.statusCode = 302
+    res.setHeader('location', '/hello')
+    res.end()
+  })
+  server.routes.set('/loop', (_req, res) => {
+    res.statusCode = 301
+    res.setHeader('location', '/loop')
+    res.end()
+  })
+}
+
 describe('safeFetch', () => {
   const server = new FakeServer()
   beforeAll(async () => {
     await server.start()
-    server.routes.set('/hello', (_req, res) => res.end('hi there'))
-    server.routes.set('/big', (_req, res) => res.end(Buffer.alloc(5000, 'a')))
-    server.routes.set('/big-chunked', (_req, res) => {
-      // no content-length: the limit has to be enforced while streaming
-      let sent = 0
-      const tick = () => {
-        if (sent >= 20) return res.end()
-        sent++
-        res.write(Buffer.alloc(1000, 'b'))
-        setTimeout(tick, 1)
-      }
-      tick()
-    })
-    server.routes.set('/slow', () => {
-      // never answers
-    })
-    server.routes.set('/redirect', (_req, res) => {
-      res.statusCode = 302
-      res.setHeader('location', '/hello')
-      res.end()
-    })
-    server.routes.set('/loop', (_req, res) => {
-      res.statusCode = 301
-      res.setHeader('location', '/loop')
-      res.end()
-    })
+    addCommonRoutes(server)
     server.routes.set('/status', (_req, res) => {
       res.statusCode = 503
       res.end('busy')
@@ -153,31 +159,7 @@ describe('safeFetch with keepAlive', () => {
   beforeAll(async () => {
     await server.start()
     server.server.on('connection', () => connections++)
-    server.routes.set('/hello', (_req, res) => res.end('hi there'))
-    server.routes.set('/big', (_req, res) => res.end(Buffer.alloc(5000, 'a')))
-    server.routes.set('/big-chunked', (_req, res) => {
-      let sent = 0
-      const tick = () => {
-        if (sent >= 20) return res.end()
-        sent++
-        res.write(Buffer.alloc(1000, 'b'))
-        setTimeout(tick, 1)
-      }
-      tick()
-    })
-    server.routes.set('/slow', () => {
-      // never answers
-    })
-    server.routes.set('/redirect', (_req, res) => {
-      res.statusCode = 302
-      res.setHeader('location', '/hello')
-      res.end()
-    })
-    server.routes.set('/loop', (_req, res) => {
-      res.statusCode = 301
-      res.setHeader('location', '/loop')
-      res.end()
-    })
+    addCommonRoutes(server)
   })
   afterAll(() => server.stop())
 
