@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type SqliteDatabase from 'better-sqlite3'
+import { ChangeCheckedCache } from '../util/change-checked-cache.js'
 import type { Kysely } from 'kysely'
 import { importKeypair, type Curve, type SigningKeypair } from '@stratos/core/crypto'
 import { AuthRequiredError, InvalidRequestError } from '../errors.js'
@@ -87,20 +88,14 @@ export class AccountManager {
     byHandle: SqliteDatabase.Statement<[string], AccountTable>
     setRoot: SqliteDatabase.Statement<[string, string, string, string]>
     tx: SqliteDatabase.Transaction<(roots: Map<string, PendingRoot>) => void>
-    /** rows changed through this connection since it opened (no transaction, no lock: a cheap counter read) */
-    changes: SqliteDatabase.Statement<[], number>
   } | null
 
   /**
-   * Account rows read by {@link getAccount} (key: DID, or `@` + handle; null: no such account), valid while
-   * `total_changes()` of the connection stays at {@link rowsGeneration}: every write to the service
-   * database goes through this one connection (Kysely's and the hot statements alike), so any insert,
-   * update or delete empties the cache before the next read. The head updates of the write path
-   * ({@link flushRepoRoots}) touch repo_root only and leave it as it is. Rows read inside a transaction
-   * are not kept (it may be rolled back).
+   * Account rows read by {@link getAccount} (key: DID, or `@` + handle; null: no such account): every write to
+   * the service database goes through this one connection (Kysely's and the hot statements alike). The head
+   * updates of the write path ({@link flushRepoRoots}) touch repo_root only and leave them valid.
    */
-  private readonly rows = new Map<string, AccountTable | null>()
-  private rowsGeneration = -1
+  private readonly rows: ChangeCheckedCache<AccountTable | null> | null
 
   constructor(
     readonly db: Kysely<AccountDbSchema>,
@@ -117,9 +112,9 @@ export class AccountManager {
           tx: s.transaction((roots: Map<string, PendingRoot>) => {
             for (const [did, r] of roots) this.hot!.setRoot.run(r.cid, r.rev, r.at, did)
           }),
-          changes: s.prepare<[], number>('SELECT total_changes()').pluck(),
         }
       : null
+    this.rows = s ? new ChangeCheckedCache(s, MAX_CACHED_ROWS) : null
   }
 
   /**
@@ -136,10 +131,8 @@ export class AccountManager {
     const roots = this.pendingRoots
     this.pendingRoots = new Map()
     // repo_root rows only: cached account rows stay valid across this write (unless already stale)
-    const before = this.hot.changes.get()!
     try {
-      this.hot.tx(roots)
-      if (this.rowsGeneration === before) this.rowsGeneration = this.hot.changes.get()!
+      this.rows!.unaffectedBy(() => this.hot!.tx(roots))
     } catch (err) {
       // kept for the next flush (unless a newer head came meanwhile); a head never written is found
       // behind the account's store at start-up (PdsServer's recovery)
@@ -181,19 +174,7 @@ export class AccountManager {
   /** The account row by DID or `@` + lowercased handle, through the row cache (see {@link rows}). */
   private accountRow(key: string): AccountTable | null {
     const hot = this.hot!
-    const generation = hot.changes.get()!
-    if (generation !== this.rowsGeneration) {
-      this.rows.clear()
-      this.rowsGeneration = generation
-    }
-    const hit = this.rows.get(key)
-    if (hit !== undefined) return hit
-    const row = (key.startsWith('@') ? hot.byHandle.get(key.slice(1)) : hot.byDid.get(key)) ?? null
-    if (!this.opts.sqlite!.inTransaction) {
-      if (this.rows.size >= MAX_CACHED_ROWS) this.rows.clear()
-      this.rows.set(key, row)
-    }
-    return row
+    return this.rows!.get(key, () => (key.startsWith('@') ? hot.byHandle.get(key.slice(1)) : hot.byDid.get(key)) ?? null)
   }
 
   /**

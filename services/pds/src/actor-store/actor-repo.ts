@@ -8,6 +8,7 @@ import { cborDecode } from '@stratos/core/data'
 import { WalCheckpointSchedule, WalGroupSync, type WalCheckpointer } from '@stratos/core/stream'
 import { SqliteRepoStorage, repoCarStream, walkMst, writeCar, type VerifiedRepoCar } from '@stratos/core/repo'
 import { isValidNsid, isValidRecordKey, nextTid } from '@stratos/core/syntax'
+import { ChangeCheckedCache } from '../util/change-checked-cache.js'
 import type { DiskBlobStore } from '../blobstore.js'
 import { InvalidRequestError } from '../errors.js'
 import { cborEncode, cidForBlock, findBlobRefs } from '../util/ipld.js'
@@ -98,13 +99,11 @@ export class ActorRepo {
   /** the sync of the directory that holds the WAL this handle created (see applyWritesLocked), until done */
   private dirSynced: Promise<void> | null = null
   /**
-   * What {@link getRecordJson} found by `collection/rkey` (null: no visible record), valid while the
-   * connection's `total_changes()` stays at {@link readsGeneration}: the account's file is written through
-   * this connection only (one handle per account; the checkpoint worker's connection copies pages, it
-   * changes no row), so any insert, update or delete (a commit, an import, a takedown) empties it first.
+   * What {@link getRecordJson} found by `collection/rkey` (null: no visible record): the account's file is
+   * written through this connection only (one handle per account; the checkpoint worker's connection copies
+   * pages, it changes no row), so a commit, an import or a takedown empties it first.
    */
-  private readonly readRows = new Map<string, { uri: string; cid: string } | null>()
-  private readsGeneration = -1
+  private readonly readRows: ChangeCheckedCache<{ uri: string; cid: string } | null>
 
   constructor(
     readonly did: string,
@@ -115,6 +114,7 @@ export class ActorRepo {
     checkpointer?: WalCheckpointer,
   ) {
     this.storage = new SqliteRepoStorage(db)
+    this.readRows = new ChangeCheckedCache(db, MAX_CACHED_READS)
     // the store's commits are written to its WAL without an fsync (synchronous = NORMAL); durable() syncs it.
     // The WAL stays the same file while this connection is open (SQLite removes it when the last connection
     // closes, after close() / closeQuietly() have closed the sync's descriptor), so the descriptor is kept
@@ -132,8 +132,6 @@ export class ActorRepo {
     this.s = lazyStatements({
       record: () => db.prepare<[string], RecordRow>('SELECT * FROM record WHERE uri = ?'),
       dataVersion: () => db.prepare<[], number>('PRAGMA data_version').pluck(),
-      // no table, so no transaction and no lock: a counter of the connection
-      changes: () => db.prepare<[], number>('SELECT total_changes()').pluck(),
       upsertRecord: () => db.prepare<[string, string, string, string, string, string]>(
         `INSERT INTO record (uri, cid, collection, rkey, repoRev, indexedAt) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (uri) DO UPDATE SET cid = excluded.cid, repoRev = excluded.repoRev, indexedAt = excluded.indexedAt`,
@@ -228,22 +226,10 @@ export class ActorRepo {
 
   /** uri and CID of a record that is not taken down, through {@link readRows} */
   private visibleRecord(collection: string, rkey: string): { uri: string; cid: string } | null {
-    const generation = this.s.changes.get()!
-    if (generation !== this.readsGeneration) {
-      this.readRows.clear()
-      this.readsGeneration = generation
-    }
-    const key = `${collection}/${rkey}`
-    const hit = this.readRows.get(key)
-    if (hit !== undefined) return hit
-    const row = this.getRecordRow(collection, rkey)
-    const found = row && !row.takedownRef ? { uri: row.uri, cid: row.cid } : null
-    // rows read inside a transaction (which may yet be rolled back) are not kept
-    if (!this.db.inTransaction) {
-      if (this.readRows.size >= MAX_CACHED_READS) this.readRows.clear()
-      this.readRows.set(key, found)
-    }
-    return found
+    return this.readRows.get(`${collection}/${rkey}`, () => {
+      const row = this.getRecordRow(collection, rkey)
+      return row && !row.takedownRef ? { uri: row.uri, cid: row.cid } : null
+    })
   }
 
   /** {@link listRecords} with each value as JSON text (see {@link getRecordJson}); null when its block is missing. */
