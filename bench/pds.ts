@@ -24,6 +24,10 @@
  * - fsyncs per write: `strace -f -c -e trace=fsync,fdatasync` attached to the server process (all threads)
  *   during a separate 200-write phase at concurrency 8 on one account (strace slows the process, so the
  *   throughput phases run without it). Skipped when strace is missing.
+ * `--pds-defaults` starts our PDS as a production one runs (rate limits on, LOG_LEVEL=info, its request log lines going to
+ * the bench through a pipe), behind a trusted loopback proxy (PDS_TRUSTED_PROXIES=loopback): each request carries an
+ * X-Forwarded-For of one of 4,096 client addresses, so the per-IP limit (3,000 per 5 minutes) is charged on every
+ * request without refusing the load (long write phases may still reach the per-account write budget).
  * `--only stratos` loads one server only (for profiling; RESULTS.md is left alone). `--prof` writes V8 CPU profiles of both PDS processes to bench/.cache/pds-prof/<server>/ (the largest file of
  * a directory is the main thread's).
  * Prints a table and rewrites the "pds" section of bench/RESULTS.md.
@@ -58,6 +62,7 @@ const FEW = 50
 const PROF = process.argv.includes('--prof')
 const PHASES = process.argv.includes('--phases') ? new Set(process.argv[process.argv.indexOf('--phases') + 1]!.split(',')) : null
 const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : null
+const PDS_DEFAULTS = process.argv.includes('--pds-defaults')
 const CLIENT = process.argv.includes('--client') ? process.argv[process.argv.indexOf('--client') + 1]! : 'lean'
 if (CLIENT !== 'lean' && CLIENT !== 'undici') throw new Error(`--client must be lean or undici (got ${CLIENT})`)
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100
@@ -128,6 +133,8 @@ class Target {
   pool: InstanceType<typeof Pool> | null = null
   lean: LeanPool | null = null
   accounts: Account[] = []
+  /** --pds-defaults: the next client address sent in X-Forwarded-For (ours only) */
+  private client = 0
   constructor(
     readonly name: string,
     readonly url: string,
@@ -141,6 +148,10 @@ class Target {
     const headers: Record<string, string> = {}
     if (opts.body !== undefined) headers['content-type'] = 'application/json'
     if (opts.jwt) headers.authorization = `Bearer ${opts.jwt}`
+    if (PDS_DEFAULTS && this.name === 'stratos') {
+      const n = this.client++ & 4095
+      headers['x-forwarded-for'] = `10.0.${n >> 8}.${n & 255}`
+    }
     const request = {
       method,
       path: `/xrpc/${nsid}${opts.query ? `?${opts.query}` : ''}`,
@@ -387,7 +398,15 @@ try {
   const ourProc = await startProcess(
     'Stratos PDS',
     [...prof('stratos'), '--import', 'tsx', '--import', './bench/lib/register.ts', join(ROOT, 'services/pds/src/bin.ts')],
-    { ...common(ourPort, ourDir), NODE_ENV: 'production', UV_THREADPOOL_SIZE: '16', PDS_MAX_CONNECTIONS_PER_IP: '10000', PDS_MAX_SUBSCRIPTIONS_PER_IP: '1000', PDS_ACTOR_STORE_CACHE_SIZE: String(OUR_CACHE) },
+    {
+      ...common(ourPort, ourDir),
+      NODE_ENV: 'production',
+      UV_THREADPOOL_SIZE: '16',
+      PDS_MAX_CONNECTIONS_PER_IP: '10000',
+      PDS_MAX_SUBSCRIPTIONS_PER_IP: '1000',
+      PDS_ACTOR_STORE_CACHE_SIZE: String(OUR_CACHE),
+      ...(PDS_DEFAULTS ? { PDS_RATE_LIMITS_ENABLED: 'true', LOG_LEVEL: 'info', PDS_TRUSTED_PROXIES: 'loopback' } : {}),
+    },
     `http://127.0.0.1:${ourPort}/xrpc/com.atproto.server.describeServer`,
   )
   procs.push(ourProc)
@@ -530,7 +549,8 @@ try {
     '```',
   ].join('\n')
   console.log('\n' + table)
-  if (!ONLY) writeResultsSection('pds', md)
+  // RESULTS.md describes the bench settings (rate limits off): a --pds-defaults run leaves it alone
+  if (!ONLY && !PDS_DEFAULTS) writeResultsSection('pds', md)
 } finally {
   for (const p of procs) {
     if (p.exitCode !== null) continue

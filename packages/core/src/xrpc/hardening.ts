@@ -105,6 +105,68 @@ export function clientIpOf(req: { socket: Socket; headers: Record<string, string
   return ip
 }
 
+/** Decides whether a peer is a trusted proxy, given its address and its distance from the server (0: the socket). */
+export type TrustProxyFn = (addr: string | undefined, hop: number) => boolean
+
+/**
+ * The client address of a raw request as fastify reports it (`request.ip`) when its `trustProxy` option is
+ * `trust` (false: none): the socket peer; or, while the address reached is trusted, the next X-Forwarded-For
+ * entry from the right (the last one when every hop is trusted). Entries are split on commas and stripped of
+ * spaces and tabs, empty ones skipped, as @fastify/proxy-addr reads them, so XrpcServer's fast path keys rate
+ * limits and logs requests exactly as fastify does on the regular path.
+ */
+export function fastifyClientIp(req: { socket?: { remoteAddress?: string } | null; headers: Record<string, string | string[] | undefined> }, trust: TrustProxyFn | false): string | undefined {
+  const peer = req.socket ? req.socket.remoteAddress : undefined
+  if (!trust) return peer
+  const header = req.headers['x-forwarded-for']
+  if (!header || typeof header !== 'string') return peer
+  if (header.indexOf(',') === -1) {
+    const only = header.trim()
+    return only.length > 0 && trust(peer, 0) ? only : peer
+  }
+  const parts = header.split(',')
+  let addr = peer
+  let hop = 0
+  for (let i = parts.length - 1; i >= 0; i--) {
+    const entry = trimSpaceTab(parts[i]!)
+    if (entry.length === 0) continue
+    if (!trust(addr, hop)) return addr
+    addr = entry
+    hop++
+  }
+  return addr
+}
+
+/** The Host of a raw request as fastify reports it (`request.host`) when its `trustProxy` is `trust`. */
+export function fastifyHost(req: { socket?: { remoteAddress?: string } | null; headers: Record<string, string | string[] | undefined> }, trust: TrustProxyFn | false): string {
+  const forwarded = req.headers['x-forwarded-host']
+  if (trust && typeof forwarded === 'string' && forwarded && req.socket && trust(req.socket.remoteAddress, 0)) {
+    const comma = forwarded.lastIndexOf(',')
+    return comma === -1 ? forwarded.trim() : forwarded.slice(comma + 1).trim()
+  }
+  const host = req.headers.host ?? req.headers[':authority']
+  return (Array.isArray(host) ? host[0] : host) ?? ''
+}
+
+function trimSpaceTab(s: string): string {
+  let a = 0
+  let b = s.length
+  while (a < b && (s[a] === ' ' || s[a] === '\t')) a++
+  while (b > a && (s[b - 1] === ' ' || s[b - 1] === '\t')) b--
+  return a === 0 && b === s.length ? s : s.slice(a, b)
+}
+
+/**
+ * The predicate XrpcServer gives fastify as `trustProxy` (false for an empty list): the {@link proxyMatcher} of
+ * the list, so fastify's `request.ip`, the fast path's {@link fastifyClientIp}, the connection caps and
+ * {@link clientIpOf} agree on who is a proxy.
+ */
+export function trustProxyFn(list: readonly string[]): TrustProxyFn | false {
+  if (list.length === 0) return false
+  const trusted = proxyMatcher(list)
+  return (addr) => trusted(addr)
+}
+
 /** The soft limit on open files of this process (Linux /proc), or undefined when unknown. */
 export function openFileLimit(): number | undefined {
   try {

@@ -130,6 +130,15 @@ export interface CheckedLimit {
   status: RateLimitStatus
 }
 
+/** The bucket and cost of one rule for a request, or undefined when the rule skips it (no key, no cost). */
+function charge<Ctx extends RateLimitContext>(id: string, rule: RateLimitRule<Ctx>, ctx: Ctx): { key: string; cost: number; spec: BucketSpec } | undefined {
+  const keyPart = rule.calcKey ? rule.calcKey(ctx) : (ctx.req.ip ?? 'unknown')
+  if (keyPart === null || keyPart === undefined) return undefined
+  const cost = rule.calcPoints ? rule.calcPoints(ctx) : 1
+  if (!(cost > 0)) return undefined
+  return { key: `${id}|${keyPart}`, cost, spec: { points: rule.points, durationMs: rule.durationMs } }
+}
+
 /** Takes points from every applicable bucket; the tightest status decides the headers. */
 export async function consumeAll<Ctx extends RateLimitContext>(
   store: RateLimitStore,
@@ -139,12 +148,23 @@ export async function consumeAll<Ctx extends RateLimitContext>(
 ): Promise<CheckedLimit[]> {
   const out: CheckedLimit[] = []
   for (const { id, rule } of rules) {
-    const keyPart = rule.calcKey ? rule.calcKey(ctx) : (ctx.req.ip ?? 'unknown')
-    if (keyPart === null || keyPart === undefined) continue
-    const cost = rule.calcPoints ? rule.calcPoints(ctx) : 1
-    if (!(cost > 0)) continue
-    const key = `${id}|${keyPart}`
-    out.push({ key, status: await store.consume(key, cost, { points: rule.points, durationMs: rule.durationMs }, now) })
+    const c = charge(id, rule, ctx)
+    if (c) out.push({ key: c.key, status: await store.consume(c.key, c.cost, c.spec, now) })
+  }
+  return out
+}
+
+/** {@link consumeAll} on the in-memory store, which answers at once (for XrpcServer's synchronous fast path). */
+export function consumeAllNow<Ctx extends RateLimitContext>(
+  store: MemoryRateLimitStore,
+  rules: { id: string; rule: RateLimitRule<Ctx> }[],
+  ctx: Ctx,
+  now = Date.now(),
+): CheckedLimit[] {
+  const out: CheckedLimit[] = []
+  for (const { id, rule } of rules) {
+    const c = charge(id, rule, ctx)
+    if (c) out.push({ key: c.key, status: store.consume(c.key, c.cost, c.spec, now) })
   }
   return out
 }

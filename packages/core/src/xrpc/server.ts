@@ -12,6 +12,7 @@ import Fastify, {
   type FastifyServerOptions,
 } from 'fastify'
 import type { LoggerOptions } from 'pino'
+import { Counter } from 'prom-client'
 import { isValidNsid } from '@atproto/syntax'
 import {
   LexiconValidationError,
@@ -36,17 +37,30 @@ import {
   XRPCError,
   toXrpcError,
 } from './errors.js'
-import { frameworkErrorStatus, hardenedFastifyOptions, isClientAbort, limitConnections, type ConnectionOptions } from './hardening.js'
+import {
+  fastifyClientIp,
+  fastifyHost,
+  frameworkErrorStatus,
+  hardenedFastifyOptions,
+  isClientAbort,
+  limitConnections,
+  trustProxyFn,
+  type ConnectionOptions,
+  type TrustProxyFn,
+} from './hardening.js'
 import { createHttpMetrics, type HttpMetrics, type MetricsOptions } from './metrics.js'
 import {
   MemoryRateLimitStore,
   consumeAll,
+  consumeAllNow,
   rateLimitError,
   rateLimitHeaders,
   tightest,
+  type CheckedLimit,
   type MethodRateLimit,
   type RateLimitContext,
   type RateLimitRule,
+  type RateLimitStatus,
   type RateLimitStore,
 } from './rate-limit.js'
 
@@ -112,12 +126,16 @@ export interface MethodConfig<A = unknown, P extends Params = Params> {
   validateOutput?: boolean
   handler: MethodHandler<A, P>
   /**
-   * For a query without `auth` or rate limits: a synchronous handler for its successful answers, run from the
-   * HTTP server's request event before fastify sees the request. The request is plain (GET, the canonical
-   * `/xrpc/<nsid>` path, no body) and its params are validated as on the regular path; the response gets
-   * the same CORS headers, content type and metrics. Not used while fastify logs requests (log level info or
-   * lower, so every request keeps its log lines), with custom CORS or fastify options. Hooks a service adds to `app`
-   * do not run for it: the handler declines requests they would answer differently.
+   * For a query without `auth`: a synchronous handler for its successful answers, run from the HTTP server's
+   * request event before fastify sees the request. The request is plain (GET, the canonical `/xrpc/<nsid>`
+   * path, no body) and its params are validated as on the regular path; the response gets the same CORS
+   * headers, content type, metrics, rate limits (the same buckets charged once, the same RateLimit-* headers;
+   * a refused request is handed to the regular path, which answers the 429 without charging again) and request
+   * log lines (at level info: "incoming request" and "request completed" with the same reqId sequence and
+   * serializers). Not used with custom CORS or fastify options, with a rate-limit store other than the
+   * in-memory one, or when a rate limit of the method computes its key or cost (they get the whole handler
+   * context). Hooks a service adds to `app` do not run for it: the handler declines requests they would
+   * answer differently.
    */
   fastQuery?: FastQueryHandler<P>
 }
@@ -147,7 +165,7 @@ export interface RateLimitsOptions {
   /** Named limits that methods share by naming them (e.g. repo writes per account per hour). */
   shared?: (RateLimitRule<HandlerContext> & { name: string })[]
   /** Requests for which no limit applies (e.g. carrying a bypass secret). */
-  bypass?: (req: FastifyRequest) => boolean
+  bypass?: (req: RateLimitContext['req']) => boolean
   store?: RateLimitStore
 }
 
@@ -218,6 +236,30 @@ interface RegisteredMethod {
   rules: { id: string; rule: RateLimitRule<HandlerContext> }[]
 }
 
+/** A method answered by {@link XrpcServer.tryFastQuery}. */
+interface FastMethod {
+  handler: FastQueryHandler<any>
+  validate: boolean
+  /** the method's own rate limits (plain: keyed by client IP, one point each) */
+  rules: { id: string; rule: RateLimitRule<RateLimitContext> }[]
+  counted?: { inc(): void }
+  timed?: { observe(v: number): void }
+  served?: { inc(): void }
+}
+
+/** The limits the fast path charged for a request it then handed to fastify (refused): not charged again. */
+interface ChargedEarly {
+  global: CheckedLimit[]
+  method: CheckedLimit[]
+}
+
+/** Lower-case RateLimit-* headers (as fastify sends the ones the regular path sets). */
+function fastRateLimitHeaders(status: RateLimitStatus): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [k, v] of Object.entries(rateLimitHeaders(status))) out[k.toLowerCase()] = v
+  return out
+}
+
 function coreVersion(): string {
   try {
     const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string }
@@ -265,7 +307,15 @@ export class XrpcServer {
   private readonly sharedRules = new Map<string, RateLimitRule<HandlerContext>>()
   private readonly metricLabels = new WeakMap<FastifyRequest, string>()
   /** the methods answered by {@link tryFastQuery}, by NSID */
-  private readonly fastQueries = new Map<string, { handler: FastQueryHandler<any>; validate: boolean; counted?: { inc(): void }; timed?: { observe(v: number): void } }>()
+  private readonly fastQueries = new Map<string, FastMethod>()
+  /** requests the fast path charged and then left to fastify (see {@link ChargedEarly}) */
+  private readonly chargedEarly = new WeakMap<IncomingMessage, ChargedEarly>()
+  /** fastify's trustProxy: who may set X-Forwarded-For (the fast path reads the client IP with it too) */
+  private readonly trust: TrustProxyFn | false
+  /** fastify has a logger (false: its null logger) */
+  private readonly hasLogger: boolean
+  /** `xrpc_fast_path_requests_total{nsid}`: requests answered by {@link tryFastQuery} */
+  private readonly fastServed: { labels(labels: { nsid: string }): { inc(): void } } | undefined
   /** response headers of the fast path: what the CORS hook sets on every XRPC response (null: no fast path) */
   private readonly fastHeaders: Record<string, string> | null
 
@@ -283,8 +333,12 @@ export class XrpcServer {
     }
 
     const logger = opts.logger ?? (underTest() ? false : { level: process.env.LOG_LEVEL || 'info' })
+    this.hasLogger = logger !== false
+    this.trust = trustProxyFn(opts.trustedProxies ?? [])
     const fastifyOpts: FastifyServerOptions = {
       ...hardenedFastifyOptions({ ...(opts.connections ?? {}), trustedProxies: opts.trustedProxies }),
+      // the same predicate as the connection caps and the fast path (which reads the client IP without fastify)
+      trustProxy: this.trust,
       frameworkErrors: (err, req, reply) => {
         const known = frameworkErrorStatus(err as { code?: string })
         this.sendError(req, reply, known ? new XRPCError(known.status, known.error, known.message) : err)
@@ -298,6 +352,14 @@ export class XrpcServer {
     limitConnections(this.app.server, { ...(opts.connections ?? {}), trustedProxies: opts.trustedProxies, log: this.app.log })
 
     this.metrics = opts.metrics === false ? undefined : createHttpMetrics(opts.metrics === true ? {} : opts.metrics)
+    this.fastServed = this.metrics
+      ? new Counter({
+          name: `${(typeof opts.metrics === 'object' ? opts.metrics.prefix : undefined) ?? ''}xrpc_fast_path_requests_total`,
+          help: 'XRPC requests answered by a fastQuery handler ahead of fastify, by method',
+          labelNames: ['nsid'] as const,
+          registers: [this.metrics.registry],
+        })
+      : undefined
 
     this.app.setErrorHandler((err, req, reply) => this.sendError(req, reply, err))
     this.app.setNotFoundHandler((req, reply) => {
@@ -383,10 +445,14 @@ export class XrpcServer {
     })
     this.methods.set(nsid, { def, config, rules })
     const rateLimited = this.rateLimitsEnabled && (rules.length > 0 || this.globalRules.length > 0)
-    if (config.fastQuery && def.type === 'query' && !config.auth && !rateLimited && this.fastHeaders) {
+    // the fast path charges limits synchronously, with the client IP as key and one point: a store that may
+    // answer later, or a method limit that needs the handler context, keeps the regular path
+    const limitsFast =
+      !rateLimited || (this.rateLimitStore instanceof MemoryRateLimitStore && rules.every(({ rule }) => !rule.calcKey && !rule.calcPoints))
+    if (config.fastQuery && def.type === 'query' && !config.auth && limitsFast && this.fastHeaders) {
       const validate = config.validateOutput ?? this.opts.validateOutput ?? false
       if (this.fastQueries.size === 0 && !this.listenFirst()) return this
-      this.fastQueries.set(nsid, { handler: config.fastQuery, validate })
+      this.fastQueries.set(nsid, { handler: config.fastQuery, validate, rules: rules as unknown as FastMethod['rules'] })
     }
     return this
   }
@@ -409,7 +475,8 @@ export class XrpcServer {
 
   /**
    * Answers a request for a method with a {@link MethodConfig.fastQuery} handler when it applies; false
-   * leaves the request to fastify untouched (nothing has been read or written).
+   * leaves the request to fastify (nothing has been read or written; rate limits charged for a refused
+   * request are recorded in {@link chargedEarly} for the regular path, which answers the 429).
    */
   private tryFastQuery(req: IncomingMessage, res: ServerResponse): boolean {
     if (req.method !== 'GET' || this.fastQueries.size === 0) return false
@@ -421,9 +488,11 @@ export class XrpcServer {
     if (!fast) return false
     const h = req.headers
     if ((h['content-length'] !== undefined && h['content-length'] !== '0') || h['transfer-encoding'] !== undefined) return false
-    // fastify writes a log line per request at info: those requests keep the regular path
-    const log = this.app.log as { isLevelEnabled?: (level: string) => boolean }
-    if (typeof log.isLevelEnabled === 'function' && log.isLevelEnabled('info')) return false
+    // fastify logs each request at info: the fast path writes the same lines through the same logger
+    const log = this.app.log as FastifyBaseLogger & { isLevelEnabled?: (level: string) => boolean }
+    const logs = typeof log.isLevelEnabled === 'function' ? log.isLevelEnabled('info') : this.hasLogger
+    const genReqId = (this.app as unknown as { genReqId?: (req: IncomingMessage) => string }).genReqId
+    if (typeof genReqId !== 'function') return false
     const start = performance.now()
     let out: { body: string; headers?: Record<string, string> } | undefined
     try {
@@ -435,21 +504,82 @@ export class XrpcServer {
       // the regular path answers (a 400 for bad params, a 500 for an invalid output, ...)
       return false
     }
+    let ip: string | undefined
+    let limitHeaders: Record<string, string> | undefined
+    if (this.rateLimitsEnabled && (this.globalRules.length > 0 || fast.rules.length > 0)) {
+      ip = fastifyClientIp(req, this.trust)
+      const limitReq = { ip, headers: h }
+      if (!(this.opts.rateLimits?.bypass?.(limitReq) ?? false)) {
+        const status = this.chargeFast(req, nsid, fast, limitReq)
+        if (status === false) return false
+        if (status) limitHeaders = fastRateLimitHeaders(status)
+      }
+    }
+    // fastify takes a request id for every request, logged or not
+    const reqId = genReqId.call(this.app, req)
+    let reqLog: FastifyBaseLogger | undefined
+    if (logs) {
+      reqLog = this.app.childLoggerFactory.call(this.app, this.app.log, { reqId }, {}, req)
+      ip ??= fastifyClientIp(req, this.trust)
+      // what fastify's req serializer reads of its request object
+      const view = { id: reqId, raw: req, method: req.method, url, headers: h, host: fastifyHost(req, this.trust), ip, socket: req.socket }
+      reqLog.info({ req: view }, 'incoming request')
+    }
     const headers: Record<string, string | number> = {
       ...this.fastHeaders,
+      ...limitHeaders,
       ...out.headers,
       'content-type': 'application/json; charset=utf-8',
       'content-length': Buffer.byteLength(out.body),
+    }
+    if (reqLog) {
+      const done = (err?: Error) => {
+        res.removeListener('finish', done)
+        res.removeListener('error', done)
+        const responseTime = performance.now() - start
+        if (err) reqLog.error({ res, err, responseTime }, 'request errored')
+        else reqLog.info({ res, responseTime }, 'request completed')
+      }
+      res.on('finish', done)
+      res.on('error', done)
     }
     res.writeHead(200, headers)
     res.end(out.body)
     if (this.metrics) {
       fast.counted ??= this.metrics.requests.labels({ nsid, method: 'GET', status: '200' })
       fast.timed ??= this.metrics.duration.labels({ nsid, status: '200' })
+      fast.served ??= this.fastServed!.labels({ nsid })
       fast.counted.inc()
       fast.timed.observe((performance.now() - start) / 1000)
+      fast.served.inc()
     }
     return true
+  }
+
+  /**
+   * Charges the global and the method's limits as {@link handle} does (the method's only when the global
+   * ones allow the request). Returns the status for the RateLimit-* headers (undefined: no limit applied),
+   * or false when a limit refuses the request: what was charged is kept for the regular path.
+   */
+  private chargeFast(req: IncomingMessage, nsid: string, fast: FastMethod, limitReq: RateLimitContext['req']): RateLimitStatus | undefined | false {
+    const store = this.rateLimitStore as MemoryRateLimitStore
+    const ctx: RateLimitContext = { req: limitReq, nsid }
+    const global = this.globalRules.length > 0 ? consumeAllNow(store, this.globalRules, ctx) : []
+    let status = tightest(global)
+    if (status && !status.allowed) {
+      this.chargedEarly.set(req, { global, method: [] })
+      return false
+    }
+    if (fast.rules.length > 0) {
+      const method = consumeAllNow(store, fast.rules, ctx)
+      const own = tightest(method)
+      if (own && !own.allowed) {
+        this.chargedEarly.set(req, { global, method })
+        return false
+      }
+      status = own ?? status
+    }
+    return status
   }
 
   hasMethod(nsid: string): boolean {
@@ -488,9 +618,11 @@ export class XrpcServer {
     const registered = this.methods.get(nsid)
     this.metricLabels.set(req, def || registered ? nsid : '_unknown')
 
-    const rateLimited = this.rateLimitsEnabled && !(this.opts.rateLimits?.bypass?.(req) ?? false)
+    // a request the fast path charged and found refused: the same outcome, not charged twice
+    const early = this.chargedEarly.get(req.raw)
+    const rateLimited = early !== undefined || (this.rateLimitsEnabled && !(this.opts.rateLimits?.bypass?.(req) ?? false))
     if (rateLimited && this.globalRules.length > 0) {
-      await this.applyLimits(reply, this.globalRules, { req, nsid })
+      await this.applyLimits(reply, this.globalRules, { req, nsid }, early?.global)
     }
 
     if (def) {
@@ -539,7 +671,7 @@ export class XrpcServer {
       },
     }
     if (rateLimited && registered.rules.length > 0) {
-      checkedKeys = await this.applyLimits(reply, registered.rules, ctx)
+      checkedKeys = await this.applyLimits(reply, registered.rules, ctx, early?.method)
     }
 
     const output = await config.handler(ctx)
@@ -553,8 +685,9 @@ export class XrpcServer {
     reply: FastifyReply,
     rules: { id: string; rule: RateLimitRule<C> }[],
     ctx: C,
+    charged?: CheckedLimit[],
   ): Promise<string[]> {
-    const checked = await consumeAll(this.rateLimitStore, rules, ctx)
+    const checked = charged ?? (await consumeAll(this.rateLimitStore, rules, ctx))
     const status = tightest(checked)
     if (status) {
       if (!status.allowed) throw rateLimitError(status)

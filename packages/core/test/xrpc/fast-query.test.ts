@@ -1,7 +1,8 @@
 import { Writable } from 'node:stream'
 import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createXrpcServer, InvalidRequestError, type XrpcServer, type XrpcServerOptions } from '@stratos/core/xrpc'
+import { createXrpcServer, InvalidRequestError, MemoryRateLimitStore, type XrpcServer, type XrpcServerOptions } from '@stratos/core/xrpc'
+import type { BucketSpec, RateLimitStatus } from '../../src/xrpc/rate-limit.js'
 
 const DID = 'did:plc:ewvi7nxzyoun6zhxrhs64oiz'
 const CID_A = 'bafyreiclp443lavogvhj3d2ob2cxbfuscni2k5jk7bebjzg7khl3esabwq'
@@ -20,13 +21,14 @@ const recordText = (rkey: string) =>
  * path, which the regular handler then answers, and refusing "x…" on both as not found), and the same
  * answers on both paths.
  */
-function makeServer(opts: XrpcServerOptions, seen: Seen): XrpcServer {
+function makeServer(opts: XrpcServerOptions, seen: Seen, methodOpts: { rateLimit?: { points: number; durationMs: number } } = {}): XrpcServer {
   const server = createXrpcServer({ metrics: {}, ...opts })
   const answer = (rkey: string) => {
     if (rkey.startsWith('x')) throw new InvalidRequestError(`Could not locate record: ${rkey}`, 'RecordNotFound')
     return recordText(rkey)
   }
   server.method('com.atproto.repo.getRecord', {
+    ...methodOpts,
     handler: ({ params, reply }) => {
       seen.regular++
       reply.header('x-extra', 'yes')
@@ -119,29 +121,6 @@ describe('XrpcServer fastQuery', () => {
     expect(after).toEqual([before[0]! + 3, before[1]! + 3])
   })
 
-  it('is not used while fastify logs each request, nor with a rate limit on the method', async () => {
-    const lines: string[] = []
-    const sink = new Writable({ write: (chunk, _enc, cb) => (lines.push(String(chunk)), cb()) })
-    const seen: Seen = { fast: 0, regular: 0 }
-    const logged = makeServer({ logger: pino({ level: 'info' }, sink) }, seen)
-    const limitedSeen: Seen = { fast: 0, regular: 0 }
-    const limited = makeServer({ rateLimits: { global: [{ name: 'all', points: 1000, durationMs: 60_000 }] } }, limitedSeen)
-    try {
-      const base = await logged.listen()
-      expect((await get(base, q('a1'))).status).toBe(200)
-      expect(seen).toEqual({ fast: 0, regular: 1 })
-      expect(lines.some((l) => l.includes('request completed'))).toBe(true)
-      const limitedBase = await limited.listen()
-      const res = await get(limitedBase, q('a1'))
-      expect(res.status).toBe(200)
-      expect(res.headers['ratelimit-limit']).toBe('1000')
-      expect(limitedSeen).toEqual({ fast: 0, regular: 1 })
-    } finally {
-      await logged.close()
-      await limited.close()
-    }
-  })
-
   it('checks its output against the lexicon where the server validates output (an invalid one gets the regular 500)', async () => {
     const seen: Seen = { fast: 0, regular: 0 }
     const server = createXrpcServer({ metrics: false, validateOutput: true })
@@ -162,6 +141,205 @@ describe('XrpcServer fastQuery', () => {
       expect(seen).toEqual({ fast: 1, regular: 1 })
     } finally {
       await server.close()
+    }
+  })
+})
+
+/** The in-memory store, recording every charge (key, cost, outcome). */
+class RecordingStore extends MemoryRateLimitStore {
+  readonly charges: string[] = []
+  override consume(key: string, cost: number, spec: BucketSpec, now?: number): RateLimitStatus {
+    const status = super.consume(key, cost, spec, now)
+    this.charges.push(`${key} -${cost} ${status.allowed ? `ok ${status.remaining}` : 'refused'}`)
+    return status
+  }
+}
+
+/** Two servers alike but for the fast path, given the same requests in turn. */
+async function pair(opts: (side: 'fast' | 'regular') => XrpcServerOptions, methodOpts: { rateLimit?: { points: number; durationMs: number } } = {}) {
+  const seen = { fast: { fast: 0, regular: 0 }, regular: { fast: 0, regular: 0 } }
+  const fast = makeServer(opts('fast'), seen.fast, methodOpts)
+  const regular = makeServer({ ...opts('regular'), fastQueries: false }, seen.regular, methodOpts)
+  const urls = { fast: await fast.listen(), regular: await regular.listen() }
+  return { fast, regular, urls, seen, close: async () => (await fast.close(), await regular.close()) }
+}
+
+const rq = (rkey: string, extra = '') => `/xrpc/com.atproto.repo.getRecord?repo=${encodeURIComponent(DID)}&collection=app.bsky.feed.post&rkey=${rkey}${extra}`
+
+/**
+ * Requests from several clients (X-Forwarded-For through a trusted loopback proxy, in the shapes proxies
+ * send it, and forged by hand), past the limits: answered fast (a…), declined by the fast handler (b…), not
+ * found (x…), with bad params, with the bypass key.
+ */
+function limitSequence(): [string, Record<string, string>][] {
+  const out: [string, Record<string, string>][] = []
+  const clients = ['10.0.0.1', ' 10.0.0.2 ,\t10.0.0.3 ', '10.0.0.4,, 127.0.0.1', '::ffff:10.0.0.5', 'not-an-ip', '', '127.0.0.1, 127.0.0.2']
+  for (let i = 0; i < 8; i++) {
+    for (const [c, xff] of clients.entries()) {
+      const headers: Record<string, string> = xff ? { 'x-forwarded-for': xff } : {}
+      const kind = (i + c) % 5
+      const path = kind === 0 ? rq(`b${i}`) : kind === 1 ? rq(`x${i}`) : kind === 2 && c === 1 ? rq(`a${i}`, '&cid=notacid') : rq(`a${i}c${c}`)
+      out.push([path, headers])
+    }
+  }
+  out.push([rq('a99'), { 'x-forwarded-for': '10.0.0.1', 'x-ratelimit-bypass': 'letmein' }])
+  return out
+}
+
+describe('XrpcServer fastQuery with rate limits', () => {
+  it('charges the same buckets once and answers the same statuses, headers and bodies as the regular path', async () => {
+    const stores = { fast: new RecordingStore(), regular: new RecordingStore() }
+    const p = await pair(
+      (side) => ({
+        trustedProxies: ['loopback'],
+        rateLimits: {
+          global: [{ name: 'ip', points: 6, durationMs: 3_600_000 }],
+          store: stores[side],
+          bypass: (req) => req.headers['x-ratelimit-bypass'] === 'letmein',
+        },
+      }),
+      { rateLimit: { points: 4, durationMs: 3_600_000 } },
+    )
+    try {
+      const statuses: number[] = []
+      for (const [path, headers] of limitSequence()) {
+        const a = await get(p.urls.fast, path, { headers })
+        const b = await get(p.urls.regular, path, { headers })
+        // the reset time (epoch seconds) and the wait may straddle a second between the two calls
+        for (const name of ['ratelimit-reset', 'retry-after']) {
+          expect(name in a.headers).toBe(name in b.headers)
+          expect(Math.abs(Number(a.headers[name] ?? 0) - Number(b.headers[name] ?? 0))).toBeLessThanOrEqual(1)
+          delete a.headers[name]
+          delete b.headers[name]
+        }
+        expect({ path, headers, ...a }).toEqual({ path, headers, ...b })
+        statuses.push(a.status)
+      }
+      expect(stores.fast.charges).toEqual(stores.regular.charges)
+      // the sequence went past the limits, and the fast path answered part of it
+      expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(5)
+      expect(statuses.filter((s) => s === 200).length).toBeGreaterThan(5)
+      expect(p.seen.fast.fast).toBeGreaterThan(5)
+      expect(stores.fast.charges.some((c) => c.startsWith('global:ip|10.0.0.3 '))).toBe(true)
+      expect(stores.fast.charges.some((c) => c.startsWith('com.atproto.repo.getRecord:0|10.0.0.1 '))).toBe(true)
+    } finally {
+      await p.close()
+    }
+  })
+
+  it('sends the RateLimit-* headers of the tightest limit on its own answers', async () => {
+    const p = await pair(() => ({ rateLimits: { global: [{ points: 1000, durationMs: 60_000 }] } }), { rateLimit: { points: 3, durationMs: 60_000 } })
+    try {
+      const res = await get(p.urls.fast, rq('a1'))
+      expect(res.status).toBe(200)
+      expect(res.headers).toMatchObject({ 'ratelimit-limit': '3', 'ratelimit-remaining': '2', 'ratelimit-policy': '3;w=60' })
+      expect(p.seen.fast).toEqual({ fast: 1, regular: 0 })
+      await get(p.urls.fast, rq('a2'))
+      await get(p.urls.fast, rq('a3'))
+      const refused = await get(p.urls.fast, rq('a4'))
+      expect(refused.status).toBe(429)
+      expect(JSON.parse(refused.body)).toEqual({ error: 'RateLimitExceeded', message: 'Rate Limit Exceeded' })
+      // refused by the fast path's charge, answered by the regular path without running the handler
+      expect(p.seen.fast).toEqual({ fast: 4, regular: 0 })
+    } finally {
+      await p.close()
+    }
+  })
+
+  it('keeps the regular path for a store that may answer later and for method limits with their own key', async () => {
+    const asyncStore = new (class {
+      inner = new MemoryRateLimitStore()
+      consume(key: string, cost: number, spec: BucketSpec, now: number) {
+        return Promise.resolve(this.inner.consume(key, cost, spec, now))
+      }
+      reset(key: string) {
+        this.inner.reset(key)
+      }
+    })()
+    const seenA: Seen = { fast: 0, regular: 0 }
+    const a = makeServer({ rateLimits: { global: [{ points: 100, durationMs: 60_000 }], store: asyncStore } }, seenA)
+    const seenB: Seen = { fast: 0, regular: 0 }
+    const b = createXrpcServer({ metrics: false })
+    b.method('com.atproto.repo.getRecord', {
+      rateLimit: { points: 5, durationMs: 60_000, calcKey: (ctx) => String(ctx.params.repo) },
+      handler: () => (seenB.regular++, { encoding: 'application/json', body: JSON.parse(recordText('a1')) }),
+      fastQuery: () => (seenB.fast++, { body: recordText('a1') }),
+    })
+    try {
+      expect((await get(await a.listen(), rq('a1'))).headers['ratelimit-limit']).toBe('100')
+      expect(seenA).toEqual({ fast: 0, regular: 1 })
+      expect((await get(await b.listen(), rq('a1'))).headers['ratelimit-limit']).toBe('5')
+      expect(seenB).toEqual({ fast: 0, regular: 1 })
+    } finally {
+      await a.close()
+      await b.close()
+    }
+  })
+})
+
+/** A log line without what differs between two servers or two runs: time, pid, host name, timings, ports. */
+function logFields(line: string): Record<string, unknown> {
+  const { time, pid, hostname, responseTime, ...rest } = JSON.parse(line) as Record<string, unknown>
+  expect(typeof time).toBe('number')
+  if (rest.msg === 'request completed') expect(typeof responseTime).toBe('number')
+  const req = rest.req as Record<string, unknown> | undefined
+  if (req) {
+    expect(typeof req.remotePort).toBe('number')
+    rest.req = { ...req, remotePort: 'port', host: String(req.host).replace(/:\d+$/, ':port') }
+  }
+  return rest
+}
+
+describe('XrpcServer fastQuery request logs', () => {
+  it('writes the lines fastify writes (same reqIds, serializers, levels) at level info, and none at warn', async () => {
+    const lines = { fast: [] as string[], regular: [] as string[] }
+    const sink = (into: string[]) => new Writable({ write: (chunk, _enc, cb) => (into.push(...String(chunk).split('\n').filter(Boolean)), cb()) })
+    const p = await pair(
+      (side) => ({
+        trustedProxies: ['loopback'],
+        logger: pino({ level: 'info', base: { service: 'test' } }, sink(lines[side])),
+        rateLimits: { global: [{ points: 5, durationMs: 3_600_000 }] },
+      }),
+    )
+    try {
+      lines.fast.length = lines.regular.length = 0 // "Server listening at <port>"
+      const requests: [string, Record<string, string>][] = [
+        [rq('a1'), {}],
+        [rq('a2'), { 'x-forwarded-for': '10.1.1.1, 127.0.0.1', 'x-forwarded-host': 'pds.example, proxy.example', 'accept-version': '1' }],
+        [rq('b1'), {}],
+        [rq('x1'), { 'x-forwarded-for': '10.1.1.2' }],
+        [rq('a3', '&cid=notacid'), {}],
+        ...Array.from({ length: 6 }, (_, i): [string, Record<string, string>] => [rq(`a1${i}`), { 'x-forwarded-for': '10.1.1.3' }]),
+      ]
+      for (const [path, headers] of requests) {
+        const a = await get(p.urls.fast, path, { headers })
+        const b = await get(p.urls.regular, path, { headers })
+        expect(a.status).toBe(b.status)
+      }
+      // request completed is written on 'finish', after the client may have its answer
+      await new Promise((r) => setTimeout(r, 50))
+      expect(p.seen.fast.fast).toBeGreaterThan(5)
+      expect(lines.fast.length).toBeGreaterThan(requests.length * 2 - 1)
+      expect(lines.fast.map(logFields)).toEqual(lines.regular.map(logFields))
+      const first = logFields(lines.fast[0]!)
+      expect(first).toMatchObject({ level: 30, service: 'test', reqId: 'req-1', msg: 'incoming request', req: { method: 'GET', url: rq('a1'), remoteAddress: '127.0.0.1' } })
+      expect(lines.fast.map(logFields)).toContainEqual(
+        expect.objectContaining({ msg: 'incoming request', req: expect.objectContaining({ remoteAddress: '10.1.1.1', host: 'proxy.example', version: '1' }) }),
+      )
+      expect(lines.fast.map(logFields)).toContainEqual(expect.objectContaining({ msg: 'request completed', res: { statusCode: 429 } }))
+
+      // at warn, nothing per request on either path
+      lines.fast.length = lines.regular.length = 0
+      p.fast.app.log.level = 'warn'
+      p.regular.app.log.level = 'warn'
+      const before = p.seen.fast.fast
+      await get(p.urls.fast, rq('a5'), { headers: { 'x-forwarded-for': '10.1.1.9' } })
+      await get(p.urls.regular, rq('a5'), { headers: { 'x-forwarded-for': '10.1.1.9' } })
+      await new Promise((r) => setTimeout(r, 20))
+      expect(p.seen.fast.fast).toBe(before + 1)
+      expect(lines).toEqual({ fast: [], regular: [] })
+    } finally {
+      await p.close()
     }
   })
 })
