@@ -34,13 +34,13 @@ export async function presentFeed(
   const state = new HydrationState(viewer)
   const repostUris = items.map((i) => i.repostUri).filter((u): u is string => !!u)
   await ctx.hydrator.reposts(state, repostUris)
-  await ctx.hydrator.posts(state, items.map((i) => i.postUri), { replyContext: true })
   const reposters = new Set<string>()
   for (const u of repostUris) {
     const r = state.reposts.get(u)
     if (r) reposters.add(r.creator)
   }
-  await ctx.hydrator.actors(state, reposters, { counts: false })
+  // (the reposters' profiles in the same statements as the posts' authors)
+  await ctx.hydrator.posts(state, items.map((i) => i.postUri), { replyContext: true, actors: reposters })
   const out: AppBskyFeedDefs.FeedViewPost[] = []
   for (const item of items) {
     const post = state.posts.get(item.postUri)

@@ -39,12 +39,21 @@ function newestFirst(a: TimelineRow, b: TimelineRow): number {
   return a.uri < b.uri ? 1 : a.uri > b.uri ? -1 : 0
 }
 
-/** Step 1's statement (`cond`: the cursor's condition or nothing): the accounts' newest items, newest first. */
+/**
+ * Step 1's statement (`cond`: the cursor's condition or nothing): the followed accounts' newest items, newest
+ * first (the viewer's own: ownNewestSql). The follows are read straight from the index, not merged with the
+ * viewer in a UNION: that built a temporary b-tree of 1,001 DIDs to drop duplicates (~20 % of the step).
+ */
 export function newestItemsSql(cond: string): string {
-  return `SELECT a.did AS did,
-      (SELECT fi."sortAt" FROM feed_item fi WHERE fi."originatorDid" = a.did${cond} ORDER BY fi."sortAt" DESC LIMIT 1) AS latest
-    FROM (SELECT ? AS did UNION SELECT f."subjectDid" AS did FROM follow f WHERE f.creator = ?) a
+  return `SELECT f."subjectDid" AS did,
+      (SELECT fi."sortAt" FROM feed_item fi WHERE fi."originatorDid" = f."subjectDid"${cond} ORDER BY fi."sortAt" DESC LIMIT 1) AS latest
+    FROM follow f WHERE f.creator = ? AND f."subjectDid" <> ?
     ORDER BY latest DESC NULLS LAST LIMIT ?`
+}
+
+/** The viewer's own newest item (step 1). */
+export function ownNewestSql(cond: string): string {
+  return `SELECT fi."sortAt" AS latest FROM feed_item fi WHERE fi."originatorDid" = ?${cond} ORDER BY fi."sortAt" DESC LIMIT 1`
 }
 
 /** Step 2's statement: the page among `accounts` (a condition on fi."originatorDid") from the bound on. */
@@ -61,8 +70,15 @@ export function pageSql(accounts: string, cond: string): string {
 export async function timelineSkeleton(db: Db, viewer: string, limit: number, cursor: KeysetCursor | undefined): Promise<TimelineRow[]> {
   const [cond, condArgs] = below(cursor)
   // 1. each account's newest item before the cursor (the viewer's own and the followed ones), newest first
-  const newest = await fixedRows<{ did: string; latest: string | null }>(db, newestItemsSql(cond), [...condArgs, viewer, viewer, 2 * limit])
-  const active = newest.filter((r): r is { did: string; latest: string } => r.latest !== null)
+  const followed = await fixedRows<{ did: string; latest: string | null }>(db, newestItemsSql(cond), [...condArgs, viewer, viewer, 2 * limit])
+  const [own] = await fixedRows<{ latest: string | null }>(db, ownNewestSql(cond), [viewer, ...condArgs], { keyed: true })
+  const active = followed.filter((r): r is { did: string; latest: string } => r.latest !== null)
+  if (own?.latest != null) {
+    // the viewer's newest item in its place among the followed accounts' (newest first), then the newest 2 × limit
+    const at = active.findIndex((r) => r.latest < own.latest!)
+    active.splice(at < 0 ? active.length : at, 0, { did: viewer, latest: own.latest })
+    if (active.length > 2 * limit) active.length = 2 * limit
+  }
   if (active.length < limit) {
     // few accounts have items: the newest `limit` of each, merged
     const lists = await Promise.all(

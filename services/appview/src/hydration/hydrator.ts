@@ -169,6 +169,11 @@ export class HydrationState {
   ) {}
 }
 
+/** The viewer's relationship kinds, in the order of the hydration statement's parts (see viewerKinds there). */
+const VIEWER_KINDS = ['following', 'followedBy', 'blocking', 'blockedBy', 'blockingByList', 'blockedByList', 'muted', 'mutedByList'] as const
+/** per hydration state: which kinds its viewer has (see Hydrator.viewerKinds) */
+const viewerKindsOf = new WeakMap<HydrationState, number[]>()
+
 /** Labels that take content down when the AppView's own moderation service sets them. */
 export const TAKEDOWN_LABELS: ReadonlySet<string> = new Set(['!takedown', '!suspend'])
 
@@ -239,13 +244,28 @@ interface ActorCountsRow {
   labeler: number | null
 }
 
-/** What changes about a post without a new record version: its gate checks and counts. */
-interface PostHeadRow {
+/**
+ * A post's current version (CID, indexedAt) and gate checks, as a caller that read the post's row already
+ * (a thread's replies) hands them to Hydrator.posts: then only its counts are read.
+ */
+export interface PostHead {
   uri: string
   cid: string
   indexedAt: string
-  violatesThreadGate: number
-  violatesEmbeddingRules: number
+  violatesThreadGate: number | boolean
+  violatesEmbeddingRules: number | boolean
+}
+
+/** What changes about a post without a new record version: its gate checks and counts. */
+interface PostHeadRow extends PostHead {
+  likeCount: number | null
+  repostCount: number | null
+  replyCount: number | null
+  quoteCount: number | null
+}
+
+interface AggRow {
+  uri: string
   likeCount: number | null
   repostCount: number | null
   replyCount: number | null
@@ -355,10 +375,9 @@ export function hydrationQueries(q: ListSql) {
         p.uri AS "profileUri", p.cid AS "profileCid", p."displayName" AS "displayName", p.description AS description,
         p."avatarCid" AS "avatarCid", p."bannerCid" AS "bannerCid", p."pinnedPostUri" AS "pinnedPostUri",
         p."pinnedPostCid" AS "pinnedPostCid", p."createdAt" AS "createdAt", p."indexedAt" AS "profileIndexedAt", r.json AS json
-      FROM actor a
+      FROM ?J j JOIN actor a ON a.did = j.value
       LEFT JOIN profile p ON p.creator = a.did
-      LEFT JOIN record r ON r.uri = p.uri
-      WHERE a.did IN ?L`, KEYED),
+      LEFT JOIN record r ON r.uri = p.uri`, KEYED),
     // detailed profiles only: an actor's counts, and whether it publishes a labeler service
     actorCounts: q.prepare(`
       SELECT a.did AS did, g."followersCount" AS "followersCount", g."followsCount" AS "followsCount", g."postsCount" AS "postsCount",
@@ -366,19 +385,30 @@ export function hydrationQueries(q: ListSql) {
         (SELECT 1 FROM record l WHERE l.did = a.did AND l.collection = ? AND l.rkey = 'self') AS labeler
       FROM actor a LEFT JOIN profile_agg g ON g.did = a.did
       WHERE a.did IN ?L`, KEYED),
-    // the viewer's relationships toward a list of actors, one row per (kind, actor)
+    // which of the eight relationship kinds the viewer has at all (one index seek each), in VIEWER_KINDS order
+    viewerKinds: q.prepare(`
+      SELECT EXISTS (SELECT 1 FROM follow WHERE creator = ?) AS following,
+        EXISTS (SELECT 1 FROM follow WHERE "subjectDid" = ?) AS "followedBy",
+        EXISTS (SELECT 1 FROM block WHERE creator = ?) AS blocking,
+        EXISTS (SELECT 1 FROM block WHERE "subjectDid" = ?) AS "blockedBy",
+        EXISTS (SELECT 1 FROM list_block WHERE creator = ?) AS "blockingByList",
+        EXISTS (SELECT 1 FROM list_item WHERE "subjectDid" = ?) AS "blockedByList",
+        EXISTS (SELECT 1 FROM mute WHERE "mutedByDid" = ?) AS muted,
+        EXISTS (SELECT 1 FROM list_mute WHERE "mutedByDid" = ?) AS "mutedByList"`, KEYED),
+    // the viewer's relationships toward a list of actors, one row per (kind, actor); each kind's part runs only
+    // when its flag (from viewerKinds) is 1: a viewer without blocks, lists or mutes costs no seek for them
     actorViewers: q.prepare(`
-      SELECT 'following' AS k, f.uri AS v, f."subjectDid" AS did FROM follow f WHERE f.creator = ? AND f."subjectDid" IN ?L
-      UNION ALL SELECT 'followedBy', f.uri, f.creator FROM follow f WHERE f."subjectDid" = ? AND f.creator IN ?L
-      UNION ALL SELECT 'blocking', b.uri, b."subjectDid" FROM block b WHERE b.creator = ? AND b."subjectDid" IN ?L
-      UNION ALL SELECT 'blockedBy', b.uri, b.creator FROM block b WHERE b."subjectDid" = ? AND b.creator IN ?L
+      SELECT 'following' AS k, f.uri AS v, f."subjectDid" AS did FROM ?J j JOIN follow f ON f.creator = ? AND f."subjectDid" = j.value WHERE ? = 1
+      UNION ALL SELECT 'followedBy', f.uri, f.creator FROM ?J j JOIN follow f ON f."subjectDid" = ? AND f.creator = j.value WHERE ? = 1
+      UNION ALL SELECT 'blocking', b.uri, b."subjectDid" FROM ?J j JOIN block b ON b.creator = ? AND b."subjectDid" = j.value WHERE ? = 1
+      UNION ALL SELECT 'blockedBy', b.uri, b.creator FROM ?J j JOIN block b ON b."subjectDid" = ? AND b.creator = j.value WHERE ? = 1
       UNION ALL SELECT 'blockingByList', lb."subjectUri", li."subjectDid" FROM list_block lb JOIN list_item li ON li."listUri" = lb."subjectUri"
-        WHERE lb.creator = ? AND li."subjectDid" IN ?L
+        WHERE lb.creator = ? AND li."subjectDid" IN ?L AND ? = 1
       UNION ALL SELECT 'blockedByList', lb."subjectUri", lb.creator FROM list_block lb JOIN list_item li ON li."listUri" = lb."subjectUri"
-        WHERE li."subjectDid" = ? AND lb.creator IN ?L
-      UNION ALL SELECT 'muted', NULL, m."subjectDid" FROM mute m WHERE m."mutedByDid" = ? AND m."subjectDid" IN ?L
+        WHERE li."subjectDid" = ? AND lb.creator IN ?L AND ? = 1
+      UNION ALL SELECT 'muted', NULL, m."subjectDid" FROM ?J j JOIN mute m ON m."mutedByDid" = ? AND m."subjectDid" = j.value WHERE ? = 1
       UNION ALL SELECT 'mutedByList', lm."listUri", li."subjectDid" FROM list_mute lm JOIN list_item li ON li."listUri" = lm."listUri"
-        WHERE lm."mutedByDid" = ? AND li."subjectDid" IN ?L`, KEYED),
+        WHERE lm."mutedByDid" = ? AND li."subjectDid" IN ?L AND ? = 1`, KEYED),
     // block edges (direct and by list) from the first list of actors toward the second (each creator's blocks
     // are read and matched against the second list, not one index seek per pair)
     blocksFrom: q.prepare(`
@@ -390,18 +420,20 @@ export function hydrationQueries(q: ListSql) {
       SELECT p.uri AS uri, p.cid AS cid, p."indexedAt" AS "indexedAt",
         p."violatesThreadGate" AS "violatesThreadGate", p."violatesEmbeddingRules" AS "violatesEmbeddingRules",
         g."likeCount" AS "likeCount", g."repostCount" AS "repostCount", g."replyCount" AS "replyCount", g."quoteCount" AS "quoteCount"
-      FROM post p
-      LEFT JOIN record_agg g ON g.uri = p.uri
-      WHERE p.uri IN ?L`, KEYED),
+      FROM ?J j JOIN post p ON p.uri = j.value
+      LEFT JOIN record_agg g ON g.uri = p.uri`, KEYED),
+    // counts of posts whose head the caller read (PostHead)
+    aggs: q.prepare(`
+      SELECT g.uri AS uri, g."likeCount" AS "likeCount", g."repostCount" AS "repostCount", g."replyCount" AS "replyCount", g."quoteCount" AS "quoteCount"
+      FROM ?J j JOIN record_agg g ON g.uri = j.value`, KEYED),
     posts: q.prepare(`
       SELECT p.uri AS uri, p.cid AS cid, p.creator AS creator, p."indexedAt" AS "indexedAt", p."sortAt" AS "sortAt",
         p."replyRoot" AS "replyRoot", p."replyParent" AS "replyParent", p."quoteUri" AS "quoteUri",
         p."violatesThreadGate" AS "violatesThreadGate", p."violatesEmbeddingRules" AS "violatesEmbeddingRules", r.json AS json,
         g."likeCount" AS "likeCount", g."repostCount" AS "repostCount", g."replyCount" AS "replyCount", g."quoteCount" AS "quoteCount"
-      FROM post p
+      FROM ?J j JOIN post p ON p.uri = j.value
       JOIN record r ON r.uri = p.uri
-      LEFT JOIN record_agg g ON g.uri = p.uri
-      WHERE p.uri IN ?L`, KEYED),
+      LEFT JOIN record_agg g ON g.uri = p.uri`, KEYED),
     // threadgates of the roots, postgates of the posts
     gates: q.prepare(`
       SELECT 'threadgate' AS k, t.uri AS uri, t.cid AS cid, t."postUri" AS "postUri", r.json AS json
@@ -409,11 +441,11 @@ export function hydrationQueries(q: ListSql) {
       UNION ALL SELECT 'postgate', g.uri, g.cid, g."postUri", r.json
         FROM postgate g JOIN record r ON r.uri = g.uri WHERE g."postUri" IN ?L`, KEYED),
     viewerInteractions: q.prepare(`
-      SELECT 'like' AS k, l.uri AS uri, l.subject AS subject FROM "like" l WHERE l.creator = ? AND l.subject IN ?L
-      UNION ALL SELECT 'repost', r.uri, r.subject FROM repost r WHERE r.creator = ? AND r.subject IN ?L`, KEYED),
+      SELECT 'like' AS k, l.uri AS uri, l.subject AS subject FROM ?J j JOIN "like" l ON l.creator = ? AND l.subject = j.value
+      UNION ALL SELECT 'repost', r.uri, r.subject FROM ?J j JOIN repost r ON r.creator = ? AND r.subject = j.value`, KEYED),
     reposts: q.prepare(`
       SELECT r.uri AS uri, r.cid AS cid, r.creator AS creator, r.subject AS subject, r."indexedAt" AS "indexedAt", r."sortAt" AS "sortAt"
-      FROM repost r WHERE r.uri IN ?L`, KEYED),
+      FROM ?J j JOIN repost r ON r.uri = j.value`, KEYED),
   } satisfies Record<string, PreparedText>
 }
 
@@ -527,9 +559,11 @@ export class Hydrator {
     const todo = [...new Set(dids)].filter((d) => !state.actorViewers.has(d))
     if (todo.length === 0) return
     const list = { list: todo }
+    const kinds = await this.viewerKinds(state, viewer)
     const rows = await this.q.rows<{ k: string; v: string | null; did: string }>(
       this.sql.actorViewers,
-      [viewer, list, viewer, list, viewer, list, viewer, list, viewer, list, viewer, list, viewer, list, viewer, list],
+      // (the parts that join the list as a table take it first, the others after the viewer)
+      [list, viewer, kinds[0]!, list, viewer, kinds[1]!, list, viewer, kinds[2]!, list, viewer, kinds[3]!, viewer, list, kinds[4]!, viewer, list, kinds[5]!, list, viewer, kinds[6]!, viewer, list, kinds[7]!],
     )
     const vs = new Map<string, ActorViewer>(todo.map((d) => [d, {}]))
     const listUris = new Set<string>()
@@ -569,6 +603,17 @@ export class Hydrator {
     if (listUris.size > 0) await this.lists(state, listUris, { creators: false })
   }
 
+  /** Which relationship kinds the viewer has at all (1 or 0 each, in the order of actorViewers' parts), read once per state. */
+  private async viewerKinds(state: HydrationState, viewer: string): Promise<number[]> {
+    let kinds = viewerKindsOf.get(state)
+    if (!kinds) {
+      const [r] = await this.q.rows<Record<string, unknown>>(this.sql.viewerKinds, Array.from({ length: 8 }, () => viewer))
+      kinds = VIEWER_KINDS.map((k) => (r && r[k] && r[k] !== '0' ? 1 : 0))
+      viewerKindsOf.set(state, kinds)
+    }
+    return kinds
+  }
+
   /** Block edges among `dids` (third-party blocks: a reply's author vs its parent's author...). */
   async blocksAmong(state: HydrationState, dids: Iterable<string>): Promise<void> {
     const all = [...new Set([...dids, ...state.blockChecked])]
@@ -593,14 +638,21 @@ export class Hydrator {
 
   /**
    * Posts with their authors, counts, the viewer's likes and reposts, gates, and the records they
-   * embed (two levels of quotes). `replyContext` also loads each post's reply root and parent.
+   * embed (two levels of quotes). `replyContext` also loads each post's reply root and parent. `actors`: more
+   * actors to hydrate (basic profiles, no counts) in the same statements as the authors (a feed's reposters);
+   * block edges are loaded among the authors only. `heads`: the current heads of some of the posts, read by
+   * the caller in this snapshot (their rows are not read again; only their counts).
    */
-  async posts(state: HydrationState, uris: Iterable<string>, opts: { replyContext?: boolean; embedDepth?: number } = {}): Promise<void> {
+  async posts(
+    state: HydrationState,
+    uris: Iterable<string>,
+    opts: { replyContext?: boolean; embedDepth?: number; actors?: Iterable<string>; heads?: ReadonlyMap<string, PostHead> } = {},
+  ): Promise<void> {
     const embedDepth = opts.embedDepth ?? 2
     let level = [...new Set(uris)]
     const authors = new Set<string>()
     for (let depth = 0; level.length > 0 && depth <= embedDepth; depth++) {
-      const loaded = await this.loadPosts(state, level)
+      const loaded = await this.loadPosts(state, level, opts.heads)
       const next = new Set<string>()
       const others = { lists: new Set<string>(), feedgens: new Set<string>(), packs: new Set<string>() }
       for (const p of loaded) {
@@ -619,7 +671,7 @@ export class Hydrator {
           if (p.replyRoot) ctx.add(p.replyRoot)
           if (p.replyParent) ctx.add(p.replyParent)
         }
-        const replyPosts = await this.loadPosts(state, [...ctx])
+        const replyPosts = await this.loadPosts(state, [...ctx], opts.heads)
         for (const p of replyPosts) {
           authors.add(p.creator)
           // grandparent author
@@ -637,16 +689,42 @@ export class Hydrator {
       level = [...next].filter((u) => !state.posts.has(u))
     }
     // (post views show basic profiles: no counts)
-    await this.actors(state, authors, { counts: false })
+    await this.actors(state, opts.actors ? [...authors, ...opts.actors] : authors, { counts: false })
     // third-party blocks among the authors: replies and quotes across a block are not shown
     await this.blocksAmong(state, authors)
   }
 
-  private async loadPosts(state: HydrationState, uris: string[]): Promise<PostInfo[]> {
+  /** Each post's current version, counts and gate checks (known heads: their counts), in no particular order. */
+  private async postHeads(todo: string[], known: ReadonlyMap<string, PostHead> | undefined): Promise<PostHeadRow[]> {
+    const given = known ? todo.filter((u) => known.has(u)) : []
+    if (given.length === 0) return this.q.rows<PostHeadRow>(this.sql.postHeads, [{ list: todo }])
+    const rest = todo.filter((u) => !known!.has(u))
+    const heads = rest.length > 0 ? await this.q.rows<PostHeadRow>(this.sql.postHeads, [{ list: rest }]) : []
+    const aggs = new Map<string, AggRow>()
+    for (const a of await this.q.rows<AggRow>(this.sql.aggs, [{ list: given }])) aggs.set(a.uri, a)
+    for (const u of given) {
+      const h = known!.get(u)!
+      const a = aggs.get(u)
+      heads.push({
+        uri: h.uri,
+        cid: h.cid,
+        indexedAt: h.indexedAt,
+        violatesThreadGate: h.violatesThreadGate,
+        violatesEmbeddingRules: h.violatesEmbeddingRules,
+        likeCount: a?.likeCount ?? null,
+        repostCount: a?.repostCount ?? null,
+        replyCount: a?.replyCount ?? null,
+        quoteCount: a?.quoteCount ?? null,
+      })
+    }
+    return heads
+  }
+
+  private async loadPosts(state: HydrationState, uris: string[], known?: ReadonlyMap<string, PostHead>): Promise<PostInfo[]> {
     const todo = [...new Set(uris)].filter((u) => !state.posts.has(u))
     if (todo.length === 0) return []
     // each post's current version, counts and gate checks; the whole row and record only for versions not cached
-    const heads = await this.q.rows<PostHeadRow>(this.sql.postHeads, [{ list: todo }])
+    const heads = await this.postHeads(todo, known)
     const misses = heads.filter((h) => !this.postVersions.get(h.uri, h.cid, h.indexedAt)).map((h) => h.uri)
     const fetched = new Map<string, PostRow>()
     if (misses.length > 0) {
@@ -715,7 +793,8 @@ export class Hydrator {
   async viewerInteractions(state: HydrationState, uris: string[]): Promise<void> {
     const viewer = state.viewer
     if (!viewer || uris.length === 0) return
-    const rows = await this.q.rows<{ k: string; uri: string; subject: string }>(this.sql.viewerInteractions, [viewer, { list: uris }, viewer, { list: uris }])
+    const list = { list: [...new Set(uris)] }
+    const rows = await this.q.rows<{ k: string; uri: string; subject: string }>(this.sql.viewerInteractions, [list, viewer, list, viewer])
     for (const r of rows) (r.k === 'like' ? state.viewerLikes : state.viewerReposts).set(r.subject, r.uri)
   }
 

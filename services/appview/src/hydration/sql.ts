@@ -192,6 +192,11 @@ export function readDirectly(db: Kysely<any>, sqlite: SqliteHandle): void {
 /**
  * Templates use `?` for a scalar and `IN ?L` for a list of keys ("x IN ?L"): SQLite gets
  * `x IN (SELECT value FROM json_each(?))`, PostgreSQL `x = ANY($n)`.
+ *
+ * `FROM ?J j JOIN t ON t.key = j.value ...` reads a list of keys as a table `j` (column `value`) that drives
+ * the join: SQLite gets `json_each(?) j CROSS JOIN` (CROSS JOIN keeps the list as the outer loop: one index
+ * seek per key, and no temporary b-tree of the keys as `IN (SELECT ...)` builds), PostgreSQL
+ * `unnest($n::text[]) AS j(value) JOIN`. A key listed twice gives its rows twice: callers pass unique keys.
  */
 export function listSql(db: Kysely<any>): ListSql {
   const dialect = db.getExecutor().adapter instanceof PostgresAdapter ? 'postgres' : 'sqlite'
@@ -203,8 +208,10 @@ export function listSql(db: Kysely<any>): ListSql {
       let n = 0
       const sql =
         dialect === 'sqlite'
-          ? template.replace(/(\S+) IN \?L/g, '$1 IN (SELECT value FROM json_each(?))')
-          : template.replace(/(\S+) IN \?L|\?/g, (m, col: string | undefined) => (col ? `${col} = ANY($${++n})` : `$${++n}`))
+          ? template.replace(/(\S+) IN \?L/g, '$1 IN (SELECT value FROM json_each(?))').replace(/\?J (\w+) JOIN/g, 'json_each(?) $1 CROSS JOIN')
+          : template.replace(/(\S+) IN \?L|\?J (\w+) JOIN|\?/g, (m, col: string | undefined, alias: string | undefined) =>
+              col ? `${col} = ANY($${++n})` : alias ? `unnest($${++n}::text[]) AS ${alias}(value) JOIN` : `$${++n}`,
+            )
       return opts.keyed ? { sql, keyed: true } : { sql }
     },
     async rows<T>(text: PreparedText, args: Arg[]): Promise<T[]> {

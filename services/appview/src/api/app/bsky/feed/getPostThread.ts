@@ -1,11 +1,14 @@
 import { XRPCError } from '@stratos/core/xrpc'
-import { HydrationState } from '../../../../hydration/hydrator.js'
+import { HydrationState, type PostHead } from '../../../../hydration/hydrator.js'
 import { threadView } from '../../../../views/thread.js'
 import { fixedRows } from '../../../../hydration/sql.js'
 import { json, viewerOf, type Register } from '../../../util.js'
 
-/** One level of replies (of the posts listed), oldest first. */
-export const REPLIES_SQL = 'SELECT uri, "replyParent" AS "replyParent" FROM post WHERE "replyParent" IN ?L ORDER BY "sortAt" ASC LIMIT ?'
+/** A post's head (hydration's PostHead): read with the rows the thread reads anyway, so that hydration reads only their counts. */
+const HEAD = 'cid, "indexedAt" AS "indexedAt", "violatesThreadGate" AS "violatesThreadGate", "violatesEmbeddingRules" AS "violatesEmbeddingRules"'
+
+/** One level of replies (of the posts listed), oldest first, with their heads. */
+export const REPLIES_SQL = `SELECT uri, "replyParent" AS "replyParent", ${HEAD} FROM post WHERE "replyParent" IN ?L ORDER BY "sortAt" ASC LIMIT ?`
 
 /** The thread's statements read posts by URI and by parent URI: keyed (see PreparedText in hydration/sql.ts). */
 const KEYED = { keyed: true }
@@ -22,22 +25,24 @@ const register: Register = (server, ctx) => {
       const depth = params.depth as number
       const parentHeight = params.parentHeight as number
       const notFound = () => new XRPCError(400, 'NotFound', `Post not found: ${uri}`)
-      const [anchor] = await fixedRows<{ uri: string; replyRoot: string | null; replyParent: string | null }>(
+      const [anchor] = await fixedRows<PostHead & { replyRoot: string | null; replyParent: string | null }>(
         ctx.db,
-        'SELECT uri, "replyRoot" AS "replyRoot", "replyParent" AS "replyParent" FROM post WHERE uri = ?',
+        `SELECT uri, "replyRoot" AS "replyRoot", "replyParent" AS "replyParent", ${HEAD} FROM post WHERE uri = ?`,
         [uri],
         KEYED,
       )
       if (!anchor) throw notFound()
+      const heads = new Map<string, PostHead>([[anchor.uri, anchor]])
       const rootUri = anchor.replyRoot ?? anchor.uri
       // replies: level by level below the anchor, down to `depth` (post_reply_parent_idx), oldest first
       const children = new Map<string, string[]>()
       const below: string[] = []
       let level = [uri]
       for (let d = 0; d < depth && level.length > 0 && below.length < MAX_THREAD_POSTS; d++) {
-        const rows = await fixedRows<{ uri: string; replyParent: string }>(ctx.db, REPLIES_SQL, [{ list: level }, MAX_THREAD_POSTS - below.length], KEYED)
+        const rows = await fixedRows<PostHead & { replyParent: string }>(ctx.db, REPLIES_SQL, [{ list: level }, MAX_THREAD_POSTS - below.length], KEYED)
         level = []
         for (const r of rows) {
+          heads.set(r.uri, r)
           const list = children.get(r.replyParent!) ?? []
           list.push(r.uri)
           children.set(r.replyParent!, list)
@@ -54,7 +59,7 @@ const register: Register = (server, ctx) => {
         parent = row?.replyParent ?? null
       }
       const state = new HydrationState(viewer)
-      await ctx.hydrator.posts(state, [rootUri, uri, ...above, ...below])
+      await ctx.hydrator.posts(state, [rootUri, uri, ...above, ...below], { heads })
       const thread = threadView(ctx.views, state, uri, children, { depth, parentHeight })
       if (!thread) throw notFound()
       const threadgate = ctx.views.threadgateView(state, rootUri)
