@@ -48,6 +48,13 @@ const PG_URL = process.env.STRATOS_TEST_PG_URL
 const READ_WORKERS = Number(process.env.BENCH_READ_WORKERS ?? 2)
 /** BENCH_READS_LIVE=rate: during each read method's run, live commits (posts of new accounts) published at that rate (commits/s): reads as an AppView under live ingest serves them */
 const READS_LIVE = Number(process.env.BENCH_READS_LIVE ?? 0)
+/**
+ * BENCH_READS_VIEWERS=n: the authenticated requests of each read method spread over n viewers (request i by viewer
+ * i mod n), each following 1,000 accounts (viewer 0 from the dataset, the others given follows indexed before the
+ * reads); getPostThread is then asked as a viewer too. Unset: one viewer, getPostThread unauthenticated (as before).
+ */
+const READS_VIEWERS = process.env.BENCH_READS_VIEWERS === undefined ? 0 : Number(process.env.BENCH_READS_VIEWERS)
+if (!Number.isInteger(READS_VIEWERS) || READS_VIEWERS < 0) throw new Error(`BENCH_READS_VIEWERS must be an integer >= 1, got ${process.env.BENCH_READS_VIEWERS}`)
 /** BENCH_READS_WARMUP=n: requests of each read method before the measured ones (default 400) */
 const READS_WARMUP = Number(process.env.BENCH_READS_WARMUP ?? 400)
 if (!Number.isInteger(READS_WARMUP) || READS_WARMUP < 0) throw new Error(`BENCH_READS_WARMUP must be an integer >= 0, got ${process.env.BENCH_READS_WARMUP}`)
@@ -452,7 +459,10 @@ function readsCpuMs(): { main: number; readers: number; all: number; byName: Map
 async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manifest, net: Network) {
   const { cidForCbor } = await import('../packages/core/src/data/index.js')
   const viewer = manifest.accounts[0]!
-  const viewerKey = await importKeypair(viewer.keyHex, 'k256')
+  // (BENCH_READS_VIEWERS: viewers 0..n-1 are the first accounts)
+  const viewers = await Promise.all(
+    manifest.accounts.slice(0, Math.max(1, READS_VIEWERS)).map(async (a) => ({ did: a.did, key: await importKeypair(a.keyHex, 'k256') })),
+  )
   const db = server.ctx.db
   const root = await db.selectFrom('post').select(['uri', 'cid']).where('creator', '=', viewer.did).orderBy('sortAt', 'asc').limit(1).executeTakeFirst()
   const replies = root ? Number((await db.selectFrom('post').select((eb) => eb.fn.countAll().as('n')).where('replyRoot', '=', root.uri).executeTakeFirst())?.n ?? 0) : 0
@@ -465,11 +475,26 @@ async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manif
       await server.ctx.indexer.indexOne(`at://${liker}/app.bsky.feed.like/3lbenchlike${String(i).padStart(3, '0')}`, cidForCbor(record).toString(), record)
     }
   }
+  // the other viewers follow 1,000 accounts each too (a different set each), indexed as live records are
+  for (let v = 1; v < viewers.length; v++) {
+    const n = manifest.accounts.length
+    const subjects = new Set<string>()
+    for (let k = 0; subjects.size < Math.min(1000, n - 1); k++) {
+      const did = manifest.accounts[(v * 131 + k * 7) % n]!.did
+      if (did !== viewers[v]!.did) subjects.add(did)
+    }
+    let i = 0
+    for (const subject of subjects) {
+      const record = { $type: 'app.bsky.graph.follow', subject, createdAt: new Date(Date.parse('2026-01-15T00:00:00Z') + i * 1000).toISOString() }
+      await server.ctx.indexer.indexOne(`at://${viewers[v]!.did}/app.bsky.graph.follow/3lbenchf${String(i++).padStart(4, '0')}`, cidForCbor(record).toString(), record)
+    }
+  }
   const notifications = Number((await db.selectFrom('notification').select((eb) => eb.fn.countAll().as('n')).where('did', '=', viewer.did).executeTakeFirst())?.n ?? 0)
-  const auth = async (nsid: string) => `Bearer ${await createServiceJwt({ iss: viewer.did, aud: `${server.did}#bsky_appview`, lxm: nsid, keypair: viewerKey })}`
+  const auth = async (nsid: string, v: (typeof viewers)[number]) =>
+    `Bearer ${await createServiceJwt({ iss: v.did, aud: `${server.did}#bsky_appview`, lxm: nsid, keypair: v.key })}`
   const calls: Record<string, { path: string; nsid?: string }> = {
     getTimeline: { path: '/xrpc/app.bsky.feed.getTimeline?limit=50', nsid: 'app.bsky.feed.getTimeline' },
-    getPostThread: { path: `/xrpc/app.bsky.feed.getPostThread?uri=${encodeURIComponent(root!.uri)}&depth=6` },
+    getPostThread: { path: `/xrpc/app.bsky.feed.getPostThread?uri=${encodeURIComponent(root!.uri)}&depth=6`, ...(READS_VIEWERS > 0 ? { nsid: 'app.bsky.feed.getPostThread' } : {}) },
     getProfile: { path: `/xrpc/app.bsky.actor.getProfile?actor=${manifest.accounts[7]!.did}` },
     getProfiles: { path: `/xrpc/app.bsky.actor.getProfiles?${manifest.accounts.slice(1, 26).map((a) => `actors=${a.did}`).join('&')}` },
     getAuthorFeed: { path: `/xrpc/app.bsky.feed.getAuthorFeed?actor=${manifest.accounts[7]!.did}&limit=50`, nsid: 'app.bsky.feed.getAuthorFeed' },
@@ -478,13 +503,21 @@ async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manif
   const client = await readsClient()
   const run = (reqs: { path: string; auth?: string }[]): Promise<{ times: number[]; secs: number; failed: number }> =>
     client.run({ base: server.url, reqs, concurrency: 16 })
-  const out: { name: string; p50: number; p99: number; rps: number; cpuUs: number; readersUs: number; allUs: number; bytes: number }[] = []
+  const out: { name: string; p50: number; p99: number; rps: number; cpuUs: number; readersUs: number; allUs: number; bytes: number; hits: string }[] = []
+  // the read workers' cache counters, summed: statement results kept (off with BENCH_READ_CACHE_ROWS=0) and parsed post versions
+  const cacheCounters = async () => {
+    const all = (await server.ctx.readPool?.cacheStats()) ?? []
+    const sum = (f: (s: (typeof all)[number]) => number) => all.reduce((a, s) => a + f(s), 0)
+    return { hits: sum((s) => s.hits), misses: sum((s) => s.misses), postHits: sum((s) => s.postVersions?.hits ?? 0), postMisses: sum((s) => s.postVersions?.misses ?? 0) }
+  }
+  const rate = (hits: number, misses: number) => (hits + misses === 0 ? '—' : `${Math.round((100 * hits) / (hits + misses))} % of ${hits + misses}`)
   try {
     // `--calls getTimeline,getPostThread`: only those methods (for profiles)
     const only = process.argv.flatMap((a, i) => (process.argv[i - 1] === '--calls' ? a.split(',') : []))
     for (const [name, call] of Object.entries(calls)) {
       if (only.length > 0 && !only.includes(name)) continue
-      const build = async (n: number) => Promise.all(Array.from({ length: n }, async () => (call.nsid ? { path: call.path, auth: await auth(call.nsid) } : { path: call.path })))
+      const build = async (n: number) =>
+        Promise.all(Array.from({ length: n }, async (_, i) => (call.nsid ? { path: call.path, auth: await auth(call.nsid, viewers[i % viewers.length]!) } : { path: call.path })))
       const probe = (await build(1))[0]!
       const first = await fetch(server.url + probe.path, { headers: probe.auth ? { authorization: probe.auth } : {} })
       if (!first.ok) throw new Error(`${name}: ${first.status} ${await first.text()}`)
@@ -495,11 +528,14 @@ async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manif
       const reqs = await build(READS)
       // (BENCH_READS_LIVE: commits for about as long as the run lasts at 50 requests/s, built before it)
       const live = READS_LIVE > 0 ? await net.live(50, Math.ceil((READS_LIVE * READS) / 50)) : null
+      const counters0 = await cacheCounters()
       const cpu0 = readsCpuMs()
       const publishing = live ? net.paced(live.set, READS_LIVE) : null
       const r = await profiled(`reads-${name}`, () => run(reqs))
       const cpu1 = readsCpuMs()
       if (publishing) await publishing
+      const counters1 = await cacheCounters()
+      const hits = `${rate(counters1.hits - counters0.hits, counters1.misses - counters0.misses)}; posts ${rate(counters1.postHits - counters0.postHits, counters1.postMisses - counters0.postMisses)}`
       if (r.failed > 0) throw new Error(`${name}: ${r.failed} requests failed`)
       const times = r.times.sort((a, b) => a - b)
       const q = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))]!
@@ -508,7 +544,7 @@ async function reads(server: InstanceType<typeof AppViewServer>, manifest: Manif
         const per = [...cpu1.byName].map(([n, ms]) => `${n} ${Math.round(((ms - (cpu0.byName.get(n) ?? 0)) * 1000) / times.length)}`)
         console.log(`${name}: CPU µs/request by thread name: ${per.join(', ')}`)
       }
-      out.push({ name, p50: q(0.5), p99: q(0.99), rps: times.length / r.secs, cpuUs: us('main'), readersUs: us('readers'), allUs: us('all'), bytes })
+      out.push({ name, p50: q(0.5), p99: q(0.99), rps: times.length / r.secs, cpuUs: us('main'), readersUs: us('readers'), allUs: us('all'), bytes, hits })
     }
   } finally {
     await client.close()
@@ -595,10 +631,12 @@ try {
       const r = await reads(sqlite.server, manifest, net)
       readsMd =
         `Reads on SQLite at concurrency 16, ${READS} requests each (timeline viewer follows ${r.follows} accounts; thread root has ${r.replies} replies; ` +
+        (READS_VIEWERS > 0 ? `requests spread over ${READS_VIEWERS} viewers each following 1,000 accounts, getPostThread authenticated too; ` : '') +
+        `statement-result cache ${process.env.BENCH_READ_CACHE_ROWS === '0' ? 'off (BENCH_READ_CACHE_ROWS=0)' : 'on'}; ` +
         `the viewer has ${r.notifications} notifications), ${READS_LIVE > 0 ? `while live commits (posts of new accounts) were indexed at ${READS_LIVE}/s (their CPU counts in the AppView's threads), ` : ''}load generated from ${READS_CLIENT_MODE === 'process' ? 'another process' : 'a worker thread of the AppView\'s process (BENCH_READS_CLIENT=thread)'}; ${READ_WORKERS} read workers; CPU per request: main thread = the AppView's event loop ` +
         `(HTTP, auth; with no read workers also SQLite, hydration, views, JSON), read workers (SQLite, hydration, views, JSON), all = every AppView thread (GC helpers included; the load generator left out):\n\n` +
-        '| method | p50 ms | p99 ms | req/s | CPU µs/request: main thread | read workers | all | response bytes |\n|---|---|---|---|---|---|---|---|\n' +
-        r.out.map((o) => `| ${o.name} | ${o.p50.toFixed(1)} | ${o.p99.toFixed(1)} | ${Math.round(o.rps)} | ${Math.round(o.cpuUs)} | ${Math.round(o.readersUs)} | ${Math.round(o.allUs)} | ${o.bytes} |`).join('\n')
+        '| method | p50 ms | p99 ms | req/s | CPU µs/request: main thread | read workers | all | response bytes | cache hits: statement results; parsed post versions |\n|---|---|---|---|---|---|---|---|---|\n' +
+        r.out.map((o) => `| ${o.name} | ${o.p50.toFixed(1)} | ${o.p99.toFixed(1)} | ${Math.round(o.rps)} | ${Math.round(o.cpuUs)} | ${Math.round(o.readersUs)} | ${Math.round(o.allUs)} | ${o.bytes} | ${o.hits} |`).join('\n')
       console.log(readsMd)
       explainMd = await explain(sqlite.server, manifest)
       console.log(explainMd)

@@ -143,12 +143,12 @@ export class ReadPool {
     })
   }
 
-  /** Each worker's statement cache counters (for tests and benches). */
-  async cacheStats(): Promise<{ hits: number; misses: number; kept: number }[]> {
+  /** Each worker's statement cache counters, and its hydrator's parsed post versions found and not (for tests and benches). */
+  async cacheStats(): Promise<{ hits: number; misses: number; kept: number; postVersions?: { hits: number; misses: number } }[]> {
     return Promise.all(
       this.slots.map(
         (slot) =>
-          new Promise<{ hits: number; misses: number; kept: number }>((resolve, reject) => {
+          new Promise<{ hits: number; misses: number; kept: number; postVersions?: { hits: number; misses: number } }>((resolve, reject) => {
             const id = this.nextId++
             slot.inFlight.set(id, { resolve, reject })
             if (slot.inFlight.size === 1) slot.worker.ref()

@@ -101,7 +101,7 @@ async function answer(task: ReadTask): Promise<ReadResult> {
 let queue: Promise<void> = Promise.resolve()
 port.on('message', (m: { id: number; task?: ReadTask; stats?: true }) => {
   if (m.stats) {
-    port.postMessage({ id: m.id, stats: { hits: cache?.hits ?? 0, misses: cache?.misses ?? 0, kept: cache?.size ?? 0 } })
+    port.postMessage({ id: m.id, stats: { hits: cache?.hits ?? 0, misses: cache?.misses ?? 0, kept: cache?.size ?? 0, postVersions: hydrator.postVersionStats() } })
     return
   }
   queue = queue.then(() =>

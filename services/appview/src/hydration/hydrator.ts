@@ -307,11 +307,22 @@ export const POST_CACHE_SIZE = 20_000
  */
 class PostVersionCache {
   private readonly entries = new Map<string, PostVersion>()
+  /** lookups that found the version, and that did not (for benches) */
+  hits = 0
+  misses = 0
   constructor(private readonly size: number) {}
 
   get(uri: string, cid: string, indexedAt: string): PostVersion | undefined {
     const v = this.entries.get(uri)
     return v && v.cid === cid && v.indexedAt === indexedAt ? v : undefined
+  }
+
+  /** get(), counted */
+  lookup(uri: string, cid: string, indexedAt: string): PostVersion | undefined {
+    const v = this.get(uri, cid, indexedAt)
+    if (v) this.hits++
+    else this.misses++
+    return v
   }
 
   set(uri: string, v: PostVersion): void {
@@ -412,9 +423,9 @@ export function hydrationQueries(q: ListSql) {
     // block edges (direct and by list) from the first list of actors toward the second (each creator's blocks
     // are read and matched against the second list, not one index seek per pair)
     blocksFrom: q.prepare(`
-      SELECT b.creator AS creator, b."subjectDid" AS "subjectDid" FROM block b WHERE b.creator IN ?L AND ${q.dialect === 'sqlite' ? '+' : ''}b."subjectDid" IN ?L
-      UNION ALL SELECT lb.creator, li."subjectDid" FROM list_block lb JOIN list_item li ON li."listUri" = lb."subjectUri"
-        WHERE lb.creator IN ?L AND li."subjectDid" IN ?L`, KEYED),
+      SELECT b.creator AS creator, b."subjectDid" AS "subjectDid" FROM ?J j JOIN block b ON b.creator = j.value WHERE ${q.dialect === 'sqlite' ? '+' : ''}b."subjectDid" IN ?L
+      UNION ALL SELECT lb.creator, li."subjectDid" FROM ?J j JOIN list_block lb ON lb.creator = j.value JOIN list_item li ON li."listUri" = lb."subjectUri"
+        WHERE li."subjectDid" IN ?L`, KEYED),
     // a post's current version (CID, indexedAt), gate checks and counts: enough when its record is cached
     postHeads: q.prepare(`
       SELECT p.uri AS uri, p.cid AS cid, p."indexedAt" AS "indexedAt",
@@ -437,9 +448,9 @@ export function hydrationQueries(q: ListSql) {
     // threadgates of the roots, postgates of the posts
     gates: q.prepare(`
       SELECT 'threadgate' AS k, t.uri AS uri, t.cid AS cid, t."postUri" AS "postUri", r.json AS json
-        FROM threadgate t JOIN record r ON r.uri = t.uri WHERE t."postUri" IN ?L
+        FROM ?J j JOIN threadgate t ON t."postUri" = j.value JOIN record r ON r.uri = t.uri
       UNION ALL SELECT 'postgate', g.uri, g.cid, g."postUri", r.json
-        FROM postgate g JOIN record r ON r.uri = g.uri WHERE g."postUri" IN ?L`, KEYED),
+        FROM ?J j JOIN postgate g ON g."postUri" = j.value JOIN record r ON r.uri = g.uri`, KEYED),
     viewerInteractions: q.prepare(`
       SELECT 'like' AS k, l.uri AS uri, l.subject AS subject FROM ?J j JOIN "like" l ON l.creator = ? AND l.subject = j.value
       UNION ALL SELECT 'repost', r.uri, r.subject FROM ?J j JOIN repost r ON r.creator = ? AND r.subject = j.value`, KEYED),
@@ -460,6 +471,11 @@ export class Hydrator {
   ) {
     this.q = listSql(db)
     this.sql = hydrationQueries(this.q)
+  }
+
+  /** How often a post's parsed record version was found kept (hits) or read and parsed (misses). */
+  postVersionStats(): { hits: number; misses: number } {
+    return { hits: this.postVersions.hits, misses: this.postVersions.misses }
   }
 
   // labels
@@ -623,7 +639,9 @@ export class Hydrator {
       return
     }
     const edges = async (from: string[], to: string[]) => {
-      const rows = await this.q.rows<{ creator: string; subjectDid: string }>(this.sql.blocksFrom, [{ list: from }, { list: to }, { list: from }, { list: to }])
+      const fromList = { list: from }
+      const toList = { list: to }
+      const rows = await this.q.rows<{ creator: string; subjectDid: string }>(this.sql.blocksFrom, [fromList, toList, fromList, toList])
       for (const r of rows) state.blockEdges.add(`${r.creator} ${r.subjectDid}`)
     }
     // edges from the new actors toward all, and from the ones checked before toward the new ones
@@ -725,7 +743,7 @@ export class Hydrator {
     if (todo.length === 0) return []
     // each post's current version, counts and gate checks; the whole row and record only for versions not cached
     const heads = await this.postHeads(todo, known)
-    const misses = heads.filter((h) => !this.postVersions.get(h.uri, h.cid, h.indexedAt)).map((h) => h.uri)
+    const misses = heads.filter((h) => !this.postVersions.lookup(h.uri, h.cid, h.indexedAt)).map((h) => h.uri)
     const fetched = new Map<string, PostRow>()
     if (misses.length > 0) {
       for (const r of await this.q.rows<PostRow>(this.sql.posts, [{ list: misses }])) {
