@@ -561,25 +561,36 @@ async function explain(server: InstanceType<typeof AppViewServer>, manifest: Man
   const list = JSON.stringify([did])
   const q = listSql(server.ctx.db)
   const h = hydrationQueries(q)
-  const { newestItemsSql, pageSql, LISTED_ACCOUNTS } = await import('../services/appview/src/api/timeline.js')
+  const { newestItemsSql, NEWEST_SQL, pageSql, LISTED_ACCOUNTS } = await import('../services/appview/src/api/timeline.js')
   const { REPLIES_SQL } = await import('../services/appview/src/api/app/bsky/feed/getPostThread.js')
   // the statements as the code writes them (the timeline's first page; step 2's bound is a placeholder)
   const queries: [string, string, unknown[]][] = [
-    ["timeline, step 1 (each followed account's newest item, one index seek each; the newest 2 × limit accounts)", q.prepare(newestItemsSql('')).sql, [did, did, 100]],
+    ["timeline, step 1, first page (each followed account's newest item time from author_latest, one primary-key seek each; the newest 2 × limit accounts)", q.prepare(NEWEST_SQL).sql, [did, did, 100]],
+    [
+      "timeline, step 1, later pages (each followed account's newest item before the cursor, one index seek each)",
+      q.prepare(newestItemsSql(' AND fi."sortAt" <= ? AND (fi."sortAt" < ? OR fi.uri < ?)')).sql,
+      ['2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 'at://x', did, did, 100],
+    ],
     [
       'timeline, step 2 (the page: items at or after the bound of the accounts listed in step 1)',
       q.prepare(pageSql(LISTED_ACCOUNTS, '')).sql,
       [JSON.stringify([did, did, did]), '2026-01-01T00:00:00.000Z', 50],
     ],
-    ['thread replies (one level)', q.prepare(REPLIES_SQL).sql, [JSON.stringify(['at://x/app.bsky.feed.post/y']), 5000]],
+    ['thread replies (one level, with their heads)', q.prepare(REPLIES_SQL).sql, [JSON.stringify(['at://x/app.bsky.feed.post/y']), 5000]],
+    ['hydration: counts of the posts whose heads the thread read', h.aggs.sql, [list]],
     ['hydration: posts, current versions and counts (every request)', h.postHeads.sql, [list]],
     ['hydration: posts with their record (versions not cached)', h.posts.sql, [list]],
     ['hydration: actors with their profile', h.actors.sql, [list]],
     ['hydration: detailed actors: counts, labeler service', h.actorCounts.sql, ['app.bsky.labeler.service', list]],
-    ["hydration: the viewer's relationships (8 kinds, one statement)", h.actorViewers.sql, Array.from({ length: 8 }, () => [did, list]).flat()],
+    ["hydration: which relationship kinds the viewer has (8 EXISTS seeks)", h.viewerKinds.sql, Array.from({ length: 8 }, () => did)],
+    [
+      "hydration: the viewer's relationships (8 kinds, one statement; a kind the viewer has none of is skipped)",
+      h.actorViewers.sql,
+      [list, did, 1, list, did, 1, list, did, 1, list, did, 1, did, list, 1, did, list, 1, list, did, 1, did, list, 1],
+    ],
     ['hydration: block edges among authors', h.blocksFrom.sql, [list, list, list, list]],
     ['hydration: gates', h.gates.sql, [list, list]],
-    ["hydration: the viewer's likes and reposts", h.viewerInteractions.sql, [did, list, did, list]],
+    ["hydration: the viewer's likes and reposts", h.viewerInteractions.sql, [list, did, list, did]],
     ['notifications', `select * from "notification" where "notification"."did" = ? order by "notification"."sortAt" desc, "notification"."recordUri" desc limit ?`, [did, 50]],
   ]
   let md = ''

@@ -79,4 +79,39 @@ describe.each(dialects)('getTimeline at many follows (%s)', (dialect) => {
       expect(seen, `limit ${limit}`).toEqual(all.map((r) => r.uri))
     }
   }, 180_000) // every page at 7 sizes over HTTP: 26 s on PostgreSQL at load ~17, over the 30 s default at load ~30 (before this branch too)
+
+  it('each account\'s newest item time (author_latest) follows inserts and deletes, and first pages stay equal to the unbounded query', async () => {
+    const d = server.ctx.db
+    const expected = async () =>
+      (await d.selectFrom('feed_item').select(['originatorDid as did', (eb) => eb.fn.max('sortAt').as('sortAt')]).groupBy('originatorDid').orderBy('originatorDid').execute()).map((r) => ({ did: r.did, sortAt: String(r.sortAt) }))
+    const kept = async () => d.selectFrom('author_latest').select(['did', 'sortAt']).orderBy('did').execute()
+    expect(await kept()).toEqual(await expected())
+    const newest = await d.selectFrom('feed_item').select(['uri', 'originatorDid', 'sortAt']).orderBy('sortAt', 'desc').orderBy('uri', 'desc').execute()
+    // an account's newest item deleted (the next newest takes its place), every item of another account deleted
+    // (its row goes), an older item deleted (nothing changes), a new newest item
+    const top = newest[0]!
+    expect(await server.ctx.indexer.deleteOne(top.uri)).toBe(true)
+    const single = newest.filter((r) => newest.filter((o) => o.originatorDid === r.originatorDid).length <= 2)
+    const gone = single[0]!.originatorDid
+    for (const r of newest.filter((o) => o.originatorDid === gone)) await server.ctx.indexer.deleteOne(r.uri)
+    const older = newest.filter((r) => r.originatorDid !== gone && r.originatorDid !== top.originatorDid).at(-1)!
+    await server.ctx.indexer.deleteOne(older.uri)
+    const full = { $type: 'app.bsky.feed.post', text: 'later', createdAt: new Date(Date.UTC(2025, 0, 1, 0, 5, 0)).toISOString() }
+    const later = newest.find((r) => r.originatorDid !== gone && r.originatorDid !== top.originatorDid)!.originatorDid
+    await server.ctx.indexer.indexOne(`at://${later}/app.bsky.feed.post/later`, cidForCbor(jsonToLex(full)).toString(), full)
+    expect((await kept()).find((r) => r.did === gone)).toBeUndefined()
+    expect(await kept()).toEqual(await expected())
+    const all = await d
+      .selectFrom('feed_item')
+      .select(['uri'])
+      .where((eb) => eb.or([eb('originatorDid', '=', viewer.did), eb('originatorDid', 'in', eb.selectFrom('follow').select('subjectDid').where('creator', '=', viewer.did))]))
+      .orderBy('sortAt', 'desc')
+      .orderBy('uri', 'desc')
+      .execute()
+    const agent = agentFor(server, viewer)
+    for (const limit of [1, 3, 7, 25, 100]) {
+      const { data } = await agent.app.bsky.feed.getTimeline({ limit })
+      expect(data.feed.map((f) => (f.reason && 'uri' in f.reason ? String(f.reason.uri) : f.post.uri)), `limit ${limit}`).toEqual(all.slice(0, limit).map((r) => r.uri))
+    }
+  })
 })

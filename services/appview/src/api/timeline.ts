@@ -51,6 +51,15 @@ export function newestItemsSql(cond: string): string {
     ORDER BY latest DESC NULLS LAST LIMIT ?`
 }
 
+/**
+ * Step 1 of a first page (no cursor): each followed account's newest item time from author_latest (one small
+ * row per account, kept by triggers on feed_item: indexer/migrations.ts); accounts without items have no row.
+ */
+export const NEWEST_SQL = `SELECT f."subjectDid" AS did, l."sortAt" AS latest
+    FROM follow f JOIN author_latest l ON l.did = f."subjectDid"
+    WHERE f.creator = ? AND f."subjectDid" <> ?
+    ORDER BY l."sortAt" DESC LIMIT ?`
+
 /** The viewer's own newest item (step 1). */
 export function ownNewestSql(cond: string): string {
   return `SELECT fi."sortAt" AS latest FROM feed_item fi WHERE fi."originatorDid" = ?${cond} ORDER BY fi."sortAt" DESC LIMIT 1`
@@ -70,7 +79,7 @@ export function pageSql(accounts: string, cond: string): string {
 export async function timelineSkeleton(db: Db, viewer: string, limit: number, cursor: KeysetCursor | undefined): Promise<TimelineRow[]> {
   const [cond, condArgs] = below(cursor)
   // 1. each account's newest item before the cursor (the viewer's own and the followed ones), newest first
-  const followed = await fixedRows<{ did: string; latest: string | null }>(db, newestItemsSql(cond), [...condArgs, viewer, viewer, 2 * limit])
+  const followed = await fixedRows<{ did: string; latest: string | null }>(db, cursor ? newestItemsSql(cond) : NEWEST_SQL, [...condArgs, viewer, viewer, 2 * limit])
   const [own] = await fixedRows<{ latest: string | null }>(db, ownNewestSql(cond), [viewer, ...condArgs], { keyed: true })
   const active = followed.filter((r): r is { did: string; latest: string } => r.latest !== null)
   if (own?.latest != null) {

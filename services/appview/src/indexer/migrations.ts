@@ -337,6 +337,36 @@ async function searchRowidsSqlite(db: AnyDb): Promise<void> {
   }
 }
 
+/**
+ * Each account's newest feed item time (author_latest), kept by triggers on feed_item: the timeline's first
+ * step reads one small row per followed account instead of seeking each account's newest entry in
+ * feed_item_originator_idx (an index of every feed item): 1,000 follows, ~1.1 -> ~0.5 ms. An insert raises the
+ * time when newer; a delete of an account's newest item reads the next newest (one index seek), or drops the
+ * row when the account has no item left. feed_item is only ever inserted into (ON CONFLICT DO NOTHING: no
+ * trigger when nothing is inserted) and deleted from; its rows are not updated.
+ */
+async function authorLatest(db: AnyDb, dialect: DbDialect): Promise<void> {
+  const upsert = `INSERT INTO author_latest (did, "sortAt") VALUES (NEW."originatorDid", NEW."sortAt")
+      ON CONFLICT (did) DO UPDATE SET "sortAt" = excluded."sortAt" WHERE excluded."sortAt" > author_latest."sortAt"`
+  const onDelete = [
+    `DELETE FROM author_latest WHERE did = OLD."originatorDid" AND "sortAt" <= OLD."sortAt"
+      AND NOT EXISTS (SELECT 1 FROM feed_item WHERE "originatorDid" = OLD."originatorDid")`,
+    `UPDATE author_latest SET "sortAt" = (SELECT max("sortAt") FROM feed_item WHERE "originatorDid" = OLD."originatorDid")
+      WHERE did = OLD."originatorDid" AND "sortAt" <= OLD."sortAt"`,
+  ]
+  await sql.raw(`CREATE TABLE author_latest (did text PRIMARY KEY, "sortAt" text NOT NULL)${dialect === 'sqlite' ? ' WITHOUT ROWID' : ''}`).execute(db)
+  await sql.raw(`INSERT INTO author_latest (did, "sortAt") SELECT "originatorDid", max("sortAt") FROM feed_item GROUP BY "originatorDid"`).execute(db)
+  if (dialect === 'sqlite') {
+    await sql.raw(`CREATE TRIGGER author_latest_insert AFTER INSERT ON feed_item BEGIN ${upsert}; END`).execute(db)
+    await sql.raw(`CREATE TRIGGER author_latest_delete AFTER DELETE ON feed_item BEGIN ${onDelete.join('; ')}; END`).execute(db)
+    return
+  }
+  await sql.raw(`CREATE FUNCTION author_latest_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN ${upsert}; RETURN NULL; END $$`).execute(db)
+  await sql.raw(`CREATE TRIGGER author_latest_insert AFTER INSERT ON feed_item FOR EACH ROW EXECUTE FUNCTION author_latest_insert()`).execute(db)
+  await sql.raw(`CREATE FUNCTION author_latest_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN ${onDelete.join('; ')}; RETURN NULL; END $$`).execute(db)
+  await sql.raw(`CREATE TRIGGER author_latest_delete AFTER DELETE ON feed_item FOR EACH ROW EXECUTE FUNCTION author_latest_delete()`).execute(db)
+}
+
 /** The migrations for one dialect (the same tables; full-text search built the dialect's way). */
 export function appviewMigrations(dialect: DbDialect): Migrations {
   const migrations: Record<string, Migration> = {
@@ -346,6 +376,7 @@ export function appviewMigrations(dialect: DbDialect): Migrations {
     '004-backfill': { up: backfill },
     // (PostgreSQL's search tables are keyed by did / uri already)
     '005-search-rowids': { up: dialect === 'postgres' ? async () => undefined : searchRowidsSqlite },
+    '006-author-latest': { up: (db) => authorLatest(db, dialect) },
   }
   return migrations
 }

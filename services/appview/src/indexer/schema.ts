@@ -293,6 +293,8 @@ export interface DatabaseSchema {
   profile: ProfileTable
   post: PostTable
   feed_item: FeedItemTable
+  /** each account's newest feed item time (kept by triggers on feed_item; the timeline's first step) */
+  author_latest: { did: string; sortAt: string }
   like: SubjectRecordTable
   repost: SubjectRecordTable
   follow: DidSubjectTable
