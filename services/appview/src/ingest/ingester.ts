@@ -1028,19 +1028,29 @@ export class Ingester {
         await this.saveRepoState(tx, did, state.rev, state.data, state.commitCid)
         return
       }
+      // the changes go through a batch, as live commits do: what the record table holds is known from the
+      // lookup above (no statement per record), rows go in with multi-row inserts, counters are summed
+      const batch = new IndexBatch()
+      for (const [uri, cid] of existing) batch.known.set(uri, cid)
+      const gone = new Set(existing.keys())
+      for (const rec of verified.records) {
+        gone.delete(rec.uri)
+        if (!existing.has(rec.uri)) batch.known.set(rec.uri, null)
+      }
+      // what left the repo goes first: a like, repost or follow of a subject whose earlier one left (a
+      // row the new one would conflict with) is indexed, not kept as a duplicate of a row deleted after it
+      for (const uri of gone) await this.indexer.deleteRecord(tx, uri, { batch })
       for (const rec of verified.records) {
         const uri = rec.uri
         const cid = rec.cid
-        const had = existing.get(uri)
-        existing.delete(uri)
-        if (had === cid) continue
-        // (failed validation in the check: indexRecord finds the same and skips it)
+        if (existing.get(uri) === cid) continue
+        // (the lexicon verdict is the repo check's: failed validation is not indexed)
         const json = JSON.parse(rec.json) as Record<string, unknown>
         // a first backfill is history and does not notify; a resync notifies what it finds new
-        const r = await this.indexer.indexRecord(tx, uri, cid, json, { notify: prev !== null })
+        const r = await this.indexer.indexRecord(tx, uri, cid, json, { notify: prev !== null, batch, valid: rec.valid, json: rec.json })
         if (r === 'indexed') this.stats.resyncedRecords++
       }
-      for (const uri of existing.keys()) await this.indexer.deleteRecord(tx, uri)
+      await this.indexer.flushBatch(tx, batch)
       await this.saveRepoState(tx, did, state.rev, state.data, state.commitCid)
     })
     return true
