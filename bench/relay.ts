@@ -16,6 +16,7 @@
  *
  *   node --import tsx bench/relay.ts [--accounts 50] [--commits 10000] [--runs 3] [--ref-commits 2000]
  *        [--latency-rates 1000,2000,5000] [--only workers|workers1|workers100|inline|latency|ref ...] [--cpu-prof DIR]
+ *        [--relay-node-args "--flag ..."]   (node flags for the relay process, e.g. V8 heap flags or --perf-basic-prof)
  *        [--instrument raw|ws|raw,ws]   (consumer instrument; several: each configuration runs with each, alternating)
  *
  * `workers` is both workers1 (1 consumer) and workers100 (100 consumers). `latency`: one run per offered rate
@@ -47,6 +48,8 @@ const REF_COMMITS = arg('ref-commits', 2_000)
 const LATENCY_RATES = (argStr('latency-rates') ?? '1000,2000,5000').split(',').map(Number)
 if (LATENCY_RATES.some((r) => !Number.isFinite(r) || r <= 0)) throw new Error('--latency-rates: frames/s, comma-separated')
 const CPU_PROF = argStr('cpu-prof')
+/** extra node flags for the relay process (e.g. V8 heap flags), space-separated */
+const RELAY_NODE_ARGS = (argStr('relay-node-args') ?? '').split(' ').filter(Boolean)
 const only = argv.flatMap((a, i) => (argv[i - 1] === '--only' ? [a] : []))
 const want = (k: string) => only.length === 0 || only.includes(k)
 const TIMEOUT_MS = arg('timeout', 120) * 1000
@@ -176,7 +179,7 @@ async function runRelay(cfg: RunConfig, index: { frames: { t: string; did: strin
     LOG_LEVEL: 'warn',
   }
   if (cfg.workers !== 'default') env.RELAY_VERIFY_WORKERS = String(cfg.workers)
-  const nodeArgs = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : []
+  const nodeArgs = [...RELAY_NODE_ARGS, ...(CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : [])]
   const relay = new Child('lib/relay-process.ts', [], { env, nodeArgs, timeoutMs: TIMEOUT_MS })
   const r = await relay.next<{ url: string; pid: number; workers: number }>()
   const recvFile = join(data, 'recv.json')

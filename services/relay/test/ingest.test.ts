@@ -370,6 +370,42 @@ describe('ingest and verification', () => {
     expect(latest.body).toEqual({ cid: g3.evt.commit.toString(), rev: g3.evt.rev })
   })
 
+  it('verifies an account’s next commits while its previous one is still being verified, and forwards them in order', async () => {
+    const verifier = relay.ctx.verifier
+    const original = verifier.verifyCommitBytes
+    // the first verification of the burst is held back (at most 5 s): the next ones are asked for meanwhile
+    const asked: string[] = []
+    let release!: () => void
+    const released = new Promise<void>((resolve) => (release = resolve))
+    verifier.verifyCommitBytes = async function (did, body, ctx) {
+      const verdict = original.call(this, did, body, ctx)
+      if (did !== alice.did) return verdict
+      asked.push(ctx.prev === 'claimed' ? 'claimed' : 'state')
+      if (asked.length === 1) await Promise.race([released, new Promise((resolve) => setTimeout(resolve, 5_000))])
+      return verdict
+    }
+    try {
+      const burst = [
+        await alice.commit([createWrite(nextRkey(), post('pipelined-1'))]),
+        await alice.commit([createWrite(nextRkey(), post('pipelined-2'))]),
+        await alice.commit([createWrite(nextRkey(), post('pipelined-3'))]),
+      ]
+      for (const c of burst) pds.emit('#commit', c.evt as unknown as Record<string, unknown>)
+      await waitFor(() => asked.length >= 3, 4_000, 'the verification of the commits after the held one')
+      // the first against the stored state, the next ones against the state they claim (the one before them)
+      expect(asked).toEqual(['state', 'claimed', 'claimed'])
+      expect(consumer.texts()).not.toContain('pipelined-2')
+      release()
+      await consumer.waitForText('pipelined-3')
+      expect(consumer.texts().slice(-3)).toEqual(['pipelined-1', 'pipelined-2', 'pipelined-3'])
+      const latest = await xrpcGet(relay.url, 'com.atproto.sync.getLatestCommit', { did: alice.did })
+      expect(latest.body).toEqual({ cid: burst[2]!.evt.commit.toString(), rev: burst[2]!.evt.rev })
+    } finally {
+      release()
+      verifier.verifyCommitBytes = original
+    }
+  })
+
   it('a failed write resets the account to its stored state: no commit chained to the lost one is stored or forwarded', async () => {
     const base = await droppedCounts(relay.url)
     const accounts = relay.ctx.accounts

@@ -17,6 +17,7 @@ import {
   type CommitCheckContext,
   type CommitCheckReason,
   type CommitEvent,
+  type RepoState,
   type SyncEvent,
 } from '../repo/index.js'
 import { checkFrameBody, indexCommitFrame } from '../stream/commit-frame.js'
@@ -39,12 +40,22 @@ export type VerifySummary =
       records?: Map<string, Uint8Array>
       /** #commit with `withRecords: 'json'`: those records in JSON form instead (see RecordJson), by path */
       recordsJson?: Map<string, RecordJson>
+      /** with `prev: 'claimed'`: the state the commit was judged against (see VerifyTaskContext.prev) */
+      prevUsed?: RepoState | null
     }
-  | { ok: false; reason: CommitCheckReason; message: string }
+  | { ok: false; reason: CommitCheckReason; message: string; prevUsed?: RepoState | null }
 
 export interface VerifyTaskContext {
   signingKey: string
-  prev: { rev: string; data: CID } | null
+  /**
+   * The state the account is at (null: none). `'claimed'` (a #commit given as bytes): the state the commit
+   * says it follows, its `since` and `prevData` (null when either is absent or of another type); the verdict then
+   * names it in `prevUsed`, and it is the verdict for a known state only if that state is `prevUsed` (same rev,
+   * same CID). A caller that does not know the state yet (an earlier commit of the account is still being
+   * verified) verifies against the claim at once and judges again if the claim turns out not to be the state.
+   * Not for `#sync` nor with `withRecords`.
+   */
+  prev: RepoState | null | 'claimed'
   now: number
   /**
    * also hand back the ops' records (a consumer that indexes them: the AppView): their blocks (true), or
@@ -81,7 +92,7 @@ export interface VerifyTask {
   /** the body passed checkFrameBody already (VerifyTaskContext.checked) */
   checked?: boolean
   signingKey: string
-  prev: { rev: string; data: Uint8Array } | null
+  prev: { rev: string; data: Uint8Array } | null | 'claimed'
   now: number
   withRecords?: boolean | 'json'
   validateRecords?: boolean
@@ -89,8 +100,21 @@ export interface VerifyTask {
 
 /** What a worker answers. */
 export type PortableSummary =
-  | { ok: true; rev: string; commitCid: Uint8Array; newData: Uint8Array; changed: boolean; inverted: boolean; records?: [string, Uint8Array][]; recordsJson?: [string, RecordJson][] }
-  | { ok: false; reason: CommitCheckReason; message: string }
+  | {
+      ok: true
+      rev: string
+      commitCid: Uint8Array
+      newData: Uint8Array
+      changed: boolean
+      inverted: boolean
+      records?: [string, Uint8Array][]
+      recordsJson?: [string, RecordJson][]
+      prevUsed?: PortableState | null
+    }
+  | { ok: false; reason: CommitCheckReason; message: string; prevUsed?: PortableState | null }
+
+/** A repo state as posted (the CID as its bytes). */
+type PortableState = { rev: string; data: Uint8Array }
 
 const CID_MARK = 'cid'
 
@@ -193,34 +217,63 @@ function decodeBody(kind: 'commit' | 'sync', body: Uint8Array, checked = false):
   return { evt }
 }
 
+/** The state a #commit says it follows: its `since` and `prevData`, or null when either is absent or of another type. */
+function claimedPrev(evt: unknown): RepoState | null {
+  const { since, prevData } = evt as { since?: unknown; prevData?: unknown }
+  if (typeof since !== 'string') return null
+  const data = CID.asCID(prevData)
+  return data ? { rev: since, data } : null
+}
+
+/**
+ * Verifies a #commit against `prev`, or (`'claimed'`) against the state it claims to follow, named in the verdict
+ * (`prevUsed`).
+ */
+async function checkCommit(
+  evt: unknown,
+  prev: RepoState | null | 'claimed',
+  ctx: Omit<CommitCheckContext, 'prev'>,
+  withRecords: boolean | 'json',
+  validateRecords: boolean,
+): Promise<VerifySummary> {
+  if (prev !== 'claimed') return check('commit', evt, { ...ctx, prev }, withRecords, validateRecords)
+  const claimed = claimedPrev(evt)
+  const res = await check('commit', evt, { ...ctx, prev: claimed }, withRecords, validateRecords)
+  res.prevUsed = claimed
+  return res
+}
+
 /**
  * The worker side: one task (`bytes`: the body, when it came as the task's bytes: a view into the batch's
  * buffer, so nothing of it goes back in the answer without a copy).
  */
 export async function runVerifyTask(task: VerifyTask, bytes?: Uint8Array): Promise<PortableSummary> {
-  const ctx: CommitCheckContext = {
-    signingKey: task.signingKey,
-    prev: task.prev ? { rev: task.prev.rev, data: CID.decode(task.prev.data) } : null,
-    now: task.now,
-  }
+  const prev = task.prev === 'claimed' ? 'claimed' : task.prev ? { rev: task.prev.rev, data: CID.decode(task.prev.data) } : null
+  const ctx: Omit<CommitCheckContext, 'prev'> = { signingKey: task.signingKey, now: task.now }
   let evt: unknown
   const body = task.body ?? bytes
   if (body !== undefined) {
     const d = decodeBody(task.kind, body, task.checked === true)
-    if ('fail' in d) return d.fail
+    if ('fail' in d) return { ok: false, reason: d.fail.reason, message: d.fail.message }
     evt = d.evt
   } else {
     evt = fromPortable(task.evt)
   }
-  const res = await check(task.kind, evt, ctx, task.withRecords ?? false, task.validateRecords ?? true)
-  if (!res.ok) return res
-  const { records, recordsJson, ...rest } = res
+  const res =
+    task.kind === 'commit'
+      ? await checkCommit(evt, prev, ctx, task.withRecords ?? false, task.validateRecords ?? true)
+      : await check(task.kind, evt, { ...ctx, prev: prev === 'claimed' ? null : prev }, task.withRecords ?? false, task.validateRecords ?? true)
   // CIDs and record blocks are views into the body: copied, so the answer carries only them (a view would
   // take its whole buffer along)
+  const { prevUsed, ...verdict } = res
+  const used = prevUsed === undefined ? {} : { prevUsed: prevUsed && { rev: prevUsed.rev, data: new Uint8Array(prevUsed.data.bytes) } }
+  if (!verdict.ok) return { ...verdict, ...used }
+  const { records, recordsJson, ...rest } = verdict
   return {
     ...rest,
-    commitCid: new Uint8Array(res.commitCid.bytes),
-    newData: new Uint8Array(res.newData.bytes),
+    ...used,
+    commitCid: new Uint8Array(verdict.commitCid.bytes),
+    newData: new Uint8Array(verdict.newData.bytes),
     ...(records ? { records: [...records].map(([path, b]): [string, Uint8Array] => [path, new Uint8Array(b)]) } : {}),
     ...(recordsJson ? { recordsJson: [...recordsJson] } : {}),
   }
@@ -228,15 +281,29 @@ export async function runVerifyTask(task: VerifyTask, bytes?: Uint8Array): Promi
 
 /** A worker's answer as the caller sees it (CIDs and maps rebuilt). */
 function fromPortableSummary(res: PortableSummary): VerifySummary {
-  if (!res.ok) return res
-  const { records, recordsJson, ...rest } = res
+  const { prevUsed, ...verdict } = res
+  const used = prevUsed === undefined ? {} : { prevUsed: prevUsed && { rev: prevUsed.rev, data: CID.decode(prevUsed.data) } }
+  if (!verdict.ok) return { ...verdict, ...used }
+  const { records, recordsJson, ...rest } = verdict
   return {
     ...rest,
-    commitCid: CID.decode(res.commitCid),
-    newData: CID.decode(res.newData),
+    ...used,
+    commitCid: CID.decode(verdict.commitCid),
+    newData: CID.decode(verdict.newData),
     ...(records ? { records: new Map(records) } : {}),
     ...(recordsJson ? { recordsJson: new Map(recordsJson) } : {}),
   }
+}
+
+/** The in-thread path (no workers): the checks a worker would run on the task. */
+function checkInThread(kind: 'commit' | 'sync', evt: unknown, ctx: VerifyTaskContext): Promise<VerifySummary> {
+  const { prev, withRecords = false, validateRecords = true } = ctx
+  if (kind === 'commit') return checkCommit(evt, prev, ctx, withRecords, validateRecords)
+  return check(kind, evt, { ...ctx, prev: prev === 'claimed' ? null : prev }, withRecords, validateRecords)
+}
+
+function portablePrev(prev: VerifyTaskContext['prev']): VerifyTask['prev'] {
+  return prev === 'claimed' ? 'claimed' : prev ? { rev: prev.rev, data: prev.data.bytes } : null
 }
 
 export interface CommitVerifierOptions {
@@ -306,12 +373,12 @@ export class CommitVerifier {
   }
 
   private async run(kind: 'commit' | 'sync', did: string, evt: unknown, ctx: VerifyTaskContext): Promise<VerifySummary> {
-    if (!this.pool) return check(kind, evt, ctx, ctx.withRecords ?? false, ctx.validateRecords ?? true)
+    if (!this.pool) return checkInThread(kind, evt, ctx)
     const task: VerifyTask = {
       kind,
       evt: toPortable(evt),
       signingKey: ctx.signingKey,
-      prev: ctx.prev ? { rev: ctx.prev.rev, data: ctx.prev.data.bytes } : null,
+      prev: portablePrev(ctx.prev),
       now: ctx.now,
       ...(ctx.withRecords ? { withRecords: ctx.withRecords } : {}),
       ...(ctx.validateRecords === false ? { validateRecords: false } : {}),
@@ -323,7 +390,7 @@ export class CommitVerifier {
     if (!this.pool) {
       const d = decodeBody(kind, body, ctx.checked === true)
       if ('fail' in d) return d.fail
-      return check(kind, d.evt, ctx, ctx.withRecords ?? false, ctx.validateRecords ?? true)
+      return checkInThread(kind, d.evt, ctx)
     }
     // the body goes as the task's bytes: copied, with the other tasks' bodies of the batch, into one buffer
     // transferred to the worker (KeyedWorkerPool.runBytes)
@@ -331,7 +398,7 @@ export class CommitVerifier {
       kind,
       evt: undefined,
       signingKey: ctx.signingKey,
-      prev: ctx.prev ? { rev: ctx.prev.rev, data: ctx.prev.data.bytes } : null,
+      prev: portablePrev(ctx.prev),
       now: ctx.now,
       ...(ctx.checked ? { checked: true } : {}),
       ...(ctx.withRecords ? { withRecords: ctx.withRecords } : {}),

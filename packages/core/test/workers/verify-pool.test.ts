@@ -122,6 +122,35 @@ describe('CommitVerifier', () => {
     }
   })
 
+  it("prev 'claimed': judged against the state the commit claims to follow (since, prevData), named in prevUsed; the verdict for a state equal to the claim", async () => {
+    const { cborEncode } = await import('../../src/data/index.js')
+    await pooled.ready()
+    const used = (s: VerifySummary) => (s.prevUsed ? { rev: s.prevUsed.rev, data: s.prevUsed.data.toString() } : s.prevUsed)
+    const verdict = (s: VerifySummary) => {
+      const { prevUsed: _, ...rest } = s
+      return plain(rest as VerifySummary)
+    }
+    const outcomes: string[] = []
+    for (const c of cases) {
+      const claim = typeof c.evt.since === 'string' && c.evt.prevData ? { rev: c.evt.since, data: c.evt.prevData } : null
+      const bytes = cborEncode(Object.fromEntries(Object.entries(c.evt).filter(([, v]) => v !== undefined)))
+      const expected = plain(await inline.verifyCommit(DID, c.evt, { signingKey: c.key, prev: claim, now: Date.now() }))
+      for (const v of [inline, pooled]) {
+        const got = await v.verifyCommitBytes(DID, bytes, { signingKey: c.key, prev: 'claimed', now: Date.now() })
+        expect(used(got), c.name).toEqual(claim && { rev: claim.rev, data: claim.data.toString() })
+        expect(verdict(got), c.name).toEqual(expected)
+        // (and the decoded event)
+        expect(verdict(await v.verifyCommit(DID, c.evt, { signingKey: c.key, prev: 'claimed', now: Date.now() })), c.name).toEqual(expected)
+      }
+      outcomes.push(expected.ok ? 'ok' : expected.reason)
+    }
+    // the chain break is a claim that is not the state the caller holds: the caller judges again against it
+    expect(outcomes).toEqual(['ok', 'ok', 'ok', 'bad-signature', 'ok', 'inversion-mismatch', 'malformed', 'malformed', 'malformed', 'did-mismatch'])
+    // without an explicit 'claimed' nothing is named
+    const plainRes = await pooled.verifyCommitBytes(DID, cborEncode(cases[0]!.evt as never), { signingKey: cases[0]!.key, prev: cases[0]!.prev, now: Date.now() })
+    expect('prevUsed' in plainRes).toBe(false)
+  })
+
   it('withRecords: the ops\' record blocks come back, the same from a worker as in-thread and as verifyCommitEvent gives them', async () => {
     const { verifyCommitEvent } = await import('../../src/repo/index.js')
     for (const c of cases.slice(0, 3)) {

@@ -1,8 +1,8 @@
 /**
  * Runs tasks one at a time per key (an account's DID), in the order they were submitted, while tasks of
  * different keys run concurrently. A task may let the key's next task start before it has finished by
- * calling `release()` (the ingester does once a #commit is verified and queued for the event log, so the
- * account's next event is verified while the previous one is being written).
+ * calling `release()` (the ingester does once a #commit's verification is under way, so the account's next
+ * #commit is verified meanwhile, and judged after it).
  */
 export class KeyedQueue {
   /** per key: resolves when the key's last task has finished or released the key */

@@ -7,9 +7,12 @@
  * its current identity before anything is stored or forwarded. An event that fails is dropped, counted
  * under its reason in `relay_events_dropped_total{reason}`, and never reaches a consumer.
  *
- * Pipelining: once a #commit is verified and queued for the event log, the account's next #commit is verified
- * at once, against the state the previous verified commit leads to (kept in memory until its write is durable),
- * instead of waiting for the group commit's fsync. The log is still written in the account's order and nothing
+ * Pipelining: an account's next #commit does not wait for the previous one's verdict to be verified: it is
+ * verified at once against the state it claims to follow (its since and prevData), and its verdict is used
+ * once the previous one is acted on if that claim is the account's state then (otherwise it is verified again
+ * against that state), so the verdicts are those of one commit after the other (see handleCommit). Nor does it
+ * wait for the previous one to be durable: it is judged against the state the previous verified commit leads
+ * to (kept in memory until its write is durable), instead of waiting for the group commit's fsync. The log is still written in the account's order and nothing
  * is forwarded before it is durable. Each write checks that the stored state is the one its commit was
  * verified against (compare-and-set): if an earlier write of the account failed, the in-memory state is reset
  * to the stored one and a commit that chained to the lost write is dropped (`chain-break`), never stored on
@@ -88,6 +91,36 @@ interface InFlight {
   settled: Promise<void>
 }
 
+/** An account's #commits taken for verification and not judged yet (their verdicts acted on in arrival order). */
+interface Judging {
+  count: number
+  /** settles when the last of them is judged */
+  tail: Promise<void>
+}
+
+/** A #commit verified at once against the state it claims to follow (its since and prevData): see handleCommit. */
+interface EarlyVerdict {
+  signingKey: string
+  verdict: Promise<VerifySummary>
+}
+
+/** A #commit judged and queued for the event log. */
+interface QueuedCommit {
+  written: Promise<unknown>
+  flight: InFlight
+  gen: number
+  /** false when the collection index could not apply it (read after `written`) */
+  indexed: () => boolean
+}
+
+/** The verdict is the one for the state `prev`: verified against it (prevUsed: the state a claimed verification used). */
+function judgedAgainst(res: VerifySummary, prev: RepoState | null): boolean {
+  const used = res.prevUsed
+  if (used === undefined) return false
+  if (used === null || prev === null) return used === prev
+  return used.rev === prev.rev && used.data.equals(prev.data)
+}
+
 function sameState(a: RepoState | null, rev: string | null, dataCid: string | null): boolean {
   if (a === null) return rev === null || dataCid === null
   return a.rev === rev && a.data.toString() === dataCid
@@ -124,6 +157,8 @@ export class Ingester {
   private readonly accountCounts: Map<number, number>
   private readonly lastResync = new Map<string, number>()
   private readonly inFlight = new Map<string, InFlight>()
+  /** per account, its #commits whose verdict is not acted on yet (see handleCommit) */
+  private readonly judging = new Map<string, Judging>()
   private readonly now: () => number
 
   constructor(private readonly o: IngesterOptions) {
@@ -162,7 +197,7 @@ export class Ingester {
   /** Runs an operator action in the account's queue (so it is ordered with the account's events and writes). */
   runForAccount(did: string, task: () => Promise<void>): Promise<void> {
     return this.queue.run(did, async () => {
-      await this.writesSettled(did)
+      await this.accountSettled(did)
       await task()
     })
   }
@@ -170,6 +205,16 @@ export class Ingester {
   /** Resolves when the account's #commit writes in flight have settled (stored or failed). */
   private writesSettled(did: string): Promise<void> {
     return this.inFlight.get(did)?.settled ?? Promise.resolve()
+  }
+
+  /**
+   * Resolves when the account's #commits taken so far are judged (stored, failed or dropped): their verdicts
+   * acted on, then their writes settled. What is not a #commit waits for this, so it sees the state they leave.
+   */
+  private async accountSettled(did: string): Promise<void> {
+    const judging = this.judging.get(did)
+    if (judging) await judging.tail
+    await this.writesSettled(did)
   }
 
   private async process(host: IngestHost, evt: UpstreamEvent, did: string, release: () => void, commit?: CommitFrame): Promise<void> {
@@ -183,15 +228,15 @@ export class Ingester {
           outcome = await this.handleCommit(host, did, commit!, release, evt.frame !== undefined)
           break
         case '#sync':
-          await this.writesSettled(did)
+          await this.accountSettled(did)
           outcome = await this.handleSync(host, did, evt.body)
           break
         case '#identity':
-          await this.writesSettled(did)
+          await this.accountSettled(did)
           outcome = await this.handleIdentity(host, did, evt.body)
           break
         case '#account':
-          await this.writesSettled(did)
+          await this.accountSettled(did)
           outcome = await this.handleAccount(host, did, evt.body)
           break
       }
@@ -263,14 +308,76 @@ export class Ingester {
   // -------------------------------------------------------------------------------------------------
   // #commit
 
-  private async handleCommit(
+  /**
+   * A #commit. Verification is pipelined per account: once this commit's verification is under way the account's
+   * queue moves on (release), so its next #commit is verified at once too, before this one's verdict is known,
+   * against the state that commit claims to follow (its since and prevData; `prev: 'claimed'`). Verdicts are
+   * acted on in arrival order (each waits for the account's earlier #commits to be judged); a verdict reached
+   * against a claim that is not the account's state at that point (or with another signing key) is reached
+   * again against that state, so every verdict is the one the commits would get one after the other.
+   */
+  private async handleCommit(host: IngestHost, did: string, cf: CommitFrame, release: () => void, checked: boolean): Promise<Dropped | void> {
+    const judging = this.judging.get(did) ?? { count: 0, tail: Promise.resolve() }
+    const pipelined = judging.count > 0
+    const earlier = judging.tail
+    let judged!: () => void
+    judging.tail = new Promise<void>((resolve) => (judged = resolve))
+    judging.count++
+    this.judging.set(did, judging)
+    let queued: QueuedCommit | Dropped
+    try {
+      let early: EarlyVerdict | undefined
+      if (pipelined) {
+        // an earlier #commit of the account is being judged: verify this one now against its claim (lookup errors
+        // are the regular path's to report)
+        const ident = await this.o.identities.resolve(did).catch(() => null)
+        if (ident?.signingKey) {
+          const verdict = this.o.verifier.verifyCommitBytes(did, cf.body, { signingKey: ident.signingKey, prev: 'claimed', now: this.now(), checked })
+          verdict.catch(noop) // (awaited below, unless the commit is dropped before)
+          early = { signingKey: ident.signingKey, verdict }
+        }
+        release()
+      }
+      await earlier
+      queued = await this.judgeCommit(host, did, cf, release, checked, early)
+    } finally {
+      // (after the earlier ones, even if this one failed before waiting for them)
+      void earlier.then(judged)
+      if (--judging.count === 0 && this.judging.get(did) === judging) this.judging.delete(did)
+    }
+    if (queued instanceof Dropped) return queued
+    const { flight: f, gen } = queued
+    try {
+      await queued.written
+    } catch (err) {
+      if (f.gen === gen) {
+        // the stored state is behind the in-memory one: the account's next commits are judged against it
+        f.gen++
+        f.state = null
+      }
+      if (err instanceof StaleChainError) return drop('chain-break', err.message)
+      throw err
+    } finally {
+      f.writes--
+      if (f.writes === 0 && this.inFlight.get(did) === f) this.inFlight.delete(did)
+    }
+    this.o.metrics.emitted.inc({ type: '#commit' })
+    if (!queued.indexed()) this.collections?.backfill(did)
+  }
+
+  /**
+   * The verdict on a #commit (the account's earlier #commits are judged): dropped, or queued for the event log.
+   * `early`: its verification against its claim, used when that claim is the account's state.
+   */
+  private async judgeCommit(
     host: IngestHost,
     did: string,
     cf: CommitFrame,
     release: () => void,
     checked: boolean,
+    early: EarlyVerdict | undefined,
     retried = false,
-  ): Promise<Dropped | void> {
+  ): Promise<QueuedCommit | Dropped> {
     const existing = this.o.accounts.get(did)
     if (existing?.takedown) return drop('account-takendown', `${did} is taken down by the relay operator`)
     const found = await this.accountOnHost(host, did)
@@ -290,7 +397,16 @@ export class Ingester {
     const gen = flight?.gen ?? 0
     const prev = flight?.state ?? Ingester.repoState(account)
     const ctx = { signingKey: ident.signingKey, prev, now: this.now(), checked }
-    let res: VerifySummary = await this.o.verifier.verifyCommitBytes(did, cf.body, ctx)
+    let res: VerifySummary
+    if (early && early.signingKey === ctx.signingKey) {
+      res = await early.verdict
+      // verified against its claim: the verdict for this state only if the claim is this state
+      if (!judgedAgainst(res, prev)) res = await this.o.verifier.verifyCommitBytes(did, cf.body, ctx)
+    } else {
+      const verdict = this.o.verifier.verifyCommitBytes(did, cf.body, ctx)
+      release() // the account's next #commit is verified meanwhile (see handleCommit)
+      res = await verdict
+    }
     if (!res.ok && res.reason === 'bad-signature') {
       // the key may have been rotated: look again (once)
       const fresh = await this.o.identities.resolve(did, true)
@@ -307,7 +423,7 @@ export class Ingester {
         await this.writesSettled(did)
         const stored = this.o.accounts.get(did)
         if (!retried && stored && !sameState(prev, stored.rev, stored.dataCid)) {
-          return this.handleCommit(host, did, cf, release, checked, true)
+          return this.judgeCommit(host, did, cf, release, checked, undefined, true)
         }
       }
       if (res.reason === 'chain-break') {
@@ -319,7 +435,7 @@ export class Ingester {
     if (flight && flight.gen !== gen && !retried) {
       // a write of the account failed while this commit was verified against its state: judge it again
       // against the stored state
-      return this.handleCommit(host, did, cf, release, checked, true)
+      return this.judgeCommit(host, did, cf, release, checked, undefined, true)
     }
 
     // the outbound #commit, from the upstream body's bytes (see core's CommitFrame.outbound: rebase and
@@ -328,42 +444,28 @@ export class Ingester {
     let indexed = true
     const expectRev = prev?.rev ?? null
     const expectData = prev ? prev.data.toString() : null
+    const ok = res
     const written = this.o.outbox.emitCommitFrame(did, out, () => {
       const stored = this.o.accounts.get(did)
       if (!stored || stored.rev !== expectRev || stored.dataCid !== expectData) {
         throw new StaleChainError(`${did} is stored at rev ${stored?.rev ?? '(none)'}, not at rev ${expectRev ?? '(none)'} this commit chains to`)
       }
       this.o.accounts.setRepoState(did, {
-        rev: res.rev,
-        commitCid: res.commitCid.toString(),
-        dataCid: res.newData.toString(),
+        rev: ok.rev,
+        commitCid: ok.commitCid.toString(),
+        dataCid: ok.newData.toString(),
         syncStatus: 'synchronized',
       })
-      if (this.collections) indexed = this.collections.applyCommit(did, res.rev, cf.since(), cf.opsActionPath())
+      if (this.collections) indexed = this.collections.applyCommit(did, ok.rev, cf.since(), cf.opsActionPath())
     })
     // the account's next commit is verified against this one's state from now on (see the module comment)
     const f: InFlight = flight ?? { state: null, gen, writes: 0, settled: Promise.resolve() }
-    f.state = { rev: res.rev, data: res.newData }
+    f.state = { rev: ok.rev, data: ok.newData }
     f.writes++
     f.settled = Promise.all([f.settled, written.then(noop, noop)]).then(noop)
     this.inFlight.set(did, f)
     release()
-    try {
-      await written
-    } catch (err) {
-      if (f.gen === gen) {
-        // the stored state is behind the in-memory one: the account's next commits are judged against it
-        f.gen++
-        f.state = null
-      }
-      if (err instanceof StaleChainError) return drop('chain-break', err.message)
-      throw err
-    } finally {
-      f.writes--
-      if (f.writes === 0 && this.inFlight.get(did) === f) this.inFlight.delete(did)
-    }
-    this.o.metrics.emitted.inc({ type: '#commit' })
-    if (!indexed) this.collections?.backfill(did)
+    return { written, flight: f, gen, indexed: () => indexed }
   }
 
   /**
