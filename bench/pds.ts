@@ -8,7 +8,7 @@
  * getRecord rates it took a third of the machine's two cores). The same client loads both servers.
  * Firehose consumers run in a fifth process.
  *
- *   pnpm bench pds   (= node --import tsx bench/pds.ts [--runs 3] [--seconds 3] [--many 300] [--cache 100] [--prof] [--client lean|undici])
+ *   pnpm bench pds   (= node --import tsx bench/pds.ts [--runs 3] [--seconds 3] [--many 300] [--cache 100] [--prof] [--perf] [--client lean|undici])
  *
  * Per run and server (servers alternate within a run; the figure is the median of the runs):
  * - createRecord/s on one account at concurrency 1 and 8 (p50/p99 latency at 8);
@@ -28,6 +28,7 @@
  * the bench through a pipe), behind a trusted loopback proxy (PDS_TRUSTED_PROXIES=loopback): each request carries an
  * X-Forwarded-For of one of 4,096 client addresses, so the per-IP limit (3,000 per 5 minutes) is charged on every
  * request without refusing the load (long write phases may still reach the per-account write budget).
+ * `--perf` records an on-CPU profile (perf) of our server's main thread in the c8 and w50 phases and prints it (see perfPhase).
  * `--only stratos` loads one server only (for profiling; RESULTS.md is left alone). `--prof` writes V8 CPU profiles of both PDS processes to bench/.cache/pds-prof/<server>/ (the largest file of
  * a directory is the main thread's).
  * Prints a table and rewrites the "pds" section of bench/RESULTS.md.
@@ -67,6 +68,8 @@ const CLIENT = process.argv.includes('--client') ? process.argv[process.argv.ind
 if (CLIENT !== 'lean' && CLIENT !== 'undici') throw new Error(`--client must be lean or undici (got ${CLIENT})`)
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100
 const HAVE_STRACE = spawnSync('strace', ['-V']).status === 0
+const PERF = process.argv.includes('--perf')
+if (PERF && spawnSync('perf', ['--version']).status !== 0) throw new Error('--perf needs perf (linux-tools) on PATH')
 
 const ROTATION_KEY = 'e4b3a0e7f8a3b4c3e2d1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9'
 const ADMIN_PASSWORD = 'bench-admin'
@@ -308,6 +311,36 @@ async function firehosePhase(t: Target, seconds: number) {
   }
 }
 
+/**
+ * --perf: an on-CPU profile of our server's main thread during `run` (perf record, sampling only while the
+ * thread runs: V8's --cpu-prof samples wall time, so a thread preempted inside a call, as happens on a loaded
+ * machine right after it wakes a thread-pool or worker thread, charges the wait to that call). Prints the
+ * shares by binary (node = V8 and the runtime, JIT = optimized JS, kernel = syscalls, libc = malloc and
+ * friends, better_sqlite3 = SQLite, secp256k1 = signing) and the top symbols; keeps the data in bench/.cache/pds-perf/.
+ */
+async function perfPhase<T>(t: Target, name: string, run: () => Promise<T>): Promise<T> {
+  if (!PERF || t.name !== 'stratos') return run()
+  const dir = join(ROOT, 'bench/.cache/pds-perf')
+  mkdirSync(dir, { recursive: true })
+  const data = join(dir, `${name}.data`)
+  const perf = spawn('perf', ['record', '-q', '-F', '999', '-t', String(t.proc.pid!), '-o', data], { stdio: 'ignore' })
+  await new Promise((r) => setTimeout(r, 300))
+  try {
+    return await run()
+  } finally {
+    const done = new Promise((r) => perf.once('exit', r))
+    perf.kill('SIGINT')
+    await done
+    const report = (sort: string, n: number) =>
+      spawnSync('perf', ['report', '-i', data, '--no-children', '--sort', sort, '--stdio'], { encoding: 'utf8', maxBuffer: 64 << 20 })
+        .stdout.split('\n')
+        .filter((l) => l.trim() && !l.startsWith('#'))
+        .slice(0, n)
+        .join('\n')
+    console.log(`perf, ${name}, our main thread on CPU, by binary:\n${report('dso', 8)}\ntop symbols:\n${report('dso,sym', 25)}`)
+  }
+}
+
 async function fsyncsPerWrite(t: Target, writes: number): Promise<number> {
   if (!HAVE_STRACE) return NaN
   const pid = t.proc.pid!
@@ -397,7 +430,7 @@ try {
   mkdirSync(ourDir, { recursive: true })
   const ourProc = await startProcess(
     'Stratos PDS',
-    [...prof('stratos'), '--import', 'tsx', '--import', './bench/lib/register.ts', join(ROOT, 'services/pds/src/bin.ts')],
+    [...prof('stratos'), ...(PERF ? ['--perf-basic-prof'] : []), '--import', 'tsx', '--import', './bench/lib/register.ts', join(ROOT, 'services/pds/src/bin.ts')],
     {
       ...common(ourPort, ourDir),
       NODE_ENV: 'production',
@@ -434,8 +467,8 @@ try {
       const skipped: PhaseResult = { ops: 0, seconds: 0, rate: NaN, cpuUsPerOp: NaN, mainUsPerOp: NaN, clientUsPerOp: NaN, p50: NaN, p99: NaN, acks: [] }
       const maybe = <T>(name: string, fn: () => Promise<T>, dflt: T) => (!PHASES || PHASES.has(name) ? fn() : Promise.resolve(dflt))
       const c1 = await maybe('c1', () => phase(t, SECONDS, 1, () => t.createRecord(one)), skipped)
-      const c8 = await maybe('c8', () => phase(t, SECONDS, 8, () => t.createRecord(one)), skipped)
-      const w50 = await maybe('w50', () => phase(t, SECONDS, FEW, (w) => t.createRecord(few[w]!)), skipped)
+      const c8 = await maybe('c8', () => perfPhase(t, `c8-run${run + 1}`, () => phase(t, SECONDS, 8, () => t.createRecord(one))), skipped)
+      const w50 = await maybe('w50', () => perfPhase(t, `w50-run${run + 1}`, () => phase(t, SECONDS, FEW, (w) => t.createRecord(few[w]!))), skipped)
       let rr = 0
       const wMany = await maybe('wMany', () => phase(t, SECONDS, FEW, () => t.createRecord(many[rr++ % many.length]!)), skipped)
       while (one.rkeys.length < 200) await t.createRecord(one)
