@@ -101,6 +101,13 @@ describe.each(dialects)('getTimeline at many follows (%s)', (dialect) => {
     await server.ctx.indexer.indexOne(`at://${later}/app.bsky.feed.post/later`, cidForCbor(jsonToLex(full)).toString(), full)
     expect((await kept()).find((r) => r.did === gone)).toBeUndefined()
     expect(await kept()).toEqual(await expected())
+    // (a writer that updates feed items: an account's newest item made older, another item moved to a new account and made newest)
+    const byTop = await d.selectFrom('feed_item').select(['uri', 'originatorDid']).orderBy('sortAt', 'desc').limit(2).execute()
+    await d.updateTable('feed_item').set({ sortAt: '2024-06-01T00:00:00.000Z' }).where('uri', '=', byTop[0]!.uri).execute()
+    await d.updateTable('feed_item').set({ sortAt: '2025-06-01T00:00:00.000Z', originatorDid: 'did:plc:movedmovedmovedmovedmove' }).where('uri', '=', byTop[1]!.uri).execute()
+    expect(await kept()).toEqual(await expected())
+    await d.updateTable('feed_item').set({ originatorDid: byTop[1]!.originatorDid }).where('uri', '=', byTop[1]!.uri).execute()
+    expect(await kept()).toEqual(await expected())
     const all = await d
       .selectFrom('feed_item')
       .select(['uri'])

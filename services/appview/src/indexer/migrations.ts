@@ -367,6 +367,28 @@ async function authorLatest(db: AnyDb, dialect: DbDialect): Promise<void> {
   await sql.raw(`CREATE TRIGGER author_latest_delete AFTER DELETE ON feed_item FOR EACH ROW EXECUTE FUNCTION author_latest_delete()`).execute(db)
 }
 
+/**
+ * author_latest also follows an UPDATE of a feed item's time or account (the indexer does not update feed
+ * items today: a later writer that does keeps the table right): the old account's time is read again when the
+ * item was its newest, the new account's raised when the item is newer.
+ */
+async function authorLatestOnUpdate(db: AnyDb, dialect: DbDialect): Promise<void> {
+  const body = [
+    `DELETE FROM author_latest WHERE did = OLD."originatorDid" AND "sortAt" <= OLD."sortAt"
+      AND NOT EXISTS (SELECT 1 FROM feed_item WHERE "originatorDid" = OLD."originatorDid")`,
+    `UPDATE author_latest SET "sortAt" = (SELECT max("sortAt") FROM feed_item WHERE "originatorDid" = OLD."originatorDid")
+      WHERE did = OLD."originatorDid" AND "sortAt" <= OLD."sortAt"`,
+    `INSERT INTO author_latest (did, "sortAt") VALUES (NEW."originatorDid", NEW."sortAt")
+      ON CONFLICT (did) DO UPDATE SET "sortAt" = excluded."sortAt" WHERE excluded."sortAt" > author_latest."sortAt"`,
+  ].join('; ')
+  if (dialect === 'sqlite') {
+    await sql.raw(`CREATE TRIGGER author_latest_update AFTER UPDATE OF "sortAt", "originatorDid" ON feed_item BEGIN ${body}; END`).execute(db)
+    return
+  }
+  await sql.raw(`CREATE FUNCTION author_latest_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN ${body}; RETURN NULL; END $$`).execute(db)
+  await sql.raw(`CREATE TRIGGER author_latest_update AFTER UPDATE OF "sortAt", "originatorDid" ON feed_item FOR EACH ROW EXECUTE FUNCTION author_latest_update()`).execute(db)
+}
+
 /** The migrations for one dialect (the same tables; full-text search built the dialect's way). */
 export function appviewMigrations(dialect: DbDialect): Migrations {
   const migrations: Record<string, Migration> = {
@@ -377,6 +399,7 @@ export function appviewMigrations(dialect: DbDialect): Migrations {
     // (PostgreSQL's search tables are keyed by did / uri already)
     '005-search-rowids': { up: dialect === 'postgres' ? async () => undefined : searchRowidsSqlite },
     '006-author-latest': { up: (db) => authorLatest(db, dialect) },
+    '007-author-latest-update': { up: (db) => authorLatestOnUpdate(db, dialect) },
   }
   return migrations
 }
