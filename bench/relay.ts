@@ -70,7 +70,7 @@ interface ThreadCpu {
   otherSys?: number
   /** the other threads' CPU µs by thread name (V8's platform workers: GC and JIT; libuv's pool: fdatasyncs...) */
   otherByName?: Record<string, number>
-  /** each verification worker's CPU µs (`verify-0`, `verify-1`...): accounts go to workers by a hash of the DID, so with few accounts the split can be uneven */
+  /** each verification worker's CPU µs (`verify-0`, `verify-1`...): an account stays on a worker while its tasks are in flight and otherwise goes to the least loaded one */
   workersByName?: Record<string, number>
 }
 

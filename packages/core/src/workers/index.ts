@@ -1,4 +1,4 @@
-export { KeyedWorkerPool, WorkerTaskError, keyHash, nameThisThread, serveTasks, startWorker, workerExecArgv, type KeyedWorkerPoolOptions } from './pool.js'
+export { KeyedWorkerPool, WorkerTaskError, nameThisThread, serveTasks, startWorker, workerExecArgv, type KeyedWorkerPoolOptions } from './pool.js'
 export {
   CommitVerifier,
   defaultVerifyWorkers,

@@ -1,8 +1,10 @@
 /**
- * A fixed pool of worker threads (node:worker_threads) that runs tasks by key: every task of one key goes
- * to the same worker (a hash of the key), so tasks of one key run in the order they were submitted (a worker
- * takes its messages in order and a handler that is synchronous, or awaited one at a time, finishes them in
- * that order). Different keys spread over the workers.
+ * A fixed pool of worker threads (node:worker_threads) that runs tasks by key, each key's tasks in the order
+ * they were submitted: while a key has tasks in flight (posted and not answered), its next ones go to the same
+ * worker (a worker takes its messages in order and a handler that is synchronous, or awaited one at a time,
+ * finishes them in that order); a key with nothing in flight goes to the least loaded worker (fewest tasks in
+ * flight), since nothing of it can be overtaken there. So the load spreads by what is queued, not by a hash of
+ * the keys (which, with few busy keys, left one worker with most of them).
  *
  * The worker module calls `serveTasks(handler)`. Tasks are batched: the tasks of one worker submitted during one
  * turn of the event loop go in one message (`{ batch: [{ id, req }...] }`, their transfer lists together),
@@ -37,6 +39,8 @@ export interface KeyedWorkerPoolOptions {
 interface InFlight {
   resolve: (v: any) => void
   reject: (e: unknown) => void
+  /** the task's key (none for the pool's own pings) */
+  key?: string
 }
 
 interface Slot {
@@ -59,16 +63,6 @@ export class WorkerTaskError extends Error {
     super(message)
     this.name = 'WorkerTaskError'
   }
-}
-
-/** FNV-1a over the key's UTF-16 code units: cheap and stable. */
-export function keyHash(key: string): number {
-  let h = 0x811c9dc5
-  for (let i = 0; i < key.length; i++) {
-    h ^= key.charCodeAt(i)
-    h = Math.imul(h, 0x01000193)
-  }
-  return h >>> 0
 }
 
 
@@ -145,6 +139,8 @@ export class KeyedWorkerPool<Req, Res> {
   private pendingCount = 0
   private broken: Error | null = null
   private flushScheduled: NodeJS.Immediate | null = null
+  /** the keys with tasks in flight: their worker and how many (a key moves only when none is in flight) */
+  private readonly keys = new Map<string, { index: number; n: number }>()
 
   constructor(private readonly o: KeyedWorkerPoolOptions) {
     if (!Number.isInteger(o.size) || o.size < 1) throw new RangeError(`worker pool size must be an integer >= 1, got ${o.size}`)
@@ -165,9 +161,23 @@ export class KeyedWorkerPool<Req, Res> {
     return this.slots.map((s) => s.threadId)
   }
 
-  /** The worker index a key goes to. */
+  /**
+   * The worker index a key's next task goes to: the worker its tasks in flight are on, or else the one with the
+   * fewest tasks in flight (the first of them on a tie).
+   */
   indexOf(key: string): number {
-    return keyHash(key) % this.slots.length
+    const k = this.keys.get(key)
+    if (k) return k.index
+    let best = 0
+    for (let i = 1; i < this.slots.length; i++) if (this.slots[i]!.inFlight.size < this.slots[best]!.inFlight.size) best = i
+    return best
+  }
+
+  /** A task of `key` is answered or failed. */
+  private settled(key: string | undefined): void {
+    if (key === undefined) return
+    const k = this.keys.get(key)
+    if (k && --k.n === 0) this.keys.delete(key)
   }
 
   /** Runs `req` on the key's worker; resolves with the handler's result, rejects with its error. */
@@ -187,10 +197,14 @@ export class KeyedWorkerPool<Req, Res> {
   private submit(key: string, req: Req, bytes: Uint8Array | undefined, transfer: readonly Transferable[] | undefined): Promise<Res> {
     if (this.closed) return Promise.reject(new Error('the worker pool is closed'))
     if (this.broken) return Promise.reject(new Error(`the worker pool is broken: ${this.broken.message}`))
-    const slot = this.slots[this.indexOf(key)]!
+    const index = this.indexOf(key)
+    const slot = this.slots[index]!
     const id = this.nextId++
+    const k = this.keys.get(key)
+    if (k) k.n++
+    else this.keys.set(key, { index, n: 1 })
     return new Promise<Res>((resolve, reject) => {
-      slot.inFlight.set(id, { resolve, reject })
+      slot.inFlight.set(id, { resolve, reject, key })
       if (slot.inFlight.size === 1) slot.worker.ref() // a task in flight keeps the process alive
       this.pendingCount++
       if (bytes) {
@@ -239,6 +253,7 @@ export class KeyedWorkerPool<Req, Res> {
           if (!t) continue
           slot.inFlight.delete(id)
           this.pendingCount--
+          this.settled(t.key)
           t.reject(err)
         }
         if (slot.inFlight.size === 0) slot.worker.unref()
@@ -299,6 +314,7 @@ export class KeyedWorkerPool<Req, Res> {
       slot.inFlight.delete(msg.id)
       if (slot.inFlight.size === 0) slot.worker.unref()
       this.pendingCount--
+      this.settled(t.key)
       if (msg.err !== undefined) t.reject(new WorkerTaskError(msg.err))
       else t.resolve(msg.res)
     }
@@ -329,6 +345,7 @@ export class KeyedWorkerPool<Req, Res> {
   private failAll(slot: Slot, err: unknown): void {
     for (const t of slot.inFlight.values()) {
       this.pendingCount--
+      this.settled(t.key)
       t.reject(err)
     }
     slot.inFlight.clear()

@@ -3,8 +3,8 @@
  * or in a pool of worker threads, with the same results: `CommitVerifier` is what a consumer (the relay,
  * later the AppView) calls; `workers: 0` runs the checks in-thread.
  *
- * Events of one DID always go to the same worker (see KeyedWorkerPool), so an account's events are checked
- * in order. An event crosses to the worker as it was decoded, CIDs included (a CID travels as a Map, which a
+ * Events of one DID are checked in order: while some are in flight the next ones go to the same worker; a DID
+ * with nothing in flight goes to the least loaded worker (see KeyedWorkerPool). An event crosses to the worker as it was decoded, CIDs included (a CID travels as a Map, which a
  * DAG-CBOR decode never produces, so nothing the upstream sent can pass for one), and the result comes back
  * as a summary: ok with the commit's rev, CID and data root, or the failure's reason and message.
  */

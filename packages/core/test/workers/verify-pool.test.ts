@@ -222,16 +222,34 @@ describe('CommitVerifier', () => {
 })
 
 describe('KeyedWorkerPool', () => {
-  it('sends one key to one worker, in order, and survives a task that throws', async () => {
+  it('keeps a key on one worker while its tasks are in flight, in order; spreads keys over the least loaded workers; survives a task that throws', async () => {
     const url = new URL('./echo-worker.ts', import.meta.url)
-    const pool = new KeyedWorkerPool<{ n: number; fail?: boolean }, { n: number; thread: number }>({ size: 2, workerUrl: url })
+    const pool = new KeyedWorkerPool<{ n: number; fail?: boolean }, { n: number; thread: number; seq: number }>({ size: 2, workerUrl: url })
     try {
-      const results = await Promise.all(Array.from({ length: 40 }, (_, n) => pool.run(`key-${n % 4}`, { n })))
+      // four keys that a hash of the key (FNV-1a, the former placement) would all send to one worker
+      const keys = ['key-1', 'key-3', 'key-5', 'key-7']
+      const results = await Promise.all(Array.from({ length: 40 }, (_, n) => pool.run(keys[n % 4]!, { n })))
       for (let k = 0; k < 4; k++) {
         const mine = results.filter((r) => r.n % 4 === k)
+        // one worker, which started them in the order they were submitted
         expect(new Set(mine.map((r) => r.thread)).size).toBe(1)
-        expect(mine[0]!.thread).toBe(pool.threadIds()[pool.indexOf(`key-${k}`)])
+        const seqs = mine.map((r) => r.seq)
+        expect(seqs).toEqual([...seqs].sort((a, b) => a - b))
       }
+      // both workers got two keys
+      const perThread = new Map<number, number>()
+      for (const r of results) perThread.set(r.thread, (perThread.get(r.thread) ?? 0) + 1)
+      expect([...perThread.values()]).toEqual([20, 20])
+      // a key with nothing in flight goes to the least loaded worker: away from one kept busy
+      expect(pool.pending).toBe(0)
+      const first = await pool.run('solo', { n: 0 })
+      const busyIndex = pool.indexOf('busy')
+      const busy = Array.from({ length: 6 }, (_, i) => pool.run('busy', { n: 100 + i }))
+      expect(pool.indexOf('busy')).toBe(busyIndex)
+      const moved = pool.run('solo', { n: 1 })
+      expect((await moved).thread).not.toBe(pool.threadIds()[busyIndex])
+      expect(new Set((await Promise.all(busy)).map((r) => r.thread))).toEqual(new Set([pool.threadIds()[busyIndex]]))
+      expect(first.thread).toBe(pool.threadIds()[busyIndex]) // (both idle: the first worker)
       await expect(pool.run('key-0', { n: 1, fail: true })).rejects.toThrow('task 1 failed')
       expect((await pool.run('key-0', { n: 2 })).n).toBe(2)
       expect(pool.pending).toBe(0)
