@@ -58,6 +58,8 @@ export interface RelayConfig {
   reconnectMaxMs: number
   /** consecutive failed connection attempts after which a host goes idle (0 = never) */
   hostMaxFailures: number
+  /** events of one host in process at once (verifying, or written and waiting for the WAL sync) before reading from it pauses */
+  hostMaxPending: number
   /** how often retention runs (ms) */
   retentionIntervalMs: number
   /** largest repo CAR fetched when resynchronizing a desynchronized account */
@@ -244,6 +246,7 @@ export function readConfig(env: Env = process.env): RelayConfig {
     reconnectMinMs: r.int('RELAY_RECONNECT_MIN_MS', 1_000, 1),
     reconnectMaxMs: r.int('RELAY_RECONNECT_MAX_MS', 60_000, 1),
     hostMaxFailures: r.int('RELAY_HOST_MAX_FAILURES', 30, 0),
+    hostMaxPending: r.int('RELAY_HOST_MAX_PENDING', 100, 1, 100_000),
     retentionIntervalMs: r.int('RELAY_RETENTION_INTERVAL_MS', 60_000, 100),
     resyncMaxBytes: r.int('RELAY_RESYNC_MAX_BYTES', 256 * 1024 * 1024, 1024),
     jetstreamEnabled: r.bool('RELAY_JETSTREAM_ENABLED', true),

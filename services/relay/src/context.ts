@@ -166,6 +166,7 @@ export class RelayContext {
       reconnectMinMs: config.reconnectMinMs,
       reconnectMaxMs: config.reconnectMaxMs,
       maxFailures: config.hostMaxFailures,
+      maxPendingPerHost: config.hostMaxPending,
     })
     this.slurper = slurper
     manager = new HostManager({

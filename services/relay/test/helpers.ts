@@ -501,3 +501,67 @@ export class RawConsumer {
     this.ws.terminate()
   }
 }
+
+/**
+ * A fake PLC and PDS, a relay (configured by `env`) and a Firehose consumer of it; `announce` makes accounts on the
+ * PDS (each announced with a first post), then the relay crawls the PDS and the consumer waits for the last post.
+ */
+export async function relayNetwork(env: Record<string, string> = {}, firstPosts: string[] = []) {
+  const dir = tmpDir()
+  const plc = await new FakePlc().start()
+  const pds = await new FakePds(plc).start()
+  const relay = await startRelay(relayConfig(dir.path, plc.url, env))
+  const consumer = new FirehoseConsumer(relay.url, plc.url)
+  const accounts: FakeAccount[] = []
+  for (const text of firstPosts) {
+    const a = await pds.createAccount()
+    await pds.announce(a)
+    await a.emitPost(text)
+    accounts.push(a)
+  }
+  const crawl = await xrpcPost(relay.url, 'com.atproto.sync.requestCrawl', { hostname: pds.url })
+  if (crawl.status !== 200) throw new Error(`requestCrawl answered ${crawl.status}`)
+  if (firstPosts.length > 0) await consumer.waitForText(firstPosts.at(-1)!)
+  return {
+    dir,
+    plc,
+    pds,
+    relay,
+    consumer,
+    accounts,
+    async close() {
+      await consumer.close()
+      await relay.close()
+      await pds.close()
+      await plc.close()
+      dir.remove()
+    },
+  }
+}
+
+/**
+ * Wraps the relay's #commit verification: each call is recorded (its DID and whether it was asked against the
+ * commit's claimed state), and the verdicts of the calls `hold` picks are held back until `release()` (at most
+ * 5 s). `restore()` puts the verifier back.
+ */
+export function holdVerifications(relay: RelayServer, hold: (did: string, n: number) => boolean) {
+  const verifier = relay.ctx.verifier
+  const original = verifier.verifyCommitBytes
+  const asked: { did: string; claimed: boolean }[] = []
+  let release!: () => void
+  const released = new Promise<void>((resolve) => (release = resolve))
+  verifier.verifyCommitBytes = async function (did, body, ctx) {
+    const verdict = original.call(this, did, body, ctx)
+    const n = asked.push({ did, claimed: ctx.prev === 'claimed' })
+    if (hold(did, n)) await Promise.race([released, sleep(5_000)])
+    return verdict
+  }
+  return {
+    asked,
+    release,
+    restore() {
+      release()
+      verifier.verifyCommitBytes = original
+    },
+  }
+}

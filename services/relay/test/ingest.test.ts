@@ -17,13 +17,12 @@ import {
   createWrite,
   deleteWrite,
   droppedCounts,
+  holdVerifications,
   nextRkey,
   now,
   post,
-  relayConfig,
+  relayNetwork,
   rewriteCommit,
-  startRelay,
-  tmpDir,
   updateWrite,
   waitFor,
   xrpcGet,
@@ -35,29 +34,18 @@ let plc: FakePlc
 let pds: FakePds
 let relay: RelayServer
 let consumer: FirehoseConsumer
-let dir: ReturnType<typeof tmpDir>
 let alice: FakeAccount
 
+let net: Awaited<ReturnType<typeof relayNetwork>>
+
 beforeAll(async () => {
-  dir = tmpDir()
-  plc = await new FakePlc().start()
-  pds = await new FakePds(plc).start()
-  relay = await startRelay(relayConfig(dir.path, plc.url))
-  consumer = new FirehoseConsumer(relay.url, plc.url)
-  alice = await pds.createAccount()
-  await pds.announce(alice)
-  await alice.emitPost('a1')
-  const crawl = await xrpcPost(relay.url, 'com.atproto.sync.requestCrawl', { hostname: pds.url })
-  expect(crawl.status).toBe(200)
-  await consumer.waitForText('a1')
+  net = await relayNetwork({}, ['a1'])
+  ;({ plc, pds, relay, consumer } = net)
+  alice = net.accounts[0]!
 })
 
 afterAll(async () => {
-  await consumer?.close()
-  await relay?.close()
-  await pds?.close()
-  await plc?.close()
-  dir?.remove()
+  await net?.close()
 })
 
 async function expectDropped(reason: string, count: number): Promise<void> {
@@ -371,19 +359,8 @@ describe('ingest and verification', () => {
   })
 
   it('verifies an account’s next commits while its previous one is still being verified, and forwards them in order', async () => {
-    const verifier = relay.ctx.verifier
-    const original = verifier.verifyCommitBytes
-    // the first verification of the burst is held back (at most 5 s): the next ones are asked for meanwhile
-    const asked: string[] = []
-    let release!: () => void
-    const released = new Promise<void>((resolve) => (release = resolve))
-    verifier.verifyCommitBytes = async function (did, body, ctx) {
-      const verdict = original.call(this, did, body, ctx)
-      if (did !== alice.did) return verdict
-      asked.push(ctx.prev === 'claimed' ? 'claimed' : 'state')
-      if (asked.length === 1) await Promise.race([released, new Promise((resolve) => setTimeout(resolve, 5_000))])
-      return verdict
-    }
+    // the first verification of the burst is held back: the next ones are asked for meanwhile
+    const held = holdVerifications(relay, (did, n) => did === alice.did && n === 1)
     try {
       const burst = [
         await alice.commit([createWrite(nextRkey(), post('pipelined-1'))]),
@@ -391,18 +368,17 @@ describe('ingest and verification', () => {
         await alice.commit([createWrite(nextRkey(), post('pipelined-3'))]),
       ]
       for (const c of burst) pds.emit('#commit', c.evt as unknown as Record<string, unknown>)
-      await waitFor(() => asked.length >= 3, 4_000, 'the verification of the commits after the held one')
+      await waitFor(() => held.asked.length >= 3, 4_000, 'the verification of the commits after the held one')
       // the first against the stored state, the next ones against the state they claim (the one before them)
-      expect(asked).toEqual(['state', 'claimed', 'claimed'])
+      expect(held.asked.map((a) => (a.claimed ? 'claimed' : 'state'))).toEqual(['state', 'claimed', 'claimed'])
       expect(consumer.texts()).not.toContain('pipelined-2')
-      release()
+      held.release()
       await consumer.waitForText('pipelined-3')
       expect(consumer.texts().slice(-3)).toEqual(['pipelined-1', 'pipelined-2', 'pipelined-3'])
       const latest = await xrpcGet(relay.url, 'com.atproto.sync.getLatestCommit', { did: alice.did })
       expect(latest.body).toEqual({ cid: burst[2]!.evt.commit.toString(), rev: burst[2]!.evt.rev })
     } finally {
-      release()
-      verifier.verifyCommitBytes = original
+      held.restore()
     }
   })
 
