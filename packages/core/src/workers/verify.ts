@@ -226,17 +226,18 @@ function claimedPrev(evt: unknown): RepoState | null {
 }
 
 /**
- * Verifies a #commit against `prev`, or (`'claimed'`) against the state it claims to follow, named in the verdict
- * (`prevUsed`).
+ * The checks of one event, in a worker or in-thread: against `prev`, or (`'claimed'`, a #commit) against the state
+ * the commit claims to follow, named in the verdict (`prevUsed`); a #sync given `'claimed'` is checked against none.
  */
-async function checkCommit(
+async function checkEvent(
+  kind: 'commit' | 'sync',
   evt: unknown,
   prev: RepoState | null | 'claimed',
   ctx: Omit<CommitCheckContext, 'prev'>,
   withRecords: boolean | 'json',
   validateRecords: boolean,
 ): Promise<VerifySummary> {
-  if (prev !== 'claimed') return check('commit', evt, { ...ctx, prev }, withRecords, validateRecords)
+  if (prev !== 'claimed' || kind === 'sync') return check(kind, evt, { ...ctx, prev: prev === 'claimed' ? null : prev }, withRecords, validateRecords)
   const claimed = claimedPrev(evt)
   const res = await check('commit', evt, { ...ctx, prev: claimed }, withRecords, validateRecords)
   res.prevUsed = claimed
@@ -259,10 +260,7 @@ export async function runVerifyTask(task: VerifyTask, bytes?: Uint8Array): Promi
   } else {
     evt = fromPortable(task.evt)
   }
-  const res =
-    task.kind === 'commit'
-      ? await checkCommit(evt, prev, ctx, task.withRecords ?? false, task.validateRecords ?? true)
-      : await check(task.kind, evt, { ...ctx, prev: prev === 'claimed' ? null : prev }, task.withRecords ?? false, task.validateRecords ?? true)
+  const res = await checkEvent(task.kind, evt, prev, ctx, task.withRecords ?? false, task.validateRecords ?? true)
   // CIDs and record blocks are views into the body: copied, so the answer carries only them (a view would
   // take its whole buffer along)
   const { prevUsed, ...verdict } = res
@@ -297,9 +295,7 @@ function fromPortableSummary(res: PortableSummary): VerifySummary {
 
 /** The in-thread path (no workers): the checks a worker would run on the task. */
 function checkInThread(kind: 'commit' | 'sync', evt: unknown, ctx: VerifyTaskContext): Promise<VerifySummary> {
-  const { prev, withRecords = false, validateRecords = true } = ctx
-  if (kind === 'commit') return checkCommit(evt, prev, ctx, withRecords, validateRecords)
-  return check(kind, evt, { ...ctx, prev: prev === 'claimed' ? null : prev }, withRecords, validateRecords)
+  return checkEvent(kind, evt, ctx.prev, ctx, ctx.withRecords ?? false, ctx.validateRecords ?? true)
 }
 
 function portablePrev(prev: VerifyTaskContext['prev']): VerifyTask['prev'] {

@@ -82,6 +82,14 @@ export const DEFAULT_CACHE_ROWS = 200_000
 /** a worker that dies this many times without answering is not started again */
 const MAX_RESTARTS = 5
 
+/** A read worker's statement-result cache counters, and its hydrator's parsed post versions found and not. */
+export interface ReadCacheStats {
+  hits: number
+  misses: number
+  kept: number
+  postVersions?: { hits: number; misses: number }
+}
+
 export class ReadPool {
   private readonly slots: Slot[] = []
   private nextId = 1
@@ -144,11 +152,11 @@ export class ReadPool {
   }
 
   /** Each worker's statement cache counters, and its hydrator's parsed post versions found and not (for tests and benches). */
-  async cacheStats(): Promise<{ hits: number; misses: number; kept: number; postVersions?: { hits: number; misses: number } }[]> {
+  async cacheStats(): Promise<ReadCacheStats[]> {
     return Promise.all(
       this.slots.map(
         (slot) =>
-          new Promise<{ hits: number; misses: number; kept: number; postVersions?: { hits: number; misses: number } }>((resolve, reject) => {
+          new Promise<ReadCacheStats>((resolve, reject) => {
             const id = this.nextId++
             slot.inFlight.set(id, { resolve, reject })
             if (slot.inFlight.size === 1) slot.worker.ref()

@@ -152,6 +152,8 @@ export class HydrationState {
   readonly blockEdges = new Set<string>()
   /** actors whose third-party block edges have been loaded */
   readonly blockChecked = new Set<string>()
+  /** which relationship kinds the viewer has at all (see Hydrator.viewerKinds), once read */
+  viewerKinds: number[] | undefined
   /** subject URI (DID or at-uri) → labels from the accepted labelers */
   readonly labels = new Map<string, ViewLabel[]>()
   /** actors that publish an app.bsky.labeler.service record */
@@ -171,8 +173,6 @@ export class HydrationState {
 
 /** The viewer's relationship kinds, in the order of the hydration statement's parts (see viewerKinds there). */
 const VIEWER_KINDS = ['following', 'followedBy', 'blocking', 'blockedBy', 'blockingByList', 'blockedByList', 'muted', 'mutedByList'] as const
-/** per hydration state: which kinds its viewer has (see Hydrator.viewerKinds) */
-const viewerKindsOf = new WeakMap<HydrationState, number[]>()
 
 /** Labels that take content down when the AppView's own moderation service sets them. */
 export const TAKEDOWN_LABELS: ReadonlySet<string> = new Set(['!takedown', '!suspend'])
@@ -621,13 +621,11 @@ export class Hydrator {
 
   /** Which relationship kinds the viewer has at all (1 or 0 each, in the order of actorViewers' parts), read once per state. */
   private async viewerKinds(state: HydrationState, viewer: string): Promise<number[]> {
-    let kinds = viewerKindsOf.get(state)
-    if (!kinds) {
+    if (!state.viewerKinds) {
       const [r] = await this.q.rows<Record<string, unknown>>(this.sql.viewerKinds, Array.from({ length: 8 }, () => viewer))
-      kinds = VIEWER_KINDS.map((k) => (r && r[k] && r[k] !== '0' ? 1 : 0))
-      viewerKindsOf.set(state, kinds)
+      state.viewerKinds = VIEWER_KINDS.map((k) => (r && r[k] && r[k] !== '0' ? 1 : 0))
     }
-    return kinds
+    return state.viewerKinds
   }
 
   /** Block edges among `dids` (third-party blocks: a reply's author vs its parent's author...). */

@@ -337,6 +337,17 @@ async function searchRowidsSqlite(db: AnyDb): Promise<void> {
   }
 }
 
+/** author_latest's trigger statements: a feed item (NEW) raises its account's time when newer. */
+const AUTHOR_LATEST_RAISE = `INSERT INTO author_latest (did, "sortAt") VALUES (NEW."originatorDid", NEW."sortAt")
+      ON CONFLICT (did) DO UPDATE SET "sortAt" = excluded."sortAt" WHERE excluded."sortAt" > author_latest."sortAt"`
+/** ... and a feed item gone (OLD) that was its account's newest: the next newest is read, or the row dropped. */
+const AUTHOR_LATEST_DROP = [
+  `DELETE FROM author_latest WHERE did = OLD."originatorDid" AND "sortAt" <= OLD."sortAt"
+      AND NOT EXISTS (SELECT 1 FROM feed_item WHERE "originatorDid" = OLD."originatorDid")`,
+  `UPDATE author_latest SET "sortAt" = (SELECT max("sortAt") FROM feed_item WHERE "originatorDid" = OLD."originatorDid")
+      WHERE did = OLD."originatorDid" AND "sortAt" <= OLD."sortAt"`,
+]
+
 /**
  * Each account's newest feed item time (author_latest), kept by triggers on feed_item: the timeline's first
  * step reads one small row per followed account instead of seeking each account's newest entry in
@@ -346,14 +357,8 @@ async function searchRowidsSqlite(db: AnyDb): Promise<void> {
  * trigger when nothing is inserted) and deleted from; its rows are not updated.
  */
 async function authorLatest(db: AnyDb, dialect: DbDialect): Promise<void> {
-  const upsert = `INSERT INTO author_latest (did, "sortAt") VALUES (NEW."originatorDid", NEW."sortAt")
-      ON CONFLICT (did) DO UPDATE SET "sortAt" = excluded."sortAt" WHERE excluded."sortAt" > author_latest."sortAt"`
-  const onDelete = [
-    `DELETE FROM author_latest WHERE did = OLD."originatorDid" AND "sortAt" <= OLD."sortAt"
-      AND NOT EXISTS (SELECT 1 FROM feed_item WHERE "originatorDid" = OLD."originatorDid")`,
-    `UPDATE author_latest SET "sortAt" = (SELECT max("sortAt") FROM feed_item WHERE "originatorDid" = OLD."originatorDid")
-      WHERE did = OLD."originatorDid" AND "sortAt" <= OLD."sortAt"`,
-  ]
+  const upsert = AUTHOR_LATEST_RAISE
+  const onDelete = AUTHOR_LATEST_DROP
   await sql.raw(`CREATE TABLE author_latest (did text PRIMARY KEY, "sortAt" text NOT NULL)${dialect === 'sqlite' ? ' WITHOUT ROWID' : ''}`).execute(db)
   await sql.raw(`INSERT INTO author_latest (did, "sortAt") SELECT "originatorDid", max("sortAt") FROM feed_item GROUP BY "originatorDid"`).execute(db)
   if (dialect === 'sqlite') {
@@ -373,14 +378,7 @@ async function authorLatest(db: AnyDb, dialect: DbDialect): Promise<void> {
  * item was its newest, the new account's raised when the item is newer.
  */
 async function authorLatestOnUpdate(db: AnyDb, dialect: DbDialect): Promise<void> {
-  const body = [
-    `DELETE FROM author_latest WHERE did = OLD."originatorDid" AND "sortAt" <= OLD."sortAt"
-      AND NOT EXISTS (SELECT 1 FROM feed_item WHERE "originatorDid" = OLD."originatorDid")`,
-    `UPDATE author_latest SET "sortAt" = (SELECT max("sortAt") FROM feed_item WHERE "originatorDid" = OLD."originatorDid")
-      WHERE did = OLD."originatorDid" AND "sortAt" <= OLD."sortAt"`,
-    `INSERT INTO author_latest (did, "sortAt") VALUES (NEW."originatorDid", NEW."sortAt")
-      ON CONFLICT (did) DO UPDATE SET "sortAt" = excluded."sortAt" WHERE excluded."sortAt" > author_latest."sortAt"`,
-  ].join('; ')
+  const body = [...AUTHOR_LATEST_DROP, AUTHOR_LATEST_RAISE].join('; ')
   if (dialect === 'sqlite') {
     await sql.raw(`CREATE TRIGGER author_latest_update AFTER UPDATE OF "sortAt", "originatorDid" ON feed_item BEGIN ${body}; END`).execute(db)
     return
