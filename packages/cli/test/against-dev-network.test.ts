@@ -224,8 +224,10 @@ describe('stratos against a running dev network (in process)', () => {
 
   it('firehose <relay> --cursor 0 --limit N --verify: the whole stream, records decoded, every commit verified', async () => {
     await relayHas(alice.did, aliceRev)
-    const metrics = await (await fetch(`${urls.relay}/metrics`)).text()
-    const lastSeq = Number(metrics.match(/^relay_last_seq (\d+)$/m)![1])
+    // relay_last_seq is the last seq published (durable): the account's rev is visible before its event's sync, so wait for it
+    const publishedSeq = async () => Number((await (await fetch(`${urls.relay}/metrics`)).text()).match(/^relay_last_seq (\d+)$/m)![1])
+    await until('the relay to publish 11 events', async () => (await publishedSeq()) >= 11)
+    const lastSeq = await publishedSeq()
     expect(lastSeq).toBeGreaterThanOrEqual(11) // 3 accounts × (#identity, #account, first #commit) + post + follow
 
     const ws = urls.relay.replace(/^http/, 'ws')
