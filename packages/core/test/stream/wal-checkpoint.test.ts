@@ -99,7 +99,9 @@ describe('WalCheckpointSchedule', () => {
     await schedule.settled()
     expect(exclusiveRuns).toBeGreaterThanOrEqual(5)
     expect(schedule.inlineRuns).toBe(0)
-    expect(walCheckpointSequence(db.name)).toBe(restarts + 5)
+    // at least one restart per cycle (checked above, each right after its cycle completed); a write that lands
+    // between the worker's bulk pass and the exclusive pass may find the whole WAL copied and restart it once more
+    expect(walCheckpointSequence(db.name)).toBeGreaterThanOrEqual(restarts + 5)
     expect((db.prepare('SELECT count(*) AS n FROM t').get() as { n: number }).n).toBe(writes)
     db.close()
   })
