@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { AppBskyFeedDefs } from '@atproto/api'
 import type { AppViewServer } from '../src/server.js'
+import { READ_MMAP_BYTES } from '../src/api/read-pool.js'
 import {
   FakeNetwork,
   PG_URL,
@@ -575,6 +576,8 @@ function apiSuite(dialect: 'sqlite' | 'postgres', opts: { readWorkers?: number }
       expect(t.post.author.displayName).toBe('Dan')
     }
     if (opts.readWorkers) {
+      // the workers read the file's pages through a memory map (no pread and copy per page)
+      for (const s of await server.ctx.readPool!.cacheStats()) expect(s.mmapBytes).toBe(READ_MMAP_BYTES)
       // another account's post: every statement of the thread's answer is kept (none runs again)
       await net.create(eve, 'app.bsky.feed.post', post('unrelated'))
       await caughtUp(server, net)

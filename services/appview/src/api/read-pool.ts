@@ -79,6 +79,9 @@ interface Slot {
 /** rows of statement results a worker keeps by default (a few tens of MB) */
 export const DEFAULT_CACHE_ROWS = 200_000
 
+/** bytes of the database file each read worker's connection maps into memory (PRAGMA mmap_size; address space, not memory) */
+export const READ_MMAP_BYTES = 1 << 30
+
 /** a worker that dies this many times without answering is not started again */
 const MAX_RESTARTS = 5
 
@@ -88,6 +91,8 @@ export interface ReadCacheStats {
   misses: number
   kept: number
   postVersions?: { hits: number; misses: number }
+  /** the connection's PRAGMA mmap_size (0: pages are read with pread into its page cache) */
+  mmapBytes?: number
 }
 
 export class ReadPool {

@@ -15,7 +15,7 @@ import type { DatabaseSchema } from '../indexer/schema.js'
 import { runWithLabelers } from '../labels/request.js'
 import { Views } from '../views/views.js'
 import { methods } from './index.js'
-import { WORKER_METHODS, type ReadResult, type ReadTask } from './read-pool.js'
+import { READ_MMAP_BYTES, WORKER_METHODS, type ReadResult, type ReadTask } from './read-pool.js'
 
 const data = workerData as { dbPath: string; modServiceDid?: string; name: string; cacheRows: number; changes?: SharedArrayBuffer }
 const port = parentPort!
@@ -23,6 +23,10 @@ nameThisThread(data.name)
 
 const database = openSqlite<DatabaseSchema>(data.dbPath, { readonly: true, statementCache: 1000 })
 const sqlite = database.sqlite!
+// pages read through a memory map of the file (WAL frames are still read with pread): a page is then not copied
+// into the connection's page cache (2 MB by default, far smaller than the database, so most of a request's pages
+// were fetched from the OS with a pread each). Address space only; the OS page cache holds the pages either way.
+sqlite.pragma(`mmap_size = ${READ_MMAP_BYTES}`)
 // every request runs in one read transaction of this connection (below): the handlers' statements are
 // part of it, so they go to the handle directly
 readDirectly(database.db, { inTransaction: false, prepare: (source) => sqlite.prepare(source) })
@@ -101,7 +105,7 @@ async function answer(task: ReadTask): Promise<ReadResult> {
 let queue: Promise<void> = Promise.resolve()
 port.on('message', (m: { id: number; task?: ReadTask; stats?: true }) => {
   if (m.stats) {
-    port.postMessage({ id: m.id, stats: { hits: cache?.hits ?? 0, misses: cache?.misses ?? 0, kept: cache?.size ?? 0, postVersions: hydrator.postVersionStats() } })
+    port.postMessage({ id: m.id, stats: { hits: cache?.hits ?? 0, misses: cache?.misses ?? 0, kept: cache?.size ?? 0, postVersions: hydrator.postVersionStats(), mmapBytes: Number(sqlite.pragma('mmap_size', { simple: true })) } })
     return
   }
   queue = queue.then(() =>
