@@ -59,6 +59,8 @@ export class PdsServer {
       // responses are checked against their lexicons under test (vitest sets NODE_ENV=test), never in
       // production, where it would cost every request a walk of its output
       validateOutput: validatesOutput(),
+      // a request with a DPoP proof gets a DPoP-Nonce header from the OAuth onRequest hook (registerOAuthRoutes)
+      fastPathFilter: (req) => req.headers.dpop === undefined,
     })
     registerOAuthRoutes(xrpc.app, ctx, ctx.oauth)
     registerBasicRoutes(xrpc.app, ctx)

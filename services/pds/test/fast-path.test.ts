@@ -68,3 +68,143 @@ describe('getRecord on the fast path with the default configuration', () => {
     expect(completed.map((l) => l.res?.statusCode)).toEqual([200, 200, 200, 200, 200, 400])
   })
 })
+
+/**
+ * The repo writes (createRecord, putRecord, deleteRecord, applyWrites) with rate limits off and no request
+ * log (the test env; a PDS with PDS_RATE_LIMITS_ENABLED=false and LOG_LEVEL=warn) are answered ahead of
+ * fastify (XrpcServer fastProcedure), with the responses of the regular path: each request below is sent
+ * once as a plain request (the fast path) and once with a chunked body (which the fast path leaves to
+ * fastify), and the two answers must be the same, errors included.
+ */
+describe('repo writes on the fast path', () => {
+  let net: TestNetwork
+  let did: string
+  let token: string
+  let otherDid: string
+
+  const fastServed = async (nsid: string): Promise<number> => {
+    const text = await (await fetch(`${net.url}/metrics`)).text()
+    const line = text.split('\n').find((l) => l.startsWith(`xrpc_fast_path_requests_total{nsid="${nsid}"}`))
+    return Number(line?.split(' ').pop() ?? 0)
+  }
+
+  /** A POST as a client sends it: plain (Content-Length) or chunked (taken by fastify). */
+  const post = async (nsid: string, body: string, opts: { chunked?: boolean; headers?: Record<string, string> } = {}) => {
+    const bytes = new TextEncoder().encode(body)
+    const res = await fetch(`${net.url}/xrpc/${nsid}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...opts.headers },
+      body: opts.chunked
+        ? new ReadableStream({
+            start(c) {
+              c.enqueue(bytes)
+              c.close()
+            },
+          })
+        : bytes,
+      ...(opts.chunked ? { duplex: 'half' } : {}),
+    } as RequestInit)
+    const keep = ['content-type', 'www-authenticate', 'access-control-allow-origin', 'access-control-expose-headers']
+    const headers = Object.fromEntries([...res.headers].filter(([k]) => keep.includes(k)))
+    return { status: res.status, headers, body: (await res.json()) as Record<string, unknown> }
+  }
+
+  const post1 = (rkey: string, text = 'fast write') =>
+    JSON.stringify({ repo: did, collection: 'app.bsky.feed.post', rkey, record: { $type: 'app.bsky.feed.post', text, createdAt: '2026-12-07T12:00:00.000Z' } })
+
+  beforeAll(async () => {
+    net = await startNetwork()
+    expect(net.cfg.rateLimits.enabled).toBe(false)
+    const acct = await xrpc(net.url, 'com.atproto.server.createAccount', { body: { handle: 'writer.test', email: 'writer@example.com', password: 'writer-password' } })
+    expect(acct.status).toBe(200)
+    did = acct.body.did
+    token = acct.body.accessJwt
+    const other = await xrpc(net.url, 'com.atproto.server.createAccount', { body: { handle: 'other.test', email: 'other@example.com', password: 'other-password' } })
+    otherDid = other.body.did
+  })
+  afterAll(() => net?.close())
+
+  it('answers createRecord, putRecord, deleteRecord and applyWrites without fastify', async () => {
+    const auth = { authorization: `Bearer ${token}` }
+    const created = await post('com.atproto.repo.createRecord', post1('3kfastaaaaa22'), { headers: auth })
+    expect(created.status).toBe(200)
+    expect(created.body).toMatchObject({ uri: `at://${did}/app.bsky.feed.post/3kfastaaaaa22`, validationStatus: 'valid' })
+    expect(created.headers['access-control-allow-origin']).toBe('*')
+    expect(await fastServed('com.atproto.repo.createRecord')).toBe(1)
+    // read-after-write
+    const read = await xrpc(net.url, 'com.atproto.repo.getRecord', { params: { repo: did, collection: 'app.bsky.feed.post', rkey: '3kfastaaaaa22' } })
+    expect(read.body).toMatchObject({ cid: created.body.cid, value: { text: 'fast write' } })
+
+    const put = await post('com.atproto.repo.putRecord', post1('3kfastaaaaa22', 'edited'), { headers: auth })
+    expect(put.status).toBe(200)
+    const applied = await post(
+      'com.atproto.repo.applyWrites',
+      JSON.stringify({ repo: did, writes: [{ $type: 'com.atproto.repo.applyWrites#delete', collection: 'app.bsky.feed.post', rkey: '3kfastaaaaa22' }] }),
+      { headers: auth },
+    )
+    expect(applied.status).toBe(200)
+    expect(applied.body).toMatchObject({ results: [{ $type: 'com.atproto.repo.applyWrites#deleteResult' }] })
+    const deleted = await post('com.atproto.repo.deleteRecord', JSON.stringify({ repo: did, collection: 'app.bsky.feed.post', rkey: '3kfastaaaaa22' }), { headers: auth })
+    expect(deleted.status).toBe(200)
+    expect(await fastServed('com.atproto.repo.putRecord')).toBe(1)
+    expect(await fastServed('com.atproto.repo.applyWrites')).toBe(1)
+    expect(await fastServed('com.atproto.repo.deleteRecord')).toBe(1)
+    // a chunked body is left to fastify
+    expect((await post('com.atproto.repo.createRecord', post1('3kfastbbbbb22'), { headers: auth, chunked: true })).status).toBe(200)
+    expect(await fastServed('com.atproto.repo.createRecord')).toBe(1)
+  })
+
+  it('refuses bad writes with the XRPC errors of the regular path', async () => {
+    const auth = { authorization: `Bearer ${token}` }
+    const head = await xrpc(net.url, 'com.atproto.sync.getLatestCommit', { params: { did } })
+    const cases: { name: string; nsid?: string; body: string; headers?: Record<string, string>; status: number; error: string }[] = [
+      { name: 'no token', body: post1('3kfastccccc22'), status: 401, error: 'AuthenticationRequired' },
+      { name: 'bad token', body: post1('3kfastccccc22'), headers: { authorization: 'Bearer not-a-jwt' }, status: 400, error: 'InvalidToken' },
+      { name: 'not JSON', body: '{"repo":', headers: auth, status: 400, error: 'InvalidRequest' },
+      { name: 'input schema', body: JSON.stringify({ repo: did, record: {} }), headers: auth, status: 400, error: 'InvalidRequest' },
+      {
+        name: 'invalid record',
+        body: JSON.stringify({ repo: did, collection: 'app.bsky.feed.post', record: { $type: 'app.bsky.feed.post', text: 5 } }),
+        headers: auth,
+        status: 400,
+        error: 'InvalidRequest',
+      },
+      {
+        name: 'float in record',
+        body: JSON.stringify({ repo: did, collection: 'com.example.thing', record: { n: 1.5 } }),
+        headers: auth,
+        status: 400,
+        error: 'InvalidRequest',
+      },
+      { name: 'another account', body: post1('3kfastccccc22').replace(did, otherDid), headers: auth, status: 403, error: 'Forbidden' },
+      { name: 'existing record', body: post1('3kfastbbbbb22'), headers: auth, status: 400, error: 'InvalidRequest' },
+      {
+        name: 'swapCommit',
+        body: JSON.stringify({ ...JSON.parse(post1('3kfastccccc22')), swapCommit: 'bafyreiclp443lavogvhj3d2ob2cxbfuscni2k5jk7bebjzg7khl3esabwq' }),
+        headers: auth,
+        status: 400,
+        error: 'InvalidSwap',
+      },
+      {
+        name: 'swapRecord',
+        nsid: 'com.atproto.repo.putRecord',
+        body: JSON.stringify({ ...JSON.parse(post1('3kfastbbbbb22')), swapRecord: 'bafyreiclp443lavogvhj3d2ob2cxbfuscni2k5jk7bebjzg7khl3esabwq' }),
+        headers: auth,
+        status: 400,
+        error: 'InvalidSwap',
+      },
+    ]
+    for (const c of cases) {
+      const nsid = c.nsid ?? 'com.atproto.repo.createRecord'
+      const before = await fastServed(nsid)
+      const fast = await post(nsid, c.body, { headers: c.headers })
+      expect(await fastServed(nsid), c.name).toBe(before + 1)
+      const regular = await post(nsid, c.body, { headers: c.headers, chunked: true })
+      expect(await fastServed(nsid), c.name).toBe(before + 1)
+      expect({ name: c.name, status: fast.status, error: fast.body.error }).toEqual({ name: c.name, status: c.status, error: c.error })
+      expect(fast, c.name).toEqual(regular)
+    }
+    // nothing was written by the refused requests
+    expect((await xrpc(net.url, 'com.atproto.sync.getLatestCommit', { params: { did } })).body).toEqual(head.body)
+  })
+})

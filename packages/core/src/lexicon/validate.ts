@@ -286,6 +286,8 @@ export function validateInput(
   encoding: string | undefined,
   body: unknown,
   lex: Lexicons = defaultLexicons,
+  /** `jsonForm: true`: the body is parsed JSON text, converted to lex form directly (no lexToJson pass first) */
+  opts: { jsonForm?: boolean } = {},
 ): unknown {
   const def = getMethodDef(nsid, lex)
   if (!def || def.type === 'subscription') throw new LexiconValidationError(`Lexicon not found: ${nsid}`)
@@ -301,7 +303,7 @@ export function validateInput(
   }
   if (input.schema && isJsonEncoding(input.encoding)) {
     try {
-      return lex.assertValidXrpcInput(nsid, toLexValue(body))
+      return lex.assertValidXrpcInput(nsid, opts.jsonForm ? jsonToLex(body as never) : toLexValue(body))
     } catch (err) {
       throw new LexiconValidationError((err as Error).message, { cause: err })
     }

@@ -83,6 +83,8 @@ export {
   type MethodConfig,
   type MethodHandler,
   type Params,
+  type PlainHandlerContext,
+  type PlainMethodHandler,
   type RateLimitsOptions,
   type XrpcServerOptions,
 } from './server.js'

@@ -115,6 +115,18 @@ export type FastQueryHandler<P extends Params = Params> = (
   req: IncomingMessage,
 ) => { body: string; headers?: Record<string, string> } | undefined
 
+/** What a handler that needs neither fastify's request nor its reply gets (see {@link MethodConfig.fastProcedure}). */
+export interface PlainHandlerContext<A = unknown, P extends Params = Params> {
+  nsid: string
+  params: P
+  input: HandlerInput | undefined
+  auth: AuthResult<A>
+}
+
+export type PlainMethodHandler<A = unknown, P extends Params = Params> = (
+  ctx: PlainHandlerContext<A, P>,
+) => Promise<HandlerOutput | void> | HandlerOutput | void
+
 export interface MethodConfig<A = unknown, P extends Params = Params> {
   auth?: AuthVerifier<A>
   rateLimit?: MethodRateLimit<HandlerContext<A, P>> | MethodRateLimit<HandlerContext<A, P>>[]
@@ -138,6 +150,17 @@ export interface MethodConfig<A = unknown, P extends Params = Params> {
    * answer differently.
    */
   fastQuery?: FastQueryHandler<P>
+  /**
+   * For a procedure with a JSON input: the method's handler when it uses nothing but the nsid, params, input
+   * and auth (usually the same function as `handler`). Run from the HTTP server's request event ahead of
+   * fastify for a plain request (POST to the canonical `/xrpc/<nsid>`, a JSON Content-Type, a Content-Length
+   * within the body limit, not chunked, let through by {@link XrpcServerOptions.fastPathFilter}) while no rate
+   * limit applies to the method and fastify does not log requests (level info or lower): the same checks in
+   * the same order (params, auth, body, input validation), the same output validation, the same responses
+   * and XRPC errors, CORS headers, metrics and request ids. Any other request takes the regular path.
+   * Not used with custom CORS or fastify options. Hooks a service adds to `app` do not run for it.
+   */
+  fastProcedure?: PlainMethodHandler<A, P>
 }
 
 export interface CatchallContext {
@@ -207,8 +230,13 @@ export interface XrpcServerOptions {
   /** Timeouts and connection caps (defaults in ./hardening.ts). */
   connections?: ConnectionOptions
   catchall?: CatchallHandler
-  /** Use the methods' {@link MethodConfig.fastQuery} handlers where they apply (default true). */
+  /** Use the methods' {@link MethodConfig.fastQuery} and {@link MethodConfig.fastProcedure} handlers where they apply (default true). */
   fastQueries?: boolean
+  /**
+   * Requests the fast paths may answer (default: all): false leaves a request to fastify, e.g. one an
+   * `onRequest` hook of the service answers or adds headers to.
+   */
+  fastPathFilter?: (req: IncomingMessage) => boolean
   /** Further fastify options. */
   fastify?: Omit<FastifyServerOptions, 'logger' | 'loggerInstance'>
 }
@@ -244,6 +272,19 @@ interface FastMethod {
   rules: { id: string; rule: RateLimitRule<RateLimitContext> }[]
   counted?: { inc(): void }
   timed?: { observe(v: number): void }
+  served?: { inc(): void }
+}
+
+/** A method answered by {@link XrpcServer.tryFastProcedure}. */
+interface FastProcedure {
+  handler: PlainMethodHandler<any, any>
+  auth: AuthVerifier<any> | undefined
+  /** the input's encoding (a JSON one) */
+  encoding: string
+  bodyLimit: number
+  validate: boolean
+  counted: Map<number, { inc(): void }>
+  timed: Map<number, { observe(v: number): void }>
   served?: { inc(): void }
 }
 
@@ -308,13 +349,19 @@ export class XrpcServer {
   private readonly metricLabels = new WeakMap<FastifyRequest, string>()
   /** the methods answered by {@link tryFastQuery}, by NSID */
   private readonly fastQueries = new Map<string, FastMethod>()
+  /** the methods answered by {@link tryFastProcedure}, by NSID */
+  private readonly fastProcedures = new Map<string, FastProcedure>()
+  /** whether {@link listenFirst} has put the fast paths ahead of fastify */
+  private fastListening = false
+  /** {@link close} was called: requests go to fastify (which answers 503 while closing) */
+  private closing = false
   /** requests the fast path charged and then left to fastify (see {@link ChargedEarly}) */
   private readonly chargedEarly = new WeakMap<IncomingMessage, ChargedEarly>()
   /** fastify's trustProxy: who may set X-Forwarded-For (the fast path reads the client IP with it too) */
   private readonly trust: TrustProxyFn | false
   /** fastify has a logger (false: its null logger) */
   private readonly hasLogger: boolean
-  /** `xrpc_fast_path_requests_total{nsid}`: requests answered by {@link tryFastQuery} */
+  /** `xrpc_fast_path_requests_total{nsid}`: requests answered by {@link tryFastQuery} and {@link tryFastProcedure} */
   private readonly fastServed: { labels(labels: { nsid: string }): { inc(): void } } | undefined
   /** response headers of the fast path: what the CORS hook sets on every XRPC response (null: no fast path) */
   private readonly fastHeaders: Record<string, string> | null
@@ -355,7 +402,7 @@ export class XrpcServer {
     this.fastServed = this.metrics
       ? new Counter({
           name: `${(typeof opts.metrics === 'object' ? opts.metrics.prefix : undefined) ?? ''}xrpc_fast_path_requests_total`,
-          help: 'XRPC requests answered by a fastQuery handler ahead of fastify, by method',
+          help: 'XRPC requests answered by a fastQuery or fastProcedure handler ahead of fastify, by method',
           labelNames: ['nsid'] as const,
           registers: [this.metrics.registry],
         })
@@ -451,8 +498,21 @@ export class XrpcServer {
       !rateLimited || (this.rateLimitStore instanceof MemoryRateLimitStore && rules.every(({ rule }) => !rule.calcKey && !rule.calcPoints))
     if (config.fastQuery && def.type === 'query' && !config.auth && limitsFast && this.fastHeaders) {
       const validate = config.validateOutput ?? this.opts.validateOutput ?? false
-      if (this.fastQueries.size === 0 && !this.listenFirst()) return this
+      if (!this.listenFirst()) return this
       this.fastQueries.set(nsid, { handler: config.fastQuery, validate, rules: rules as unknown as FastMethod['rules'] })
+    }
+    const input = def.type === 'procedure' ? def.input : undefined
+    if (config.fastProcedure && input?.schema && isJsonEncoding(input.encoding) && !rateLimited && this.fastHeaders) {
+      if (!this.listenFirst()) return this
+      this.fastProcedures.set(nsid, {
+        handler: config.fastProcedure,
+        auth: config.auth,
+        encoding: input.encoding,
+        bodyLimit: config.bodyLimit ?? this.limits.json,
+        validate: config.validateOutput ?? this.opts.validateOutput ?? false,
+        counted: new Map(),
+        timed: new Map(),
+      })
     }
     return this
   }
@@ -462,15 +522,123 @@ export class XrpcServer {
    * options and timeouts). False when the server does not have the one listener expected.
    */
   private listenFirst(): boolean {
+    if (this.fastListening) return true
     const server = this.app.server
     const listeners = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[]
     if (listeners.length !== 1) return false
     const fastifyHandler = listeners[0]!
     server.removeAllListeners('request')
     server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-      if (!this.tryFastQuery(req, res)) fastifyHandler.call(server, req, res)
+      if (this.closing || (!this.tryFastQuery(req, res) && !this.tryFastProcedure(req, res))) fastifyHandler.call(server, req, res)
     })
+    this.fastListening = true
     return true
+  }
+
+  /** fastify logs each request (its level is info or lower) */
+  private logsRequests(): boolean {
+    const log = this.app.log as FastifyBaseLogger & { isLevelEnabled?: (level: string) => boolean }
+    return typeof log.isLevelEnabled === 'function' ? log.isLevelEnabled('info') : this.hasLogger
+  }
+
+  /**
+   * Takes a request for a method with a {@link MethodConfig.fastProcedure} handler when it applies (then
+   * answers it, errors included); false leaves the request to fastify (nothing read or written).
+   */
+  private tryFastProcedure(req: IncomingMessage, res: ServerResponse): boolean {
+    if (req.method !== 'POST' || this.fastProcedures.size === 0) return false
+    const url = req.url ?? ''
+    const nsid = xrpcPathNsid(url)
+    if (nsid === undefined) return false
+    const fast = this.fastProcedures.get(nsid)
+    if (!fast) return false
+    const q = url.indexOf('?')
+    const h = req.headers
+    const contentLength = h['content-length']
+    const contentType = h['content-type']
+    if (contentLength === undefined || h['transfer-encoding'] !== undefined || contentType === undefined) return false
+    // an empty, too large or mistyped body: the regular path's errors
+    const length = Number(contentLength)
+    if (!(length > 0 && length <= fast.bodyLimit) || !encodingMatches(fast.encoding, contentType)) return false
+    if (this.opts.fastPathFilter && !this.opts.fastPathFilter(req)) return false
+    if (this.logsRequests()) return false
+    const genReqId = (this.app as unknown as { genReqId?: (req: IncomingMessage) => string }).genReqId
+    if (typeof genReqId !== 'function') return false
+    // fastify takes a request id for every request, logged or not
+    const reqId = genReqId.call(this.app, req)
+    void this.answerFastProcedure(req, res, nsid, q < 0 ? '' : url.slice(q + 1), contentType, fast, reqId)
+    return true
+  }
+
+  /** {@link handle} for a request {@link tryFastProcedure} took: params, auth, input, handler, response. */
+  private async answerFastProcedure(
+    req: IncomingMessage,
+    res: ServerResponse,
+    nsid: string,
+    query: string,
+    contentType: string,
+    fast: FastProcedure,
+    reqId: string,
+  ): Promise<void> {
+    const start = performance.now()
+    let status: number
+    try {
+      let params: Params
+      try {
+        params = validateParams(nsid, new URLSearchParams(query), this.lexicons)
+      } catch (err) {
+        throw new InvalidRequestError((err as Error).message, undefined, { cause: err })
+      }
+      const auth: AuthResult = fast.auth ? await fast.auth({ req, nsid, params }) : { credentials: null }
+      let bytes: Buffer
+      try {
+        bytes = await readBody(req, fast.bodyLimit)
+      } catch (err) {
+        if (err instanceof PayloadTooLargeError) res.setHeader('connection', 'close')
+        throw err
+      }
+      const input = this.jsonInput(nsid, contentType, bytes)
+      const output = (await fast.handler({ nsid, params, input, auth })) ?? undefined
+      const encoding = output ? (output.encoding === 'json' ? 'application/json' : output.encoding) : undefined
+      if (fast.validate) {
+        try {
+          validateOutput(nsid, encoding, output?.body, this.lexicons)
+        } catch (err) {
+          throw new InternalServerError(`Invalid output for ${nsid}: ${(err as Error).message}`, undefined, { cause: err })
+        }
+      }
+      const headers: Record<string, string | number> = { ...this.fastHeaders, ...output?.headers }
+      const payload = outputPayload(encoding, output?.body, output?.plainJson ?? false)
+      if (payload) {
+        headers['content-type'] = payload.contentType
+        headers['content-length'] = Buffer.byteLength(payload.body)
+      } else {
+        headers['content-length'] = 0
+      }
+      status = 200
+      res.writeHead(200, headers)
+      res.end(payload?.body)
+    } catch (err) {
+      const answer = this.errorAnswer(err, req, () => this.app.childLoggerFactory.call(this.app, this.app.log, { reqId }, {}, req))
+      if (!answer) {
+        if (!res.headersSent && !req.socket.destroyed) req.socket.destroy()
+        return
+      }
+      status = answer.status
+      if (res.headersSent) return
+      res.writeHead(answer.status, { ...this.fastHeaders, ...answer.headers })
+      res.end(answer.body)
+    }
+    if (this.metrics) {
+      let counted = fast.counted.get(status)
+      if (!counted) fast.counted.set(status, (counted = this.metrics.requests.labels({ nsid, method: 'POST', status: String(status) })))
+      let timed = fast.timed.get(status)
+      if (!timed) fast.timed.set(status, (timed = this.metrics.duration.labels({ nsid, status: String(status) })))
+      fast.served ??= this.fastServed!.labels({ nsid })
+      counted.inc()
+      timed.observe((performance.now() - start) / 1000)
+      fast.served.inc()
+    }
   }
 
   /**
@@ -481,16 +649,16 @@ export class XrpcServer {
   private tryFastQuery(req: IncomingMessage, res: ServerResponse): boolean {
     if (req.method !== 'GET' || this.fastQueries.size === 0) return false
     const url = req.url ?? ''
-    if (!url.startsWith('/xrpc/')) return false
-    const q = url.indexOf('?')
-    const nsid = q < 0 ? url.slice(6) : url.slice(6, q)
+    const nsid = xrpcPathNsid(url)
+    if (nsid === undefined) return false
     const fast = this.fastQueries.get(nsid)
     if (!fast) return false
+    const q = url.indexOf('?')
     const h = req.headers
     if ((h['content-length'] !== undefined && h['content-length'] !== '0') || h['transfer-encoding'] !== undefined) return false
+    if (this.opts.fastPathFilter && !this.opts.fastPathFilter(req)) return false
     // fastify logs each request at info: the fast path writes the same lines through the same logger
-    const log = this.app.log as FastifyBaseLogger & { isLevelEnabled?: (level: string) => boolean }
-    const logs = typeof log.isLevelEnabled === 'function' ? log.isLevelEnabled('info') : this.hasLogger
+    const logs = this.logsRequests()
     const genReqId = (this.app as unknown as { genReqId?: (req: IncomingMessage) => string }).genReqId
     if (typeof genReqId !== 'function') return false
     const start = performance.now()
@@ -602,6 +770,7 @@ export class XrpcServer {
   }
 
   async close(): Promise<void> {
+    this.closing = true
     await this.app.close()
   }
 
@@ -738,12 +907,20 @@ export class XrpcServer {
       if (err instanceof PayloadTooLargeError) reply.header('connection', 'close')
       throw err
     }
-    if (bytes.length === 0) {
+    if (!json && bytes.length === 0) {
       // a chunked request that turned out empty
       throw new InvalidRequestError('A request body is expected but none was provided')
     }
     if (!json) return { encoding: contentType, body: text ? bytes.toString('utf8') : bytes }
+    return this.jsonInput(nsid, contentType, bytes)
+  }
 
+  /** A JSON request body, parsed and validated against the method's input schema (lex form, defaults applied). */
+  private jsonInput(nsid: string, contentType: string, bytes: Buffer): HandlerInput {
+    if (bytes.length === 0) {
+      // a chunked request that turned out empty
+      throw new InvalidRequestError('A request body is expected but none was provided')
+    }
     let parsed: unknown
     const jsonText = bytes.toString('utf8')
     try {
@@ -756,7 +933,7 @@ export class XrpcServer {
       throw new InvalidRequestError(`Invalid JSON body: ${(err as Error).message}`, undefined, { cause: err })
     }
     try {
-      return { encoding: contentType, body: validateInput(nsid, contentType, parsed, this.lexicons) }
+      return { encoding: contentType, body: validateInput(nsid, contentType, parsed, this.lexicons, { jsonForm: true }) }
     } catch (err) {
       if (err instanceof LexiconValidationError) throw new InvalidRequestError(err.message, undefined, { cause: err })
       // jsonToLex refuses bad $link / $bytes / blob objects
@@ -775,42 +952,86 @@ export class XrpcServer {
     }
     reply.code(200)
     if (output?.headers) reply.headers(output.headers)
-    if (!output || output.body === undefined) {
+    const payload = outputPayload(encoding, output?.body, output?.plainJson ?? false)
+    if (payload === null) {
       reply.send()
       return
     }
-    const body = output.body
-    if (encoding && isJsonEncoding(encoding) && !(body instanceof Readable) && !(body instanceof Uint8Array) && typeof body !== 'string') {
-      reply.header('content-type', 'application/json; charset=utf-8')
-      reply.send(JSON.stringify(output.plainJson ? body : lexToJson(body as never)))
+    if (payload === undefined) {
+      reply.header('content-type', encoding ?? 'application/octet-stream')
+      reply.send(output!.body)
       return
     }
-    reply.header('content-type', encoding ?? 'application/octet-stream')
-    if (body instanceof Uint8Array && !Buffer.isBuffer(body)) {
-      reply.send(Buffer.from(body.buffer, body.byteOffset, body.byteLength))
-    } else {
-      reply.send(body)
-    }
+    reply.header('content-type', payload.contentType)
+    reply.send(payload.body)
   }
 
   private sendError(req: FastifyRequest, reply: FastifyReply, err: unknown): void {
-    if (!(err instanceof XRPCError) && isClientAbort(err, req.raw)) {
-      // the client went away mid-request: nothing to answer, and not the service's failure
-      req.log.info({ code: (err as { code?: unknown }).code }, 'request aborted by the client')
+    const answer = this.errorAnswer(err, req.raw, () => req.log, reply.getHeader('www-authenticate') !== undefined)
+    if (!answer) {
       if (!reply.sent && !req.raw.socket.destroyed) req.raw.socket.destroy()
       return
     }
-    const xerr = toXrpcError(err, this.opts.exposeInternalErrors ?? false)
-    if (xerr.status >= 500 && xerr.status !== 501) req.log.error({ err }, 'xrpc request failed')
-    else req.log.debug({ err: { error: xerr.error, message: xerr.message } }, 'xrpc request refused')
     if (reply.sent) return
-    reply.code(xerr.status)
-    reply.headers(xerr.headers)
-    if (xerr.status === 401 && !reply.getHeader('www-authenticate')) reply.header('WWW-Authenticate', 'Bearer')
-    if (xerr.status === 413 && !req.raw.complete) reply.header('connection', 'close')
-    reply.header('content-type', 'application/json; charset=utf-8')
-    reply.send(JSON.stringify(xerr.toJSON()))
+    reply.code(answer.status)
+    reply.headers(answer.headers)
+    reply.send(answer.body)
   }
+
+  /**
+   * The response to a failed request (logged as such), or null when the client went away mid-request (nothing
+   * to answer, and not the service's failure: the caller closes the socket).
+   */
+  private errorAnswer(
+    err: unknown,
+    raw: IncomingMessage,
+    log: () => FastifyBaseLogger,
+    /** the response already has a WWW-Authenticate header */
+    hasWwwAuthenticate = false,
+  ): { status: number; headers: Record<string, string>; body: string } | null {
+    if (!(err instanceof XRPCError) && isClientAbort(err, raw)) {
+      log().info({ code: (err as { code?: unknown }).code }, 'request aborted by the client')
+      return null
+    }
+    const xerr = toXrpcError(err, this.opts.exposeInternalErrors ?? false)
+    if (xerr.status >= 500 && xerr.status !== 501) log().error({ err }, 'xrpc request failed')
+    else log().debug({ err: { error: xerr.error, message: xerr.message } }, 'xrpc request refused')
+    const headers: Record<string, string> = {}
+    for (const [k, v] of Object.entries(xerr.headers)) headers[k.toLowerCase()] = v
+    if (xerr.status === 401 && headers['www-authenticate'] === undefined && !hasWwwAuthenticate) headers['www-authenticate'] = 'Bearer'
+    if (xerr.status === 413 && !raw.complete) headers.connection = 'close'
+    headers['content-type'] = 'application/json; charset=utf-8'
+    return { status: xerr.status, headers, body: JSON.stringify(xerr.toJSON()) }
+  }
+}
+
+/** The NSID of a request path `/xrpc/<nsid>[?query]`, or undefined for another path. */
+function xrpcPathNsid(url: string): string | undefined {
+  if (!url.startsWith('/xrpc/')) return undefined
+  const q = url.indexOf('?')
+  return q < 0 ? url.slice(6) : url.slice(6, q)
+}
+
+/**
+ * A handler output's response body and its Content-Type: null for no body, undefined for a body sent as it is
+ * (a stream, or a value of an encoding that is not JSON).
+ */
+function outputPayload(
+  encoding: string | undefined,
+  body: unknown,
+  plainJson: boolean,
+): { contentType: string; body: string | Buffer } | null | undefined {
+  if (body === undefined) return null
+  if (body instanceof Readable) return undefined
+  if (body instanceof Uint8Array) {
+    const buf = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+    return { contentType: encoding ?? 'application/octet-stream', body: buf }
+  }
+  if (typeof body === 'string') return { contentType: encoding ?? 'application/octet-stream', body }
+  if (encoding && isJsonEncoding(encoding)) {
+    return { contentType: 'application/json; charset=utf-8', body: JSON.stringify(plainJson ? body : lexToJson(body as never)) }
+  }
+  return undefined
 }
 
 /** Creates an {@link XrpcServer} (not yet listening). */

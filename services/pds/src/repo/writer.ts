@@ -1,9 +1,22 @@
 import type { CID } from 'multiformats/cid'
 import type { SigningKeypair } from '@stratos/core/crypto'
 import type { AccountManager } from '../account/manager.js'
-import type { ActorStore, CommitOutcome, PreparedWrite } from '../actor-store/index.js'
+import type { ActorStore, CommitOutcome, PreparedCreateOrUpdate, PreparedWrite } from '../actor-store/index.js'
 import { InvalidRequestError } from '../errors.js'
 import type { Sequencer, SequencedEvent } from '../sequencer/index.js'
+
+/** The output of createRecord and putRecord: the record written and the commit it is in. */
+export function recordWriteOutput(write: PreparedCreateOrUpdate, outcome: CommitOutcome) {
+  return {
+    encoding: 'application/json',
+    body: {
+      uri: write.uri,
+      cid: write.cid.toString(),
+      commit: { cid: outcome.commit.cid.toString(), rev: outcome.commit.rev },
+      validationStatus: write.validationStatus,
+    },
+  }
+}
 
 /**
  * The write path shared by createRecord, putRecord, deleteRecord and applyWrites: sign and store the

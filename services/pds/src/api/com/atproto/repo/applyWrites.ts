@@ -1,6 +1,6 @@
-import type { XrpcServer } from '@stratos/core/xrpc'
+import type { PlainMethodHandler, XrpcServer } from '@stratos/core/xrpc'
 import { prepareCreateOrUpdate, prepareDelete, type PreparedWrite } from '../../../../actor-store/index.js'
-import { ACCESS_STANDARD, assertRepoWrite } from '../../../../auth.js'
+import { ACCESS_STANDARD, assertRepoWrite, type AccessCredentials } from '../../../../auth.js'
 import type { AppContext } from '../../../../context.js'
 import { repoWriteLimits, WRITE_POINTS } from '../../../../rate-limits.js'
 import { InvalidRequestError } from '../../../../errors.js'
@@ -24,6 +24,60 @@ interface Input {
 }
 
 export default function (server: XrpcServer, ctx: AppContext) {
+  // answered ahead of fastify where the server can (it uses nothing of the HTTP request but its input)
+  const handler: PlainMethodHandler<AccessCredentials> = async ({ auth, input }) => {
+    const body = input!.body as Input
+    if (body.writes.length > MAX_WRITES) throw new InvalidRequestError(`Too many writes. Max: ${MAX_WRITES}`)
+    for (const w of body.writes) {
+      const action = w.$type === `${NS}#create` ? 'create' : w.$type === `${NS}#update` ? 'update' : w.$type === `${NS}#delete` ? 'delete' : null
+      if (action) assertRepoWrite(auth.credentials, w.collection, action)
+    }
+    const { account } = await ownRepo(ctx, body.repo, auth.credentials)
+    const swapCommit = parseCid(body.swapCommit, 'swapCommit')
+    const writes: PreparedWrite[] = body.writes.map((w) => {
+      switch (w.$type) {
+        case `${NS}#create`:
+          return prepareCreateOrUpdate({
+            action: 'create',
+            did: account.did,
+            collection: w.collection,
+            rkey: w.rkey,
+            record: w.value,
+            validate: body.validate,
+          })
+        case `${NS}#update`:
+          if (!w.rkey) throw new InvalidRequestError('An update needs an rkey')
+          return prepareCreateOrUpdate({
+            action: 'update',
+            did: account.did,
+            collection: w.collection,
+            rkey: w.rkey,
+            record: w.value,
+            validate: body.validate,
+          })
+        case `${NS}#delete`:
+          if (!w.rkey) throw new InvalidRequestError('A delete needs an rkey')
+          return prepareDelete({ did: account.did, collection: w.collection, rkey: w.rkey })
+        default:
+          throw new InvalidRequestError(`Action not supported: ${w.$type}`)
+      }
+    })
+    const { outcome } = await ctx.repoWriter.write(account.did, writes, swapCommit)
+    const results = writes.map((w) =>
+      w.action === 'delete'
+        ? { $type: `${NS}#deleteResult` }
+        : {
+            $type: w.action === 'create' ? `${NS}#createResult` : `${NS}#updateResult`,
+            uri: w.uri,
+            cid: w.cid.toString(),
+            validationStatus: w.validationStatus,
+          },
+    )
+    return {
+      encoding: 'application/json',
+      body: { commit: { cid: outcome.commit.cid.toString(), rev: outcome.commit.rev }, results },
+    }
+  }
   server.method(NS, {
     auth: ctx.auth.access(ACCESS_STANDARD, { checkTakedown: true, checkDeactivated: true }),
     rateLimit: repoWriteLimits(({ input }) =>
@@ -33,58 +87,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
         return sum + WRITE_POINTS.delete
       }, 0),
     ),
-    handler: async ({ auth, input }) => {
-      const body = input!.body as Input
-      if (body.writes.length > MAX_WRITES) throw new InvalidRequestError(`Too many writes. Max: ${MAX_WRITES}`)
-      for (const w of body.writes) {
-        const action = w.$type === `${NS}#create` ? 'create' : w.$type === `${NS}#update` ? 'update' : w.$type === `${NS}#delete` ? 'delete' : null
-        if (action) assertRepoWrite(auth.credentials, w.collection, action)
-      }
-      const { account } = await ownRepo(ctx, body.repo, auth.credentials)
-      const swapCommit = parseCid(body.swapCommit, 'swapCommit')
-      const writes: PreparedWrite[] = body.writes.map((w) => {
-        switch (w.$type) {
-          case `${NS}#create`:
-            return prepareCreateOrUpdate({
-              action: 'create',
-              did: account.did,
-              collection: w.collection,
-              rkey: w.rkey,
-              record: w.value,
-              validate: body.validate,
-            })
-          case `${NS}#update`:
-            if (!w.rkey) throw new InvalidRequestError('An update needs an rkey')
-            return prepareCreateOrUpdate({
-              action: 'update',
-              did: account.did,
-              collection: w.collection,
-              rkey: w.rkey,
-              record: w.value,
-              validate: body.validate,
-            })
-          case `${NS}#delete`:
-            if (!w.rkey) throw new InvalidRequestError('A delete needs an rkey')
-            return prepareDelete({ did: account.did, collection: w.collection, rkey: w.rkey })
-          default:
-            throw new InvalidRequestError(`Action not supported: ${w.$type}`)
-        }
-      })
-      const { outcome } = await ctx.repoWriter.write(account.did, writes, swapCommit)
-      const results = writes.map((w) =>
-        w.action === 'delete'
-          ? { $type: `${NS}#deleteResult` }
-          : {
-              $type: w.action === 'create' ? `${NS}#createResult` : `${NS}#updateResult`,
-              uri: w.uri,
-              cid: w.cid.toString(),
-              validationStatus: w.validationStatus,
-            },
-      )
-      return {
-        encoding: 'application/json',
-        body: { commit: { cid: outcome.commit.cid.toString(), rev: outcome.commit.rev }, results },
-      }
-    },
+    handler,
+    fastProcedure: handler,
   })
 }
