@@ -98,28 +98,50 @@ function decodeBase58Multibase(multibase: string, what: string): Uint8Array {
   }
 }
 
-/** Parses a multikey string (`zQ3s…` for k256, `zDna…` for p256). Throws InvalidKeyError. */
-export function parseMultikey(multikey: string): ParsedPublicKey {
+/** A multikey's curve and point as given (not checked, not compressed). */
+function splitMultikey(multikey: string): { curve: Curve; point: Uint8Array } {
   const bytes = decodeBase58Multibase(multikey, 'multikey')
   for (const curve of ['k256', 'p256'] as const) {
     const prefix = MULTICODEC_PREFIX[curve]
-    if (startsWith(bytes, prefix)) {
-      const point = bytes.subarray(prefix.length)
-      return { curve, jwtAlg: curveToJwtAlg(curve), publicKey: compressPublicKey(curve, point) }
-    }
+    if (startsWith(bytes, prefix)) return { curve, point: bytes.subarray(prefix.length) }
   }
   throw new InvalidKeyError('multikey has an unsupported multicodec (expected secp256k1-pub or p256-pub)')
 }
 
-/** Multikey string for a public key (compressed or uncompressed input; output always compressed). */
-export function formatMultikey(curveOrAlg: Curve | JwtAlg, publicKey: Uint8Array): string {
-  const curve = toCurve(curveOrAlg)
-  const compressed = compressPublicKey(curve, publicKey)
+/** Parses a multikey string (`zQ3s…` for k256, `zDna…` for p256). Throws InvalidKeyError. */
+export function parseMultikey(multikey: string): ParsedPublicKey {
+  const { curve, point } = splitMultikey(multikey)
+  return { curve, jwtAlg: curveToJwtAlg(curve), publicKey: compressPublicKey(curve, point) }
+}
+
+/** The multikey of a point known to be compressed and on the curve (compressPublicKey's output). */
+function multikeyOfCompressed(curve: Curve, compressed: Uint8Array): string {
   const prefix = MULTICODEC_PREFIX[curve]
   const bytes = new Uint8Array(prefix.length + compressed.length)
   bytes.set(prefix, 0)
   bytes.set(compressed, prefix.length)
   return base58btc.encode(bytes)
+}
+
+/** Multikey string for a public key (compressed or uncompressed input; output always compressed). */
+export function formatMultikey(curveOrAlg: Curve | JwtAlg, publicKey: Uint8Array): string {
+  const curve = toCurve(curveOrAlg)
+  return multikeyOfCompressed(curve, compressPublicKey(curve, publicKey))
+}
+
+/** base58btc multibase text made of alphabet characters only (such a text is what encoding its bytes gives back) */
+const BASE58BTC_TEXT = /^z[1-9A-HJ-NP-Za-km-z]+$/
+
+/**
+ * did:key of a multikey, its point checked once: the multikey itself when it holds the compressed point
+ * (base58btc text of alphabet characters is the encoding of its bytes: nothing to convert back), else
+ * the multikey of the compressed point.
+ */
+export function didKeyFromMultikey(multikey: string): string {
+  const { curve, point } = splitMultikey(multikey)
+  const compressed = compressPublicKey(curve, point)
+  if (point.length === compressed.length && BASE58BTC_TEXT.test(multikey)) return DID_KEY_PREFIX + multikey
+  return DID_KEY_PREFIX + multikeyOfCompressed(curve, compressed)
 }
 
 /** Parses a `did:key:z…` string. Throws InvalidKeyError if it is not a supported did:key. */
@@ -154,12 +176,10 @@ export function didKeyFromVerificationMethod(method: { type?: unknown; publicKey
   if (typeof publicKeyMultibase !== 'string') {
     throw new InvalidKeyError('verification method has no publicKeyMultibase')
   }
-  if (type === 'Multikey') {
-    const parsed = parseMultikey(publicKeyMultibase)
-    return formatDidKey(parsed.curve, parsed.publicKey)
-  }
+  // (each point checked and compressed once: formatDidKey would convert it again)
+  if (type === 'Multikey') return didKeyFromMultikey(publicKeyMultibase)
   const curve = typeof type === 'string' ? LEGACY_SUITES[type] : undefined
   if (!curve) throw new InvalidKeyError(`unsupported verification method type: ${String(type)}`)
   const parsed = parseLegacyMultibase(curve, publicKeyMultibase)
-  return formatDidKey(parsed.curve, parsed.publicKey)
+  return DID_KEY_PREFIX + multikeyOfCompressed(parsed.curve, parsed.publicKey)
 }

@@ -2,9 +2,8 @@
  * Pure helpers over DID documents: the atproto signing key, PDS endpoint and claimed handle, and
  * service lookups by fragment id. Nothing here does I/O.
  */
-import { base58btc } from 'multiformats/bases/base58'
 import { isValidHandle } from '@atproto/syntax'
-import { formatDidKey, parseDidKey, parseMultikey } from '../crypto/index.js'
+import { didKeyFromVerificationMethod as didKeyOfMethod } from '../crypto/index.js'
 
 export interface VerificationMethod {
   id: string
@@ -45,11 +44,6 @@ export class DidDocumentError extends Error {
   override name = 'DidDocumentError'
 }
 
-const LEGACY_KEY_TYPES: Record<string, 'k256' | 'p256'> = {
-  EcdsaSecp256k1VerificationKey2019: 'k256',
-  EcdsaSecp256r1VerificationKey2019: 'p256',
-}
-
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
@@ -80,24 +74,11 @@ function idMatches(entryId: unknown, did: string, fragment: string): boolean {
   return entryId === frag || entryId === `${did}${frag}`
 }
 
-/** did:key of one verification method (Multikey, or the legacy Ecdsa*VerificationKey2019 types). */
+/** did:key of one verification method (Multikey, or the legacy Ecdsa*VerificationKey2019 types); undefined when it has none. */
 export function didKeyFromVerificationMethod(method: unknown): string | undefined {
   if (!isRecord(method)) return undefined
-  const { type, publicKeyMultibase } = method
-  if (typeof publicKeyMultibase !== 'string') return undefined
   try {
-    if (type === 'Multikey') {
-      const parsed = parseMultikey(publicKeyMultibase)
-      return formatDidKey(parsed.curve, parsed.publicKey)
-    }
-    const curve = typeof type === 'string' ? LEGACY_KEY_TYPES[type] : undefined
-    if (!curve) return undefined
-    // legacy form: multibase base58btc of the bare point (compressed or uncompressed)
-    if (!publicKeyMultibase.startsWith('z')) return undefined
-    const point = base58btc.decode(publicKeyMultibase)
-    const didKey = formatDidKey(curve, point)
-    parseDidKey(didKey)
-    return didKey
+    return didKeyOfMethod(method)
   } catch {
     return undefined
   }

@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto'
+import { ECDH, randomBytes } from 'node:crypto'
 import * as atcrypto from '@atproto/crypto'
 import { base58btc } from 'multiformats/bases/base58'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import {
   clearVerifyCache,
   didKeyFromVerificationMethod,
@@ -19,6 +19,7 @@ import {
   verifySignatureWithKey,
   type Curve,
 } from '@stratos/core/crypto'
+import { didKeyFromVerificationMethod as didKeyOfDocMethod } from '@stratos/core/identity'
 import { readInteropJson, reportVectors } from '../util/vectors.js'
 
 interface SigFixture {
@@ -177,6 +178,40 @@ describe('crypto: did:key and multikey', () => {
     }
   })
 
+  it('a verification method\'s did:key checks and converts its point once (the multikey kept as it is when already compressed)', async () => {
+    const convert = vi.spyOn(ECDH, 'convertKey')
+    try {
+      for (const curve of ['k256', 'p256'] as const) {
+        const kp = await generateKeypair(curve)
+        const plugin = curve === 'k256' ? atcrypto.secp256k1Plugin : atcrypto.p256Plugin
+        const uncompressed = plugin.decompressPubkey(kp.publicKeyBytes())
+        const suite = curve === 'k256' ? 'EcdsaSecp256k1VerificationKey2019' : 'EcdsaSecp256r1VerificationKey2019'
+        const methods = [
+          { type: 'Multikey', publicKeyMultibase: kp.did().slice(8) },
+          // a multikey of the uncompressed point: the did:key holds the compressed one
+          { type: 'Multikey', publicKeyMultibase: formatMultikeyOfBytes(curve, uncompressed) },
+          { type: suite, publicKeyMultibase: base58btc.encode(kp.publicKeyBytes()) },
+          { type: suite, publicKeyMultibase: base58btc.encode(uncompressed) },
+        ]
+        for (const m of methods) {
+          convert.mockClear()
+          expect(didKeyFromVerificationMethod(m)).toBe(kp.did())
+          expect(convert).toHaveBeenCalledTimes(1)
+          convert.mockClear()
+          expect(didKeyOfDocMethod(m)).toBe(kp.did())
+          expect(convert).toHaveBeenCalledTimes(1)
+        }
+      }
+      // a point not on the curve is still refused
+      convert.mockClear()
+      const bad = formatBadPoint().slice(8)
+      expect(() => didKeyFromVerificationMethod({ type: 'Multikey', publicKeyMultibase: bad })).toThrow(InvalidKeyError)
+      expect(didKeyOfDocMethod({ type: 'Multikey', publicKeyMultibase: bad })).toBeUndefined()
+    } finally {
+      convert.mockRestore()
+    }
+  })
+
   it('throws InvalidKeyError on bad did:keys, and verifySignature throws on them too', () => {
     const bad = [
       'did:key:',
@@ -309,3 +344,9 @@ describe('crypto: randomized agreement with @atproto/crypto', () => {
     }
   })
 })
+
+/** A multikey of the point as given (uncompressed kept uncompressed), as some documents hold. */
+function formatMultikeyOfBytes(curve: Curve, point: Uint8Array): string {
+  const prefix = curve === 'k256' ? [0xe7, 0x01] : [0x80, 0x24]
+  return base58btc.encode(Uint8Array.from([...prefix, ...point]))
+}
