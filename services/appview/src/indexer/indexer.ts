@@ -303,9 +303,11 @@ export class Indexer {
    * Indexes many records of one account that has nothing indexed yet (a first backfill), with multi-row
    * inserts and counters added up once per batch. History: no notifications. Same outcome as calling
    * indexRecord for each (`valid`: the record's lexicon verdict, from the repo check; see repo-verify.ts);
-   * returns how many were indexed. With `batch`, the feed items, search entries and counters wait for
-   * the batch's end (flushBatch), summed over every repo of the batch. `actorExists`: the caller made
-   * the account's actor row already (no statement for it here).
+   * returns how many were indexed. With `batch`, the record rows and the main rows of the common tables
+   * (posts, likes, reposts, follows) wait for the batch's end too, as live writes do (flushRecords: one
+   * multi-row statement per table and 200 rows over every repo of the batch, not one per repo), and so do
+   * the feed items, search entries and counters. `actorExists`: the caller made the account's actor row
+   * already (no statement for it here).
    */
   async indexFresh(db: Db, did: string, records: readonly FreshRecord[], batch?: IndexBatch, opts: { actorExists?: boolean } = {}): Promise<number> {
     const indexedAt = this.now()
@@ -324,16 +326,26 @@ export class Indexer {
       await this.ensureActor(did, db)
       batch?.actors.add(did)
     }
-    await insertRows(db, this.dialect, RECORD_INSERT, recordRows)
+    if (batch) {
+      for (const r of recordRows) {
+        batch.records.set(r.uri, r)
+        batch.known.set(r.uri, r.cid)
+      }
+    } else {
+      await insertRows(db, this.dialect, RECORD_INSERT, recordRows)
+    }
     // main rows per table; duplicates (a second like of one post) stay in the record table only
     const byTable = new Map<string, IndexPlan[]>()
-    if (batch) {
-      for (const r of recordRows) batch.known.delete(r.uri)
-    }
     for (const plan of plans) {
       if (plan.main.table === 'post' && (plan.main.row.replyRoot || plan.main.row.quoteUri)) {
+        // the gates are read from the record table: the batch's rows go in first
         if (batch) await this.flushRecords(db, batch)
         await this.checkGates(db, plan.main.row)
+      }
+      if (batch && DEFERRED_MAINS.has(plan.main.table)) {
+        // (history: no notifications)
+        batch.mains.set(plan.main.row.uri, { plan, isUpdate: false, notify: false })
+        continue
       }
       const list = byTable.get(plan.main.table)
       if (list) list.push(plan)
