@@ -14,7 +14,7 @@ import { ChangeFeed, ChangeReader, WATCHED_TABLES, didHashesOf } from '../src/hy
 import { ReadCache, cacheReads, listSql, readDirectly, type ListSql, type PreparedText } from '../src/hydration/sql.js'
 import { hydrationQueries } from '../src/hydration/hydrator.js'
 import { REPLIES_SQL } from '../src/api/app/bsky/feed/getPostThread.js'
-import { LISTED_ACCOUNTS, pageSql } from '../src/api/timeline.js'
+import { pageSql } from '../src/api/timeline.js'
 
 const A = 'did:plc:aaaaaaaaaaaaaaaaaaaaaaaa'
 const B = 'did:plc:bbbbbbbbbbbbbbbbbbbbbbbb'
@@ -212,12 +212,26 @@ describe('keyed statements', () => {
       expect(t.keyed, t.sql).toBe(true)
       return t.sql
     })
-    keyed.push(REPLIES_SQL, pageSql(LISTED_ACCOUNTS, ''), 'SELECT uri FROM post WHERE uri = ?')
+    keyed.push(REPLIES_SQL, pageSql(true, ''), 'SELECT uri FROM post WHERE uri = ?')
     for (const sql of keyed) {
       const tables = [...sql.matchAll(/\b(?:FROM|JOIN)\s+"?([a-z_]+)"?/gi)].map((m) => m[1]!).filter((t) => t !== 'json_each')
       expect(tables.length).toBeGreaterThan(0)
       for (const t of tables) expect(Object.keys(WATCHED_TABLES), `${t} in ${sql}`).toContain(t)
     }
+    void db.close()
+  })
+
+  it('over a list of keys loop over the list (one index seek per key), not over a temporary index built from it', async () => {
+    const db = openSqlite<any>(':memory:')
+    await migrateToLatest(db.db, appviewMigrations('sqlite'))
+    const q = listSql(db.db)
+    const plan = (template: string, args: unknown[]) =>
+      (db.sqlite!.prepare(`EXPLAIN QUERY PLAN ${q.prepare(template).sql}`).all(args) as { detail: string }[]).map((r) => r.detail).join('; ')
+    const replies = plan(REPLIES_SQL, [JSON.stringify([`at://${A}/app.bsky.feed.post/3k`]), 10])
+    expect(replies).toMatch(/^SCAN j VIRTUAL TABLE.*; SEARCH p USING INDEX post_reply_parent_idx \(replyParent=\?\)/)
+    const page = plan(pageSql(true, ''), [JSON.stringify([A, B]), T, 50])
+    expect(page).toMatch(/^SCAN j VIRTUAL TABLE.*; SEARCH fi USING INDEX feed_item_originator_idx \(originatorDid=\? AND sortAt>\?\)/)
+    for (const p of [replies, page]) expect(p).not.toContain('LIST SUBQUERY')
     void db.close()
   })
 

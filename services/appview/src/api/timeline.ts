@@ -28,9 +28,6 @@ function below(c: KeysetCursor | undefined): [string, Arg[]] {
   return c ? [' AND fi."sortAt" <= ? AND (fi."sortAt" < ? OR fi.uri < ?)', [c.primary, c.primary, c.secondary]] : ['', []]
 }
 
-/** step 2's accounts: those listed in step 1 */
-export const LISTED_ACCOUNTS = 'fi."originatorDid" IN ?L'
-
 const COLS = 'fi.uri AS uri, fi.type AS type, fi."postUri" AS "postUri", fi."originatorDid" AS "originatorDid", fi."sortAt" AS "sortAt"'
 
 /** (sortAt, uri) descending */
@@ -65,10 +62,17 @@ export function ownNewestSql(cond: string): string {
   return `SELECT fi."sortAt" AS latest FROM feed_item fi WHERE fi."originatorDid" = ?${cond} ORDER BY fi."sortAt" DESC LIMIT 1`
 }
 
-/** Step 2's statement: the page among `accounts` (a condition on fi."originatorDid") from the bound on. */
-export function pageSql(accounts: string, cond: string): string {
-  return `SELECT ${COLS} FROM feed_item fi
-    WHERE ${accounts} AND fi."sortAt" >= ?${cond}
+/** Step 2's accounts when they are not listed: all the followed ones and the viewer (parameters: the viewer twice). */
+const FOLLOWED_ACCOUNTS = 'fi."originatorDid" IN (SELECT f."subjectDid" FROM follow f WHERE f.creator = ? UNION SELECT ?)'
+
+/**
+ * Step 2's statement: the page from the bound on, among the accounts listed in step 1 (`listed`: the list is
+ * the first parameter and drives the join, one feed_item_originator_idx seek per account; `IN ?L` first built
+ * a temporary index of the list) or among all the followed accounts.
+ */
+export function pageSql(listed: boolean, cond: string): string {
+  const from = listed ? `?J j JOIN feed_item fi ON fi."originatorDid" = j.value WHERE` : `feed_item fi WHERE ${FOLLOWED_ACCOUNTS} AND`
+  return `SELECT ${COLS} FROM ${from} fi."sortAt" >= ?${cond}
     ORDER BY fi."sortAt" DESC, fi.uri DESC LIMIT ?`
 }
 
@@ -108,9 +112,7 @@ export async function timelineSkeleton(db: Db, viewer: string, limit: number, cu
   const inPage = active.filter((r) => r.latest >= bound).map((r) => r.did)
   // more accounts than were listed may share the bound's timestamp: then ask among all of them
   const listed = inPage.length < active.length || active.length < 2 * limit
-  const [accounts, accountArgs]: [string, Arg[]] = listed
-    ? [LISTED_ACCOUNTS, [{ list: inPage }]]
-    : ['fi."originatorDid" IN (SELECT f."subjectDid" FROM follow f WHERE f.creator = ? UNION SELECT ?)', [viewer, viewer]]
+  const accountArgs: Arg[] = listed ? [{ list: inPage }] : [viewer, viewer]
   // (the listed accounts' items: kept across writes of other accounts; the variant that reads the follows is not keyed)
-  return fixedRows<TimelineRow>(db, pageSql(accounts, cond), [...accountArgs, bound, ...condArgs, limit], { keyed: listed })
+  return fixedRows<TimelineRow>(db, pageSql(listed, cond), [...accountArgs, bound, ...condArgs, limit], { keyed: listed })
 }

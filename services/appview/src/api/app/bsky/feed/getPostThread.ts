@@ -5,10 +5,13 @@ import { fixedRows } from '../../../../hydration/sql.js'
 import { json, viewerOf, type Register } from '../../../util.js'
 
 /** A post's head (hydration's PostHead): read with the rows the thread reads anyway, so that hydration reads only their counts. */
-const HEAD = 'cid, "indexedAt" AS "indexedAt", "violatesThreadGate" AS "violatesThreadGate", "violatesEmbeddingRules" AS "violatesEmbeddingRules"'
+const HEAD = 'p.cid AS cid, p."indexedAt" AS "indexedAt", p."violatesThreadGate" AS "violatesThreadGate", p."violatesEmbeddingRules" AS "violatesEmbeddingRules"'
 
-/** One level of replies (of the posts listed), oldest first, with their heads. */
-export const REPLIES_SQL = `SELECT uri, "replyParent" AS "replyParent", ${HEAD} FROM post WHERE "replyParent" IN ?L ORDER BY "sortAt" ASC LIMIT ?`
+/**
+ * One level of replies (of the posts listed), oldest first, with their heads. The list drives the join (one
+ * post_reply_parent_idx seek per listed post): `"replyParent" IN ?L` first built a temporary index of the list.
+ */
+export const REPLIES_SQL = `SELECT p.uri AS uri, p."replyParent" AS "replyParent", ${HEAD} FROM ?J j JOIN post p ON p."replyParent" = j.value ORDER BY p."sortAt" ASC LIMIT ?`
 
 /** The thread's statements read posts by URI and by parent URI: keyed (see PreparedText in hydration/sql.ts). */
 const KEYED = { keyed: true }
@@ -27,7 +30,7 @@ const register: Register = (server, ctx) => {
       const notFound = () => new XRPCError(400, 'NotFound', `Post not found: ${uri}`)
       const [anchor] = await fixedRows<PostHead & { replyRoot: string | null; replyParent: string | null }>(
         ctx.db,
-        `SELECT uri, "replyRoot" AS "replyRoot", "replyParent" AS "replyParent", ${HEAD} FROM post WHERE uri = ?`,
+        `SELECT p.uri AS uri, p."replyRoot" AS "replyRoot", p."replyParent" AS "replyParent", ${HEAD} FROM post p WHERE p.uri = ?`,
         [uri],
         KEYED,
       )
