@@ -182,6 +182,27 @@ function sharedPrefix(a: string, b: string): number {
   return i
 }
 
+/**
+ * Layers of keys met before, so a key's SHA-256 is taken once per thread, not once per commit: the nodes near an
+ * account's root (and their first keys) are read again by each of its commits. Bounded: emptied when full.
+ */
+const layers = new Map<string, number>()
+const MAX_CACHED_LAYERS = 20_000
+/** longer keys are not kept (at most ~2.5 MB of keys per thread) */
+const MAX_CACHED_KEY_LENGTH = 128
+
+/** `mstKeyLayer` of a key (a record path), through the cache. */
+function layerOf(key: string): number {
+  if (key.length > MAX_CACHED_KEY_LENGTH) return mstKeyLayer(key)
+  let layer = layers.get(key)
+  if (layer === undefined) {
+    layer = mstKeyLayer(key)
+    if (layers.size >= MAX_CACHED_LAYERS) layers.clear()
+    layers.set(key, layer)
+  }
+  return layer
+}
+
 /** The CID of an empty MST (one node, no entries, no subtree). */
 const EMPTY_ROOT = cidForCbor({ e: [], l: null })
 
@@ -238,7 +259,7 @@ class PartialMst {
     }
     let nodeLayer: number
     if (keys.length > 0) {
-      nodeLayer = mstKeyLayer(keys[0]!)
+      nodeLayer = layerOf(keys[0]!)
       if (layer !== null && nodeLayer !== layer) {
         throw new InversionError('malformed', `MST node ${linkStr(cid)} is on layer ${nodeLayer}, expected ${layer}`)
       }
@@ -339,7 +360,7 @@ class PartialMst {
 
   /** Inserts a key that is not in the tree. */
   insert(key: string, val: Link): void {
-    const h = mstKeyLayer(key)
+    const h = layerOf(key)
     let root = this.root
     if (root && root.layer < h) {
       // raise the tree: empty nodes above the old root up to the key's layer

@@ -92,19 +92,23 @@ export interface VerifyTask {
   /** the body passed checkFrameBody already (VerifyTaskContext.checked) */
   checked?: boolean
   signingKey: string
-  prev: { rev: string; data: Uint8Array } | null | 'claimed'
+  prev: PortableState | null | 'claimed'
   now: number
   withRecords?: boolean | 'json'
   validateRecords?: boolean
 }
 
-/** What a worker answers. */
+/**
+ * What a worker answers. CIDs travel as their bytes in a one-byte string (`cidToWire`): a string is copied
+ * into the message and read back without an allocation of its own, where a Uint8Array costs an ArrayBuffer
+ * (a native allocation, freed by the GC) on each side, three per answer.
+ */
 export type PortableSummary =
   | {
       ok: true
       rev: string
-      commitCid: Uint8Array
-      newData: Uint8Array
+      commitCid: string
+      newData: string
       changed: boolean
       inverted: boolean
       records?: [string, Uint8Array][]
@@ -113,8 +117,23 @@ export type PortableSummary =
     }
   | { ok: false; reason: CommitCheckReason; message: string; prevUsed?: PortableState | null }
 
-/** A repo state as posted (the CID as its bytes). */
-type PortableState = { rev: string; data: Uint8Array }
+/** A repo state as posted (the CID as `cidToWire` gives it). */
+export type PortableState = { rev: string; data: string }
+
+/** A CID's bytes as a string of one-byte characters (character i is byte i), to post it (see PortableSummary). */
+export function cidToWire(cid: CID): string {
+  return String.fromCharCode.apply(null, cid.bytes as unknown as number[])
+}
+
+/** The inverse of `cidToWire` (the bytes in a Uint8Array of their own: a CID's fit in the JS heap, no ArrayBuffer allocated). */
+export function cidFromWire(s: string): CID {
+  const bytes = new Uint8Array(s.length)
+  for (let i = 0; i < s.length; i++) bytes[i] = s.charCodeAt(i)
+  return CID.decode(bytes)
+}
+
+const stateToWire = (state: RepoState | null): PortableState | null => state && { rev: state.rev, data: cidToWire(state.data) }
+const stateFromWire = (state: PortableState | null): RepoState | null => state && { rev: state.rev, data: cidFromWire(state.data) }
 
 const CID_MARK = 'cid'
 
@@ -249,7 +268,7 @@ async function checkEvent(
  * buffer, so nothing of it goes back in the answer without a copy).
  */
 export async function runVerifyTask(task: VerifyTask, bytes?: Uint8Array): Promise<PortableSummary> {
-  const prev = task.prev === 'claimed' ? 'claimed' : task.prev ? { rev: task.prev.rev, data: CID.decode(task.prev.data) } : null
+  const prev = task.prev === 'claimed' ? 'claimed' : stateFromWire(task.prev)
   const ctx: Omit<CommitCheckContext, 'prev'> = { signingKey: task.signingKey, now: task.now }
   let evt: unknown
   const body = task.body ?? bytes
@@ -261,36 +280,29 @@ export async function runVerifyTask(task: VerifyTask, bytes?: Uint8Array): Promi
     evt = fromPortable(task.evt)
   }
   const res = await checkEvent(task.kind, evt, prev, ctx, task.withRecords ?? false, task.validateRecords ?? true)
-  // CIDs and record blocks are views into the body: copied, so the answer carries only them (a view would
-  // take its whole buffer along)
-  const { prevUsed, ...verdict } = res
-  const used = prevUsed === undefined ? {} : { prevUsed: prevUsed && { rev: prevUsed.rev, data: new Uint8Array(prevUsed.data.bytes) } }
-  if (!verdict.ok) return { ...verdict, ...used }
-  const { records, recordsJson, ...rest } = verdict
-  return {
-    ...rest,
-    ...used,
-    commitCid: new Uint8Array(verdict.commitCid.bytes),
-    newData: new Uint8Array(verdict.newData.bytes),
-    ...(records ? { records: [...records].map(([path, b]): [string, Uint8Array] => [path, new Uint8Array(b)]) } : {}),
-    ...(recordsJson ? { recordsJson: [...recordsJson] } : {}),
+  // (CIDs go as strings, record blocks copied: a view into the body would take its whole buffer along)
+  let out: PortableSummary
+  if (!res.ok) out = { ok: false, reason: res.reason, message: res.message }
+  else {
+    out = { ok: true, rev: res.rev, commitCid: cidToWire(res.commitCid), newData: cidToWire(res.newData), changed: res.changed, inverted: res.inverted }
+    if (res.records) out.records = [...res.records].map(([path, b]): [string, Uint8Array] => [path, new Uint8Array(b)])
+    if (res.recordsJson) out.recordsJson = [...res.recordsJson]
   }
+  if (res.prevUsed !== undefined) out.prevUsed = stateToWire(res.prevUsed)
+  return out
 }
 
 /** A worker's answer as the caller sees it (CIDs and maps rebuilt). */
 function fromPortableSummary(res: PortableSummary): VerifySummary {
-  const { prevUsed, ...verdict } = res
-  const used = prevUsed === undefined ? {} : { prevUsed: prevUsed && { rev: prevUsed.rev, data: CID.decode(prevUsed.data) } }
-  if (!verdict.ok) return { ...verdict, ...used }
-  const { records, recordsJson, ...rest } = verdict
-  return {
-    ...rest,
-    ...used,
-    commitCid: CID.decode(verdict.commitCid),
-    newData: CID.decode(verdict.newData),
-    ...(records ? { records: new Map(records) } : {}),
-    ...(recordsJson ? { recordsJson: new Map(recordsJson) } : {}),
+  let out: VerifySummary
+  if (!res.ok) out = { ok: false, reason: res.reason, message: res.message }
+  else {
+    out = { ok: true, rev: res.rev, commitCid: cidFromWire(res.commitCid), newData: cidFromWire(res.newData), changed: res.changed, inverted: res.inverted }
+    if (res.records) out.records = new Map(res.records)
+    if (res.recordsJson) out.recordsJson = new Map(res.recordsJson)
   }
+  if (res.prevUsed !== undefined) out.prevUsed = stateFromWire(res.prevUsed)
+  return out
 }
 
 /** The in-thread path (no workers): the checks a worker would run on the task. */
@@ -299,7 +311,7 @@ function checkInThread(kind: 'commit' | 'sync', evt: unknown, ctx: VerifyTaskCon
 }
 
 function portablePrev(prev: VerifyTaskContext['prev']): VerifyTask['prev'] {
-  return prev === 'claimed' ? 'claimed' : prev ? { rev: prev.rev, data: prev.data.bytes } : null
+  return prev === 'claimed' ? 'claimed' : stateToWire(prev)
 }
 
 export interface CommitVerifierOptions {

@@ -8,13 +8,15 @@
  */
 import { MemoryBlockstore, Repo } from '@atproto/repo'
 import { CID } from 'multiformats/cid'
+import { identity } from 'multiformats/hashes/identity'
+import { sha256 as sha256Hasher } from 'multiformats/hashes/sha2'
 import { beforeAll, describe, expect, it } from 'vitest'
 import type { Keypair } from '@atproto/crypto'
 import { cborDecode, cborEncode, cidForBlock, DAG_CBOR_CODEC } from '../../src/data/index.js'
 import { CarBlocks, readCarSlice, readCarSync, verifyCommitEvent, writeCar, type CommitEvent } from '../../src/repo/index.js'
 import { DEFAULT_CAR_LIMITS, readCanonicalCar } from '../../src/repo/car.js'
 import { checkFrameBody, indexCommitFrame } from '../../src/stream/commit-frame.js'
-import { runVerifyTask } from '../../src/workers/verify.js'
+import { cidFromWire, cidToWire, runVerifyTask } from '../../src/workers/verify.js'
 import { commitEvent, corrupt, createOp, deleteOp, newKeypair, post, rng, updateOp } from '../repo/helpers.js'
 
 interface Sample {
@@ -49,10 +51,12 @@ async function viaWorker(s: Sample): Promise<unknown> {
     evt: undefined,
     body: s.body,
     signingKey: keypair.did(),
-    prev: s.prev ? { rev: s.prev.rev, data: s.prev.data.bytes } : null,
+    prev: s.prev ? { rev: s.prev.rev, data: cidToWire(s.prev.data) } : null,
     now: NOW,
   })
-  return res.ok ? { ok: true, rev: res.rev, commitCid: [...res.commitCid], newData: [...res.newData], inverted: res.inverted } : res
+  return res.ok
+    ? { ok: true, rev: res.rev, commitCid: [...cidFromWire(res.commitCid).bytes], newData: [...cidFromWire(res.newData).bytes], inverted: res.inverted }
+    : res
 }
 
 /** The verdict through the generic decoders only. */
@@ -164,6 +168,19 @@ describe('verify worker: fixed-shape body, CAR, commit and record readers', () =
         slow = (err as Error).message
       }
       expect(typeof fast === 'string' ? fast : 'ok').toBe(typeof slow === 'string' ? slow : 'ok')
+    }
+  })
+})
+
+describe('CIDs on the wire (cidToWire / cidFromWire)', () => {
+  it('gives back the same CID: v1 dag-cbor and raw, v0, an identity hash of another length', async () => {
+    const digest = await sha256Hasher.digest(new TextEncoder().encode('wire'))
+    const cids = [CID.createV1(0x71, digest), CID.createV1(0x55, digest), CID.createV0(digest), CID.createV1(0x71, identity.digest(new Uint8Array(300).fill(0xff)))]
+    for (const cid of cids) {
+      const wire = cidToWire(cid)
+      expect(wire.length).toBe(cid.bytes.length)
+      expect(cidFromWire(wire).equals(cid)).toBe(true)
+      expect(cidFromWire(wire).toString()).toBe(cid.toString())
     }
   })
 })
