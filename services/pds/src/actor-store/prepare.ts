@@ -3,6 +3,7 @@ import { validateRecord } from '@stratos/core/lexicon'
 import { isValidNsid, isValidRecordKey, nextTid as coreNextTid } from '@stratos/core/syntax'
 import { InvalidRequestError } from '../errors.js'
 import { cborEncode, cidForBlock, DataModelError, findBlobRefs, ipldToJson, jsonToIpld, type FoundBlob } from '../util/ipld.js'
+import { encodeRecordCbor } from './record-cbor.js'
 
 /** Largest record block the PDS accepts (the sync spec's per-record limit). */
 export const MAX_RECORD_BYTES = 1_000_000
@@ -121,7 +122,7 @@ export function prepareCreateOrUpdate(opts: {
   const validationStatus = validate(collection, rkey, json, opts.validate)
   let bytes: Uint8Array
   try {
-    bytes = cborEncode(record)
+    bytes = encodeRecordCbor(record) ?? cborEncode(record)
   } catch (err) {
     throw new InvalidRequestError(`Invalid record: ${(err as Error).message}`)
   }

@@ -9,6 +9,8 @@ import type { Sequencer, SequencedEvent } from '../sequencer/index.js'
 export function recordWriteOutput(write: PreparedCreateOrUpdate, outcome: CommitOutcome) {
   return {
     encoding: 'application/json',
+    // strings only: sent without the lex-to-JSON walk
+    plainJson: true,
     body: {
       uri: write.uri,
       cid: write.cid.toString(),
@@ -54,7 +56,7 @@ export class RepoWriter {
   ): Promise<{ outcome: CommitOutcome; event: SequencedEvent }> {
     const repo = this.actorStore.get(did)
     if (!repo) throw new InvalidRequestError(`Could not find repo: ${did}`, 'RepoNotFound')
-    const key = await this.signingKey(did)
+    const key = this.keys.get(did) ?? (await this.signingKey(did))
     // sequenced under the account's lock: commits of one repo reach the firehose in commit order
     const { storeDurable, ...done } = await repo.lock.run(async () => {
       const outcome = await repo.applyWritesLocked(writes, key, swapCommit)

@@ -52,6 +52,9 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
   private writing: Promise<void> | null = null
   /** the log's checkpoints, in a worker thread when given a checkpointer (else SQLite's, in the COMMIT) */
   private readonly checkpoints: WalCheckpointSchedule | null
+  /** {@link durable} of the last append (when it was the last one, a later durable() is that same wait) */
+  private appendedDurable: Promise<void> | null = null
+  private appendedDurableSeq = 0
   /** while set, the end-of-turn write of the appends waits for it (the end of a checkpoint of the log) */
   private readonly writeHold = new WriteHold()
 
@@ -147,8 +150,13 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
       // a failed sync fails the write's request; the event is in the log all the same (replay serves it)
       gate.then(open, open)
     }
-    // emitted once durable (a caller need not wait for it)
-    void this.durable().catch(() => undefined)
+    // emitted once durable (a caller need not wait for it); the same promise answers durable() until the next append
+    const done = this.syncAppended()
+    this.appendedDurable = done
+    this.appendedDurableSeq = seq
+    done.catch(() => {
+      if (this.appendedDurable === done) this.appendedDurable = null
+    })
     return out
   }
 
@@ -161,7 +169,12 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
    * Resolves once every event appended before the call is on disk, and emitted to subscribers.
    * Rejects if the fdatasync fails (the write must then not be acknowledged).
    */
-  async durable(): Promise<void> {
+  durable(): Promise<void> {
+    if (this.appendedDurable && this.appendedDurableSeq === this.assignedSeq) return this.appendedDurable
+    return this.syncAppended()
+  }
+
+  private async syncAppended(): Promise<void> {
     const upTo = this.pending.length === 0 ? 0 : this.pending[this.pending.length - 1]!.evt.seq
     if (this.unwritten.length > 0) await this.scheduleWrite()
     if (this.walSync) await this.walSync.sync()

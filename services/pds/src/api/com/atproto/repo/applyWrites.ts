@@ -75,6 +75,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
     )
     return {
       encoding: 'application/json',
+      plainJson: true,
       body: { commit: { cid: outcome.commit.cid.toString(), rev: outcome.commit.rev }, results },
     }
   }

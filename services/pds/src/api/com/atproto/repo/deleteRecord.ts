@@ -31,6 +31,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
     const { outcome } = await ctx.repoWriter.write(account.did, [write], swapCommit)
     return {
       encoding: 'application/json',
+      plainJson: true,
       body: { commit: { cid: outcome.commit.cid.toString(), rev: outcome.commit.rev } },
     }
   }
