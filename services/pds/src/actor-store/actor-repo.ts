@@ -5,6 +5,7 @@ import { open } from 'node:fs/promises'
 import { CID } from 'multiformats/cid'
 import type { SigningKeypair } from '@stratos/core/crypto'
 import { cborDecode } from '@stratos/core/data'
+import { MultiRowStatement } from '@stratos/core/db'
 import { WalCheckpointSchedule, WalGroupSync, type WalCheckpointer } from '@stratos/core/stream'
 import { SqliteRepoStorage, repoCarStream, walkMst, writeCar, type VerifiedRepoCar } from '@stratos/core/repo'
 import { isValidNsid, isValidRecordKey, nextTid } from '@stratos/core/syntax'
@@ -138,6 +139,9 @@ export class ActorRepo {
       ),
       deleteRecord: () => db.prepare<[string]>('DELETE FROM record WHERE uri = ?'),
       deleteBlock: () => db.prepare<[Buffer]>('DELETE FROM repo_block WHERE cid = ?'),
+      putBlocks: () => new MultiRowStatement(db, 'INSERT INTO repo_block (cid, repo_rev, size, content)', 4, 'ON CONFLICT (cid) DO NOTHING', 64),
+      // made once: better-sqlite3's transaction() builds a wrapper and its variants on each call
+      inTransaction: () => db.transaction((fn: () => void) => fn()),
       listDesc: () => db.prepare<[string, string, number], RecordRow>(
         'SELECT * FROM record WHERE collection = ? AND rkey < ? AND takedownRef IS NULL ORDER BY rkey DESC LIMIT ?',
       ),
@@ -602,10 +606,13 @@ export class ActorRepo {
     newlyReferenced: Map<string, BlobRow>,
     dereferenced: string[],
   ): void {
-    this.db.transaction(() => {
+    this.s.inTransaction(() => {
       // removed blocks first, then new ones (a CID in both stays), then the root
-      for (const cid of commit.removedCids) this.s.deleteBlock.run(Buffer.from(cid.bytes.buffer, cid.bytes.byteOffset, cid.bytes.byteLength))
-      for (const b of commit.newBlocks) this.storage.putBlockSync(b.cid, b.bytes, commit.rev)
+      for (const cid of commit.removedCids) this.s.deleteBlock.run(asBuffer(cid.bytes))
+      // the new blocks in one statement (the rows core's SqliteRepoStorage#putBlockSync writes)
+      const rows: unknown[] = []
+      for (const b of commit.newBlocks) rows.push(asBuffer(b.cid.bytes), commit.rev, b.bytes.byteLength, asBuffer(b.bytes))
+      this.s.putBlocks.run(rows)
       this.storage.updateRootSync(commit.cid, commit.rev)
       const previousBlobs = new Set<string>()
       for (const w of writes) {
@@ -630,7 +637,7 @@ export class ActorRepo {
         }
       }
       for (const cid of newlyReferenced.keys()) this.s.blobMakePermanent.run(cid)
-    })()
+    })
   }
 
   /**
@@ -753,6 +760,11 @@ export class ActorRepo {
     }
     this.close()
   }
+}
+
+/** The same bytes as a Buffer (what better-sqlite3 binds as a BLOB), without a copy. */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
 }
 
 /** An object whose properties are made by the given functions on first access, then kept. */
