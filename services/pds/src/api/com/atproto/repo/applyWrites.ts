@@ -37,24 +37,18 @@ export default function (server: XrpcServer, ctx: AppContext) {
     const writes: PreparedWrite[] = body.writes.map((w) => {
       switch (w.$type) {
         case `${NS}#create`:
+        case `${NS}#update`: {
+          const action = w.$type === `${NS}#create` ? 'create' : 'update'
+          if (action === 'update' && !w.rkey) throw new InvalidRequestError('An update needs an rkey')
           return prepareCreateOrUpdate({
-            action: 'create',
+            action,
             did: account.did,
             collection: w.collection,
             rkey: w.rkey,
             record: w.value,
             validate: body.validate,
           })
-        case `${NS}#update`:
-          if (!w.rkey) throw new InvalidRequestError('An update needs an rkey')
-          return prepareCreateOrUpdate({
-            action: 'update',
-            did: account.did,
-            collection: w.collection,
-            rkey: w.rkey,
-            record: w.value,
-            validate: body.validate,
-          })
+        }
         case `${NS}#delete`:
           if (!w.rkey) throw new InvalidRequestError('A delete needs an rkey')
           return prepareDelete({ did: account.did, collection: w.collection, rkey: w.rkey })
