@@ -368,32 +368,63 @@ describe('actor store handle cache', () => {
     }
   })
 
-  it('a commit starts from the stored head when another connection wrote to the store since this handle last did', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pds-twohandles-'))
+  /** Two handles on one account's file, as two ActorStores (two connections); `a` has made one commit. */
+  async function twoHandles(name: string, fn: (h: { a: ActorRepo; b: ActorRepo; key: SigningKeypair; did: string; write: (rkey: string) => ReturnType<typeof prepareCreateOrUpdate> }) => Promise<void>) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pds-${name}-`))
     try {
       const blobs = new DiskBlobStore(path.join(dir, 'blobs'), path.join(dir, 'blobs', 'temp'))
       await blobs.init()
       const key = await generateKeypair()
-      const did = 'did:plc:twohandles000000000000000'
+      const did = `did:plc:${name.padEnd(24, '0')}`
       const write = (rkey: string) =>
         prepareCreateOrUpdate({ action: 'create', did, collection: 'app.bsky.feed.post', rkey, record: post(rkey) })
       const one = new ActorStore(path.join(dir, 'actors'), blobs)
       const a = one.create(did)
       await a.createEmptyRepo(key)
       await a.applyWrites([write('3aaaaaaaaaa22')], key)
-      // a second handle on the same file (another ActorStore): its commit moves the stored head
       const two = new ActorStore(path.join(dir, 'actors'), blobs)
-      const b = two.get(did)!
+      await fn({ a, b: two.get(did)!, key, did, write })
+      await two.close()
+      await one.close()
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  }
+
+  it('a commit starts from the stored head when another connection wrote to the store since this handle last did', async () => {
+    await twoHandles('twohandles', async ({ a, b, key, did, write }) => {
+      // b's commit moves the stored head
       await b.applyWrites([write('3aaaaaaaaab22')], key)
       // the first handle's kept tree is stale: its next commit must build on b's, not drop b's record
       const third = await a.applyWrites([write('3aaaaaaaaac22')], key)
       expect(third.ops.map((op) => op.path)).toEqual(['app.bsky.feed.post/3aaaaaaaaac22'])
       const verified = await verifyRepoCar(await concatChunks(a.exportRepo()), did, key.did())
       expect(verified.records.map((r) => r.rkey).sort()).toEqual(['3aaaaaaaaaa22', '3aaaaaaaaab22', '3aaaaaaaaac22'])
-      await two.close()
-      await one.close()
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true })
-    }
+    })
+  })
+
+  it('a commit built while another connection commits to the store is made again from the stored head', async () => {
+    await twoHandles('racinghandles', async ({ a, b, key, did, write }) => {
+      // the second connection commits while the first is signing a commit built on the head it kept
+      let raced = false
+      const racingKey: SigningKeypair = Object.assign(Object.create(key) as SigningKeypair, {
+        sign: async (msg: Uint8Array) => {
+          if (!raced) {
+            raced = true
+            await b.applyWrites([write('3aaaaaaaaab22')], key)
+          }
+          return key.sign(msg)
+        },
+      })
+      await a.applyWrites([write('3aaaaaaaaac22')], racingKey)
+      expect(raced).toBe(true)
+      const verified = await verifyRepoCar(await concatChunks(a.exportRepo()), did, key.did())
+      expect(verified.records.map((r) => r.rkey).sort()).toEqual(['3aaaaaaaaaa22', '3aaaaaaaaab22', '3aaaaaaaaac22'])
+      // a write refused on the first connection's kept head is checked against the stored one: b deletes a
+      // record, a creates it again (and swaps on b's commit)
+      const del = await b.applyWrites([prepareDelete({ did, collection: 'app.bsky.feed.post', rkey: '3aaaaaaaaaa22' })], key)
+      const again = await a.applyWrites([write('3aaaaaaaaaa22')], key, del.commit.cid)
+      expect(again.ops.map((op) => op.action)).toEqual(['create'])
+    })
   })
 })

@@ -63,6 +63,10 @@ const MAX_CACHED_READS = 256
  * checkpointer). A commit writes about 20-30 WAL pages: this is close to SQLite's automatic 1,000 pages.
  */
 const CHECKPOINT_EVERY_COMMITS = 32
+/** thrown inside a commit's transaction (rolling it back) when another connection moved the stored head */
+const STALE_HEAD = new Error('stale head')
+/** commits made again from a head another connection moved meanwhile before the write fails */
+const MAX_STALE_RETRIES = 5
 
 /** What an import changed (com.atproto.repo.importRepo). */
 export interface ImportOutcome {
@@ -93,7 +97,10 @@ export class ActorRepo {
   private readonly s
   /** the repo as of the last commit written through this handle, with the MST nodes it has loaded */
   private head: RepoHead | null = null
-  /** `PRAGMA data_version` when {@link head} was kept (it changes when another connection commits) */
+  /**
+   * `PRAGMA data_version` when {@link head} was read or last checked against the file (it changes when another
+   * connection commits; -1: check it before the next commit starts from the kept head)
+   */
   private headVersion = -1
   /** whether this handle's first commit has been made (until then the WAL may not exist yet) */
   private committed = false
@@ -522,6 +529,23 @@ export class ActorRepo {
   /** {@link applyWrites} for a caller that already holds {@link lock} (and sequences the commit under it). */
   async applyWritesLocked(writes: PreparedWrite[], signingKey: SigningKeypair, swapCommit?: CID): Promise<CommitOutcome> {
     if (writes.length > MAX_WRITES) throw new InvalidRequestError(`Too many writes. Max: ${MAX_WRITES}`)
+    // The kept head is checked against the file inside the commit's transaction (a data_version read of its
+    // own costs a read transaction, with its file-lock syscalls, per commit). Another connection's commit
+    // since then (rare: one handle per account in this process) rolls the commit back, and the write is
+    // made again from the stored head; so is a write refused on the kept head, in case that head was stale.
+    for (let attempt = 1; ; attempt++) {
+      const kept = this.head !== null && this.headVersion >= 0
+      try {
+        return await this.applyWritesOnce(writes, signingKey, swapCommit)
+      } catch (err) {
+        const stale = err === STALE_HEAD || (kept && this.s.dataVersion.get() !== this.headVersion)
+        if (!stale || attempt >= MAX_STALE_RETRIES) throw err === STALE_HEAD ? new Error(`repo of ${this.did} kept changing under its commit`) : err
+        this.headVersion = -1
+      }
+    }
+  }
+
+  private async applyWritesOnce(writes: PreparedWrite[], signingKey: SigningKeypair, swapCommit?: CID): Promise<CommitOutcome> {
     const head = this.currentHead()
     if (swapCommit && !head.cid.equals(swapCommit)) {
       throw new InvalidRequestError(`Commit was at ${head.cid.toString()}`, 'InvalidSwap')
@@ -607,6 +631,8 @@ export class ActorRepo {
     dereferenced: string[],
   ): void {
     this.s.inTransaction(() => {
+      // the transaction's first read: the head this commit was built on is still the stored one
+      if (this.s.dataVersion.get() !== this.headVersion) throw STALE_HEAD
       // removed blocks first, then new ones (a CID in both stays), then the root
       for (const cid of commit.removedCids) this.s.deleteBlock.run(asBuffer(cid.bytes))
       // the new blocks in one statement (the rows core's SqliteRepoStorage#putBlockSync writes)
@@ -647,8 +673,9 @@ export class ActorRepo {
    * nodes are then loaded as commits reach them).
    */
   private currentHead(): RepoHead {
+    // checked by the commit's transaction
+    if (this.head && this.headVersion >= 0) return this.head
     const version = this.s.dataVersion.get()!
-    if (this.head && version === this.headVersion) return this.head
     // this connection's own commits leave data_version as it is: the value read now stays valid for the
     // head this commit makes (all writers to the file hold the account's lock)
     this.headVersion = version
