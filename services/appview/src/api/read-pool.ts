@@ -53,6 +53,28 @@ export type ReadResult =
   | { ok: true; body: Uint8Array; headers: Record<string, string> }
   | { ok: false; status: number; error: string; message: string; headers: Record<string, string> }
 
+const utf8 = new TextEncoder()
+/** kept between answers: the worst case of a non-ASCII answer (3 bytes per UTF-16 unit) */
+let scratch = new Uint8Array(0)
+/** answers longer than this (UTF-16 units) are encoded without the scratch buffer (not kept that large) */
+const SCRATCH_MAX_UNITS = 4 << 20
+
+/**
+ * A string's UTF-8 bytes, as TextEncoder.encode gives them (lone surrogates as U+FFFD), by encodeInto: on
+ * Node 20 encode() goes through V8's String::WriteUtf8 (~300 µs for a 190 KB thread answer), encodeInto
+ * through a far faster path (~15 µs). An ASCII string is encoded straight into a buffer of its length;
+ * any other into a kept scratch buffer, its bytes then copied out.
+ */
+export function utf8Bytes(s: string): Uint8Array {
+  const exact = new Uint8Array(s.length)
+  const first = utf8.encodeInto(s, exact)
+  if (first.read === s.length) return first.written === s.length ? exact : exact.subarray(0, first.written)
+  if (s.length > SCRATCH_MAX_UNITS) return utf8.encode(s)
+  if (scratch.length < s.length * 3) scratch = new Uint8Array(s.length * 3)
+  const { written } = utf8.encodeInto(s, scratch)
+  return scratch.slice(0, written)
+}
+
 export interface ReadPoolOptions {
   /** worker threads (at least 1) */
   size: number

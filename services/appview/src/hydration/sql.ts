@@ -50,13 +50,28 @@ export interface SqliteHandle {
  * reading a row of 15 columns was that object, not SQLite: 500 against 300 µs for 200 actor rows), a
  * literal of fixed shape costs little. The objects are the ones the statement gives in object mode (same
  * names, same values; a name given twice keeps the last column, as there).
+ *
+ * `json`: the same statement wrapped to return all its rows as ONE JSON text (an array of arrays), which
+ * JSON.parse turns into the row arrays: better-sqlite3 makes each row array and each of its values through
+ * V8's API one call at a time (~0.15 µs per value, ~0.4 µs per row: more than SQLite's own work for a row
+ * of an index seek), V8's JSON parser makes them far faster. Only for statements whose rows' order does not
+ * matter (no ORDER BY: the aggregate's input order is not specified) and whose columns have distinct names;
+ * the schema's columns are text and integers only (JSON holds them exactly; an integer beyond 2^53 comes
+ * back rounded, as better-sqlite3 gives it too).
  */
 interface ReadStatement {
   stmt: SqliteStatement
   toObject: ((row: unknown[]) => unknown) | null
+  json?: SqliteStatement
 }
 
-function readStatement(stmt: SqliteStatement): ReadStatement {
+/** An SQL identifier, quoted. */
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`
+}
+
+function readStatement(handle: SqliteHandle, sql: string): ReadStatement {
+  const stmt = handle.prepare(sql)
   if (!stmt.reader) return { stmt, toObject: null }
   const names = stmt.columns().map((c) => c.name)
   // (a column named __proto__ would set the prototype in a literal: such statements stay in object mode)
@@ -64,11 +79,18 @@ function readStatement(stmt: SqliteStatement): ReadStatement {
   stmt.raw(true)
   // eslint-disable-next-line @typescript-eslint/no-implied-eval -- the names are the statement's own columns, quoted by JSON.stringify
   const toObject = new Function('r', `return { ${names.map((n, i) => `${JSON.stringify(n)}: r[${i}]`).join(', ')} }`) as (row: unknown[]) => unknown
-  return { stmt, toObject }
+  if (names.length === 0 || new Set(names).size !== names.length || /\bORDER\s+BY\b/i.test(sql)) return { stmt, toObject }
+  const json = handle.prepare(`SELECT json_group_array(json_array(${names.map(quoteIdent).join(', ')})) FROM (${sql})`)
+  json.raw(true)
+  return { stmt, toObject, json }
 }
 
 function allRows(s: ReadStatement, params: unknown[]): unknown[] {
-  const rows = s.stmt.all(params)
+  let rows: unknown[]
+  if (s.json) {
+    const [[text]] = s.json.all(params) as [[string]]
+    rows = JSON.parse(text) as unknown[]
+  } else rows = s.stmt.all(params)
   if (!s.toObject) return rows
   for (let i = 0; i < rows.length; i++) rows[i] = s.toObject(rows[i] as unknown[])
   return rows
@@ -267,7 +289,7 @@ export function listSql(db: Kysely<any>): ListSql {
       })
       if (direct && !direct.inTransaction) {
         let stmt = statements.get(text.sql)
-        if (!stmt) statements.set(text.sql, (stmt = readStatement(direct.prepare(text.sql))))
+        if (!stmt) statements.set(text.sql, (stmt = readStatement(direct, text.sql)))
         if (stmt.stmt.reader) {
           const cache = readCaches.get(db)
           if (!cache) return allRows(stmt, params) as T[]

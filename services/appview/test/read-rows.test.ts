@@ -1,0 +1,168 @@
+/**
+ * How a read worker gets rows and answer bytes: listSql's statements run on the better-sqlite3 handle
+ * return their rows as one JSON text (src/hydration/sql.ts, readStatement), and answers are encoded by
+ * utf8Bytes (src/api/read-pool.ts). The oracles are better-sqlite3's own rows (object mode, the statement
+ * as written) and TextEncoder.encode.
+ */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { migrateToLatest, openSqlite, type Database } from '@stratos/core/db'
+import { appviewMigrations } from '../src/indexer/migrations.js'
+import { listSql, readDirectly, type ListSql } from '../src/hydration/sql.js'
+import { hydrationQueries } from '../src/hydration/hydrator.js'
+import { utf8Bytes } from '../src/api/read-pool.js'
+
+/** a deterministic generator (xorshift) */
+function rng(seed: number) {
+  let x = seed
+  return () => {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    return (x >>> 0) / 2 ** 32
+  }
+}
+
+const PIECES = ['a', 'Z', '0', ' ', '"', '\\', '/', '\n', '\t', '\u0000', '\u0001', '\u001f', 'é', '€', '𝄞', '🎉', '\u2028', '<', "'", '{', ']', 'null']
+
+function text(r: () => number, max: number): string {
+  let s = ''
+  const n = Math.floor(r() * max)
+  for (let i = 0; i < n; i++) s += PIECES[Math.floor(r() * PIECES.length)]
+  return s
+}
+
+describe('read rows as one JSON text', () => {
+  let dir: string
+  let writer: Database<any>
+  let reader: Database<any>
+  let q: ListSql
+  const prepared: string[] = []
+  const dids: string[] = []
+  const posts: string[] = []
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'read-rows-'))
+    const file = join(dir, 'db.sqlite')
+    writer = openSqlite<any>(file)
+    await migrateToLatest(writer.db, appviewMigrations('sqlite'))
+    const w = writer.sqlite!
+    const r = rng(7)
+    const T = '2026-01-01T00:00:00.000Z'
+    for (let i = 0; i < 60; i++) {
+      const did = `did:plc:${String(i).padStart(24, 'x')}`
+      dids.push(did)
+      w.prepare('INSERT INTO actor (did, handle, "indexedAt", "upstreamStatus") VALUES (?, ?, ?, ?)').run(did, r() < 0.2 ? null : `${text(r, 12)}.test`, T, r() < 0.1 ? 'takendown' : null)
+      if (r() < 0.7) {
+        const uri = `at://${did}/app.bsky.actor.profile/self`
+        const record = JSON.stringify({ displayName: text(r, 20), description: text(r, 60) })
+        w.prepare('INSERT INTO record (uri, cid, did, collection, rkey, json, "indexedAt") VALUES (?, ?, ?, ?, ?, ?, ?)').run(uri, `cid${i}`, did, 'app.bsky.actor.profile', 'self', record, T)
+        w.prepare('INSERT INTO profile (uri, cid, creator, "displayName", description, "indexedAt") VALUES (?, ?, ?, ?, ?, ?)').run(uri, `cid${i}`, did, r() < 0.3 ? null : text(r, 20), text(r, 40), T)
+      }
+      for (let k = 0; k < 3; k++) {
+        const uri = `at://${did}/app.bsky.feed.post/${i}p${k}${text(r, 3).replace(/\W/g, '')}`
+        posts.push(uri)
+        const record = JSON.stringify({ $type: 'app.bsky.feed.post', text: text(r, 80), createdAt: T })
+        w.prepare('INSERT INTO record (uri, cid, did, collection, rkey, json, "indexedAt") VALUES (?, ?, ?, ?, ?, ?, ?)').run(uri, `c${i}-${k}`, did, 'app.bsky.feed.post', `${i}p${k}`, record, T)
+        w.prepare('INSERT INTO post (uri, cid, creator, text, "createdAt", "indexedAt", "sortAt", "violatesThreadGate") VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(
+          uri,
+          `c${i}-${k}`,
+          did,
+          text(r, 80),
+          T,
+          T,
+          T,
+          r() < 0.1 ? 1 : 0,
+        )
+        if (r() < 0.8) {
+          w.prepare('INSERT INTO record_agg (uri, "likeCount", "repostCount", "replyCount", "quoteCount") VALUES (?, ?, ?, ?, ?)').run(
+            uri,
+            Math.floor(r() * 1000),
+            2 ** 40 + i,
+            -k,
+            0,
+          )
+        }
+      }
+    }
+    for (let i = 0; i < 40; i++) {
+      const a = dids[i]!
+      const b = dids[(i * 7 + 3) % dids.length]!
+      if (a !== b) w.prepare('INSERT INTO follow (uri, cid, creator, "subjectDid", "createdAt", "indexedAt", "sortAt") VALUES (?, ?, ?, ?, ?, ?, ?)').run(`at://${a}/app.bsky.graph.follow/${i}`, `f${i}`, a, b, T, T, T)
+    }
+    reader = openSqlite<any>(file, { readonly: true })
+    const sqlite = reader.sqlite!
+    readDirectly(reader.db, {
+      inTransaction: false,
+      prepare: (source) => {
+        prepared.push(source)
+        return sqlite.prepare(source)
+      },
+    })
+    q = listSql(reader.db)
+  })
+
+  afterAll(async () => {
+    await reader.close()
+    await writer.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  /** the statement's rows as better-sqlite3 gives them in object mode, as sorted JSON texts */
+  const oracle = (sql: string, params: unknown[]) =>
+    (writer.sqlite!.prepare(sql).all(params.map((p) => (p !== null && typeof p === 'object' ? JSON.stringify((p as { list: string[] }).list) : p))) as unknown[])
+      .map((row) => JSON.stringify(row))
+      .sort()
+
+  it('gives the rows better-sqlite3 gives, for the hydration statements', async () => {
+    const sql = hydrationQueries(q)
+    const viewer = dids[0]!
+    const cases: [keyof typeof sql, unknown[]][] = [
+      ['actors', [{ list: dids }]],
+      ['actorCounts', ['app.bsky.labeler.service', { list: dids }]],
+      ['postHeads', [{ list: posts }]],
+      ['aggs', [{ list: posts }]],
+      ['posts', [{ list: posts }]],
+      ['viewerKinds', Array.from({ length: 8 }, () => viewer)],
+    ]
+    for (const [name, args] of cases) {
+      const rows = await q.rows<unknown>(sql[name], args as never)
+      expect(rows.length, name).toBeGreaterThan(0)
+      expect(rows.map((row) => JSON.stringify(row)).sort(), name).toEqual(oracle(sql[name].sql, args))
+    }
+    // (the rows came from the statements wrapped to return one JSON text)
+    expect(prepared.filter((s) => s.startsWith('SELECT json_group_array(json_array(')).length).toBe(cases.length)
+  })
+
+  it('keeps an ordered statement as it is (its rows in order)', async () => {
+    const text = q.prepare('SELECT did, handle FROM actor WHERE did IN ?L ORDER BY did DESC')
+    const rows = await q.rows<{ did: string }>(text, [{ list: dids }])
+    expect(rows.map((r) => r.did)).toEqual([...dids].sort().reverse())
+    expect(prepared.filter((s) => s.includes('ORDER BY did DESC') && s.startsWith('SELECT json_group_array'))).toEqual([])
+  })
+
+  it('an empty result is an empty list', async () => {
+    const rows = await q.rows(hydrationQueries(q).actors, [{ list: ['did:plc:none'] }])
+    expect(rows).toEqual([])
+  })
+})
+
+describe('utf8Bytes', () => {
+  it('gives the bytes TextEncoder.encode gives', () => {
+    const enc = new TextEncoder()
+    const r = rng(11)
+    const strings = ['', 'a', 'plain ascii {"a":1}', 'é', '🎉', '\ud800', 'x\udc00y', '\ud83c', 'a'.repeat(5000) + '€']
+    for (let i = 0; i < 300; i++) {
+      let s = ''
+      const n = Math.floor(r() * 200)
+      for (let k = 0; k < n; k++) {
+        const pick = r()
+        s += pick < 0.7 ? String.fromCharCode(32 + Math.floor(r() * 95)) : pick < 0.9 ? String.fromCharCode(Math.floor(r() * 0x10000)) : PIECES[Math.floor(r() * PIECES.length)]
+      }
+      strings.push(s)
+    }
+    for (const s of strings) expect(Buffer.from(utf8Bytes(s)).equals(Buffer.from(enc.encode(s))), JSON.stringify(s)).toBe(true)
+  })
+})
