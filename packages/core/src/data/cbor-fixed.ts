@@ -98,10 +98,23 @@ export function fixedAscii(b: Uint8Array, out: FixedPos): string | undefined {
   if (end > b.length) return undefined
   for (let i = start; i < end; i++) if (b[i]! >= 0x80) return undefined
   out.pos = end
-  return len <= 64 ? String.fromCharCode.apply(null, b.subarray(start, end) as unknown as number[]) : utf8.decode(b.subarray(start, end))
+  return len <= 64 ? latin1(b, start, end) : utf8.decode(b.subarray(start, end))
 }
 
 const utf8 = new TextDecoder()
+
+type Latin1Slice = (this: Uint8Array, start: number, end: number) => string
+const nativeLatin1 = (Buffer.prototype as unknown as { latin1Slice?: Latin1Slice }).latin1Slice
+
+/**
+ * Bytes [start, end) of `b` (within its bounds) as a string of one-byte characters: character i is byte
+ * start + i, so ASCII bytes give their text. Node's latin1 slice where there is one: about 3x cheaper than
+ * `String.fromCharCode.apply` over a subarray for a record path, and no view allocated.
+ */
+export function latin1(b: Uint8Array, start: number, end: number): string {
+  if (nativeLatin1) return nativeLatin1.call(b, start, end)
+  return String.fromCharCode.apply(null, b.subarray(start, end) as unknown as number[])
+}
 
 /** True when the bytes at `pos` are exactly `expect` (e.g. a map key with its head). */
 export function fixedBytesAt(b: Uint8Array, pos: number, expect: Uint8Array): boolean {

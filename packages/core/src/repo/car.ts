@@ -224,13 +224,15 @@ function parseHeader(header: unknown, maxRoots: number): CID[] {
 // ---------------------------------------------------------------------------------------------
 // the hot path: a commit's CAR slice, read without CID objects or string keys
 
+const VARINT_SCALE = [1, 128, 16384, 2097152]
+
 /** A varint at `pos` in its minimal form (at most 4 bytes), as [value, next]; null for anything else. */
 function varintAt(b: Uint8Array, pos: number): [number, number] | null {
   let value = 0
   for (let i = 0; i < 4; i++) {
     const x = b[pos + i]
     if (x === undefined) return null
-    value += (x & 0x7f) * 2 ** (7 * i)
+    value += (x & 0x7f) * VARINT_SCALE[i]!
     if ((x & 0x80) === 0) return x === 0 && i > 0 ? null : [value, pos + i + 1]
   }
   return null
@@ -278,7 +280,11 @@ export class CarBlocks {
   }
 
   get(cid: { bytes: Uint8Array }): Uint8Array | undefined {
-    const want = cid.bytes
+    return this.getBytes(cid.bytes)
+  }
+
+  /** The block of the CID whose bytes are `want`. */
+  getBytes(want: Uint8Array): Uint8Array | undefined {
     for (let j = this.first.get(CarBlocks.bucket(want)) ?? -1; j >= 0; j = this.next[j]!) {
       const have = this.cids[j]!
       if (have.length === want.length && bytesEqual(have, want)) return this.datas[j]

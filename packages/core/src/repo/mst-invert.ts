@@ -24,7 +24,7 @@
  */
 import { CID } from 'multiformats/cid'
 import { DAG_CBOR_CODEC, cborHeadLength, cidForCbor, writeCborCid, writeCborHead } from '../data/index.js'
-import { fixedArg, type FixedPos } from '../data/cbor-fixed.js'
+import { fixedArg, latin1, type FixedPos } from '../data/cbor-fixed.js'
 import { sha256 } from '../crypto/sha256.js'
 import { MstWalkError, decodeMstNode, isValidMstKeyAscii, mstKeyLayer, type BlockGetter } from './mst-walk.js'
 
@@ -33,6 +33,11 @@ type Link = Uint8Array
 
 /** Reads a block by its CID's bytes. */
 export type LinkGetter = (cid: Uint8Array) => Uint8Array | undefined | null
+
+/** Reads blocks by their CID's bytes (core's CarBlocks is one). */
+export interface LinkSource {
+  getBytes(cid: Uint8Array): Uint8Array | undefined | null
+}
 
 const linkStr = (l: Link): string => {
   try {
@@ -124,7 +129,7 @@ export function readNodeLinks(b: Uint8Array): { keys: string[]; vals: Link[]; ri
     const prefix = fixedArg(b, p + 2, 0, at)
     if (prefix < 0 || prefix > prev.length || (i === 0 && prefix !== 0)) return null
     for (let j = kStart; j < p; j++) if (b[j]! >= 0x80) return null
-    const key = (prefix > 0 ? prev.slice(0, prefix) : '') + String.fromCharCode.apply(null, b.subarray(kStart, p) as unknown as number[])
+    const key = (prefix > 0 ? prev.slice(0, prefix) : '') + latin1(b, kStart, p)
     // exact prefix compression: the shared prefix with the previous key is exactly `prefix` long
     if (i > 0 && prefix < prev.length && prefix < key.length && prev.charCodeAt(prefix) === key.charCodeAt(prefix)) return null
     if (!isValidMstKeyAscii(key) || (i > 0 && !(prev < key))) return null
@@ -160,6 +165,11 @@ export function readNodeLinks(b: Uint8Array): { keys: string[]; vals: Link[]; ri
 }
 
 const isEmpty = (n: Node): boolean => n.keys.length === 0 && n.kids[0] === null
+
+function hasSubtree(kids: (Node | Link | null)[]): boolean {
+  for (let i = 0; i < kids.length; i++) if (kids[i] !== null) return true
+  return false
+}
 
 /** Index of `key` in the sorted `keys`, or of the gap (subtree) where it would be. */
 function search(keys: string[], key: string): { i: number; found: boolean } {
@@ -210,7 +220,7 @@ class PartialMst {
   root: Node | null
 
   constructor(
-    private readonly get: LinkGetter,
+    private readonly src: LinkSource,
     rootCid: Link,
   ) {
     this.root = this.load(rootCid, null)
@@ -219,7 +229,7 @@ class PartialMst {
 
   /** Decodes a node; `layer` is the layer its parent puts it on (null for the root). */
   private load(cid: Link, layer: number | null): Node {
-    const bytes = this.get(cid)
+    const bytes = this.src.getBytes(cid)
     if (!bytes) throw new InversionError('missing-block', `MST node ${linkStr(cid)} needed for inversion is not in the slice`)
     let keys: string[]
     let vals: Link[]
@@ -274,7 +284,7 @@ class PartialMst {
       nodeLayer = child.layer + 1
       kids[0] = child
     }
-    if (nodeLayer === 0 && kids.some((k) => k !== null)) {
+    if (nodeLayer === 0 && hasSubtree(kids)) {
       throw new InversionError('malformed', `MST node ${linkStr(cid)} on layer 0 has subtrees`)
     }
     if (nodeLayer > 128) throw new InversionError('malformed', `MST node ${linkStr(cid)}: layer ${nodeLayer} is impossible`)
@@ -403,13 +413,17 @@ class PartialMst {
     return this.root ? CID.decode(this.cidOf(this.root)) : EMPTY_ROOT
   }
 
+  /** A subtree's link: as it was (not loaded), or its node's CID (re-encoded if it changed); null for none. */
+  private linkOf(k: Node | Link | null | undefined): Link | null {
+    return k === null || k === undefined ? null : k instanceof Node ? this.cidOf(k) : k
+  }
+
   /** Re-encodes the changed nodes under `n` (post-order) and returns n's CID (bytes). */
   private cidOf(n: Node): Link {
     if (n.cid) return n.cid
-    const sub = (k: Node | Link | null | undefined): Link | null => (k === null || k === undefined ? null : k instanceof Node ? this.cidOf(k) : k)
-    const left = sub(n.kids[0])
+    const left = this.linkOf(n.kids[0])
     const rights: (Link | null)[] = new Array(n.keys.length)
-    for (let i = 0; i < n.keys.length; i++) rights[i] = sub(n.kids[i + 1])
+    for (let i = 0; i < n.keys.length; i++) rights[i] = this.linkOf(n.kids[i + 1])
     // CIDv1 dag-cbor sha2-256
     const link = new Uint8Array(36)
     link[0] = 1
@@ -507,7 +521,7 @@ export function encodeNode(keys: string[], vals: CidLike[], rights: (CidLike | n
  * Synchronous; never throws for bad input.
  */
 export function invertMstOps(
-  get: BlockGetter,
+  get: BlockGetter | LinkSource,
   data: CID,
   ops: InversionOp[],
   opts: { getBytes?: LinkGetter } = {},
@@ -515,7 +529,8 @@ export function invertMstOps(
   // nothing to undo: the tree is unchanged (an empty commit's slice need not carry the root node)
   if (ops.length === 0) return { ok: true, root: data }
   try {
-    const tree = new PartialMst(opts.getBytes ?? ((link) => get(CID.decode(link))), data.bytes)
+    const source: LinkSource = typeof get === 'function' ? { getBytes: opts.getBytes ?? ((link) => get(CID.decode(link))) } : get
+    const tree = new PartialMst(source, data.bytes)
     for (const op of ops) {
       if (typeof op.path !== 'string' || !/^[\x21-\x7e]{1,1024}$/.test(op.path)) {
         return { ok: false, reason: 'malformed', message: `op path ${JSON.stringify(op.path)} is not an MST key` }

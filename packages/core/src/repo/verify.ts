@@ -248,7 +248,7 @@ export async function invertCommitOps(
 ): Promise<InversionResult> {
   if ((opts.impl ?? 'fast') === 'fast') {
     // a CarBlocks is read by CID bytes (no CID objects); a BlockMap needs CIDs
-    if (blocks instanceof CarBlocks) return invertMstOps((cid) => blocks.get(cid), data, ops, { getBytes: (bytes) => blocks.get({ bytes }) })
+    if (blocks instanceof CarBlocks) return invertMstOps(blocks, data, ops)
     return invertMstOps((cid) => blocks.get(cid), data, ops)
   }
   return invertWithAtprotoMst(blocks instanceof CarBlocks ? blocks.toBlockMap() : blocks, data, ops)

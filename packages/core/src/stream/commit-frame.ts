@@ -17,7 +17,7 @@
 import { CID } from 'multiformats/cid'
 import { CborTruncatedError, cborHeadLength, scanCborItemStrict, writeCborHead } from '../data/index.js'
 import type { CommitEvent, CommitEventOp } from '../repo/verify.js'
-import { cidAt, isCidPayload } from '../data/cbor-fixed.js'
+import { cidAt, isCidPayload, latin1 } from '../data/cbor-fixed.js'
 import { FrameError, messageHeaderBytes } from './frames.js'
 
 export { isCidPayload }
@@ -114,7 +114,7 @@ function textAt(b: Uint8Array, pos: number): string | undefined {
   const [major, len, at] = head(b, pos)
   if (major !== 3) return undefined
   const end = at + len
-  if (len <= 64 && isAscii(b, at, end)) return String.fromCharCode.apply(null, b.subarray(at, end) as unknown as number[])
+  if (len <= 64 && isAscii(b, at, end)) return latin1(b, at, end)
   return utf8.decode(b.subarray(at, end))
 }
 
@@ -257,13 +257,12 @@ export class CommitFrame {
   commitEvent(): CommitEvent | null {
     const b = this.frame
     const r = this.ranges
-    const field = (f: number): unknown => (r[2 * f]! < 0 ? undefined : plainValueAt(b, r[2 * f]!))
-    const repo = field(F_REPO)
-    const commit = field(F_COMMIT)
-    const rev = field(F_REV)
-    const since = field(F_SINCE)
-    const blocks = field(F_BLOCKS)
-    const prevData = field(F_PREVDATA)
+    const repo = fieldValue(b, r, F_REPO)
+    const commit = fieldValue(b, r, F_COMMIT)
+    const rev = fieldValue(b, r, F_REV)
+    const since = fieldValue(b, r, F_SINCE)
+    const blocks = fieldValue(b, r, F_BLOCKS)
+    const prevData = fieldValue(b, r, F_PREVDATA)
     if (repo === BAIL || commit === BAIL || rev === BAIL || since === BAIL || blocks === BAIL || prevData === BAIL) return null
     let ops: CommitEventOp[] | undefined
     if (this.opCount >= 0) {
@@ -291,19 +290,18 @@ export class CommitFrame {
    * with each op reduced to `{action, path, cid (null if absent), prev (if a CID)}`, `since` null unless a
    * string and `time` replaced by `now` (ISO) unless a valid date string. Only the seq is left to write.
    */
-  outbound(now: () => string = () => new Date().toISOString()): OutboundCommit {
+  outbound(now: () => string = isoNow): OutboundCommit {
     const b = this.frame
     const r = this.ranges
-    const range = (f: number): [number, number] => [r[2 * f]!, r[2 * f + 1]!]
 
-    // the time as forwarded
+    // the time as forwarded (copied from the body when it is valid ASCII)
     let timeBytes: Uint8Array | null = null
-    let timeRange: [number, number] | null = null
+    let timeRange = false
     const tStart = r[2 * F_TIME]!
     const t = tStart >= 0 ? textAt(b, tStart) : undefined
     if (t !== undefined && !Number.isNaN(Date.parse(t))) {
       const [, len, at] = head(b, tStart)
-      if (isAscii(b, at, at + len)) timeRange = range(F_TIME)
+      if (isAscii(b, at, at + len)) timeRange = true
       else timeBytes = textItem(t)
     } else {
       timeBytes = textItem(now())
@@ -325,7 +323,6 @@ export class CommitFrame {
       opsLen += 7 + this.opRanges[o + 2 * O_ACTION + 1]! - this.opRanges[o + 2 * O_ACTION]!
     }
 
-    const len = (f: number) => r[2 * f + 1]! - r[2 * f]!
     const header = messageHeaderBytes('#commit')
     const fields = 11 + (hasPrevData ? 1 : 0)
     // everything but the seq's value
@@ -333,80 +330,97 @@ export class CommitFrame {
       header.length +
       1 + // map head (<= 23 entries)
       4 + opsLen +
-      4 + len(F_REV) +
+      4 + fieldLen(r, F_REV) +
       4 + // "seq" (the value is written later)
-      5 + len(F_REPO) +
-      5 + (timeRange ? len(F_TIME) : timeBytes!.length) +
+      5 + fieldLen(r, F_REPO) +
+      5 + (timeRange ? fieldLen(r, F_TIME) : timeBytes!.length) +
       6 + 1 + // blobs []
-      6 + (sinceIsText ? len(F_SINCE) : 1) +
-      7 + len(F_BLOCKS) +
-      7 + len(F_COMMIT) +
+      6 + (sinceIsText ? fieldLen(r, F_SINCE) : 1) +
+      7 + fieldLen(r, F_BLOCKS) +
+      7 + fieldLen(r, F_COMMIT) +
       7 + 1 + // rebase false
       7 + 1 + // tooBig false
-      (hasPrevData ? 9 + len(F_PREVDATA) : 0)
+      (hasPrevData ? 9 + fieldLen(r, F_PREVDATA) : 0)
+    // (written by module functions, not closures: a closure per commit is an allocation, and more under tsx)
     const out = new Uint8Array(size)
-    let p = 0
-    const put = (src: Uint8Array, start = 0, end = src.length) => {
-      out.set(src.subarray(start, end), p)
-      p += end - start
-    }
-    const key = (k: Uint8Array) => {
-      out[p++] = 0x60 | k.length
-      put(k)
-    }
-    const copy = (f: number) => put(b, r[2 * f]!, r[2 * f + 1]!)
-
-    put(header)
+    const o = this.opRanges
+    let p = put(out, 0, header, 0, header.length)
     out[p++] = 0xa0 | fields
-    key(K.ops)
+    p = putKey(out, p, K.ops)
     p = writeCborHead(out, p, 4, n)
     for (let i = 0; i < n; i++) {
-      const o = 8 * i
-      const cid = this.opRanges[o + 2 * O_CID]!
-      const prev = this.opRanges[o + 2 * O_PREV]!
+      const at = 8 * i
+      const cid = o[at + 2 * O_CID]!
+      const prev = o[at + 2 * O_PREV]!
       const hasPrev = prev >= 0 && b[prev] === TAG42
       out[p++] = 0xa0 | (hasPrev ? 4 : 3)
-      key(K.cid)
-      if (cid >= 0) put(b, cid, this.opRanges[o + 2 * O_CID + 1]!)
+      p = putKey(out, p, K.cid)
+      if (cid >= 0) p = put(out, p, b, cid, o[at + 2 * O_CID + 1]!)
       else out[p++] = CBOR_NULL
-      key(K.path)
-      put(b, this.opRanges[o + 2 * O_PATH]!, this.opRanges[o + 2 * O_PATH + 1]!)
+      p = putKey(out, p, K.path)
+      p = put(out, p, b, o[at + 2 * O_PATH]!, o[at + 2 * O_PATH + 1]!)
       if (hasPrev) {
-        key(K.prev)
-        put(b, prev, this.opRanges[o + 2 * O_PREV + 1]!)
+        p = putKey(out, p, K.prev)
+        p = put(out, p, b, prev, o[at + 2 * O_PREV + 1]!)
       }
-      key(K.action)
-      put(b, this.opRanges[o + 2 * O_ACTION]!, this.opRanges[o + 2 * O_ACTION + 1]!)
+      p = putKey(out, p, K.action)
+      p = put(out, p, b, o[at + 2 * O_ACTION]!, o[at + 2 * O_ACTION + 1]!)
     }
-    key(K.rev)
-    copy(F_REV)
-    key(K.seq)
+    p = putKey(out, p, K.rev)
+    p = putField(out, p, b, r, F_REV)
+    p = putKey(out, p, K.seq)
     const seqAt = p
-    key(K.repo)
-    copy(F_REPO)
-    key(K.time)
-    if (timeRange) copy(F_TIME)
-    else put(timeBytes!)
-    key(BLOBS)
+    p = putKey(out, p, K.repo)
+    p = putField(out, p, b, r, F_REPO)
+    p = putKey(out, p, K.time)
+    if (timeRange) p = putField(out, p, b, r, F_TIME)
+    else p = put(out, p, timeBytes!, 0, timeBytes!.length)
+    p = putKey(out, p, BLOBS)
     out[p++] = 0x80
-    key(K.since)
-    if (sinceIsText) copy(F_SINCE)
+    p = putKey(out, p, K.since)
+    if (sinceIsText) p = putField(out, p, b, r, F_SINCE)
     else out[p++] = CBOR_NULL
-    key(K.blocks)
-    copy(F_BLOCKS)
-    key(K.commit)
-    copy(F_COMMIT)
-    key(REBASE)
+    p = putKey(out, p, K.blocks)
+    p = putField(out, p, b, r, F_BLOCKS)
+    p = putKey(out, p, K.commit)
+    p = putField(out, p, b, r, F_COMMIT)
+    p = putKey(out, p, REBASE)
     out[p++] = CBOR_FALSE
-    key(TOOBIG)
+    p = putKey(out, p, TOOBIG)
     out[p++] = CBOR_FALSE
     if (hasPrevData) {
-      key(K.prevData)
-      copy(F_PREVDATA)
+      p = putKey(out, p, K.prevData)
+      p = putField(out, p, b, r, F_PREVDATA)
     }
     if (p !== size) throw new Error(`outbound commit: wrote ${p} bytes, expected ${size}`)
     return new OutboundCommit(out, seqAt, n)
   }
+}
+
+/** The byte length of top-level field f's value. */
+function fieldLen(r: Int32Array, f: number): number {
+  return r[2 * f + 1]! - r[2 * f]!
+}
+
+/** Copies src[start, end) into out at p; returns the position after it. */
+function put(out: Uint8Array, p: number, src: Uint8Array, start: number, end: number): number {
+  if (end - start <= 16) for (let i = start; i < end; i++) out[p++] = src[i]!
+  else {
+    out.set(src.subarray(start, end), p)
+    p += end - start
+  }
+  return p
+}
+
+/** A map key (a text string of at most 23 bytes) at p. */
+function putKey(out: Uint8Array, p: number, k: Uint8Array): number {
+  out[p++] = 0x60 | k.length
+  return put(out, p, k, 0, k.length)
+}
+
+/** The value of top-level field f as it is in the body. */
+function putField(out: Uint8Array, p: number, b: Uint8Array, r: Int32Array, f: number): number {
+  return put(out, p, b, r[2 * f]!, r[2 * f + 1]!)
 }
 
 const BLOBS = enc('blobs')
@@ -442,6 +456,14 @@ function textItem(s: string): Uint8Array {
   const p = writeCborHead(out, 0, 3, bytes.length)
   out.set(bytes, p)
   return out
+}
+
+const isoNow = (): string => new Date().toISOString()
+
+/** A top-level field's value as `plainValueAt` gives it; undefined when the field is absent. */
+function fieldValue(b: Uint8Array, r: Int32Array, f: number): unknown {
+  const at = r[2 * f]!
+  return at < 0 ? undefined : plainValueAt(b, at)
 }
 
 const OP_FIELDS = ['action', 'path', 'cid', 'prev'] as const // in the order of O_ACTION..O_PREV

@@ -11,6 +11,7 @@
 import { availableParallelism } from 'node:os'
 import { CID } from 'multiformats/cid'
 import { cborDecode, lexToJson } from '../data/index.js'
+import { latin1 } from '../data/cbor-fixed.js'
 import {
   verifyCommitEvent,
   verifySyncEvent,
@@ -122,7 +123,8 @@ export type PortableState = { rev: string; data: string }
 
 /** A CID's bytes as a string of one-byte characters (character i is byte i), to post it (see PortableSummary). */
 export function cidToWire(cid: CID): string {
-  return String.fromCharCode.apply(null, cid.bytes as unknown as number[])
+  const b = cid.bytes
+  return latin1(b, 0, b.length)
 }
 
 /** The inverse of `cidToWire` (the bytes in a Uint8Array of their own: a CID's fit in the JS heap, no ArrayBuffer allocated). */

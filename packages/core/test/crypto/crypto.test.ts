@@ -1,4 +1,4 @@
-import { ECDH, randomBytes } from 'node:crypto'
+import { ECDH, createHash, randomBytes } from 'node:crypto'
 import * as atcrypto from '@atproto/crypto'
 import { base58btc } from 'multiformats/bases/base58'
 import { describe, expect, it, vi } from 'vitest'
@@ -234,6 +234,13 @@ describe('crypto: did:key and multikey', () => {
     const data = randomBytes(100)
     expect(toHex(sha256(data))).toBe(toHex(await atcrypto.sha256(data)))
     expect(toHex(sha256('abc'))).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad')
+    // every length around the block boundaries, views at an offset, and text that is not ASCII
+    const big = randomBytes(700)
+    for (let len = 0; len <= 300; len++) {
+      const view = big.subarray(7, 7 + len)
+      expect(toHex(sha256(view)), `${len} bytes`).toBe(createHash('sha256').update(view).digest('hex'))
+    }
+    expect(toHex(sha256('é ☃ 𝄞'))).toBe(createHash('sha256').update('é ☃ 𝄞', 'utf8').digest('hex'))
   })
 
   it('imports keys from hex and bytes and refuses out-of-range ones', async () => {
