@@ -3,6 +3,7 @@ import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createXrpcServer, InvalidRequestError, MemoryRateLimitStore, type XrpcServer, type XrpcServerOptions } from '@stratos/core/xrpc'
 import type { BucketSpec, RateLimitStatus } from '../../src/xrpc/rate-limit.js'
+import { headerList, setListedHeader } from '../../src/xrpc/server.js'
 
 const DID = 'did:plc:ewvi7nxzyoun6zhxrhs64oiz'
 const CID_A = 'bafyreiclp443lavogvhj3d2ob2cxbfuscni2k5jk7bebjzg7khl3esabwq'
@@ -340,6 +341,30 @@ describe('XrpcServer fastQuery request logs', () => {
       expect(lines).toEqual({ fast: [], regular: [] })
     } finally {
       await p.close()
+    }
+  })
+})
+
+describe('headerList (the fast path\'s response heads)', () => {
+  it('gives the names, order and values an object spread of the same parts gives', () => {
+    const names = ['a', 'b', 'content-type', 'content-length', 'x-extra', 'ratelimit-limit']
+    let seed = 7
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n)
+    const part = (): Record<string, string | number> | undefined => {
+      if (rand(4) === 0) return undefined
+      const out: Record<string, string | number> = {}
+      for (let i = rand(4); i > 0; i--) out[names[rand(names.length)]!] = rand(2) ? `v${rand(100)}` : rand(100)
+      return out
+    }
+    for (let i = 0; i < 500; i++) {
+      const base = part() ?? {}
+      const parts = [part(), part(), part()]
+      const set: [string, number][] = rand(2) ? [['content-length', rand(1000)]] : []
+      const spread: Record<string, string | number> = Object.assign({ ...base }, ...parts.map((p) => ({ ...p })))
+      for (const [k, v] of set) spread[k] = v
+      const list = headerList(Object.entries(base).flat(), ...parts)
+      for (const [k, v] of set) setListedHeader(list, k, v)
+      expect(list).toEqual(Object.entries(spread).flat())
     }
   })
 })
