@@ -561,7 +561,7 @@ async function explain(server: InstanceType<typeof AppViewServer>, manifest: Man
   const list = JSON.stringify([did])
   const q = listSql(server.ctx.db)
   const h = hydrationQueries(q)
-  const { newestItemsSql, NEWEST_SQL, pageSql } = await import('../services/appview/src/api/timeline.js')
+  const { newestItemsSql, NEWEST_SQL, pageSql, pageArgs } = await import('../services/appview/src/api/timeline.js')
   const { REPLIES_SQL } = await import('../services/appview/src/api/app/bsky/feed/getPostThread.js')
   // the statements as the code writes them (the timeline's first page; step 2's bound is a placeholder)
   const queries: [string, string, unknown[]][] = [
@@ -572,9 +572,9 @@ async function explain(server: InstanceType<typeof AppViewServer>, manifest: Man
       ['2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 'at://x', did, did, 100],
     ],
     [
-      'timeline, step 2 (the page: items at or after the bound of the accounts listed in step 1)',
+      "timeline, step 2 (the page: items at or after the bound of the accounts listed in step 1; the subquery finds the limit-th newest time among them from the index alone, the rows are read from there)",
       q.prepare(pageSql(true, '')).sql,
-      [JSON.stringify([did, did, did]), '2026-01-01T00:00:00.000Z', 50],
+      pageArgs([JSON.stringify([did, did, did])], '2026-01-01T00:00:00.000Z', [], 50),
     ],
     ['thread replies (one level, with their heads)', q.prepare(REPLIES_SQL).sql, [JSON.stringify(['at://x/app.bsky.feed.post/y']), 5000]],
     ['hydration: counts of the posts whose heads the thread read', h.aggs.sql, [list]],

@@ -14,7 +14,7 @@ import { ChangeFeed, ChangeReader, WATCHED_TABLES, didHashesOf } from '../src/hy
 import { ReadCache, cacheReads, listSql, readDirectly, type ListSql, type PreparedText } from '../src/hydration/sql.js'
 import { hydrationQueries } from '../src/hydration/hydrator.js'
 import { REPLIES_SQL } from '../src/api/app/bsky/feed/getPostThread.js'
-import { pageSql } from '../src/api/timeline.js'
+import { pageArgs, pageSql } from '../src/api/timeline.js'
 
 const A = 'did:plc:aaaaaaaaaaaaaaaaaaaaaaaa'
 const B = 'did:plc:bbbbbbbbbbbbbbbbbbbbbbbb'
@@ -229,8 +229,10 @@ describe('keyed statements', () => {
       (db.sqlite!.prepare(`EXPLAIN QUERY PLAN ${q.prepare(template).sql}`).all(args) as { detail: string }[]).map((r) => r.detail).join('; ')
     const replies = plan(REPLIES_SQL, [JSON.stringify([`at://${A}/app.bsky.feed.post/3k`]), 10])
     expect(replies).toMatch(/^SCAN j VIRTUAL TABLE.*; SEARCH p USING INDEX post_reply_parent_idx \(replyParent=\?\)/)
-    const page = plan(pageSql(true, ''), [JSON.stringify([A, B]), T, 50])
+    const page = plan(pageSql(true, ''), pageArgs([JSON.stringify([A, B])], T, [], 50))
     expect(page).toMatch(/^SCAN j VIRTUAL TABLE.*; SEARCH fi USING INDEX feed_item_originator_idx \(originatorDid=\? AND sortAt>\?\)/)
+    // (the page's tighter bound: from the index alone, no row read)
+    expect(page).toMatch(/SCALAR SUBQUERY \d+; SCAN j VIRTUAL TABLE.*; SEARCH fi USING COVERING INDEX feed_item_originator_idx \(originatorDid=\? AND sortAt>\?\)/)
     for (const p of [replies, page]) expect(p).not.toContain('LIST SUBQUERY')
     void db.close()
   })
