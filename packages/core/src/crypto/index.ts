@@ -25,4 +25,5 @@ export {
   verifySignature,
   verifySignatureWithKey,
 } from './verify.js'
+export { sha256Into } from './sha256.js'
 export { type SigningKeypair, generateKeypair, importKeypair } from './keypair.js'

@@ -25,3 +25,12 @@ export const sha256: (bytes: Uint8Array | string) => Uint8Array =
         const d = nodeCrypto.createHash('sha256').update(bytes).digest()
         return new Uint8Array(d.buffer, d.byteOffset, d.byteLength)
       }
+
+/** Writes SHA-256 of `bytes` into `out` at `offset` (32 bytes): no array of its own for a digest that is copied anyway. */
+export const sha256Into: (bytes: Uint8Array, out: Uint8Array, offset: number) => void =
+  typeof oneShot === 'function'
+    ? (bytes, out, offset) => {
+        const s = oneShot('sha256', bytes, 'latin1')
+        for (let i = 0; i < 32; i++) out[offset + i] = s.charCodeAt(i)
+      }
+    : (bytes, out, offset) => out.set(nodeCrypto.createHash('sha256').update(bytes).digest(), offset)

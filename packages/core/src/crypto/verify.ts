@@ -13,7 +13,7 @@
 import { createPublicKey, verify as nodeVerify, type KeyObject } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { compressPublicKey, decompressPublicKey, parseDidKey, type Curve } from './keys.js'
-import { sha256 } from './sha256.js'
+import { sha256, sha256Into } from './sha256.js'
 
 export { sha256 }
 
@@ -139,9 +139,15 @@ export function verifySignatureWithKey(
   return verifyWith(verifier, msg, sig)
 }
 
+/** the message digest handed to libsecp256k1 (read synchronously by it) */
+const MSG32 = new Uint8Array(new ArrayBuffer(32))
+
 function verifyWith(verifier: Verifier, msg: Uint8Array, sig: Uint8Array): boolean {
   if (verifier.native) {
-    const hash = sha256(msg)
+    // (into one buffer of the module's, outside the JS heap: a 32-byte array in the heap would be moved out of it,
+    // a native allocation, when the binding asks for its bytes)
+    sha256Into(msg, MSG32, 0)
+    const hash = MSG32
     try {
       // libsecp256k1 returns false for high-S (non-normalized) signatures; it throws when r or s >= n.
       return nativeSecp256k1!.ecdsaVerify(sig, hash, verifier.point)

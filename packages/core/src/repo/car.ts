@@ -11,7 +11,7 @@
  */
 import { BlockMap } from '@atproto/repo'
 import { CID } from 'multiformats/cid'
-import { sha256 } from '../crypto/index.js'
+import { sha256, sha256Into } from '../crypto/sha256.js'
 import { cborCidLength, cborDecode, cborEncode, cborHeadLength, writeCborCid, writeCborHead } from '../data/index.js'
 import { fixedArg, fixedBytesAt, fixedCid, type FixedPos } from '../data/cbor-fixed.js'
 
@@ -226,6 +226,9 @@ function parseHeader(header: unknown, maxRoots: number): CID[] {
 
 const VARINT_SCALE = [1, 128, 16384, 2097152]
 
+/** a block's digest, compared with its CID's (no array per block) */
+const DIGEST = new Uint8Array(32)
+
 /** A varint at `pos` in its minimal form (at most 4 bytes), as [value, next]; null for anything else. */
 function varintAt(b: Uint8Array, pos: number): [number, number] | null {
   let value = 0
@@ -351,8 +354,8 @@ export function readCanonicalCar(bytes: Uint8Array, lim: Required<CarLimits>): {
     if (bytes[start] !== 1 || bytes[start + 1]! >= 0x80 || bytes[start + 2] !== SHA2_256 || bytes[start + 3] !== 0x20) return null
     const data = bytes.subarray(start + 36, end)
     if (data.length > lim.maxBlockBytes) return null
-    const digest = sha256(data)
-    for (let i = 0; i < 32; i++) if (digest[i] !== bytes[start + 4 + i]) return null
+    sha256Into(data, DIGEST, 0)
+    for (let i = 0; i < 32; i++) if (DIGEST[i] !== bytes[start + 4 + i]) return null
     blocks.add(bytes.subarray(start, start + 36), data)
     pos = end
   }

@@ -25,7 +25,7 @@
 import { CID } from 'multiformats/cid'
 import { DAG_CBOR_CODEC, cborHeadLength, cidForCbor, writeCborCid, writeCborHead } from '../data/index.js'
 import { fixedArg, latin1, type FixedPos } from '../data/cbor-fixed.js'
-import { sha256 } from '../crypto/sha256.js'
+import { sha256Into } from '../crypto/sha256.js'
 import { MstWalkError, decodeMstNode, isValidMstKeyAscii, mstKeyLayer, type BlockGetter } from './mst-walk.js'
 
 /** A CID as its binary form (a view into a block, or the bytes of a CID object). */
@@ -430,7 +430,7 @@ class PartialMst {
     link[1] = DAG_CBOR_CODEC
     link[2] = 0x12
     link[3] = 0x20
-    link.set(sha256(encodeNode(n.keys, n.vals, rights, left)), 4)
+    sha256Into(encodeNodeTo(n.keys, n.vals, rights, left, true), link, 4)
     n.cid = link
     return link
   }
@@ -471,6 +471,17 @@ const CHAR_V = 0x76
 
 /** DAG-CBOR bytes of an MST node (keys are ASCII record paths, checked when decoded); links as CIDs or CID bytes. */
 export function encodeNode(keys: string[], vals: CidLike[], rights: (CidLike | null)[], left: CidLike | null): Uint8Array {
+  return encodeNodeTo(keys, vals, rights, left, false)
+}
+
+/**
+ * Where a node is encoded only to be hashed (the inversion's changed nodes): one buffer per thread, grown as
+ * needed, so that each encoding is not an ArrayBuffer of its own (a native allocation, freed by the GC).
+ */
+let scratch = new Uint8Array(4096)
+
+/** `encodeNode`, into the thread's scratch buffer when `transient` (a view valid until the next call). */
+function encodeNodeTo(keys: string[], vals: CidLike[], rights: (CidLike | null)[], left: CidLike | null, transient: boolean): Uint8Array {
   const n = keys.length
   const prefix: number[] = new Array(n)
   let size = 1 + 2 + cborHeadLength(n) + 2 + cidLength(left)
@@ -483,7 +494,12 @@ export function encodeNode(keys: string[], vals: CidLike[], rights: (CidLike | n
     size += 1 + 2 + cborHeadLength(klen) + klen + 2 + cborHeadLength(p) + 2 + cidLength(rights[i]!) + 2 + cidLength(vals[i]!)
     prev = key
   }
-  const out = new Uint8Array(size)
+  let out: Uint8Array
+  if (!transient) out = new Uint8Array(size)
+  else {
+    if (scratch.length < size) scratch = new Uint8Array(Math.max(size, 2 * scratch.length))
+    out = scratch
+  }
   let pos = 0
   out[pos++] = 0xa2 // map(2)
   out[pos++] = 0x61 // "e"
@@ -511,7 +527,7 @@ export function encodeNode(keys: string[], vals: CidLike[], rights: (CidLike | n
   out[pos++] = CHAR_L
   pos = writeCid(out, pos, left)
   if (pos !== size) throw new Error(`MST node encoding: wrote ${pos} of ${size} bytes`)
-  return out
+  return transient ? out.subarray(0, size) : out
 }
 
 /**

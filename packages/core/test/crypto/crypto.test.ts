@@ -15,6 +15,7 @@ import {
   parseLegacyMultibase,
   parseMultikey,
   sha256,
+  sha256Into,
   verifySignature,
   verifySignatureWithKey,
   type Curve,
@@ -241,6 +242,11 @@ describe('crypto: did:key and multikey', () => {
       expect(toHex(sha256(view)), `${len} bytes`).toBe(createHash('sha256').update(view).digest('hex'))
     }
     expect(toHex(sha256('é ☃ 𝄞'))).toBe(createHash('sha256').update('é ☃ 𝄞', 'utf8').digest('hex'))
+    // into an array at an offset, the bytes around it untouched
+    const out = new Uint8Array(40).fill(0xee)
+    sha256Into(big.subarray(3, 103), out, 5)
+    expect(toHex(out.subarray(5, 37))).toBe(createHash('sha256').update(big.subarray(3, 103)).digest('hex'))
+    expect([...out.subarray(0, 5), ...out.subarray(37)]).toEqual(new Array(8).fill(0xee))
   })
 
   it('imports keys from hex and bytes and refuses out-of-range ones', async () => {
