@@ -12,12 +12,13 @@ describe('getRecord on the fast path with the default configuration', () => {
   let net: TestNetwork
   let did: string
   let rkey: string
+  let token: string
   const lines: string[] = []
   const sink = new Writable({ write: (chunk, _enc, cb) => (lines.push(...String(chunk).split('\n').filter(Boolean)), cb()) })
 
-  const fastServed = async (): Promise<number> => {
+  const fastServed = async (nsid = 'com.atproto.repo.getRecord'): Promise<number> => {
     const text = await (await fetch(`${net.url}/metrics`)).text()
-    const line = text.split('\n').find((l) => l.startsWith('xrpc_fast_path_requests_total{nsid="com.atproto.repo.getRecord"}'))
+    const line = text.split('\n').find((l) => l.startsWith(`xrpc_fast_path_requests_total{nsid="${nsid}"}`))
     return Number(line?.split(' ').pop() ?? 0)
   }
   const getRecord = (key: string) => xrpc(net.url, 'com.atproto.repo.getRecord', { params: { repo: did, collection: 'app.bsky.feed.post', rkey: key } })
@@ -28,6 +29,7 @@ describe('getRecord on the fast path with the default configuration', () => {
     const acct = await xrpc(net.url, 'com.atproto.server.createAccount', { body: { handle: 'fast.test', email: 'fast@example.com', password: 'fast-password' } })
     expect(acct.status).toBe(200)
     did = acct.body.did
+    token = acct.body.accessJwt
     const rec = await xrpc(net.url, 'com.atproto.repo.createRecord', {
       token: acct.body.accessJwt,
       body: { repo: did, collection: 'app.bsky.feed.post', record: { $type: 'app.bsky.feed.post', text: 'fast', createdAt: new Date().toISOString() } },
@@ -66,6 +68,49 @@ describe('getRecord on the fast path with the default configuration', () => {
     expect(incoming.every((l) => l.service === 'pds' && typeof l.reqId === 'string')).toBe(true)
     const completed = logged.filter((l) => l.msg === 'request completed' && incoming.some((i) => i.reqId === l.reqId))
     expect(completed.map((l) => l.res?.statusCode)).toEqual([200, 200, 200, 200, 200, 400])
+  })
+
+  it('serves repo writes without fastify, charged to the account\'s write budget and logged, as the regular path does', async () => {
+    const nsid = 'com.atproto.repo.createRecord'
+    const before = await fastServed(nsid)
+    lines.length = 0
+    // plain (the fast path) and chunked (which the fast path leaves to fastify), in turn
+    const send = async (rkey: string, chunked: boolean, auth = `Bearer ${token}`) => {
+      const bytes = new TextEncoder().encode(
+        JSON.stringify({ repo: did, collection: 'app.bsky.feed.post', rkey, record: { $type: 'app.bsky.feed.post', text: rkey, createdAt: '2026-12-07T12:00:00.000Z' } }),
+      )
+      const body = chunked ? new ReadableStream({ start: (c) => (c.enqueue(bytes), c.close()) }) : bytes
+      const res = await fetch(`${net.url}/xrpc/${nsid}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: auth },
+        body,
+        ...(chunked ? { duplex: 'half' } : {}),
+      } as RequestInit)
+      const headers = Object.fromEntries([...res.headers].filter(([k]) => !['date', 'keep-alive', 'connection', 'content-length', 'transfer-encoding', 'ratelimit-reset'].includes(k)))
+      return { status: res.status, headers, body: (await res.json()) as Record<string, unknown> }
+    }
+    const answers = []
+    for (const [i, rkey] of ['3kfastlimit22', '3kslowlimit22', '3kfastlimi222', '3kslowlimi222'].entries()) answers.push(await send(rkey, i % 2 === 1))
+    expect(await fastServed(nsid)).toBe(before + 2)
+    // the tightest limit is the account's hourly write budget (5000 points, a create costs 3), charged by each write
+    expect(answers.map((a) => [a.status, a.headers['ratelimit-limit'], a.headers['ratelimit-policy']])).toEqual(Array(4).fill([200, '5000', '5000;w=3600']))
+    const remaining = answers.map((a) => Number(a.headers['ratelimit-remaining']))
+    expect(remaining.slice(1).map((r, i) => remaining[i]! - r)).toEqual([3, 3, 3])
+    const [fast, regular] = answers.map(({ headers }) => ({ ...headers, 'ratelimit-remaining': 'n' }))
+    expect(fast).toEqual(regular)
+    // a write with a bad token: the same error on both paths, with the per-IP limit's headers
+    const [a, b] = [await send('3kfastnoauth2', false, 'Bearer nope'), await send('3kslownoauth2', true, 'Bearer nope')]
+    expect([400, 401]).toContain(a.status)
+    expect({ ...a, headers: { ...a.headers, 'ratelimit-remaining': 'n' } }).toEqual({ ...b, headers: { ...b.headers, 'ratelimit-remaining': 'n' } })
+    expect(a.headers['ratelimit-limit']).toBe('3000')
+    expect(await fastServed(nsid)).toBe(before + 3)
+
+    await new Promise((r) => setTimeout(r, 50))
+    const logged = lines.map((l) => JSON.parse(l) as { msg: string; reqId?: string; req?: { url: string; method: string }; res?: { statusCode: number } })
+    const incoming = logged.filter((l) => l.msg === 'incoming request' && l.req?.url === `/xrpc/${nsid}`)
+    expect(incoming.map((l) => l.req?.method)).toEqual(Array(6).fill('POST'))
+    const completed = logged.filter((l) => l.msg === 'request completed' && incoming.some((i) => i.reqId === l.reqId))
+    expect(completed.map((l) => l.res?.statusCode)).toEqual([200, 200, 200, 200, a.status, a.status])
   })
 })
 

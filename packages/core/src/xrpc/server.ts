@@ -155,12 +155,19 @@ export interface MethodConfig<A = unknown, P extends Params = Params> {
    * and auth (usually the same function as `handler`). Run from the HTTP server's request event ahead of
    * fastify for a plain request (POST to the canonical `/xrpc/<nsid>`, a JSON Content-Type, a Content-Length
    * within the body limit, not chunked, let through by {@link XrpcServerOptions.fastPathFilter}) while no rate
-   * limit applies to the method and fastify does not log requests (level info or lower): the same checks in
-   * the same order (params, auth, body, input validation), the same output validation, the same responses
-   * and XRPC errors, CORS headers, metrics and request ids. Any other request takes the regular path.
+   * limit applies to the method, or {@link fastProcedureLimits} is set: the same checks in the same order
+   * (global rate limits, params, auth, body, input validation, the method's rate limits), the same output
+   * validation, the same responses and XRPC errors (429s and RateLimit-* headers included), CORS headers,
+   * metrics, request ids and request log lines. Any other request takes the regular path.
    * Not used with custom CORS or fastify options. Hooks a service adds to `app` do not run for it.
    */
   fastProcedure?: PlainMethodHandler<A, P>
+  /**
+   * The method's rate limit rules (`calcKey`, `calcPoints`, the shared rules' too) read nothing of their
+   * context but `nsid`, `params`, `input`, `auth` and `req.ip` / `req.headers`: {@link fastProcedure} then
+   * serves while rate limits apply, charging them with such a context (no fastify request or reply).
+   */
+  fastProcedureLimits?: boolean
 }
 
 export interface CatchallContext {
@@ -278,6 +285,8 @@ interface FastMethod {
 /** A method answered by {@link XrpcServer.tryFastProcedure}. */
 interface FastProcedure {
   handler: PlainMethodHandler<any, any>
+  /** the method's rate limit rules (charged when rate limits apply) */
+  rules: { id: string; rule: RateLimitRule<RateLimitContext> }[]
   auth: AuthVerifier<any> | undefined
   /** the input's encoding (a JSON one) */
   encoding: string
@@ -531,10 +540,11 @@ export class XrpcServer {
       this.fastQueries.set(nsid, { handler: config.fastQuery, validate, rules: rules as unknown as FastMethod['rules'] })
     }
     const input = def.type === 'procedure' ? def.input : undefined
-    if (config.fastProcedure && input?.schema && isJsonEncoding(input.encoding) && !rateLimited && this.fastHeaders) {
+    if (config.fastProcedure && input?.schema && isJsonEncoding(input.encoding) && (!rateLimited || config.fastProcedureLimits) && this.fastHeaders) {
       if (!this.listenFirst()) return this
       this.fastProcedures.set(nsid, {
         handler: config.fastProcedure,
+        rules: rules as unknown as FastProcedure['rules'],
         auth: config.auth,
         encoding: input.encoding,
         bodyLimit: config.bodyLimit ?? this.limits.json,
@@ -590,13 +600,55 @@ export class XrpcServer {
     const length = Number(contentLength)
     if (!(length > 0 && length <= fast.bodyLimit) || !encodingMatches(fast.encoding, contentType)) return false
     if (this.opts.fastPathFilter && !this.opts.fastPathFilter(req)) return false
-    if (this.logsRequests()) return false
     const genReqId = (this.app as unknown as { genReqId?: (req: IncomingMessage) => string }).genReqId
     if (typeof genReqId !== 'function') return false
+    const start = performance.now()
     // fastify takes a request id for every request, logged or not
     const reqId = genReqId.call(this.app, req)
-    void this.answerFastProcedure(req, res, nsid, q < 0 ? '' : url.slice(q + 1), contentType, fast, reqId)
+    const reqLog = this.logsRequests() ? this.logIncoming(req, res, reqId, start) : undefined
+    void this.answerFastProcedure(req, res, nsid, q < 0 ? '' : url.slice(q + 1), contentType, fast, reqId, start, reqLog)
     return true
+  }
+
+  /**
+   * The request log lines fastify writes for a request the fast path answers: "incoming request" now,
+   * "request completed" (or "request errored") when the response is done. Returns the request's logger.
+   */
+  private logIncoming(req: IncomingMessage, res: ServerResponse, reqId: string, start: number, ip?: string): FastifyBaseLogger {
+    const reqLog = this.app.childLoggerFactory.call(this.app, this.app.log, { reqId }, {}, req)
+    // what fastify's req serializer reads of its request object
+    const view = {
+      id: reqId,
+      raw: req,
+      method: req.method,
+      url: req.url,
+      headers: req.headers,
+      host: fastifyHost(req, this.trust),
+      ip: ip ?? fastifyClientIp(req, this.trust),
+      socket: req.socket,
+    }
+    reqLog.info({ req: view }, 'incoming request')
+    const done = (err?: Error) => {
+      res.removeListener('finish', done)
+      res.removeListener('error', done)
+      const responseTime = performance.now() - start
+      if (err) reqLog.error({ res, err, responseTime }, 'request errored')
+      else reqLog.info({ res, responseTime }, 'request completed')
+    }
+    res.on('finish', done)
+    res.on('error', done)
+    return reqLog
+  }
+
+  /**
+   * Charges `rules` as the regular path's applyLimits does: throws the 429 of a refusal, else returns the
+   * RateLimit-* headers of the tightest limit (undefined when no rule charged the request).
+   */
+  private async chargeForFastProcedure(rules: { id: string; rule: RateLimitRule<RateLimitContext> }[], ctx: RateLimitContext): Promise<Record<string, string> | undefined> {
+    const status = tightest(await consumeAll(this.rateLimitStore, rules, ctx))
+    if (!status) return undefined
+    if (!status.allowed) throw rateLimitError(status)
+    return fastRateLimitHeaders(status)
   }
 
   /** {@link handle} for a request {@link tryFastProcedure} took: params, auth, input, handler, response. */
@@ -608,10 +660,21 @@ export class XrpcServer {
     contentType: string,
     fast: FastProcedure,
     reqId: string,
+    start: number,
+    reqLog: FastifyBaseLogger | undefined,
   ): Promise<void> {
-    const start = performance.now()
     let status: number
+    // the RateLimit-* headers set so far (sent on errors too, as fastify's reply keeps them)
+    let limitHeaders: Record<string, string> | undefined
     try {
+      let limitReq: RateLimitContext['req'] | undefined
+      if (this.rateLimitsEnabled && (this.globalRules.length > 0 || fast.rules.length > 0)) {
+        const candidate = { ip: fastifyClientIp(req, this.trust), headers: req.headers }
+        if (!(this.opts.rateLimits?.bypass?.(candidate) ?? false)) limitReq = candidate
+      }
+      if (limitReq && this.globalRules.length > 0) {
+        limitHeaders = (await this.chargeForFastProcedure(this.globalRules, { req: limitReq, nsid })) ?? limitHeaders
+      }
       let params: Params
       try {
         params = validateParams(nsid, new URLSearchParams(query), this.lexicons)
@@ -627,6 +690,10 @@ export class XrpcServer {
         throw err
       }
       const input = this.jsonInput(nsid, contentType, bytes)
+      if (limitReq && fast.rules.length > 0) {
+        const ctx = { nsid, params, input, auth, req: limitReq }
+        limitHeaders = (await this.chargeForFastProcedure(fast.rules, ctx)) ?? limitHeaders
+      }
       const output = (await fast.handler({ nsid, params, input, auth })) ?? undefined
       const encoding = output ? (output.encoding === 'json' ? 'application/json' : output.encoding) : undefined
       if (fast.validate) {
@@ -636,7 +703,7 @@ export class XrpcServer {
           throw new InternalServerError(`Invalid output for ${nsid}: ${(err as Error).message}`, undefined, { cause: err })
         }
       }
-      const headers = headerList(this.fastHeaderList, output?.headers)
+      const headers = headerList(this.fastHeaderList, limitHeaders, output?.headers)
       const payload = outputPayload(encoding, output?.body, output?.plainJson ?? false)
       if (payload) {
         setListedHeader(headers, 'content-type', payload.contentType)
@@ -648,14 +715,17 @@ export class XrpcServer {
       res.writeHead(200, headers)
       res.end(payload?.body)
     } catch (err) {
-      const answer = this.errorAnswer(err, req, () => this.app.childLoggerFactory.call(this.app, this.app.log, { reqId }, {}, req))
+      const answer = this.errorAnswer(err, req, () => reqLog ?? this.app.childLoggerFactory.call(this.app, this.app.log, { reqId }, {}, req))
       if (!answer) {
         if (!res.headersSent && !req.socket.destroyed) req.socket.destroy()
         return
       }
       status = answer.status
       if (res.headersSent) return
-      res.writeHead(answer.status, { ...this.fastHeaders, ...answer.headers })
+      const headers = headerList(this.fastHeaderList, limitHeaders, answer.headers)
+      // with its length, as fastify sends it (not chunked)
+      setListedHeader(headers, 'content-length', Buffer.byteLength(answer.body))
+      res.writeHead(answer.status, headers)
       res.end(answer.body)
     }
     if (this.metrics) {
@@ -714,28 +784,10 @@ export class XrpcServer {
     }
     // fastify takes a request id for every request, logged or not
     const reqId = genReqId.call(this.app, req)
-    let reqLog: FastifyBaseLogger | undefined
-    if (logs) {
-      reqLog = this.app.childLoggerFactory.call(this.app, this.app.log, { reqId }, {}, req)
-      ip ??= fastifyClientIp(req, this.trust)
-      // what fastify's req serializer reads of its request object
-      const view = { id: reqId, raw: req, method: req.method, url, headers: h, host: fastifyHost(req, this.trust), ip, socket: req.socket }
-      reqLog.info({ req: view }, 'incoming request')
-    }
+    if (logs) this.logIncoming(req, res, reqId, start, ip)
     const headers = headerList(this.fastHeaderList, limitHeaders, out.headers)
     setListedHeader(headers, 'content-type', 'application/json; charset=utf-8')
     setListedHeader(headers, 'content-length', Buffer.byteLength(out.body))
-    if (reqLog) {
-      const done = (err?: Error) => {
-        res.removeListener('finish', done)
-        res.removeListener('error', done)
-        const responseTime = performance.now() - start
-        if (err) reqLog.error({ res, err, responseTime }, 'request errored')
-        else reqLog.info({ res, responseTime }, 'request completed')
-      }
-      res.on('finish', done)
-      res.on('error', done)
-    }
     res.writeHead(200, headers)
     res.end(out.body)
     if (this.metrics) {

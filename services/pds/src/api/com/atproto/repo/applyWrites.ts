@@ -84,5 +84,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
     ),
     handler,
     fastProcedure: handler,
+    // the write budget is keyed by the account (auth) and charged by the input only
+    fastProcedureLimits: true,
   })
 }

@@ -47,5 +47,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
     rateLimit: repoWriteLimits(() => WRITE_POINTS.create),
     handler,
     fastProcedure: handler,
+    // the write budget is keyed by the account (auth) and charged by the input only
+    fastProcedureLimits: true,
   })
 }

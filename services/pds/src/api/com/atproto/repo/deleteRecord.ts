@@ -40,5 +40,7 @@ export default function (server: XrpcServer, ctx: AppContext) {
     rateLimit: repoWriteLimits(() => WRITE_POINTS.delete),
     handler,
     fastProcedure: handler,
+    // the write budget is keyed by the account (auth) and charged by the input only
+    fastProcedureLimits: true,
   })
 }
