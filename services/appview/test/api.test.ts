@@ -3,9 +3,13 @@
  * a fake PDS write signed commits; the AppView follows its firehose, verifies and indexes them, and the
  * tests query it with @atproto/api (every output is also validated against the lexicons by the server).
  */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { AppBskyFeedDefs } from '@atproto/api'
 import type { AppViewServer } from '../src/server.js'
+import { openSqlite } from '@stratos/core/db'
 import { READ_MMAP_BYTES } from '../src/api/read-pool.js'
 import {
   FakeNetwork,
@@ -578,6 +582,12 @@ function apiSuite(dialect: 'sqlite' | 'postgres', opts: { readWorkers?: number }
     if (opts.readWorkers) {
       // the workers read the file's pages through a memory map (no pread and copy per page)
       for (const s of await server.ctx.readPool!.cacheStats()) expect(s.mmapBytes).toBe(READ_MMAP_BYTES)
+      // ... as much of it as SQLite maps at most (a larger request is cut to that)
+      const probeDir = mkdtempSync(join(tmpdir(), 'mmap-probe-'))
+      const probe = openSqlite<any>(join(probeDir, 'probe.sqlite'))
+      expect(READ_MMAP_BYTES).toBe(Number(probe.sqlite!.pragma(`mmap_size = ${2 ** 40}`, { simple: true })))
+      await probe.close()
+      rmSync(probeDir, { recursive: true, force: true })
       // another account's post: every statement of the thread's answer is kept (none runs again)
       await net.create(eve, 'app.bsky.feed.post', post('unrelated'))
       await caughtUp(server, net)
