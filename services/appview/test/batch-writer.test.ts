@@ -68,6 +68,21 @@ describe('BatchWriter linger', () => {
     expect(writer.stats.lingered).toBe(0)
   })
 
+  it('by default, a batch of two is enough to linger after, and a single write is not held', async () => {
+    // (the ingester's setting: without lingerAbove)
+    const { writer, batches, write } = recordingWriter({ lingerMs: 10_000, lingerUntil: 20 })
+    await write(1)
+    await write(2)
+    await Promise.all([3, 4].map((i) => write(i)))
+    expect(batches).toEqual([[1], [2], [3, 4]])
+    expect(writer.stats.lingered).toBe(0)
+    await trickle(write, 100, 40)
+    const later = batches.slice(3)
+    expect(later.flat()).toEqual(Array.from({ length: 40 }, (_, i) => 100 + i))
+    expect(later[0]!.length).toBeGreaterThanOrEqual(20)
+    expect(writer.stats.lingered).toBeGreaterThan(0)
+  })
+
   it('weights count: one write of many records is a large batch', async () => {
     const { writer, batches, write } = recordingWriter({ lingerMs: 10_000, lingerAbove: 50, lingerUntil: 100 })
     await write(1, 60)

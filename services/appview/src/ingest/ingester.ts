@@ -84,7 +84,7 @@ export interface IngesterOptions {
   /** verified commits written per transaction at most (default 500) */
   maxBatch?: number
   /**
-   * under load (the last transaction held at least 16 records), a transaction waits up to this long for
+   * under load (the last transaction held at least 2 records), a transaction waits up to this long for
    * more writes while they keep coming, up to 1,000 records (default 10 ms; 0: never): fewer, larger
    * transactions (see BatchWriterOptions.lingerMs)
    */
