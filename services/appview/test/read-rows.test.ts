@@ -143,6 +143,27 @@ describe('read rows as one JSON text', () => {
     expect(prepared.filter((s) => s.includes('ORDER BY did DESC') && s.startsWith('SELECT json_group_array'))).toEqual([])
   })
 
+  it('reads a blob column as its bytes and a real exactly (a BLOB column keeps the statement out of JSON)', async () => {
+    // json_array reads a blob as JSONB (x'00' would come back null): such a statement stays in raw mode
+    const w = writer.sqlite!
+    w.exec('CREATE TABLE IF NOT EXISTS read_rows_probe (k TEXT PRIMARY KEY, b BLOB, r REAL)')
+    const values: [string, Buffer, number][] = [
+      ['a', Buffer.from([0x00]), 1 / 3],
+      ['b', Buffer.from([0x7b, 0x7d, 0xff]), 0.1 + 0.2],
+      ['c', Buffer.alloc(0), 1e-300],
+    ]
+    for (const v of values) w.prepare('INSERT OR REPLACE INTO read_rows_probe (k, b, r) VALUES (?, ?, ?)').run(...v)
+    const blobs = q.prepare('SELECT k, b FROM read_rows_probe WHERE k IN ?L')
+    const rows = await q.rows<{ k: string; b: Uint8Array }>(blobs, [{ list: values.map((v) => v[0]) }])
+    expect(rows.map((r) => [r.k, Buffer.from(r.b).toString('hex')]).sort()).toEqual(values.map((v) => [v[0], v[1].toString('hex')]).sort())
+    expect(prepared.filter((s) => s.startsWith('SELECT json_group_array') && s.includes('read_rows_probe') && s.includes('"b"'))).toEqual([])
+    // reals: SQLite's JSON text holds a double exactly (17 significant digits)
+    const reals = q.prepare('SELECT k, r FROM read_rows_probe WHERE k IN ?L')
+    const realRows = await q.rows<{ k: string; r: number }>(reals, [{ list: values.map((v) => v[0]) }])
+    expect(Object.fromEntries(realRows.map((r) => [r.k, r.r]))).toEqual(Object.fromEntries(values.map((v) => [v[0], v[2]])))
+    expect(prepared.filter((s) => s.startsWith('SELECT json_group_array') && s.includes('read_rows_probe') && s.includes('"r"')).length).toBe(1)
+  })
+
   it('an empty result is an empty list', async () => {
     const rows = await q.rows(hydrationQueries(q).actors, [{ list: ['did:plc:none'] }])
     expect(rows).toEqual([])

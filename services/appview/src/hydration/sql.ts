@@ -35,7 +35,8 @@ export interface SqliteStatement {
   readonly reader: boolean
   all(params: unknown[]): unknown[]
   raw(toggle: boolean): SqliteStatement
-  columns(): { name: string }[]
+  /** `type`: the declared type of a table column, null for an expression */
+  columns(): { name: string; type: string | null }[]
 }
 
 /** The parts of a better-sqlite3 handle that reads use. */
@@ -55,9 +56,10 @@ export interface SqliteHandle {
  * JSON.parse turns into the row arrays: better-sqlite3 makes each row array and each of its values through
  * V8's API one call at a time (~0.15 µs per value, ~0.4 µs per row: more than SQLite's own work for a row
  * of an index seek), V8's JSON parser makes them far faster. Only for statements whose rows' order does not
- * matter (no ORDER BY: the aggregate's input order is not specified) and whose columns have distinct names;
- * the schema's columns are text and integers only (JSON holds them exactly; an integer beyond 2^53 comes
- * back rounded, as better-sqlite3 gives it too).
+ * matter (no ORDER BY: the aggregate's input order is not specified) and whose columns have distinct names.
+ * JSON holds text and integers exactly (an integer beyond 2^53 comes back rounded, as better-sqlite3 gives
+ * it too) and reals too (SQLite writes 17 significant digits); not blobs: json_array reads a blob as JSONB
+ * (x'00' comes back null), so a statement with a column declared BLOB stays in raw mode.
  */
 interface ReadStatement {
   stmt: SqliteStatement
@@ -73,13 +75,15 @@ function quoteIdent(name: string): string {
 function readStatement(handle: SqliteHandle, sql: string): ReadStatement {
   const stmt = handle.prepare(sql)
   if (!stmt.reader) return { stmt, toObject: null }
-  const names = stmt.columns().map((c) => c.name)
+  const columns = stmt.columns()
+  const names = columns.map((c) => c.name)
   // (a column named __proto__ would set the prototype in a literal: such statements stay in object mode)
   if (names.includes('__proto__')) return { stmt, toObject: null }
   stmt.raw(true)
   // eslint-disable-next-line @typescript-eslint/no-implied-eval -- the names are the statement's own columns, quoted by JSON.stringify
   const toObject = new Function('r', `return { ${names.map((n, i) => `${JSON.stringify(n)}: r[${i}]`).join(', ')} }`) as (row: unknown[]) => unknown
   if (names.length === 0 || new Set(names).size !== names.length || /\bORDER\s+BY\b/i.test(sql)) return { stmt, toObject }
+  if (columns.some((c) => c.type !== null && /BLOB/i.test(c.type))) return { stmt, toObject }
   const json = handle.prepare(`SELECT json_group_array(json_array(${names.map(quoteIdent).join(', ')})) FROM (${sql})`)
   json.raw(true)
   return { stmt, toObject, json }
