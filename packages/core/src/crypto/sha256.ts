@@ -13,24 +13,17 @@ import * as nodeCrypto from 'node:crypto'
 type OneShot = (algorithm: string, data: Uint8Array | string, outputEncoding: 'latin1') => string
 const oneShot = (nodeCrypto as unknown as { hash?: OneShot }).hash
 
-export const sha256: (bytes: Uint8Array | string) => Uint8Array =
-  typeof oneShot === 'function'
-    ? (bytes) => {
-        const s = oneShot('sha256', bytes, 'latin1')
-        const out = new Uint8Array(32)
-        for (let i = 0; i < 32; i++) out[i] = s.charCodeAt(i)
-        return out
-      }
-    : (bytes) => {
-        const d = nodeCrypto.createHash('sha256').update(bytes).digest()
-        return new Uint8Array(d.buffer, d.byteOffset, d.byteLength)
-      }
-
-/** Writes SHA-256 of `bytes` into `out` at `offset` (32 bytes): no array of its own for a digest that is copied anyway. */
-export const sha256Into: (bytes: Uint8Array, out: Uint8Array, offset: number) => void =
+/** Writes SHA-256 of `bytes` (a string as UTF-8) into `out` at `offset` (32 bytes): no array of its own for a digest that is copied anyway. */
+export const sha256Into: (bytes: Uint8Array | string, out: Uint8Array, offset: number) => void =
   typeof oneShot === 'function'
     ? (bytes, out, offset) => {
         const s = oneShot('sha256', bytes, 'latin1')
         for (let i = 0; i < 32; i++) out[offset + i] = s.charCodeAt(i)
       }
     : (bytes, out, offset) => out.set(nodeCrypto.createHash('sha256').update(bytes).digest(), offset)
+
+export function sha256(bytes: Uint8Array | string): Uint8Array {
+  const out = new Uint8Array(32)
+  sha256Into(bytes, out, 0)
+  return out
+}

@@ -147,10 +147,9 @@ function verifyWith(verifier: Verifier, msg: Uint8Array, sig: Uint8Array): boole
     // (into one buffer of the module's, outside the JS heap: a 32-byte array in the heap would be moved out of it,
     // a native allocation, when the binding asks for its bytes)
     sha256Into(msg, MSG32, 0)
-    const hash = MSG32
     try {
       // libsecp256k1 returns false for high-S (non-normalized) signatures; it throws when r or s >= n.
-      return nativeSecp256k1!.ecdsaVerify(sig, hash, verifier.point)
+      return nativeSecp256k1!.ecdsaVerify(sig, MSG32, verifier.point)
     } catch {
       return false
     }

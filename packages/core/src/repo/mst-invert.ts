@@ -31,9 +31,6 @@ import { MstWalkError, decodeMstNode, isValidMstKeyAscii, mstKeyLayer, type Bloc
 /** A CID as its binary form (a view into a block, or the bytes of a CID object). */
 type Link = Uint8Array
 
-/** Reads a block by its CID's bytes. */
-export type LinkGetter = (cid: Uint8Array) => Uint8Array | undefined | null
-
 /** Reads blocks by their CID's bytes (core's CarBlocks is one). */
 export interface LinkSource {
   getBytes(cid: Uint8Array): Uint8Array | undefined | null
@@ -531,8 +528,8 @@ function encodeNodeTo(keys: string[], vals: CidLike[], rights: (CidLike | null)[
 }
 
 /**
- * Inverts `ops` on the partial MST rooted at `data`, reading nodes with `get` (e.g. from the CAR
- * slice), and returns the root before them: create → the key must hold `cid`, remove it; update → the
+ * Inverts `ops` on the partial MST rooted at `data`, reading nodes with `get` (by CID, or by CID bytes from
+ * a LinkSource such as the CAR slice's CarBlocks), and returns the root before them: create → the key must hold `cid`, remove it; update → the
  * key must hold `cid`, set it back to `prev`; delete → the key must be absent, insert `prev`.
  * Synchronous; never throws for bad input.
  */
@@ -540,12 +537,11 @@ export function invertMstOps(
   get: BlockGetter | LinkSource,
   data: CID,
   ops: InversionOp[],
-  opts: { getBytes?: LinkGetter } = {},
 ): FastInversionResult {
   // nothing to undo: the tree is unchanged (an empty commit's slice need not carry the root node)
   if (ops.length === 0) return { ok: true, root: data }
   try {
-    const source: LinkSource = typeof get === 'function' ? { getBytes: opts.getBytes ?? ((link) => get(CID.decode(link))) } : get
+    const source: LinkSource = typeof get === 'function' ? { getBytes: (link) => get(CID.decode(link)) } : get
     const tree = new PartialMst(source, data.bytes)
     for (const op of ops) {
       if (typeof op.path !== 'string' || !/^[\x21-\x7e]{1,1024}$/.test(op.path)) {
