@@ -9,7 +9,8 @@ const HEAD = 'p.cid AS cid, p."indexedAt" AS "indexedAt", p."violatesThreadGate"
 
 /**
  * One level of replies (of the posts listed), oldest first, with their heads. The list drives the join (one
- * post_reply_parent_idx seek per listed post): `"replyParent" IN ?L` first built a temporary index of the list.
+ * post_reply_parent_cover_idx seek per listed post, the heads read from the index: migration 008):
+ * `"replyParent" IN ?L` first built a temporary index of the list.
  */
 export const REPLIES_SQL = `SELECT p.uri AS uri, p."replyParent" AS "replyParent", ${HEAD} FROM ?J j JOIN post p ON p."replyParent" = j.value ORDER BY p."sortAt" ASC LIMIT ?`
 
