@@ -7,7 +7,11 @@
 import { randomBytes } from 'node:crypto'
 import { P256Keypair, Secp256k1Keypair } from '@atproto/crypto'
 import { curveToJwtAlg, formatDidKey, InvalidKeyError, type Curve, type JwtAlg } from './keys.js'
-import { nativeSecp256k1, sha256 } from './verify.js'
+import { nativeDigest, nativeSecp256k1 } from './verify.js'
+
+/** the signature libsecp256k1 writes (read back right after the synchronous call) */
+const SIG64 = new Uint8Array(new ArrayBuffer(64))
+const NO_OPTIONS = {}
 
 export interface SigningKeypair {
   curve: Curve
@@ -87,8 +91,10 @@ export async function importKeypair(privateKey: Uint8Array | string, curve: Curv
     const native = nativeSecp256k1
     const pub = native.publicKeyCreate(priv, true)
     const signer = async (msg: Uint8Array) => {
-      // libsecp256k1 signs deterministically (RFC 6979) and always outputs a normalized (low-S) signature
-      return Uint8Array.from(native.ecdsaSign(sha256(msg), priv).signature)
+      // libsecp256k1 signs deterministically (RFC 6979) and always outputs a normalized (low-S) signature,
+      // into the module's scratch buffer outside the JS heap (see nativeDigest), copied into the heap
+      native.ecdsaSign(nativeDigest(msg), priv, NO_OPTIONS, SIG64)
+      return SIG64.slice()
     }
     return new Keypair(curve, priv, Uint8Array.from(pub), signer)
   }

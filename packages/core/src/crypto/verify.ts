@@ -19,7 +19,7 @@ export { sha256 }
 
 interface NativeSecp256k1 {
   ecdsaVerify(sig: Uint8Array, msg32: Uint8Array, pubkey: Uint8Array): boolean
-  ecdsaSign(msg32: Uint8Array, privateKey: Uint8Array): { signature: Uint8Array; recid: number }
+  ecdsaSign(msg32: Uint8Array, privateKey: Uint8Array, options?: object, output?: Uint8Array): { signature: Uint8Array; recid: number }
   publicKeyCreate(privateKey: Uint8Array, compressed?: boolean): Uint8Array
   privateKeyVerify(privateKey: Uint8Array): boolean
 }
@@ -142,14 +142,22 @@ export function verifySignatureWithKey(
 /** the message digest handed to libsecp256k1 (read synchronously by it) */
 const MSG32 = new Uint8Array(new ArrayBuffer(32))
 
+/**
+ * SHA-256 of `msg` for libsecp256k1, in one buffer of the module's outside the JS heap (a 32-byte array in
+ * the heap would be moved out of it, a native allocation, when the binding asks for its bytes). Valid until
+ * the next call: hand it to a synchronous native call right away.
+ */
+export function nativeDigest(msg: Uint8Array): Uint8Array {
+  sha256Into(msg, MSG32, 0)
+  return MSG32
+}
+
 function verifyWith(verifier: Verifier, msg: Uint8Array, sig: Uint8Array): boolean {
   if (verifier.native) {
-    // (into one buffer of the module's, outside the JS heap: a 32-byte array in the heap would be moved out of it,
-    // a native allocation, when the binding asks for its bytes)
-    sha256Into(msg, MSG32, 0)
+    const digest = nativeDigest(msg)
     try {
       // libsecp256k1 returns false for high-S (non-normalized) signatures; it throws when r or s >= n.
-      return nativeSecp256k1!.ecdsaVerify(sig, MSG32, verifier.point)
+      return nativeSecp256k1!.ecdsaVerify(sig, digest, verifier.point)
     } catch {
       return false
     }

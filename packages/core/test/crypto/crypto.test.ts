@@ -280,6 +280,15 @@ describe('crypto: signing', () => {
     }
   })
 
+  it('k256 signatures made in a row are arrays of their own (the signer writes into a scratch buffer)', async () => {
+    const kp = await generateKeypair('k256')
+    const msgs = [randomBytes(10), randomBytes(20)]
+    const pending = msgs.map((m) => kp.sign(m))
+    const sigs = await Promise.all(pending)
+    expect(sigs[0]).not.toBe(sigs[1])
+    for (let i = 0; i < msgs.length; i++) expect(verifySignature(kp.did(), msgs[i]!, sigs[i]!)).toBe(true)
+  })
+
   it('p256 signatures verify with @atproto/crypto', async () => {
     const kp = await generateKeypair('p256')
     const msg = randomBytes(50)
