@@ -84,6 +84,46 @@ export function backlinksFor(collection: string, record: Record<string, unknown>
   return []
 }
 
+/** Plain values nested deeper than this take the general path (which enforces the data model's own limit). */
+const PLAIN_MAX_DEPTH = 32
+
+/**
+ * Whether a record value is the same in JSON form and in lex form, so that core's lexToJson and jsonToLex
+ * would each return an equal copy of it: only plain objects, arrays without holes, strings, booleans, null
+ * and safe integers; no `$link`, `$bytes` or `__proto__` key (jsonToLex converts or refuses them), every
+ * `$type` a non-empty string other than "blob". Anything else (CIDs, bytes, blobs, floats, undefined, other
+ * prototypes, deep nesting) is left to the conversions, which convert it or throw the data-model error.
+ */
+export function sameInJsonAndLex(v: unknown, depth: number): boolean {
+  switch (typeof v) {
+    case 'string':
+    case 'boolean':
+      return true
+    case 'number':
+      return Number.isSafeInteger(v)
+    case 'object': {
+      if (v === null) return true
+      if (depth >= PLAIN_MAX_DEPTH) return false
+      if (Array.isArray(v)) {
+        for (let i = 0; i < v.length; i++) {
+          if (!(i in v) || !sameInJsonAndLex(v[i], depth + 1)) return false
+        }
+        return true
+      }
+      if (Object.getPrototypeOf(v) !== Object.prototype) return false
+      const obj = v as Record<string, unknown>
+      for (const k of Object.keys(obj)) {
+        if (k === '$link' || k === '$bytes' || k === '__proto__') return false
+        if (k === '$type' && (typeof obj.$type !== 'string' || obj.$type === '' || obj.$type === 'blob')) return false
+        if (!sameInJsonAndLex(obj[k], depth + 1)) return false
+      }
+      return true
+    }
+    default:
+      return false
+  }
+}
+
 export function prepareCreateOrUpdate(opts: {
   action: 'create' | 'update'
   did: string
@@ -99,12 +139,18 @@ export function prepareCreateOrUpdate(opts: {
   if (typeof opts.record !== 'object' || opts.record === null || Array.isArray(opts.record)) {
     throw new InvalidRequestError('Record must be an object')
   }
-  // the record may come in JSON form or already decoded (CIDs, blob refs): normalise through JSON form
+  // the record may come in JSON form or already decoded (CIDs, blob refs): normalise through JSON form,
+  // unless it reads the same in both (no CID, bytes or blob: most records), when it is used as both
+  const plain = sameInJsonAndLex(opts.record, 0)
   let json: unknown
-  try {
-    json = ipldToJson(opts.record)
-  } catch (err) {
-    throw new InvalidRequestError(`Invalid record: ${(err as Error).message}`)
+  if (plain) {
+    json = opts.record
+  } else {
+    try {
+      json = ipldToJson(opts.record)
+    } catch (err) {
+      throw new InvalidRequestError(`Invalid record: ${(err as Error).message}`)
+    }
   }
   // a record without $type is of the collection it is written to (as the reference PDS fills it in)
   if ((json as { $type?: unknown }).$type === undefined) json = { ...(json as object), $type: collection }
@@ -113,11 +159,15 @@ export function prepareCreateOrUpdate(opts: {
     throw new InvalidRequestError(`Invalid $type: expected ${collection}, got ${String($type)}`)
   }
   let record: Record<string, unknown>
-  try {
-    record = jsonToIpld(json) as Record<string, unknown>
-  } catch (err) {
-    if (err instanceof DataModelError) throw new InvalidRequestError(`Invalid record: ${err.message}`)
-    throw err
+  if (plain) {
+    record = json as Record<string, unknown>
+  } else {
+    try {
+      record = jsonToIpld(json) as Record<string, unknown>
+    } catch (err) {
+      if (err instanceof DataModelError) throw new InvalidRequestError(`Invalid record: ${err.message}`)
+      throw err
+    }
   }
   const validationStatus = validate(collection, rkey, json, opts.validate)
   let bytes: Uint8Array
@@ -140,7 +190,8 @@ export function prepareCreateOrUpdate(opts: {
     bytes,
     swapCid: opts.swapCid,
     validationStatus,
-    blobs: findBlobRefs(record),
+    // a blob holds a CID: a plain record has none
+    blobs: plain ? [] : findBlobRefs(record),
     backlinks: backlinksFor(collection, record),
   }
 }
