@@ -1,7 +1,7 @@
 /**
  * Migrations 009 (post_reply_root_idx and post_quote_idx partial: WHERE the column IS NOT NULL;
  * post_reply_parent_idx dropped, post_reply_parent_cover_idx serves its reads) and 010 (SQLite: record_agg,
- * profile_agg, list_agg rebuilt as WITHOUT ROWID tables) on a database
+ * profile_agg, list_agg rebuilt as WITHOUT ROWID tables) and 011 (feed_item_post_idx dropped) on a database
  * written by the earlier schema: the same rows and the same answers after, the reply / quote lookups still
  * served by their indexes, and writes after the migration keep the counts. On SQLite, and on PostgreSQL when
  * STRATOS_TEST_PG_URL is set.
@@ -16,7 +16,7 @@ import type { DatabaseSchema } from '../src/indexer/schema.js'
 import { FakeNetwork, PG_URL, agentFor, startAppView, testDb, type TestDb } from './helpers.js'
 
 const dialects: ('sqlite' | 'postgres')[] = PG_URL ? ['sqlite', 'postgres'] : ['sqlite']
-const NEW_MIGRATIONS = ['009-partial-post-indexes', '010-without-rowid']
+const NEW_MIGRATIONS = ['009-partial-post-indexes', '010-without-rowid', '011-drop-feed-item-post-idx']
 
 async function open(db: TestDb): Promise<Database<DatabaseSchema>> {
   return db.dialect === 'postgres' ? openPostgres<DatabaseSchema>(db.dbUrl, { schema: db.dbSchema! }) : openSqlite<DatabaseSchema>(db.dbUrl)
@@ -45,7 +45,7 @@ async function dump(database: Database<DatabaseSchema>, root: string) {
   }
 }
 
-describe.each(dialects)('schema migrations 009-010 on an existing database (%s)', (dialect) => {
+describe.each(dialects)('schema migrations 009-011 on an existing database (%s)', (dialect) => {
   const cleanups: (() => Promise<void>)[] = []
   afterAll(async () => {
     for (const c of cleanups.reverse()) await c()
@@ -84,26 +84,29 @@ describe.each(dialects)('schema migrations 009-010 on an existing database (%s)'
     await indexer.close()
     await database.close()
 
-    // the new code opens it: 009 and 010 run
+    // the new code opens it: 009 to 011 run
     database = await open(tdb)
     await migrateToLatest(database.db, all)
     expect(await dump(database, root.uri)).toEqual(old)
     if (dialect === 'sqlite') {
-      const ddl = database.sqlite!.prepare("SELECT name, sql FROM sqlite_master WHERE name IN ('record_agg', 'profile_agg', 'list_agg', 'post_reply_parent_idx', 'post_reply_root_idx', 'post_quote_idx')").all() as { name: string; sql: string }[]
+      const ddl = database.sqlite!.prepare("SELECT name, sql FROM sqlite_master WHERE name IN ('record_agg', 'profile_agg', 'list_agg', 'post_reply_parent_idx', 'post_reply_root_idx', 'post_quote_idx', 'feed_item_post_idx')").all() as { name: string; sql: string }[]
       const by = Object.fromEntries(ddl.map((d) => [d.name, d.sql]))
       for (const t of ['record_agg', 'profile_agg', 'list_agg']) expect(by[t], t).toMatch(/WITHOUT ROWID$/)
       for (const i of ['post_reply_root_idx', 'post_quote_idx']) expect(by[i], i).toMatch(/WHERE "\w+" IS NOT NULL$/)
       expect(by.post_reply_parent_idx).toBeUndefined()
+      expect(by.feed_item_post_idx).toBeUndefined()
       const plan = (text: string) => (database.sqlite!.prepare(`EXPLAIN QUERY PLAN ${text}`).all('x', 'y') as { detail: string }[]).map((r) => r.detail).join(' | ')
       expect(plan('SELECT p.uri FROM json_each(?) j CROSS JOIN post p ON p."replyParent" = j.value ORDER BY p."sortAt" LIMIT 10 OFFSET ?')).toContain('INDEX post_reply_parent_cover_idx (replyParent=?)')
       expect(plan('SELECT uri FROM post WHERE "quoteUri" = ? AND "sortAt" < ? ORDER BY "sortAt" DESC LIMIT 10')).toContain('USING INDEX post_quote_idx')
       expect(plan('SELECT g."likeCount" FROM json_each(?) j CROSS JOIN record_agg g ON g.uri = j.value WHERE g."likeCount" > ?')).toContain('SEARCH g USING PRIMARY KEY (uri=?)')
     } else {
-      const { rows } = await sql<{ indexname: string; indexdef: string }>`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = ${tdb.dbSchema!} AND tablename = 'post'`.execute(database.db)
+      const { rows } = await sql<{ indexname: string; indexdef: string }>`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = ${tdb.dbSchema!} AND tablename IN ('post', 'feed_item')`.execute(database.db)
       const by = Object.fromEntries(rows.map((r) => [r.indexname, r.indexdef]))
       for (const i of ['post_reply_root_idx', 'post_quote_idx']) expect(by[i], i).toMatch(/WHERE \("\w+" IS NOT NULL\)$/)
       expect(by.post_reply_parent_idx).toBeUndefined()
       expect(by.post_reply_parent_cover_idx).toBeDefined()
+      expect(by.feed_item_post_idx).toBeUndefined()
+      expect(by.feed_item_originator_idx).toBeDefined()
     }
 
     // writes after the migration keep the counts (upserts on the rebuilt tables)
