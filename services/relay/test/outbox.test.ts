@@ -68,7 +68,7 @@ describe('outbox group commit', () => {
     expect(results.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
     expect(published).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
     expect(visibleAtPublish.every(Boolean)).toBe(true)
-    expect(o.writeStats()).toMatchObject({ batches: 1, events: 8, failed: 0 })
+    expect(o.writeStats()).toMatchObject({ batches: 1, events: 8, failed: 0, rewritten: 0 }) // no savepoint per event
     // the state changes were committed with their events
     expect(DIDS.map((did) => accounts.get(did)!.upstreamStatus)).toEqual(DIDS.map((_, i) => `s${i}`))
     // the stored frame carries the seq
@@ -92,7 +92,7 @@ describe('outbox group commit', () => {
     expect(committedSeqs()).toEqual([1, 2, 3, 4, 5, 6, 7])
     expect(accounts.get(DIDS[3]!)!.upstreamStatus).toBeNull() // rolled back with its event
     expect(accounts.get(DIDS[4]!)!.upstreamStatus).toBe('deactivated')
-    expect(o.writeStats()).toMatchObject({ batches: 1, events: 7, failed: 1 })
+    expect(o.writeStats()).toMatchObject({ batches: 1, events: 7, failed: 1, rewritten: 1 }) // again, with savepoints
     // the next event continues the sequence
     expect((await o.emit('#identity', DIDS[0]!, { did: DIDS[0] })).seq).toBe(8)
   })

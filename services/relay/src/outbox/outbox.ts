@@ -88,6 +88,18 @@ export interface OutboxOptions {
   checkpointEvery?: number
 }
 
+/** An event's state change threw in a batch written without savepoints: write it again with them. */
+class RetryWithSavepoints extends Error {
+  constructor(
+    /** the event's index in the batch */
+    readonly index: number,
+    /** what it threw */
+    readonly error: unknown,
+  ) {
+    super('an event of the batch failed')
+  }
+}
+
 /** An event as published (after its commit): what derived streams (Jetstream) are built from. */
 export interface PublishedEvent {
   seq: number
@@ -136,6 +148,11 @@ export interface OutboxWriteStats {
   txMs: number
   /** WAL fdatasyncs done (on the thread pool; one covers every batch committed before it began) */
   syncs: number
+  /**
+   * batches written a second time, with a savepoint per event: the first write (no savepoints) was rolled back
+   * because an event's state change or frame threw
+   */
+  rewritten: number
 }
 
 /** A published event whose body is decoded from its frame only if a listener reads it. */
@@ -164,7 +181,7 @@ export class Outbox {
   private flushScheduled: NodeJS.Immediate | NodeJS.Timeout | null = null
   private closed = false
   private readonly writeBatch: (items: PendingEvent[]) => { evt?: LoggedEvent; err?: unknown }[]
-  private readonly stats_: OutboxWriteStats = { batches: 0, events: 0, failed: 0, txMs: 0, syncs: 0 }
+  private readonly stats_: OutboxWriteStats = { batches: 0, events: 0, failed: 0, txMs: 0, syncs: 0, rewritten: 0 }
   /** committed (or failed) batches not yet published / settled, in commit order */
   private unpublished: CommittedBatch[] = []
   /** a microtask will publish the batches whose sync has completed */
@@ -245,15 +262,25 @@ export class Outbox {
     // a failure rolls back this event alone
     const withUpdate = db.transaction((item: PendingEvent, seq: number): Uint8Array => this.build(item, seq))
     // the batch: each event's change and frame in turn, seqs assigned to the events that succeed; then the log
-    // rows and their Jetstream times, one multi-row insert each
-    this.writeBatch = db.transaction((items: PendingEvent[]) => {
+    // rows and their Jetstream times, one multi-row insert each. `failed` null: the events' changes run
+    // without a savepoint each (two statements fewer per event); the first one that throws rolls the whole
+    // transaction back (RetryWithSavepoints) and the batch is written again with savepoints, that event failed
+    // with its error without running again, so the outcome is the one of a write with savepoints: that event
+    // alone fails.
+    const batch = (items: PendingEvent[], failed: RetryWithSavepoints | null): { evt?: LoggedEvent; err?: unknown }[] => {
+      const savepoints = failed !== null
       let seq = log.lastAssignedSeq()
       const results: { evt?: LoggedEvent; err?: unknown }[] = []
       const rows: AssignedEvent[] = []
       const times: number[] = []
-      for (const item of items) {
+      for (let i = 0; i < items.length; i++) {
+        const item = items[i]!
+        if (failed !== null && i === failed.index) {
+          results.push({ err: failed.error })
+          continue
+        }
         try {
-          const frame = item.update ? withUpdate(item, seq + 1) : this.build(item, seq + 1)
+          const frame = item.update && savepoints ? withUpdate(item, seq + 1) : this.build(item, seq + 1)
           seq++
           rows.push({ seq, type: item.type, did: item.did, time: Math.floor(item.timeUs! / 1000), frame })
           times.push(seq, item.timeUs!)
@@ -261,6 +288,7 @@ export class Outbox {
         } catch (err) {
           // SQLite aborted the whole transaction (disk full, I/O error...): fail the batch, not just this event
           if (!db.inTransaction) throw err
+          if (!savepoints && item.update) throw new RetryWithSavepoints(i, err)
           this.opts.onRollback?.()
           results.push({ err })
         }
@@ -268,7 +296,22 @@ export class Outbox {
       log.appendAssigned(rows)
       this.timeStmts.insert.run(times)
       return results
-    }).immediate as (items: PendingEvent[]) => { evt?: LoggedEvent; err?: unknown }[]
+    }
+    type WriteBatch = (items: PendingEvent[]) => { evt?: LoggedEvent; err?: unknown }[]
+    type Careful = (items: PendingEvent[], failed: RetryWithSavepoints) => { evt?: LoggedEvent; err?: unknown }[]
+    const optimistic = db.transaction((items: PendingEvent[]) => batch(items, null)).immediate as WriteBatch
+    const careful = db.transaction((items: PendingEvent[], failed: RetryWithSavepoints) => batch(items, failed)).immediate as Careful
+    this.writeBatch = (items) => {
+      try {
+        return optimistic(items)
+      } catch (err) {
+        if (!(err instanceof RetryWithSavepoints)) throw err
+        // rolled back: what the events' changes cached is stale
+        this.opts.onRollback?.()
+        this.stats_.rewritten++
+        return careful(items, err)
+      }
+    }
   }
 
   /** Runs the event's state change, then builds its frame with `seq` and sets its Jetstream time. */
