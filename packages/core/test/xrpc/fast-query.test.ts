@@ -352,3 +352,38 @@ describe('headerList (the fast path\'s response heads)', () => {
     }
   })
 })
+
+describe('fastQuery params (validated once per query string)', () => {
+  it('hands the same frozen params to requests with the same query string, and checks each new one', async () => {
+    const seen: Record<string, unknown>[] = []
+    const server = createXrpcServer({ metrics: false })
+    server.method('com.atproto.repo.getRecord', {
+      handler: ({ params }) => ({ encoding: 'application/json', body: { rkey: params.rkey, regular: true } }),
+      fastQuery: (params) => {
+        seen.push(params)
+        return { body: JSON.stringify({ rkey: params.rkey }) }
+      },
+    })
+    const url = await server.listen()
+    try {
+      const path = (rkey: string, extra = '') =>
+        `/xrpc/com.atproto.repo.getRecord?repo=${encodeURIComponent(DID)}&collection=app.bsky.feed.post&rkey=${rkey}${extra}`
+      expect((await get(url, path('a1'))).body).toBe('{"rkey":"a1"}')
+      expect((await get(url, path('a1'))).body).toBe('{"rkey":"a1"}')
+      expect((await get(url, path('a2'))).body).toBe('{"rkey":"a2"}')
+      expect(seen).toHaveLength(3)
+      expect(seen[1]).toBe(seen[0])
+      expect(Object.isFrozen(seen[0])).toBe(true)
+      expect(seen[2]).not.toBe(seen[0])
+      expect(seen[2]).toEqual({ repo: DID, collection: 'app.bsky.feed.post', rkey: 'a2' })
+      // bad params are never kept: each such request gets the regular path's 400
+      for (let i = 0; i < 2; i++) {
+        const bad = await get(url, path('a3', '&cid=notacid'))
+        expect(bad.status).toBe(400)
+      }
+      expect(seen).toHaveLength(3)
+    } finally {
+      await server.close()
+    }
+  })
+})
