@@ -16,6 +16,11 @@ export interface HttpMetrics {
   requests: Counter<'nsid' | 'method' | 'status'>
   duration: Histogram<'nsid' | 'status'>
   path: string
+  /**
+   * Run before {@link requests} is read (a scrape, `get()`): they add the counts a hot path kept as plain
+   * numbers instead of a prom-client call per request (each hashes its labels).
+   */
+  flushers: (() => void)[]
 }
 
 /**
@@ -27,11 +32,15 @@ export function createHttpMetrics(opts: MetricsOptions = {}): HttpMetrics {
   const registry = opts.registry ?? new Registry()
   const prefix = opts.prefix ?? ''
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix })
+  const flushers: (() => void)[] = []
   const requests = new Counter({
     name: `${prefix}http_requests_total`,
     help: 'HTTP requests by XRPC method (or route), HTTP method and status',
     labelNames: ['nsid', 'method', 'status'] as const,
     registers: [registry],
+    collect() {
+      for (const flush of flushers) flush()
+    },
   })
   const duration = new Histogram({
     name: `${prefix}http_request_duration_seconds`,
@@ -40,5 +49,5 @@ export function createHttpMetrics(opts: MetricsOptions = {}): HttpMetrics {
     buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
   })
-  return { registry, requests, duration, path: opts.path ?? '/metrics' }
+  return { registry, requests, duration, path: opts.path ?? '/metrics', flushers }
 }

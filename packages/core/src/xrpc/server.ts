@@ -287,9 +287,11 @@ interface FastMethod {
   rules: { id: string; rule: RateLimitRule<RateLimitContext> }[]
   /** validated params by raw query string (see {@link FAST_PARAMS_MAX}): frozen, shared by the requests */
   params: Map<string, Params>
-  counted?: { inc(): void }
+  /** fast 200s not yet added to {@link counted} and {@link served} (see {@link XrpcServer.flushFastCounts}) */
+  pending: number
+  counted?: { inc(n?: number): void }
   timed?: { observe(v: number): void }
-  served?: { inc(): void }
+  served?: { inc(n?: number): void }
 }
 
 /** A method answered by {@link XrpcServer.tryFastProcedure}. */
@@ -407,7 +409,7 @@ export class XrpcServer {
   /** fastify has a logger (false: its null logger) */
   private readonly hasLogger: boolean
   /** `xrpc_fast_path_requests_total{nsid}`: requests answered by {@link tryFastQuery} and {@link tryFastProcedure} */
-  private readonly fastServed: { labels(labels: { nsid: string }): { inc(): void } } | undefined
+  private readonly fastServed: { labels(labels: { nsid: string }): { inc(n?: number): void } } | undefined
   /** response headers of the fast path: what the CORS hook sets on every XRPC response (null: no fast path) */
   private readonly fastHeaders: Record<string, string> | null
   /** {@link fastHeaders} as a {@link headerList} list */
@@ -452,8 +454,10 @@ export class XrpcServer {
           help: 'XRPC requests answered by a fastQuery or fastProcedure handler ahead of fastify, by method',
           labelNames: ['nsid'] as const,
           registers: [this.metrics.registry],
+          collect: () => this.flushFastCounts(),
         })
       : undefined
+    this.metrics?.flushers.push(() => this.flushFastCounts())
 
     this.app.setErrorHandler((err, req, reply) => this.sendError(req, reply, err))
     this.app.setNotFoundHandler((req, reply) => {
@@ -547,7 +551,7 @@ export class XrpcServer {
     if (config.fastQuery && def.type === 'query' && !config.auth && limitsFast && this.fastHeaders) {
       const validate = config.validateOutput ?? this.opts.validateOutput ?? false
       if (!this.listenFirst()) return this
-      this.fastQueries.set(nsid, { handler: config.fastQuery, validate, rules: rules as unknown as FastMethod['rules'], params: new Map() })
+      this.fastQueries.set(nsid, { handler: config.fastQuery, validate, rules: rules as unknown as FastMethod['rules'], params: new Map(), pending: 0 })
     }
     const input = def.type === 'procedure' ? def.input : undefined
     if (config.fastProcedure && input?.schema && isJsonEncoding(input.encoding) && (!rateLimited || config.fastProcedureLimits) && this.fastHeaders) {
@@ -810,14 +814,25 @@ export class XrpcServer {
     res.writeHead(200, headers)
     res.end(out.body)
     if (this.metrics) {
-      fast.counted ??= this.metrics.requests.labels({ nsid, method: 'GET', status: '200' })
       fast.timed ??= this.metrics.duration.labels({ nsid, status: '200' })
-      fast.served ??= this.fastServed!.labels({ nsid })
-      fast.counted.inc()
       fast.timed.observe((performance.now() - start) / 1000)
-      fast.served.inc()
+      // counted when the counters are read
+      fast.pending++
     }
     return true
+  }
+
+  /** Adds the fast queries' {@link FastMethod.pending} answers to the request counters. */
+  private flushFastCounts(): void {
+    if (!this.metrics) return
+    for (const [nsid, fast] of this.fastQueries) {
+      if (fast.pending === 0) continue
+      fast.counted ??= this.metrics.requests.labels({ nsid, method: 'GET', status: '200' })
+      fast.served ??= this.fastServed!.labels({ nsid })
+      fast.counted.inc(fast.pending)
+      fast.served.inc(fast.pending)
+      fast.pending = 0
+    }
   }
 
   /**

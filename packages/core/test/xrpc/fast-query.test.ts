@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream'
 import pino from 'pino'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { createXrpcServer, InvalidRequestError, MemoryRateLimitStore, type XrpcServer, type XrpcServerOptions } from '@stratos/core/xrpc'
 import type { BucketSpec } from '../../src/xrpc/rate-limit.js'
 import { expectSameAnswer, RecordingStore } from './_fast-path.js'
@@ -382,6 +382,36 @@ describe('fastQuery params (validated once per query string)', () => {
         expect(bad.status).toBe(400)
       }
       expect(seen).toHaveLength(3)
+    } finally {
+      await server.close()
+    }
+  })
+})
+
+describe('fastQuery request counters (added when read)', () => {
+  it('adds fast answers to the counters when they are read, not with a counter call per request', async () => {
+    const server = createXrpcServer({ metrics: { defaultMetrics: false } })
+    server.method('com.atproto.repo.getRecord', {
+      handler: () => ({ encoding: 'application/json', body: { regular: true } }),
+      fastQuery: (params) => ({ body: JSON.stringify({ rkey: params.rkey }) }),
+    })
+    const url = await server.listen()
+    try {
+      const metrics = server.metrics!
+      const path = (rkey: string) => `/xrpc/com.atproto.repo.getRecord?repo=${encodeURIComponent(DID)}&collection=app.bsky.feed.post&rkey=${rkey}`
+      const incs = vi.spyOn(metrics.requests, 'inc')
+      for (let i = 0; i < 3; i++) expect((await get(url, path(`a${i}`))).status).toBe(200)
+      expect(incs).not.toHaveBeenCalled()
+      const value = async (name: string) =>
+        (await metrics.registry.getSingleMetric(name)!.get()).values.find((v) => v.labels.nsid === 'com.atproto.repo.getRecord' && !('le' in v.labels))?.value
+      expect(await value('http_requests_total')).toBe(3)
+      expect(await value('xrpc_fast_path_requests_total')).toBe(3)
+      incs.mockRestore()
+      for (let i = 0; i < 2; i++) await get(url, path(`b${i}`))
+      const text = (await get(url, '/metrics')).body
+      expect(text).toContain('http_requests_total{nsid="com.atproto.repo.getRecord",method="GET",status="200"} 5')
+      expect(text).toContain('xrpc_fast_path_requests_total{nsid="com.atproto.repo.getRecord"} 5')
+      expect(text).toContain('http_request_duration_seconds_count{nsid="com.atproto.repo.getRecord",status="200"} 5')
     } finally {
       await server.close()
     }
