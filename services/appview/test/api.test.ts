@@ -92,7 +92,13 @@ function apiSuite(dialect: 'sqlite' | 'postgres', opts: { readWorkers?: number }
 
   afterAll(async () => {
     // the read methods were answered by the workers (the same assertions as in the main thread)
-    if (opts.readWorkers && server) expect(server.ctx.readPool!.served).toBeGreaterThan(0)
+    if (opts.readWorkers && server) {
+      expect(server.ctx.readPool!.served).toBeGreaterThan(0)
+      // and taken ahead of fastify by the core XRPC fast path (auth, params and errors checked there alike)
+      const metrics = await (await fetch(`${server.url}/metrics`)).text()
+      const served = metrics.split('\n').find((l) => l.startsWith('xrpc_fast_path_requests_total{') && l.includes('nsid="app.bsky.feed.getTimeline"'))
+      expect(Number(served?.split(' ').pop() ?? 0)).toBeGreaterThan(0)
+    }
     await server?.close()
     await net?.close()
     await db?.cleanup()

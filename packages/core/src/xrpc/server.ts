@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { Readable } from 'node:stream'
@@ -121,6 +121,8 @@ export interface PlainHandlerContext<A = unknown, P extends Params = Params> {
   params: P
   input: HandlerInput | undefined
   auth: AuthResult<A>
+  /** the request's headers (fastify's request on the regular path, Node's on the fast path) */
+  req?: { readonly headers: IncomingHttpHeaders }
 }
 
 export type PlainMethodHandler<A = unknown, P extends Params = Params> = (
@@ -151,10 +153,11 @@ export interface MethodConfig<A = unknown, P extends Params = Params> {
    */
   fastQuery?: FastQueryHandler<P>
   /**
-   * For a procedure with a JSON input: the method's handler when it uses nothing but the nsid, params, input
-   * and auth (usually the same function as `handler`). Run from the HTTP server's request event ahead of
-   * fastify for a plain request (POST to the canonical `/xrpc/<nsid>`, a JSON Content-Type, a Content-Length
-   * within the body limit, not chunked, let through by {@link XrpcServerOptions.fastPathFilter}) while no rate
+   * For a procedure with a JSON input, or a query: the method's handler when it uses nothing but the nsid,
+   * params, input, auth and the request's headers (usually the same function as `handler`). Run from the HTTP
+   * server's request event ahead of fastify for a plain request (a procedure: POST to the canonical
+   * `/xrpc/<nsid>`, a JSON Content-Type, a Content-Length within the body limit, not chunked; a query: GET to
+   * it without a body; let through by {@link XrpcServerOptions.fastPathFilter}) while no rate
    * limit applies to the method, or {@link fastProcedureLimits} is set: the same checks in the same order
    * (global rate limits, params, auth, body, input validation, the method's rate limits), the same output
    * validation, the same responses and XRPC errors (429s and RateLimit-* headers included), CORS headers,
@@ -300,8 +303,10 @@ interface FastProcedure {
   /** the method's rate limit rules (charged when rate limits apply) */
   rules: { id: string; rule: RateLimitRule<RateLimitContext> }[]
   auth: AuthVerifier<any> | undefined
-  /** the input's encoding (a JSON one) */
+  /** the input's encoding (a JSON one; '' for a query, which has none) */
   encoding: string
+  /** a query (GET, no body) */
+  query: boolean
   bodyLimit: number
   validate: boolean
   counted: Map<number, { inc(): void }>
@@ -554,13 +559,15 @@ export class XrpcServer {
       this.fastQueries.set(nsid, { handler: config.fastQuery, validate, rules: rules as unknown as FastMethod['rules'], params: new Map(), pending: 0 })
     }
     const input = def.type === 'procedure' ? def.input : undefined
-    if (config.fastProcedure && input?.schema && isJsonEncoding(input.encoding) && (!rateLimited || config.fastProcedureLimits) && this.fastHeaders) {
+    const fastInput = def.type === 'query' || (input?.schema !== undefined && isJsonEncoding(input.encoding))
+    if (config.fastProcedure && fastInput && (!rateLimited || config.fastProcedureLimits) && this.fastHeaders) {
       if (!this.listenFirst()) return this
       this.fastProcedures.set(nsid, {
         handler: config.fastProcedure,
         rules: rules as unknown as FastProcedure['rules'],
         auth: config.auth,
-        encoding: input.encoding,
+        encoding: input?.encoding ?? '',
+        query: def.type === 'query',
         bodyLimit: config.bodyLimit ?? this.limits.json,
         validate: config.validateOutput ?? this.opts.validateOutput ?? false,
         counted: new Map(),
@@ -599,20 +606,25 @@ export class XrpcServer {
    * answers it, errors included); false leaves the request to fastify (nothing read or written).
    */
   private tryFastProcedure(req: IncomingMessage, res: ServerResponse): boolean {
-    if (req.method !== 'POST' || this.fastProcedures.size === 0) return false
+    if ((req.method !== 'POST' && req.method !== 'GET') || this.fastProcedures.size === 0) return false
     const url = req.url ?? ''
     const nsid = xrpcPathNsid(url)
     if (nsid === undefined) return false
     const fast = this.fastProcedures.get(nsid)
-    if (!fast) return false
+    if (!fast || req.method !== (fast.query ? 'GET' : 'POST')) return false
     const q = url.indexOf('?')
     const h = req.headers
     const contentLength = h['content-length']
     const contentType = h['content-type']
-    if (contentLength === undefined || h['transfer-encoding'] !== undefined || contentType === undefined) return false
-    // an empty, too large or mistyped body: the regular path's errors
-    const length = Number(contentLength)
-    if (!(length > 0 && length <= fast.bodyLimit) || !encodingMatches(fast.encoding, contentType)) return false
+    if (fast.query) {
+      // a body where none is expected: the regular path's error
+      if ((contentLength !== undefined && contentLength !== '0') || h['transfer-encoding'] !== undefined) return false
+    } else {
+      if (contentLength === undefined || h['transfer-encoding'] !== undefined || contentType === undefined) return false
+      // an empty, too large or mistyped body: the regular path's errors
+      const length = Number(contentLength)
+      if (!(length > 0 && length <= fast.bodyLimit) || !encodingMatches(fast.encoding, contentType)) return false
+    }
     if (this.opts.fastPathFilter && !this.opts.fastPathFilter(req)) return false
     const genReqId = (this.app as unknown as { genReqId?: (req: IncomingMessage) => string }).genReqId
     if (typeof genReqId !== 'function') return false
@@ -620,7 +632,7 @@ export class XrpcServer {
     // fastify takes a request id for every request, logged or not
     const reqId = genReqId.call(this.app, req)
     const reqLog = this.logsRequests() ? this.logIncoming(req, res, reqId, start) : undefined
-    void this.answerFastProcedure(req, res, nsid, q < 0 ? '' : url.slice(q + 1), contentType, fast, reqId, start, reqLog)
+    void this.answerFastProcedure(req, res, nsid, q < 0 ? '' : url.slice(q + 1), contentType ?? '', fast, reqId, start, reqLog)
     return true
   }
 
@@ -696,19 +708,22 @@ export class XrpcServer {
         throw new InvalidRequestError((err as Error).message, undefined, { cause: err })
       }
       const auth: AuthResult = fast.auth ? await fast.auth({ req, nsid, params }) : { credentials: null }
-      let bytes: Buffer
-      try {
-        bytes = await readBody(req, fast.bodyLimit)
-      } catch (err) {
-        if (err instanceof PayloadTooLargeError) res.setHeader('connection', 'close')
-        throw err
+      let input: HandlerInput | undefined
+      if (!fast.query) {
+        let bytes: Buffer
+        try {
+          bytes = await readBody(req, fast.bodyLimit)
+        } catch (err) {
+          if (err instanceof PayloadTooLargeError) res.setHeader('connection', 'close')
+          throw err
+        }
+        input = this.jsonInput(nsid, contentType, bytes)
       }
-      const input = this.jsonInput(nsid, contentType, bytes)
       if (limitReq && fast.rules.length > 0) {
         const ctx = { nsid, params, input, auth, req: limitReq }
         limitHeaders = (await this.chargeForFastProcedure(fast.rules, ctx)) ?? limitHeaders
       }
-      const output = (await fast.handler({ nsid, params, input, auth })) ?? undefined
+      const output = (await fast.handler({ nsid, params, input, auth, req })) ?? undefined
       const encoding = output ? (output.encoding === 'json' ? 'application/json' : output.encoding) : undefined
       if (fast.validate) {
         try {
@@ -744,7 +759,7 @@ export class XrpcServer {
     }
     if (this.metrics) {
       let counted = fast.counted.get(status)
-      if (!counted) fast.counted.set(status, (counted = this.metrics.requests.labels({ nsid, method: 'POST', status: String(status) })))
+      if (!counted) fast.counted.set(status, (counted = this.metrics.requests.labels({ nsid, method: fast.query ? 'GET' : 'POST', status: String(status) })))
       let timed = fast.timed.get(status)
       if (!timed) fast.timed.set(status, (timed = this.metrics.duration.labels({ nsid, status: String(status) })))
       fast.served ??= this.fastServed!.labels({ nsid })

@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream'
 import { expect } from 'vitest'
 import { MemoryRateLimitStore } from '@stratos/core/xrpc'
 import type { BucketSpec, RateLimitStatus } from '../../src/xrpc/rate-limit.js'
@@ -28,4 +29,15 @@ export function expectSameAnswer(
     delete b.headers[name]
   }
   expect({ ...request, ...a }).toEqual({ ...request, ...b })
+}
+
+/** A stream that collects the log lines written to it into `into`. */
+export const lineSink = (into: string[]) => new Writable({ write: (chunk, _enc, cb) => (into.push(...String(chunk).split('\n').filter(Boolean)), cb()) })
+
+/** A request log line's fields that do not vary between two servers (no time, pid, host port or response time). */
+export function logFields(line: string): Record<string, unknown> {
+  const { time, pid, hostname, responseTime, ...rest } = JSON.parse(line) as Record<string, unknown>
+  const req = rest.req as Record<string, unknown> | undefined
+  if (req) rest.req = { ...req, remotePort: 'port', host: String(req.host).replace(/:\d+$/, ':port') }
+  return rest
 }

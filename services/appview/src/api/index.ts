@@ -1,5 +1,5 @@
 /** Registers every app.bsky method this AppView implements (one file per method). */
-import type { AuthResult, HandlerOutput, MethodConfig, MethodHandler, XrpcServer } from '@stratos/core/xrpc'
+import type { AuthResult, HandlerContext, HandlerOutput, MethodConfig, MethodHandler, Params, PlainHandlerContext, XrpcServer } from '@stratos/core/xrpc'
 import type { AppContext } from '../context.js'
 import actorGetProfile from './app/bsky/actor/getProfile.js'
 import actorGetProfiles from './app/bsky/actor/getProfiles.js'
@@ -115,37 +115,36 @@ function withRepoRev(server: XrpcServer, ctx: AppContext): XrpcServer {
         if (pool) {
           // answered by a read worker once one is up (the output validated there), else here as before
           const validate = config.validateOutput ?? ctx.config.validateOutput
-          target.method(nsid, {
-            ...config,
-            validateOutput: false,
-            handler: async (call) => {
-              const labelers = ctx.acceptedLabelers(call.req.headers['atproto-accept-labelers'])
-              const contentLabelers = formatContentLabelers(labelers)
-              if (pool.available) {
-                const viewer = (call.auth.credentials as { iss?: unknown } | null | undefined)?.iss
-                const res = await pool.run({
-                  nsid,
-                  params: call.params,
-                  viewer: typeof viewer === 'string' ? viewer : null,
-                  labelers,
-                  publicUrl: ctx.publicUrl,
-                  validate,
-                })
-                const out = readOutput(res)
-                return { ...out, headers: { ...out.headers, 'atproto-content-labelers': contentLabelers } }
-              }
-              const out = await addRepoRev(ctx, call.auth, await runWithLabelers(labelers, () => config.handler(call)))
-              if (!out) return out
-              if (validate) {
-                try {
-                  validateOutput(nsid, out.encoding, out.body)
-                } catch (err) {
-                  throw new InternalServerError(`Invalid output for ${nsid}: ${(err as Error).message}`, undefined, { cause: err })
-                }
-              }
+          // the worker methods' handlers read only the nsid, params and auth (the workers run them without
+          // fastify's request and reply), so the same answer serves both paths: ahead of fastify for a plain GET
+          const serve = async (call: PlainHandlerContext<unknown, Params>): Promise<HandlerOutput | void> => {
+            const labelers = ctx.acceptedLabelers(call.req?.headers['atproto-accept-labelers'])
+            const contentLabelers = formatContentLabelers(labelers)
+            if (pool.available) {
+              const viewer = (call.auth.credentials as { iss?: unknown } | null | undefined)?.iss
+              const res = await pool.run({
+                nsid,
+                params: call.params,
+                viewer: typeof viewer === 'string' ? viewer : null,
+                labelers,
+                publicUrl: ctx.publicUrl,
+                validate,
+              })
+              const out = readOutput(res)
               return { ...out, headers: { ...out.headers, 'atproto-content-labelers': contentLabelers } }
-            },
-          })
+            }
+            const out = await addRepoRev(ctx, call.auth, await runWithLabelers(labelers, () => config.handler(call as HandlerContext<any, any>)))
+            if (!out) return out
+            if (validate) {
+              try {
+                validateOutput(nsid, out.encoding, out.body)
+              } catch (err) {
+                throw new InternalServerError(`Invalid output for ${nsid}: ${(err as Error).message}`, undefined, { cause: err })
+              }
+            }
+            return { ...out, headers: { ...out.headers, 'atproto-content-labelers': contentLabelers } }
+          }
+          target.method(nsid, { ...config, validateOutput: false, handler: serve, fastProcedure: serve })
           return receiver
         }
         target.method(nsid, {
