@@ -167,6 +167,15 @@ export function parseLegacyMultibase(curveOrAlg: Curve | JwtAlg, multibase: stri
 }
 
 /**
+ * The did:key of each verification method seen (type and key text), so that a cached DID document's key is
+ * checked and converted (base58 decode, a point decompression by OpenSSL) once, not each time it is read: a
+ * service verifying a JWT per request reads the issuer's key per request (the conversion was ~9 % of an
+ * AppView's main-thread samples). Only good keys are kept; the oldest is dropped past the bound.
+ */
+const methodKeys = new Map<string, string>()
+const METHOD_KEY_CACHE_SIZE = 10_000
+
+/**
  * did:key for a DID-document verification method: `Multikey`, or the legacy
  * `EcdsaSecp256k1VerificationKey2019` / `EcdsaSecp256r1VerificationKey2019` suites.
  * Throws InvalidKeyError for unsupported types or bad keys.
@@ -176,10 +185,21 @@ export function didKeyFromVerificationMethod(method: { type?: unknown; publicKey
   if (typeof publicKeyMultibase !== 'string') {
     throw new InvalidKeyError('verification method has no publicKeyMultibase')
   }
+  if (typeof type !== 'string') throw new InvalidKeyError(`unsupported verification method type: ${String(type)}`)
+  const memoKey = `${type} ${publicKeyMultibase}`
+  const known = methodKeys.get(memoKey)
+  if (known !== undefined) return known
+  const didKey = convertVerificationMethod(type, publicKeyMultibase)
+  methodKeys.set(memoKey, didKey)
+  if (methodKeys.size > METHOD_KEY_CACHE_SIZE) methodKeys.delete(methodKeys.keys().next().value!)
+  return didKey
+}
+
+function convertVerificationMethod(type: string, publicKeyMultibase: string): string {
   // (each point checked and compressed once: formatDidKey would convert it again)
   if (type === 'Multikey') return didKeyFromMultikey(publicKeyMultibase)
-  const curve = typeof type === 'string' ? LEGACY_SUITES[type] : undefined
-  if (!curve) throw new InvalidKeyError(`unsupported verification method type: ${String(type)}`)
+  const curve = LEGACY_SUITES[type]
+  if (!curve) throw new InvalidKeyError(`unsupported verification method type: ${type}`)
   const parsed = parseLegacyMultibase(curve, publicKeyMultibase)
   return DID_KEY_PREFIX + multikeyOfCompressed(parsed.curve, parsed.publicKey)
 }

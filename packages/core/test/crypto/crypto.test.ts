@@ -198,9 +198,11 @@ describe('crypto: did:key and multikey', () => {
           convert.mockClear()
           expect(didKeyFromVerificationMethod(m)).toBe(kp.did())
           expect(convert).toHaveBeenCalledTimes(1)
+          // the same method read again (a cached document's key, per request): kept, not converted again
           convert.mockClear()
           expect(didKeyOfDocMethod(m)).toBe(kp.did())
-          expect(convert).toHaveBeenCalledTimes(1)
+          expect(didKeyFromVerificationMethod({ ...m })).toBe(kp.did())
+          expect(convert).toHaveBeenCalledTimes(0)
         }
       }
       // a point not on the curve is still refused
@@ -208,6 +210,8 @@ describe('crypto: did:key and multikey', () => {
       const bad = formatBadPoint().slice(8)
       expect(() => didKeyFromVerificationMethod({ type: 'Multikey', publicKeyMultibase: bad })).toThrow(InvalidKeyError)
       expect(didKeyOfDocMethod({ type: 'Multikey', publicKeyMultibase: bad })).toBeUndefined()
+      // and checked again each time (a bad key is not kept)
+      expect(convert).toHaveBeenCalledTimes(2)
     } finally {
       convert.mockRestore()
     }
