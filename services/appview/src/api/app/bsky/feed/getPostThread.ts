@@ -38,7 +38,7 @@ const register: Register = (server, ctx) => {
       if (!anchor) throw notFound()
       const heads = new Map<string, PostHead>([[anchor.uri, anchor]])
       const rootUri = anchor.replyRoot ?? anchor.uri
-      // replies: level by level below the anchor, down to `depth` (post_reply_parent_idx), oldest first
+      // replies: level by level below the anchor, down to `depth` (post_reply_parent_cover_idx), oldest first
       const children = new Map<string, string[]>()
       const below: string[] = []
       let level = [uri]
