@@ -157,7 +157,8 @@ export interface MethodConfig<A = unknown, P extends Params = Params> {
    * params, input, auth and the request's headers (usually the same function as `handler`). Run from the HTTP
    * server's request event ahead of fastify for a plain request (a procedure: POST to the canonical
    * `/xrpc/<nsid>`, a JSON Content-Type, a Content-Length within the body limit, not chunked; a query: GET to
-   * it without a body; let through by {@link XrpcServerOptions.fastPathFilter}) while no rate
+   * it without a body, its params frozen and shared by the requests with the same query string, as
+   * {@link fastQuery}'s; let through by {@link XrpcServerOptions.fastPathFilter}) while no rate
    * limit applies to the method, or {@link fastProcedureLimits} is set: the same checks in the same order
    * (global rate limits, params, auth, body, input validation, the method's rate limits), the same output
    * validation, the same responses and XRPC errors (429s and RateLimit-* headers included), CORS headers,
@@ -307,6 +308,8 @@ interface FastProcedure {
   encoding: string
   /** a query (GET, no body) */
   query: boolean
+  /** a query's validated params by raw query string, as {@link FastMethod.params} */
+  params: Map<string, Params>
   bodyLimit: number
   validate: boolean
   counted: Map<number, { inc(): void }>
@@ -568,6 +571,7 @@ export class XrpcServer {
         auth: config.auth,
         encoding: input?.encoding ?? '',
         query: def.type === 'query',
+        params: new Map(),
         bodyLimit: config.bodyLimit ?? this.limits.json,
         validate: config.validateOutput ?? this.opts.validateOutput ?? false,
         counted: new Map(),
@@ -599,6 +603,20 @@ export class XrpcServer {
   private logsRequests(): boolean {
     const log = this.app.log as FastifyBaseLogger & { isLevelEnabled?: (level: string) => boolean }
     return typeof log.isLevelEnabled === 'function' ? log.isLevelEnabled('info') : this.hasLogger
+  }
+
+  /** A fast query's validated params, kept by query string (throws the lexicon's error for bad ones, never kept). */
+  private keptParams(kept: Map<string, Params>, nsid: string, query: string): Params {
+    let params = kept.get(query)
+    if (params === undefined) {
+      // a pure function of the query string (the server's lexicons are fixed): checked once per string
+      params = Object.freeze(validateParams(nsid, new URLSearchParams(query), this.lexicons))
+      if (query.length <= FAST_PARAMS_KEY_MAX) {
+        if (kept.size >= FAST_PARAMS_MAX) kept.delete(kept.keys().next().value!)
+        kept.set(query, params)
+      }
+    }
+    return params
   }
 
   /**
@@ -703,7 +721,8 @@ export class XrpcServer {
       }
       let params: Params
       try {
-        params = validateParams(nsid, new URLSearchParams(query), this.lexicons)
+        // a query's params are kept by query string, as fastQuery's (frozen)
+        params = fast.query ? this.keptParams(fast.params, nsid, query) : validateParams(nsid, new URLSearchParams(query), this.lexicons)
       } catch (err) {
         throw new InvalidRequestError((err as Error).message, undefined, { cause: err })
       }
@@ -793,16 +812,7 @@ export class XrpcServer {
     let out: { body: string; headers?: Record<string, string> } | undefined
     try {
       const query = q < 0 ? '' : url.slice(q + 1)
-      let params = fast.params.get(query)
-      if (params === undefined) {
-        // a pure function of the query string (the server's lexicons are fixed): checked once per string
-        params = Object.freeze(validateParams(nsid, new URLSearchParams(query), this.lexicons))
-        if (query.length <= FAST_PARAMS_KEY_MAX) {
-          if (fast.params.size >= FAST_PARAMS_MAX) fast.params.delete(fast.params.keys().next().value!)
-          fast.params.set(query, params)
-        }
-      }
-      out = fast.handler(params, req)
+      out = fast.handler(this.keptParams(fast.params, nsid, query), req)
       if (!out) return false
       if (fast.validate) validateOutput(nsid, 'application/json', JSON.parse(out.body), this.lexicons)
     } catch {

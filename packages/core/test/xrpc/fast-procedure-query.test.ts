@@ -96,4 +96,27 @@ describe('XrpcServer fastProcedure for a query', () => {
       await regular.close()
     }
   })
+
+  it('keeps a query string\'s validated params (frozen, shared by its requests); bad ones are checked each time', async () => {
+    const seen: unknown[] = []
+    const server = createXrpcServer({ metrics: false })
+    server.method('app.bsky.feed.getTimeline', {
+      auth: async () => ({ credentials: { did: 'did:plc:a' } }),
+      handler: () => ({ encoding: 'application/json', body: { feed: [] } }),
+      fastProcedure: ({ params }) => (seen.push(params), { encoding: 'application/json', body: { feed: [] } }),
+    })
+    try {
+      const base = await server.listen()
+      for (const q of ['limit=5', 'limit=5', 'limit=6', 'limit=abc', 'limit=abc']) {
+        const res = await get(base, `/xrpc/app.bsky.feed.getTimeline?${q}`, {})
+        expect(res.status).toBe(q === 'limit=abc' ? 400 : 200)
+      }
+      expect(seen.length).toBe(3)
+      expect(seen[0]).toBe(seen[1])
+      expect(Object.isFrozen(seen[0])).toBe(true)
+      expect(seen[2]).toEqual({ limit: 6 })
+    } finally {
+      await server.close()
+    }
+  })
 })
