@@ -609,8 +609,11 @@ export class XrpcServer {
   private keptParams(kept: Map<string, Params>, nsid: string, query: string): Params {
     let params = kept.get(query)
     if (params === undefined) {
-      // a pure function of the query string (the server's lexicons are fixed): checked once per string
-      params = Object.freeze(validateParams(nsid, new URLSearchParams(query), this.lexicons))
+      // a pure function of the query string (the server's lexicons are fixed): checked once per string, frozen
+      // with its arrays (a handler changing them would change what later requests get)
+      params = validateParams(nsid, new URLSearchParams(query), this.lexicons)
+      for (const value of Object.values(params)) if (Array.isArray(value)) Object.freeze(value)
+      Object.freeze(params)
       if (query.length <= FAST_PARAMS_KEY_MAX) {
         if (kept.size >= FAST_PARAMS_MAX) kept.delete(kept.keys().next().value!)
         kept.set(query, params)

@@ -119,4 +119,31 @@ describe('XrpcServer fastProcedure for a query', () => {
       await server.close()
     }
   })
+
+  it('freezes a kept array param too: a handler cannot change what later requests with that string get', async () => {
+    const seen: { actors: string[] }[] = []
+    const server = createXrpcServer({ metrics: false })
+    server.method('app.bsky.actor.getProfiles', {
+      handler: () => ({ encoding: 'application/json', body: { profiles: [] } }),
+      fastProcedure: ({ params }) => {
+        const p = params as { actors: string[] }
+        seen.push(p)
+        // a careless handler sorting in place: refused on the shared array, not silently applied
+        expect(() => p.actors.sort()).toThrow(TypeError)
+        return { encoding: 'application/json', body: { profiles: [] } }
+      },
+    })
+    try {
+      const base = await server.listen()
+      for (let i = 0; i < 2; i++) {
+        const res = await get(base, '/xrpc/app.bsky.actor.getProfiles?actors=did:plc:b&actors=did:plc:a', {})
+        expect(res.status).toBe(200)
+      }
+      expect(seen[0]).toBe(seen[1])
+      expect(seen[1]!.actors).toEqual(['did:plc:b', 'did:plc:a'])
+      expect(Object.isFrozen(seen[0]!.actors)).toBe(true)
+    } finally {
+      await server.close()
+    }
+  })
 })
