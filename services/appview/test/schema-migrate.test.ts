@@ -1,7 +1,8 @@
 /**
  * Migrations 009 (post_reply_root_idx and post_quote_idx partial: WHERE the column IS NOT NULL;
  * post_reply_parent_idx dropped, post_reply_parent_cover_idx serves its reads) and 010 (SQLite: record_agg,
- * profile_agg, list_agg rebuilt as WITHOUT ROWID tables) and 011 (feed_item_post_idx dropped) on a database
+ * profile_agg, list_agg rebuilt as WITHOUT ROWID tables) and 011 (feed_item_post_idx dropped) and 012
+ * (record_labeler_idx: the labeler service records, for the label subscriptions' lookup) on a database
  * written by the earlier schema: the same rows and the same answers after, the reply / quote lookups still
  * served by their indexes, and writes after the migration keep the counts. On SQLite, and on PostgreSQL when
  * STRATOS_TEST_PG_URL is set.
@@ -11,12 +12,13 @@ import { sql } from 'kysely'
 import { cidForCbor, jsonToLex } from '@stratos/core/data'
 import { migrateToLatest, openPostgres, openSqlite, type Database } from '@stratos/core/db'
 import { appviewMigrations } from '../src/indexer/migrations.js'
+import { LABELER_COLLECTION, labelerDidsQuery } from '../src/labels/subscriber.js'
 import { Indexer } from '../src/indexer/indexer.js'
 import type { DatabaseSchema } from '../src/indexer/schema.js'
 import { FakeNetwork, PG_URL, agentFor, startAppView, testDb, type TestDb } from './helpers.js'
 
 const dialects: ('sqlite' | 'postgres')[] = PG_URL ? ['sqlite', 'postgres'] : ['sqlite']
-const NEW_MIGRATIONS = ['009-partial-post-indexes', '010-without-rowid', '011-drop-feed-item-post-idx']
+const NEW_MIGRATIONS = ['009-partial-post-indexes', '010-without-rowid', '011-drop-feed-item-post-idx', '012-labeler-record-index']
 
 async function open(db: TestDb): Promise<Database<DatabaseSchema>> {
   return db.dialect === 'postgres' ? openPostgres<DatabaseSchema>(db.dbUrl, { schema: db.dbSchema! }) : openSqlite<DatabaseSchema>(db.dbUrl)
@@ -45,7 +47,7 @@ async function dump(database: Database<DatabaseSchema>, root: string) {
   }
 }
 
-describe.each(dialects)('schema migrations 009-011 on an existing database (%s)', (dialect) => {
+describe.each(dialects)('schema migrations 009-012 on an existing database (%s)', (dialect) => {
   const cleanups: (() => Promise<void>)[] = []
   afterAll(async () => {
     for (const c of cleanups.reverse()) await c()
@@ -75,6 +77,8 @@ describe.each(dialects)('schema migrations 009-011 on an existing database (%s)'
     const list = await index(indexer, did(0), 'app.bsky.graph.list', 'l', { name: 'l', purpose: 'app.bsky.graph.defs#curatelist', createdAt: at(40) })
     for (let i = 1; i <= 3; i++) await index(indexer, did(0), 'app.bsky.graph.listitem', `i${i}`, { list: list.uri, subject: did(i), createdAt: at(40 + i) })
     for (let i = 0; i < 6; i++) await index(indexer, did(9), 'app.bsky.feed.post', `p${i}`, { text: `plain ${i}`, createdAt: at(50 + i) })
+    const labelerRecord = { policies: { labelValues: ['spam'] }, createdAt: at(56) }
+    for (const n of [7, 8]) await index(indexer, did(n), LABELER_COLLECTION, 'self', labelerRecord)
     const old = await dump(database, root.uri)
     expect(old.recordAgg.find((r) => r.uri === root.uri)).toMatchObject({ likeCount: 3, repostCount: 1, replyCount: 2, quoteCount: 2 })
     expect(old.replies).toHaveLength(2)
@@ -84,10 +88,11 @@ describe.each(dialects)('schema migrations 009-011 on an existing database (%s)'
     await indexer.close()
     await database.close()
 
-    // the new code opens it: 009 to 011 run
+    // the new code opens it: 009 to 012 run
     database = await open(tdb)
     await migrateToLatest(database.db, all)
     expect(await dump(database, root.uri)).toEqual(old)
+    expect((await labelerDidsQuery(database.db).execute()).map((r) => r.did).sort()).toEqual([did(7), did(8)])
     if (dialect === 'sqlite') {
       const ddl = database.sqlite!.prepare("SELECT name, sql FROM sqlite_master WHERE name IN ('record_agg', 'profile_agg', 'list_agg', 'post_reply_parent_idx', 'post_reply_root_idx', 'post_quote_idx', 'feed_item_post_idx')").all() as { name: string; sql: string }[]
       const by = Object.fromEntries(ddl.map((d) => [d.name, d.sql]))
@@ -99,6 +104,10 @@ describe.each(dialects)('schema migrations 009-011 on an existing database (%s)'
       expect(plan('SELECT p.uri FROM json_each(?) j CROSS JOIN post p ON p."replyParent" = j.value ORDER BY p."sortAt" LIMIT 10 OFFSET ?')).toContain('INDEX post_reply_parent_cover_idx (replyParent=?)')
       expect(plan('SELECT uri FROM post WHERE "quoteUri" = ? AND "sortAt" < ? ORDER BY "sortAt" DESC LIMIT 10')).toContain('USING INDEX post_quote_idx')
       expect(plan('SELECT g."likeCount" FROM json_each(?) j CROSS JOIN record_agg g ON g.uri = j.value WHERE g."likeCount" > ?')).toContain('SEARCH g USING PRIMARY KEY (uri=?)')
+      // the label subscriptions' lookup reads the partial index, not every record
+      const labelers = labelerDidsQuery(database.db).compile()
+      const labelersPlan = database.sqlite!.prepare(`EXPLAIN QUERY PLAN ${labelers.sql}`).all(...labelers.parameters) as { detail: string }[]
+      expect(labelersPlan.map((r) => r.detail)).toEqual(['SCAN record USING INDEX record_labeler_idx'])
     } else {
       const { rows } = await sql<{ indexname: string; indexdef: string }>`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = ${tdb.dbSchema!} AND tablename IN ('post', 'feed_item')`.execute(database.db)
       const by = Object.fromEntries(rows.map((r) => [r.indexname, r.indexdef]))
@@ -107,6 +116,8 @@ describe.each(dialects)('schema migrations 009-011 on an existing database (%s)'
       expect(by.post_reply_parent_cover_idx).toBeDefined()
       expect(by.feed_item_post_idx).toBeUndefined()
       expect(by.feed_item_originator_idx).toBeDefined()
+      const labeler = await sql<{ indexdef: string }>`SELECT indexdef FROM pg_indexes WHERE schemaname = ${tdb.dbSchema!} AND indexname = 'record_labeler_idx'`.execute(database.db)
+      expect(labeler.rows[0]?.indexdef).toMatch(/WHERE \(collection = 'app\.bsky\.labeler\.service'::text\)$/)
     }
 
     // writes after the migration keep the counts (upserts on the rebuilt tables)

@@ -473,6 +473,15 @@ async function dropFeedItemPostIndex(db: AnyDb): Promise<void> {
   await sql.raw('DROP INDEX feed_item_post_idx').execute(db)
 }
 
+/**
+ * The labeler service records in an index of their own: the label subscriptions look up every account
+ * that has one (labelerDidsQuery, each refresh), and no other index leads with the collection. Partial, so
+ * it holds only those few records and the other records' writes do not touch it.
+ */
+async function labelerRecordIndex(db: AnyDb): Promise<void> {
+  await sql.raw(`CREATE INDEX record_labeler_idx ON record (did) WHERE collection = 'app.bsky.labeler.service'`).execute(db)
+}
+
 /** The migrations for one dialect (the same tables; full-text search built the dialect's way). */
 export function appviewMigrations(dialect: DbDialect): Migrations {
   const migrations: Record<string, Migration> = {
@@ -489,6 +498,7 @@ export function appviewMigrations(dialect: DbDialect): Migrations {
     // (PostgreSQL has no rowid tables)
     '010-without-rowid': { up: dialect === 'postgres' ? async () => undefined : withoutRowidSqlite },
     '011-drop-feed-item-post-idx': { up: dropFeedItemPostIndex },
+    '012-labeler-record-index': { up: labelerRecordIndex },
   }
   return migrations
 }
