@@ -342,9 +342,13 @@ export class CommitFrame {
       7 + 1 + // tooBig false
       (hasPrevData ? 9 + fieldLen(r, F_PREVDATA) : 0)
     // (written by module functions, not closures: a closure per commit is an allocation, and more under tsx)
-    const out = new Uint8Array(size)
+    // One buffer for the frame as it is stored and sent: not zero-filled (every byte is written), from Node's
+    // pool when small, with SEQ_SLOT bytes left for the seq's value; the part before the seq starts where a
+    // seq of SEQ_GUESS's width leaves it in place (withSeq moves it otherwise: a few hundred bytes at most)
+    const start = SEQ_SLOT - SEQ_GUESS_LEN
+    const out = Buffer.allocUnsafe(size + SEQ_SLOT)
     const o = this.opRanges
-    let p = put(out, 0, header, 0, header.length)
+    let p = put(out, start, header, 0, header.length)
     out[p++] = 0xa0 | fields
     p = putKey(out, p, K.ops)
     p = writeCborHead(out, p, 4, n)
@@ -369,7 +373,8 @@ export class CommitFrame {
     p = putKey(out, p, K.rev)
     p = putField(out, p, b, r, F_REV)
     p = putKey(out, p, K.seq)
-    const seqAt = p
+    const seqAt = p - start
+    p += SEQ_GUESS_LEN // (the slot's end: the rest of the frame follows it)
     p = putKey(out, p, K.repo)
     p = putField(out, p, b, r, F_REPO)
     p = putKey(out, p, K.time)
@@ -392,8 +397,8 @@ export class CommitFrame {
       p = putKey(out, p, K.prevData)
       p = putField(out, p, b, r, F_PREVDATA)
     }
-    if (p !== size) throw new Error(`outbound commit: wrote ${p} bytes, expected ${size}`)
-    return new OutboundCommit(out, seqAt, n)
+    if (p !== size + SEQ_SLOT) throw new Error(`outbound commit: wrote ${p - SEQ_SLOT} bytes, expected ${size}`)
+    return new OutboundCommit(out, seqAt, n, start)
   }
 }
 
@@ -428,25 +433,57 @@ const REBASE = enc('rebase')
 const TOOBIG = enc('tooBig')
 const EMPTY = new Int32Array(0)
 
-/** An outbound `#commit` frame without its seq's value: `withSeq` gives the frame. */
+/** The most bytes a seq's value takes (a CBOR head with an 8-byte argument). */
+const SEQ_SLOT = 9
+/** The width of seq assumed when a frame is built (65,536 to 2^32 - 1: 5 bytes): such a seq moves nothing. */
+const SEQ_GUESS_LEN = 5
+
+/**
+ * An outbound `#commit` frame without its seq's value: `withSeq` gives the frame. It is built in one buffer
+ * with a slot for the seq, and the first `withSeq` writes the seq into that buffer (no copy of the frame: the
+ * bytes stored and sent are that buffer); a later call copies the frame, so a frame returned earlier never
+ * changes.
+ */
 export class OutboundCommit {
+  private written = false
+
   constructor(
-    /** the frame with the seq's value left out */
-    readonly bytes: Uint8Array,
-    /** where the seq's value goes */
+    /** the frame in a buffer: [start, start + seqAt) before the seq, SEQ_SLOT bytes for it, then the rest */
+    private readonly buf: Uint8Array,
+    /** the offset in the frame where the seq's value goes */
     readonly seqAt: number,
     /** the ops in it */
     readonly opCount: number,
+    /** where the part before the seq starts in `buf` (it ends SEQ_GUESS_LEN bytes before the slot's end) */
+    private start: number,
   ) {}
+
+  /** The frame's length without the seq's value. */
+  get length(): number {
+    return this.buf.length - SEQ_SLOT
+  }
 
   withSeq(seq: number): Uint8Array {
     if (!Number.isSafeInteger(seq) || seq < 0) throw new RangeError(`seq must be a non-negative safe integer, got ${seq}`)
     const n = cborHeadLength(seq)
-    const out = Buffer.allocUnsafe(this.bytes.length + n)
-    out.set(this.bytes.subarray(0, this.seqAt), 0)
-    writeCborHead(out, this.seqAt, 0, seq)
-    out.set(this.bytes.subarray(this.seqAt), this.seqAt + n)
-    return out
+    const buf = this.buf
+    const slotEnd = SEQ_SLOT + this.seqAt // where the rest of the frame starts in buf
+    if (this.written) {
+      // the buffer is a frame handed out: copy
+      const out = Buffer.allocUnsafe(this.length + n)
+      out.set(buf.subarray(this.start, this.start + this.seqAt), 0)
+      writeCborHead(out, this.seqAt, 0, seq)
+      out.set(buf.subarray(slotEnd), this.seqAt + n)
+      return out
+    }
+    this.written = true
+    const start = SEQ_SLOT - n
+    if (start !== this.start) {
+      buf.copyWithin(start, this.start, this.start + this.seqAt)
+      this.start = start
+    }
+    writeCborHead(buf, start + this.seqAt, 0, seq)
+    return buf.subarray(start)
   }
 }
 

@@ -8,7 +8,7 @@
  */
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { cidForBlock, DAG_CBOR_CODEC, RAW_CODEC } from '../../src/data/index.js'
 import {
   FrameError,
@@ -295,6 +295,31 @@ describe('CommitFrame.outbound: the frame the decoded path built', () => {
         const a = rawOutbound(frame, seq)
         const b = formerOutbound(frame, seq)
         expect(Buffer.from(a).equals(Buffer.from(b)), `${label}, seq ${seq}`).toBe(true)
+      }
+    }
+  })
+
+  it('withSeq writes the seq into the frame built by outbound (no copy); a later call copies, earlier frames unchanged', () => {
+    const frame = frameOf(baseBody(2))
+    const m = matchMessageHeader(frame, ['#commit'])!
+    // every width of seq first (the part before the seq moves in the buffer unless the seq takes 5 bytes)
+    for (const seq of [7, 300, 70_000, 2 ** 40 + 3]) {
+      const out = indexCommitFrame(frame, m.bodyStart).outbound(() => NOW)
+      const alloc = vi.spyOn(Buffer, 'allocUnsafe')
+      try {
+        const first = out.withSeq(seq)
+        expect(alloc, `seq ${seq}: no copy`).not.toHaveBeenCalled()
+        const firstBytes = Buffer.from(first)
+        expect(firstBytes.equals(Buffer.from(formerOutbound(frame, seq))), `seq ${seq}`).toBe(true)
+        for (const again of [seq + 1, 5, 2 ** 33]) {
+          alloc.mockClear()
+          const b = out.withSeq(again)
+          expect(alloc, `seq ${seq} then ${again}: a copy`).toHaveBeenCalledTimes(1)
+          expect(Buffer.from(b).equals(Buffer.from(formerOutbound(frame, again))), `seq ${seq} then ${again}`).toBe(true)
+        }
+        expect(Buffer.from(first).equals(firstBytes), `seq ${seq}: the first frame is unchanged`).toBe(true)
+      } finally {
+        alloc.mockRestore()
       }
     }
   })
