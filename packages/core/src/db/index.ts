@@ -142,3 +142,4 @@ export async function migrateToLatest(db: Kysely<any>, migrations: Migrations): 
   }
 }
 export { MultiRowStatement } from './multi-row.js'
+export { lazyStatements } from './lazy-statements.js'

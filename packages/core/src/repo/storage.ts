@@ -10,6 +10,7 @@
 import SqliteDatabase from 'better-sqlite3'
 import { BlockMap, ReadableBlockstore, type CommitData, type RepoStorage } from '@atproto/repo'
 import { CID } from 'multiformats/cid'
+import { lazyStatements } from '../db/lazy-statements.js'
 
 type Sqlite = SqliteDatabase.Database
 /** @atproto/repo's CID interface (multiformats CIDs satisfy it) */
@@ -23,6 +24,11 @@ export interface RepoRoot {
 export interface SqliteRepoStorageOptions {
   /** when given a path: WAL mode (default true) */
   wal?: boolean
+  /**
+   * false: the caller has run {@link SqliteRepoStorage.migrate} on this database already (default true:
+   * the constructor runs it)
+   */
+  migrate?: boolean
 }
 
 function toBuffer(bytes: Uint8Array): Buffer {
@@ -51,7 +57,7 @@ export class SqliteRepoStorage extends ReadableBlockstore implements RepoStorage
       this.db = db
       this.ownsDb = false
     }
-    SqliteRepoStorage.migrate(this.db)
+    if (opts.migrate !== false) SqliteRepoStorage.migrate(this.db)
     this.stmts = this.prepare()
   }
 
@@ -74,28 +80,29 @@ export class SqliteRepoStorage extends ReadableBlockstore implements RepoStorage
     `)
   }
 
+  /** prepared on first use: a handle opened for a few requests prepares only the statements they run */
   private prepare() {
     const db = this.db
-    return {
-      getRoot: db.prepare<[], { cid: Buffer; rev: string }>('SELECT cid, rev FROM repo_root WHERE id = 1'),
-      setRoot: db.prepare<[Buffer, string, string]>(
+    return lazyStatements({
+      getRoot: () => db.prepare<[], { cid: Buffer; rev: string }>('SELECT cid, rev FROM repo_root WHERE id = 1'),
+      setRoot: () => db.prepare<[Buffer, string, string]>(
         `INSERT INTO repo_root (id, cid, rev, updated_at) VALUES (1, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET cid = excluded.cid, rev = excluded.rev, updated_at = excluded.updated_at`,
       ),
-      get: db.prepare<[Buffer], { content: Buffer }>('SELECT content FROM repo_block WHERE cid = ?'),
-      has: db.prepare<[Buffer], { one: number }>('SELECT 1 AS one FROM repo_block WHERE cid = ?'),
-      put: db.prepare<[Buffer, string, number, Buffer]>(
+      get: () => db.prepare<[Buffer], { content: Buffer }>('SELECT content FROM repo_block WHERE cid = ?'),
+      has: () => db.prepare<[Buffer], { one: number }>('SELECT 1 AS one FROM repo_block WHERE cid = ?'),
+      put: () => db.prepare<[Buffer, string, number, Buffer]>(
         'INSERT INTO repo_block (cid, repo_rev, size, content) VALUES (?, ?, ?, ?) ON CONFLICT (cid) DO NOTHING',
       ),
-      del: db.prepare<[Buffer]>('DELETE FROM repo_block WHERE cid = ?'),
-      count: db.prepare<[], { n: number; bytes: number | null }>(
+      del: () => db.prepare<[Buffer]>('DELETE FROM repo_block WHERE cid = ?'),
+      count: () => db.prepare<[], { n: number; bytes: number | null }>(
         'SELECT count(*) AS n, sum(size) AS bytes FROM repo_block',
       ),
-      sinceRev: db.prepare<[string], { cid: Buffer; content: Buffer }>(
+      sinceRev: () => db.prepare<[string], { cid: Buffer; content: Buffer }>(
         'SELECT cid, content FROM repo_block WHERE repo_rev > ? ORDER BY repo_rev, cid',
       ),
-      all: db.prepare<[], { cid: Buffer; content: Buffer }>('SELECT cid, content FROM repo_block'),
-    }
+      all: () => db.prepare<[], { cid: Buffer; content: Buffer }>('SELECT cid, content FROM repo_block'),
+    })
   }
 
   // ---- synchronous API (what the async interface wraps) ----

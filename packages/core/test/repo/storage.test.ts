@@ -130,4 +130,29 @@ describe('SqliteRepoStorage', () => {
     // an empty repo: the commit plus the empty root node
     expect(storage.stats().blocks).toBe(2)
   })
+
+  it('with migrate: false, leaves the schema to the caller and prepares each statement when first used', async () => {
+    const db = new SqliteDatabase(':memory:')
+    const prepared: string[] = []
+    const prepare = db.prepare.bind(db)
+    db.prepare = ((sql: string) => {
+      prepared.push(sql)
+      return prepare(sql)
+    }) as typeof db.prepare
+    // no tables yet: a statement prepared now would fail
+    const storage = new SqliteRepoStorage(db, { migrate: false })
+    expect(db.prepare('SELECT count(*) AS n FROM sqlite_master').get()).toEqual({ n: 0 })
+    prepared.length = 0
+    SqliteRepoStorage.migrate(db)
+    expect(await storage.getRoot()).toBeNull()
+    expect(prepared).toEqual(['SELECT cid, rev FROM repo_root WHERE id = 1'])
+    const a = { $type: 'x.y.z', n: 1 }
+    const blocks = new BlockMap()
+    await blocks.add(a)
+    await storage.putMany(blocks, '3kaaaaaaaaaa2')
+    expect(await storage.readRecord(cidForCbor(a))).toEqual(a)
+    expect(prepared).toHaveLength(3)
+    storage.close()
+    db.close()
+  })
 })

@@ -5,7 +5,7 @@ import { open } from 'node:fs/promises'
 import { CID } from 'multiformats/cid'
 import type { SigningKeypair } from '@stratos/core/crypto'
 import { cborDecode } from '@stratos/core/data'
-import { MultiRowStatement } from '@stratos/core/db'
+import { MultiRowStatement, lazyStatements } from '@stratos/core/db'
 import { WalCheckpointSchedule, WalGroupSync, type WalCheckpointer } from '@stratos/core/stream'
 import { SqliteRepoStorage, repoCarStream, walkMst, writeCar, type VerifiedRepoCar } from '@stratos/core/repo'
 import { isValidNsid, isValidRecordKey, nextTid } from '@stratos/core/syntax'
@@ -121,7 +121,8 @@ export class ActorRepo {
     readonly lock: AsyncLock = new AsyncLock(),
     checkpointer?: WalCheckpointer,
   ) {
-    this.storage = new SqliteRepoStorage(db)
+    // openActorDb created the tables
+    this.storage = new SqliteRepoStorage(db, { migrate: false })
     this.readRows = new ChangeCheckedCache(db, MAX_CACHED_READS)
     // the store's commits are written to its WAL without an fsync (synchronous = NORMAL); durable() syncs it.
     // The WAL stays the same file while this connection is open (SQLite removes it when the last connection
@@ -792,22 +793,6 @@ export class ActorRepo {
 /** The same bytes as a Buffer (what better-sqlite3 binds as a BLOB), without a copy. */
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-}
-
-/** An object whose properties are made by the given functions on first access, then kept. */
-function lazyStatements<T extends Record<string, () => unknown>>(makers: T): { readonly [K in keyof T]: ReturnType<T[K]> } {
-  const out = {} as Record<string, unknown>
-  for (const [name, make] of Object.entries(makers)) {
-    Object.defineProperty(out, name, {
-      configurable: true,
-      get() {
-        const value = make()
-        Object.defineProperty(out, name, { value })
-        return value
-      },
-    })
-  }
-  return out as { readonly [K in keyof T]: ReturnType<T[K]> }
 }
 
 /** A WAL file that is missing or holds nothing yet (not even its header). */
