@@ -2,7 +2,8 @@
  * Migrations 009 (post_reply_root_idx and post_quote_idx partial: WHERE the column IS NOT NULL;
  * post_reply_parent_idx dropped, post_reply_parent_cover_idx serves its reads) and 010 (SQLite: record_agg,
  * profile_agg, list_agg rebuilt as WITHOUT ROWID tables) and 011 (feed_item_post_idx dropped) and 012
- * (record_labeler_idx: the labeler service records, for the label subscriptions' lookup) on a database
+ * (record_labeler_idx: the labeler service records, for the label subscriptions' lookup) and 013 (SQLite:
+ * record_did_collection_idx dropped, an account's records read as a range of URIs) on a database
  * written by the earlier schema: the same rows and the same answers after, the reply / quote lookups still
  * served by their indexes, and writes after the migration keep the counts. On SQLite, and on PostgreSQL when
  * STRATOS_TEST_PG_URL is set.
@@ -12,13 +13,15 @@ import { sql } from 'kysely'
 import { cidForCbor, jsonToLex } from '@stratos/core/data'
 import { migrateToLatest, openPostgres, openSqlite, type Database } from '@stratos/core/db'
 import { appviewMigrations } from '../src/indexer/migrations.js'
+import { runQuery } from '../src/indexer/bulk.js'
+import { recordsOfDid } from '../src/ingest/ingester.js'
 import { LABELER_COLLECTION, labelerDidsQuery } from '../src/labels/subscriber.js'
 import { Indexer } from '../src/indexer/indexer.js'
 import type { DatabaseSchema } from '../src/indexer/schema.js'
 import { FakeNetwork, PG_URL, agentFor, startAppView, testDb, type TestDb } from './helpers.js'
 
 const dialects: ('sqlite' | 'postgres')[] = PG_URL ? ['sqlite', 'postgres'] : ['sqlite']
-const NEW_MIGRATIONS = ['009-partial-post-indexes', '010-without-rowid', '011-drop-feed-item-post-idx', '012-labeler-record-index']
+const NEW_MIGRATIONS = ['009-partial-post-indexes', '010-without-rowid', '011-drop-feed-item-post-idx', '012-labeler-record-index', '013-drop-record-did-collection-idx']
 
 async function open(db: TestDb): Promise<Database<DatabaseSchema>> {
   return db.dialect === 'postgres' ? openPostgres<DatabaseSchema>(db.dbUrl, { schema: db.dbSchema! }) : openSqlite<DatabaseSchema>(db.dbUrl)
@@ -47,7 +50,7 @@ async function dump(database: Database<DatabaseSchema>, root: string) {
   }
 }
 
-describe.each(dialects)('schema migrations 009-012 on an existing database (%s)', (dialect) => {
+describe.each(dialects)('schema migrations 009-013 on an existing database (%s)', (dialect) => {
   const cleanups: (() => Promise<void>)[] = []
   afterAll(async () => {
     for (const c of cleanups.reverse()) await c()
@@ -79,6 +82,10 @@ describe.each(dialects)('schema migrations 009-012 on an existing database (%s)'
     for (let i = 0; i < 6; i++) await index(indexer, did(9), 'app.bsky.feed.post', `p${i}`, { text: `plain ${i}`, createdAt: at(50 + i) })
     const labelerRecord = { policies: { labelValues: ['spam'] }, createdAt: at(56) }
     for (const n of [7, 8]) await index(indexer, did(n), LABELER_COLLECTION, 'self', labelerRecord)
+    // accounts whose DIDs start with another's (did:web with a port)
+    const webs = ['did:web:mig.example', 'did:web:mig.example%3A8080', 'did:web:mig.example0']
+    for (const w of webs) await index(indexer, w, 'app.bsky.feed.post', 'w', { text: w, createdAt: at(57) })
+    await index(indexer, webs[0]!, 'app.bsky.feed.like', 'wl', { subject: r1, createdAt: at(58) })
     const old = await dump(database, root.uri)
     expect(old.recordAgg.find((r) => r.uri === root.uri)).toMatchObject({ likeCount: 3, repostCount: 1, replyCount: 2, quoteCount: 2 })
     expect(old.replies).toHaveLength(2)
@@ -88,13 +95,20 @@ describe.each(dialects)('schema migrations 009-012 on an existing database (%s)'
     await indexer.close()
     await database.close()
 
-    // the new code opens it: 009 to 012 run
+    // the new code opens it: 009 to 013 run
     database = await open(tdb)
     await migrateToLatest(database.db, all)
     expect(await dump(database, root.uri)).toEqual(old)
+    // an account's records (the resync's condition): its own, not those of an account whose DID starts with its DID
+    for (const [w, n] of [[webs[0]!, 2], [webs[1]!, 1], [webs[2]!, 1], [did(9), 6], [did(6), 0]] as const) {
+      const ofDid = recordsOfDid(dialect, w)
+      const rows = await runQuery<{ uri: string }>(database.db, dialect, `SELECT uri FROM record WHERE ${ofDid.where} ORDER BY uri`, ofDid.params)
+      expect(rows, w).toHaveLength(n)
+      for (const r of rows) expect(r.uri.startsWith(`at://${w}/`), r.uri).toBe(true)
+    }
     expect((await labelerDidsQuery(database.db).execute()).map((r) => r.did).sort()).toEqual([did(7), did(8)])
     if (dialect === 'sqlite') {
-      const ddl = database.sqlite!.prepare("SELECT name, sql FROM sqlite_master WHERE name IN ('record_agg', 'profile_agg', 'list_agg', 'post_reply_parent_idx', 'post_reply_root_idx', 'post_quote_idx', 'feed_item_post_idx')").all() as { name: string; sql: string }[]
+      const ddl = database.sqlite!.prepare("SELECT name, sql FROM sqlite_master WHERE name IN ('record_agg', 'profile_agg', 'list_agg', 'post_reply_parent_idx', 'post_reply_root_idx', 'post_quote_idx', 'feed_item_post_idx', 'record_did_collection_idx')").all() as { name: string; sql: string }[]
       const by = Object.fromEntries(ddl.map((d) => [d.name, d.sql]))
       for (const t of ['record_agg', 'profile_agg', 'list_agg']) expect(by[t], t).toMatch(/WITHOUT ROWID$/)
       for (const i of ['post_reply_root_idx', 'post_quote_idx']) expect(by[i], i).toMatch(/WHERE "\w+" IS NOT NULL$/)
@@ -108,6 +122,11 @@ describe.each(dialects)('schema migrations 009-012 on an existing database (%s)'
       const labelers = labelerDidsQuery(database.db).compile()
       const labelersPlan = database.sqlite!.prepare(`EXPLAIN QUERY PLAN ${labelers.sql}`).all(...labelers.parameters) as { detail: string }[]
       expect(labelersPlan.map((r) => r.detail)).toEqual(['SCAN record USING INDEX record_labeler_idx'])
+      // 013: an account's records are a range of the URI key (the resync), a labeler record one URI (actorCounts, getServices)
+      expect(by.record_did_collection_idx).toBeUndefined()
+      const planOf = (text: string, ...params: unknown[]) => (database.sqlite!.prepare(`EXPLAIN QUERY PLAN ${text}`).all(...params) as { detail: string }[]).map((r) => r.detail).join(' | ')
+      expect(planOf(`SELECT uri, cid FROM record WHERE ${recordsOfDid('sqlite', 'x').where}`, 'a', 'b')).toContain('(uri>? AND uri<?)')
+      expect(planOf(`SELECT a.did, (SELECT 1 FROM record l WHERE l.uri = 'at://' || a.did || '/' || ? || '/self') FROM actor a`, 'x')).toMatch(/SEARCH l USING COVERING INDEX sqlite_autoindex_record_1 \(uri=\?\)/)
     } else {
       const { rows } = await sql<{ indexname: string; indexdef: string }>`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = ${tdb.dbSchema!} AND tablename IN ('post', 'feed_item')`.execute(database.db)
       const by = Object.fromEntries(rows.map((r) => [r.indexname, r.indexdef]))
@@ -118,6 +137,9 @@ describe.each(dialects)('schema migrations 009-012 on an existing database (%s)'
       expect(by.feed_item_originator_idx).toBeDefined()
       const labeler = await sql<{ indexdef: string }>`SELECT indexdef FROM pg_indexes WHERE schemaname = ${tdb.dbSchema!} AND indexname = 'record_labeler_idx'`.execute(database.db)
       expect(labeler.rows[0]?.indexdef).toMatch(/WHERE \(collection = 'app\.bsky\.labeler\.service'::text\)$/)
+      // (kept on PostgreSQL: an account's records are read by did there)
+      const didIndex = await sql<{ indexdef: string }>`SELECT indexdef FROM pg_indexes WHERE schemaname = ${tdb.dbSchema!} AND indexname = 'record_did_collection_idx'`.execute(database.db)
+      expect(didIndex.rows).toHaveLength(1)
     }
 
     // writes after the migration keep the counts (upserts on the rebuilt tables)

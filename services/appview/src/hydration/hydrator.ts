@@ -389,11 +389,11 @@ export function hydrationQueries(q: ListSql) {
       FROM ?J j JOIN actor a ON a.did = j.value
       LEFT JOIN profile p ON p.creator = a.did
       LEFT JOIN record r ON r.uri = p.uri`, KEYED),
-    // detailed profiles only: an actor's counts, and whether it publishes a labeler service
+    // detailed profiles only: an actor's counts, and whether it publishes a labeler service (its record's URI, one key)
     actorCounts: q.prepare(`
       SELECT a.did AS did, g."followersCount" AS "followersCount", g."followsCount" AS "followsCount", g."postsCount" AS "postsCount",
         g."listsCount" AS "listsCount", g."feedgensCount" AS "feedgensCount", g."starterPacksCount" AS "starterPacksCount",
-        (SELECT 1 FROM record l WHERE l.did = a.did AND l.collection = ? AND l.rkey = 'self') AS labeler
+        (SELECT 1 FROM record l WHERE l.uri = 'at://' || a.did || '/' || ? || '/self') AS labeler
       FROM actor a LEFT JOIN profile_agg g ON g.did = a.did
       WHERE a.did IN ?L`, KEYED),
     // which of the eight relationship kinds the viewer has at all (one index seek each), in VIEWER_KINDS order

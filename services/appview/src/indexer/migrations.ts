@@ -482,6 +482,18 @@ async function labelerRecordIndex(db: AnyDb): Promise<void> {
   await sql.raw(`CREATE INDEX record_labeler_idx ON record (did) WHERE collection = 'app.bsky.labeler.service'`).execute(db)
 }
 
+/**
+ * SQLite: record_did_collection_idx goes. Every record wrote an entry in it (58 MB at the 1M-record bench
+ * size), and its readers need no index of their own: a record's URI is at://did/collection/rkey, so an
+ * account's records are one range of the record table's URI key (the resync's: recordsOfDid in
+ * ingester.ts), and a labeler service record (rkey self) is one URI (the hydrator's actorCounts,
+ * getServices). PostgreSQL keeps it: its text keys sort by the database's collation, in which an account's
+ * URIs need not be one range.
+ */
+async function dropRecordDidCollectionIndex(db: AnyDb, dialect: DbDialect): Promise<void> {
+  if (dialect === 'sqlite') await sql.raw('DROP INDEX record_did_collection_idx').execute(db)
+}
+
 /** The migrations for one dialect (the same tables; full-text search built the dialect's way). */
 export function appviewMigrations(dialect: DbDialect): Migrations {
   const migrations: Record<string, Migration> = {
@@ -499,6 +511,7 @@ export function appviewMigrations(dialect: DbDialect): Migrations {
     '010-without-rowid': { up: dialect === 'postgres' ? async () => undefined : withoutRowidSqlite },
     '011-drop-feed-item-post-idx': { up: dropFeedItemPostIndex },
     '012-labeler-record-index': { up: labelerRecordIndex },
+    '013-drop-record-did-collection-idx': { up: (db) => dropRecordDidCollectionIndex(db, dialect) },
   }
   return migrations
 }

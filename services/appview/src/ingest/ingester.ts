@@ -897,7 +897,13 @@ export class Ingester {
    * and any record (a resync reads it once, in the account's queue, before fetching).
    */
   private async accountSnapshot(did: string): Promise<AccountSnapshot> {
-    const [row] = await runQuery<{ rev: string | null; data: string | null; syncStatus: string | null; actor: unknown; records: unknown }>(this.db, this.indexer.dialect, ACCOUNT_SNAPSHOT_SQL, [did, did, did])
+    const dialect = this.indexer.dialect
+    const ofDid = recordsOfDid(dialect, did)
+    const [row] = await runQuery<{ rev: string | null; data: string | null; syncStatus: string | null; actor: unknown; records: unknown }>(this.db, dialect, accountSnapshotSql(dialect), [
+      did,
+      ...ofDid.params,
+      did,
+    ])
     const prev = row && row.rev !== null && row.data !== null ? { rev: row.rev, data: CID.parse(row.data) } : null
     // (EXISTS: 0/1 on SQLite, a boolean on PostgreSQL)
     return { prev, syncStatus: row?.syncStatus ?? null, actor: !!row?.actor && row.actor !== '0', records: !!row?.records && row.records !== '0' }
@@ -1018,7 +1024,8 @@ export class Ingester {
     if (writeActor) await writeActor(this.db)
     await this.indexer.transact(async (tx) => {
       const existing = new Map<string, string>()
-      const rows = await tx.selectFrom('record').select(['uri', 'cid']).where('did', '=', did).execute()
+      const ofDid = recordsOfDid(this.indexer.dialect, did)
+      const rows = await runQuery<{ uri: string; cid: string }>(tx, this.indexer.dialect, `SELECT "uri", "cid" FROM "record" WHERE ${ofDid.where}`, ofDid.params)
       for (const r of rows) existing.set(r.uri, r.cid)
       if (prev === null && existing.size === 0) {
         // a first backfill: nothing to compare with, every record goes in with multi-row inserts
@@ -1067,9 +1074,19 @@ interface AccountSnapshot {
   records: boolean
 }
 
-const ACCOUNT_SNAPSHOT_SQL =
+/**
+ * An account's rows of the record table: a condition on it and the condition's parameters. SQLite: a range
+ * of the URI key (migration 012 dropped record_did_collection_idx): a DID has no '/', so the URIs starting
+ * with 'at://<did>/' are that account's and no other's, and '0' is the byte after '/'. PostgreSQL: the did
+ * column and its index (kept there: text keys sort by the database's collation, not necessarily by bytes).
+ */
+export function recordsOfDid(dialect: DbDialect, did: string): { where: string; params: string[] } {
+  return dialect === 'sqlite' ? { where: '"uri" >= ? AND "uri" < ?', params: [`at://${did}/`, `at://${did}0`] } : { where: '"did" = ?', params: [did] }
+}
+
+const accountSnapshotSql = (dialect: DbDialect) =>
   'SELECT s."rev" AS "rev", s."data" AS "data", s."syncStatus" AS "syncStatus", ' +
-  'EXISTS (SELECT 1 FROM "actor" WHERE "did" = ?) AS "actor", EXISTS (SELECT 1 FROM "record" WHERE "did" = ?) AS "records" ' +
+  `EXISTS (SELECT 1 FROM "actor" WHERE "did" = ?) AS "actor", EXISTS (SELECT 1 FROM "record" WHERE ${recordsOfDid(dialect, '').where}) AS "records" ` +
   'FROM (SELECT 1 AS "one") AS "o" LEFT JOIN "repo_state" AS s ON s."did" = ?'
 
 export interface ResyncOptions {

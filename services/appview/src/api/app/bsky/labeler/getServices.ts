@@ -18,9 +18,8 @@ const register: Register = (server, ctx) => {
             .selectFrom('record')
             .leftJoin('record_agg', 'record_agg.uri', 'record.uri')
             .select(['record.uri', 'record.cid', 'record.did', 'record.json', 'record.indexedAt', 'record_agg.likeCount'])
-            .where('record.collection', '=', LABELER_COLLECTION)
-            .where('record.rkey', '=', 'self')
-            .where('record.did', 'in', dids)
+            // (each account's service record by its URI: one key each)
+            .where('record.uri', 'in', dids.map((did) => `at://${did}/${LABELER_COLLECTION}/self`))
             .execute()
         : []
       const state = new HydrationState(viewerOf(auth))
