@@ -168,6 +168,10 @@ export interface AssignedEvent {
  * Durable event log on better-sqlite3: table `(seq INTEGER PRIMARY KEY, type, did, time, size, frame BLOB)`.
  * Seqs are assigned as last+1 inside an IMMEDIATE transaction, and the last seq is kept in a side table
  * so pruning everything never makes seq go back. One writer per file.
+ *
+ * The side table also keeps the number of events and their frame bytes, updated in the transaction that
+ * appends or deletes them (so a rollback takes them back too): `stats()` and the byte budget of `prune` read
+ * them instead of scanning the log, whose size is the replay window (hours of the network's events).
  */
 export class SqliteEventLog implements EventLog {
   readonly db: SqliteDatabase.Database
@@ -183,9 +187,12 @@ export class SqliteEventLog implements EventLog {
     readRows: SqliteDatabase.Statement<[number, number], SqliteEventRow>
     deleteThrough: SqliteDatabase.Statement<[number]>
     ageCut: SqliteDatabase.Statement<[number], { seq: number | null }>
-    bytesCut: SqliteDatabase.Statement<[number], { seq: number } | undefined>
-    totals: SqliteDatabase.Statement<[], { count: number; bytes: number | null }>
+    totals: SqliteDatabase.Statement<[], { count: number; bytes: number }>
+    sizesFromStart: SqliteDatabase.Statement<[], { seq: number; size: number }>
+    totalsThrough: SqliteDatabase.Statement<[number], { count: number; bytes: number | null }>
+    addTotals: SqliteDatabase.Statement<[number, number]>
   }
+  private readonly deleteThroughTx: (seq: number) => number
   private readonly appendTx: (items: AppendItem[]) => LoggedEvent[]
   private readonly assignedTx: (events: AssignedEvent[]) => void
 
@@ -217,9 +224,22 @@ export class SqliteEventLog implements EventLog {
       CREATE TABLE IF NOT EXISTS ${meta} (id INTEGER PRIMARY KEY CHECK (id = 1), last_seq INTEGER NOT NULL);
       INSERT OR IGNORE INTO ${meta} (id, last_seq) VALUES (1, COALESCE((SELECT MAX(seq) FROM ${table}), 0));
     `)
+    // the totals (a log written before they were kept: counted once, here)
+    const metaColumns = new Set((this.db.prepare(`SELECT name FROM pragma_table_info('${meta}')`).all() as { name: string }[]).map((c) => c.name))
+    if (!metaColumns.has('event_count')) {
+      this.db.exec(`
+        ALTER TABLE ${meta} ADD COLUMN event_count INTEGER NOT NULL DEFAULT -1;
+        ALTER TABLE ${meta} ADD COLUMN event_bytes INTEGER NOT NULL DEFAULT -1;
+      `)
+    }
+    this.db.exec(`
+      UPDATE ${meta} SET event_count = (SELECT COUNT(*) FROM ${table}), event_bytes = (SELECT COALESCE(SUM(size), 0) FROM ${table})
+      WHERE id = 1 AND event_count < 0
+    `)
     this.stmts = {
       last: this.db.prepare(`SELECT last_seq FROM ${meta} WHERE id = 1`),
       setLast: this.db.prepare(`UPDATE ${meta} SET last_seq = ? WHERE id = 1`),
+      addTotals: this.db.prepare(`UPDATE ${meta} SET event_count = event_count + ?, event_bytes = event_bytes + ? WHERE id = 1`),
       insert: new MultiRowStatement(this.db, `INSERT INTO ${table} (seq, type, did, time, size, frame)`, 6),
       latest: this.db.prepare(`SELECT MAX(seq) AS seq FROM ${table}`),
       earliest: this.db.prepare(`SELECT MIN(seq) AS seq FROM ${table}`),
@@ -227,36 +247,48 @@ export class SqliteEventLog implements EventLog {
       readRows: this.db.prepare(`SELECT seq, type, did, time, frame FROM ${table} WHERE seq > ? ORDER BY seq LIMIT ?`),
       deleteThrough: this.db.prepare(`DELETE FROM ${table} WHERE seq <= ?`),
       ageCut: this.db.prepare(`SELECT MAX(seq) AS seq FROM ${table} WHERE time < ?`),
-      bytesCut: this.db.prepare(
-        `SELECT seq FROM (SELECT seq, SUM(size) OVER (ORDER BY seq DESC) AS total FROM ${table})
-         WHERE total > ? ORDER BY seq DESC LIMIT 1`,
-      ),
-      totals: this.db.prepare(`SELECT COUNT(*) AS count, SUM(size) AS bytes FROM ${table}`),
+      // read from the oldest event on, only as far as the prune goes
+      sizesFromStart: this.db.prepare(`SELECT seq, size FROM ${table} ORDER BY seq`),
+      totalsThrough: this.db.prepare(`SELECT COUNT(*) AS count, SUM(size) AS bytes FROM ${table} WHERE seq <= ?`),
+      totals: this.db.prepare(`SELECT event_count AS count, event_bytes AS bytes FROM ${meta} WHERE id = 1`),
     }
+    this.deleteThroughTx = this.db.transaction((seq: number) => {
+      const gone = this.stmts.totalsThrough.get(seq)!
+      if (gone.count === 0) return 0
+      const deleted = this.stmts.deleteThrough.run(seq).changes
+      this.stmts.addTotals.run(-gone.count, -(gone.bytes ?? 0))
+      return deleted
+    })
     this.appendTx = this.db.transaction((items: AppendItem[]) => {
       let seq = this.stmts.last.get()!.last_seq
       const out: LoggedEvent[] = []
       const rows: unknown[] = []
+      let bytes = 0
       for (const item of items) {
         seq += 1
         const frame = item.frame(seq)
         rows.push(seq, item.type, item.did ?? null, item.time ?? Date.now(), frame.byteLength, frame)
+        bytes += frame.byteLength
         out.push({ seq, frame })
       }
       this.stmts.insert.run(rows)
       this.stmts.setLast.run(seq)
+      this.stmts.addTotals.run(items.length, bytes)
       return out
     }).immediate as (items: AppendItem[]) => LoggedEvent[]
     this.assignedTx = this.db.transaction((events: AssignedEvent[]) => {
       let seq = this.stmts.last.get()!.last_seq
       const rows: unknown[] = []
+      let bytes = 0
       for (const e of events) {
         if (e.seq !== seq + 1) throw new RangeError(`seq ${e.seq} does not follow ${seq}`)
         seq = e.seq
         rows.push(seq, e.type, e.did ?? null, e.time, e.frame.byteLength, e.frame)
+        bytes += e.frame.byteLength
       }
       this.stmts.insert.run(rows)
       this.stmts.setLast.run(seq)
+      this.stmts.addTotals.run(events.length, bytes)
     }).immediate as (events: AssignedEvent[]) => void
   }
 
@@ -306,9 +338,10 @@ export class SqliteEventLog implements EventLog {
     return this.stmts.readRows.all(seq, limit)
   }
 
+  /** events held and their frame bytes (kept with the log: no scan) */
   stats(): { count: number; bytes: number } {
     const t = this.stmts.totals.get()!
-    return { count: t.count, bytes: t.bytes ?? 0 }
+    return { count: t.count, bytes: t.bytes }
   }
 
   /**
@@ -319,14 +352,27 @@ export class SqliteEventLog implements EventLog {
     const now = opts.now ?? Date.now()
     let cut = 0
     if (opts.maxAgeMs !== undefined) cut = Math.max(cut, this.stmts.ageCut.get(now - opts.maxAgeMs)?.seq ?? 0)
-    if (opts.maxBytes !== undefined) cut = Math.max(cut, this.stmts.bytesCut.get(opts.maxBytes)?.seq ?? 0)
-    const deleted = cut > 0 ? this.stmts.deleteThrough.run(cut).changes : 0
+    if (opts.maxBytes !== undefined) cut = Math.max(cut, this.bytesCut(opts.maxBytes))
+    const deleted = cut > 0 ? this.deleteThroughTx(cut) : 0
     return { deleted, earliestSeq: this.stmts.earliest.get()?.seq ?? null }
   }
 
   /** Deletes every event with seq <= `seq`. */
   deleteThrough(seq: number): number {
-    return this.stmts.deleteThrough.run(seq).changes
+    return this.deleteThroughTx(seq)
+  }
+
+  /** The last seq of the shortest prefix whose removal leaves at most `maxBytes` (0: none to remove). */
+  private bytesCut(maxBytes: number): number {
+    let excess = this.stats().bytes - maxBytes
+    if (excess <= 0) return 0
+    let last = 0
+    for (const row of this.stmts.sizesFromStart.iterate()) {
+      excess -= row.size
+      last = row.seq
+      if (excess <= 0) break
+    }
+    return last
   }
 
   close(): void {

@@ -156,6 +156,61 @@ describe('SqliteEventLog', () => {
     again.close()
   })
 
+  it('keeps its totals with the log: stats() and a prune within the byte budget read no event row, and a rollback takes them back', async () => {
+    const statements: string[] = []
+    const db = new SqliteDatabase(join(dir, 'totals.sqlite'), { verbose: (sql) => statements.push(String(sql)) })
+    const log = new SqliteEventLog(db, { table: 'ev' })
+    for (let i = 0; i < 30; i++) log.append('identity', null, (seq) => frameFor(seq, 100 + i))
+    const scan = () => db.prepare('SELECT COUNT(*) AS count, COALESCE(SUM(size), 0) AS bytes FROM ev').get()
+    const all = scan()
+    statements.length = 0
+    expect(log.stats()).toEqual(all)
+    expect(log.prune({ maxBytes: 10 ** 9 }).deleted).toBe(0)
+    // of the events' table (the replay window: hours of the network), only its first seq was read (one seek)
+    expect(statements.filter((s) => /\bev\b/.test(s))).toEqual(['SELECT MIN(seq) AS seq FROM ev'])
+
+    // a transaction of the caller that appends and deletes, then rolls back: the totals come back with it
+    expect(() =>
+      db.transaction(() => {
+        log.append('identity', null, (seq) => frameFor(seq, 5000))
+        log.deleteThrough(10)
+        throw new Error('rolled back')
+      })(),
+    ).toThrow('rolled back')
+    expect(log.stats()).toEqual(all)
+    // and a prune by bytes keeps the newest events within the budget, the totals still those of the rows
+    const res = log.prune({ maxBytes: Math.floor(all.bytes / 2) })
+    expect(res.deleted).toBeGreaterThan(0)
+    expect(log.stats()).toEqual(scan())
+    expect(log.stats().bytes).toBeLessThanOrEqual(Math.floor(all.bytes / 2))
+    const next = (await log.readAfter(0, 1))[0]!
+    expect(log.stats().bytes + next.frame.byteLength).toBeGreaterThan(Math.floor(all.bytes / 2)) // the shortest prefix went
+    log.close()
+    db.close()
+  })
+
+  it('counts a log written before the totals were kept once, when it opens it', async () => {
+    const path = join(dir, 'old-meta.sqlite')
+    const old = new SqliteDatabase(path)
+    old.exec(`
+      CREATE TABLE stream_event (seq INTEGER PRIMARY KEY, type TEXT NOT NULL, did TEXT, time INTEGER NOT NULL, size INTEGER NOT NULL, frame BLOB NOT NULL);
+      CREATE TABLE stream_event_meta (id INTEGER PRIMARY KEY CHECK (id = 1), last_seq INTEGER NOT NULL);
+      INSERT INTO stream_event_meta (id, last_seq) VALUES (1, 9);
+    `)
+    const insert = old.prepare('INSERT INTO stream_event (seq, type, did, time, size, frame) VALUES (?, ?, NULL, 1, ?, ?)')
+    for (let seq = 4; seq <= 9; seq++) insert.run(seq, 'identity', frameFor(seq).byteLength, Buffer.from(frameFor(seq)))
+    old.close()
+    const log = new SqliteEventLog(path)
+    const bytes = range(4, 9).reduce((n, seq) => n + frameFor(seq).byteLength, 0)
+    expect(log.stats()).toEqual({ count: 6, bytes })
+    expect(log.append('identity', null, (seq) => frameFor(seq)).seq).toBe(10)
+    expect(log.stats()).toEqual({ count: 7, bytes: bytes + frameFor(10).byteLength })
+    log.close()
+    const again = new SqliteEventLog(path)
+    expect(again.stats().count).toBe(7)
+    again.close()
+  })
+
   it('shares a caller-owned database under its own table name', async () => {
     const db = new SqliteDatabase(':memory:')
     const a = new SqliteEventLog(db, { table: 'repo_events' })
