@@ -12,7 +12,7 @@ import { Hydrator } from '../hydration/hydrator.js'
 import { ReadCache, cacheReads, readDirectly } from '../hydration/sql.js'
 import { ChangeReader } from '../hydration/change-feed.js'
 import type { DatabaseSchema } from '../indexer/schema.js'
-import { runWithLabelers } from '../labels/request.js'
+import { runSerialWithLabelers } from '../labels/request.js'
 import { Views } from '../views/views.js'
 import { methods } from './index.js'
 import { READ_MMAP_BYTES, WORKER_METHODS, utf8Bytes, type ReadResult, type ReadTask } from './read-pool.js'
@@ -82,7 +82,8 @@ async function answer(task: ReadTask): Promise<ReadResult> {
       if (rev !== undefined) headers['atproto-repo-rev'] = rev
     }
     const call = { nsid: task.nsid, params: task.params, auth: { credentials: task.viewer ? { iss: task.viewer } : null } }
-    const out = (await runWithLabelers(task.labelers, () => handler(call as never))) as HandlerOutput
+    // (one request at a time in this thread: the labelers in a variable, no AsyncLocalStorage)
+    const out = (await runSerialWithLabelers(task.labelers, async () => handler(call as never))) as HandlerOutput
     if (task.validate) {
       try {
         validateOutput(task.nsid, out.encoding, out.body)
