@@ -3,7 +3,8 @@
  * post_reply_parent_idx dropped, post_reply_parent_cover_idx serves its reads) and 010 (SQLite: record_agg,
  * profile_agg, list_agg rebuilt as WITHOUT ROWID tables) and 011 (feed_item_post_idx dropped) and 012
  * (record_labeler_idx: the labeler service records, for the label subscriptions' lookup) and 013 (SQLite:
- * record_did_collection_idx dropped, an account's records read as a range of URIs) on a database
+ * record_did_collection_idx dropped, an account's records read as a range of URIs) and 014 (post_sort_idx and
+ * repost_creator_idx dropped: nothing reads them) on a database
  * written by the earlier schema: the same rows and the same answers after, the reply / quote lookups still
  * served by their indexes, and writes after the migration keep the counts. On SQLite, and on PostgreSQL when
  * STRATOS_TEST_PG_URL is set.
@@ -21,7 +22,7 @@ import type { DatabaseSchema } from '../src/indexer/schema.js'
 import { FakeNetwork, PG_URL, agentFor, startAppView, testDb, type TestDb } from './helpers.js'
 
 const dialects: ('sqlite' | 'postgres')[] = PG_URL ? ['sqlite', 'postgres'] : ['sqlite']
-const NEW_MIGRATIONS = ['009-partial-post-indexes', '010-without-rowid', '011-drop-feed-item-post-idx', '012-labeler-record-index', '013-drop-record-did-collection-idx']
+const NEW_MIGRATIONS = ['009-partial-post-indexes', '010-without-rowid', '011-drop-feed-item-post-idx', '012-labeler-record-index', '013-drop-record-did-collection-idx', '014-drop-unread-indexes']
 
 async function open(db: TestDb): Promise<Database<DatabaseSchema>> {
   return db.dialect === 'postgres' ? openPostgres<DatabaseSchema>(db.dbUrl, { schema: db.dbSchema! }) : openSqlite<DatabaseSchema>(db.dbUrl)
@@ -50,7 +51,7 @@ async function dump(database: Database<DatabaseSchema>, root: string) {
   }
 }
 
-describe.each(dialects)('schema migrations 009-013 on an existing database (%s)', (dialect) => {
+describe.each(dialects)('schema migrations 009-014 on an existing database (%s)', (dialect) => {
   const cleanups: (() => Promise<void>)[] = []
   afterAll(async () => {
     for (const c of cleanups.reverse()) await c()
@@ -95,7 +96,7 @@ describe.each(dialects)('schema migrations 009-013 on an existing database (%s)'
     await indexer.close()
     await database.close()
 
-    // the new code opens it: 009 to 013 run
+    // the new code opens it: 009 to 014 run
     database = await open(tdb)
     await migrateToLatest(database.db, all)
     expect(await dump(database, root.uri)).toEqual(old)
@@ -108,7 +109,7 @@ describe.each(dialects)('schema migrations 009-013 on an existing database (%s)'
     }
     expect((await labelerDidsQuery(database.db).execute()).map((r) => r.did).sort()).toEqual([did(7), did(8)])
     if (dialect === 'sqlite') {
-      const ddl = database.sqlite!.prepare("SELECT name, sql FROM sqlite_master WHERE name IN ('record_agg', 'profile_agg', 'list_agg', 'post_reply_parent_idx', 'post_reply_root_idx', 'post_quote_idx', 'feed_item_post_idx', 'record_did_collection_idx')").all() as { name: string; sql: string }[]
+      const ddl = database.sqlite!.prepare("SELECT name, sql FROM sqlite_master WHERE name IN ('record_agg', 'profile_agg', 'list_agg', 'post_reply_parent_idx', 'post_reply_root_idx', 'post_quote_idx', 'feed_item_post_idx', 'record_did_collection_idx', 'post_sort_idx', 'repost_creator_idx', 'post_creator_sort_idx')").all() as { name: string; sql: string }[]
       const by = Object.fromEntries(ddl.map((d) => [d.name, d.sql]))
       for (const t of ['record_agg', 'profile_agg', 'list_agg']) expect(by[t], t).toMatch(/WITHOUT ROWID$/)
       for (const i of ['post_reply_root_idx', 'post_quote_idx']) expect(by[i], i).toMatch(/WHERE "\w+" IS NOT NULL$/)
@@ -124,6 +125,7 @@ describe.each(dialects)('schema migrations 009-013 on an existing database (%s)'
       expect(labelersPlan.map((r) => r.detail)).toEqual(['SCAN record USING INDEX record_labeler_idx'])
       // 013: an account's records are a range of the URI key (the resync), a labeler record one URI (actorCounts, getServices)
       expect(by.record_did_collection_idx).toBeUndefined()
+      expect([by.post_sort_idx, by.repost_creator_idx, by.post_creator_sort_idx === undefined]).toEqual([undefined, undefined, false])
       const planOf = (text: string, ...params: unknown[]) => (database.sqlite!.prepare(`EXPLAIN QUERY PLAN ${text}`).all(...params) as { detail: string }[]).map((r) => r.detail).join(' | ')
       expect(planOf(`SELECT uri, cid FROM record WHERE ${recordsOfDid('sqlite', 'x').where}`, 'a', 'b')).toContain('(uri>? AND uri<?)')
       expect(planOf(`SELECT a.did, (SELECT 1 FROM record l WHERE l.uri = 'at://' || a.did || '/' || ? || '/self') FROM actor a`, 'x')).toMatch(/SEARCH l USING COVERING INDEX sqlite_autoindex_record_1 \(uri=\?\)/)
@@ -140,6 +142,8 @@ describe.each(dialects)('schema migrations 009-013 on an existing database (%s)'
       // (kept on PostgreSQL: an account's records are read by did there)
       const didIndex = await sql<{ indexdef: string }>`SELECT indexdef FROM pg_indexes WHERE schemaname = ${tdb.dbSchema!} AND indexname = 'record_did_collection_idx'`.execute(database.db)
       expect(didIndex.rows).toHaveLength(1)
+      const gone = await sql<{ indexname: string }>`SELECT indexname FROM pg_indexes WHERE schemaname = ${tdb.dbSchema!} AND indexname IN ('post_sort_idx', 'repost_creator_idx', 'post_creator_sort_idx', 'repost_subject_idx')`.execute(database.db)
+      expect(gone.rows.map((r) => r.indexname).sort()).toEqual(['post_creator_sort_idx', 'repost_subject_idx'])
     }
 
     // writes after the migration keep the counts (upserts on the rebuilt tables)
