@@ -1076,7 +1076,7 @@ interface AccountSnapshot {
 
 /**
  * An account's rows of the record table: a condition on it and the condition's parameters. SQLite: a range
- * of the URI key (migration 012 dropped record_did_collection_idx): a DID has no '/', so the URIs starting
+ * of the URI key (migration 013 dropped record_did_collection_idx): a DID has no '/', so the URIs starting
  * with 'at://<did>/' are that account's and no other's, and '0' is the byte after '/'. PostgreSQL: the did
  * column and its index (kept there: text keys sort by the database's collation, not necessarily by bytes).
  */
