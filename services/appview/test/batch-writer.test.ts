@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest'
 import { BatchWriter, type BatchTx } from '../src/ingest/batch-writer.js'
 
 /** A writer whose "transactions" record the writes they ran (ids), in order. */
-function recordingWriter(opts: { lingerMs?: number; lingerAbove?: number; lingerUntil?: number; maxBatch?: number }) {
+function recordingWriter(opts: { lingerMs?: number; lingerAbove?: number; lingerUntil?: number; maxBatch?: number; bulkUntil?: number; bulkGapMs?: number; bulkMaxMs?: number }) {
   const batches: number[][] = []
   let current: number[] = []
   const writer = new BatchWriter<null>({
@@ -23,7 +23,8 @@ function recordingWriter(opts: { lingerMs?: number; lingerAbove?: number; linger
     ...opts,
   })
   const write = (id: number, weight = 1) => writer.write(async () => void current.push(id), undefined, weight)
-  return { writer, batches, write }
+  const bulk = (id: number, weight = 1) => writer.write(async () => void current.push(id), undefined, weight, true)
+  return { writer, batches, write, bulk }
 }
 
 /** `n` writes handed in one per event-loop turn (as a socket's frames or workers' answers arrive). */
@@ -107,5 +108,43 @@ describe('BatchWriter linger', () => {
     writer.resume()
     await Promise.all([first, more])
     expect(batches.slice(1).flat()).toEqual([100, 101, 102, 103, 104, 105])
+  })
+})
+
+describe('BatchWriter bulk writes (backfilled repos)', () => {
+  const apart = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+  it('bulk writes that arrive milliseconds apart share one transaction, up to bulkUntil in weight', async () => {
+    // (the ingester's live settings: the 1 ms linger rule alone writes each of these on its own)
+    const { writer, batches, bulk } = recordingWriter({ lingerMs: 10, bulkUntil: 100, bulkGapMs: 1000, bulkMaxMs: 10_000 })
+    const done: Promise<void>[] = []
+    for (let i = 0; i < 30; i++) {
+      done.push(bulk(i, 10))
+      await apart(3)
+    }
+    await Promise.all(done)
+    // repos of 10 records: 10 of them per transaction
+    expect(batches.map((b) => b.length)).toEqual([10, 10, 10])
+    expect(batches.flat()).toEqual([...Array(30).keys()])
+    expect(writer.stats.bulkLingered).toBeGreaterThan(0)
+  })
+
+  it('a live write is not held for a backfill: it ends the wait at once', async () => {
+    const { batches, bulk, write } = recordingWriter({ lingerMs: 10, bulkUntil: 100, bulkGapMs: 10_000, bulkMaxMs: 10_000 })
+    const first = bulk(1, 10)
+    await apart(5)
+    const t0 = performance.now()
+    await write(2)
+    expect(performance.now() - t0).toBeLessThan(1000)
+    await first
+    expect(batches).toEqual([[1, 2]])
+  })
+
+  it('a bulk write is held no longer than bulkGapMs once no other comes', async () => {
+    const { batches, bulk } = recordingWriter({ bulkUntil: 100, bulkGapMs: 20, bulkMaxMs: 10_000 })
+    const t0 = performance.now()
+    await bulk(1, 10)
+    expect(performance.now() - t0).toBeLessThan(1000)
+    expect(batches).toEqual([[1]])
   })
 })

@@ -86,7 +86,8 @@ export interface IngesterOptions {
   /**
    * under load (the last transaction held at least 2 records), a transaction waits up to this long for
    * more writes while they keep coming, up to 1,000 records (default 10 ms; 0: never): fewer, larger
-   * transactions (see BatchWriterOptions.lingerMs)
+   * transactions (see BatchWriterOptions.lingerMs). First backfills of repos wait longer, for up to
+   * 10,000 records while no live write is queued (BatchWriterOptions.bulkUntil)
    */
   batchLingerMs?: number
   /** how often the cursor is saved (default 1 s) */
@@ -1011,7 +1012,7 @@ export class Ingester {
         // (the actor row: there before, or made by writeActor just now)
         n = await this.indexer.indexFresh(tx, did, fresh, batch.index, { actorExists: true })
         batch.repoStates.set(did, state)
-      }, undefined, Math.max(1, fresh.length))
+      }, undefined, Math.max(1, fresh.length), true)
       this.lastWrite.set(did, written)
       try {
         await written
