@@ -75,7 +75,14 @@ export interface WalCheckpointScheduleOptions {
    * write restart the WAL from its beginning. Without it, the schedule relies on pauses between writes.
    */
   exclusive?: <T>(fn: () => Promise<T>) => Promise<T>
-  /** write transactions without a completed checkpoint after which one runs on the writer's connection (default 16 × everyWrites) */
+  /**
+   * With `exclusive`: one cycle in this many (default 1: every one) copies the rest with writes held off and
+   * lets the WAL restart; the others only copy alongside the writes (the WAL grows until the next held one).
+   * Each hold stalls every write behind the checkpoint's two fsyncs, so a writer whose latency matters holds
+   * less often, at the cost of a WAL up to this many cycles long.
+   */
+  exclusiveEvery?: number
+  /** write transactions without a completed checkpoint after which one runs on the writer's connection (default (15 + exclusiveEvery) × everyWrites) */
   inlineAfter?: number
 }
 
@@ -112,6 +119,9 @@ export class WalCheckpointSchedule {
   private restartNext = false
   private readonly everyWrites: number
   private readonly inlineAfter: number
+  private readonly exclusiveEvery: number
+  /** cycles started (with `exclusive`: every `exclusiveEvery`th one holds the writes) */
+  private cycles = 0
   /** checkpoints that left the whole WAL in the database file / run on the writer's connection (for tests and metrics) */
   completed = 0
   inlineRuns = 0
@@ -122,8 +132,11 @@ export class WalCheckpointSchedule {
     private readonly opts: WalCheckpointScheduleOptions,
   ) {
     if (!Number.isInteger(opts.everyWrites) || opts.everyWrites < 1) throw new RangeError(`everyWrites must be an integer >= 1, got ${opts.everyWrites}`)
+    const exclusiveEvery = opts.exclusiveEvery ?? 1
+    if (!Number.isInteger(exclusiveEvery) || exclusiveEvery < 1) throw new RangeError(`exclusiveEvery must be an integer >= 1, got ${exclusiveEvery}`)
     this.everyWrites = opts.everyWrites
-    this.inlineAfter = opts.inlineAfter ?? 16 * opts.everyWrites
+    this.exclusiveEvery = exclusiveEvery
+    this.inlineAfter = opts.inlineAfter ?? (15 + exclusiveEvery) * opts.everyWrites
     db.pragma('wal_autocheckpoint = 0')
   }
 
@@ -147,8 +160,11 @@ export class WalCheckpointSchedule {
   }
 
   private async runCycle(): Promise<void> {
+    const held = ++this.cycles % this.exclusiveEvery === 0
     await this.inWorker()
     if (!this.db.open) return
+    // (copied alongside the writes only: a later cycle holds them and lets the WAL restart)
+    if (this.opts.exclusive && !held) return
     const rest = this.opts.exclusive
       ? await this.opts.exclusive(async () => (this.db.open ? this.inWorker() : null))
       : await this.inWorker()

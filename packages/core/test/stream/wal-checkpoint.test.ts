@@ -53,42 +53,46 @@ describe('WalCheckpointer', () => {
   })
 })
 
+/** A schedule whose `exclusive` counts its holds (and flags one in progress), and a writer that tells it each write. */
+function heldSchedule(db: SqliteDatabase.Database, write: () => unknown, ckpt: WalCheckpointer, opts: { everyWrites: number; exclusiveEvery?: number }) {
+  const s = { exclusiveRuns: 0, held: false, writes: 0 }
+  const schedule = new WalCheckpointSchedule(db, ckpt, {
+    ...opts,
+    // no fallback on this connection here, however slow the worker is under load
+    inlineAfter: Number.MAX_SAFE_INTEGER,
+    exclusive: async (fn) => {
+      s.exclusiveRuns++
+      s.held = true
+      try {
+        return await fn()
+      } finally {
+        s.held = false
+      }
+    },
+  })
+  const writeSome = (n: number) => {
+    for (let i = 0; i < n; i++) {
+      write()
+      schedule.wrote()
+      s.writes++
+    }
+  }
+  return { s, schedule, writeSome }
+}
+
 describe('WalCheckpointSchedule', () => {
   it("turns SQLite's automatic checkpoints off and checkpoints in the worker while writes go on; each cycle lets the WAL restart", async () => {
     const { db, write } = openDb('b.sqlite')
-    let exclusiveRuns = 0
-    let held = false
-    const schedule = new WalCheckpointSchedule(db, checkpointer, {
-      everyWrites: 20,
-      // no fallback on this connection here, however slow the worker is under load
-      inlineAfter: Number.MAX_SAFE_INTEGER,
-      exclusive: async (fn) => {
-        exclusiveRuns++
-        held = true
-        try {
-          return await fn()
-        } finally {
-          held = false
-        }
-      },
-    })
+    const { s, schedule, writeSome } = heldSchedule(db, write, checkpointer, { everyWrites: 20 })
     expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(0)
     const restarts = walCheckpointSequence(db.name)
-    let writes = 0
-    const writeSome = (n: number) => {
-      for (let i = 0; i < n; i++) {
-        write()
-        schedule.wrote()
-        writes++
-      }
-    }
     for (let cycle = 1; cycle <= 5; cycle++) {
       writeSome(20) // the 20th starts a checkpoint cycle
       // writes go on (a few per event-loop turn, never while the schedule holds them off) until it completes
       for (;;) {
         await tick()
         if (schedule.completed === cycle) break
-        if (!held) writeSome(3)
+        if (!s.held) writeSome(3)
       }
       expect(schedule.restartPending).toBe(true)
       const before = walCheckpointSequence(db.name)
@@ -97,12 +101,36 @@ describe('WalCheckpointSchedule', () => {
       expect(walCheckpointSequence(db.name)).toBe(before + 1)
     }
     await schedule.settled()
-    expect(exclusiveRuns).toBeGreaterThanOrEqual(5)
+    expect(s.exclusiveRuns).toBeGreaterThanOrEqual(5)
     expect(schedule.inlineRuns).toBe(0)
     // at least one restart per cycle (checked above, each right after its cycle completed); a write that lands
     // between the worker's bulk pass and the exclusive pass may find the whole WAL copied and restart it once more
     expect(walCheckpointSequence(db.name)).toBeGreaterThanOrEqual(restarts + 5)
-    expect((db.prepare('SELECT count(*) AS n FROM t').get() as { n: number }).n).toBe(writes)
+    expect((db.prepare('SELECT count(*) AS n FROM t').get() as { n: number }).n).toBe(s.writes)
+    db.close()
+  })
+
+  it('with exclusiveEvery, only every Nth cycle holds the writes (and lets the WAL restart); the others copy alongside them', async () => {
+    const { db, write } = openDb('e.sqlite')
+    let runs = 0
+    const counting = { run: (file: string) => (runs++, checkpointer.run(file)) } as unknown as WalCheckpointer
+    const { s, schedule, writeSome } = heldSchedule(db, write, counting, { everyWrites: 20, exclusiveEvery: 3 })
+    writeSome(20)
+    // writes go on (never while held) until two held cycles have completed: cycles 1, 2, 4 and 5 are one pass
+    // in the worker each, cycles 3 and 6 a pass and then the rest with the writes held
+    while (schedule.completed < 2) {
+      await tick()
+      if (!s.held && schedule.completed < 2) writeSome(3)
+    }
+    await schedule.settled()
+    expect(s.exclusiveRuns).toBe(2)
+    expect(runs).toBe(8)
+    expect(schedule.restartPending).toBe(true)
+    const before = walCheckpointSequence(db.name)
+    writeSome(1)
+    expect(walCheckpointSequence(db.name)).toBe(before + 1)
+    expect((db.prepare('SELECT count(*) AS n FROM t').get() as { n: number }).n).toBe(s.writes)
+    expect(() => new WalCheckpointSchedule(db, checkpointer, { everyWrites: 20, exclusiveEvery: 0 })).toThrow(RangeError)
     db.close()
   })
 
