@@ -34,6 +34,8 @@ export interface PdsConfig {
     actorStoreDirectory: string
     /** open per-account SQLite handles kept (LRU), plus as many recently evicted ones */
     actorStoreCacheSize: number
+    /** worker threads that build, sign and store commits (0: the main thread does) */
+    writeWorkers: number
   }
   blobstore: {
     location: string
@@ -397,6 +399,7 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
       didCacheDbPath: path.resolve(str('PDS_DID_CACHE_DB_LOCATION') ?? path.join(dir, 'did_cache.sqlite')),
       actorStoreDirectory: path.resolve(str('PDS_ACTOR_STORE_DIRECTORY') ?? path.join(dir, 'actors')),
       actorStoreCacheSize: int('PDS_ACTOR_STORE_CACHE_SIZE', 500, 1),
+      writeWorkers: int('PDS_WRITE_WORKERS', 0, 0, 16),
     },
     blobstore: {
       location: blobLocation,

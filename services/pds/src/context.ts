@@ -13,7 +13,7 @@ import { AccountManager } from './account/manager.js'
 import { PlcClient } from './account/plc.js'
 import { AccountSettings } from './account/settings.js'
 import { SessionTokens } from './account/tokens.js'
-import { ActorStore } from './actor-store/index.js'
+import { ActorStore, CommitWorkers } from './actor-store/index.js'
 import { PdsAuth } from './auth.js'
 import { DiskBlobStore, S3BlobStore } from './blobstore.js'
 import type { PdsConfig } from './config.js'
@@ -84,6 +84,11 @@ export async function createContext(
     onWorkerError: (err) => logger.error({ err }, 'WAL checkpoint worker died (restarted)'),
   })
   const actorStore = new ActorStore(cfg.db.actorStoreDirectory, blobstore, cfg.db.actorStoreCacheSize, walCheckpointer)
+  if (cfg.db.writeWorkers > 0) {
+    actorStore.commitWorkers = new CommitWorkers(cfg.db.writeWorkers, (err) => logger.error({ err }, 'commit worker died (restarted)'))
+    // loaded before the server serves (a first write does not wait for it, nor is its memory counted later)
+    await actorStore.commitWorkers.ready()
+  }
   const sequencer = new Sequencer(cfg.db.sequencerDbPath, { checkpointer: walCheckpointer })
   const plcRotationKey = await importKeypair(cfg.secrets.plcRotationKeyHex, 'k256')
   const didCache = await SqliteIdentityCache.open(cfg.db.didCacheDbPath)

@@ -44,6 +44,8 @@ export function testPdsEnv(o: { plcUrl: string; dir: string; port: number; extra
     PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX: randomBytes(32).toString('hex'),
     PDS_INVITE_REQUIRED: 'false',
     LOG_LEVEL: 'silent',
+    // the suite runs with commits on the main thread too: PDS_WRITE_WORKERS=0 pnpm exec vitest run services/pds
+    ...(process.env.PDS_WRITE_WORKERS !== undefined ? { PDS_WRITE_WORKERS: process.env.PDS_WRITE_WORKERS } : {}),
     ...o.extraEnv,
   }
 }
@@ -160,4 +162,13 @@ export async function xrpc(
     // not JSON
   }
   return { status: res.status, body: parsed, headers: res.headers }
+}
+
+/** Creates an account `<name>.test` (email `<name>@example.com`) and returns its DID and access token. */
+export async function createTestAccount(url: string, name: string): Promise<{ did: string; token: string }> {
+  const res = await xrpc(url, 'com.atproto.server.createAccount', {
+    body: { handle: `${name}.test`, email: `${name}@example.com`, password: `${name}-password` },
+  })
+  if (res.status !== 200) throw new Error(`createAccount ${name}: ${res.status} ${JSON.stringify(res.body)}`)
+  return { did: res.body.did, token: res.body.accessJwt }
 }

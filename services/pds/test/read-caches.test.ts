@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
-import { startNetwork, xrpc, type TestNetwork } from './_network.js'
+import { createTestAccount, startNetwork, xrpc, type TestNetwork } from './_network.js'
 
 /**
  * The account rows and record rows the read paths keep between writes (AccountManager's row cache,
@@ -26,12 +26,7 @@ describe('read caches follow every change', () => {
 
   beforeAll(async () => {
     net = await startNetwork()
-    const res = await xrpc(net.url, 'com.atproto.server.createAccount', {
-      body: { handle: 'cache.test', email: 'cache@example.com', password: 'cache-password' },
-    })
-    expect(res.status).toBe(200)
-    did = res.body.did
-    token = res.body.accessJwt
+    ;({ did, token } = await createTestAccount(net.url, 'cache'))
   })
   afterAll(() => net?.close())
 

@@ -53,6 +53,8 @@ export interface CommitOutcome {
   /** the data (MST root) CID of the commit before this one */
   prevData: CID | null
   ops: CommitOp[]
+  /** the #commit's CAR when already built (a commit worker's) */
+  car?: Uint8Array
 }
 
 const MAX_WRITES = 200
@@ -724,6 +726,23 @@ export class ActorRepo {
       if (this.dirSynced === dir) this.dirSynced = syncDirectory(dirname(this.db.name))
     })
     return both
+  }
+
+  /** whether {@link durable} still has to sync the directory of a WAL this handle created */
+  get syncsDirectory(): boolean {
+    return this.dirSynced !== null
+  }
+
+  /**
+   * Another connection (a commit worker's, under this account's lock) committed to the file: the rows kept
+   * for reads are dropped (this connection's change counter did not move), the head kept here too (the next
+   * commit through this handle reads the stored one), and the commit counts towards the next checkpoint.
+   */
+  committedElsewhere(): void {
+    this.readRows.clear()
+    this.head = null
+    this.headVersion = -1
+    this.checkpoints?.wrote()
   }
 
   /** fdatasyncs of this store's WAL done by {@link durable} (for tests and benchmarks). */

@@ -7,10 +7,12 @@ import type { DiskBlobStore } from '../blobstore.js'
 import { AsyncLock } from '../util/lock.js'
 import { ActorRepo } from './actor-repo.js'
 import { openActorDb } from './db.js'
+import type { CommitWorkers } from './write-pool.js'
 
 export { ActorRepo } from './actor-repo.js'
 export type { CommitOp, CommitOutcome, RecordRow, BlobRow } from './actor-repo.js'
 export * from './prepare.js'
+export { CommitWorkers, workerCanCommit } from './write-pool.js'
 
 const EVICTED_CLOSE_DELAY_MS = 60_000
 
@@ -31,6 +33,8 @@ export class ActorStore {
   /** checkpoints every store's WAL in a worker thread (SQLite's automatic checkpoints would fsync on the event loop) */
   private readonly checkpointer: WalCheckpointer
   private readonly ownsCheckpointer: boolean
+  /** the threads commits are made in (PDS_WRITE_WORKERS), when any; closed by {@link close} */
+  commitWorkers: CommitWorkers | null = null
 
   constructor(
     readonly directory: string,
@@ -48,7 +52,7 @@ export class ActorStore {
     return path.join(this.directory, shard, encodeURIComponent(did))
   }
 
-  private fileFor(did: string): string {
+  fileFor(did: string): string {
     return path.join(this.dirFor(did), 'store.sqlite')
   }
 
@@ -142,6 +146,7 @@ export class ActorStore {
       this.open.delete(did)
     }
     this.locks.delete(did)
+    await this.commitWorkers?.forget(did)
     await fs.promises.rm(this.dirFor(did), { recursive: true, force: true })
     await this.blobstore.deleteAllForDid(did)
   }
@@ -165,6 +170,9 @@ export class ActorStore {
       repo.close()
     }
     this.evicted.clear()
+    const workers = this.commitWorkers
+    this.commitWorkers = null
+    if (workers) return workers.close().then(() => (this.ownsCheckpointer ? this.checkpointer.close() : undefined))
     return this.ownsCheckpointer ? this.checkpointer.close() : Promise.resolve()
   }
 }

@@ -1,7 +1,7 @@
 import type { CID } from 'multiformats/cid'
 import type { SigningKeypair } from '@stratos/core/crypto'
 import type { AccountManager } from '../account/manager.js'
-import type { ActorStore, CommitOutcome, PreparedCreateOrUpdate, PreparedWrite } from '../actor-store/index.js'
+import { workerCanCommit, type ActorStore, type CommitOutcome, type PreparedCreateOrUpdate, type PreparedWrite } from '../actor-store/index.js'
 import { InvalidRequestError } from '../errors.js'
 import type { Sequencer, SequencedEvent } from '../sequencer/index.js'
 
@@ -26,6 +26,8 @@ export function recordWriteOutput(write: PreparedCreateOrUpdate, outcome: Commit
  */
 export class RepoWriter {
   private readonly keys = new Map<string, SigningKeypair>()
+  /** the private keys of {@link keys} as commit workers take them */
+  private readonly exported = new Map<string, { curve: SigningKeypair['curve']; priv: Uint8Array }>()
 
   constructor(
     private readonly accounts: AccountManager,
@@ -39,7 +41,10 @@ export class RepoWriter {
       const found = await this.accounts.getSigningKey(did)
       if (!found) throw new InvalidRequestError(`No signing key for ${did}`, 'RepoNotFound')
       key = found
-      if (this.keys.size > 1000) this.keys.clear()
+      if (this.keys.size > 1000) {
+        this.keys.clear()
+        this.exported.clear()
+      }
       this.keys.set(did, key)
     }
     return key
@@ -47,6 +52,16 @@ export class RepoWriter {
 
   forget(did: string): void {
     this.keys.delete(did)
+    this.exported.delete(did)
+  }
+
+  private exportedKey(did: string, key: SigningKeypair): { curve: SigningKeypair['curve']; priv: Uint8Array } {
+    let e = this.exported.get(did)
+    if (!e) {
+      e = { curve: key.curve, priv: key.export() }
+      this.exported.set(did, e)
+    }
+    return e
   }
 
   async write(
@@ -59,7 +74,14 @@ export class RepoWriter {
     const key = this.keys.get(did) ?? (await this.signingKey(did))
     // sequenced under the account's lock: commits of one repo reach the firehose in commit order
     const { storeDurable, ...done } = await repo.lock.run(async () => {
-      const outcome = await repo.applyWritesLocked(writes, key, swapCommit)
+      const workers = this.actorStore.commitWorkers
+      let outcome: CommitOutcome
+      if (workers && workerCanCommit(writes)) {
+        const made = await workers.commit(did, repo.db.name, this.exportedKey(did, key), writes, swapCommit)
+        repo.committedElsewhere()
+        outcome = made.outcome
+        for (const cid of made.deletedBlobs) await this.actorStore.blobstore.deletePermanent(did, cid)
+      } else outcome = await repo.applyWritesLocked(writes, key, swapCommit)
       // the store's WAL sync starts now (the commit is in it), in parallel with the event log's
       const storeDurable = repo.durable()
       const event = this.sequencer.sequenceCommit(outcome, storeDurable)

@@ -195,7 +195,7 @@ export class Sequencer extends EventEmitter<{ event: [SequencedEvent] }> {
   /** `storeDurable`: the account store's sync of this commit (the event is emitted after it). */
   sequenceCommit(outcome: CommitOutcome, storeDurable?: Promise<void>): SequencedEvent {
     const { did, commit } = outcome
-    const blocks = writeCar(commit.cid, commit.sliceBlocks)
+    const blocks = outcome.car ?? writeCar(commit.cid, commit.sliceBlocks)
     const time = new Date().toISOString()
     return this.append(
       '#commit',

@@ -39,6 +39,11 @@ export class ChangeCheckedCache<V> {
     return value
   }
 
+  /** Drops every kept row (a write through another connection). */
+  clear(): void {
+    this.rows.clear()
+  }
+
   /** Runs a write that leaves the kept rows valid (it touches other tables): they stay, unless already stale. */
   unaffectedBy<T>(write: () => T): T {
     const before = this.changes()
