@@ -17,6 +17,7 @@ export {
   isBlessedCid,
   verifyCidForBytes,
 } from './cbor.js'
+export { cidString } from './cid-string.js'
 export { scanCborItem, scanCborItemStrict, type CidCheck } from './cbor-scan.js'
 export { cborCidLength, cborHeadLength, writeCborCid, writeCborHead } from './cbor-head.js'
 export {

@@ -19,7 +19,7 @@
  * top of the wrong state. Every other event of the account (and a failed verification) first waits for the
  * account's writes in flight, so it sees the stored state as before.
  */
-import { CID, scanCborItem } from '@stratos/core/data'
+import { CID, cidString, scanCborItem } from '@stratos/core/data'
 import type { RepoState, SyncEvent } from '@stratos/core/repo'
 import { encodeMessageFrame, indexCommitFrame, messageHeaderBytes, type CommitFrame } from '@stratos/core/stream'
 import type { CommitVerifier, VerifySummary } from '@stratos/core/workers'
@@ -123,7 +123,7 @@ function judgedAgainst(res: VerifySummary, prev: RepoState | null): boolean {
 
 function sameState(a: RepoState | null, rev: string | null, dataCid: string | null): boolean {
   if (a === null) return rev === null || dataCid === null
-  return a.rev === rev && a.data.toString() === dataCid
+  return a.rev === rev && cidString(a.data) === dataCid
 }
 
 class Dropped {
@@ -443,7 +443,7 @@ export class Ingester {
     const out = cf.outbound()
     let indexed = true
     const expectRev = prev?.rev ?? null
-    const expectData = prev ? prev.data.toString() : null
+    const expectData = prev ? cidString(prev.data) : null
     const ok = res
     const written = this.o.outbox.emitCommitFrame(did, out, () => {
       const stored = this.o.accounts.get(did)
@@ -452,8 +452,8 @@ export class Ingester {
       }
       this.o.accounts.setRepoState(did, {
         rev: ok.rev,
-        commitCid: ok.commitCid.toString(),
-        dataCid: ok.newData.toString(),
+        commitCid: cidString(ok.commitCid),
+        dataCid: cidString(ok.newData),
         syncStatus: 'synchronized',
       })
       if (this.collections) indexed = this.collections.applyCommit(did, ok.rev, cf.since(), cf.opsActionPath())
