@@ -50,7 +50,7 @@ export interface AppContextOptions {
   minBackoffMs?: number
   maxBackoffMs?: number
   /** ingest bounds and retry delays (tests make them small) */
-  ingest?: Pick<IngesterOptions, 'maxInFlight' | 'maxPerAccount' | 'maxBuffered' | 'identityRetryDelaysMs' | 'resyncRetryDelaysMs' | 'maxBatch' | 'batchBackfills' | 'rawFrames' | 'batchLingerMs'>
+  ingest?: Pick<IngesterOptions, 'maxInFlight' | 'maxPerAccount' | 'maxBuffered' | 'bufferStallMs' | 'identityRetryDelaysMs' | 'resyncRetryDelaysMs' | 'maxBatch' | 'batchBackfills' | 'rawFrames' | 'batchLingerMs'>
 }
 
 export interface AuthVerifiers {

@@ -493,3 +493,24 @@ export async function expectXrpcError(p: Promise<unknown>, error: string, status
   }
   throw new Error(`expected XRPC error ${error}, but the call succeeded`)
 }
+
+/** Holds the DID directory's answers for one DID until released (tests of new accounts whose identity is slow). */
+export function holdDirectory(net: FakeNetwork, did: () => string | undefined): { release: () => void; held: () => number } {
+  let release: () => void = () => undefined
+  const gate = new Promise<void>((resolve) => (release = resolve))
+  let held = 0
+  net.plcHook = async (d) => {
+    if (d === did()) {
+      held++
+      await gate
+    }
+    return true
+  }
+  return { release, held: () => held }
+}
+
+/** Posts indexed of an account. */
+export async function postCount(server: AppViewServer, did: string): Promise<number> {
+  const row = await server.ctx.db.selectFrom('post').select((eb) => eb.fn.countAll().as('n')).where('creator', '=', did).executeTakeFirst()
+  return Number(row?.n ?? 0)
+}

@@ -6,29 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { AppViewServer } from '../src/server.js'
-import { FakeNetwork, PG_URL, agentFor, caughtUp, post, startAppView, testDb, waitForAsync, type Account, type TestDb } from './helpers.js'
+import { FakeNetwork, PG_URL, agentFor, caughtUp, holdDirectory, post, postCount, startAppView, testDb, waitForAsync, type Account, type TestDb } from './helpers.js'
 
 const dialects: ('sqlite' | 'postgres')[] = PG_URL ? ['sqlite', 'postgres'] : ['sqlite']
-
-/** Holds the DID directory's answers for one DID until released. */
-function holdDirectory(net: FakeNetwork, did: () => string | undefined): { release: () => void; held: () => number } {
-  let release: () => void = () => undefined
-  const gate = new Promise<void>((resolve) => (release = resolve))
-  let held = 0
-  net.plcHook = async (d) => {
-    if (d === did()) {
-      held++
-      await gate
-    }
-    return true
-  }
-  return { release, held: () => held }
-}
-
-async function postCount(server: AppViewServer, did: string): Promise<number> {
-  const row = await server.ctx.db.selectFrom('post').select((eb) => eb.fn.countAll().as('n')).where('creator', '=', did).executeTakeFirst()
-  return Number(row?.n ?? 0)
-}
 
 async function burst(net: FakeNetwork, acct: Account, n: number): Promise<string[]> {
   const uris: string[] = []

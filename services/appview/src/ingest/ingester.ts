@@ -58,6 +58,14 @@ export interface IngesterOptions {
    */
   maxPerAccount?: number
   maxBuffered?: number
+  /**
+   * While `maxBuffered` events are buffered and the buffer is draining (a buffered event was handled within
+   * this long: its account's earlier work is verification and writes, as in a burst or a catch-up after a
+   * restart), the stream waits for room instead of dropping (default 1,000 ms). A buffer that has not
+   * drained for this long is stuck (accounts behind slow resyncs or identities): events over the bound are
+   * dropped at once, as before, until a buffered event is handled again.
+   */
+  bufferStallMs?: number
   /** a DID seen for the first time whose document cannot be fetched is tried again after these delays (default 0.5 s, 2 s, 5 s) */
   identityRetryDelaysMs?: number[]
   /** a fallback resync that fails is tried again after these delays (default 5 s, 30 s, 2 min, 10 min) */
@@ -243,6 +251,11 @@ export class Ingester {
   private inFlight = 0
   /** events queued behind earlier work of their account */
   private buffered = 0
+  /** when a buffered event was last handled, and the stream's waits for that (bufferRoom) */
+  private drainedAt = 0
+  private readonly drainWaiters: (() => void)[] = []
+  /** the buffer was full and did not drain for bufferStallMs: no waiting until a buffered event is handled */
+  private bufferStuck = false
   private readonly slotWaiters: (() => void)[] = []
   private readonly idleWaiters: (() => void)[] = []
   /** accounts whose events were lost (overflow, identity not fetched): resynced before their next commit */
@@ -310,6 +323,7 @@ export class Ingester {
 
   async stop(): Promise<void> {
     this.stopped = true
+    for (const w of this.drainWaiters.splice(0)) w()
     for (const r of this.handleRetries.values()) clearTimeout(r.timer)
     this.handleRetries.clear()
     for (const t of this.pendingResyncs.values()) if (t) clearTimeout(t)
@@ -367,12 +381,21 @@ export class Ingester {
     // a #commit left undecoded by the client: read in place (checked by the client as a decode would)
     const commit = evt.t === '#commit' && evt.bodyStart !== undefined ? indexCommitFrame(evt.frame, evt.bodyStart) : undefined
     const did = eventDid(evt, commit)
+    if (did !== undefined && this.buffered >= (this.opts.maxBuffered ?? 10_000) && this.queue.size(did) > 0) await this.bufferRoom()
     const behind = did !== undefined && this.queue.size(did) > 0
     this.inFlight++
     if (behind) this.buffered++
-    const finish = () => {
+    // (handled: false for an event dropped at once, which is no sign that the buffer drains)
+    const finish = (handled = true) => {
       this.inFlight--
-      if (behind) this.buffered--
+      if (behind) {
+        this.buffered--
+        if (handled) {
+          this.drainedAt = performance.now()
+          this.bufferStuck = false
+          if (this.drainWaiters.length > 0) for (const w of this.drainWaiters.splice(0)) w()
+        }
+      }
       if (item) {
         item.done = true
         const seq = tracker.advance()
@@ -387,17 +410,43 @@ export class Ingester {
       this.stats.overflowed++
       this.drop('too many events waiting', did)
       this.scheduleResync(did)
-      finish()
+      finish(false)
       return
     }
     let detach: () => void = () => undefined
     const detached = new Promise<void>((resolve) => (detach = resolve))
     const task = this.handleEvent(source, evt, detach, commit)
       .catch((err) => this.log.warn({ did, seq: evt.seq, err: (err as Error).message }, 'event handling failed'))
-      .finally(finish)
+      .finally(() => finish())
     // behind earlier work of its account (a resync): the event waits there, the stream does not
     if (did && this.queue.size(did) > 1) return
     await Promise.race([task, detached])
+  }
+
+  /**
+   * The buffer is full (maxBuffered): waits while it drains, until there is room for one more event (see
+   * bufferStallMs); returns when it stops draining (the caller's drop rule applies then).
+   */
+  private async bufferRoom(): Promise<void> {
+    const max = this.opts.maxBuffered ?? 10_000
+    const stall = this.opts.bufferStallMs ?? 1000
+    const t0 = performance.now()
+    while (this.buffered >= max && !this.bufferStuck && !this.stopped) {
+      // draining: an event handled since this wait began, or within the stall window before it
+      const left = Math.max(this.drainedAt, t0) + stall - performance.now()
+      if (left <= 0) {
+        this.bufferStuck = true
+        return
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, left)
+        function done() {
+          clearTimeout(timer)
+          resolve()
+        }
+        this.drainWaiters.push(done)
+      })
+    }
   }
 
   get connected(): boolean {
