@@ -265,6 +265,7 @@ async function liveBurst(net: Network, server: InstanceType<typeof AppViewServer
   const cpu0 = process.cpuUsage()
   const threads0 = threadCpu()
   const writer0 = { ...server.ctx.ingester.writer.stats }
+  const stats0 = { ...server.ctx.ingester.stats }
   const t1 = performance.now()
   const { first, last } = await net.burst(set.set)
   await until(async () => ((await server.ctx.ingester.getCursor(net.pdsUrl)) ?? 0) >= last, 20 * 60_000, 'live commits')
@@ -273,7 +274,10 @@ async function liveBurst(net: Network, server: InstanceType<typeof AppViewServer
   const split = cpuSplit(threads0, threadCpu(), set.commits)
   const w0 = writer0
   const w = { writes: server.ctx.ingester.writer.stats.writes - w0.writes, batches: server.ctx.ingester.writer.stats.batches - w0.batches }
-  return { commits: set.commits, split, secs, cpuUs: (cpu.user + cpu.system) / set.commits, indexed: await livePosts(server, set.dids), first, last, perBatch: w.writes / Math.max(1, w.batches) }
+  // events dropped above the ingester's buffering bounds: their accounts were resynced from getRepo instead
+  const s = server.ctx.ingester.stats
+  const dropped = { events: s.overflowed - stats0.overflowed, resyncs: s.fallbackResyncs - stats0.fallbackResyncs }
+  return { commits: set.commits, split, secs, cpuUs: (cpu.user + cpu.system) / set.commits, indexed: await livePosts(server, set.dids), first, last, perBatch: w.writes / Math.max(1, w.batches), dropped }
 }
 
 /** Commits published at `rate`/s (by the network process); lag from publish to indexed (the ingest cursor passing the event). */
@@ -617,7 +621,7 @@ let explainMd = ''
 const backfillRow = (db: string, b: Awaited<ReturnType<typeof backfill>>) =>
   `| backfill, ${db} | ${REPOS} repos, ${b.records} records indexed of ${b.expected} | ${b.secs.toFixed(1)} s | **${Math.round(b.records / b.secs)} records/s**, ${(REPOS / b.secs).toFixed(1)} repos/s | ${Math.round(b.cpuUs)} µs/record (${b.split}) |`
 const burstRow = (db: string, l: Awaited<ReturnType<typeof liveBurst>>) =>
-  `| live at full speed, ${db} | ${l.commits} single-op commits over a WebSocket (new accounts), ${l.perBatch.toFixed(0)} commits per transaction on average | ${l.secs.toFixed(1)} s | **${Math.round(l.commits / l.secs)} commits/s** (${l.indexed} posts indexed) | ${Math.round(l.cpuUs)} µs/commit (${l.split}) |`
+  `| live at full speed, ${db} | ${l.commits} single-op commits over a WebSocket (new accounts), ${l.perBatch.toFixed(0)} commits per transaction on average | ${l.secs.toFixed(1)} s | **${Math.round(l.commits / l.secs)} commits/s** (${l.indexed} posts indexed; ${l.dropped.events} events dropped, ${l.dropped.resyncs} accounts resynced) | ${Math.round(l.cpuUs)} µs/commit (${l.split}) |`
 try {
   const burstSet = want('live') || want('firehose') ? await net.live(100, LIVE) : null
   const pacedSet = want('paced') ? await net.live(50, Math.min(2000, Math.ceil(LIVE / 2))) : null

@@ -126,7 +126,11 @@ async function startNetwork(manifest: Manifest) {
   const plc = Fastify()
   const pds = Fastify()
   const log = new MemoryEventLog()
-  const subs = new SubscriptionServer({ log, pingIntervalMs: 0 })
+  // the burst command publishes every live commit in one synchronous loop: nothing reaches the socket before its
+  // end, so with the default limits (20,000 frames / 16 MiB queued) the AppView was cut (ConsumerTooSlow) in the
+  // middle of a 20,000-commit burst, however fast it read, and caught up by reconnecting and replaying from its
+  // cursor; the consumer's pace is its socket's (its reads), not these limits
+  const subs = new SubscriptionServer({ log, pingIntervalMs: 0, maxQueuedFrames: 10_000_000, maxQueuedBytes: 4 * 1024 ** 3 })
   const index = new Map(manifest.accounts.map((a, i) => [a.did, i]))
   const liveCars = new Map<string, Uint8Array>()
   let pdsUrl = ''
