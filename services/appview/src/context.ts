@@ -35,8 +35,11 @@ import { parseAcceptLabelers, type AcceptedLabeler } from './labels/labels.js'
 import type { LabelSubscriptions } from './labels/subscriber.js'
 import { Backfiller } from './ingest/backfill.js'
 import { Views } from './views/views.js'
-import { DEFAULT_CACHE_ROWS, ReadPool } from './api/read-pool.js'
+import { DEFAULT_CACHE_ROWS, READ_MMAP_BYTES, ReadPool } from './api/read-pool.js'
 import { ChangeFeed } from './hydration/change-feed.js'
+
+/** the SQLite writer connection's page cache, KiB */
+export const WRITER_CACHE_KIB = 64 * 1024
 
 export interface AppContextOptions {
   /** replaces the identity resolver built from the config (tests) */
@@ -128,6 +131,15 @@ export class AppContext {
     // Every multi-row statement of a batch keeps one; on a temp file past 64 KiB, its page writes (a pwrite
     // each) were ~15 % of the main thread's CPU in live ingest.
     database.sqlite?.pragma('temp_store = MEMORY')
+    // the writer reads the pages it changes (index leaves at random keys: a backfill batch lands on thousands)
+    // through a memory map as the read workers do, not with a pread and a copy each, and keeps up to 64 MiB of
+    // them across transactions (SQLite's default cache: 2 MiB). 1M-record backfill, two loaded pairs run side
+    // by side: main thread 64 / 64 against 68 / 68 µs per record (system 12 / 11 against 16 / 16), bytes read
+    // per record 6.4 / 6.6 KB against 11.3 / 10.5
+    if (database.sqlite && !database.sqlite.memory) {
+      database.sqlite.pragma(`mmap_size = ${READ_MMAP_BYTES}`)
+      database.sqlite.pragma(`cache_size = -${WRITER_CACHE_KIB}`)
+    }
     try {
       await migrateToLatest(database.db, appviewMigrations(database.dialect))
     } catch (err) {

@@ -6,6 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { AppViewServer } from '../src/server.js'
+import { READ_MMAP_BYTES } from '../src/api/read-pool.js'
+import { WRITER_CACHE_KIB } from '../src/context.js'
 import { FakeNetwork, caughtUp, post, startAppView, testDb, type TestDb } from './helpers.js'
 
 describe('the SQLite writer connection', () => {
@@ -35,5 +37,11 @@ describe('the SQLite writer connection', () => {
     const triggers = sqlite.prepare(`SELECT name FROM sqlite_temp_master WHERE type = 'trigger'`).all() as { name: string }[]
     expect(triggers.length).toBeGreaterThan(0)
     expect(sqlite.pragma('temp_store', { simple: true })).toBe(2)
+  })
+
+  it('reads the file through a memory map and keeps a 64 MiB page cache (backfill batches change thousands of random index pages)', () => {
+    const sqlite = server.ctx.database.sqlite!
+    expect(sqlite.pragma('mmap_size', { simple: true })).toBe(READ_MMAP_BYTES)
+    expect(sqlite.pragma('cache_size', { simple: true })).toBe(-WRITER_CACHE_KIB)
   })
 })
