@@ -1,8 +1,8 @@
 /**
  * How a read worker gets rows and answer bytes: listSql's statements run on the better-sqlite3 handle
  * return their rows as one JSON text (src/hydration/sql.ts, readStatement), and answers are encoded by
- * utf8Bytes (src/api/read-pool.ts). The oracles are better-sqlite3's own rows (object mode, the statement
- * as written) and TextEncoder.encode.
+ * jsonBytes (src/api/read-pool.ts). The oracles are better-sqlite3's own rows (object mode, the statement
+ * as written) and TextEncoder.encode(JSON.stringify(value)).
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -12,7 +12,7 @@ import { migrateToLatest, openSqlite, type Database } from '@stratos/core/db'
 import { appviewMigrations } from '../src/indexer/migrations.js'
 import { listSql, readDirectly, type ListSql } from '../src/hydration/sql.js'
 import { hydrationQueries } from '../src/hydration/hydrator.js'
-import { utf8Bytes } from '../src/api/read-pool.js'
+import { jsonBytes } from '../src/api/read-pool.js'
 
 /** a deterministic generator (xorshift) */
 function rng(seed: number) {
@@ -170,20 +170,72 @@ describe('read rows as one JSON text', () => {
   })
 })
 
-describe('utf8Bytes', () => {
-  it('gives the bytes TextEncoder.encode gives', () => {
-    const enc = new TextEncoder()
-    const r = rng(11)
-    const strings = ['', 'a', 'plain ascii {"a":1}', 'é', '🎉', '\ud800', 'x\udc00y', '\ud83c', 'a'.repeat(5000) + '€']
-    for (let i = 0; i < 300; i++) {
-      let s = ''
-      const n = Math.floor(r() * 200)
-      for (let k = 0; k < n; k++) {
-        const pick = r()
-        s += pick < 0.7 ? String.fromCharCode(32 + Math.floor(r() * 95)) : pick < 0.9 ? String.fromCharCode(Math.floor(r() * 0x10000)) : PIECES[Math.floor(r() * PIECES.length)]
-      }
-      strings.push(s)
+describe('jsonBytes', () => {
+  const enc = new TextEncoder()
+  const oracle = (v: unknown) => Buffer.from(enc.encode(JSON.stringify(v)))
+  const same = (v: unknown) => {
+    const got = Buffer.from(jsonBytes(v))
+    const want = oracle(v)
+    let i = 0
+    while (i < got.length && got[i] === want[i]) i++
+    // (where they differ, and a few bytes either side)
+    expect(i === got.length && i === want.length ? null : { at: i, got: got.subarray(Math.max(0, i - 40), i + 40).toString(), want: want.subarray(Math.max(0, i - 40), i + 40).toString() }).toBe(null)
+  }
+
+  function str(r: () => number): string {
+    let s = ''
+    const n = Math.floor(r() * 40)
+    for (let k = 0; k < n; k++) {
+      const pick = r()
+      s += pick < 0.7 ? String.fromCharCode(32 + Math.floor(r() * 95)) : pick < 0.9 ? String.fromCharCode(Math.floor(r() * 0x10000)) : PIECES[Math.floor(r() * PIECES.length)]
     }
-    for (const s of strings) expect(Buffer.from(utf8Bytes(s)).equals(Buffer.from(enc.encode(s))), JSON.stringify(s)).toBe(true)
+    return s
+  }
+  /** a random JSON-ish value: long arrays and nested objects (split by jsonBytes), and what JSON.stringify leaves out or converts */
+  function value(r: () => number, depth: number): unknown {
+    const pick = r()
+    if (depth > 5 || pick < 0.35) {
+      const leaf = r()
+      if (leaf < 0.3) return str(r)
+      if (leaf < 0.45) return Math.floor(r() * 1e6) - 5e5
+      if (leaf < 0.5) return [0.5, -0, NaN, Infinity, 1e21][Math.floor(r() * 5)]
+      if (leaf < 0.6) return r() < 0.5
+      if (leaf < 0.68) return null
+      if (leaf < 0.76) return undefined
+      if (leaf < 0.8) return () => 1
+      if (leaf < 0.83) return Symbol('s')
+      if (leaf < 0.88) return new Date(Math.floor(r() * 2e12))
+      if (leaf < 0.91) {
+        const replaced = str(r)
+        return { toJSON: () => ({ replaced }) }
+      }
+      if (leaf < 0.94) return new Map([[1, 2]])
+      if (leaf < 0.97) return new String(str(r))
+      return Object.assign(Object.create(null), { bare: str(r) })
+    }
+    if (pick < 0.65) return Array.from({ length: Math.floor(r() * (depth < 3 && r() < 0.3 ? 20 : 4)) }, () => value(r, depth + 1))
+    const o: Record<string, unknown> = {}
+    const n = Math.floor(r() * 5)
+    for (let k = 0; k < n; k++) o[r() < 0.2 ? String(Math.floor(r() * 10)) : str(r) || 'k'] = value(r, depth + 1)
+    return o
+  }
+
+  it('gives the bytes of JSON.stringify as TextEncoder.encode gives them', () => {
+    const r = rng(11)
+    for (const v of [{}, [], '', 'é', '\ud800', 'x\udc00y', '🎉', 0, null, { a: undefined }, [undefined, () => 1], { a: [1, 2, 3, 4, 5, 6, 7, 8, 9] }]) same(v)
+    for (let i = 0; i < 500; i++) same({ [str(r) || 'k']: value(r, 0), list: Array.from({ length: 8 + Math.floor(r() * 12) }, () => value(r, 1)) })
+  })
+
+  it('answers larger than its kept buffer, one after another', () => {
+    const r = rng(5)
+    // a 200-reply thread's shape, ~1 MB, then a small answer: the buffer grows, then is reused
+    const reply = () => ({ $type: 'app.bsky.feed.defs#threadViewPost', post: { uri: `at://${str(r)}`, text: 'x'.repeat(4000) + str(r) + '€🎉' }, replies: [] })
+    const big = { thread: { post: reply(), replies: Array.from({ length: 250 }, reply) } }
+    same(big)
+    same({ feed: [{ a: 1 }], cursor: 'c' })
+    same(big)
+    const long = { s: 'é'.repeat(9 << 20) }
+    same(long)
+    same({ after: 'the kept buffer was dropped' })
   })
 })

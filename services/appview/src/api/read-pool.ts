@@ -53,26 +53,84 @@ export type ReadResult =
   | { ok: true; body: Uint8Array; headers: Record<string, string> }
   | { ok: false; status: number; error: string; message: string; headers: Record<string, string> }
 
-const utf8 = new TextEncoder()
-/** kept between answers: the worst case of a non-ASCII answer (3 bytes per UTF-16 unit) */
-let scratch = new Uint8Array(0)
-/** answers longer than this (UTF-16 units) are encoded without the scratch buffer (not kept that large) */
-const SCRATCH_MAX_UNITS = 4 << 20
+/** kept between answers (one at a time per thread): where an answer's JSON is written, grown as needed */
+let out = Buffer.allocUnsafeSlow(1 << 16)
+/** a buffer grown past this is dropped after the answer (not kept that large) */
+const OUT_KEEP_BYTES = 16 << 20
+/** bytes written to `out` so far in the answer being encoded */
+let at = 0
+/** objects this close to the root are written property by property; deeper ones with one JSON.stringify */
+const SPLIT_DEPTH = 2
+/** arrays of at least this many elements (within SPLIT_ARRAY_MAX_DEPTH) are written element by element */
+const SPLIT_ARRAY = 8
+const SPLIT_ARRAY_MAX_DEPTH = 8
+
+function put(s: string): void {
+  // (UTF-8 takes at most 3 bytes per UTF-16 unit)
+  const need = at + s.length * 3
+  if (need > out.length) {
+    const grown = Buffer.allocUnsafeSlow(Math.max(need, out.length * 2))
+    out.copy(grown, 0, 0, at)
+    out = grown
+  }
+  at += out.write(s, at)
+}
+
+function splittable(v: object, depth: number, array: boolean): boolean {
+  if (array) return (v as unknown[]).length >= SPLIT_ARRAY && depth < SPLIT_ARRAY_MAX_DEPTH && typeof (v as { toJSON?: unknown }).toJSON !== 'function'
+  if (depth >= SPLIT_DEPTH) return false
+  const proto = Object.getPrototypeOf(v)
+  return (proto === Object.prototype || proto === null) && typeof (v as { toJSON?: unknown }).toJSON !== 'function'
+}
+
+function putValue(v: unknown, depth: number): void {
+  if (v !== null && typeof v === 'object') {
+    const array = Array.isArray(v)
+    if (splittable(v, depth, array)) {
+      if (array) {
+        put('[')
+        for (let i = 0; i < v.length; i++) {
+          if (i > 0) put(',')
+          putValue(v[i], depth + 1)
+        }
+        put(']')
+        return
+      }
+      let first = true
+      for (const key of Object.keys(v)) {
+        const x = (v as Record<string, unknown>)[key]
+        if (x === undefined || typeof x === 'function' || typeof x === 'symbol') continue
+        put(first ? `{${JSON.stringify(key)}:` : `,${JSON.stringify(key)}:`)
+        first = false
+        putValue(x, depth + 1)
+      }
+      put(first ? '{}' : '}')
+      return
+    }
+  }
+  // (in an array, what JSON.stringify leaves out is null; object properties of that kind are skipped above)
+  put(JSON.stringify(v) ?? 'null')
+}
 
 /**
- * A string's UTF-8 bytes, as TextEncoder.encode gives them (lone surrogates as U+FFFD), by encodeInto: on
- * Node 20 encode() goes through V8's String::WriteUtf8 (~300 µs for a 190 KB thread answer), encodeInto
- * through a far faster path (~15 µs). An ASCII string is encoded straight into a buffer of its length;
- * any other into a kept scratch buffer, its bytes then copied out.
+ * The UTF-8 bytes of JSON.stringify(value), in a buffer of their own (to be transferred). JSON.stringify of
+ * a whole answer builds one string as long as the answer: past 128 KB (a 200-reply thread is 192 KB) V8
+ * allocates it in its large-object space, a fresh mapping per answer that only a full (mark-compact) GC
+ * frees, flattened there before encoding: page faults, unmaps and major GCs took more CPU than the handler.
+ * The top levels are written here piece by piece instead (objects near the root, long arrays), each piece
+ * a JSON.stringify small enough for the young generation, into a buffer kept between answers; the bytes
+ * are then copied out once.
  */
-export function utf8Bytes(s: string): Uint8Array {
-  const exact = new Uint8Array(s.length)
-  const first = utf8.encodeInto(s, exact)
-  if (first.read === s.length) return first.written === s.length ? exact : exact.subarray(0, first.written)
-  if (s.length > SCRATCH_MAX_UNITS) return utf8.encode(s)
-  if (scratch.length < s.length * 3) scratch = new Uint8Array(s.length * 3)
-  const { written } = utf8.encodeInto(s, scratch)
-  return scratch.slice(0, written)
+export function jsonBytes(value: unknown): Uint8Array {
+  at = 0
+  try {
+    putValue(value, 0)
+    const bytes = Buffer.allocUnsafeSlow(at)
+    out.copy(bytes, 0, 0, at)
+    return new Uint8Array(bytes.buffer, 0, at)
+  } finally {
+    if (out.length > OUT_KEEP_BYTES) out = Buffer.allocUnsafeSlow(1 << 16)
+  }
 }
 
 export interface ReadPoolOptions {

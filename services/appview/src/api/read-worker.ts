@@ -15,7 +15,7 @@ import type { DatabaseSchema } from '../indexer/schema.js'
 import { runSerialWithLabelers } from '../labels/request.js'
 import { Views } from '../views/views.js'
 import { methods } from './index.js'
-import { READ_MMAP_BYTES, WORKER_METHODS, utf8Bytes, type ReadResult, type ReadTask } from './read-pool.js'
+import { READ_MMAP_BYTES, WORKER_METHODS, jsonBytes, type ReadResult, type ReadTask } from './read-pool.js'
 
 const data = workerData as { dbPath: string; modServiceDid?: string; name: string; cacheRows: number; changes?: SharedArrayBuffer }
 const port = parentPort!
@@ -91,7 +91,7 @@ async function answer(task: ReadTask): Promise<ReadResult> {
         return { ok: false, status: 500, error: 'InternalServerError', message: `Invalid output for ${task.nsid}: ${(err as Error).message}`, headers: {} }
       }
     }
-    return { ok: true, body: utf8Bytes(JSON.stringify(out.body)), headers: { ...out.headers, ...headers } }
+    return { ok: true, body: jsonBytes(out.body), headers: { ...out.headers, ...headers } }
   } catch (err) {
     if (err instanceof XRPCError) return { ok: false, status: err.status, error: err.error, message: err.message, headers: err.headers as Record<string, string> }
     throw err
