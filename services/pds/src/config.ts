@@ -399,7 +399,7 @@ export function readConfigFromEnv(env: Record<string, string | undefined> = proc
       didCacheDbPath: path.resolve(str('PDS_DID_CACHE_DB_LOCATION') ?? path.join(dir, 'did_cache.sqlite')),
       actorStoreDirectory: path.resolve(str('PDS_ACTOR_STORE_DIRECTORY') ?? path.join(dir, 'actors')),
       actorStoreCacheSize: int('PDS_ACTOR_STORE_CACHE_SIZE', 500, 1),
-      writeWorkers: int('PDS_WRITE_WORKERS', 0, 0, 16),
+      writeWorkers: int('PDS_WRITE_WORKERS', 1, 0, 16),
     },
     blobstore: {
       location: blobLocation,

@@ -1,11 +1,12 @@
 /**
  * Commit workers: the building, signing and storing of repo commits moved off the main thread
- * (PDS_WRITE_WORKERS worker threads; 0, the default, keeps every commit on the main thread). The main thread keeps HTTP,
+ * (PDS_WRITE_WORKERS worker threads, 1 by default; 0 keeps every commit on the main thread). The main thread keeps HTTP,
  * auth, validation and preparation of the writes, the account's lock, the event log and the head in the
  * service database, and the fsync of the store's WAL (an fdatasync of the file through its own descriptor
  * covers what any connection wrote to it); a worker takes a prepared write and answers the commit outcome
  * (with the #commit CAR built). Writes that reference blobs stay on the main thread (their files move before
- * the commit); blobs a worker's commit dereferenced are deleted by the main thread.
+ * the commit), and so do the commits of an account with writes queued behind them (see RepoWriter); blobs a
+ * worker's commit dereferenced are deleted by the main thread.
  */
 import { CID } from 'multiformats/cid'
 import { writeCar } from '@stratos/core/repo'

@@ -76,7 +76,9 @@ export class RepoWriter {
     const { storeDurable, ...done } = await repo.lock.run(async () => {
       const workers = this.actorStore.commitWorkers
       let outcome: CommitOutcome
-      if (workers && workerCanCommit(writes)) {
+      // an account with writes waiting behind this one (many writers on one repo) commits on the main thread:
+      // its commits are serial, and each would wait for a round trip to the worker with the lock held
+      if (workers && repo.lock.queued === 1 && workerCanCommit(writes)) {
         const made = await workers.commit(did, repo.db.name, this.exportedKey(did, key), writes, swapCommit)
         repo.committedElsewhere()
         outcome = made.outcome

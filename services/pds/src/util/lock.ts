@@ -13,6 +13,11 @@ export class AsyncLock {
     return result
   }
 
+  /** sections running or waiting to run (inside one: more than 1 when others wait behind it) */
+  get queued(): number {
+    return this.pending
+  }
+
   get busy(): boolean {
     return this.pending > 0
   }
