@@ -5,6 +5,9 @@ import { workerCanCommit, type ActorStore, type CommitOutcome, type PreparedCrea
 import { InvalidRequestError } from '../errors.js'
 import type { Sequencer, SequencedEvent } from '../sequencer/index.js'
 
+/** how long an account that had writes queued keeps committing on the main thread (ms) */
+const MAIN_THREAD_HOLD_MS = 2_000
+
 /** The output of createRecord and putRecord: the record written and the commit it is in. */
 export function recordWriteOutput(write: PreparedCreateOrUpdate, outcome: CommitOutcome) {
   return {
@@ -26,6 +29,8 @@ export function recordWriteOutput(write: PreparedCreateOrUpdate, outcome: Commit
  */
 export class RepoWriter {
   private readonly keys = new Map<string, SigningKeypair>()
+  /** accounts whose commits stay on the main thread until then (performance.now()): see write */
+  private readonly mainThreadUntil = new WeakMap<object, number>()
   /** the private keys of {@link keys} as commit workers take them */
   private readonly exported = new Map<string, { curve: SigningKeypair['curve']; priv: Uint8Array }>()
 
@@ -76,9 +81,12 @@ export class RepoWriter {
     const { storeDurable, ...done } = await repo.lock.run(async () => {
       const workers = this.actorStore.commitWorkers
       let outcome: CommitOutcome
-      // an account with writes waiting behind this one (many writers on one repo) commits on the main thread:
-      // its commits are serial, and each would wait for a round trip to the worker with the lock held
-      if (workers && repo.lock.queued === 1 && workerCanCommit(writes)) {
+      // an account with writes waiting behind this one (many writers on one repo) commits on the main thread,
+      // and keeps doing so until it has had no queue for a while: its commits are serial, each would wait for a
+      // round trip to the worker with the lock held, and a switch between the two connections reloads the head
+      const now = performance.now()
+      if (repo.lock.queued > 1) this.mainThreadUntil.set(repo, now + MAIN_THREAD_HOLD_MS)
+      if (workers && (this.mainThreadUntil.get(repo) ?? 0) <= now && workerCanCommit(writes)) {
         const made = await workers.commit(did, repo.db.name, this.exportedKey(did, key), writes, swapCommit)
         repo.committedElsewhere()
         outcome = made.outcome
