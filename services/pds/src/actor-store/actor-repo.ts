@@ -92,6 +92,8 @@ export interface ImportOutcome {
  */
 export class ActorRepo {
   readonly storage: SqliteRepoStorage
+  /** handed out again from the store's cache (ActorStore.get) since it was opened: a hot account */
+  reused = false
   private readonly walSync: WalGroupSync | null
   /** checkpoints of the WAL in a worker thread instead of SQLite's automatic ones in the COMMIT (fsyncs on the event loop) */
   private readonly checkpoints: WalCheckpointSchedule | null

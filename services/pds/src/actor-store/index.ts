@@ -75,12 +75,14 @@ export class ActorStore {
     if (cached) {
       this.open.delete(did)
       this.open.set(did, cached)
+      cached.reused = true
       return cached
     }
     const parked = this.evicted.get(did)
     if (parked) {
       clearTimeout(parked.timer)
       this.evicted.delete(did)
+      parked.repo.reused = true
       return this.remember(did, parked.repo)
     }
     if (!this.exists(did)) return null
