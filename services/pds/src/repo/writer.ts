@@ -83,7 +83,7 @@ export class RepoWriter {
       let outcome: CommitOutcome
       // an account with writes waiting behind this one (many writers on one repo) commits on the main thread,
       // and keeps doing so until it has had no queue for a while: its commits are serial, each would wait for a
-      // round trip to the worker with the lock held, and a switch between the two connections reloads the head
+      // round trip to the worker with the lock held, and a switch between the two connections reloads the head.
       // So does an account whose handle was just opened for this write (more accounts writing than the handle
       // cache holds): the worker would open a connection of its own to the file too, two opens per write.
       const now = performance.now()
